@@ -1,0 +1,284 @@
+//! A fake model: an OpenAI Responses API server (`POST /v1/responses`, streamed as SSE) that
+//! answers every request by echoing the last user message as `echo: <text>`, in `deltas` pieces.
+//!
+//! It is what the tests, the demo (`codex-pool chat --mock-model`) and the benchmark run codex
+//! against, so no account and no network are needed. It records every request body it receives
+//! (in memory, and with [`MockConfig::log_dir`] one file per request), which is the best oracle for
+//! what a conversation really sends the model.
+//!
+//! The last user message can steer it with directives, written anywhere in the text:
+//!
+//! | directive | effect |
+//! |---|---|
+//! | `[mock:deltas=N]` | stream the reply in N pieces |
+//! | `[mock:delay_ms=N]` | wait N ms before each piece |
+//! | `[mock:fail=500]`, `[mock:fail=429]` | answer with that HTTP status instead |
+//! | `[mock:cut]` | cut the stream in the middle (no `response.completed`) |
+//! | `[mock:hang]` | send `response.created`, then nothing until the client goes away |
+//! | `[mock:tool=NAME ARGS]` | call tool NAME with the JSON arguments ARGS instead of answering |
+//!
+//! After a tool call, the next request carries its `function_call_output`; the mock then answers
+//! `tool output: <output>`.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), codex_pool_mock_model::MockError> {
+//! use codex_pool_mock_model::{MockConfig, MockModel};
+//! let mock = MockModel::start(MockConfig::default()).await?;
+//! println!("point codex at {}", mock.base_url());
+//! mock.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod reply;
+mod sse;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use reply::{last_user_text, Directives, Failure, Plan};
+
+/// How the fake model behaves by default (directives in a message override per request).
+#[derive(Debug, Clone)]
+pub struct MockConfig {
+    /// Where to listen; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Number of text deltas per reply.
+    pub deltas: usize,
+    /// Delay before each delta.
+    pub delay: Duration,
+    /// Write each request body to `DIR/NNNNNN.json`.
+    pub log_dir: Option<PathBuf>,
+    /// Keep request bodies in memory for [`MockModel::requests`] (tests); off for long benchmarks.
+    pub keep_requests: bool,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            deltas: 4,
+            delay: Duration::ZERO,
+            log_dir: None,
+            keep_requests: true,
+        }
+    }
+}
+
+/// Why the fake model could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MockError {
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The log directory could not be created.
+    #[error("cannot create log dir {dir}: {source}")]
+    LogDir {
+        /// The directory.
+        dir: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// A request the fake model received.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    /// Arrival order, from 1.
+    pub seq: u64,
+    /// The size of the body in bytes.
+    pub body_bytes: usize,
+    /// The parsed body (`Value::Null` when it was not JSON).
+    pub body: Value,
+}
+
+struct Shared {
+    config: MockConfig,
+    seq: AtomicU64,
+    body_bytes: AtomicU64,
+    requests: Mutex<Vec<RecordedRequest>>,
+}
+
+/// A running fake model. Dropping it stops the server.
+pub struct MockModel {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl MockModel {
+    /// Binds and starts serving in the background.
+    pub async fn start(config: MockConfig) -> Result<Self, MockError> {
+        if let Some(dir) = &config.log_dir {
+            std::fs::create_dir_all(dir).map_err(|source| MockError::LogDir {
+                dir: dir.clone(),
+                source,
+            })?;
+        }
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| MockError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let addr = listener.local_addr().map_err(|source| MockError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let shared = Arc::new(Shared {
+            config,
+            seq: AtomicU64::new(0),
+            body_bytes: AtomicU64::new(0),
+            requests: Mutex::new(Vec::new()),
+        });
+        let app = Router::new()
+            .route("/v1/responses", post(responses))
+            .route("/v1/models", get(models))
+            .route("/health", get(|| async { "ok" }))
+            .layer(DefaultBodyLimit::max(256 << 20))
+            .with_state(shared.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::warn!(error = %e, "mock model server ended with an error");
+            }
+        });
+        tracing::info!(%addr, "mock model listening");
+        Ok(Self {
+            addr,
+            shared,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL to give codex (`http://ADDR/v1`).
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Every request received so far, in order (empty when `keep_requests` is off).
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared
+            .requests
+            .lock()
+            .expect("request log poisoned")
+            .clone()
+    }
+
+    /// How many requests arrived so far.
+    pub fn request_count(&self) -> u64 {
+        self.shared.seq.load(Ordering::Relaxed)
+    }
+
+    /// Total bytes of request bodies received so far.
+    pub fn request_body_bytes(&self) -> u64 {
+        self.shared.body_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Stops accepting, lets open streams finish, and waits for the server task.
+    pub async fn shutdown(mut self) {
+        self.stop_now();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    fn stop_now(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Drop for MockModel {
+    fn drop(&mut self) {
+        self.stop_now();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+async fn models() -> impl IntoResponse {
+    axum::Json(
+        serde_json::json!({"object": "list", "data": [{"id": "mock-model", "object": "model"}]}),
+    )
+}
+
+async fn responses(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let seq = shared.seq.fetch_add(1, Ordering::Relaxed) + 1;
+    shared
+        .body_bytes
+        .fetch_add(body.len() as u64, Ordering::Relaxed);
+    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if let Some(dir) = &shared.config.log_dir {
+        let path = dir.join(format!("{seq:06}.json"));
+        if let Err(e) = tokio::fs::write(&path, &body).await {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write request log");
+        }
+    }
+    let plan = Plan::for_request(&parsed, shared.config.deltas, shared.config.delay);
+    if shared.config.keep_requests {
+        shared
+            .requests
+            .lock()
+            .expect("request log poisoned")
+            .push(RecordedRequest {
+                seq,
+                body_bytes: body.len(),
+                body: parsed,
+            });
+    }
+    if parsed_is_null_body(&body) {
+        return (StatusCode::BAD_REQUEST, "request body is not JSON").into_response();
+    }
+    match plan.failure {
+        Some(Failure::Status(code)) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let body = serde_json::json!({"error": {"message": format!("mock failure {code}"), "type": "mock_error"}});
+            let mut resp = (status, axum::Json(body)).into_response();
+            if code == 429 {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("0"));
+            }
+            resp
+        }
+        _ => Response::builder()
+            .header(header::CONTENT_TYPE, "text/event-stream")
+            .header(header::CACHE_CONTROL, "no-cache")
+            .body(Body::from_stream(sse::stream(seq, plan)))
+            .expect("static response parts are valid"),
+    }
+}
+
+fn parsed_is_null_body(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err()
+}

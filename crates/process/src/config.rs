@@ -1,0 +1,171 @@
+//! How a `codex app-server` process is started.
+
+use crate::policy::{DeclinePolicy, ServerRequestHandler};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A Responses-API-compatible model provider that codex is pointed at with config overrides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelProvider {
+    /// The provider id (the key under `model_providers`).
+    pub id: String,
+    /// The base URL, e.g. `http://127.0.0.1:8080/v1`.
+    pub base_url: String,
+    /// How many times codex retries a failed request (codex's default is 4).
+    pub request_max_retries: Option<u32>,
+    /// How many times codex retries a broken stream (codex's default is 5).
+    pub stream_max_retries: Option<u32>,
+}
+
+impl ModelProvider {
+    /// A provider with codex's default retry behaviour.
+    pub fn new(id: impl Into<String>, base_url: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            base_url: base_url.into(),
+            request_max_retries: None,
+            stream_max_retries: None,
+        }
+    }
+
+    /// The config overrides that select this provider.
+    pub fn overrides(&self) -> Vec<(String, String)> {
+        let mut table = format!(
+            "{{name={}, base_url={}, wire_api=\"responses\"",
+            toml_string(&self.id),
+            toml_string(&self.base_url)
+        );
+        if let Some(n) = self.request_max_retries {
+            table.push_str(&format!(", request_max_retries={n}"));
+        }
+        if let Some(n) = self.stream_max_retries {
+            table.push_str(&format!(", stream_max_retries={n}"));
+        }
+        table.push('}');
+        vec![
+            ("model_provider".to_owned(), toml_string(&self.id)),
+            (format!("model_providers.{}", self.id), table),
+        ]
+    }
+}
+
+/// Quotes a string as a TOML basic string.
+pub fn toml_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Everything needed to start and drive one process.
+#[derive(Clone)]
+pub struct ProcessConfig {
+    /// The native codex binary (see [`crate::discovery`]).
+    pub codex_bin: PathBuf,
+    /// `CODEX_HOME` of the process: where codex keeps threads, logs and login.
+    pub codex_home: PathBuf,
+    /// The working directory of the process and, by default, of its threads: an empty folder, so
+    /// no `AGENTS.md` or project files leak into conversations.
+    pub work_dir: PathBuf,
+    /// `-c key=value` overrides, values in TOML.
+    pub overrides: Vec<(String, String)>,
+    /// Extra environment variables for the process.
+    pub env: Vec<(String, String)>,
+    /// Notification methods to opt out of (less work for codex and for us).
+    pub opt_out_notifications: Vec<String>,
+    /// Fail start-up unless codex is logged in (for providers that need an OpenAI login).
+    pub require_login: bool,
+    /// Limit for `initialize`.
+    pub handshake_timeout: Duration,
+    /// Limit for every other request.
+    pub request_timeout: Duration,
+    /// Requests allowed in flight at once (codex answers "overloaded" past ~128 queued).
+    pub max_in_flight: usize,
+    /// Longest line accepted from the process; longer ones are skipped with a warning.
+    pub max_line_bytes: usize,
+    /// Events a turn's consumer may fall behind before the turn is stopped to bound memory.
+    pub max_turn_backlog: usize,
+    /// After an interrupt, how long to wait for codex to end the turn before giving up on it.
+    pub interrupt_grace: Duration,
+    /// Answers the server's requests.
+    pub handler: Arc<dyn ServerRequestHandler>,
+    /// A name for logs.
+    pub label: String,
+}
+
+impl std::fmt::Debug for ProcessConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessConfig")
+            .field("codex_bin", &self.codex_bin)
+            .field("codex_home", &self.codex_home)
+            .field("work_dir", &self.work_dir)
+            .field("overrides", &self.overrides.len())
+            .field("label", &self.label)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProcessConfig {
+    /// A config with sensible defaults; set `overrides` (e.g. from [`ModelProvider::overrides`]).
+    pub fn new(codex_bin: PathBuf, codex_home: PathBuf, work_dir: PathBuf) -> Self {
+        Self {
+            codex_bin,
+            codex_home,
+            work_dir,
+            overrides: Vec::new(),
+            env: Vec::new(),
+            opt_out_notifications: Vec::new(),
+            require_login: false,
+            handshake_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(30),
+            max_in_flight: 64,
+            max_line_bytes: 256 << 20,
+            max_turn_backlog: 100_000,
+            interrupt_grace: Duration::from_secs(5),
+            handler: Arc::new(DeclinePolicy),
+            label: "codex".to_owned(),
+        }
+    }
+
+    /// Adds a `-c key=value` override (value in TOML syntax).
+    pub fn with_override(mut self, key: impl Into<String>, toml_value: impl Into<String>) -> Self {
+        self.overrides.push((key.into(), toml_value.into()));
+        self
+    }
+
+    /// Adds several overrides.
+    pub fn with_overrides(mut self, overrides: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.overrides.extend(overrides);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_overrides_are_toml() {
+        let mut p = ModelProvider::new("mock", "http://127.0.0.1:1/v1");
+        p.request_max_retries = Some(0);
+        let o = p.overrides();
+        assert_eq!(o[0], ("model_provider".into(), "\"mock\"".into()));
+        assert_eq!(
+            o[1].1,
+            "{name=\"mock\", base_url=\"http://127.0.0.1:1/v1\", wire_api=\"responses\", request_max_retries=0}"
+        );
+        assert_eq!(toml_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\n\"");
+    }
+}

@@ -1,0 +1,150 @@
+//! Errors of one process.
+
+use codex_pool_protocol::RpcError;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Why the codex binary could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    /// No binary anywhere we looked.
+    #[error(
+        "no codex binary found (looked at: {looked}). Install the pinned CLI with \
+         `npm ci --prefix tools/codex` in the codex-pool repository, or point --codex-bin / CODEX_BIN at one"
+    )]
+    NotFound {
+        /// Every place tried, in order.
+        looked: String,
+    },
+    /// The path exists but is not an executable file.
+    #[error("{path} is not an executable file; fix its permissions (chmod +x) or point CODEX_BIN elsewhere")]
+    NotExecutable {
+        /// The path.
+        path: PathBuf,
+    },
+    /// `codex --version` failed.
+    #[error("`{path} --version` failed: {reason}")]
+    VersionCheck {
+        /// The path.
+        path: PathBuf,
+        /// What happened.
+        reason: String,
+    },
+    /// The binary is another version than the one codex-pool is built and tested for.
+    #[error(
+        "{path} is codex {found}, but codex-pool is pinned to {expected}; run `npm ci --prefix tools/codex` \
+         (or set CODEX_POOL_ALLOW_ANY_CODEX_VERSION=1 to use it anyway)"
+    )]
+    WrongVersion {
+        /// The path.
+        path: PathBuf,
+        /// Version found.
+        found: String,
+        /// Version expected.
+        expected: &'static str,
+    },
+}
+
+/// Why a process could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// The binary is unusable.
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+    /// A directory the process needs could not be made.
+    #[error("cannot prepare {path}: {source}")]
+    Prepare {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The OS refused to start it.
+    #[error("cannot start {path}: {source}")]
+    Spawn {
+        /// The binary.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// `initialize` failed.
+    #[error("codex app-server handshake failed: {0}")]
+    Handshake(#[source] ProcessError),
+    /// The process needs an OpenAI login and has none.
+    #[error(
+        "codex is not logged in (CODEX_HOME={codex_home}); run `CODEX_HOME={codex_home} codex login`, \
+         or use a model provider that needs no login"
+    )]
+    NotLoggedIn {
+        /// The CODEX_HOME in use.
+        codex_home: String,
+    },
+}
+
+/// Why a request to a running process failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProcessError {
+    /// The server answered with a JSON-RPC error.
+    #[error("codex answered {method} with an error: {error}")]
+    Rpc {
+        /// The method.
+        method: &'static str,
+        /// The error.
+        error: RpcError,
+    },
+    /// No answer within the request timeout.
+    #[error("codex did not answer {method} within {timeout:?}")]
+    Timeout {
+        /// The method.
+        method: &'static str,
+        /// The timeout.
+        timeout: Duration,
+    },
+    /// The process has exited (or its pipes broke).
+    #[error("the codex process has exited: {0}")]
+    Exited(String),
+    /// The process is shutting down and takes no new work.
+    #[error("the codex process is shutting down")]
+    ShuttingDown,
+    /// Too many requests in flight on this process.
+    #[error("too many requests in flight on this codex process ({limit}); retry later")]
+    Overloaded {
+        /// The limit.
+        limit: usize,
+    },
+    /// A turn is already running on the thread.
+    #[error("thread {thread_id} already has a turn running; wait for it to end or interrupt it")]
+    ThreadBusy {
+        /// The thread.
+        thread_id: String,
+    },
+    /// No turn is running on the thread.
+    #[error("thread {thread_id} has no turn running")]
+    NoActiveTurn {
+        /// The thread.
+        thread_id: String,
+    },
+    /// The server's answer did not have the shape the protocol says.
+    #[error("codex answered {method} with an unexpected shape: {reason}")]
+    BadResponse {
+        /// The method.
+        method: &'static str,
+        /// The decode error.
+        reason: String,
+    },
+}
+
+impl ProcessError {
+    /// The JSON-RPC error, when codex answered with one.
+    pub fn rpc(&self) -> Option<&RpcError> {
+        match self {
+            ProcessError::Rpc { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+
+    /// Whether the process itself is gone or going (as opposed to one request failing).
+    pub fn is_process_gone(&self) -> bool {
+        matches!(self, ProcessError::Exited(_) | ProcessError::ShuttingDown)
+    }
+}

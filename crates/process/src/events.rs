@@ -1,0 +1,131 @@
+//! The events of one turn: a single typed stream, serializable as is (one JSON object per event,
+//! tagged by `type`), so an SSE endpoint can forward it unchanged.
+
+use codex_pool_protocol::types::{ThreadTokenUsage, TurnError, TurnStatus};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Why a turn ended without codex finishing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AbortReason {
+    /// The codex process died (or its pipes broke) during the turn.
+    ProcessExited,
+    /// The turn produced no event for the silence timeout; it was interrupted.
+    Timeout,
+    /// The pool or process is shutting down; the turn was interrupted.
+    Shutdown,
+    /// The consumer fell too far behind; the turn was interrupted to bound memory.
+    ConsumerLagged,
+}
+
+/// One event of a turn. A stream of them ends with exactly one terminal event
+/// ([`TurnEvent::Completed`] or [`TurnEvent::Aborted`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TurnEvent {
+    /// codex accepted the turn.
+    Started {
+        /// The thread.
+        thread_id: String,
+        /// The turn.
+        turn_id: String,
+    },
+    /// A piece of the assistant's reply.
+    AgentMessageDelta {
+        /// The message item.
+        item_id: String,
+        /// The text.
+        delta: String,
+    },
+    /// A piece of raw reasoning text.
+    ReasoningDelta {
+        /// The reasoning item.
+        item_id: String,
+        /// The text.
+        delta: String,
+    },
+    /// A piece of a reasoning summary.
+    ReasoningSummaryDelta {
+        /// The reasoning item.
+        item_id: String,
+        /// The text.
+        delta: String,
+    },
+    /// An item began (user message, agent message, reasoning, tool call, ...).
+    ItemStarted {
+        /// The item, as codex describes it.
+        item: Value,
+    },
+    /// An item is complete; for an agent message, `item.text` is the whole reply.
+    ItemCompleted {
+        /// The item, as codex describes it.
+        item: Value,
+    },
+    /// Token usage after a model call.
+    TokenUsage {
+        /// The counts.
+        usage: ThreadTokenUsage,
+    },
+    /// codex reported an error in the turn; with `will_retry` it tries again by itself.
+    Error {
+        /// What went wrong.
+        error: TurnError,
+        /// Whether codex retries.
+        will_retry: bool,
+    },
+    /// codex asked the client something (an approval, user input, a tool call) and the
+    /// process's policy answered it.
+    ServerRequest {
+        /// The request method.
+        method: String,
+        /// Its params.
+        params: Value,
+        /// What was answered (`result`, or `error` with the JSON-RPC error).
+        answer: Value,
+    },
+    /// The conversation continues under a new thread id (its old thread could not be resumed);
+    /// callers that persist thread ids must store the new one.
+    ThreadIdChanged {
+        /// The id the turn was started with.
+        old_thread_id: String,
+        /// The id the conversation has from now on.
+        new_thread_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// Any other notification about this thread, passed through untouched.
+    Notification {
+        /// The method.
+        method: String,
+        /// Its params.
+        params: Value,
+    },
+    /// Terminal: codex finished the turn.
+    Completed {
+        /// The turn.
+        turn_id: String,
+        /// `completed`, `interrupted` or `failed`.
+        status: TurnStatus,
+        /// What went wrong, for a failed or interrupted turn.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<TurnError>,
+    },
+    /// Terminal: the turn ended without codex finishing it.
+    Aborted {
+        /// Why.
+        reason: AbortReason,
+        /// A human-readable explanation.
+        message: String,
+    },
+}
+
+impl TurnEvent {
+    /// Whether this event ends the stream.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            TurnEvent::Completed { .. } | TurnEvent::Aborted { .. }
+        )
+    }
+}

@@ -1,0 +1,560 @@
+//! Spawning a process and the handles that drive it.
+
+use crate::actor::{Actor, Command, Inbound, ProcessState};
+use crate::config::ProcessConfig;
+use crate::error::{ProcessError, SpawnError};
+use crate::lines::{Line, LineReader};
+use crate::stats::{ProcessStats, SharedStats};
+use crate::turn::TurnStream;
+use codex_pool_protocol::jsonrpc::{encode_line, OutgoingNotification};
+use codex_pool_protocol::methods::{
+    AccountRead, AccountReadParams, ClientInfo, Initialize, InitializeCapabilities,
+    InitializeParams, InitializeResponse, Request, ThreadFork, ThreadForkParams, ThreadIdParams,
+    ThreadResponse, ThreadResume, ThreadResumeParams, ThreadStart, ThreadStartParams,
+    ThreadStartResponse, ThreadUnsubscribe, ThreadUnsubscribeResponse, TurnStartParams,
+};
+use codex_pool_protocol::Incoming;
+use serde_json::value::RawValue;
+use std::process::Stdio;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::task::JoinHandle;
+
+/// How long a process gets to exit after SIGTERM before SIGKILL.
+const TERM_GRACE: Duration = Duration::from_secs(2);
+
+/// A running `codex app-server` process: the owner. Hand out [`AppServer::handle`]s to drive it;
+/// call [`AppServer::shutdown`] to end it. Dropping it kills the process.
+pub struct AppServer {
+    handle: AppServerHandle,
+    tasks: Vec<JoinHandle<()>>,
+    init: Option<InitializeResponse>,
+}
+
+/// A cheap, cloneable handle to a process. All methods are safe to call concurrently.
+#[derive(Clone)]
+pub struct AppServerHandle {
+    inner: Arc<HandleInner>,
+}
+
+struct HandleInner {
+    commands: mpsc::UnboundedSender<Command>,
+    permits: Semaphore,
+    max_in_flight: usize,
+    request_timeout: Duration,
+    stats: Arc<SharedStats>,
+    state: watch::Receiver<ProcessState>,
+    pid: u32,
+    label: String,
+}
+
+impl AppServer {
+    /// Spawns the process, performs the handshake and (with `require_login`) checks the login.
+    pub async fn spawn(config: ProcessConfig) -> Result<Self, SpawnError> {
+        for dir in [&config.codex_home, &config.work_dir] {
+            std::fs::create_dir_all(dir).map_err(|source| SpawnError::Prepare {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let mut cmd = tokio::process::Command::new(&config.codex_bin);
+        cmd.arg("app-server");
+        for (key, value) in &config.overrides {
+            cmd.arg("-c").arg(format!("{key}={value}"));
+        }
+        cmd.env("CODEX_HOME", &config.codex_home)
+            .env(
+                "RUST_LOG",
+                std::env::var("CODEX_POOL_CODEX_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            )
+            .envs(config.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&config.work_dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                // Own process group, so shutdown reaches codex's children too.
+                if libc::setpgid(0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // Die with the thread that spawned us, so no codex outlives a killed pool.
+                #[cfg(target_os = "linux")]
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(|source| SpawnError::Spawn {
+            path: config.codex_bin.clone(),
+            source,
+        })?;
+        let pid = child.id().unwrap_or(0);
+        let label = format!("{}[{pid}]", config.label);
+        tracing::info!(process = %label, bin = %config.codex_bin.display(), "codex app-server spawned");
+
+        let stdin = child.stdin.take().expect("stdin is piped");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (writer_tx, writer_rx) = mpsc::channel::<Vec<u8>>(4096);
+        let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(1024);
+        let (command_tx, command_rx) = mpsc::unbounded_channel::<Command>();
+        let (state_tx, state_rx) = watch::channel(ProcessState::Starting);
+        let stats = Arc::new(SharedStats::default());
+
+        let actor = Actor::new(
+            label.clone(),
+            writer_tx,
+            command_tx.clone(),
+            config.handler.clone(),
+            stats.clone(),
+            state_tx,
+            config.max_turn_backlog,
+            config.interrupt_grace,
+        );
+        let tasks = vec![
+            tokio::spawn(write_stdin(stdin, writer_rx, label.clone())),
+            tokio::spawn(read_stdout(
+                stdout,
+                inbound_tx.clone(),
+                config.max_line_bytes,
+                label.clone(),
+            )),
+            tokio::spawn(drain_stderr(stderr, label.clone())),
+            tokio::spawn(wait_exit(child, inbound_tx, label.clone())),
+            tokio::spawn(actor.run(command_rx, inbound_rx)),
+        ];
+        let handle = AppServerHandle {
+            inner: Arc::new(HandleInner {
+                commands: command_tx,
+                permits: Semaphore::new(config.max_in_flight),
+                max_in_flight: config.max_in_flight,
+                request_timeout: config.request_timeout,
+                stats,
+                state: state_rx,
+                pid,
+                label,
+            }),
+        };
+        let mut server = AppServer {
+            handle,
+            tasks,
+            init: None,
+        };
+        match server.handshake(&config).await {
+            Ok(init) => {
+                server.init = Some(init);
+                Ok(server)
+            }
+            Err(err) => {
+                server.shutdown(Duration::from_millis(200)).await;
+                Err(err)
+            }
+        }
+    }
+
+    async fn handshake(&self, config: &ProcessConfig) -> Result<InitializeResponse, SpawnError> {
+        let params = InitializeParams {
+            client_info: ClientInfo {
+                name: "codex-pool".to_owned(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            },
+            capabilities: Some(InitializeCapabilities {
+                experimental_api: false,
+                opt_out_notification_methods: (!config.opt_out_notifications.is_empty())
+                    .then(|| config.opt_out_notifications.clone()),
+            }),
+        };
+        let h = &self.handle;
+        let init = h
+            .request_with_timeout::<Initialize>(&params, config.handshake_timeout)
+            .await
+            .map_err(SpawnError::Handshake)?;
+        h.send(Command::Notify {
+            line: encode_line(&OutgoingNotification::<()> {
+                method: "initialized",
+                params: None,
+            }),
+        })
+        .map_err(SpawnError::Handshake)?;
+        if config.require_login {
+            let account = h
+                .request::<AccountRead>(&AccountReadParams::default())
+                .await
+                .map_err(SpawnError::Handshake)?;
+            if account.requires_openai_auth && account.account.is_none() {
+                return Err(SpawnError::NotLoggedIn {
+                    codex_home: config.codex_home.display().to_string(),
+                });
+            }
+        }
+        h.send(Command::MarkReady).map_err(SpawnError::Handshake)?;
+        tracing::info!(process = %h.inner.label, user_agent = %init.user_agent, "codex app-server ready");
+        Ok(init)
+    }
+
+    /// A handle for driving the process.
+    pub fn handle(&self) -> &AppServerHandle {
+        &self.handle
+    }
+
+    /// What the server said in `initialize`.
+    pub fn init_info(&self) -> Option<&InitializeResponse> {
+        self.init.as_ref()
+    }
+
+    /// Ends the process: running turns are interrupted and end with [`crate::AbortReason::Shutdown`],
+    /// stdin is closed, and the process gets `grace` to exit before SIGTERM, then SIGKILL. Returns
+    /// once the process and all its tasks are gone.
+    pub async fn shutdown(mut self, grace: Duration) {
+        let h = &self.handle;
+        let _ = h.inner.commands.send(Command::Shutdown);
+        if !h.wait_exit_for(grace).await {
+            tracing::warn!(process = %h.inner.label, "codex did not exit after stdin closed; sending SIGTERM");
+            h.signal(libc::SIGTERM);
+            if !h.wait_exit_for(TERM_GRACE).await {
+                tracing::warn!(process = %h.inner.label, "codex ignored SIGTERM; sending SIGKILL");
+                h.signal(libc::SIGKILL);
+                h.wait_exit_for(TERM_GRACE).await;
+            }
+        }
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for AppServer {
+    fn drop(&mut self) {
+        if !self.tasks.is_empty() {
+            // Not shut down: make sure no codex outlives its owner.
+            self.handle.signal(libc::SIGKILL);
+            for task in &self.tasks {
+                task.abort();
+            }
+        }
+    }
+}
+
+impl AppServerHandle {
+    /// OS process id.
+    pub fn pid(&self) -> u32 {
+        self.inner.pid
+    }
+
+    /// A name for logs: `label[pid]`.
+    pub fn label(&self) -> &str {
+        &self.inner.label
+    }
+
+    /// Where the process stands.
+    pub fn state(&self) -> ProcessState {
+        self.inner.state.borrow().clone()
+    }
+
+    /// Whether it serves requests.
+    pub fn is_ready(&self) -> bool {
+        matches!(*self.inner.state.borrow(), ProcessState::Ready)
+    }
+
+    /// Its load now.
+    pub fn stats(&self) -> ProcessStats {
+        self.inner.stats.snapshot(self.inner.pid)
+    }
+
+    /// Waits until the process has exited; returns why.
+    pub async fn exited(&self) -> String {
+        let mut rx = self.inner.state.clone();
+        loop {
+            if let ProcessState::Exited(why) = &*rx.borrow_and_update() {
+                return why.clone();
+            }
+            if rx.changed().await.is_err() {
+                return "the process actor ended".to_owned();
+            }
+        }
+    }
+
+    async fn wait_exit_for(&self, limit: Duration) -> bool {
+        tokio::time::timeout(limit, self.exited()).await.is_ok()
+    }
+
+    /// Sends a signal to the process group (no-op once it has exited).
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = self.inner.pid as libc::pid_t;
+        if pid > 0 && !matches!(*self.inner.state.borrow(), ProcessState::Exited(_)) {
+            // SAFETY: plain syscalls on a process group this crate created.
+            unsafe {
+                libc::kill(-pid, signal);
+                libc::kill(pid, signal);
+            }
+        }
+    }
+
+    /// Sends a typed request and waits for its answer (within the request timeout).
+    pub async fn request<R: Request>(
+        &self,
+        params: &R::Params,
+    ) -> Result<R::Response, ProcessError> {
+        self.request_with_timeout::<R>(params, self.inner.request_timeout)
+            .await
+    }
+
+    /// [`AppServerHandle::request`] with a timeout of the caller's choosing.
+    pub async fn request_with_timeout<R: Request>(
+        &self,
+        params: &R::Params,
+        timeout: Duration,
+    ) -> Result<R::Response, ProcessError> {
+        let raw =
+            serde_json::value::to_raw_value(params).map_err(|e| ProcessError::BadResponse {
+                method: R::METHOD,
+                reason: format!("params: {e}"),
+            })?;
+        let result = self.call(R::METHOD, raw, timeout).await?;
+        serde_json::from_str(result.get()).map_err(|e| ProcessError::BadResponse {
+            method: R::METHOD,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Sends a request by method name with raw params: for methods without a typed wrapper.
+    pub async fn call(
+        &self,
+        method: &'static str,
+        params: Box<RawValue>,
+        timeout: Duration,
+    ) -> Result<Box<RawValue>, ProcessError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let _permit = self.acquire(deadline).await?;
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Call {
+            method,
+            params,
+            reply,
+        })?;
+        self.await_reply(method, rx, deadline, timeout).await?
+    }
+
+    /// Starts a turn. The returned stream yields its events; see [`TurnStream`].
+    /// Fails with [`ProcessError::ThreadBusy`] while another turn of the thread runs.
+    pub async fn start_turn(&self, params: TurnStartParams) -> Result<TurnStream, ProcessError> {
+        let timeout = self.inner.request_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let _permit = self.acquire(deadline).await?;
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::StartTurn { params, reply })?;
+        self.await_reply("turn/start", rx, deadline, timeout)
+            .await?
+    }
+
+    /// Interrupts the running turn of a thread. Never queues behind other requests.
+    pub async fn interrupt(&self, thread_id: &str) -> Result<(), ProcessError> {
+        let timeout = self.inner.request_timeout;
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Interrupt {
+            thread_id: thread_id.to_owned(),
+            reply,
+        })?;
+        self.await_reply(
+            "turn/interrupt",
+            rx,
+            tokio::time::Instant::now() + timeout,
+            timeout,
+        )
+        .await??;
+        Ok(())
+    }
+
+    /// `thread/start`.
+    pub async fn start_thread(
+        &self,
+        params: &ThreadStartParams,
+    ) -> Result<ThreadStartResponse, ProcessError> {
+        self.request::<ThreadStart>(params).await
+    }
+
+    /// `thread/resume`.
+    pub async fn resume_thread(
+        &self,
+        params: &ThreadResumeParams,
+    ) -> Result<ThreadResponse, ProcessError> {
+        self.request::<ThreadResume>(params).await
+    }
+
+    /// `thread/fork`.
+    pub async fn fork_thread(
+        &self,
+        params: &ThreadForkParams,
+    ) -> Result<ThreadResponse, ProcessError> {
+        self.request::<ThreadFork>(params).await
+    }
+
+    /// `thread/unsubscribe`.
+    pub async fn unsubscribe(
+        &self,
+        thread_id: &str,
+    ) -> Result<ThreadUnsubscribeResponse, ProcessError> {
+        self.request::<ThreadUnsubscribe>(&ThreadIdParams {
+            thread_id: thread_id.to_owned(),
+        })
+        .await
+    }
+
+    fn send(&self, cmd: Command) -> Result<(), ProcessError> {
+        self.inner
+            .commands
+            .send(cmd)
+            .map_err(|_| ProcessError::Exited(self.exit_reason()))
+    }
+
+    fn exit_reason(&self) -> String {
+        match &*self.inner.state.borrow() {
+            ProcessState::Exited(why) => why.clone(),
+            _ => "the process actor ended".to_owned(),
+        }
+    }
+
+    async fn acquire(&self, deadline: tokio::time::Instant) -> Result<InFlight<'_>, ProcessError> {
+        match tokio::time::timeout_at(deadline, self.inner.permits.acquire()).await {
+            Ok(Ok(permit)) => {
+                self.inner.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+                Ok(InFlight {
+                    _permit: permit,
+                    stats: &self.inner.stats,
+                })
+            }
+            Ok(Err(_)) => Err(ProcessError::ShuttingDown),
+            Err(_) => Err(ProcessError::Overloaded {
+                limit: self.inner.max_in_flight,
+            }),
+        }
+    }
+
+    async fn await_reply<T>(
+        &self,
+        method: &'static str,
+        rx: oneshot::Receiver<T>,
+        deadline: tokio::time::Instant,
+        timeout: Duration,
+    ) -> Result<T, ProcessError> {
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(_)) => Err(ProcessError::Exited(self.exit_reason())),
+            Err(_) => Err(ProcessError::Timeout { method, timeout }),
+        }
+    }
+}
+
+impl std::fmt::Debug for AppServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppServerHandle")
+            .field("label", &self.inner.label)
+            .finish()
+    }
+}
+
+/// A request slot; counts itself in the stats while held.
+struct InFlight<'a> {
+    _permit: tokio::sync::SemaphorePermit<'a>,
+    stats: &'a SharedStats,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn write_stdin(mut stdin: ChildStdin, mut lines: mpsc::Receiver<Vec<u8>>, label: String) {
+    while let Some(line) = lines.recv().await {
+        if let Err(e) = stdin.write_all(&line).await {
+            tracing::debug!(process = %label, error = %e, "stdin closed");
+            return;
+        }
+    }
+    // The actor dropped its sender: closing stdin tells codex to exit.
+    let _ = stdin.shutdown().await;
+}
+
+async fn read_stdout(
+    stdout: tokio::process::ChildStdout,
+    inbound: mpsc::Sender<Inbound>,
+    max_line: usize,
+    label: String,
+) {
+    let mut reader = LineReader::new(BufReader::with_capacity(1 << 16, stdout), max_line);
+    let why = loop {
+        match reader.next_line().await {
+            Ok(Some(Line::Complete(line))) => {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                match Incoming::decode(&line) {
+                    Ok(msg) => {
+                        if inbound.send(Inbound::Message(msg)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(process = %label, error = %e, len = line.len(), "skipping a malformed line from codex");
+                    }
+                }
+            }
+            Ok(Some(Line::TooLong { len })) => {
+                tracing::warn!(process = %label, len, limit = max_line, "skipping a line over the length limit");
+            }
+            Ok(None) => break "end of file".to_owned(),
+            Err(e) => break e.to_string(),
+        }
+    };
+    let _ = inbound.send(Inbound::StdoutClosed(why)).await;
+}
+
+/// Forwards codex's stderr to `tracing` at DEBUG, at most `BURST` lines a second (the rest are
+/// counted), reading continuously so codex never blocks on a full pipe.
+async fn drain_stderr(stderr: tokio::process::ChildStderr, label: String) {
+    const BURST: u32 = 50;
+    let mut lines = LineReader::new(BufReader::new(stderr), 64 << 10);
+    let mut window = tokio::time::Instant::now();
+    let (mut logged, mut skipped) = (0u32, 0u64);
+    while let Ok(Some(line)) = lines.next_line().await {
+        if window.elapsed() >= Duration::from_secs(1) {
+            if skipped > 0 {
+                tracing::debug!(process = %label, skipped, "codex stderr lines not logged");
+            }
+            window = tokio::time::Instant::now();
+            (logged, skipped) = (0, 0);
+        }
+        if logged >= BURST {
+            skipped += 1;
+            continue;
+        }
+        logged += 1;
+        match line {
+            Line::Complete(bytes) => {
+                let text = String::from_utf8_lossy(&bytes);
+                tracing::debug!(target: "codex_pool::codex_stderr", process = %label, "{text}");
+            }
+            Line::TooLong { len } => {
+                tracing::debug!(target: "codex_pool::codex_stderr", process = %label, len, "long stderr line skipped");
+            }
+        }
+    }
+}
+
+async fn wait_exit(mut child: Child, inbound: mpsc::Sender<Inbound>, label: String) {
+    let why = match child.wait().await {
+        Ok(status) => format!("exited with {status}"),
+        Err(e) => format!("wait failed: {e}"),
+    };
+    tracing::info!(process = %label, reason = %why, "codex app-server exited");
+    let _ = inbound.send(Inbound::Exited(why)).await;
+}

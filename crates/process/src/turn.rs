@@ -1,0 +1,181 @@
+//! The consumer side of a turn: a stream of [`TurnEvent`]s that always ends with one terminal event.
+
+use crate::actor::Command;
+use crate::events::{AbortReason, TurnEvent};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, Sleep};
+
+/// The events of one running turn.
+///
+/// Read it with [`TurnStream::next`] (or as a `futures_core::Stream`). It yields events until,
+/// and including, exactly one terminal event ([`TurnEvent::Completed`] or [`TurnEvent::Aborted`]),
+/// then `None`. If no event arrives for the silence timeout, the turn is interrupted and the
+/// stream ends with [`AbortReason::Timeout`]: a long turn that keeps producing events is never cut.
+/// Dropping the stream before its end interrupts the turn.
+pub struct TurnStream {
+    thread_id: String,
+    turn_id: String,
+    rx: mpsc::UnboundedReceiver<TurnEvent>,
+    backlog: Arc<AtomicUsize>,
+    commands: mpsc::UnboundedSender<Command>,
+    silence: Option<Duration>,
+    timer: Option<Pin<Box<Sleep>>>,
+    finished: bool,
+}
+
+impl TurnStream {
+    pub(crate) fn new(
+        thread_id: String,
+        turn_id: String,
+        rx: mpsc::UnboundedReceiver<TurnEvent>,
+        backlog: Arc<AtomicUsize>,
+        commands: mpsc::UnboundedSender<Command>,
+    ) -> Self {
+        Self {
+            thread_id,
+            turn_id,
+            rx,
+            backlog,
+            commands,
+            silence: None,
+            timer: None,
+            finished: false,
+        }
+    }
+
+    pub(crate) fn set_turn_id(&mut self, turn_id: String) {
+        self.turn_id = turn_id;
+    }
+
+    /// Marks the stream as ended without an event (the turn never started).
+    pub(crate) fn mark_finished(&mut self) {
+        self.finished = true;
+    }
+
+    /// Sets the silence timeout: the longest wait for the next event before the turn is
+    /// declared hung, interrupted, and ended with [`AbortReason::Timeout`].
+    pub fn with_silence_timeout(mut self, timeout: Duration) -> Self {
+        self.silence = Some(timeout);
+        self.timer = None;
+        self
+    }
+
+    /// The thread the turn runs on.
+    pub fn thread_id(&self) -> &str {
+        &self.thread_id
+    }
+
+    /// The turn id codex assigned.
+    pub fn turn_id(&self) -> &str {
+        &self.turn_id
+    }
+
+    /// Whether the terminal event has been yielded.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// The next event, or `None` after the terminal one.
+    pub async fn next(&mut self) -> Option<TurnEvent> {
+        std::future::poll_fn(|cx| self.poll_event(cx)).await
+    }
+
+    /// Reads the stream to its end and returns the concatenated reply text and the terminal event.
+    pub async fn collect_text(mut self) -> (String, TurnEvent) {
+        let mut text = String::new();
+        while let Some(event) = self.next().await {
+            match event {
+                TurnEvent::AgentMessageDelta { delta, .. } => text.push_str(&delta),
+                e if e.is_terminal() => return (text, e),
+                _ => {}
+            }
+        }
+        unreachable!("a turn stream always ends with a terminal event")
+    }
+
+    fn finish_with(&mut self, event: TurnEvent) -> Poll<Option<TurnEvent>> {
+        self.finished = true;
+        self.timer = None;
+        Poll::Ready(Some(event))
+    }
+
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<TurnEvent>> {
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(event)) => {
+                self.backlog.fetch_sub(1, Ordering::Relaxed);
+                self.timer = None;
+                if event.is_terminal() {
+                    return self.finish_with(event);
+                }
+                Poll::Ready(Some(event))
+            }
+            Poll::Ready(None) => self.finish_with(TurnEvent::Aborted {
+                reason: AbortReason::ProcessExited,
+                message: "the codex process went away before the turn ended".to_owned(),
+            }),
+            Poll::Pending => {
+                let Some(silence) = self.silence else {
+                    return Poll::Pending;
+                };
+                let timer = self.timer.get_or_insert_with(|| {
+                    Box::pin(tokio::time::sleep_until(Instant::now() + silence))
+                });
+                match timer.as_mut().poll(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(()) => {
+                        self.abandon(AbortReason::Timeout);
+                        self.finish_with(TurnEvent::Aborted {
+                            reason: AbortReason::Timeout,
+                            message: format!(
+                                "the turn produced no event for {silence:?}; it was interrupted"
+                            ),
+                        })
+                    }
+                }
+            }
+        }
+    }
+
+    fn abandon(&self, reason: AbortReason) {
+        let _ = self.commands.send(Command::Abandon {
+            thread_id: self.thread_id.clone(),
+            turn_id: self.turn_id.clone(),
+            reason,
+        });
+    }
+}
+
+impl Drop for TurnStream {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.abandon(AbortReason::Shutdown);
+        }
+    }
+}
+
+impl futures_core::Stream for TurnStream {
+    type Item = TurnEvent;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<TurnEvent>> {
+        self.get_mut().poll_event(cx)
+    }
+}
+
+impl std::fmt::Debug for TurnStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnStream")
+            .field("thread_id", &self.thread_id)
+            .field("turn_id", &self.turn_id)
+            .field("finished", &self.finished)
+            .finish()
+    }
+}

@@ -1,0 +1,146 @@
+//! Data types shared by requests, responses and notifications.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What a thread is, as the server reports it. Only the fields codex-pool reads are typed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Thread {
+    /// The thread id (a UUIDv7 chosen by codex).
+    pub id: String,
+    /// Source thread id when this thread was created by `thread/fork`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forked_from_id: Option<String>,
+    /// Whether the thread lives only in memory.
+    #[serde(default)]
+    pub ephemeral: bool,
+    /// Turns, when the response includes them (`thread/read` with `includeTurns`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub turns: Vec<Turn>,
+}
+
+/// One turn of a thread.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Turn {
+    /// The turn id.
+    pub id: String,
+    /// Where the turn stands.
+    pub status: TurnStatus,
+    /// What went wrong, for failed or interrupted turns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<TurnError>,
+    /// Items of the turn (user message, agent message, tool calls, ...), as raw JSON.
+    #[serde(default)]
+    pub items: Vec<Value>,
+}
+
+/// The state of a turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TurnStatus {
+    /// Finished normally.
+    Completed,
+    /// Stopped by `turn/interrupt` (or by a crash, as seen after resume).
+    Interrupted,
+    /// Ended with an error.
+    Failed,
+    /// Still running.
+    InProgress,
+}
+
+/// The error attached to a failed or interrupted turn, or sent in an `error` notification.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TurnError {
+    /// Human-readable description.
+    pub message: String,
+    /// Structured classification from codex, kept as raw JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codex_error_info: Option<Value>,
+    /// More detail, when codex gives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub additional_details: Option<String>,
+}
+
+/// One piece of user input for `turn/start` and `turn/steer`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum UserInput {
+    /// Plain text.
+    Text {
+        /// The text.
+        text: String,
+    },
+    /// An image by URL.
+    Image {
+        /// The image URL (also `data:` URLs).
+        url: String,
+    },
+    /// An image file on the codex host.
+    LocalImage {
+        /// Absolute path of the image.
+        path: String,
+    },
+}
+
+impl UserInput {
+    /// A text input.
+    pub fn text(text: impl Into<String>) -> Self {
+        UserInput::Text { text: text.into() }
+    }
+}
+
+/// The sandbox mode of a thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SandboxMode {
+    /// Commands may read but not write.
+    ReadOnly,
+    /// Commands may write inside the working directory.
+    WorkspaceWrite,
+    /// No sandbox at all.
+    DangerFullAccess,
+}
+
+/// When codex asks the client before acting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ApprovalPolicy {
+    /// Ask before anything not known to be safe.
+    Untrusted,
+    /// The model decides when to ask.
+    OnRequest,
+    /// Never ask; failures go back to the model.
+    Never,
+}
+
+/// Token counts of one turn or a whole thread.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenUsageBreakdown {
+    /// Input tokens.
+    pub input_tokens: i64,
+    /// Input tokens served from cache.
+    pub cached_input_tokens: i64,
+    /// Output tokens.
+    pub output_tokens: i64,
+    /// Output tokens spent on reasoning.
+    pub reasoning_output_tokens: i64,
+    /// Everything.
+    pub total_tokens: i64,
+}
+
+/// Token usage of a thread: the last turn and the running total.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ThreadTokenUsage {
+    /// The most recent model call.
+    pub last: TokenUsageBreakdown,
+    /// The thread so far.
+    pub total: TokenUsageBreakdown,
+    /// The model's context window, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_context_window: Option<i64>,
+}
