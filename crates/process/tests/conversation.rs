@@ -67,3 +67,152 @@ async fn multi_turn_conversation_carries_history() {
     );
     server.shutdown(SHUTDOWN).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_turns_on_one_process_never_mix() {
+    let env = Env::new().await;
+    let server = env.spawn().await;
+    let codex = server.handle().clone();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let codex = codex.clone();
+        tasks.spawn(async move {
+            let thread = codex
+                .start_thread(&ThreadStartParams::default())
+                .await
+                .unwrap()
+                .thread;
+            let word = format!("conversation-{i} [mock:deltas=8] [mock:delay_ms=5]");
+            let turn = codex
+                .start_turn(TurnStartParams::new(
+                    &thread.id,
+                    vec![UserInput::text(&word)],
+                ))
+                .await
+                .unwrap();
+            let (text, end, events) = finish(turn).await;
+            (word, text, end, events)
+        });
+    }
+    let mut n = 0;
+    while let Some(done) = tasks.join_next().await {
+        let (word, text, end, events) = done.unwrap();
+        assert_eq!(
+            text,
+            format!("echo: {word}"),
+            "a stream got text of another turn"
+        );
+        assert!(
+            matches!(
+                end,
+                TurnEvent::Completed {
+                    status: TurnStatus::Completed,
+                    ..
+                }
+            ),
+            "{end:?}"
+        );
+        let completed_items: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                TurnEvent::ItemCompleted { item } if item["type"] == "agentMessage" => {
+                    item["text"].as_str()
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(completed_items, vec![text.as_str()]);
+        n += 1;
+    }
+    assert_eq!(n, 20);
+    server.shutdown(SHUTDOWN).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupt_ends_a_slow_turn_quickly() {
+    let env = Env::new().await;
+    let server = env.spawn().await;
+    let codex = server.handle().clone();
+    let thread = codex
+        .start_thread(&ThreadStartParams::default())
+        .await
+        .unwrap()
+        .thread;
+    // 100 deltas, 100 ms apart: ten seconds if left alone.
+    let slow = "slow [mock:deltas=100] [mock:delay_ms=100]";
+    let mut turn = codex
+        .start_turn(TurnStartParams::new(
+            &thread.id,
+            vec![UserInput::text(slow)],
+        ))
+        .await
+        .unwrap();
+    // Wait for the reply to start streaming.
+    loop {
+        match turn.next().await.expect("turn goes on") {
+            TurnEvent::AgentMessageDelta { .. } => break,
+            e => assert!(!e.is_terminal(), "{e:?}"),
+        }
+    }
+    let asked = std::time::Instant::now();
+    codex.interrupt(&thread.id).await.unwrap();
+    let (_, end, _) = finish(turn).await;
+    let took = asked.elapsed();
+    assert!(
+        matches!(
+            end,
+            TurnEvent::Completed {
+                status: TurnStatus::Interrupted,
+                ..
+            }
+        ),
+        "{end:?}"
+    );
+    println!("interrupt took {took:?}");
+    assert!(
+        took < std::time::Duration::from_secs(1),
+        "interrupt took {took:?}"
+    );
+
+    // The thread takes a new turn afterwards.
+    let turn = codex
+        .start_turn(TurnStartParams::new(
+            &thread.id,
+            vec![UserInput::text("after")],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(finish(turn).await.0, "echo: after");
+    server.shutdown(SHUTDOWN).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_turn_on_a_busy_thread_is_refused() {
+    let env = Env::new().await;
+    let server = env.spawn().await;
+    let codex = server.handle().clone();
+    let thread = codex
+        .start_thread(&ThreadStartParams::default())
+        .await
+        .unwrap()
+        .thread;
+    let slow = "slow [mock:deltas=20] [mock:delay_ms=50]";
+    let turn = codex
+        .start_turn(TurnStartParams::new(
+            &thread.id,
+            vec![UserInput::text(slow)],
+        ))
+        .await
+        .unwrap();
+    let err = codex
+        .start_turn(TurnStartParams::new(&thread.id, vec![UserInput::text("x")]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, codex_pool_process::ProcessError::ThreadBusy { .. }),
+        "{err}"
+    );
+    let (text, _, _) = finish(turn).await;
+    assert_eq!(text, format!("echo: {slow}"));
+    server.shutdown(SHUTDOWN).await;
+}

@@ -1,0 +1,39 @@
+//! `codex-pool mock-model`: the fake model as a standalone server.
+
+use clap::Args;
+use codex_pool_mock_model::{MockConfig, MockModel};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Options of `codex-pool mock-model`.
+#[derive(Debug, Args)]
+pub struct MockArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Text deltas per reply.
+    #[arg(long, default_value_t = 4)]
+    deltas: usize,
+    /// Delay before each delta, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
+    /// Write every request body to DIR/NNNNNN.json.
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
+}
+
+pub async fn run(args: MockArgs) -> anyhow::Result<()> {
+    let mock = MockModel::start(MockConfig {
+        listen: args.listen,
+        deltas: args.deltas,
+        delay: Duration::from_millis(args.delay_ms),
+        log_dir: args.log_dir,
+        keep_requests: false,
+    })
+    .await?;
+    println!("mock model listening at {}", mock.base_url());
+    tokio::signal::ctrl_c().await?;
+    mock.shutdown().await;
+    Ok(())
+}
