@@ -29,9 +29,9 @@ impl DeclinePolicy {
             ServerRequestKind::CommandExecutionApproval | ServerRequestKind::FileChangeApproval => {
                 Ok(json!({"decision": "decline"}))
             }
-            ServerRequestKind::ExecCommandApproval | ServerRequestKind::ApplyPatchApproval => {
-                Ok(json!({"decision": "denied"}))
-            }
+            ServerRequestKind::ExecCommandApproval | ServerRequestKind::ApplyPatchApproval => Ok(
+                json!({"decision": {"denied": {"rejection": "declined by the codex-pool policy"}}}),
+            ),
             ServerRequestKind::PermissionsApproval => {
                 Ok(json!({"permissions": {}, "scope": "turn"}))
             }
