@@ -69,6 +69,26 @@ pub fn toml_string(s: &str) -> String {
     out
 }
 
+/// Overrides every codex-pool process gets, whatever the profile: no skills reach a
+/// conversation, no project docs, and nothing at start-up reaches out to the network or runs the
+/// user's shell start-up files. Each was checked against the pinned CLI (an unknown key makes
+/// codex send a `configWarning`; these do not).
+pub const BASE_OVERRIDES: &[(&str, &str)] = &[
+    // The built-in system skills are not installed, so no `<skills_instructions>` block and no
+    // `$skill` mention expands into SKILL.md text.
+    ("skills.bundled.enabled", "false"),
+    // No skills catalog block even if some skill folder is found.
+    ("skills.include_instructions", "false"),
+    // No AGENTS.md or other project docs (the working directory is empty anyway).
+    ("project_doc_max_bytes", "0"),
+    // Plugin sync runs `git ls-remote` against a remote host at start-up.
+    ("features.plugins", "false"),
+    // The shell snapshot runs `bash -lc` over the user's ~/.bashrc for every thread.
+    ("features.shell_snapshot", "false"),
+    ("check_for_update_on_startup", "false"),
+    ("analytics.enabled", "false"),
+];
+
 /// Everything needed to start and drive one process.
 #[derive(Clone)]
 pub struct ProcessConfig {
@@ -79,7 +99,10 @@ pub struct ProcessConfig {
     /// The working directory of the process and, by default, of its threads: an empty folder, so
     /// no `AGENTS.md` or project files leak into conversations.
     pub work_dir: PathBuf,
-    /// `-c key=value` overrides, values in TOML.
+    /// `HOME` of the process. codex reads skills from `$HOME/.agents/skills`, so by default it
+    /// is an empty folder of the pool's, never the user's home. `None` keeps the inherited one.
+    pub home_dir: Option<PathBuf>,
+    /// `-c key=value` overrides, values in TOML. Starts with [`BASE_OVERRIDES`].
     pub overrides: Vec<(String, String)>,
     /// Extra environment variables for the process.
     pub env: Vec<(String, String)>,
@@ -118,13 +141,23 @@ impl std::fmt::Debug for ProcessConfig {
 }
 
 impl ProcessConfig {
-    /// A config with sensible defaults; set `overrides` (e.g. from [`ModelProvider::overrides`]).
+    /// A config with sensible defaults and [`BASE_OVERRIDES`]; add the model provider with
+    /// [`ProcessConfig::with_overrides`] (e.g. from [`ModelProvider::overrides`]). The isolated
+    /// `HOME` is a folder `home` next to `work_dir`.
     pub fn new(codex_bin: PathBuf, codex_home: PathBuf, work_dir: PathBuf) -> Self {
+        let home_dir = work_dir
+            .parent()
+            .map(|p| p.join("home"))
+            .unwrap_or_else(|| codex_home.join("home"));
         Self {
             codex_bin,
             codex_home,
             work_dir,
-            overrides: Vec::new(),
+            home_dir: Some(home_dir),
+            overrides: BASE_OVERRIDES
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             env: Vec::new(),
             opt_out_notifications: Vec::new(),
             require_login: false,

@@ -49,7 +49,7 @@ mod stats;
 mod turn;
 
 pub use actor::ProcessState;
-pub use config::{toml_string, ModelProvider, ProcessConfig};
+pub use config::{toml_string, ModelProvider, ProcessConfig, BASE_OVERRIDES};
 pub use discovery::{find_checked, find_codex, PINNED_CODEX_VERSION};
 pub use error::{DiscoveryError, ProcessError, SpawnError};
 pub use events::{AbortReason, TurnEvent};

@@ -55,7 +55,10 @@ struct HandleInner {
 impl AppServer {
     /// Spawns the process, performs the handshake and (with `require_login`) checks the login.
     pub async fn spawn(config: ProcessConfig) -> Result<Self, SpawnError> {
-        for dir in [&config.codex_home, &config.work_dir] {
+        for dir in [&config.codex_home, &config.work_dir]
+            .into_iter()
+            .chain(config.home_dir.as_ref())
+        {
             std::fs::create_dir_all(dir).map_err(|source| SpawnError::Prepare {
                 path: dir.clone(),
                 source,
@@ -65,6 +68,9 @@ impl AppServer {
         cmd.arg("app-server");
         for (key, value) in &config.overrides {
             cmd.arg("-c").arg(format!("{key}={value}"));
+        }
+        if let Some(home) = &config.home_dir {
+            cmd.env("HOME", home);
         }
         cmd.env("CODEX_HOME", &config.codex_home)
             .env(

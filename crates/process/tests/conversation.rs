@@ -216,3 +216,120 @@ async fn a_second_turn_on_a_busy_thread_is_refused() {
     assert_eq!(text, format!("echo: {slow}"));
     server.shutdown(SHUTDOWN).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_skills_text_reaches_the_model() {
+    let env = Env::new().await;
+    let server = env.spawn().await;
+    let codex = server.handle().clone();
+    let thread = codex
+        .start_thread(&ThreadStartParams::default())
+        .await
+        .unwrap()
+        .thread;
+    // Mentions that would expand into SKILL.md bodies if skills were loaded.
+    for text in ["hello", "use $imagegen and $skill-creator please"] {
+        let turn = codex
+            .start_turn(TurnStartParams::new(
+                &thread.id,
+                vec![UserInput::text(text)],
+            ))
+            .await
+            .unwrap();
+        finish(turn).await;
+    }
+    let requests = env.mock.requests();
+    assert_eq!(requests.len(), 2);
+    for r in requests {
+        let body = r.body.to_string();
+        for needle in ["skills_instructions", "SKILL.md", "<skill>", "## Skills"] {
+            assert!(
+                !body.contains(needle),
+                "request {} carries {needle:?}",
+                r.seq
+            );
+        }
+    }
+    // codex installed no system skills into its home either.
+    assert!(!env.dir.path().join("codex-home/skills/.system").exists());
+    server.shutdown(SHUTDOWN).await;
+
+    // Control: without the two skills overrides, the same conversation does carry skills text,
+    // so the check above can fail and the overrides are what removes it.
+    let control = Env::new().await;
+    let mut config = control.config();
+    config.overrides.retain(|(k, _)| !k.starts_with("skills."));
+    let server = codex_pool_process::AppServer::spawn(config).await.unwrap();
+    let codex = server.handle().clone();
+    let thread = codex
+        .start_thread(&ThreadStartParams::default())
+        .await
+        .unwrap()
+        .thread;
+    finish(
+        codex
+            .start_turn(TurnStartParams::new(
+                &thread.id,
+                vec![UserInput::text("hello")],
+            ))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(control.mock.requests()[0]
+        .body
+        .to_string()
+        .contains("skills_instructions"));
+    server.shutdown(SHUTDOWN).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_request_is_declined_by_policy_and_the_turn_completes() {
+    use codex_pool_protocol::methods::ThreadSettings;
+    use codex_pool_protocol::types::ApprovalPolicy;
+    let env = Env::new().await;
+    let server = env.spawn().await;
+    let codex = server.handle().clone();
+    let params = ThreadStartParams {
+        settings: ThreadSettings {
+            approval_policy: Some(ApprovalPolicy::Untrusted),
+            ..Default::default()
+        },
+        ephemeral: None,
+    };
+    let thread = codex.start_thread(&params).await.unwrap().thread;
+    let ask = r#"run it [mock:tool=exec_command {"cmd":"touch approved.txt"}]"#;
+    let turn = codex
+        .start_turn(TurnStartParams::new(&thread.id, vec![UserInput::text(ask)]))
+        .await
+        .unwrap();
+    let (text, end, events) = finish(turn).await;
+    assert!(
+        matches!(
+            end,
+            TurnEvent::Completed {
+                status: TurnStatus::Completed,
+                ..
+            }
+        ),
+        "{end:?}"
+    );
+    let asked: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            TurnEvent::ServerRequest { method, answer, .. } => Some((method.as_str(), answer)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked.len(), 1, "{events:?}");
+    assert_eq!(asked[0].0, "item/commandExecution/requestApproval");
+    assert_eq!(asked[0].1["result"]["decision"], "decline");
+    // The model was told the command was rejected, and answered with that.
+    assert!(text.starts_with("tool output:"), "{text}");
+    assert!(text.contains("rejected"), "{text}");
+    assert!(
+        !env.dir.path().join("empty/approved.txt").exists(),
+        "the declined command ran"
+    );
+    server.shutdown(SHUTDOWN).await;
+}
