@@ -45,10 +45,7 @@ impl ModelArgs {
     /// Resolves the options: finds codex, starts the fake model if needed.
     pub async fn backend(&self) -> anyhow::Result<Backend> {
         let bin = find_checked(self.codex_bin.as_deref())?;
-        let scratch = tempfile::Builder::new()
-            .prefix("codex-pool-")
-            .tempdir()
-            .context("creating a scratch folder")?;
+        let scratch = tempfile::Builder::new().prefix("codex-pool-").tempdir().context("creating a scratch folder")?;
         let work_dir = scratch.path().join("empty");
         let mut mock = None;
         let (provider, default_home) = if self.openai {
@@ -61,30 +58,21 @@ impl ModelArgs {
             let base_url = match &self.model_base_url {
                 Some(url) => url.clone(),
                 None => {
-                    let started = MockModel::start(MockConfig {
-                        keep_requests: false,
-                        ..MockConfig::default()
-                    })
-                    .await?;
+                    let started =
+                        MockModel::start(MockConfig { keep_requests: false, ..MockConfig::default() }).await?;
                     let url = started.base_url();
                     mock = Some(started);
                     url
                 }
             };
-            (
-                Some(ModelProvider::new("codex-pool", base_url)),
-                scratch.path().join("codex-home"),
-            )
+            (Some(ModelProvider::new("codex-pool", base_url)), scratch.path().join("codex-home"))
         };
         let codex_home = self.codex_home.clone().unwrap_or(default_home);
         let mut config = ProcessConfig::new(bin, codex_home, work_dir);
         match &provider {
             Some(p) => {
                 config = config.with_overrides(p.overrides());
-                let model = self
-                    .model
-                    .clone()
-                    .unwrap_or_else(|| "mock-model".to_owned());
+                let model = self.model.clone().unwrap_or_else(|| "mock-model".to_owned());
                 config = config.with_override("model", codex_pool_process::toml_string(&model));
             }
             None => {
@@ -94,10 +82,6 @@ impl ModelArgs {
                 }
             }
         }
-        Ok(Backend {
-            config,
-            mock,
-            _scratch: scratch,
-        })
+        Ok(Backend { config, mock, _scratch: scratch })
     }
 }

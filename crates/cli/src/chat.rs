@@ -27,10 +27,7 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
     let server = AppServer::spawn(backend.config.clone()).await?;
     let codex = server.handle().clone();
     let params = ThreadStartParams {
-        settings: ThreadSettings {
-            developer_instructions: args.instructions.clone(),
-            ..Default::default()
-        },
+        settings: ThreadSettings { developer_instructions: args.instructions.clone(), ..Default::default() },
         ephemeral: None,
     };
     let thread = codex.start_thread(&params).await?.thread;
@@ -42,12 +39,7 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
         if line.trim().is_empty() {
             continue;
         }
-        let turn = codex
-            .start_turn(TurnStartParams::new(
-                &thread.id,
-                vec![UserInput::text(line)],
-            ))
-            .await?;
+        let turn = codex.start_turn(TurnStartParams::new(&thread.id, vec![UserInput::text(line)])).await?;
         let mut turn = turn.with_silence_timeout(Duration::from_secs(args.turn_timeout_secs));
         let mut stdout = std::io::stdout().lock();
         while let Some(event) = turn.next().await {
@@ -57,16 +49,9 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
                     stdout.flush()?;
                 }
                 TurnEvent::Error { error, will_retry } => {
-                    eprintln!(
-                        "\n[codex error{}: {}]",
-                        if will_retry { ", retrying" } else { "" },
-                        error.message
-                    );
+                    eprintln!("\n[codex error{}: {}]", if will_retry { ", retrying" } else { "" }, error.message);
                 }
-                TurnEvent::Completed {
-                    status: TurnStatus::Completed,
-                    ..
-                } => writeln!(stdout)?,
+                TurnEvent::Completed { status: TurnStatus::Completed, .. } => writeln!(stdout)?,
                 TurnEvent::Completed { status, error, .. } => {
                     writeln!(stdout)?;
                     let why = error.map(|e| e.message).unwrap_or_default();

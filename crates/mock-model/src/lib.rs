@@ -128,22 +128,11 @@ impl MockModel {
     /// Binds and starts serving in the background.
     pub async fn start(config: MockConfig) -> Result<Self, MockError> {
         if let Some(dir) = &config.log_dir {
-            std::fs::create_dir_all(dir).map_err(|source| MockError::LogDir {
-                dir: dir.clone(),
-                source,
-            })?;
+            std::fs::create_dir_all(dir).map_err(|source| MockError::LogDir { dir: dir.clone(), source })?;
         }
         let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| MockError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
-        let addr = listener.local_addr().map_err(|source| MockError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+            TcpListener::bind(config.listen).await.map_err(|source| MockError::Bind { addr: config.listen, source })?;
+        let addr = listener.local_addr().map_err(|source| MockError::Bind { addr: config.listen, source })?;
         let shared = Arc::new(Shared {
             config,
             seq: AtomicU64::new(0),
@@ -166,12 +155,7 @@ impl MockModel {
             }
         });
         tracing::info!(%addr, "mock model listening");
-        Ok(Self {
-            addr,
-            shared,
-            stop: Some(stop),
-            task: Some(task),
-        })
+        Ok(Self { addr, shared, stop: Some(stop), task: Some(task) })
     }
 
     /// The address it listens on.
@@ -186,11 +170,7 @@ impl MockModel {
 
     /// Every request received so far, in order (empty when `keep_requests` is off).
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.shared
-            .requests
-            .lock()
-            .expect("request log poisoned")
-            .clone()
+        self.shared.requests.lock().expect("request log poisoned").clone()
     }
 
     /// How many requests arrived so far.
@@ -228,16 +208,12 @@ impl Drop for MockModel {
 }
 
 async fn models() -> impl IntoResponse {
-    axum::Json(
-        serde_json::json!({"object": "list", "data": [{"id": "mock-model", "object": "model"}]}),
-    )
+    axum::Json(serde_json::json!({"object": "list", "data": [{"id": "mock-model", "object": "model"}]}))
 }
 
 async fn responses(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let seq = shared.seq.fetch_add(1, Ordering::Relaxed) + 1;
-    shared
-        .body_bytes
-        .fetch_add(body.len() as u64, Ordering::Relaxed);
+    shared.body_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     if let Some(dir) = &shared.config.log_dir {
         let path = dir.join(format!("{seq:06}.json"));
@@ -247,15 +223,11 @@ async fn responses(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     }
     let plan = Plan::for_request(&parsed, shared.config.deltas, shared.config.delay);
     if shared.config.keep_requests {
-        shared
-            .requests
-            .lock()
-            .expect("request log poisoned")
-            .push(RecordedRequest {
-                seq,
-                body_bytes: body.len(),
-                body: parsed,
-            });
+        shared.requests.lock().expect("request log poisoned").push(RecordedRequest {
+            seq,
+            body_bytes: body.len(),
+            body: parsed,
+        });
     }
     if parsed_is_null_body(&body) {
         return (StatusCode::BAD_REQUEST, "request body is not JSON").into_response();
@@ -266,8 +238,7 @@ async fn responses(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
             let body = serde_json::json!({"error": {"message": format!("mock failure {code}"), "type": "mock_error"}});
             let mut resp = (status, axum::Json(body)).into_response();
             if code == 429 {
-                resp.headers_mut()
-                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("0"));
+                resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("0"));
             }
             resp
         }

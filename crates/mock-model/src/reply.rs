@@ -36,11 +36,8 @@ impl Directives {
             let after = &rest[start + 6..];
             let Some(end) = after.find(']') else { break };
             // Tool arguments are JSON and may hold `]`: take up to the last `]` that balances.
-            let body = if after.starts_with("tool=") {
-                balanced(after).unwrap_or(&after[..end])
-            } else {
-                &after[..end]
-            };
+            let body =
+                if after.starts_with("tool=") { balanced(after).unwrap_or(&after[..end]) } else { &after[..end] };
             let (key, value) = body.split_once('=').unwrap_or((body, ""));
             match key.trim() {
                 "deltas" => d.deltas = value.trim().parse().ok(),
@@ -94,11 +91,7 @@ pub struct Plan {
 impl Plan {
     /// Plans the answer to a Responses API request body.
     pub fn for_request(body: &Value, deltas: usize, delay: Duration) -> Self {
-        let input = body
-            .get("input")
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
+        let input = body.get("input").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
         // After a tool call, codex sends its output as the last input item: answer with it.
         if let Some(last) = input.last() {
             if last.get("type").and_then(Value::as_str) == Some("function_call_output") {
@@ -132,13 +125,7 @@ impl Plan {
     pub fn pieces(&self) -> Vec<String> {
         let chars: Vec<char> = self.text.chars().collect();
         let n = self.deltas.max(1);
-        (0..n)
-            .map(|i| {
-                chars[i * chars.len() / n..(i + 1) * chars.len() / n]
-                    .iter()
-                    .collect()
-            })
-            .collect()
+        (0..n).map(|i| chars[i * chars.len() / n..(i + 1) * chars.len() / n].iter().collect()).collect()
     }
 }
 
@@ -146,22 +133,15 @@ impl Plan {
 pub fn last_user_text(input: &[Value]) -> Option<String> {
     input.iter().rev().find_map(|item| {
         let is_user_message = item.get("role").and_then(Value::as_str) == Some("user")
-            && item
-                .get("type")
-                .and_then(Value::as_str)
-                .is_none_or(|t| t == "message");
+            && item.get("type").and_then(Value::as_str).is_none_or(|t| t == "message");
         if !is_user_message {
             return None;
         }
         match item.get("content")? {
             Value::String(s) => Some(s.clone()),
-            Value::Array(parts) => Some(
-                parts
-                    .iter()
-                    .filter_map(|p| p.get("text").and_then(Value::as_str))
-                    .collect::<Vec<_>>()
-                    .join(""),
-            ),
+            Value::Array(parts) => {
+                Some(parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join(""))
+            }
             _ => None,
         }
     })
@@ -174,16 +154,12 @@ mod tests {
 
     #[test]
     fn parses_directives() {
-        let d =
-            Directives::parse("hi [mock:deltas=3] [mock:delay_ms=20] [mock:fail=429] [mock:nope]");
+        let d = Directives::parse("hi [mock:deltas=3] [mock:delay_ms=20] [mock:fail=429] [mock:nope]");
         assert_eq!(d.deltas, Some(3));
         assert_eq!(d.delay_ms, Some(20));
         assert_eq!(d.failure, Some(Failure::Status(429)));
         let d = Directives::parse(r#"run [mock:tool=shell {"command":["echo","[x]"]}] please"#);
-        assert_eq!(
-            d.tool,
-            Some(("shell".into(), r#"{"command":["echo","[x]"]}"#.into()))
-        );
+        assert_eq!(d.tool, Some(("shell".into(), r#"{"command":["echo","[x]"]}"#.into())));
         assert_eq!(Directives::parse("plain"), Directives::default());
     }
 
@@ -202,11 +178,7 @@ mod tests {
 
     #[test]
     fn answers_tool_output() {
-        let body =
-            json!({"input": [{"type": "function_call_output", "call_id": "c", "output": "done"}]});
-        assert_eq!(
-            Plan::for_request(&body, 1, Duration::ZERO).text,
-            "tool output: done"
-        );
+        let body = json!({"input": [{"type": "function_call_output", "call_id": "c", "output": "done"}]});
+        assert_eq!(Plan::for_request(&body, 1, Duration::ZERO).text, "tool output: done");
     }
 }

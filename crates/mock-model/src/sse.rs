@@ -22,10 +22,7 @@ fn event(kind: &str, mut data: Value) -> Step {
 fn steps(seq: u64, plan: Plan) -> VecDeque<Step> {
     let response_id = format!("resp_mock_{seq}");
     let mut steps = VecDeque::new();
-    steps.push_back(event(
-        "response.created",
-        json!({"response": {"id": response_id}}),
-    ));
+    steps.push_back(event("response.created", json!({"response": {"id": response_id}})));
     if plan.failure == Some(Failure::Hang) {
         steps.push_back(Step::Hang);
         return steps;
@@ -35,14 +32,8 @@ fn steps(seq: u64, plan: Plan) -> VecDeque<Step> {
             "type": "function_call", "id": format!("fc_mock_{seq}"), "call_id": format!("call_mock_{seq}"),
             "name": name, "arguments": arguments, "status": "completed",
         });
-        steps.push_back(event(
-            "response.output_item.added",
-            json!({"output_index": 0, "item": item}),
-        ));
-        steps.push_back(event(
-            "response.output_item.done",
-            json!({"output_index": 0, "item": item}),
-        ));
+        steps.push_back(event("response.output_item.added", json!({"output_index": 0, "item": item})));
+        steps.push_back(event("response.output_item.done", json!({"output_index": 0, "item": item})));
     } else {
         let item_id = format!("msg_mock_{seq}");
         let pieces = plan.pieces();
@@ -89,20 +80,14 @@ fn steps(seq: u64, plan: Plan) -> VecDeque<Step> {
 }
 
 /// The body stream for one request. A cut ends it with an error, which aborts the HTTP response.
-pub(crate) fn stream(
-    seq: u64,
-    plan: Plan,
-) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
+pub(crate) fn stream(seq: u64, plan: Plan) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
     futures_util::stream::unfold(steps(seq, plan), |mut steps| async move {
         loop {
             match steps.pop_front()? {
                 Step::Emit(bytes) => return Some((Ok(bytes), steps)),
                 Step::Sleep(d) => tokio::time::sleep(d).await,
                 Step::Cut => {
-                    let err = std::io::Error::new(
-                        std::io::ErrorKind::ConnectionAborted,
-                        "mock stream cut",
-                    );
+                    let err = std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "mock stream cut");
                     return Some((Err(err), steps));
                 }
                 Step::Hang => std::future::pending::<()>().await,

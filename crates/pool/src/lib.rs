@@ -1,1 +1,33 @@
+//! A pool of `codex app-server` processes (the seed's `CodexAppServerPool`).
+//!
+//! - [`Pool::ensure_started`] starts `size` processes in parallel (`CODEX_POOL_SIZE`), each
+//!   supervised: a process that exits, breaks its pipes or stops answering health checks is
+//!   replaced, with exponential backoff so a crash loop never spins.
+//! - [`Pool::create_thread`] places a new conversation with the selection strategy
+//!   (`CODEX_SELECTION_STRATEGY`: `round_robin` or `least_busy`) and stores it in a
+//!   [`ThreadStore`](codex_pool_store::ThreadStore).
+//! - [`Pool::start_turn`] routes a turn to the process that holds the thread (affinity); a
+//!   thread whose process died is resumed on a live one first, so the conversation goes on with
+//!   its whole history. If codex cannot resume it, it is re-created (no history yet) or forked
+//!   (another writer holds it), and the turn's first event says the new thread id.
+//! - A turn on a process that dies ends at once with an `aborted` event (`process_exited`); a
+//!   turn that produces no event for the turn timeout is interrupted and ends with `timeout`.
+//! - Threads idle longer than a configured time are unsubscribed and resumed on their next turn.
+//! - [`Pool::shutdown`] interrupts running turns (each ends with a final event) and ends every
+//!   process and task.
 
+mod config;
+mod error;
+mod pool;
+mod strategy;
+mod supervisor;
+mod turn;
+
+pub use config::{ConfigError, PoolConfig, ENV_MODEL, ENV_POOL_SIZE, ENV_STRATEGY};
+pub use error::PoolError;
+pub use pool::{Pool, PoolStats, TurnOptions};
+pub use strategy::{Candidate, LeastBusy, RoundRobin, SelectionStrategy, Strategy, UnknownStrategy};
+pub use supervisor::{SlotState, SlotStats};
+pub use turn::PoolTurn;
+
+pub use codex_pool_process::{AbortReason, TurnEvent};

@@ -8,9 +8,7 @@ use crate::policy::ServerRequestHandler;
 use crate::stats::SharedStats;
 use crate::turn::TurnStream;
 use codex_pool_protocol::jsonrpc::{encode_line, OutgoingRequest, OutgoingResponse};
-use codex_pool_protocol::methods::{
-    Request, TurnInterrupt, TurnInterruptParams, TurnStart, TurnStartParams,
-};
+use codex_pool_protocol::methods::{Request, TurnInterrupt, TurnInterruptParams, TurnStart, TurnStartParams};
 use codex_pool_protocol::notifications::ServerNotification;
 use codex_pool_protocol::server_requests::ServerRequest;
 use codex_pool_protocol::{Incoming, RequestId, RpcError};
@@ -42,24 +40,13 @@ pub(crate) type CallReply = oneshot::Sender<Result<Box<RawValue>, ProcessError>>
 /// What handles ask of the actor.
 pub(crate) enum Command {
     /// A plain request.
-    Call {
-        method: &'static str,
-        params: Box<RawValue>,
-        reply: CallReply,
-    },
+    Call { method: &'static str, params: Box<RawValue>, reply: CallReply },
     /// `turn/start`, with the turn registered before the request goes out so no event is missed.
-    StartTurn {
-        params: TurnStartParams,
-        reply: oneshot::Sender<Result<TurnStream, ProcessError>>,
-    },
+    StartTurn { params: TurnStartParams, reply: oneshot::Sender<Result<TurnStream, ProcessError>> },
     /// Interrupt the running turn of a thread.
     Interrupt { thread_id: String, reply: CallReply },
     /// The consumer of a turn went away (or timed out): interrupt it and drop its events.
-    Abandon {
-        thread_id: String,
-        turn_id: String,
-        reason: AbortReason,
-    },
+    Abandon { thread_id: String, turn_id: String, reason: AbortReason },
     /// Write a notification line.
     Notify { line: Vec<u8> },
     /// The handshake is done: start serving.
@@ -88,7 +75,9 @@ enum Pending {
         stream: Option<TurnStream>,
     },
     /// A request whose answer nobody waits for (interrupts sent on a consumer's behalf).
-    Ignored { method: &'static str },
+    Ignored {
+        method: &'static str,
+    },
 }
 
 struct ActiveTurn {
@@ -214,10 +203,7 @@ impl Actor {
             Command::StartTurn { reply, .. } => {
                 let _ = reply.send(Err(err));
             }
-            Command::Abandon { .. }
-            | Command::Notify { .. }
-            | Command::MarkReady
-            | Command::Shutdown => {}
+            Command::Abandon { .. } | Command::Notify { .. } | Command::MarkReady | Command::Shutdown => {}
         }
     }
 
@@ -231,20 +217,13 @@ impl Actor {
     }
 
     fn on_command(&mut self, cmd: Command) {
-        if !matches!(
-            cmd,
-            Command::Abandon { .. } | Command::Shutdown | Command::MarkReady
-        ) {
+        if !matches!(cmd, Command::Abandon { .. } | Command::Shutdown | Command::MarkReady) {
             if let Some(err) = self.accepting() {
                 return self.refuse(cmd, err);
             }
         }
         match cmd {
-            Command::Call {
-                method,
-                params,
-                reply,
-            } => {
+            Command::Call { method, params, reply } => {
                 let id = self.send_request(method, &params);
                 match id {
                     Some(id) => {
@@ -264,28 +243,16 @@ impl Actor {
                     Some(turn_id) => {
                         let params = interrupt_params(&thread_id, &turn_id);
                         if let Some(id) = self.send_request(TurnInterrupt::METHOD, &params) {
-                            self.pending.insert(
-                                id,
-                                Pending::Call {
-                                    method: TurnInterrupt::METHOD,
-                                    reply,
-                                },
-                            );
+                            self.pending.insert(id, Pending::Call { method: TurnInterrupt::METHOD, reply });
                         }
                     }
                     None => {
                         turn.interrupt_wanted = true;
-                        let _ = reply.send(Ok(
-                            RawValue::from_string("{}".to_owned()).expect("valid JSON")
-                        ));
+                        let _ = reply.send(Ok(RawValue::from_string("{}".to_owned()).expect("valid JSON")));
                     }
                 },
             },
-            Command::Abandon {
-                thread_id,
-                turn_id,
-                reason,
-            } => self.abandon(&thread_id, Some(&turn_id), reason, None),
+            Command::Abandon { thread_id, turn_id, reason } => self.abandon(&thread_id, Some(&turn_id), reason, None),
             Command::Notify { line } => {
                 self.write(line);
             }
@@ -302,11 +269,7 @@ impl Actor {
         }
     }
 
-    fn start_turn(
-        &mut self,
-        params: TurnStartParams,
-        reply: oneshot::Sender<Result<TurnStream, ProcessError>>,
-    ) {
+    fn start_turn(&mut self, params: TurnStartParams, reply: oneshot::Sender<Result<TurnStream, ProcessError>>) {
         let thread_id = params.thread_id.clone();
         if self.turns.contains_key(&thread_id) {
             let _ = reply.send(Err(ProcessError::ThreadBusy { thread_id }));
@@ -332,32 +295,15 @@ impl Actor {
         );
         self.stats.active_turns.fetch_add(1, Ordering::Relaxed);
         self.stats.turns_started.fetch_add(1, Ordering::Relaxed);
-        let stream = TurnStream::new(
-            thread_id.clone(),
-            String::new(),
-            rx,
-            backlog,
-            self.commands.clone(),
-        );
-        self.pending.insert(
-            id,
-            Pending::TurnStart {
-                thread_id,
-                reply,
-                stream: Some(stream),
-            },
-        );
+        let stream = TurnStream::new(thread_id.clone(), String::new(), rx, backlog, self.commands.clone());
+        self.pending.insert(id, Pending::TurnStart { thread_id, reply, stream: Some(stream) });
     }
 
     /// Writes a request; `None` when the writer is gone or full.
     fn send_request(&mut self, method: &'static str, params: &RawValue) -> Option<i64> {
         self.next_id += 1;
         let id = self.next_id;
-        let line = encode_line(&OutgoingRequest {
-            id: &RequestId::Integer(id),
-            method,
-            params: &params,
-        });
+        let line = encode_line(&OutgoingRequest { id: &RequestId::Integer(id), method, params: &params });
         self.write(line).then_some(id)
     }
 
@@ -379,9 +325,7 @@ impl Actor {
         match msg {
             Incoming::Response { id, result } => self.on_reply(id, Ok(result)),
             Incoming::Error { id, error } => self.on_reply(id, Err(error)),
-            Incoming::Notification { method, params } => {
-                self.on_notification(&method, params.as_deref())
-            }
+            Incoming::Notification { method, params } => self.on_notification(&method, params.as_deref()),
             Incoming::Request { id, method, params } => {
                 let request = ServerRequest::decode(&method, params.as_deref());
                 tracing::debug!(process = %self.label, method = %request.method, "server request");
@@ -410,25 +354,12 @@ impl Actor {
                     tracing::debug!(process = %self.label, method, %error, "background request failed");
                 }
             }
-            Pending::TurnStart {
-                thread_id,
-                reply,
-                stream,
-            } => {
+            Pending::TurnStart { thread_id, reply, stream } => {
                 let mut stream = stream.expect("turn stream is taken once");
-                match result
-                    .map_err(|error| ProcessError::Rpc {
-                        method: TurnStart::METHOD,
-                        error,
-                    })
-                    .and_then(|raw| {
-                        serde_json::from_str::<<TurnStart as Request>::Response>(raw.get()).map_err(
-                            |e| ProcessError::BadResponse {
-                                method: TurnStart::METHOD,
-                                reason: e.to_string(),
-                            },
-                        )
-                    }) {
+                match result.map_err(|error| ProcessError::Rpc { method: TurnStart::METHOD, error }).and_then(|raw| {
+                    serde_json::from_str::<<TurnStart as Request>::Response>(raw.get())
+                        .map_err(|e| ProcessError::BadResponse { method: TurnStart::METHOD, reason: e.to_string() })
+                }) {
                     Ok(resp) => {
                         let turn_id = resp.turn.id;
                         stream.set_turn_id(turn_id.clone());
@@ -441,10 +372,7 @@ impl Actor {
                             if first {
                                 self.emit(
                                     &thread_id,
-                                    TurnEvent::Started {
-                                        thread_id: thread_id.clone(),
-                                        turn_id: turn_id.clone(),
-                                    },
+                                    TurnEvent::Started { thread_id: thread_id.clone(), turn_id: turn_id.clone() },
                                 );
                             }
                             if interrupt {
@@ -471,12 +399,7 @@ impl Actor {
     fn send_interrupt(&mut self, thread_id: &str, turn_id: &str) {
         let params = interrupt_params(thread_id, turn_id);
         if let Some(id) = self.send_request(TurnInterrupt::METHOD, &params) {
-            self.pending.insert(
-                id,
-                Pending::Ignored {
-                    method: TurnInterrupt::METHOD,
-                },
-            );
+            self.pending.insert(id, Pending::Ignored { method: TurnInterrupt::METHOD });
         }
     }
 
@@ -496,10 +419,7 @@ impl Actor {
         }
         // Count before sending: the consumer may take (and uncount) an event at once.
         let count = 1 + if started { turn.early.len() } else { 0 };
-        let backlog = turn
-            .backlog
-            .fetch_add(count, Ordering::Relaxed)
-            .wrapping_add(count);
+        let backlog = turn.backlog.fetch_add(count, Ordering::Relaxed).wrapping_add(count);
         let mut ok = turn.tx.send(event).is_ok();
         if started {
             for early in turn.early.drain(..) {
@@ -516,29 +436,19 @@ impl Actor {
                 thread_id,
                 None,
                 AbortReason::ConsumerLagged,
-                Some(format!(
-                    "the consumer fell more than {limit} events behind; the turn was interrupted"
-                )),
+                Some(format!("the consumer fell more than {limit} events behind; the turn was interrupted")),
             );
         }
     }
 
     /// Stops delivering a turn's events: sends a final `Aborted` (when `message` is given),
     /// interrupts the turn, and keeps the thread busy until codex ends it or the grace runs out.
-    fn abandon(
-        &mut self,
-        thread_id: &str,
-        turn_id: Option<&str>,
-        reason: AbortReason,
-        message: Option<String>,
-    ) {
+    fn abandon(&mut self, thread_id: &str, turn_id: Option<&str>, reason: AbortReason, message: Option<String>) {
         let grace = self.interrupt_grace;
         let Some(turn) = self.turns.get_mut(thread_id) else {
             return;
         };
-        if turn_id.is_some_and(|id| turn.turn_id.as_deref() != Some(id))
-            || turn.abandoned_until.is_some()
-        {
+        if turn_id.is_some_and(|id| turn.turn_id.as_deref() != Some(id)) || turn.abandoned_until.is_some() {
             return;
         }
         if let Some(message) = message {
@@ -567,15 +477,11 @@ impl Actor {
         match &n {
             ServerNotification::ThreadStarted(t) => {
                 self.loaded.insert(t.thread.id.clone());
-                self.stats
-                    .loaded_threads
-                    .store(self.loaded.len(), Ordering::Relaxed);
+                self.stats.loaded_threads.store(self.loaded.len(), Ordering::Relaxed);
             }
             ServerNotification::ThreadClosed(t) => {
                 self.loaded.remove(&t.thread_id);
-                self.stats
-                    .loaded_threads
-                    .store(self.loaded.len(), Ordering::Relaxed);
+                self.stats.loaded_threads.store(self.loaded.len(), Ordering::Relaxed);
             }
             _ => {}
         }
@@ -593,10 +499,7 @@ impl Actor {
                     let interrupt = turn.interrupt_wanted;
                     self.emit(
                         &thread_id,
-                        TurnEvent::Started {
-                            thread_id: thread_id.clone(),
-                            turn_id: t.turn.id.clone(),
-                        },
+                        TurnEvent::Started { thread_id: thread_id.clone(), turn_id: t.turn.id.clone() },
                     );
                     if interrupt {
                         self.send_interrupt(&thread_id, &t.turn.id);
@@ -609,64 +512,36 @@ impl Actor {
                     tracing::debug!(process = %self.label, thread_id, "completion of another turn ignored");
                     return;
                 }
-                let event = TurnEvent::Completed {
-                    turn_id: t.turn.id,
-                    status: t.turn.status,
-                    error: t.turn.error,
-                };
+                let event = TurnEvent::Completed { turn_id: t.turn.id, status: t.turn.status, error: t.turn.error };
                 self.stats.turns_completed.fetch_add(1, Ordering::Relaxed);
                 return self.end_turn(&thread_id, Some(event));
             }
-            ServerNotification::AgentMessageDelta(d) => TurnEvent::AgentMessageDelta {
-                item_id: d.item_id,
-                delta: d.delta,
-            },
-            ServerNotification::ReasoningTextDelta(d) => TurnEvent::ReasoningDelta {
-                item_id: d.item_id,
-                delta: d.delta,
-            },
-            ServerNotification::ReasoningSummaryTextDelta(d) => TurnEvent::ReasoningSummaryDelta {
-                item_id: d.item_id,
-                delta: d.delta,
-            },
+            ServerNotification::AgentMessageDelta(d) => {
+                TurnEvent::AgentMessageDelta { item_id: d.item_id, delta: d.delta }
+            }
+            ServerNotification::ReasoningTextDelta(d) => {
+                TurnEvent::ReasoningDelta { item_id: d.item_id, delta: d.delta }
+            }
+            ServerNotification::ReasoningSummaryTextDelta(d) => {
+                TurnEvent::ReasoningSummaryDelta { item_id: d.item_id, delta: d.delta }
+            }
             ServerNotification::ItemStarted(i) => TurnEvent::ItemStarted { item: i.item },
             ServerNotification::ItemCompleted(i) => TurnEvent::ItemCompleted { item: i.item },
-            ServerNotification::TokenUsageUpdated(u) => TurnEvent::TokenUsage {
-                usage: u.token_usage,
-            },
-            ServerNotification::Error(e) => TurnEvent::Error {
-                error: e.error,
-                will_retry: e.will_retry,
-            },
+            ServerNotification::TokenUsageUpdated(u) => TurnEvent::TokenUsage { usage: u.token_usage },
+            ServerNotification::Error(e) => TurnEvent::Error { error: e.error, will_retry: e.will_retry },
             ServerNotification::ThreadStarted(_) => return,
-            ServerNotification::ThreadClosed(_) => TurnEvent::Notification {
-                method: method.to_owned(),
-                params: Value::Null,
-            },
-            ServerNotification::Other { method, params } => {
-                TurnEvent::Notification { method, params }
+            ServerNotification::ThreadClosed(_) => {
+                TurnEvent::Notification { method: method.to_owned(), params: Value::Null }
             }
+            ServerNotification::Other { method, params } => TurnEvent::Notification { method, params },
         };
         self.emit(&thread_id, event);
     }
 
-    fn answer_server_request(
-        &mut self,
-        id: RequestId,
-        request: ServerRequest,
-        answer: Result<Value, RpcError>,
-    ) {
+    fn answer_server_request(&mut self, id: RequestId, request: ServerRequest, answer: Result<Value, RpcError>) {
         let line = match &answer {
-            Ok(result) => encode_line(&OutgoingResponse {
-                id: &id,
-                result: Some(result),
-                error: None,
-            }),
-            Err(error) => encode_line(&OutgoingResponse {
-                id: &id,
-                result: None,
-                error: Some(error),
-            }),
+            Ok(result) => encode_line(&OutgoingResponse { id: &id, result: Some(result), error: None }),
+            Err(error) => encode_line(&OutgoingResponse { id: &id, result: None, error: Some(error) }),
         };
         if !self.write(line) {
             tracing::warn!(process = %self.label, method = %request.method, "could not answer a server request");
@@ -676,14 +551,7 @@ impl Actor {
                 Ok(result) => json!({ "result": result }),
                 Err(error) => json!({ "error": error }),
             };
-            self.emit(
-                &thread_id,
-                TurnEvent::ServerRequest {
-                    method: request.method,
-                    params: request.params,
-                    answer,
-                },
-            );
+            self.emit(&thread_id, TurnEvent::ServerRequest { method: request.method, params: request.params, answer });
         }
     }
 
@@ -711,11 +579,8 @@ impl Actor {
             return;
         }
         self.state.send_replace(ProcessState::ShuttingDown);
-        let running: Vec<(String, Option<String>)> = self
-            .turns
-            .iter()
-            .map(|(thread, t)| (thread.clone(), t.turn_id.clone()))
-            .collect();
+        let running: Vec<(String, Option<String>)> =
+            self.turns.iter().map(|(thread, t)| (thread.clone(), t.turn_id.clone())).collect();
         for (thread_id, turn_id) in running {
             if let Some(turn_id) = turn_id {
                 self.send_interrupt(&thread_id, &turn_id);
@@ -724,8 +589,7 @@ impl Actor {
                 &thread_id,
                 Some(TurnEvent::Aborted {
                     reason: AbortReason::Shutdown,
-                    message: "the codex process is shutting down; the turn was interrupted"
-                        .to_owned(),
+                    message: "the codex process is shutting down; the turn was interrupted".to_owned(),
                 }),
             );
         }
@@ -737,9 +601,7 @@ impl Actor {
     }
 
     fn fail_everything(&mut self, why: &str) {
-        let previous = self
-            .state
-            .send_replace(ProcessState::Exited(why.to_owned()));
+        let previous = self.state.send_replace(ProcessState::Exited(why.to_owned()));
         match previous {
             ProcessState::Exited(first) => {
                 self.state.send_replace(ProcessState::Exited(first));

@@ -21,12 +21,7 @@ pub struct ModelProvider {
 impl ModelProvider {
     /// A provider with codex's default retry behaviour.
     pub fn new(id: impl Into<String>, base_url: impl Into<String>) -> Self {
-        Self {
-            id: id.into(),
-            base_url: base_url.into(),
-            request_max_retries: None,
-            stream_max_retries: None,
-        }
+        Self { id: id.into(), base_url: base_url.into(), request_max_retries: None, stream_max_retries: None }
     }
 
     /// The config overrides that select this provider.
@@ -43,10 +38,7 @@ impl ModelProvider {
             table.push_str(&format!(", stream_max_retries={n}"));
         }
         table.push('}');
-        vec![
-            ("model_provider".to_owned(), toml_string(&self.id)),
-            (format!("model_providers.{}", self.id), table),
-        ]
+        vec![("model_provider".to_owned(), toml_string(&self.id)), (format!("model_providers.{}", self.id), table)]
     }
 }
 
@@ -145,19 +137,13 @@ impl ProcessConfig {
     /// [`ProcessConfig::with_overrides`] (e.g. from [`ModelProvider::overrides`]). The isolated
     /// `HOME` is a folder `home` next to `work_dir`.
     pub fn new(codex_bin: PathBuf, codex_home: PathBuf, work_dir: PathBuf) -> Self {
-        let home_dir = work_dir
-            .parent()
-            .map(|p| p.join("home"))
-            .unwrap_or_else(|| codex_home.join("home"));
+        let home_dir = work_dir.parent().map(|p| p.join("home")).unwrap_or_else(|| codex_home.join("home"));
         Self {
             codex_bin,
             codex_home,
             work_dir,
             home_dir: Some(home_dir),
-            overrides: BASE_OVERRIDES
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
+            overrides: BASE_OVERRIDES.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             env: Vec::new(),
             opt_out_notifications: Vec::new(),
             require_login: false,

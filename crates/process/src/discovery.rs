@@ -27,21 +27,9 @@ fn native_package() -> Option<(&'static str, &'static str)> {
 /// Where the native binary sits below a `node_modules` folder.
 fn native_in_node_modules(node_modules: &Path) -> Option<PathBuf> {
     let (package, triple) = native_package()?;
-    let path = node_modules
-        .join("@openai")
-        .join(package)
-        .join("vendor")
-        .join(triple)
-        .join("codex")
-        .join("codex");
+    let path = node_modules.join("@openai").join(package).join("vendor").join(triple).join("codex").join("codex");
     // Older packages put it at vendor/<triple>/bin/codex; 0.169.0 does.
-    let bin = node_modules
-        .join("@openai")
-        .join(package)
-        .join("vendor")
-        .join(triple)
-        .join("bin")
-        .join("codex");
+    let bin = node_modules.join("@openai").join(package).join("vendor").join(triple).join("bin").join("codex");
     [bin, path].into_iter().find(|p| p.is_file())
 }
 
@@ -56,20 +44,14 @@ fn repo_installs() -> Vec<PathBuf> {
     if let Ok(cwd) = std::env::current_dir() {
         roots.push(cwd);
     }
-    roots
-        .into_iter()
-        .map(|r| r.join("tools/codex/node_modules"))
-        .collect()
+    roots.into_iter().map(|r| r.join("tools/codex/node_modules")).collect()
 }
 
 /// If `path` is the npm launcher script, the native binary it starts; otherwise `path` itself.
 fn resolve_shim(path: &Path) -> PathBuf {
     let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let mut head = [0u8; 2];
-    let is_script = std::fs::File::open(&real)
-        .and_then(|mut f| f.read_exact(&mut head))
-        .is_ok()
-        && &head == b"#!";
+    let is_script = std::fs::File::open(&real).and_then(|mut f| f.read_exact(&mut head)).is_ok() && &head == b"#!";
     if !is_script {
         return real;
     }
@@ -83,13 +65,9 @@ fn resolve_shim(path: &Path) -> PathBuf {
 }
 
 fn check_executable(path: &Path) -> Result<(), DiscoveryError> {
-    let meta = std::fs::metadata(path).map_err(|_| DiscoveryError::NotExecutable {
-        path: path.to_path_buf(),
-    })?;
+    let meta = std::fs::metadata(path).map_err(|_| DiscoveryError::NotExecutable { path: path.to_path_buf() })?;
     if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
-        return Err(DiscoveryError::NotExecutable {
-            path: path.to_path_buf(),
-        });
+        return Err(DiscoveryError::NotExecutable { path: path.to_path_buf() });
     }
     Ok(())
 }
@@ -97,9 +75,7 @@ fn check_executable(path: &Path) -> Result<(), DiscoveryError> {
 /// Finds the codex binary. `explicit` is `--codex-bin`; `CODEX_BIN` is read here.
 pub fn find_codex(explicit: Option<&Path>) -> Result<PathBuf, DiscoveryError> {
     let mut looked = Vec::new();
-    let from_env = std::env::var_os("CODEX_BIN")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from);
+    let from_env = std::env::var_os("CODEX_BIN").filter(|v| !v.is_empty()).map(PathBuf::from);
     if let Some(path) = explicit.map(Path::to_path_buf).or(from_env) {
         if !path.exists() {
             return Err(DiscoveryError::NotFound {
@@ -128,9 +104,7 @@ pub fn find_codex(explicit: Option<&Path>) -> Result<PathBuf, DiscoveryError> {
         }
     }
     looked.push("PATH".to_owned());
-    Err(DiscoveryError::NotFound {
-        looked: looked.join(", "),
-    })
+    Err(DiscoveryError::NotFound { looked: looked.join(", ") })
 }
 
 /// Runs `codex --version` and checks it against [`PINNED_CODEX_VERSION`] (unless
@@ -140,18 +114,11 @@ pub fn check_version(path: &Path) -> Result<String, DiscoveryError> {
         .arg("--version")
         .stdin(std::process::Stdio::null())
         .output()
-        .map_err(|e| DiscoveryError::VersionCheck {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| DiscoveryError::VersionCheck { path: path.to_path_buf(), reason: e.to_string() })?;
     if !out.status.success() {
         return Err(DiscoveryError::VersionCheck {
             path: path.to_path_buf(),
-            reason: format!(
-                "exit {}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
+            reason: format!("exit {}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
         });
     }
     // "codex-cli 0.169.0"
@@ -159,11 +126,7 @@ pub fn check_version(path: &Path) -> Result<String, DiscoveryError> {
     let found = text.split_whitespace().last().unwrap_or("").to_owned();
     let allow_any = std::env::var(ALLOW_ANY_VERSION_ENV).is_ok_and(|v| v == "1");
     if found != PINNED_CODEX_VERSION && !allow_any {
-        return Err(DiscoveryError::WrongVersion {
-            path: path.to_path_buf(),
-            found,
-            expected: PINNED_CODEX_VERSION,
-        });
+        return Err(DiscoveryError::WrongVersion { path: path.to_path_buf(), found, expected: PINNED_CODEX_VERSION });
     }
     Ok(found)
 }
@@ -183,10 +146,7 @@ mod tests {
     fn explicit_missing_path_is_a_clear_error() {
         let err = find_codex(Some(Path::new("/nonexistent/codex"))).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/codex"), "{err}");
-        assert!(
-            err.to_string().contains("npm ci --prefix tools/codex"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("npm ci --prefix tools/codex"), "{err}");
     }
 
     #[test]
@@ -205,10 +165,7 @@ mod tests {
         std::fs::write(&file, "#!/bin/sh\necho 'codex-cli 0.1.0'\n").unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
         let err = check_version(&file).unwrap_err();
-        assert!(
-            matches!(&err, DiscoveryError::WrongVersion { found, .. } if found == "0.1.0"),
-            "{err}"
-        );
+        assert!(matches!(&err, DiscoveryError::WrongVersion { found, .. } if found == "0.1.0"), "{err}");
         assert!(err.to_string().contains("npm ci --prefix tools/codex"));
     }
 
@@ -217,16 +174,8 @@ mod tests {
         // The pinned install must exist for the test suite (`.ci/run` installs it).
         let path = find_codex(None).expect("the pinned codex is installed");
         let mut head = [0u8; 4];
-        std::fs::File::open(&path)
-            .unwrap()
-            .read_exact(&mut head)
-            .unwrap();
-        assert_eq!(
-            &head,
-            b"\x7fELF",
-            "{} should be the native binary, not the Node shim",
-            path.display()
-        );
+        std::fs::File::open(&path).unwrap().read_exact(&mut head).unwrap();
+        assert_eq!(&head, b"\x7fELF", "{} should be the native binary, not the Node shim", path.display());
         assert_eq!(check_version(&path).unwrap(), PINNED_CODEX_VERSION);
     }
 }

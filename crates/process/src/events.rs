@@ -123,9 +123,6 @@ pub enum TurnEvent {
 impl TurnEvent {
     /// Whether this event ends the stream.
     pub fn is_terminal(&self) -> bool {
-        matches!(
-            self,
-            TurnEvent::Completed { .. } | TurnEvent::Aborted { .. }
-        )
+        matches!(self, TurnEvent::Completed { .. } | TurnEvent::Aborted { .. })
     }
 }

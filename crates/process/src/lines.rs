@@ -25,11 +25,7 @@ pub struct LineReader<R> {
 impl<R: AsyncBufRead + Unpin> LineReader<R> {
     /// Wraps a buffered reader.
     pub fn new(inner: R, max: usize) -> Self {
-        Self {
-            inner,
-            max,
-            buf: Vec::new(),
-        }
+        Self { inner, max, buf: Vec::new() }
     }
 
     /// The next line, or `None` at end of input. A last line without a newline is returned too.
@@ -100,12 +96,6 @@ mod tests {
 
     #[tokio::test]
     async fn exact_limit_is_accepted_and_empty_lines_kept() {
-        assert_eq!(
-            all(b"12345\n\n", 5, 2).await,
-            vec![
-                Line::Complete(b"12345".to_vec()),
-                Line::Complete(Vec::new())
-            ]
-        );
+        assert_eq!(all(b"12345\n\n", 5, 2).await, vec![Line::Complete(b"12345".to_vec()), Line::Complete(Vec::new())]);
     }
 }

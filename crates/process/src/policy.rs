@@ -29,20 +29,14 @@ impl DeclinePolicy {
             ServerRequestKind::CommandExecutionApproval | ServerRequestKind::FileChangeApproval => {
                 Ok(json!({"decision": "decline"}))
             }
-            ServerRequestKind::ExecCommandApproval | ServerRequestKind::ApplyPatchApproval => Ok(
-                json!({"decision": {"denied": {"rejection": "declined by the codex-pool policy"}}}),
-            ),
-            ServerRequestKind::PermissionsApproval => {
-                Ok(json!({"permissions": {}, "scope": "turn"}))
+            ServerRequestKind::ExecCommandApproval | ServerRequestKind::ApplyPatchApproval => {
+                Ok(json!({"decision": {"denied": {"rejection": "declined by the codex-pool policy"}}}))
             }
+            ServerRequestKind::PermissionsApproval => Ok(json!({"permissions": {}, "scope": "turn"})),
             ServerRequestKind::ToolRequestUserInput => Ok(json!({"answers": {}})),
             ServerRequestKind::McpElicitation => Ok(json!({"action": "decline"})),
             ServerRequestKind::DynamicToolCall => {
-                let tool = request
-                    .params
-                    .get("tool")
-                    .and_then(Value::as_str)
-                    .unwrap_or("?");
+                let tool = request.params.get("tool").and_then(Value::as_str).unwrap_or("?");
                 Ok(json!({
                     "success": false,
                     "contentItems": [{"type": "inputText", "text": format!("tool `{tool}` is not available to this conversation")}],
@@ -50,10 +44,9 @@ impl DeclinePolicy {
             }
             ServerRequestKind::ChatgptAuthTokensRefresh
             | ServerRequestKind::AttestationGenerate
-            | ServerRequestKind::Unknown => Err(RpcError::new(
-                RpcError::METHOD_NOT_FOUND,
-                format!("codex-pool does not handle {}", request.method),
-            )),
+            | ServerRequestKind::Unknown => {
+                Err(RpcError::new(RpcError::METHOD_NOT_FOUND, format!("codex-pool does not handle {}", request.method)))
+            }
         }
     }
 }

@@ -8,10 +8,10 @@ use crate::stats::{ProcessStats, SharedStats};
 use crate::turn::TurnStream;
 use codex_pool_protocol::jsonrpc::{encode_line, OutgoingNotification};
 use codex_pool_protocol::methods::{
-    AccountRead, AccountReadParams, ClientInfo, Initialize, InitializeCapabilities,
-    InitializeParams, InitializeResponse, Request, ThreadFork, ThreadForkParams, ThreadIdParams,
-    ThreadResponse, ThreadResume, ThreadResumeParams, ThreadStart, ThreadStartParams,
-    ThreadStartResponse, ThreadUnsubscribe, ThreadUnsubscribeResponse, TurnStartParams,
+    AccountRead, AccountReadParams, ClientInfo, Initialize, InitializeCapabilities, InitializeParams,
+    InitializeResponse, Request, ThreadFork, ThreadForkParams, ThreadIdParams, ThreadResponse, ThreadResume,
+    ThreadResumeParams, ThreadStart, ThreadStartParams, ThreadStartResponse, ThreadUnsubscribe,
+    ThreadUnsubscribeResponse, TurnStartParams,
 };
 use codex_pool_protocol::Incoming;
 use serde_json::value::RawValue;
@@ -55,14 +55,8 @@ struct HandleInner {
 impl AppServer {
     /// Spawns the process, performs the handshake and (with `require_login`) checks the login.
     pub async fn spawn(config: ProcessConfig) -> Result<Self, SpawnError> {
-        for dir in [&config.codex_home, &config.work_dir]
-            .into_iter()
-            .chain(config.home_dir.as_ref())
-        {
-            std::fs::create_dir_all(dir).map_err(|source| SpawnError::Prepare {
-                path: dir.clone(),
-                source,
-            })?;
+        for dir in [&config.codex_home, &config.work_dir].into_iter().chain(config.home_dir.as_ref()) {
+            std::fs::create_dir_all(dir).map_err(|source| SpawnError::Prepare { path: dir.clone(), source })?;
         }
         let mut cmd = tokio::process::Command::new(&config.codex_bin);
         cmd.arg("app-server");
@@ -73,10 +67,7 @@ impl AppServer {
             cmd.env("HOME", home);
         }
         cmd.env("CODEX_HOME", &config.codex_home)
-            .env(
-                "RUST_LOG",
-                std::env::var("CODEX_POOL_CODEX_LOG").unwrap_or_else(|_| "warn".to_owned()),
-            )
+            .env("RUST_LOG", std::env::var("CODEX_POOL_CODEX_LOG").unwrap_or_else(|_| "warn".to_owned()))
             .envs(config.env.iter().map(|(k, v)| (k, v)))
             .current_dir(&config.work_dir)
             .stdin(Stdio::piped())
@@ -98,10 +89,7 @@ impl AppServer {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(|source| SpawnError::Spawn {
-            path: config.codex_bin.clone(),
-            source,
-        })?;
+        let mut child = cmd.spawn().map_err(|source| SpawnError::Spawn { path: config.codex_bin.clone(), source })?;
         let pid = child.id().unwrap_or(0);
         let label = format!("{}[{pid}]", config.label);
         tracing::info!(process = %label, bin = %config.codex_bin.display(), "codex app-server spawned");
@@ -127,12 +115,7 @@ impl AppServer {
         );
         let tasks = vec![
             tokio::spawn(write_stdin(stdin, writer_rx, label.clone())),
-            tokio::spawn(read_stdout(
-                stdout,
-                inbound_tx.clone(),
-                config.max_line_bytes,
-                label.clone(),
-            )),
+            tokio::spawn(read_stdout(stdout, inbound_tx.clone(), config.max_line_bytes, label.clone())),
             tokio::spawn(drain_stderr(stderr, label.clone())),
             tokio::spawn(wait_exit(child, inbound_tx, label.clone())),
             tokio::spawn(actor.run(command_rx, inbound_rx)),
@@ -149,11 +132,7 @@ impl AppServer {
                 label,
             }),
         };
-        let mut server = AppServer {
-            handle,
-            tasks,
-            init: None,
-        };
+        let mut server = AppServer { handle, tasks, init: None };
         match server.handshake(&config).await {
             Ok(init) => {
                 server.init = Some(init);
@@ -168,10 +147,7 @@ impl AppServer {
 
     async fn handshake(&self, config: &ProcessConfig) -> Result<InitializeResponse, SpawnError> {
         let params = InitializeParams {
-            client_info: ClientInfo {
-                name: "codex-pool".to_owned(),
-                version: env!("CARGO_PKG_VERSION").to_owned(),
-            },
+            client_info: ClientInfo { name: "codex-pool".to_owned(), version: env!("CARGO_PKG_VERSION").to_owned() },
             capabilities: Some(InitializeCapabilities {
                 experimental_api: false,
                 opt_out_notification_methods: (!config.opt_out_notifications.is_empty())
@@ -184,24 +160,24 @@ impl AppServer {
             .await
             .map_err(SpawnError::Handshake)?;
         h.send(Command::Notify {
-            line: encode_line(&OutgoingNotification::<()> {
-                method: "initialized",
-                params: None,
-            }),
+            line: encode_line(&OutgoingNotification::<()> { method: "initialized", params: None }),
         })
         .map_err(SpawnError::Handshake)?;
         if config.require_login {
-            let account = h
-                .request::<AccountRead>(&AccountReadParams::default())
-                .await
-                .map_err(SpawnError::Handshake)?;
+            let account =
+                h.request::<AccountRead>(&AccountReadParams::default()).await.map_err(SpawnError::Handshake)?;
             if account.requires_openai_auth && account.account.is_none() {
-                return Err(SpawnError::NotLoggedIn {
-                    codex_home: config.codex_home.display().to_string(),
-                });
+                return Err(SpawnError::NotLoggedIn { codex_home: config.codex_home.display().to_string() });
             }
         }
         h.send(Command::MarkReady).map_err(SpawnError::Handshake)?;
+        // Serve only once the actor has taken the transition (or report why it could not).
+        let mut state = h.inner.state.clone();
+        match state.wait_for(|s| *s != ProcessState::Starting).await.map(|s| s.clone()) {
+            Ok(ProcessState::Ready) => {}
+            Ok(ProcessState::Exited(why)) => return Err(SpawnError::Handshake(ProcessError::Exited(why))),
+            Ok(_) | Err(_) => return Err(SpawnError::Handshake(ProcessError::ShuttingDown)),
+        }
         tracing::info!(process = %h.inner.label, user_agent = %init.user_agent, "codex app-server ready");
         Ok(init)
     }
@@ -305,12 +281,8 @@ impl AppServerHandle {
     }
 
     /// Sends a typed request and waits for its answer (within the request timeout).
-    pub async fn request<R: Request>(
-        &self,
-        params: &R::Params,
-    ) -> Result<R::Response, ProcessError> {
-        self.request_with_timeout::<R>(params, self.inner.request_timeout)
-            .await
+    pub async fn request<R: Request>(&self, params: &R::Params) -> Result<R::Response, ProcessError> {
+        self.request_with_timeout::<R>(params, self.inner.request_timeout).await
     }
 
     /// [`AppServerHandle::request`] with a timeout of the caller's choosing.
@@ -319,16 +291,11 @@ impl AppServerHandle {
         params: &R::Params,
         timeout: Duration,
     ) -> Result<R::Response, ProcessError> {
-        let raw =
-            serde_json::value::to_raw_value(params).map_err(|e| ProcessError::BadResponse {
-                method: R::METHOD,
-                reason: format!("params: {e}"),
-            })?;
+        let raw = serde_json::value::to_raw_value(params)
+            .map_err(|e| ProcessError::BadResponse { method: R::METHOD, reason: format!("params: {e}") })?;
         let result = self.call(R::METHOD, raw, timeout).await?;
-        serde_json::from_str(result.get()).map_err(|e| ProcessError::BadResponse {
-            method: R::METHOD,
-            reason: e.to_string(),
-        })
+        serde_json::from_str(result.get())
+            .map_err(|e| ProcessError::BadResponse { method: R::METHOD, reason: e.to_string() })
     }
 
     /// Sends a request by method name with raw params: for methods without a typed wrapper.
@@ -341,11 +308,7 @@ impl AppServerHandle {
         let deadline = tokio::time::Instant::now() + timeout;
         let _permit = self.acquire(deadline).await?;
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Call {
-            method,
-            params,
-            reply,
-        })?;
+        self.send(Command::Call { method, params, reply })?;
         self.await_reply(method, rx, deadline, timeout).await?
     }
 
@@ -357,68 +320,50 @@ impl AppServerHandle {
         let _permit = self.acquire(deadline).await?;
         let (reply, rx) = oneshot::channel();
         self.send(Command::StartTurn { params, reply })?;
-        self.await_reply("turn/start", rx, deadline, timeout)
-            .await?
+        self.await_reply("turn/start", rx, deadline, timeout).await?
     }
 
     /// Interrupts the running turn of a thread. Never queues behind other requests.
     pub async fn interrupt(&self, thread_id: &str) -> Result<(), ProcessError> {
         let timeout = self.inner.request_timeout;
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Interrupt {
-            thread_id: thread_id.to_owned(),
-            reply,
-        })?;
-        self.await_reply(
-            "turn/interrupt",
-            rx,
-            tokio::time::Instant::now() + timeout,
-            timeout,
-        )
-        .await??;
-        Ok(())
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (reply, rx) = oneshot::channel();
+            self.send(Command::Interrupt { thread_id: thread_id.to_owned(), reply })?;
+            match self.await_reply("turn/interrupt", rx, deadline, timeout).await? {
+                Ok(_) => return Ok(()),
+                // codex answers `turn/start` a moment before the turn counts as active; the turn
+                // has not ended (we would have seen `turn/completed`), so ask again shortly.
+                Err(e) if is_turn_not_active_yet(&e) && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// `thread/start`.
-    pub async fn start_thread(
-        &self,
-        params: &ThreadStartParams,
-    ) -> Result<ThreadStartResponse, ProcessError> {
+    pub async fn start_thread(&self, params: &ThreadStartParams) -> Result<ThreadStartResponse, ProcessError> {
         self.request::<ThreadStart>(params).await
     }
 
     /// `thread/resume`.
-    pub async fn resume_thread(
-        &self,
-        params: &ThreadResumeParams,
-    ) -> Result<ThreadResponse, ProcessError> {
+    pub async fn resume_thread(&self, params: &ThreadResumeParams) -> Result<ThreadResponse, ProcessError> {
         self.request::<ThreadResume>(params).await
     }
 
     /// `thread/fork`.
-    pub async fn fork_thread(
-        &self,
-        params: &ThreadForkParams,
-    ) -> Result<ThreadResponse, ProcessError> {
+    pub async fn fork_thread(&self, params: &ThreadForkParams) -> Result<ThreadResponse, ProcessError> {
         self.request::<ThreadFork>(params).await
     }
 
     /// `thread/unsubscribe`.
-    pub async fn unsubscribe(
-        &self,
-        thread_id: &str,
-    ) -> Result<ThreadUnsubscribeResponse, ProcessError> {
-        self.request::<ThreadUnsubscribe>(&ThreadIdParams {
-            thread_id: thread_id.to_owned(),
-        })
-        .await
+    pub async fn unsubscribe(&self, thread_id: &str) -> Result<ThreadUnsubscribeResponse, ProcessError> {
+        self.request::<ThreadUnsubscribe>(&ThreadIdParams { thread_id: thread_id.to_owned() }).await
     }
 
     fn send(&self, cmd: Command) -> Result<(), ProcessError> {
-        self.inner
-            .commands
-            .send(cmd)
-            .map_err(|_| ProcessError::Exited(self.exit_reason()))
+        self.inner.commands.send(cmd).map_err(|_| ProcessError::Exited(self.exit_reason()))
     }
 
     fn exit_reason(&self) -> String {
@@ -432,15 +377,10 @@ impl AppServerHandle {
         match tokio::time::timeout_at(deadline, self.inner.permits.acquire()).await {
             Ok(Ok(permit)) => {
                 self.inner.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-                Ok(InFlight {
-                    _permit: permit,
-                    stats: &self.inner.stats,
-                })
+                Ok(InFlight { _permit: permit, stats: &self.inner.stats })
             }
             Ok(Err(_)) => Err(ProcessError::ShuttingDown),
-            Err(_) => Err(ProcessError::Overloaded {
-                limit: self.inner.max_in_flight,
-            }),
+            Err(_) => Err(ProcessError::Overloaded { limit: self.inner.max_in_flight }),
         }
     }
 
@@ -461,10 +401,14 @@ impl AppServerHandle {
 
 impl std::fmt::Debug for AppServerHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppServerHandle")
-            .field("label", &self.inner.label)
-            .finish()
+        f.debug_struct("AppServerHandle").field("label", &self.inner.label).finish()
     }
+}
+
+fn is_turn_not_active_yet(e: &ProcessError) -> bool {
+    e.rpc().is_some_and(|r| {
+        r.code == codex_pool_protocol::RpcError::INVALID_REQUEST && r.message.contains("no active turn")
+    })
 }
 
 /// A request slot; counts itself in the stats while held.

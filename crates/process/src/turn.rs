@@ -37,16 +37,7 @@ impl TurnStream {
         backlog: Arc<AtomicUsize>,
         commands: mpsc::UnboundedSender<Command>,
     ) -> Self {
-        Self {
-            thread_id,
-            turn_id,
-            rx,
-            backlog,
-            commands,
-            silence: None,
-            timer: None,
-            finished: false,
-        }
+        Self { thread_id, turn_id, rx, backlog, commands, silence: None, timer: None, finished: false }
     }
 
     pub(crate) fn set_turn_id(&mut self, turn_id: String) {
@@ -126,18 +117,15 @@ impl TurnStream {
                 let Some(silence) = self.silence else {
                     return Poll::Pending;
                 };
-                let timer = self.timer.get_or_insert_with(|| {
-                    Box::pin(tokio::time::sleep_until(Instant::now() + silence))
-                });
+                let timer =
+                    self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + silence)));
                 match timer.as_mut().poll(cx) {
                     Poll::Pending => Poll::Pending,
                     Poll::Ready(()) => {
                         self.abandon(AbortReason::Timeout);
                         self.finish_with(TurnEvent::Aborted {
                             reason: AbortReason::Timeout,
-                            message: format!(
-                                "the turn produced no event for {silence:?}; it was interrupted"
-                            ),
+                            message: format!("the turn produced no event for {silence:?}; it was interrupted"),
                         })
                     }
                 }

@@ -1,7 +1,7 @@
 //! The real pinned `codex app-server` against the fake model: conversations, concurrency,
 //! interrupts, server requests.
 
-mod common;
+use codex_pool_testkit as common;
 
 use codex_pool_process::TurnEvent;
 use codex_pool_protocol::methods::{ThreadStartParams, TurnStartParams};
@@ -13,58 +13,23 @@ async fn multi_turn_conversation_carries_history() {
     let env = Env::new().await;
     let server = env.spawn().await;
     let codex = server.handle().clone();
-    let thread = codex
-        .start_thread(&ThreadStartParams::default())
-        .await
-        .unwrap()
-        .thread;
+    let thread = codex.start_thread(&ThreadStartParams::default()).await.unwrap().thread;
 
-    let turn = codex
-        .start_turn(TurnStartParams::new(
-            &thread.id,
-            vec![UserInput::text("alpha")],
-        ))
-        .await
-        .unwrap();
+    let turn = codex.start_turn(TurnStartParams::new(&thread.id, vec![UserInput::text("alpha")])).await.unwrap();
     let (text, end, events) = finish(turn).await;
     assert_eq!(text, "echo: alpha");
-    assert!(
-        matches!(
-            end,
-            TurnEvent::Completed {
-                status: TurnStatus::Completed,
-                ..
-            }
-        ),
-        "{end:?}"
-    );
-    assert!(
-        matches!(events.first(), Some(TurnEvent::Started { .. })),
-        "{events:?}"
-    );
+    assert!(matches!(end, TurnEvent::Completed { status: TurnStatus::Completed, .. }), "{end:?}");
+    assert!(matches!(events.first(), Some(TurnEvent::Started { .. })), "{events:?}");
 
-    let turn = codex
-        .start_turn(TurnStartParams::new(
-            &thread.id,
-            vec![UserInput::text("beta")],
-        ))
-        .await
-        .unwrap();
+    let turn = codex.start_turn(TurnStartParams::new(&thread.id, vec![UserInput::text("beta")])).await.unwrap();
     let (text, _, _) = finish(turn).await;
     assert_eq!(text, "echo: beta");
 
     let second = env.requests_with("beta");
     assert_eq!(second.len(), 1);
     let msgs = messages(&second[0]);
-    assert!(
-        msgs.iter().any(|(r, t)| r == "user" && t == "alpha"),
-        "{msgs:?}"
-    );
-    assert!(
-        msgs.iter()
-            .any(|(r, t)| r == "assistant" && t == "echo: alpha"),
-        "{msgs:?}"
-    );
+    assert!(msgs.iter().any(|(r, t)| r == "user" && t == "alpha"), "{msgs:?}");
+    assert!(msgs.iter().any(|(r, t)| r == "assistant" && t == "echo: alpha"), "{msgs:?}");
     server.shutdown(SHUTDOWN).await;
 }
 
@@ -77,19 +42,9 @@ async fn twenty_concurrent_turns_on_one_process_never_mix() {
     for i in 0..20 {
         let codex = codex.clone();
         tasks.spawn(async move {
-            let thread = codex
-                .start_thread(&ThreadStartParams::default())
-                .await
-                .unwrap()
-                .thread;
+            let thread = codex.start_thread(&ThreadStartParams::default()).await.unwrap().thread;
             let word = format!("conversation-{i} [mock:deltas=8] [mock:delay_ms=5]");
-            let turn = codex
-                .start_turn(TurnStartParams::new(
-                    &thread.id,
-                    vec![UserInput::text(&word)],
-                ))
-                .await
-                .unwrap();
+            let turn = codex.start_turn(TurnStartParams::new(&thread.id, vec![UserInput::text(&word)])).await.unwrap();
             let (text, end, events) = finish(turn).await;
             (word, text, end, events)
         });
@@ -97,27 +52,12 @@ async fn twenty_concurrent_turns_on_one_process_never_mix() {
     let mut n = 0;
     while let Some(done) = tasks.join_next().await {
         let (word, text, end, events) = done.unwrap();
-        assert_eq!(
-            text,
-            format!("echo: {word}"),
-            "a stream got text of another turn"
-        );
-        assert!(
-            matches!(
-                end,
-                TurnEvent::Completed {
-                    status: TurnStatus::Completed,
-                    ..
-                }
-            ),
-            "{end:?}"
-        );
+        assert_eq!(text, format!("echo: {word}"), "a stream got text of another turn");
+        assert!(matches!(end, TurnEvent::Completed { status: TurnStatus::Completed, .. }), "{end:?}");
         let completed_items: Vec<_> = events
             .iter()
             .filter_map(|e| match e {
-                TurnEvent::ItemCompleted { item } if item["type"] == "agentMessage" => {
-                    item["text"].as_str()
-                }
+                TurnEvent::ItemCompleted { item } if item["type"] == "agentMessage" => item["text"].as_str(),
                 _ => None,
             })
             .collect();
@@ -133,20 +73,10 @@ async fn interrupt_ends_a_slow_turn_quickly() {
     let env = Env::new().await;
     let server = env.spawn().await;
     let codex = server.handle().clone();
-    let thread = codex
-        .start_thread(&ThreadStartParams::default())
-        .await
-        .unwrap()
-        .thread;
+    let thread = codex.start_thread(&ThreadStartParams::default()).await.unwrap().thread;
     // 100 deltas, 100 ms apart: ten seconds if left alone.
     let slow = "slow [mock:deltas=100] [mock:delay_ms=100]";
-    let mut turn = codex
-        .start_turn(TurnStartParams::new(
-            &thread.id,
-            vec![UserInput::text(slow)],
-        ))
-        .await
-        .unwrap();
+    let mut turn = codex.start_turn(TurnStartParams::new(&thread.id, vec![UserInput::text(slow)])).await.unwrap();
     // Wait for the reply to start streaming.
     loop {
         match turn.next().await.expect("turn goes on") {
@@ -158,30 +88,12 @@ async fn interrupt_ends_a_slow_turn_quickly() {
     codex.interrupt(&thread.id).await.unwrap();
     let (_, end, _) = finish(turn).await;
     let took = asked.elapsed();
-    assert!(
-        matches!(
-            end,
-            TurnEvent::Completed {
-                status: TurnStatus::Interrupted,
-                ..
-            }
-        ),
-        "{end:?}"
-    );
+    assert!(matches!(end, TurnEvent::Completed { status: TurnStatus::Interrupted, .. }), "{end:?}");
     println!("interrupt took {took:?}");
-    assert!(
-        took < std::time::Duration::from_secs(1),
-        "interrupt took {took:?}"
-    );
+    assert!(took < std::time::Duration::from_secs(1), "interrupt took {took:?}");
 
     // The thread takes a new turn afterwards.
-    let turn = codex
-        .start_turn(TurnStartParams::new(
-            &thread.id,
-            vec![UserInput::text("after")],
-        ))
-        .await
-        .unwrap();
+    let turn = codex.start_turn(TurnStartParams::new(&thread.id, vec![UserInput::text("after")])).await.unwrap();
     assert_eq!(finish(turn).await.0, "echo: after");
     server.shutdown(SHUTDOWN).await;
 }
@@ -191,27 +103,11 @@ async fn a_second_turn_on_a_busy_thread_is_refused() {
     let env = Env::new().await;
     let server = env.spawn().await;
     let codex = server.handle().clone();
-    let thread = codex
-        .start_thread(&ThreadStartParams::default())
-        .await
-        .unwrap()
-        .thread;
+    let thread = codex.start_thread(&ThreadStartParams::default()).await.unwrap().thread;
     let slow = "slow [mock:deltas=20] [mock:delay_ms=50]";
-    let turn = codex
-        .start_turn(TurnStartParams::new(
-            &thread.id,
-            vec![UserInput::text(slow)],
-        ))
-        .await
-        .unwrap();
-    let err = codex
-        .start_turn(TurnStartParams::new(&thread.id, vec![UserInput::text("x")]))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, codex_pool_process::ProcessError::ThreadBusy { .. }),
-        "{err}"
-    );
+    let turn = codex.start_turn(TurnStartParams::new(&thread.id, vec![UserInput::text(slow)])).await.unwrap();
+    let err = codex.start_turn(TurnStartParams::new(&thread.id, vec![UserInput::text("x")])).await.unwrap_err();
+    assert!(matches!(err, codex_pool_process::ProcessError::ThreadBusy { .. }), "{err}");
     let (text, _, _) = finish(turn).await;
     assert_eq!(text, format!("echo: {slow}"));
     server.shutdown(SHUTDOWN).await;
@@ -222,20 +118,10 @@ async fn no_skills_text_reaches_the_model() {
     let env = Env::new().await;
     let server = env.spawn().await;
     let codex = server.handle().clone();
-    let thread = codex
-        .start_thread(&ThreadStartParams::default())
-        .await
-        .unwrap()
-        .thread;
+    let thread = codex.start_thread(&ThreadStartParams::default()).await.unwrap().thread;
     // Mentions that would expand into SKILL.md bodies if skills were loaded.
     for text in ["hello", "use $imagegen and $skill-creator please"] {
-        let turn = codex
-            .start_turn(TurnStartParams::new(
-                &thread.id,
-                vec![UserInput::text(text)],
-            ))
-            .await
-            .unwrap();
+        let turn = codex.start_turn(TurnStartParams::new(&thread.id, vec![UserInput::text(text)])).await.unwrap();
         finish(turn).await;
     }
     let requests = env.mock.requests();
@@ -243,11 +129,7 @@ async fn no_skills_text_reaches_the_model() {
     for r in requests {
         let body = r.body.to_string();
         for needle in ["skills_instructions", "SKILL.md", "<skill>", "## Skills"] {
-            assert!(
-                !body.contains(needle),
-                "request {} carries {needle:?}",
-                r.seq
-            );
+            assert!(!body.contains(needle), "request {} carries {needle:?}", r.seq);
         }
     }
     // codex installed no system skills into its home either.
@@ -261,25 +143,9 @@ async fn no_skills_text_reaches_the_model() {
     config.overrides.retain(|(k, _)| !k.starts_with("skills."));
     let server = codex_pool_process::AppServer::spawn(config).await.unwrap();
     let codex = server.handle().clone();
-    let thread = codex
-        .start_thread(&ThreadStartParams::default())
-        .await
-        .unwrap()
-        .thread;
-    finish(
-        codex
-            .start_turn(TurnStartParams::new(
-                &thread.id,
-                vec![UserInput::text("hello")],
-            ))
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert!(control.mock.requests()[0]
-        .body
-        .to_string()
-        .contains("skills_instructions"));
+    let thread = codex.start_thread(&ThreadStartParams::default()).await.unwrap().thread;
+    finish(codex.start_turn(TurnStartParams::new(&thread.id, vec![UserInput::text("hello")])).await.unwrap()).await;
+    assert!(control.mock.requests()[0].body.to_string().contains("skills_instructions"));
     server.shutdown(SHUTDOWN).await;
 }
 
@@ -291,29 +157,14 @@ async fn an_approval_request_is_declined_by_policy_and_the_turn_completes() {
     let server = env.spawn().await;
     let codex = server.handle().clone();
     let params = ThreadStartParams {
-        settings: ThreadSettings {
-            approval_policy: Some(ApprovalPolicy::Untrusted),
-            ..Default::default()
-        },
+        settings: ThreadSettings { approval_policy: Some(ApprovalPolicy::Untrusted), ..Default::default() },
         ephemeral: None,
     };
     let thread = codex.start_thread(&params).await.unwrap().thread;
     let ask = r#"run it [mock:tool=exec_command {"cmd":"touch approved.txt"}]"#;
-    let turn = codex
-        .start_turn(TurnStartParams::new(&thread.id, vec![UserInput::text(ask)]))
-        .await
-        .unwrap();
+    let turn = codex.start_turn(TurnStartParams::new(&thread.id, vec![UserInput::text(ask)])).await.unwrap();
     let (text, end, events) = finish(turn).await;
-    assert!(
-        matches!(
-            end,
-            TurnEvent::Completed {
-                status: TurnStatus::Completed,
-                ..
-            }
-        ),
-        "{end:?}"
-    );
+    assert!(matches!(end, TurnEvent::Completed { status: TurnStatus::Completed, .. }), "{end:?}");
     let asked: Vec<_> = events
         .iter()
         .filter_map(|e| match e {
@@ -327,9 +178,6 @@ async fn an_approval_request_is_declined_by_policy_and_the_turn_completes() {
     // The model was told the command was rejected, and answered with that.
     assert!(text.starts_with("tool output:"), "{text}");
     assert!(text.contains("rejected"), "{text}");
-    assert!(
-        !env.dir.path().join("empty/approved.txt").exists(),
-        "the declined command ran"
-    );
+    assert!(!env.dir.path().join("empty/approved.txt").exists(), "the declined command ran");
     server.shutdown(SHUTDOWN).await;
 }

@@ -44,12 +44,7 @@ fn schema() -> &'static Schema {
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|b| {
-                    b["properties"]["method"]["enum"][0]
-                        .as_str()
-                        .unwrap()
-                        .to_owned()
-                })
+                .map(|b| b["properties"]["method"]["enum"][0].as_str().unwrap().to_owned())
                 .collect()
         };
         Schema {
@@ -66,11 +61,7 @@ impl Schema {
         match s.get("$ref").and_then(Value::as_str) {
             Some(r) => {
                 let pointer = r.strip_prefix('#').expect("local ref");
-                self.resolve(
-                    self.root
-                        .pointer(pointer)
-                        .unwrap_or_else(|| panic!("dangling ref {r}")),
-                )
+                self.resolve(self.root.pointer(pointer).unwrap_or_else(|| panic!("dangling ref {r}")))
             }
             None => s,
         }
@@ -89,14 +80,7 @@ impl Schema {
     }
 
     /// `sibling` names properties declared next to the branch being checked (allowed here too).
-    fn check_in(
-        &self,
-        value: &Value,
-        schema: &Value,
-        path: &str,
-        out: &mut Vec<String>,
-        sibling: &BTreeSet<&str>,
-    ) {
+    fn check_in(&self, value: &Value, schema: &Value, path: &str, out: &mut Vec<String>, sibling: &BTreeSet<&str>) {
         let schema = self.resolve(schema);
         if schema == &Value::Bool(true) || schema.as_object().is_some_and(|o| o.is_empty()) {
             return;
@@ -155,26 +139,16 @@ impl Schema {
                 return;
             }
         }
-        if let (Value::Object(obj), Some(props)) =
-            (value, schema.get("properties").and_then(Value::as_object))
-        {
+        if let (Value::Object(obj), Some(props)) = (value, schema.get("properties").and_then(Value::as_object)) {
             for (k, v) in obj {
                 match props.get(k) {
                     Some(s) => self.check(v, s, &format!("{path}.{k}"), out),
                     // Declared in a branch beside these properties (checked with the branches).
-                    None if sibling.contains(k.as_str())
-                        || self.branch_properties(schema).contains(k.as_str()) => {}
-                    None => out.push(format!(
-                        "{path}.{k}: not in the schema (renamed or removed?)"
-                    )),
+                    None if sibling.contains(k.as_str()) || self.branch_properties(schema).contains(k.as_str()) => {}
+                    None => out.push(format!("{path}.{k}: not in the schema (renamed or removed?)")),
                 }
             }
-            for r in schema
-                .get("required")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for r in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
                 if !obj.contains_key(r.as_str().unwrap()) {
                     out.push(format!("{path}: required property {r} missing"));
                 }
@@ -209,9 +183,7 @@ impl Schema {
         }
         for key in ["allOf", "oneOf", "anyOf"] {
             if let Some(branches) = schema.get(key).and_then(Value::as_array) {
-                let pick = branches
-                    .iter()
-                    .find(|b| self.resolve(b).get("type") != Some(&json!("null")));
+                let pick = branches.iter().find(|b| self.resolve(b).get("type") != Some(&json!("null")));
                 if let Some(b) = pick {
                     let mut v = self.example(b, all, depth);
                     // Properties declared beside the branches (e.g. a `type` tag) belong too.
@@ -226,11 +198,7 @@ impl Schema {
         }
         let ty = match schema.get("type") {
             Some(Value::String(t)) => t.as_str(),
-            Some(Value::Array(ts)) => ts
-                .iter()
-                .filter_map(Value::as_str)
-                .find(|t| *t != "null")
-                .unwrap_or("null"),
+            Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).find(|t| *t != "null").unwrap_or("null"),
             _ if schema.get("properties").is_some() => "object",
             _ => return json!({}),
         };
@@ -251,19 +219,9 @@ impl Schema {
 
     fn object_example(&self, schema: &Value, all: bool, depth: usize) -> Value {
         let mut out = Map::new();
-        let required: BTreeSet<&str> = schema
-            .get("required")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        for (k, s) in schema
-            .get("properties")
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-        {
+        let required: BTreeSet<&str> =
+            schema.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+        for (k, s) in schema.get("properties").and_then(Value::as_object).into_iter().flatten() {
             if required.contains(k.as_str()) || (all && depth < 4) {
                 out.insert(k.clone(), self.example(s, all, depth + 1));
             }
@@ -277,10 +235,7 @@ fn sends<T: Serialize>(definition: &str, value: &T) {
     let value = serde_json::to_value(value).unwrap();
     let mut problems = Vec::new();
     s.check(&value, s.def(definition), definition, &mut problems);
-    assert!(
-        problems.is_empty(),
-        "{definition}: {problems:#?}\nvalue: {value}"
-    );
+    assert!(problems.is_empty(), "{definition}: {problems:#?}\nvalue: {value}");
 }
 
 fn reads<T: DeserializeOwned>(definition: &str) {
@@ -288,10 +243,7 @@ fn reads<T: DeserializeOwned>(definition: &str) {
     for all in [false, true] {
         let instance = s.example(s.def(definition), all, 0);
         if let Err(e) = serde_json::from_value::<T>(instance.clone()) {
-            panic!(
-                "{definition} ({}): {e}\ninstance: {instance}",
-                if all { "all fields" } else { "required only" }
-            );
+            panic!("{definition} ({}): {e}\ninstance: {instance}", if all { "all fields" } else { "required only" });
         }
     }
 }
@@ -314,67 +266,29 @@ fn what_we_send_fits_the_schema() {
     sends(
         "InitializeParams",
         &InitializeParams {
-            client_info: ClientInfo {
-                name: "n".into(),
-                version: "v".into(),
-            },
+            client_info: ClientInfo { name: "n".into(), version: "v".into() },
             capabilities: Some(InitializeCapabilities {
                 experimental_api: false,
                 opt_out_notification_methods: Some(vec!["thread/started".into()]),
             }),
         },
     );
-    sends(
-        "ThreadStartParams",
-        &ThreadStartParams {
-            settings: full_settings(),
-            ephemeral: Some(true),
-        },
-    );
+    sends("ThreadStartParams", &ThreadStartParams { settings: full_settings(), ephemeral: Some(true) });
     sends("ThreadStartParams", &ThreadStartParams::default());
     sends(
         "ThreadResumeParams",
-        &ThreadResumeParams {
-            thread_id: "t".into(),
-            settings: full_settings(),
-            exclude_turns: true,
-        },
+        &ThreadResumeParams { thread_id: "t".into(), settings: full_settings(), exclude_turns: true },
     );
     sends(
         "ThreadForkParams",
-        &ThreadForkParams {
-            thread_id: "t".into(),
-            settings: full_settings(),
-            exclude_turns: true,
-        },
+        &ThreadForkParams { thread_id: "t".into(), settings: full_settings(), exclude_turns: true },
     );
-    sends(
-        "ThreadUnsubscribeParams",
-        &ThreadIdParams {
-            thread_id: "t".into(),
-        },
-    );
-    sends(
-        "ThreadReadParams",
-        &ThreadReadParams {
-            thread_id: "t".into(),
-            include_turns: true,
-        },
-    );
-    sends(
-        "ThreadLoadedListParams",
-        &ThreadLoadedListParams {
-            cursor: Some("c".into()),
-            limit: Some(5),
-        },
-    );
+    sends("ThreadUnsubscribeParams", &ThreadIdParams { thread_id: "t".into() });
+    sends("ThreadReadParams", &ThreadReadParams { thread_id: "t".into(), include_turns: true });
+    sends("ThreadLoadedListParams", &ThreadLoadedListParams { cursor: Some("c".into()), limit: Some(5) });
     let mut turn = TurnStartParams::new(
         "t",
-        vec![
-            UserInput::text("hi"),
-            UserInput::Image { url: "u".into() },
-            UserInput::LocalImage { path: "/p".into() },
-        ],
+        vec![UserInput::text("hi"), UserInput::Image { url: "u".into() }, UserInput::LocalImage { path: "/p".into() }],
     );
     turn.model = Some("m".into());
     turn.effort = Some("low".into());
@@ -383,55 +297,22 @@ fn what_we_send_fits_the_schema() {
     sends("TurnStartParams", &turn);
     sends(
         "TurnSteerParams",
-        &TurnSteerParams {
-            thread_id: "t".into(),
-            expected_turn_id: "u".into(),
-            input: vec![UserInput::text("x")],
-        },
+        &TurnSteerParams { thread_id: "t".into(), expected_turn_id: "u".into(), input: vec![UserInput::text("x")] },
     );
-    sends(
-        "TurnInterruptParams",
-        &TurnInterruptParams {
-            thread_id: "t".into(),
-            turn_id: "u".into(),
-        },
-    );
-    sends(
-        "ModelListParams",
-        &ModelListParams {
-            cursor: Some("c".into()),
-            limit: Some(1),
-        },
-    );
-    sends(
-        "GetAccountParams",
-        &AccountReadParams {
-            refresh_token: false,
-        },
-    );
+    sends("TurnInterruptParams", &TurnInterruptParams { thread_id: "t".into(), turn_id: "u".into() });
+    sends("ModelListParams", &ModelListParams { cursor: Some("c".into()), limit: Some(1) });
+    sends("GetAccountParams", &AccountReadParams { refresh_token: false });
 }
 
 #[test]
 fn the_default_policy_answers_fit_the_schema() {
     let responses = [
-        (
-            "item/commandExecution/requestApproval",
-            "CommandExecutionRequestApprovalResponse",
-        ),
-        (
-            "item/fileChange/requestApproval",
-            "FileChangeRequestApprovalResponse",
-        ),
-        (
-            "item/permissions/requestApproval",
-            "PermissionsRequestApprovalResponse",
-        ),
+        ("item/commandExecution/requestApproval", "CommandExecutionRequestApprovalResponse"),
+        ("item/fileChange/requestApproval", "FileChangeRequestApprovalResponse"),
+        ("item/permissions/requestApproval", "PermissionsRequestApprovalResponse"),
         ("item/tool/requestUserInput", "ToolRequestUserInputResponse"),
         ("item/tool/call", "DynamicToolCallResponse"),
-        (
-            "mcpServer/elicitation/request",
-            "McpServerElicitationRequestResponse",
-        ),
+        ("mcpServer/elicitation/request", "McpServerElicitationRequestResponse"),
         ("execCommandApproval", "ExecCommandApprovalResponse"),
         ("applyPatchApproval", "ApplyPatchApprovalResponse"),
     ];
@@ -470,21 +351,12 @@ fn typed_notifications_decode_from_the_schema() {
         (nm::ITEM_COMPLETED, "ItemCompletedNotification"),
         (nm::AGENT_MESSAGE_DELTA, "AgentMessageDeltaNotification"),
         (nm::REASONING_TEXT_DELTA, "ReasoningTextDeltaNotification"),
-        (
-            nm::REASONING_SUMMARY_TEXT_DELTA,
-            "ReasoningSummaryTextDeltaNotification",
-        ),
-        (
-            nm::TOKEN_USAGE_UPDATED,
-            "ThreadTokenUsageUpdatedNotification",
-        ),
+        (nm::REASONING_SUMMARY_TEXT_DELTA, "ReasoningSummaryTextDeltaNotification"),
+        (nm::TOKEN_USAGE_UPDATED, "ThreadTokenUsageUpdatedNotification"),
         (nm::ERROR, "ErrorNotification"),
     ];
     for (method, definition) in cases {
-        assert!(
-            s.notification_methods.contains(method),
-            "codex no longer sends {method}"
-        );
+        assert!(s.notification_methods.contains(method), "codex no longer sends {method}");
         for all in [false, true] {
             let params = s.example(s.def(definition), all, 0);
             let raw = serde_json::value::to_raw_value(&params).unwrap();
@@ -515,19 +387,12 @@ fn every_method_we_use_exists_and_every_server_request_is_known() {
         ModelList::METHOD,
         AccountRead::METHOD,
     ] {
-        assert!(
-            s.client_methods.contains(method),
-            "codex no longer accepts {method}"
-        );
+        assert!(s.client_methods.contains(method), "codex no longer accepts {method}");
     }
     // A server request we do not know would be answered "method not found": decide on a policy
     // answer for it before bumping the pinned version.
     for method in &s.server_request_methods {
-        assert_ne!(
-            ServerRequestKind::of(method),
-            ServerRequestKind::Unknown,
-            "new server request {method}"
-        );
+        assert_ne!(ServerRequestKind::of(method), ServerRequestKind::Unknown, "new server request {method}");
     }
 }
 
@@ -535,11 +400,9 @@ fn every_method_we_use_exists_and_every_server_request_is_known() {
 fn the_checker_catches_renames_wrong_types_and_missing_fields() {
     let s = schema();
     let def = s.def("TurnInterruptParams");
-    for bad in [
-        json!({"threadID": "t", "turnId": "u"}),
-        json!({"threadId": 5, "turnId": "u"}),
-        json!({"threadId": "t"}),
-    ] {
+    for bad in
+        [json!({"threadID": "t", "turnId": "u"}), json!({"threadId": 5, "turnId": "u"}), json!({"threadId": "t"})]
+    {
         let mut problems = Vec::new();
         s.check(&bad, def, "TurnInterruptParams", &mut problems);
         assert!(!problems.is_empty(), "{bad} passed");

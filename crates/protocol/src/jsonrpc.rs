@@ -52,11 +52,7 @@ impl RpcError {
 
     /// An error with the given code and message and no data.
     pub fn new(code: i64, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            data: None,
-        }
+        Self { code, message: message.into(), data: None }
     }
 }
 
@@ -65,23 +61,13 @@ impl RpcError {
 #[derive(Debug)]
 pub enum Incoming {
     /// A successful reply to one of our requests.
-    Response {
-        id: RequestId,
-        result: Box<RawValue>,
-    },
+    Response { id: RequestId, result: Box<RawValue> },
     /// An error reply to one of our requests.
     Error { id: RequestId, error: RpcError },
     /// A request from the server that expects our reply.
-    Request {
-        id: RequestId,
-        method: String,
-        params: Option<Box<RawValue>>,
-    },
+    Request { id: RequestId, method: String, params: Option<Box<RawValue>> },
     /// A notification from the server.
-    Notification {
-        method: String,
-        params: Option<Box<RawValue>>,
-    },
+    Notification { method: String, params: Option<Box<RawValue>> },
 }
 
 /// Why a line could not be read as a message.
@@ -114,28 +100,12 @@ impl Incoming {
     pub fn decode(line: &[u8]) -> Result<Self, DecodeError> {
         let raw: RawMessage = serde_json::from_slice(line)?;
         match raw {
-            RawMessage {
-                id: Some(id),
-                method: Some(method),
-                params,
-                ..
-            } => Ok(Incoming::Request { id, method, params }),
-            RawMessage {
-                id: None,
-                method: Some(method),
-                params,
-                ..
-            } => Ok(Incoming::Notification { method, params }),
-            RawMessage {
-                id: Some(id),
-                error: Some(error),
-                ..
-            } => Ok(Incoming::Error { id, error }),
-            RawMessage {
-                id: Some(id),
-                result,
-                ..
-            } => Ok(Incoming::Response {
+            RawMessage { id: Some(id), method: Some(method), params, .. } => {
+                Ok(Incoming::Request { id, method, params })
+            }
+            RawMessage { id: None, method: Some(method), params, .. } => Ok(Incoming::Notification { method, params }),
+            RawMessage { id: Some(id), error: Some(error), .. } => Ok(Incoming::Error { id, error }),
+            RawMessage { id: Some(id), result, .. } => Ok(Incoming::Response {
                 id,
                 // `"result": null` and an absent result both mean "no payload".
                 result: result.unwrap_or_else(null_raw),
@@ -199,18 +169,9 @@ mod tests {
         let cases: [(&str, &str); 5] = [
             (r#"{"id":1,"result":{"a":1}}"#, "response"),
             (r#"{"id":1}"#, "response"),
-            (
-                r#"{"id":"x","error":{"code":-32600,"message":"no"}}"#,
-                "error",
-            ),
-            (
-                r#"{"id":7,"method":"item/tool/call","params":{}}"#,
-                "request",
-            ),
-            (
-                r#"{"method":"turn/started","params":{},"emittedAtMs":1}"#,
-                "notification",
-            ),
+            (r#"{"id":"x","error":{"code":-32600,"message":"no"}}"#, "error"),
+            (r#"{"id":7,"method":"item/tool/call","params":{}}"#, "request"),
+            (r#"{"method":"turn/started","params":{},"emittedAtMs":1}"#, "notification"),
         ];
         for (line, want) in cases {
             let got = match Incoming::decode(line.as_bytes()).unwrap() {
@@ -225,33 +186,17 @@ mod tests {
 
     #[test]
     fn rejects_garbage_and_shapeless_objects() {
-        assert!(matches!(
-            Incoming::decode(b"not json"),
-            Err(DecodeError::Json(_))
-        ));
-        assert!(matches!(
-            Incoming::decode(b"[1,2]"),
-            Err(DecodeError::Json(_))
-        ));
-        assert!(matches!(
-            Incoming::decode(br#"{"hello":1}"#),
-            Err(DecodeError::Shape)
-        ));
+        assert!(matches!(Incoming::decode(b"not json"), Err(DecodeError::Json(_))));
+        assert!(matches!(Incoming::decode(b"[1,2]"), Err(DecodeError::Json(_))));
+        assert!(matches!(Incoming::decode(br#"{"hello":1}"#), Err(DecodeError::Shape)));
     }
 
     #[test]
     fn encodes_without_jsonrpc_field() {
         let id = RequestId::Integer(3);
-        let line = encode_line(&OutgoingRequest {
-            id: &id,
-            method: "m",
-            params: &serde_json::json!({}),
-        });
+        let line = encode_line(&OutgoingRequest { id: &id, method: "m", params: &serde_json::json!({}) });
         assert_eq!(line, b"{\"id\":3,\"method\":\"m\",\"params\":{}}\n");
-        let n = encode_line(&OutgoingNotification::<()> {
-            method: "initialized",
-            params: None,
-        });
+        let n = encode_line(&OutgoingNotification::<()> { method: "initialized", params: None });
         assert_eq!(n, b"{\"method\":\"initialized\"}\n");
     }
 }

@@ -160,18 +160,14 @@ impl ServerNotification {
             method::ITEM_COMPLETED => typed(params).map(Self::ItemCompleted),
             method::AGENT_MESSAGE_DELTA => typed(params).map(Self::AgentMessageDelta),
             method::REASONING_TEXT_DELTA => typed(params).map(Self::ReasoningTextDelta),
-            method::REASONING_SUMMARY_TEXT_DELTA => {
-                typed(params).map(Self::ReasoningSummaryTextDelta)
-            }
+            method::REASONING_SUMMARY_TEXT_DELTA => typed(params).map(Self::ReasoningSummaryTextDelta),
             method::TOKEN_USAGE_UPDATED => typed(params).map(Self::TokenUsageUpdated),
             method::ERROR => typed(params).map(Self::Error),
             _ => None,
         };
         decoded.unwrap_or_else(|| Self::Other {
             method: method.to_owned(),
-            params: params
-                .and_then(|p| serde_json::from_str(p.get()).ok())
-                .unwrap_or(Value::Null),
+            params: params.and_then(|p| serde_json::from_str(p.get()).ok()).unwrap_or(Value::Null),
         })
     }
 
@@ -182,9 +178,9 @@ impl ServerNotification {
             Self::ThreadClosed(n) => Some(&n.thread_id),
             Self::TurnStarted(n) | Self::TurnCompleted(n) => Some(&n.thread_id),
             Self::ItemStarted(n) | Self::ItemCompleted(n) => Some(&n.thread_id),
-            Self::AgentMessageDelta(n)
-            | Self::ReasoningTextDelta(n)
-            | Self::ReasoningSummaryTextDelta(n) => Some(&n.thread_id),
+            Self::AgentMessageDelta(n) | Self::ReasoningTextDelta(n) | Self::ReasoningSummaryTextDelta(n) => {
+                Some(&n.thread_id)
+            }
             Self::TokenUsageUpdated(n) => Some(&n.thread_id),
             Self::Error(n) => Some(&n.thread_id),
             Self::Other { params, .. } => params.get("threadId").and_then(Value::as_str),

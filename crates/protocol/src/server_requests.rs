@@ -90,19 +90,14 @@ impl ServerRequest {
         Self {
             kind: ServerRequestKind::of(method),
             method: method.to_owned(),
-            params: params
-                .and_then(|p| serde_json::from_str(p.get()).ok())
-                .unwrap_or(Value::Null),
+            params: params.and_then(|p| serde_json::from_str(p.get()).ok()).unwrap_or(Value::Null),
         }
     }
 
     /// The thread the request is about, when it names one.
     pub fn thread_id(&self) -> Option<&str> {
         // v2 requests say `threadId`; the v1 ones say `conversationId`.
-        self.params
-            .get("threadId")
-            .or_else(|| self.params.get("conversationId"))
-            .and_then(Value::as_str)
+        self.params.get("threadId").or_else(|| self.params.get("conversationId")).and_then(Value::as_str)
     }
 
     /// The turn the request is about, when it names one.

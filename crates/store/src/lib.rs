@@ -70,22 +70,13 @@ impl ThreadRecord {
     /// A new record, created now.
     pub fn new(thread_id: impl Into<String>, settings: ThreadSettings) -> Self {
         let now = now_ms();
-        Self {
-            thread_id: thread_id.into(),
-            settings,
-            created_at_ms: now,
-            updated_at_ms: now,
-            turns: 0,
-        }
+        Self { thread_id: thread_id.into(), settings, created_at_ms: now, updated_at_ms: now, turns: 0 }
     }
 }
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// Persistence of conversations. Implementations must be safe to share between tasks.
@@ -111,15 +102,9 @@ mod tests {
 
     /// The contract every store must keep.
     pub(crate) async fn exercise(store: &dyn ThreadStore) {
-        let settings = ThreadSettings {
-            developer_instructions: Some("be brief".into()),
-            ..Default::default()
-        };
+        let settings = ThreadSettings { developer_instructions: Some("be brief".into()), ..Default::default() };
         assert_eq!(store.load("a").await.unwrap(), None);
-        store
-            .save(ThreadRecord::new("a", settings.clone()))
-            .await
-            .unwrap();
+        store.save(ThreadRecord::new("a", settings.clone())).await.unwrap();
         let a = store.load("a").await.unwrap().unwrap();
         assert_eq!(a.settings, settings);
         assert_eq!(a.turns, 0);
@@ -127,40 +112,14 @@ mod tests {
         assert_eq!(store.load("a").await.unwrap().unwrap().turns, 1);
 
         // a -> b -> c: every old id leads to the newest.
-        store
-            .replace(
-                "a",
-                ThreadRecord {
-                    thread_id: "b".into(),
-                    ..a.clone()
-                },
-            )
-            .await
-            .unwrap();
-        store
-            .replace(
-                "b",
-                ThreadRecord {
-                    thread_id: "c".into(),
-                    ..a.clone()
-                },
-            )
-            .await
-            .unwrap();
+        store.replace("a", ThreadRecord { thread_id: "b".into(), ..a.clone() }).await.unwrap();
+        store.replace("b", ThreadRecord { thread_id: "c".into(), ..a.clone() }).await.unwrap();
         for id in ["a", "b", "c"] {
-            assert_eq!(
-                store.load(id).await.unwrap().unwrap().thread_id,
-                "c",
-                "{id}"
-            );
+            assert_eq!(store.load(id).await.unwrap().unwrap().thread_id, "c", "{id}");
         }
         assert_eq!(store.count().await.unwrap(), 1);
         store.touch("a").await.unwrap();
-        assert_eq!(
-            store.load("c").await.unwrap().unwrap().turns,
-            1,
-            "touch through an alias"
-        );
+        assert_eq!(store.load("c").await.unwrap().unwrap().turns, 1, "touch through an alias");
 
         assert!(store.delete("a").await.unwrap());
         for id in ["a", "b", "c"] {

@@ -44,9 +44,7 @@ impl SqliteStore {
 
     fn init(conn: Connection) -> Result<Self, StoreError> {
         conn.execute_batch(SCHEMA)?;
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
     }
 
     fn run<'a, T, F>(&'a self, f: F) -> StoreFuture<'a, T>
@@ -57,9 +55,7 @@ impl SqliteStore {
         let conn = self.conn.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
-                let mut guard = conn
-                    .lock()
-                    .map_err(|_| StoreError::Worker("connection lock poisoned".into()))?;
+                let mut guard = conn.lock().map_err(|_| StoreError::Worker("connection lock poisoned".into()))?;
                 f(&mut guard)
             })
             .await
@@ -70,20 +66,14 @@ impl SqliteStore {
 
 fn resolve(conn: &Connection, thread_id: &str) -> rusqlite::Result<String> {
     Ok(conn
-        .query_row(
-            "SELECT new_id FROM thread_aliases WHERE old_id = ?1",
-            [thread_id],
-            |r| r.get(0),
-        )
+        .query_row("SELECT new_id FROM thread_aliases WHERE old_id = ?1", [thread_id], |r| r.get(0))
         .optional()?
         .unwrap_or_else(|| thread_id.to_owned()))
 }
 
 fn insert(conn: &Connection, record: &ThreadRecord) -> Result<(), StoreError> {
-    let settings = serde_json::to_string(&record.settings).map_err(|e| StoreError::Corrupt {
-        thread_id: record.thread_id.clone(),
-        reason: e.to_string(),
-    })?;
+    let settings = serde_json::to_string(&record.settings)
+        .map_err(|e| StoreError::Corrupt { thread_id: record.thread_id.clone(), reason: e.to_string() })?;
     conn.execute(
         "INSERT INTO threads (thread_id, settings, created_at_ms, updated_at_ms, turns) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT(thread_id) DO UPDATE SET settings = excluded.settings, updated_at_ms = excluded.updated_at_ms,
@@ -133,10 +123,7 @@ impl ThreadStore for SqliteStore {
             insert(&tx, &record)?;
             if old_id != record.thread_id {
                 tx.execute("DELETE FROM threads WHERE thread_id = ?1", [&old_id])?;
-                tx.execute(
-                    "UPDATE thread_aliases SET new_id = ?2 WHERE new_id = ?1",
-                    [&old_id, &record.thread_id],
-                )?;
+                tx.execute("UPDATE thread_aliases SET new_id = ?2 WHERE new_id = ?1", [&old_id, &record.thread_id])?;
                 tx.execute(
                     "INSERT OR REPLACE INTO thread_aliases (old_id, new_id) VALUES (?1, ?2)",
                     [&old_id, &record.thread_id],
@@ -165,21 +152,14 @@ impl ThreadStore for SqliteStore {
             let tx = conn.transaction()?;
             let id = resolve(&tx, &thread_id)?;
             let n = tx.execute("DELETE FROM threads WHERE thread_id = ?1", [&id])?;
-            tx.execute(
-                "DELETE FROM thread_aliases WHERE new_id = ?1 OR old_id = ?1",
-                [&id],
-            )?;
+            tx.execute("DELETE FROM thread_aliases WHERE new_id = ?1 OR old_id = ?1", [&id])?;
             tx.commit()?;
             Ok(n > 0)
         })
     }
 
     fn count(&self) -> StoreFuture<'_, u64> {
-        self.run(|conn| {
-            Ok(conn
-                .query_row("SELECT COUNT(*) FROM threads", [], |r| r.get::<_, i64>(0))?
-                .max(0) as u64)
-        })
+        self.run(|conn| Ok(conn.query_row("SELECT COUNT(*) FROM threads", [], |r| r.get::<_, i64>(0))?.max(0) as u64))
     }
 }
 
@@ -199,14 +179,8 @@ mod tests {
         let path = dir.path().join("threads.db");
         {
             let store = SqliteStore::open(&path).unwrap();
-            store
-                .save(ThreadRecord::new("a", Default::default()))
-                .await
-                .unwrap();
-            store
-                .replace("a", ThreadRecord::new("b", Default::default()))
-                .await
-                .unwrap();
+            store.save(ThreadRecord::new("a", Default::default())).await.unwrap();
+            store.replace("a", ThreadRecord::new("b", Default::default())).await.unwrap();
         }
         let store = SqliteStore::open(&path).unwrap();
         assert_eq!(store.load("a").await.unwrap().unwrap().thread_id, "b");
@@ -215,12 +189,7 @@ mod tests {
     #[tokio::test]
     async fn a_corrupt_row_is_a_clear_error() {
         let store = SqliteStore::open_in_memory().unwrap();
-        store
-            .conn
-            .lock()
-            .unwrap()
-            .execute("INSERT INTO threads VALUES ('x', 'not json', 0, 0, 0)", [])
-            .unwrap();
+        store.conn.lock().unwrap().execute("INSERT INTO threads VALUES ('x', 'not json', 0, 0, 0)", []).unwrap();
         let err = store.load("x").await.unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
     }

@@ -1,63 +1,54 @@
 //! Shared set-up for tests that drive the real pinned `codex app-server` against the fake model.
-#![allow(dead_code)]
 
 use codex_pool_mock_model::{MockConfig, MockModel};
-use codex_pool_process::{
-    find_checked, AppServer, ModelProvider, ProcessConfig, TurnEvent, TurnStream,
-};
+use codex_pool_process::{find_checked, AppServer, ModelProvider, ProcessConfig, TurnEvent, TurnStream};
 use serde_json::Value;
 use std::time::Duration;
 use tempfile::TempDir;
 
 /// A fake model and a scratch folder for CODEX_HOME and the empty working directory.
 pub struct Env {
+    /// The fake model.
     pub mock: MockModel,
+    /// Scratch folder: `codex-home/`, `empty/`, `home/`.
     pub dir: TempDir,
 }
 
+/// Logs to the test output, filtered by RUST_LOG (default warn).
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_test_writer()
         .try_init();
 }
 
 impl Env {
+    /// A fake model with default settings.
     pub async fn new() -> Self {
         Self::with_mock(MockConfig::default()).await
     }
 
+    /// A fake model with the given settings.
     pub async fn with_mock(config: MockConfig) -> Self {
         init_tracing();
         let mock = MockModel::start(config).await.expect("mock model starts");
-        Env {
-            mock,
-            dir: tempfile::tempdir().expect("temp dir"),
-        }
+        Env { mock, dir: tempfile::tempdir().expect("temp dir") }
     }
 
     /// A process config pointed at the fake model, with codex's retries off so failures are quick.
     pub fn config(&self) -> ProcessConfig {
-        let bin = find_checked(None)
-            .expect("the pinned codex is installed (npm ci --prefix tools/codex)");
+        let bin = find_checked(None).expect("the pinned codex is installed (npm ci --prefix tools/codex)");
         let mut provider = ModelProvider::new("mock", self.mock.base_url());
         provider.request_max_retries = Some(0);
         provider.stream_max_retries = Some(0);
-        ProcessConfig::new(
-            bin,
-            self.dir.path().join("codex-home"),
-            self.dir.path().join("empty"),
-        )
-        .with_overrides(provider.overrides())
-        .with_override("model", "\"mock-model\"")
+        ProcessConfig::new(bin, self.dir.path().join("codex-home"), self.dir.path().join("empty"))
+            .with_overrides(provider.overrides())
+            .with_override("model", "\"mock-model\"")
     }
 
+    /// One process with [`Env::config`].
     pub async fn spawn(&self) -> AppServer {
-        AppServer::spawn(self.config())
-            .await
-            .expect("codex app-server starts")
+        AppServer::spawn(self.config()).await.expect("codex app-server starts")
     }
 
     /// Request bodies the fake model received whose last user message contains `needle`.
@@ -71,6 +62,7 @@ impl Env {
     }
 }
 
+/// The last user message of a model request body.
 pub fn last_user_text(body: &Value) -> Option<String> {
     codex_pool_mock_model::last_user_text(body.get("input")?.as_array()?)
 }
@@ -79,17 +71,8 @@ pub fn last_user_text(body: &Value) -> Option<String> {
 pub fn messages(body: &Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for item in body["input"].as_array().into_iter().flatten() {
-        let role = item
-            .get("role")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
-        for part in item
-            .get("content")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        let role = item.get("role").and_then(Value::as_str).unwrap_or("").to_owned();
+        for part in item.get("content").and_then(Value::as_array).into_iter().flatten() {
             if let Some(t) = part.get("text").and_then(Value::as_str) {
                 out.push((role.clone(), t.to_owned()));
             }
@@ -120,4 +103,5 @@ pub async fn finish(turn: TurnStream) -> (String, TurnEvent, Vec<TurnEvent>) {
     (text, end, events)
 }
 
+/// Grace for shutdowns in tests.
 pub const SHUTDOWN: Duration = Duration::from_secs(5);

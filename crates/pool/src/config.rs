@@ -1,0 +1,141 @@
+//! Pool settings, with the seed's environment variables.
+
+use crate::strategy::Strategy;
+use codex_pool_process::ProcessConfig;
+use std::time::Duration;
+
+/// `CODEX_POOL_SIZE`: number of processes (default 3).
+pub const ENV_POOL_SIZE: &str = "CODEX_POOL_SIZE";
+/// `CODEX_SELECTION_STRATEGY`: `round_robin` (default) or `least_busy`.
+pub const ENV_STRATEGY: &str = "CODEX_SELECTION_STRATEGY";
+/// `CODEX_MODEL`: the default model of new threads.
+pub const ENV_MODEL: &str = "CODEX_MODEL";
+
+/// A configuration value that does not parse.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ConfigError {
+    /// Not a positive whole number.
+    #[error("{var}={value:?} is not a pool size; use a whole number from 1 to 64")]
+    PoolSize {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// Not a known strategy.
+    #[error("{var}: {source}")]
+    Strategy {
+        /// The variable.
+        var: &'static str,
+        /// The parse error.
+        source: crate::strategy::UnknownStrategy,
+    },
+}
+
+/// Everything the pool needs.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Template for each process; every process shares its `CODEX_HOME` (so a thread can be
+    /// resumed on any of them) and working directory.
+    pub process: ProcessConfig,
+    /// Number of processes.
+    pub size: usize,
+    /// How a process is chosen for a new thread.
+    pub strategy: Strategy,
+    /// Default model for new threads (`CODEX_MODEL`); `None` keeps codex's configuration.
+    pub default_model: Option<String>,
+    /// A turn that produces no event for this long is interrupted and ends with a timeout.
+    pub turn_timeout: Duration,
+    /// Turns running at once on one process; more wait up to `overload_wait`, then fail.
+    pub max_turns_per_process: usize,
+    /// How long a turn waits for room on its process before failing with an overload error.
+    pub overload_wait: Duration,
+    /// Threads unused for this long are unsubscribed (and resumed transparently on their next turn).
+    pub idle_unsubscribe_after: Duration,
+    /// How often each process is pinged.
+    pub health_interval: Duration,
+    /// A ping unanswered for this long marks the process hung: it is killed and replaced.
+    pub health_timeout: Duration,
+    /// First delay before restarting a failed process; doubles per failure in a row.
+    pub restart_backoff: Duration,
+    /// Longest delay between restarts.
+    pub restart_backoff_max: Duration,
+    /// A process that lived this long resets the failure count.
+    pub stable_after: Duration,
+    /// Time given to processes to exit on shutdown before they are killed.
+    pub shutdown_grace: Duration,
+}
+
+impl PoolConfig {
+    /// Defaults around a process template (size 3, round robin, 120 s turn timeout).
+    pub fn new(process: ProcessConfig) -> Self {
+        Self {
+            process,
+            size: 3,
+            strategy: Strategy::RoundRobin,
+            default_model: None,
+            turn_timeout: Duration::from_secs(120),
+            max_turns_per_process: 48,
+            overload_wait: Duration::from_secs(30),
+            idle_unsubscribe_after: Duration::from_secs(600),
+            health_interval: Duration::from_secs(5),
+            health_timeout: Duration::from_secs(10),
+            restart_backoff: Duration::from_millis(250),
+            restart_backoff_max: Duration::from_secs(30),
+            stable_after: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+
+    /// Applies `CODEX_POOL_SIZE`, `CODEX_SELECTION_STRATEGY` and `CODEX_MODEL` from the
+    /// environment. Unset or empty variables keep the current values; bad ones are an error.
+    pub fn with_env(self) -> Result<Self, ConfigError> {
+        self.with_vars(|name| std::env::var(name).ok())
+    }
+
+    /// [`PoolConfig::with_env`] with variables from a function (for tests and other sources).
+    pub fn with_vars(mut self, var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name| var(name).filter(|v: &String| !v.trim().is_empty());
+        if let Some(v) = get(ENV_POOL_SIZE) {
+            self.size = v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| (1..=64).contains(n))
+                .ok_or(ConfigError::PoolSize { var: ENV_POOL_SIZE, value: v })?;
+        }
+        if let Some(v) = get(ENV_STRATEGY) {
+            self.strategy = v.parse().map_err(|source| ConfigError::Strategy { var: ENV_STRATEGY, source })?;
+        }
+        if let Some(v) = get(ENV_MODEL) {
+            self.default_model = Some(v.trim().to_owned());
+        }
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> PoolConfig {
+        PoolConfig::new(ProcessConfig::new("codex".into(), "/h".into(), "/w".into()))
+    }
+
+    #[test]
+    fn env_overrides_and_errors() {
+        fn with(pairs: &[(&str, &str)]) -> Result<PoolConfig, ConfigError> {
+            let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            base().with_vars(move |n| pairs.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()))
+        }
+        let c = with(&[(ENV_POOL_SIZE, "5"), (ENV_STRATEGY, "least_busy"), (ENV_MODEL, "gpt-x")]).unwrap();
+        assert_eq!((c.size, c.strategy, c.default_model.as_deref()), (5, Strategy::LeastBusy, Some("gpt-x")));
+        assert_eq!(with(&[(ENV_POOL_SIZE, "")]).unwrap().size, 3);
+        for bad in ["0", "-1", "three", "1000"] {
+            let err = with(&[(ENV_POOL_SIZE, bad)]).unwrap_err();
+            assert!(err.to_string().contains(ENV_POOL_SIZE), "{err}");
+        }
+        let err = with(&[(ENV_STRATEGY, "random")]).unwrap_err();
+        assert!(err.to_string().contains("round_robin or least_busy"), "{err}");
+    }
+}

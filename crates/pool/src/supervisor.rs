@@ -1,0 +1,263 @@
+//! One supervisor task per slot: it owns the slot's process, watches its health, and replaces it
+//! when it dies or hangs, with exponential backoff so a crash loop never spins.
+
+use crate::config::PoolConfig;
+use codex_pool_process::{AppServer, AppServerHandle, ProcessError};
+use codex_pool_protocol::methods::{ThreadLoadedList, ThreadLoadedListParams};
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Semaphore};
+use tokio::time::Instant;
+
+/// Where a slot's process stands.
+#[derive(Debug, Clone)]
+pub enum SlotState {
+    /// Being spawned.
+    Starting,
+    /// Serving; `generation` counts the processes this slot has had.
+    Ready {
+        /// The process.
+        handle: AppServerHandle,
+        /// Which process of the slot this is (from 1).
+        generation: u64,
+    },
+    /// Dead or not started; a restart follows after the backoff.
+    Down {
+        /// Why.
+        reason: String,
+        /// The generation that went down.
+        generation: u64,
+    },
+    /// Shut down for good.
+    Stopped,
+}
+
+/// What the pool and the supervisor share about a slot.
+#[derive(Debug)]
+pub(crate) struct SlotShared {
+    pub index: usize,
+    pub state: watch::Receiver<SlotState>,
+    /// Room for turns on the slot's process.
+    pub turn_permits: Arc<Semaphore>,
+    /// Turns the pool runs on the slot now.
+    pub active_turns: AtomicUsize,
+    /// Threads the pool keeps subscribed on the slot's current process.
+    pub subscribed: AtomicUsize,
+    /// Processes started after the first.
+    pub restarts: AtomicU64,
+    /// Spawns or handshakes that failed.
+    pub spawn_failures: AtomicU64,
+}
+
+impl SlotShared {
+    pub(crate) fn new(index: usize, state: watch::Receiver<SlotState>, max_turns: usize) -> Self {
+        Self {
+            index,
+            state,
+            turn_permits: Arc::new(Semaphore::new(max_turns)),
+            active_turns: AtomicUsize::new(0),
+            subscribed: AtomicUsize::new(0),
+            restarts: AtomicU64::new(0),
+            spawn_failures: AtomicU64::new(0),
+        }
+    }
+
+    /// The process and its generation, when ready.
+    pub(crate) fn ready(&self) -> Option<(AppServerHandle, u64)> {
+        match &*self.state.borrow() {
+            SlotState::Ready { handle, generation } if handle.is_ready() => Some((handle.clone(), *generation)),
+            _ => None,
+        }
+    }
+}
+
+/// A snapshot of one slot.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlotStats {
+    /// The slot index.
+    pub slot: usize,
+    /// `starting`, `ready`, `down` or `stopped`.
+    pub state: &'static str,
+    /// Why it is down, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub down_reason: Option<String>,
+    /// OS pid of the current process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Which process of the slot this is.
+    pub generation: u64,
+    /// Turns running.
+    pub active_turns: usize,
+    /// Threads subscribed.
+    pub subscribed_threads: usize,
+    /// Restarts so far.
+    pub restarts: u64,
+    /// Failed spawns so far.
+    pub spawn_failures: u64,
+}
+
+impl SlotShared {
+    pub(crate) fn stats(&self) -> SlotStats {
+        let (state, down_reason, pid, generation) = match &*self.state.borrow() {
+            SlotState::Starting => ("starting", None, None, 0),
+            SlotState::Ready { handle, generation } => ("ready", None, Some(handle.pid()), *generation),
+            SlotState::Down { reason, generation } => ("down", Some(reason.clone()), None, *generation),
+            SlotState::Stopped => ("stopped", None, None, 0),
+        };
+        SlotStats {
+            slot: self.index,
+            state,
+            down_reason,
+            pid,
+            generation,
+            active_turns: self.active_turns.load(Ordering::Relaxed),
+            subscribed_threads: self.subscribed.load(Ordering::Relaxed),
+            restarts: self.restarts.load(Ordering::Relaxed),
+            spawn_failures: self.spawn_failures.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Why a running process stopped being served.
+enum Ended {
+    Exited(String),
+    Hung(String),
+    Shutdown,
+}
+
+/// Runs the slot until shutdown: spawn, serve, watch, replace.
+pub(crate) async fn supervise(
+    slot: Arc<SlotShared>,
+    state: watch::Sender<SlotState>,
+    config: Arc<PoolConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut generation = 0u64;
+    let mut failures_in_a_row = 0u32;
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        generation += 1;
+        if generation > 1 {
+            slot.restarts.fetch_add(1, Ordering::Relaxed);
+        }
+        state.send_replace(SlotState::Starting);
+        let mut process = config.process.clone();
+        process.label = format!("codex#{}", slot.index);
+        let born = Instant::now();
+        let spawned = tokio::select! {
+            r = AppServer::spawn(process) => Some(r),
+            _ = shutdown.changed() => None,
+        };
+        let reason = match spawned {
+            None => break,
+            Some(Err(e)) => {
+                slot.spawn_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(slot = slot.index, error = %e, "codex process failed to start");
+                e.to_string()
+            }
+            Some(Ok(server)) => {
+                let handle = server.handle().clone();
+                slot.subscribed.store(0, Ordering::Relaxed);
+                state.send_replace(SlotState::Ready { handle: handle.clone(), generation });
+                let ended = tokio::select! {
+                    why = handle.exited() => Ended::Exited(why),
+                    why = watch_health(&handle, &config) => Ended::Hung(why),
+                    _ = shutdown.changed() => Ended::Shutdown,
+                };
+                match ended {
+                    Ended::Shutdown => {
+                        state.send_replace(SlotState::Down { reason: "shutting down".into(), generation });
+                        server.shutdown(config.shutdown_grace).await;
+                        break;
+                    }
+                    Ended::Hung(why) => {
+                        tracing::warn!(slot = slot.index, process = handle.label(), reason = %why, "codex process hung; killing it");
+                        handle.signal(libc::SIGKILL);
+                        state.send_replace(SlotState::Down { reason: why.clone(), generation });
+                        server.shutdown(Duration::from_secs(2)).await;
+                        why
+                    }
+                    Ended::Exited(why) => {
+                        tracing::warn!(slot = slot.index, process = handle.label(), reason = %why, "codex process died");
+                        state.send_replace(SlotState::Down { reason: why.clone(), generation });
+                        server.shutdown(Duration::from_millis(200)).await;
+                        why
+                    }
+                }
+            }
+        };
+        state.send_replace(SlotState::Down { reason, generation });
+        if born.elapsed() >= config.stable_after {
+            failures_in_a_row = 0;
+        } else {
+            failures_in_a_row = failures_in_a_row.saturating_add(1);
+        }
+        let delay = backoff(&config, failures_in_a_row);
+        if !delay.is_zero() {
+            tracing::info!(
+                slot = slot.index,
+                delay_ms = delay.as_millis() as u64,
+                failures_in_a_row,
+                "restarting codex process after backoff"
+            );
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    state.send_replace(SlotState::Stopped);
+}
+
+/// The delay before the next start: none after a process that lived long, then doubling.
+pub(crate) fn backoff(config: &PoolConfig, failures_in_a_row: u32) -> Duration {
+    if failures_in_a_row == 0 {
+        return Duration::ZERO;
+    }
+    let factor = 1u32.checked_shl(failures_in_a_row.saturating_sub(1).min(16)).unwrap_or(u32::MAX);
+    config.restart_backoff.saturating_mul(factor).min(config.restart_backoff_max)
+}
+
+/// Pings the process until it stops answering; returns why it is considered hung.
+async fn watch_health(handle: &AppServerHandle, config: &PoolConfig) -> String {
+    let mut tick = tokio::time::interval(config.health_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let ping = handle
+            .request_with_timeout::<ThreadLoadedList>(
+                &ThreadLoadedListParams { cursor: None, limit: Some(1) },
+                config.health_timeout,
+            )
+            .await;
+        match ping {
+            Ok(_) | Err(ProcessError::Overloaded { .. }) | Err(ProcessError::Rpc { .. }) => {}
+            Err(ProcessError::Timeout { timeout, .. }) => {
+                return format!("no answer to a health check within {timeout:?}");
+            }
+            // Exit is reported by `exited()`; stay pending so it wins the race.
+            Err(_) => std::future::pending::<()>().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use codex_pool_process::ProcessConfig;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let mut c = PoolConfig::new(ProcessConfig::new("x".into(), "/h".into(), "/w".into()));
+        c.restart_backoff = Duration::from_millis(100);
+        c.restart_backoff_max = Duration::from_secs(1);
+        let d: Vec<u64> = (0..7).map(|n| backoff(&c, n).as_millis() as u64).collect();
+        assert_eq!(d, vec![0, 100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(backoff(&c, u32::MAX), Duration::from_secs(1));
+    }
+}

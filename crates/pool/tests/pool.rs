@@ -1,0 +1,230 @@
+//! The pool against the real pinned `codex app-server` and the fake model.
+
+use codex_pool::{Pool, PoolConfig, PoolError, Strategy, TurnEvent, TurnOptions};
+use codex_pool_protocol::methods::ThreadSettings;
+use codex_pool_protocol::types::{TurnStatus, UserInput};
+use codex_pool_store::{MemoryStore, SqliteStore, ThreadStore};
+use codex_pool_testkit::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn pool_config(env: &Env, size: usize) -> PoolConfig {
+    let mut c = PoolConfig::new(env.config());
+    c.size = size;
+    c
+}
+
+async fn turn_text(pool: &Pool, thread: &str, text: &str) -> (String, TurnEvent) {
+    let turn = pool.start_turn(thread, vec![UserInput::text(text)], TurnOptions::default()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(60), turn.collect_text()).await.expect("turn ends")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ensure_started_is_idempotent_under_concurrent_callers() {
+    let env = Env::new().await;
+    let pool = Pool::new(pool_config(&env, 2), Arc::new(MemoryStore::new()));
+    let (a, b, c) = tokio::join!(pool.ensure_started(), pool.ensure_started(), pool.ensure_started());
+    let pids = |s: codex_pool::PoolStats| s.slots.iter().map(|s| s.pid).collect::<Vec<_>>();
+    let (a, b, c) = (pids(a.unwrap()), pids(b.unwrap()), pids(c.unwrap()));
+    assert_eq!(a, b);
+    assert_eq!(b, c);
+    assert_eq!(a.iter().flatten().count(), 2);
+    assert_eq!(pool.stats().ready, 2);
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_up_turns_stay_on_their_process_and_round_robin_spreads_threads() {
+    let env = Env::new().await;
+    let pool = Pool::new(pool_config(&env, 3), Arc::new(MemoryStore::new()));
+    pool.ensure_started().await.unwrap();
+    let mut threads = Vec::new();
+    for _ in 0..6 {
+        threads.push(pool.create_thread(ThreadSettings::default()).await.unwrap());
+    }
+    let slots: Vec<usize> = threads.iter().map(|t| pool.slot_of(t).unwrap()).collect();
+    assert_eq!(slots, vec![0, 1, 2, 0, 1, 2], "round robin");
+    for round in 0..3 {
+        for (t, slot) in threads.iter().zip(&slots) {
+            let (text, end) = turn_text(&pool, t, &format!("{t} round {round}")).await;
+            assert_eq!(text, format!("echo: {t} round {round}"));
+            assert!(matches!(end, TurnEvent::Completed { status: TurnStatus::Completed, .. }));
+            assert_eq!(pool.slot_of(t), Some(*slot), "affinity");
+        }
+    }
+    let per_process: Vec<u64> = pool.processes().iter().map(|h| h.as_ref().unwrap().stats().turns_completed).collect();
+    assert_eq!(per_process, vec![6, 6, 6]);
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_busy_avoids_the_process_with_running_turns() {
+    let env = Env::new().await;
+    let mut config = pool_config(&env, 2);
+    config.strategy = Strategy::LeastBusy;
+    let pool = Pool::new(config, Arc::new(MemoryStore::new()));
+    pool.ensure_started().await.unwrap();
+    let first = pool.create_thread(ThreadSettings::default()).await.unwrap();
+    let busy_slot = pool.slot_of(&first).unwrap();
+    let slow = pool
+        .start_turn(&first, vec![UserInput::text("slow [mock:deltas=20] [mock:delay_ms=50]")], TurnOptions::default())
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let t = pool.create_thread(ThreadSettings::default()).await.unwrap();
+        assert_ne!(pool.slot_of(&t), Some(busy_slot), "least_busy picked the busy process");
+    }
+    slow.collect_text().await;
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_conversations_of_three_turns_on_three_processes() {
+    let env = Env::with_mock(codex_pool_mock_model::MockConfig { keep_requests: false, ..Default::default() }).await;
+    let pool = Pool::new(pool_config(&env, 3), Arc::new(MemoryStore::new()));
+    pool.ensure_started().await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..200 {
+        let pool = pool.clone();
+        tasks.spawn(async move {
+            let thread = pool.create_thread(ThreadSettings::default()).await.unwrap();
+            for t in 0..3 {
+                let text = format!("conversation {c} turn {t}");
+                let (reply, end) = turn_text(&pool, &thread, &text).await;
+                assert_eq!(reply, format!("echo: {text}"), "mixed or lost events");
+                assert!(matches!(end, TurnEvent::Completed { status: TurnStatus::Completed, .. }), "{end:?}");
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let stats = pool.stats();
+    assert_eq!(stats.threads, 200);
+    assert_eq!(stats.active_turns, 0);
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_threads_busy_threads_and_release() {
+    let env = Env::new().await;
+    let store = Arc::new(MemoryStore::new());
+    let pool = Pool::new(pool_config(&env, 1), store.clone());
+    pool.ensure_started().await.unwrap();
+    let err = pool.start_turn("no-such-thread", vec![UserInput::text("x")], TurnOptions::default()).await.unwrap_err();
+    assert!(matches!(err, PoolError::UnknownThread(_)), "{err}");
+    assert!(matches!(pool.interrupt_turn("no-such-thread").await, Err(PoolError::UnknownThread(_))));
+
+    let thread = pool.create_thread(ThreadSettings::default()).await.unwrap();
+    assert!(matches!(pool.interrupt_turn(&thread).await, Err(PoolError::NoActiveTurn(_))));
+    let slow = pool
+        .start_turn(&thread, vec![UserInput::text("slow [mock:deltas=50] [mock:delay_ms=50]")], TurnOptions::default())
+        .await
+        .unwrap();
+    let err = pool.start_turn(&thread, vec![UserInput::text("again")], TurnOptions::default()).await.unwrap_err();
+    assert!(matches!(err, PoolError::ThreadBusy(_)), "{err}");
+    assert!(matches!(pool.release_thread(&thread).await, Err(PoolError::ThreadBusy(_))));
+    pool.interrupt_turn(&thread).await.expect("interrupt");
+    let (_, end) = slow.collect_text().await;
+    assert!(matches!(end, TurnEvent::Completed { status: TurnStatus::Interrupted, .. }), "{end:?}");
+
+    assert_eq!(store.count().await.unwrap(), 1);
+    pool.release_thread(&thread).await.unwrap();
+    assert_eq!(store.count().await.unwrap(), 0);
+    let err = pool.start_turn(&thread, vec![UserInput::text("x")], TurnOptions::default()).await.unwrap_err();
+    assert!(matches!(err, PoolError::UnknownThread(_)), "{err}");
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_running_turns_with_a_final_event_and_leaves_no_process() {
+    let env = Env::new().await;
+    let pool = Pool::new(pool_config(&env, 2), Arc::new(MemoryStore::new()));
+    pool.ensure_started().await.unwrap();
+    let pids: Vec<u32> = pool.processes().iter().map(|h| h.as_ref().unwrap().pid()).collect();
+    let thread = pool.create_thread(ThreadSettings::default()).await.unwrap();
+    let mut turn = pool
+        .start_turn(
+            &thread,
+            vec![UserInput::text("long [mock:deltas=100] [mock:delay_ms=100]")],
+            TurnOptions::default(),
+        )
+        .await
+        .unwrap();
+    loop {
+        let e = turn.next().await.unwrap();
+        if matches!(e, TurnEvent::AgentMessageDelta { .. }) {
+            break;
+        }
+    }
+    let stopping = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.shutdown().await })
+    };
+    let mut last = None;
+    while let Some(e) = tokio::time::timeout(Duration::from_secs(10), turn.next()).await.unwrap() {
+        last = Some(e);
+    }
+    let last = last.unwrap();
+    assert!(last.is_terminal(), "{last:?}");
+    assert!(
+        matches!(last, TurnEvent::Aborted { .. } | TurnEvent::Completed { status: TurnStatus::Interrupted, .. }),
+        "{last:?}"
+    );
+    stopping.await.unwrap();
+    for pid in pids {
+        assert!(!process_alive(pid), "codex {pid} outlived the pool");
+    }
+    let err = pool.create_thread(ThreadSettings::default()).await.unwrap_err();
+    assert!(matches!(err, PoolError::ShutDown), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_threads_are_unsubscribed_and_resumed_on_their_next_turn() {
+    let env = Env::new().await;
+    let mut config = pool_config(&env, 1);
+    config.idle_unsubscribe_after = Duration::from_millis(200);
+    let pool = Pool::new(config, Arc::new(MemoryStore::new()));
+    pool.ensure_started().await.unwrap();
+    let thread = pool.create_thread(ThreadSettings::default()).await.unwrap();
+    turn_text(&pool, &thread, "first").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while pool.stats().subscribed_threads > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "idle thread never unsubscribed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (text, _) = turn_text(&pool, &thread, "second").await;
+    assert_eq!(text, "echo: second");
+    let req = &env.requests_with("second")[0];
+    assert!(messages(req).iter().any(|(r, t)| r == "assistant" && t == "echo: first"), "history lost on resume");
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversations_survive_a_restart_of_the_pool() {
+    let env = Env::new().await;
+    let db = env.dir.path().join("threads.db");
+    let thread = {
+        let pool = Pool::new(pool_config(&env, 1), Arc::new(SqliteStore::open(&db).unwrap()));
+        pool.ensure_started().await.unwrap();
+        let settings = ThreadSettings { developer_instructions: Some("You are Ada.".into()), ..Default::default() };
+        let thread = pool.create_thread(settings).await.unwrap();
+        turn_text(&pool, &thread, "remember me").await;
+        pool.shutdown().await;
+        thread
+    };
+    let pool = Pool::new(pool_config(&env, 2), Arc::new(SqliteStore::open(&db).unwrap()));
+    pool.ensure_started().await.unwrap();
+    let (text, _) = turn_text(&pool, &thread, "still there?").await;
+    assert_eq!(text, "echo: still there?");
+    let req = &env.requests_with("still there?")[0];
+    let msgs = messages(req);
+    assert!(msgs.iter().any(|(r, t)| r == "user" && t == "remember me"), "{msgs:?}");
+    assert!(msgs.iter().any(|(_, t)| t.contains("You are Ada.")), "instructions lost: {msgs:?}");
+    pool.shutdown().await;
+}
+
+fn process_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+}
