@@ -178,6 +178,9 @@ pub(crate) async fn supervise(
                         tracing::warn!(slot = slot.index, process = handle.label(), reason = %why, "codex process hung; killing it");
                         handle.signal(libc::SIGKILL);
                         state.send_replace(SlotState::Down { reason: why.clone(), generation });
+                        // Let the actor see the death itself, so running turns end as
+                        // `process_exited` rather than as a shutdown.
+                        let _ = tokio::time::timeout(Duration::from_secs(5), handle.exited()).await;
                         server.shutdown(Duration::from_secs(2)).await;
                         why
                     }

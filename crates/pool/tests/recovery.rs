@@ -1,0 +1,205 @@
+//! Process failures: the real pinned `codex app-server` killed or stopped mid-conversation, and
+//! (with a SCRIPTED FAKE app-server, for what the real binary cannot do on demand) a crash loop.
+
+use codex_pool::{AbortReason, Pool, PoolConfig, PoolError, TurnEvent, TurnOptions};
+use codex_pool_process::ProcessConfig;
+use codex_pool_protocol::methods::ThreadSettings;
+use codex_pool_protocol::types::{TurnStatus, UserInput};
+use codex_pool_store::MemoryStore;
+use codex_pool_testkit::*;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn pool_config(env: &Env, size: usize) -> PoolConfig {
+    let mut c = PoolConfig::new(env.config());
+    c.size = size;
+    c.restart_backoff = Duration::from_millis(50);
+    c
+}
+
+async fn turn_text(pool: &Pool, thread: &str, text: &str) -> (String, TurnEvent, Vec<TurnEvent>) {
+    let mut turn = pool.start_turn(thread, vec![UserInput::text(text)], TurnOptions::default()).await.unwrap();
+    let mut events = Vec::new();
+    let mut reply = String::new();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(e) = turn.next().await {
+            if let TurnEvent::AgentMessageDelta { delta, .. } = &e {
+                reply.push_str(delta);
+            }
+            if e.is_terminal() {
+                return (reply, e, events);
+            }
+            events.push(e);
+        }
+        unreachable!()
+    })
+    .await
+    .expect("turn ends")
+}
+
+async fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Kills (SIGKILL) or stops (SIGSTOP) the process of `victim` in the middle of a streaming turn
+/// and checks that every conversation it held goes on with its history.
+async fn conversations_survive(signal: libc::c_int) {
+    let env = Env::new().await;
+    let mut config = pool_config(&env, 2);
+    config.health_interval = Duration::from_millis(200);
+    config.health_timeout = Duration::from_millis(800);
+    let pool = Pool::new(config, Arc::new(MemoryStore::new()));
+    pool.ensure_started().await.unwrap();
+    let threads: Vec<String> = {
+        let mut v = Vec::new();
+        for _ in 0..4 {
+            v.push(pool.create_thread(ThreadSettings::default()).await.unwrap());
+        }
+        v
+    };
+    for t in &threads {
+        turn_text(&pool, t, &format!("before {t}")).await;
+    }
+    let victim_slot = pool.slot_of(&threads[0]).unwrap();
+    let victim = pool.processes()[victim_slot].clone().unwrap();
+    let on_victim: Vec<&String> = threads.iter().filter(|t| pool.slot_of(t) == Some(victim_slot)).collect();
+    assert!(on_victim.len() >= 2);
+
+    let mut turn = pool
+        .start_turn(
+            &threads[0],
+            vec![UserInput::text("doomed [mock:deltas=200] [mock:delay_ms=50]")],
+            TurnOptions::default(),
+        )
+        .await
+        .unwrap();
+    while !matches!(turn.next().await.unwrap(), TurnEvent::AgentMessageDelta { .. }) {}
+    let hit = Instant::now();
+    victim.signal(signal);
+    let end = loop {
+        let e = tokio::time::timeout(Duration::from_secs(30), turn.next()).await.unwrap().unwrap();
+        if e.is_terminal() {
+            break e;
+        }
+    };
+    let took = hit.elapsed();
+    assert!(matches!(end, TurnEvent::Aborted { reason: AbortReason::ProcessExited, .. }), "{end:?}");
+    println!("turn ended {took:?} after signal {signal}");
+    if signal == libc::SIGKILL {
+        assert!(took < Duration::from_secs(1), "a crashed turn took {took:?} to end");
+    }
+    drop(turn);
+
+    wait_until("the process is replaced", Duration::from_secs(20), || {
+        pool.processes()[victim_slot].as_ref().is_some_and(|h| h.pid() != victim.pid())
+    })
+    .await;
+    assert!(pool.stats().slots[victim_slot].restarts >= 1);
+
+    for t in &threads {
+        let (reply, end, events) = turn_text(&pool, t, &format!("after {t}")).await;
+        assert!(matches!(end, TurnEvent::Completed { status: TurnStatus::Completed, .. }), "{end:?}");
+        assert_eq!(reply, format!("echo: after {t}"));
+        assert!(
+            !events.iter().any(|e| matches!(e, TurnEvent::ThreadIdChanged { .. })),
+            "thread id changed: {events:?}"
+        );
+        let req = &env.requests_with(&format!("after {t}"))[0];
+        let msgs = messages(req);
+        assert!(msgs.iter().any(|(r, m)| r == "user" && m == &format!("before {t}")), "history of {t} lost: {msgs:?}");
+        assert!(msgs.iter().any(|(r, m)| r == "assistant" && m == &format!("echo: before {t}")));
+    }
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_turn_ends_the_turn_at_once_and_conversations_go_on() {
+    conversations_survive(libc::SIGKILL).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigstop_is_detected_as_hung_and_conversations_go_on() {
+    conversations_survive(libc::SIGSTOP).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thread_that_never_ran_a_turn_is_recreated_with_a_new_id() {
+    let env = Env::new().await;
+    let pool = Pool::new(pool_config(&env, 1), Arc::new(MemoryStore::new()));
+    pool.ensure_started().await.unwrap();
+    let settings = ThreadSettings { developer_instructions: Some("Speak like a pirate.".into()), ..Default::default() };
+    let thread = pool.create_thread(settings).await.unwrap();
+    let victim = pool.processes()[0].clone().unwrap();
+    victim.signal(libc::SIGKILL);
+    wait_until("the process is replaced", Duration::from_secs(20), || {
+        pool.processes()[0].as_ref().is_some_and(|h| h.pid() != victim.pid())
+    })
+    .await;
+    let (reply, end, events) = turn_text(&pool, &thread, "ahoy").await;
+    assert!(matches!(end, TurnEvent::Completed { .. }), "{end:?}");
+    assert_eq!(reply, "echo: ahoy");
+    let new_id = match events.first() {
+        Some(TurnEvent::ThreadIdChanged { old_thread_id, new_thread_id, .. }) => {
+            assert_eq!(old_thread_id, &thread);
+            new_thread_id.clone()
+        }
+        other => panic!("expected a thread id change first, got {other:?}"),
+    };
+    assert_eq!(pool.current_thread_id(&thread).as_deref(), Some(new_id.as_str()));
+    // The settings came along, and the old id still reaches the conversation.
+    let msgs = messages(&env.requests_with("ahoy")[0]);
+    assert!(msgs.iter().any(|(_, t)| t.contains("Speak like a pirate.")), "{msgs:?}");
+    let (reply, _, _) = turn_text(&pool, &thread, "again").await;
+    assert_eq!(reply, "echo: again");
+    pool.shutdown().await;
+}
+
+fn fake_pool(scenario: &str, dir: &tempfile::TempDir) -> PoolConfig {
+    init_tracing();
+    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../process/tests/fixtures/fake-app-server.sh");
+    let mut process = ProcessConfig::new(bin, dir.path().join("home"), dir.path().join("empty"));
+    process.env.push(("FAKE_SCENARIO".into(), scenario.into()));
+    let mut config = PoolConfig::new(process);
+    config.size = 1;
+    config.restart_backoff = Duration::from_millis(100);
+    config.restart_backoff_max = Duration::from_secs(1);
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_loop_backs_off_instead_of_spinning() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = Pool::new(fake_pool("crash-loop", &dir), Arc::new(MemoryStore::new()));
+    let err = pool.ensure_started().await.unwrap_err();
+    assert!(matches!(err, PoolError::NoProcess(_)), "{err}");
+    assert!(err.to_string().contains("exit"), "{err}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let failures = pool.stats().slots[0].spawn_failures;
+    // Backoff 100, 200, 400, 800, 1000 ms...: about 5 attempts in 3 s, where a spin would make hundreds.
+    println!("spawn attempts in 3 s: {failures}");
+    assert!((2..=8).contains(&failures), "{failures} spawn attempts in 3 s");
+    assert!(matches!(pool.create_thread(ThreadSettings::default()).await, Err(PoolError::Unavailable)));
+    pool.shutdown().await;
+    assert_eq!(pool.stats().slots[0].state, "stopped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_output_does_not_make_a_process_unhealthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = fake_pool("garbage", &dir);
+    config.health_interval = Duration::from_millis(100);
+    config.health_timeout = Duration::from_millis(500);
+    let pool = Pool::new(config, Arc::new(MemoryStore::new()));
+    pool.ensure_started().await.unwrap();
+    let pid = pool.processes()[0].as_ref().unwrap().pid();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stats = pool.stats();
+    assert_eq!(stats.slots[0].restarts, 0, "{stats:?}");
+    assert_eq!(pool.processes()[0].as_ref().unwrap().pid(), pid);
+    pool.shutdown().await;
+}
