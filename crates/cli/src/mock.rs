@@ -33,6 +33,8 @@ pub async fn run(args: MockArgs) -> anyhow::Result<()> {
     })
     .await?;
     println!("mock model listening at {}", mock.base_url());
+    use std::io::Write;
+    std::io::stdout().flush()?;
     tokio::signal::ctrl_c().await?;
     mock.shutdown().await;
     Ok(())

@@ -17,6 +17,8 @@
 //! | `[mock:hang]` | send `response.created`, then nothing until the client goes away |
 //! | `[mock:tool=NAME ARGS]` | call tool NAME with the JSON arguments ARGS instead of answering |
 //!
+//! `GET /stats` answers `{"requests": N, "body_bytes": N}`.
+//!
 //! After a tool call, the next request carries its `function_call_output`; the mock then answers
 //! `tool output: <output>`.
 //!
@@ -143,6 +145,7 @@ impl MockModel {
             .route("/v1/responses", post(responses))
             .route("/v1/models", get(models))
             .route("/health", get(|| async { "ok" }))
+            .route("/stats", get(stats))
             .layer(DefaultBodyLimit::max(256 << 20))
             .with_state(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -205,6 +208,14 @@ impl Drop for MockModel {
             task.abort();
         }
     }
+}
+
+/// `GET /stats`: requests received and their total body size (for benchmarks in other processes).
+async fn stats(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    axum::Json(serde_json::json!({
+        "requests": shared.seq.load(Ordering::Relaxed),
+        "body_bytes": shared.body_bytes.load(Ordering::Relaxed),
+    }))
 }
 
 async fn models() -> impl IntoResponse {

@@ -1,5 +1,6 @@
 //! Pool settings, with the seed's environment variables.
 
+use crate::profile::Profile;
 use crate::strategy::Strategy;
 use codex_pool_process::ProcessConfig;
 use std::time::Duration;
@@ -44,6 +45,8 @@ pub struct PoolConfig {
     pub strategy: Strategy,
     /// Default model for new threads (`CODEX_MODEL`); `None` keeps codex's configuration.
     pub default_model: Option<String>,
+    /// Profile of conversations created without one.
+    pub default_profile: Profile,
     /// A turn that produces no event for this long is interrupted and ends with a timeout.
     pub turn_timeout: Duration,
     /// Turns running at once on one process; more wait up to `overload_wait`, then fail.
@@ -52,6 +55,9 @@ pub struct PoolConfig {
     pub overload_wait: Duration,
     /// Threads unused for this long are unsubscribed (and resumed transparently on their next turn).
     pub idle_unsubscribe_after: Duration,
+    /// Threads a process keeps loaded at most; past it, the least recently used idle threads are
+    /// unsubscribed (and unloaded), to be resumed on their next turn.
+    pub max_loaded_threads_per_process: usize,
     /// How often each process is pinged.
     pub health_interval: Duration,
     /// A ping unanswered for this long marks the process hung: it is killed and replaced.
@@ -74,10 +80,12 @@ impl PoolConfig {
             size: 3,
             strategy: Strategy::RoundRobin,
             default_model: None,
+            default_profile: Profile::Chat,
             turn_timeout: Duration::from_secs(120),
             max_turns_per_process: 48,
             overload_wait: Duration::from_secs(30),
             idle_unsubscribe_after: Duration::from_secs(600),
+            max_loaded_threads_per_process: 256,
             health_interval: Duration::from_secs(5),
             health_timeout: Duration::from_secs(10),
             restart_backoff: Duration::from_millis(250),

@@ -19,6 +19,7 @@
 mod config;
 mod error;
 mod pool;
+mod profile;
 mod strategy;
 mod supervisor;
 mod turn;
@@ -26,6 +27,7 @@ mod turn;
 pub use config::{ConfigError, PoolConfig, ENV_MODEL, ENV_POOL_SIZE, ENV_STRATEGY};
 pub use error::PoolError;
 pub use pool::{Pool, PoolStats, TurnOptions};
+pub use profile::{Profile, UnknownProfile, CHAT_BASE_INSTRUCTIONS, CHAT_CONFIG};
 pub use strategy::{Candidate, LeastBusy, RoundRobin, SelectionStrategy, Strategy, UnknownStrategy};
 pub use supervisor::{SlotState, SlotStats};
 pub use turn::PoolTurn;

@@ -2,6 +2,7 @@
 
 use crate::config::PoolConfig;
 use crate::error::PoolError;
+use crate::profile::Profile;
 use crate::strategy::{Candidate, SelectionStrategy};
 use crate::supervisor::{supervise, SlotShared, SlotState, SlotStats};
 use crate::turn::{PoolTurn, TurnClaim};
@@ -66,6 +67,8 @@ pub(crate) struct PoolInner {
     tasks: tokio::sync::Mutex<Option<Vec<JoinHandle<()>>>>,
     shutdown: watch::Sender<bool>,
     touches: mpsc::UnboundedSender<String>,
+    /// Wakes the reaper when a process goes over its cap of loaded threads.
+    evict: Arc<tokio::sync::Notify>,
     touch_rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
 }
 
@@ -159,6 +162,7 @@ impl Pool {
                 tasks: tokio::sync::Mutex::new(None),
                 shutdown: watch::channel(false).0,
                 touches,
+                evict: Arc::new(tokio::sync::Notify::new()),
                 touch_rx: Mutex::new(Some(touch_rx)),
             }),
         }
@@ -213,12 +217,18 @@ impl Pool {
         Ok(stats)
     }
 
-    /// Creates a conversation on a process chosen by the strategy and stores it. Unset settings
-    /// take the pool's defaults: `CODEX_MODEL` and the empty working directory.
+    /// Creates a conversation with the pool's default profile (see [`Pool::create_thread_with`]).
     pub async fn create_thread(&self, settings: ThreadSettings) -> Result<String, PoolError> {
+        self.create_thread_with(settings, self.inner.config.default_profile).await
+    }
+
+    /// Creates a conversation on a process chosen by the strategy and stores it. The profile
+    /// fills in what the settings leave unset, then the pool's defaults: `CODEX_MODEL` and the
+    /// empty working directory.
+    pub async fn create_thread_with(&self, settings: ThreadSettings, profile: Profile) -> Result<String, PoolError> {
         let inner = &self.inner;
         inner.check_open()?;
-        let mut settings = settings;
+        let mut settings = profile.apply(settings);
         if settings.model.is_none() {
             settings.model = inner.config.default_model.clone();
         }
@@ -233,7 +243,7 @@ impl Pool {
                 Ok(resp) => {
                     let id = resp.thread.id;
                     inner.store.save(ThreadRecord::new(&id, settings.clone())).await?;
-                    slot.subscribed.fetch_add(1, Ordering::Relaxed);
+                    inner.note_subscribed(&slot);
                     let entry = ThreadEntry::new(settings, Some((slot.index, generation)));
                     inner.routing.lock().expect("routing lock").threads.insert(id.clone(), entry);
                     tracing::debug!(thread_id = %id, slot = slot.index, "thread created");
@@ -531,7 +541,7 @@ impl PoolInner {
             };
             match self.load_on(&handle, thread_id, &settings).await {
                 Ok((new_id, events)) => {
-                    slot.subscribed.fetch_add(1, Ordering::Relaxed);
+                    self.note_subscribed(&slot);
                     let mut routing = self.routing.lock().expect("routing lock");
                     if new_id != thread_id {
                         let mut entry = routing.threads.remove(thread_id).expect("claimed thread has an entry");
@@ -583,7 +593,7 @@ impl PoolInner {
         let (new_id, reason) = if is_no_rollout(&err) {
             let params = ThreadStartParams { settings: settings.clone(), ephemeral: None };
             let new_id = handle.start_thread(&params).await?.thread.id;
-            (new_id, "the thread had no history on disk yet (its process died before its first turn); started afresh with the same settings")
+            (new_id, "the thread had no history on disk yet (it was unloaded, or its process died, before its first turn); started afresh with the same settings")
         } else if is_active_writer(&err) {
             let params =
                 ThreadForkParams { thread_id: thread_id.to_owned(), settings: settings.clone(), exclude_turns: true };
@@ -614,12 +624,15 @@ fn is_active_writer(e: &ProcessError) -> bool {
     e.rpc().is_some_and(|r| r.message.contains("active writer"))
 }
 
-/// Unsubscribes threads idle longer than the configured time, so codex's memory stays bounded.
+/// Keeps codex's memory bounded: unsubscribes (and so unloads, see `thread_unload_delay_secs` in
+/// the base overrides) threads idle longer than the configured time, and the least recently used
+/// idle threads of a process that holds more than its cap. Runs on a timer and when a process
+/// gains threads.
 async fn reap_idle(pool: Weak<PoolInner>, mut shutdown: watch::Receiver<bool>) {
-    let Some(period) = pool
-        .upgrade()
-        .map(|p| (p.config.idle_unsubscribe_after / 4).clamp(Duration::from_millis(50), Duration::from_secs(30)))
-    else {
+    let Some((period, wake)) = pool.upgrade().map(|p| {
+        let period = (p.config.idle_unsubscribe_after / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
+        (period, p.evict.clone())
+    }) else {
         return;
     };
     let mut tick = tokio::time::interval(period);
@@ -627,6 +640,7 @@ async fn reap_idle(pool: Weak<PoolInner>, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            _ = wake.notified() => {}
             _ = shutdown.changed() => return,
         }
         let Some(pool) = pool.upgrade() else { return };
@@ -637,14 +651,33 @@ async fn reap_idle(pool: Weak<PoolInner>, mut shutdown: watch::Receiver<bool>) {
 impl PoolInner {
     async fn unsubscribe_idle(&self) {
         let idle_after = self.config.idle_unsubscribe_after;
+        let cap = self.config.max_loaded_threads_per_process;
         let candidates: Vec<(String, usize, u64, TurnLock)> = {
             let routing = self.routing.lock().expect("routing lock");
-            routing
-                .threads
-                .iter()
-                .filter(|(_, e)| e.subscribed && !e.busy && e.last_used.elapsed() >= idle_after)
-                .filter_map(|(id, e)| e.home.map(|(s, g)| (id.clone(), s, g, e.lock.clone())))
-                .collect()
+            // Per slot: the subscribed threads, least recently used first.
+            let mut per_slot: Vec<Vec<(&String, &ThreadEntry)>> = vec![Vec::new(); self.slots.len()];
+            for (id, e) in &routing.threads {
+                if let (true, Some((slot, _))) = (e.subscribed, e.home) {
+                    per_slot[slot].push((id, e));
+                }
+            }
+            let mut picked = Vec::new();
+            for (slot, mut threads) in per_slot.into_iter().enumerate() {
+                threads.sort_by_key(|(_, e)| e.last_used);
+                let mut over = threads.len().saturating_sub(cap);
+                for (id, e) in threads {
+                    if e.busy {
+                        continue;
+                    }
+                    let evict = over > 0;
+                    if evict || e.last_used.elapsed() >= idle_after {
+                        over = over.saturating_sub(1);
+                        let (_, generation) = e.home.expect("subscribed threads have a home");
+                        picked.push((id.clone(), slot, generation, e.lock.clone()));
+                    }
+                }
+            }
+            picked
         };
         for (id, slot, generation, lock) in candidates {
             // A turn holds the lock: not idle after all.
@@ -670,6 +703,14 @@ impl PoolInner {
                     }
                 }
             }
+        }
+    }
+
+    /// A process gained a thread: wake the reaper if it is over its cap.
+    fn note_subscribed(&self, slot: &SlotShared) {
+        let n = slot.subscribed.fetch_add(1, Ordering::Relaxed) + 1;
+        if n > self.config.max_loaded_threads_per_process {
+            self.evict.notify_one();
         }
     }
 }

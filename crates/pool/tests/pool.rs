@@ -228,3 +228,51 @@ fn process_alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks for existence.
     unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_idle_conversations_stay_within_the_loaded_thread_cap() {
+    use codex_pool_protocol::methods::{ThreadLoadedList, ThreadLoadedListParams};
+    const CAP: usize = 100;
+    let env = Env::with_mock(codex_pool_mock_model::MockConfig { keep_requests: false, ..Default::default() }).await;
+    let mut config = pool_config(&env, 2);
+    config.max_loaded_threads_per_process = CAP;
+    let pool = Pool::new(config, Arc::new(MemoryStore::new()));
+    pool.ensure_started().await.unwrap();
+    let started = std::time::Instant::now();
+    let threads: Vec<String> = {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..1000 {
+            let pool = pool.clone();
+            tasks.spawn(async move { pool.create_thread(ThreadSettings::default()).await.unwrap() });
+        }
+        let mut v = Vec::new();
+        while let Some(t) = tasks.join_next().await {
+            v.push(t.unwrap());
+        }
+        v
+    };
+    println!("1000 threads created in {:?}", started.elapsed());
+    let loaded = |pool: Pool| async move {
+        let mut counts = Vec::new();
+        for h in pool.processes().into_iter().flatten() {
+            let list = h.request::<ThreadLoadedList>(&ThreadLoadedListParams::default()).await.unwrap();
+            counts.push(list.data.len());
+        }
+        counts
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let counts = loop {
+        let counts = loaded(pool.clone()).await;
+        if counts.iter().all(|n| *n <= CAP) || std::time::Instant::now() > deadline {
+            break counts;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!("threads loaded per process: {counts:?}");
+    assert!(counts.iter().all(|n| *n <= CAP), "loaded threads per process {counts:?} over the cap {CAP}");
+    assert!(pool.stats().slots.iter().all(|s| s.subscribed_threads <= CAP));
+    // An evicted conversation still takes a turn (it had no history, so it starts afresh).
+    let (text, _) = turn_text(&pool, &threads[0], "still here").await;
+    assert_eq!(text, "echo: still here");
+    pool.shutdown().await;
+}

@@ -2,6 +2,7 @@
 
 use crate::policy::{DeclinePolicy, ServerRequestHandler};
 use std::path::PathBuf;
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,6 +78,10 @@ pub const BASE_OVERRIDES: &[(&str, &str)] = &[
     ("features.plugins", "false"),
     // The shell snapshot runs `bash -lc` over the user's ~/.bashrc for every thread.
     ("features.shell_snapshot", "false"),
+    // Unload a thread as soon as it has no subscriber (codex's default waits 60 s): memory then
+    // follows the pool's unsubscribe policy, and the thread's writer lock is freed, so another
+    // process can resume it.
+    ("thread_unload_delay_secs", "0"),
     ("check_for_update_on_startup", "false"),
     ("analytics.enabled", "false"),
 ];
@@ -156,6 +161,51 @@ impl ProcessConfig {
             handler: Arc::new(DeclinePolicy),
             label: "codex".to_owned(),
         }
+    }
+
+    /// The command that starts the process: `codex app-server -c ...` with `HOME`, `CODEX_HOME`,
+    /// the working directory, piped stdio, its own process group, and death with its parent.
+    pub fn command(&self) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(&self.codex_bin);
+        cmd.arg("app-server");
+        for (key, value) in &self.overrides {
+            cmd.arg("-c").arg(format!("{key}={value}"));
+        }
+        if let Some(home) = &self.home_dir {
+            cmd.env("HOME", home);
+        }
+        cmd.env("CODEX_HOME", &self.codex_home)
+            .env("RUST_LOG", std::env::var("CODEX_POOL_CODEX_LOG").unwrap_or_else(|_| "warn".to_owned()))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&self.work_dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                // Own process group, so shutdown reaches codex's children too.
+                if libc::setpgid(0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // Die with the thread that spawned us, so no codex outlives a killed pool.
+                #[cfg(target_os = "linux")]
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd
+    }
+
+    /// Creates the folders the process needs.
+    pub fn prepare_dirs(&self) -> std::io::Result<()> {
+        for dir in [&self.codex_home, &self.work_dir].into_iter().chain(self.home_dir.as_ref()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        Ok(())
     }
 
     /// Adds a `-c key=value` override (value in TOML syntax).

@@ -15,7 +15,6 @@ use codex_pool_protocol::methods::{
 };
 use codex_pool_protocol::Incoming;
 use serde_json::value::RawValue;
-use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,37 +57,7 @@ impl AppServer {
         for dir in [&config.codex_home, &config.work_dir].into_iter().chain(config.home_dir.as_ref()) {
             std::fs::create_dir_all(dir).map_err(|source| SpawnError::Prepare { path: dir.clone(), source })?;
         }
-        let mut cmd = tokio::process::Command::new(&config.codex_bin);
-        cmd.arg("app-server");
-        for (key, value) in &config.overrides {
-            cmd.arg("-c").arg(format!("{key}={value}"));
-        }
-        if let Some(home) = &config.home_dir {
-            cmd.env("HOME", home);
-        }
-        cmd.env("CODEX_HOME", &config.codex_home)
-            .env("RUST_LOG", std::env::var("CODEX_POOL_CODEX_LOG").unwrap_or_else(|_| "warn".to_owned()))
-            .envs(config.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(&config.work_dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                // Own process group, so shutdown reaches codex's children too.
-                if libc::setpgid(0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // Die with the thread that spawned us, so no codex outlives a killed pool.
-                #[cfg(target_os = "linux")]
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        let mut cmd = config.command();
         let mut child = cmd.spawn().map_err(|source| SpawnError::Spawn { path: config.codex_bin.clone(), source })?;
         let pid = child.id().unwrap_or(0);
         let label = format!("{}[{pid}]", config.label);
