@@ -85,3 +85,64 @@ impl ModelArgs {
         Ok(Backend { config, mock, _scratch: scratch })
     }
 }
+
+/// A process configuration pointed at a Responses-compatible server, with its folders under
+/// `scratch`: `codex-home/`, `empty/` (the working directory) and `home/`.
+pub fn codex_process_config(bin: PathBuf, scratch: &std::path::Path, base_url: &str, model: &str) -> ProcessConfig {
+    let mut provider = ModelProvider::new("codex-pool", base_url);
+    provider.request_max_retries = Some(0);
+    provider.stream_max_retries = Some(0);
+    ProcessConfig::new(bin, scratch.join("codex-home"), scratch.join("empty"))
+        .with_overrides(provider.overrides())
+        .with_override("model", codex_pool_process::toml_string(model))
+}
+
+/// The fake model in a child process (`codex-pool mock-model`), so that its CPU time is not
+/// counted as the pool's in benchmarks.
+pub struct MockChild {
+    child: tokio::process::Child,
+    addr: String,
+    /// The base URL to give codex.
+    pub base_url: String,
+}
+
+impl MockChild {
+    /// Starts `codex-pool mock-model` on a free loopback port.
+    pub async fn spawn(deltas: usize) -> anyhow::Result<Self> {
+        use tokio::io::AsyncBufReadExt;
+        let exe = std::env::current_exe().context("locating the codex-pool executable")?;
+        let mut child = tokio::process::Command::new(exe)
+            .args(["mock-model", "--listen", "127.0.0.1:0", "--deltas", &deltas.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the fake model")?;
+        let stdout = child.stdout.take().context("fake model stdout")?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let first = tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line())
+            .await
+            .context("the fake model did not start")??
+            .context("the fake model exited")?;
+        let base_url = first.rsplit(' ').next().unwrap_or_default().to_owned();
+        let addr = base_url.trim_start_matches("http://").trim_end_matches("/v1").to_owned();
+        Ok(Self { child, addr, base_url })
+    }
+
+    /// `(requests, request body bytes)` received so far.
+    pub async fn stats(&self) -> anyhow::Result<(u64, u64)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conn = tokio::net::TcpStream::connect(&self.addr).await?;
+        conn.write_all(format!("GET /stats HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr).as_bytes())
+            .await?;
+        let mut response = String::new();
+        conn.read_to_string(&mut response).await?;
+        let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(body.trim()).context("fake model stats")?;
+        Ok((v["requests"].as_u64().unwrap_or(0), v["body_bytes"].as_u64().unwrap_or(0)))
+    }
+
+    /// Stops the fake model.
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}

@@ -1,6 +1,7 @@
 //! `codex-pool`: run conversations on a pool of `codex app-server` processes.
 
 mod backend;
+mod bench;
 mod chat;
 mod mock;
 
@@ -20,6 +21,8 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Serve the fake OpenAI Responses API model that tests and demos use.
     MockModel(mock::MockArgs),
+    /// Measure the pool on the real codex and the fake model; prints one JSON line.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,6 +38,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Chat(args) => chat::run(args).await,
             Command::MockModel(args) => mock::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     })
 }

@@ -4,6 +4,7 @@
 
 use crate::error::ProcessError;
 use crate::events::{AbortReason, TurnEvent};
+use crate::lines::{Line, LineReader};
 use crate::policy::ServerRequestHandler;
 use crate::stats::SharedStats;
 use crate::turn::TurnStream;
@@ -18,6 +19,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::BufReader;
+use tokio::process::ChildStdout;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -55,11 +58,8 @@ pub(crate) enum Command {
     Shutdown,
 }
 
-/// What the reader and waiter tasks tell the actor.
+/// What the waiter task tells the actor.
 pub(crate) enum Inbound {
-    Message(Incoming),
-    /// stdout reached end of file (or failed).
-    StdoutClosed(String),
     /// The process exited.
     Exited(String),
 }
@@ -146,26 +146,24 @@ impl Actor {
         mut self,
         mut commands: mpsc::UnboundedReceiver<Command>,
         mut inbound: mpsc::Receiver<Inbound>,
+        mut stdout: LineReader<BufReader<ChildStdout>>,
     ) {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 Some(cmd) = commands.recv() => self.on_command(cmd),
-                msg = inbound.recv() => match msg {
-                    Some(Inbound::Message(m)) => self.on_message(m),
-                    Some(Inbound::StdoutClosed(why)) => {
-                        self.stdout_closed = true;
-                        self.fail_everything(&format!("stdout closed: {why}"));
-                    }
+                // Reading stdout here (not in a task of its own) saves a hand-off per message;
+                // `next_line` is cancel-safe and never blocks the loop.
+                line = stdout.next_line(), if !self.stdout_closed => self.on_line(line),
+                msg = inbound.recv(), if !self.exited => match msg {
                     Some(Inbound::Exited(why)) => {
                         self.exited = true;
                         self.fail_everything(&why);
                     }
                     None => {
-                        self.stdout_closed = true;
                         self.exited = true;
-                        self.fail_everything("the process's tasks ended");
+                        self.fail_everything("the process's waiter ended");
                     }
                 },
                 Some(done) = self.handlers.join_next(), if !self.handlers.is_empty() => {
@@ -186,6 +184,33 @@ impl Actor {
         }
         self.handlers.abort_all();
         tracing::debug!(process = %self.label, "actor ended");
+    }
+
+    fn on_line(&mut self, line: std::io::Result<Option<Line>>) {
+        match line {
+            Ok(Some(Line::Complete(bytes))) => {
+                if bytes.iter().all(u8::is_ascii_whitespace) {
+                    return;
+                }
+                match Incoming::decode(&bytes) {
+                    Ok(msg) => self.on_message(msg),
+                    Err(e) => {
+                        tracing::warn!(process = %self.label, error = %e, len = bytes.len(), "skipping a malformed line from codex");
+                    }
+                }
+            }
+            Ok(Some(Line::TooLong { len })) => {
+                tracing::warn!(process = %self.label, len, "skipping a line over the length limit");
+            }
+            Ok(None) => {
+                self.stdout_closed = true;
+                self.fail_everything("stdout closed: end of file");
+            }
+            Err(e) => {
+                self.stdout_closed = true;
+                self.fail_everything(&format!("stdout closed: {e}"));
+            }
+        }
     }
 
     fn exit_reason(&self) -> String {

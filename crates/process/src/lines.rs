@@ -15,26 +15,28 @@ pub enum Line {
     },
 }
 
-/// Reads lines of at most `max` bytes.
+/// Reads lines of at most `max` bytes. [`LineReader::next_line`] is cancel-safe: all state lives
+/// in the reader, so it can sit in a `select!` loop.
 pub struct LineReader<R> {
     inner: R,
     max: usize,
     buf: Vec<u8>,
+    /// Length so far of an over-long line being skipped.
+    discarded: Option<usize>,
 }
 
 impl<R: AsyncBufRead + Unpin> LineReader<R> {
     /// Wraps a buffered reader.
     pub fn new(inner: R, max: usize) -> Self {
-        Self { inner, max, buf: Vec::new() }
+        Self { inner, max, buf: Vec::new(), discarded: None }
     }
 
     /// The next line, or `None` at end of input. A last line without a newline is returned too.
     pub async fn next_line(&mut self) -> std::io::Result<Option<Line>> {
-        let mut discarded: Option<usize> = None;
         loop {
             let available = self.inner.fill_buf().await?;
             if available.is_empty() {
-                return Ok(match discarded {
+                return Ok(match self.discarded.take() {
                     Some(len) => Some(Line::TooLong { len }),
                     None if self.buf.is_empty() => None,
                     None => Some(Line::Complete(std::mem::take(&mut self.buf))),
@@ -44,17 +46,17 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
                 Some(pos) => (&available[..pos], pos + 1, true),
                 None => (available, available.len(), false),
             };
-            match &mut discarded {
+            match &mut self.discarded {
                 Some(len) => *len += chunk.len(),
                 None if self.buf.len() + chunk.len() > self.max => {
-                    discarded = Some(self.buf.len() + chunk.len());
+                    self.discarded = Some(self.buf.len() + chunk.len());
                     self.buf = Vec::new();
                 }
                 None => self.buf.extend_from_slice(chunk),
             }
             self.inner.consume(used);
             if done {
-                return Ok(Some(match discarded {
+                return Ok(Some(match self.discarded.take() {
                     Some(len) => Line::TooLong { len },
                     None => Line::Complete(std::mem::take(&mut self.buf)),
                 }));

@@ -13,7 +13,6 @@ use codex_pool_protocol::methods::{
     ThreadResumeParams, ThreadStart, ThreadStartParams, ThreadStartResponse, ThreadUnsubscribe,
     ThreadUnsubscribeResponse, TurnStartParams,
 };
-use codex_pool_protocol::Incoming;
 use serde_json::value::RawValue;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -84,10 +83,13 @@ impl AppServer {
         );
         let tasks = vec![
             tokio::spawn(write_stdin(stdin, writer_rx, label.clone())),
-            tokio::spawn(read_stdout(stdout, inbound_tx.clone(), config.max_line_bytes, label.clone())),
             tokio::spawn(drain_stderr(stderr, label.clone())),
             tokio::spawn(wait_exit(child, inbound_tx, label.clone())),
-            tokio::spawn(actor.run(command_rx, inbound_rx)),
+            tokio::spawn(actor.run(
+                command_rx,
+                inbound_rx,
+                LineReader::new(BufReader::with_capacity(1 << 16, stdout), config.max_line_bytes),
+            )),
         ];
         let handle = AppServerHandle {
             inner: Arc::new(HandleInner {
@@ -401,40 +403,6 @@ async fn write_stdin(mut stdin: ChildStdin, mut lines: mpsc::Receiver<Vec<u8>>, 
     }
     // The actor dropped its sender: closing stdin tells codex to exit.
     let _ = stdin.shutdown().await;
-}
-
-async fn read_stdout(
-    stdout: tokio::process::ChildStdout,
-    inbound: mpsc::Sender<Inbound>,
-    max_line: usize,
-    label: String,
-) {
-    let mut reader = LineReader::new(BufReader::with_capacity(1 << 16, stdout), max_line);
-    let why = loop {
-        match reader.next_line().await {
-            Ok(Some(Line::Complete(line))) => {
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                match Incoming::decode(&line) {
-                    Ok(msg) => {
-                        if inbound.send(Inbound::Message(msg)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(process = %label, error = %e, len = line.len(), "skipping a malformed line from codex");
-                    }
-                }
-            }
-            Ok(Some(Line::TooLong { len })) => {
-                tracing::warn!(process = %label, len, limit = max_line, "skipping a line over the length limit");
-            }
-            Ok(None) => break "end of file".to_owned(),
-            Err(e) => break e.to_string(),
-        }
-    };
-    let _ = inbound.send(Inbound::StdoutClosed(why)).await;
 }
 
 /// Forwards codex's stderr to `tracing` at DEBUG, at most `BURST` lines a second (the rest are

@@ -1,0 +1,143 @@
+//! The baseline of the benchmark: a minimal raw client of `codex app-server`, with no pool, no
+//! actor, no typed protocol: one reader task per process that parses each line as JSON and routes
+//! replies by id and notifications by `threadId`. It does what any client must, and nothing more,
+//! so the pool's overhead shows as a ratio against it.
+
+use anyhow::{anyhow, Context};
+use codex_pool_process::ProcessConfig;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin};
+use tokio::sync::{mpsc, oneshot};
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
+type Subscribers = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Value>>>>;
+
+/// One raw connection to one process.
+pub struct DirectClient {
+    child: Child,
+    stdin: tokio::sync::Mutex<ChildStdin>,
+    next_id: AtomicU64,
+    pending: Pending,
+    subscribers: Subscribers,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl DirectClient {
+    /// Spawns codex exactly as the pool does and performs the handshake.
+    pub async fn spawn(config: &ProcessConfig) -> anyhow::Result<Self> {
+        config.prepare_dirs()?;
+        let mut child = config.command().spawn().context("spawning codex")?;
+        let stdin = child.stdin.take().context("stdin")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let stderr = child.stderr.take().context("stderr")?;
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(_)) = lines.next_line().await {}
+        });
+        let pending: Pending = Arc::default();
+        let subscribers: Subscribers = Arc::default();
+        let reader = tokio::spawn(read_loop(stdout, pending.clone(), subscribers.clone()));
+        let client = Self {
+            child,
+            stdin: tokio::sync::Mutex::new(stdin),
+            next_id: AtomicU64::new(1),
+            pending,
+            subscribers,
+            reader,
+        };
+        client
+            .request("initialize", json!({"clientInfo": {"name": "codex-pool-bench-direct", "version": "0"}}))
+            .await?;
+        client.write(&json!({"method": "initialized"})).await?;
+        Ok(client)
+    }
+
+    async fn write(&self, msg: &Value) -> anyhow::Result<()> {
+        let mut line = serde_json::to_vec(msg)?;
+        line.push(b'\n');
+        self.stdin.lock().await.write_all(&line).await?;
+        Ok(())
+    }
+
+    /// Sends a request and waits for its result.
+    pub async fn request(&self, method: &str, params: Value) -> anyhow::Result<Value> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().expect("pending").insert(id, tx);
+        self.write(&json!({"id": id, "method": method, "params": params})).await?;
+        let reply = rx.await.map_err(|_| anyhow!("codex went away"))?;
+        match reply.get("error") {
+            Some(e) => Err(anyhow!("{method}: {e}")),
+            None => Ok(reply.get("result").cloned().unwrap_or(Value::Null)),
+        }
+    }
+
+    /// `thread/start`; returns the thread id.
+    pub async fn start_thread(&self, params: Value) -> anyhow::Result<String> {
+        let result = self.request("thread/start", params).await?;
+        result["thread"]["id"].as_str().map(str::to_owned).context("thread/start without an id")
+    }
+
+    /// Runs one turn to `turn/completed`; returns (time to first delta, reply text).
+    pub async fn turn(&self, thread_id: &str, text: &str) -> anyhow::Result<(Option<std::time::Duration>, String)> {
+        let started = std::time::Instant::now();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.subscribers.lock().expect("subscribers").insert(thread_id.to_owned(), tx);
+        self.request("turn/start", json!({"threadId": thread_id, "input": [{"type": "text", "text": text}]})).await?;
+        let mut ttft = None;
+        let mut reply = String::new();
+        while let Some(msg) = rx.recv().await {
+            match msg["method"].as_str() {
+                Some("item/agentMessage/delta") => {
+                    ttft.get_or_insert_with(|| started.elapsed());
+                    reply.push_str(msg["params"]["delta"].as_str().unwrap_or(""));
+                }
+                Some("turn/completed") => break,
+                _ => {}
+            }
+        }
+        self.subscribers.lock().expect("subscribers").remove(thread_id);
+        Ok((ttft, reply))
+    }
+
+    /// The OS pid.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Closes stdin and waits for the process.
+    pub async fn close(mut self) {
+        drop(self.stdin);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.child.wait()).await;
+        let _ = self.child.kill().await;
+        self.reader.abort();
+    }
+}
+
+async fn read_loop(stdout: tokio::process::ChildStdout, pending: Pending, subscribers: Subscribers) {
+    let mut lines = BufReader::with_capacity(1 << 16, stdout).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let Ok(msg) = serde_json::from_str::<Value>(&line) else { continue };
+        if msg.get("method").is_none() {
+            if let Some(id) = msg.get("id").and_then(Value::as_u64) {
+                if let Some(tx) = pending.lock().expect("pending").remove(&id) {
+                    let _ = tx.send(msg);
+                }
+            }
+            continue;
+        }
+        if msg.get("id").is_some() {
+            continue; // a server request: none expected under this load
+        }
+        let thread = msg["params"]["threadId"].as_str().map(str::to_owned);
+        if let Some(thread) = thread {
+            if let Some(tx) = subscribers.lock().expect("subscribers").get(&thread) {
+                let _ = tx.send(msg);
+            }
+        }
+    }
+}

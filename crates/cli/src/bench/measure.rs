@@ -1,0 +1,143 @@
+//! What the benchmark measures: CPU time of this process and of the codex processes, resident
+//! memory, and the fake model's request counters.
+
+use crate::backend::MockChild;
+use std::time::Duration;
+
+/// One completed turn.
+pub struct Sample {
+    /// From `start_turn` to the terminal event.
+    pub latency: Duration,
+    /// From `start_turn` to the first text delta.
+    pub ttft: Option<Duration>,
+}
+
+/// The p-th percentile (nearest rank) of the values; 0 when empty.
+pub fn percentile(values: &[f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
+}
+
+/// CPU time used by this process so far (user + system).
+fn self_cpu() -> Duration {
+    // SAFETY: getrusage fills the struct we pass.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// CPU time used so far by a process, from /proc (0 when it is gone).
+fn proc_cpu(pid: u32) -> Duration {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return Duration::ZERO };
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    let ticks: u64 = fields.get(11..13).map(|f| f.iter().filter_map(|x| x.parse::<u64>().ok()).sum()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(ticks * 1_000_000 / hz)
+}
+
+/// Resident memory of a process in MiB, from /proc.
+fn rss_mb(pid: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// Counters at the start of the measured phase.
+pub struct CpuClock {
+    client: Duration,
+    codex: Duration,
+    mock_requests: u64,
+    mock_bytes: u64,
+}
+
+/// What the measured phase used.
+pub struct Usage {
+    client_cpu: Duration,
+    codex_cpu: Duration,
+    requests: u64,
+    request_bytes: u64,
+    rss_mb: f64,
+    codex_rss_mb: f64,
+}
+
+impl CpuClock {
+    pub async fn start(pids: &[u32], mock: &MockChild) -> Self {
+        let (mock_requests, mock_bytes) = mock.stats().await.unwrap_or((0, 0));
+        Self { client: self_cpu(), codex: pids.iter().map(|p| proc_cpu(*p)).sum(), mock_requests, mock_bytes }
+    }
+
+    pub async fn stop(self, pids: &[u32], mock: &MockChild) -> Usage {
+        let codex: Duration = pids.iter().map(|p| proc_cpu(*p)).sum();
+        let client = self_cpu();
+        let (requests, bytes) = mock.stats().await.unwrap_or((0, 0));
+        Usage {
+            client_cpu: client.saturating_sub(self.client),
+            codex_cpu: codex.saturating_sub(self.codex),
+            requests: requests.saturating_sub(self.mock_requests),
+            request_bytes: bytes.saturating_sub(self.mock_bytes),
+            rss_mb: rss_mb("self"),
+            codex_rss_mb: pids.iter().map(|p| rss_mb(&p.to_string())).sum(),
+        }
+    }
+}
+
+impl Usage {
+    pub fn into_result(self) -> super::RunResult {
+        super::RunResult {
+            ready: Duration::ZERO,
+            wall: Duration::ZERO,
+            samples: Vec::new(),
+            errors: 0,
+            client_cpu: self.client_cpu,
+            codex_cpu: self.codex_cpu,
+            request_bytes: self.request_bytes,
+            requests: self.requests,
+            rss_mb: self.rss_mb,
+            codex_rss_mb: self.codex_rss_mb,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), 50.0);
+        assert_eq!(percentile(&v, 95.0), 95.0);
+        assert_eq!(percentile(&[3.0], 95.0), 3.0);
+        assert_eq!(percentile(&[], 50.0), 0.0);
+    }
+
+    #[test]
+    fn reads_its_own_cpu_and_memory() {
+        let before = proc_cpu(std::process::id());
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_add(i * i);
+        }
+        std::hint::black_box(x);
+        assert!(self_cpu() > Duration::ZERO);
+        assert!(proc_cpu(std::process::id()) >= before);
+        assert!(rss_mb("self") > 1.0);
+    }
+}

@@ -1,0 +1,311 @@
+//! `codex-pool bench`: C concurrent conversations of T turns against the real codex and the fake
+//! model (run as a separate process, so its CPU is not counted as ours), printed as one JSON line.
+//! With `--direct`, the same load also runs through a minimal raw client with no pool, in the
+//! same invocation, and the line gains the direct figures and the ratios.
+
+mod direct;
+mod measure;
+
+use crate::backend::{codex_process_config, MockChild};
+use anyhow::Context;
+use clap::Args;
+use codex_pool::{Pool, PoolConfig, Profile, Strategy, TurnEvent, TurnOptions};
+use codex_pool_protocol::methods::ThreadSettings;
+use codex_pool_protocol::types::UserInput;
+use codex_pool_store::SqliteStore;
+use direct::DirectClient;
+use measure::{percentile, CpuClock, Sample};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Options of `codex-pool bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Concurrent conversations.
+    #[arg(long, default_value_t = 12)]
+    convs: usize,
+    /// Turns per conversation.
+    #[arg(long, default_value_t = 5)]
+    turns: usize,
+    /// codex processes.
+    #[arg(long, default_value_t = 3)]
+    pool_size: usize,
+    /// Also run the same load through a minimal raw client (no pool) and report the ratios.
+    #[arg(long)]
+    direct: bool,
+    /// Repeat the load this many times; with --direct, pool and direct runs alternate (who goes
+    /// first alternates too) and the figures pool all rounds of a mode.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+    /// Conversation profile: `chat` (lean, the default) or `default` (codex's own).
+    #[arg(long, default_value = "chat")]
+    profile: Profile,
+    /// Selection strategy of the pool.
+    #[arg(long, default_value = "round_robin")]
+    strategy: Strategy,
+    /// Text deltas per reply of the fake model.
+    #[arg(long, default_value_t = 8)]
+    deltas: usize,
+    /// The codex binary (default: CODEX_BIN, then the repository's pinned install, then PATH).
+    #[arg(long, value_name = "PATH")]
+    codex_bin: Option<PathBuf>,
+}
+
+/// Figures of one run.
+struct RunResult {
+    ready: Duration,
+    wall: Duration,
+    samples: Vec<Sample>,
+    errors: usize,
+    client_cpu: Duration,
+    codex_cpu: Duration,
+    request_bytes: u64,
+    requests: u64,
+    rss_mb: f64,
+    codex_rss_mb: f64,
+}
+
+impl RunResult {
+    fn json(&self, turns: usize) -> Value {
+        let lat: Vec<f64> = self.samples.iter().map(|s| s.latency.as_secs_f64() * 1e3).collect();
+        let ttft: Vec<f64> = self.samples.iter().filter_map(|s| s.ttft).map(|d| d.as_secs_f64() * 1e3).collect();
+        let per_turn = |d: Duration| d.as_secs_f64() * 1e3 / turns.max(1) as f64;
+        json!({
+            "turns_per_s": round(turns as f64 / self.wall.as_secs_f64()),
+            "lat_p50_ms": round(percentile(&lat, 50.0)),
+            "lat_p95_ms": round(percentile(&lat, 95.0)),
+            "ttft_p50_ms": round(percentile(&ttft, 50.0)),
+            "ready_s": round(self.ready.as_secs_f64()),
+            "client_cpu_ms_per_turn": round(per_turn(self.client_cpu)),
+            "codex_cpu_ms_per_turn": round(per_turn(self.codex_cpu)),
+            "request_bytes_per_turn": self.request_bytes / self.requests.max(1),
+            "rss_mb": round(self.rss_mb),
+            "codex_rss_mb": round(self.codex_rss_mb),
+            "errors": self.errors,
+        })
+    }
+}
+
+fn round(x: f64) -> f64 {
+    if x.is_finite() {
+        (x * 100.0).round() / 100.0
+    } else {
+        0.0
+    }
+}
+
+impl RunResult {
+    /// Adds another round of the same mode.
+    fn absorb(&mut self, other: RunResult) {
+        self.ready = self.ready.max(other.ready);
+        self.wall += other.wall;
+        self.samples.extend(other.samples);
+        self.errors += other.errors;
+        self.client_cpu += other.client_cpu;
+        self.codex_cpu += other.codex_cpu;
+        self.request_bytes += other.request_bytes;
+        self.requests += other.requests;
+        self.rss_mb = self.rss_mb.max(other.rss_mb);
+        self.codex_rss_mb = self.codex_rss_mb.max(other.codex_rss_mb);
+    }
+}
+
+fn absorb(total: &mut Option<RunResult>, round: RunResult) {
+    match total {
+        Some(t) => t.absorb(round),
+        None => *total = Some(round),
+    }
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.convs > 0 && args.turns > 0 && args.pool_size > 0,
+        "--convs, --turns and --pool-size must be positive"
+    );
+    let bin = codex_pool_process::find_checked(args.codex_bin.as_deref())?;
+    let mock = MockChild::spawn(args.deltas).await?;
+    let (mut pool, mut direct) = (None, None);
+    for round in 0..args.rounds.max(1) {
+        let direct_first = args.direct && round % 2 == 1;
+        if direct_first {
+            absorb(&mut direct, run_direct(&args, &bin, &mock).await.context("direct run")?);
+        }
+        absorb(&mut pool, run_pool(&args, &bin, &mock).await.context("pool run")?);
+        if args.direct && !direct_first {
+            absorb(&mut direct, run_direct(&args, &bin, &mock).await.context("direct run")?);
+        }
+    }
+    mock.stop().await;
+    let rounds = args.rounds.max(1);
+    let total = args.convs * args.turns * rounds;
+    let pool = pool.expect("at least one round").json(total);
+    let mut line = json!({
+        "mode": "pool",
+        "profile": args.profile.name(),
+        "strategy": args.strategy.name(),
+        "convs": args.convs,
+        "turns": args.turns,
+        "pool_size": args.pool_size,
+        "rounds": rounds,
+    });
+    merge(&mut line, pool.clone());
+    if let Some(direct) = direct {
+        let d = direct.json(total);
+        line["pool_vs_direct"] = json!({
+            "throughput_ratio": round(pool["turns_per_s"].as_f64().unwrap_or(0.0) / d["turns_per_s"].as_f64().unwrap_or(1.0)),
+            "lat_p50_added_ms": round(pool["lat_p50_ms"].as_f64().unwrap_or(0.0) - d["lat_p50_ms"].as_f64().unwrap_or(0.0)),
+            "client_cpu_added_ms_per_turn": round(pool["client_cpu_ms_per_turn"].as_f64().unwrap_or(0.0) - d["client_cpu_ms_per_turn"].as_f64().unwrap_or(0.0)),
+        });
+        line["direct"] = d;
+    }
+    println!("{line}");
+    Ok(())
+}
+
+fn merge(into: &mut Value, from: Value) {
+    if let (Value::Object(a), Value::Object(b)) = (into, from) {
+        a.extend(b);
+    }
+}
+
+fn scratch() -> anyhow::Result<tempfile::TempDir> {
+    Ok(tempfile::Builder::new().prefix("codex-pool-bench-").tempdir()?)
+}
+
+async fn run_pool(args: &BenchArgs, bin: &std::path::Path, mock: &MockChild) -> anyhow::Result<RunResult> {
+    let dir = scratch()?;
+    let process = codex_process_config(bin.to_path_buf(), dir.path(), &mock.base_url, "mock-model");
+    let mut config = PoolConfig::new(process);
+    config.size = args.pool_size;
+    config.strategy = args.strategy;
+    config.default_profile = args.profile;
+    config.max_turns_per_process = config.max_turns_per_process.max(args.convs);
+    let store = Arc::new(SqliteStore::open(dir.path().join("threads.db"))?);
+    let pool = Pool::new(config, store);
+    let t0 = Instant::now();
+    pool.ensure_started().await?;
+    let ready = t0.elapsed();
+    let mut threads = Vec::new();
+    for _ in 0..args.convs {
+        threads.push(pool.create_thread(ThreadSettings::default()).await?);
+    }
+    let pids: Vec<u32> = pool.processes().iter().flatten().map(|h| h.pid()).collect();
+    let clock = CpuClock::start(&pids, mock).await;
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (c, thread) in threads.into_iter().enumerate() {
+        let pool = pool.clone();
+        let turns = args.turns;
+        tasks.spawn(async move {
+            let mut samples = Vec::new();
+            let mut errors = 0;
+            for t in 0..turns {
+                let text = format!("conversation {c} turn {t}");
+                let begun = Instant::now();
+                let mut ttft = None;
+                let mut reply = String::new();
+                let ok = match pool.start_turn(&thread, vec![UserInput::text(&text)], TurnOptions::default()).await {
+                    Ok(mut turn) => loop {
+                        match turn.next().await {
+                            Some(TurnEvent::AgentMessageDelta { delta, .. }) => {
+                                ttft.get_or_insert_with(|| begun.elapsed());
+                                reply.push_str(&delta);
+                            }
+                            Some(TurnEvent::Completed { .. }) => break reply == format!("echo: {text}"),
+                            Some(TurnEvent::Aborted { .. }) | None => break false,
+                            Some(_) => {}
+                        }
+                    },
+                    Err(e) => {
+                        tracing::warn!(error = %e, "turn failed to start");
+                        false
+                    }
+                };
+                if ok {
+                    samples.push(Sample { latency: begun.elapsed(), ttft });
+                } else {
+                    errors += 1;
+                }
+            }
+            (samples, errors)
+        });
+    }
+    let (samples, errors) = collect(&mut tasks).await;
+    let wall = started.elapsed();
+    let usage = clock.stop(&pids, mock).await;
+    pool.shutdown().await;
+    Ok(RunResult { ready, wall, samples, errors, ..usage.into_result() })
+}
+
+async fn run_direct(args: &BenchArgs, bin: &std::path::Path, mock: &MockChild) -> anyhow::Result<RunResult> {
+    let dir = scratch()?;
+    let process = codex_process_config(bin.to_path_buf(), dir.path(), &mock.base_url, "mock-model");
+    let t0 = Instant::now();
+    let mut spawning = Vec::new();
+    for _ in 0..args.pool_size {
+        let process = process.clone();
+        spawning.push(tokio::spawn(async move { DirectClient::spawn(&process).await }));
+    }
+    let mut clients = Vec::new();
+    for s in spawning {
+        clients.push(Arc::new(s.await??));
+    }
+    let ready = t0.elapsed();
+    let settings = args
+        .profile
+        .apply(ThreadSettings { cwd: Some(process.work_dir.display().to_string()), ..ThreadSettings::default() });
+    let params = serde_json::to_value(codex_pool_protocol::methods::ThreadStartParams { settings, ephemeral: None })?;
+    let mut threads = Vec::new();
+    for c in 0..args.convs {
+        let client = clients[c % clients.len()].clone();
+        let id = client.start_thread(params.clone()).await?;
+        threads.push((client, id));
+    }
+    let pids: Vec<u32> = clients.iter().filter_map(|c| c.pid()).collect();
+    let clock = CpuClock::start(&pids, mock).await;
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (c, (client, thread)) in threads.into_iter().enumerate() {
+        let turns = args.turns;
+        tasks.spawn(async move {
+            let mut samples = Vec::new();
+            let mut errors = 0;
+            for t in 0..turns {
+                let text = format!("conversation {c} turn {t}");
+                let begun = Instant::now();
+                match client.turn(&thread, &text).await {
+                    Ok((ttft, reply)) if reply == format!("echo: {text}") => {
+                        samples.push(Sample { latency: begun.elapsed(), ttft })
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (samples, errors)
+        });
+    }
+    let (samples, errors) = collect(&mut tasks).await;
+    let wall = started.elapsed();
+    let usage = clock.stop(&pids, mock).await;
+    for client in clients {
+        if let Ok(client) = Arc::try_unwrap(client) {
+            client.close().await;
+        }
+    }
+    Ok(RunResult { ready, wall, samples, errors, ..usage.into_result() })
+}
+
+async fn collect(tasks: &mut tokio::task::JoinSet<(Vec<Sample>, usize)>) -> (Vec<Sample>, usize) {
+    let (mut samples, mut errors) = (Vec::new(), 0);
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok((s, e)) => {
+                samples.extend(s);
+                errors += e;
+            }
+            Err(_) => errors += 1,
+        }
+    }
+    (samples, errors)
+}
