@@ -25,6 +25,9 @@ pub struct ModelArgs {
     /// The codex binary (default: CODEX_BIN, then the repository's pinned install, then PATH).
     #[arg(long, value_name = "PATH")]
     codex_bin: Option<PathBuf>,
+    /// How often codex retries a failed model request or a broken stream (codex's default: 4 and 5).
+    #[arg(long, value_name = "N")]
+    model_retries: Option<u32>,
     /// CODEX_HOME for the processes (default: a scratch folder for the fake and custom servers;
     /// $CODEX_HOME or ~/.codex with --openai, where the login is).
     #[arg(long, value_name = "DIR")]
@@ -65,7 +68,10 @@ impl ModelArgs {
                     url
                 }
             };
-            (Some(ModelProvider::new("codex-pool", base_url)), scratch.path().join("codex-home"))
+            let mut provider = ModelProvider::new("codex-pool", base_url);
+            provider.request_max_retries = self.model_retries;
+            provider.stream_max_retries = self.model_retries;
+            (Some(provider), scratch.path().join("codex-home"))
         };
         let codex_home = self.codex_home.clone().unwrap_or(default_home);
         let mut config = ProcessConfig::new(bin, codex_home, work_dir);

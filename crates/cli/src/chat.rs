@@ -1,11 +1,14 @@
-//! `codex-pool chat`: one conversation, a turn per stdin line, replies streamed to stdout.
+//! `codex-pool chat`: one conversation on a pool of one process; a turn per stdin line, the reply
+//! streamed to stdout.
 
 use crate::backend::ModelArgs;
 use clap::Args;
-use codex_pool_process::{AppServer, TurnEvent};
-use codex_pool_protocol::methods::{ThreadSettings, ThreadStartParams, TurnStartParams};
+use codex_pool::{Pool, PoolConfig, Profile, TurnEvent, TurnOptions};
+use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_protocol::types::{TurnStatus, UserInput};
+use codex_pool_store::MemoryStore;
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -17,6 +20,9 @@ pub struct ChatArgs {
     /// Developer instructions for the conversation (e.g. a character to play).
     #[arg(long)]
     instructions: Option<String>,
+    /// Conversation profile: `chat` (lean, no tools) or `default` (codex's own coding agent).
+    #[arg(long, default_value = "chat")]
+    profile: Profile,
     /// Give up on a turn that sends nothing for this many seconds.
     #[arg(long, default_value_t = 120)]
     turn_timeout_secs: u64,
@@ -24,14 +30,23 @@ pub struct ChatArgs {
 
 pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
     let backend = args.model.backend().await?;
-    let server = AppServer::spawn(backend.config.clone()).await?;
-    let codex = server.handle().clone();
-    let params = ThreadStartParams {
-        settings: ThreadSettings { developer_instructions: args.instructions.clone(), ..Default::default() },
-        ephemeral: None,
-    };
-    let thread = codex.start_thread(&params).await?.thread;
-    tracing::info!(thread_id = %thread.id, "conversation started");
+    let mut config = PoolConfig::new(backend.config.clone());
+    config.size = 1;
+    config.turn_timeout = Duration::from_secs(args.turn_timeout_secs);
+    let pool = Pool::new(config, Arc::new(MemoryStore::new()));
+    let result = converse(&pool, &args).await;
+    pool.shutdown().await;
+    if let Some(mock) = backend.mock {
+        mock.shutdown().await;
+    }
+    result
+}
+
+async fn converse(pool: &Pool, args: &ChatArgs) -> anyhow::Result<()> {
+    pool.ensure_started().await?;
+    let settings = ThreadSettings { developer_instructions: args.instructions.clone(), ..Default::default() };
+    let mut thread = pool.create_thread_with(settings, args.profile).await?;
+    tracing::info!(thread_id = %thread, "conversation started");
 
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut failed = false;
@@ -39,14 +54,17 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
         if line.trim().is_empty() {
             continue;
         }
-        let turn = codex.start_turn(TurnStartParams::new(&thread.id, vec![UserInput::text(line)])).await?;
-        let mut turn = turn.with_silence_timeout(Duration::from_secs(args.turn_timeout_secs));
+        let mut turn = pool.start_turn(&thread, vec![UserInput::text(line)], TurnOptions::default()).await?;
         let mut stdout = std::io::stdout().lock();
         while let Some(event) = turn.next().await {
             match event {
                 TurnEvent::AgentMessageDelta { delta, .. } => {
                     stdout.write_all(delta.as_bytes())?;
                     stdout.flush()?;
+                }
+                TurnEvent::ThreadIdChanged { new_thread_id, reason, .. } => {
+                    eprintln!("[conversation moved to thread {new_thread_id}: {reason}]");
+                    thread = new_thread_id;
                 }
                 TurnEvent::Error { error, will_retry } => {
                     eprintln!("\n[codex error{}: {}]", if will_retry { ", retrying" } else { "" }, error.message);
@@ -67,12 +85,6 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
             }
         }
     }
-    server.shutdown(Duration::from_secs(5)).await;
-    if let Some(mock) = backend.mock {
-        mock.shutdown().await;
-    }
-    if failed {
-        anyhow::bail!("some turns did not complete");
-    }
+    anyhow::ensure!(!failed, "some turns did not complete");
     Ok(())
 }

@@ -1,0 +1,135 @@
+//! The `codex-pool` command end to end, with the real pinned codex and the built-in fake model.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn codex_pool() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_codex-pool"))
+}
+
+#[test]
+fn chat_streams_a_reply_per_line_on_the_fake_model() {
+    let mut child = codex_pool()
+        .args(["chat", "--mock-model"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"alpha\nbeta\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "echo: alpha\necho: beta\n");
+}
+
+#[test]
+fn chat_reports_a_failing_model_and_exits_non_zero() {
+    let mut child = codex_pool()
+        .args(["chat", "--mock-model", "--model-retries", "0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"boom [mock:fail=500]\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("turn ended: Failed") || stderr.contains("codex error"), "{stderr}");
+}
+
+#[test]
+fn a_missing_codex_binary_is_a_clear_error() {
+    let out = codex_pool().args(["chat", "--codex-bin", "/nonexistent/codex"]).stdin(Stdio::null()).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent/codex") && stderr.contains("npm ci --prefix tools/codex"), "{stderr}");
+}
+
+#[test]
+fn bad_pool_settings_are_clear_errors() {
+    let out = codex_pool().args(["bench", "--profile", "lean"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use chat or default"));
+}
+
+#[test]
+fn bench_prints_one_json_line_with_every_figure() {
+    let out =
+        codex_pool().args(["bench", "--convs", "2", "--turns", "2", "--pool-size", "1", "--direct"]).output().unwrap();
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let line: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    for key in [
+        "turns_per_s",
+        "lat_p50_ms",
+        "lat_p95_ms",
+        "ttft_p50_ms",
+        "ready_s",
+        "client_cpu_ms_per_turn",
+        "codex_cpu_ms_per_turn",
+        "request_bytes_per_turn",
+        "rss_mb",
+    ] {
+        assert!(line[key].is_number(), "{key} missing in {line}");
+        assert!(line["direct"][key].is_number(), "direct {key} missing in {line}");
+    }
+    assert_eq!(line["errors"], 0);
+    assert_eq!(line["direct"]["errors"], 0);
+    assert!(line["turns_per_s"].as_f64().unwrap() > 0.0);
+    assert!(line["request_bytes_per_turn"].as_u64().unwrap() > 0);
+    assert!(line["pool_vs_direct"]["throughput_ratio"].is_number());
+}
+
+/// Child processes of `pid`, from /proc.
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie has exited; only a live process counts.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
+#[test]
+fn no_codex_outlives_a_killed_pool() {
+    use std::io::{BufRead, BufReader};
+    let mut child = codex_pool()
+        .args(["chat", "--mock-model"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"are you there\n").unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert_eq!(first, "echo: are you there\n");
+    let codex = children(child.id());
+    assert_eq!(codex.len(), 1, "one codex process expected, found {codex:?}");
+    assert!(
+        std::fs::read_link(format!("/proc/{}/exe", codex[0])).unwrap().ends_with("codex"),
+        "the native binary runs"
+    );
+    child.kill().unwrap(); // SIGKILL: no chance to clean up
+    child.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while alive(codex[0]) {
+        assert!(std::time::Instant::now() < deadline, "codex {} outlived the killed pool", codex[0]);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(stdin);
+}
