@@ -60,16 +60,8 @@ impl PoolTurn {
     }
 
     /// Reads to the end; returns the reply text and the terminal event.
-    pub async fn collect_text(mut self) -> (String, TurnEvent) {
-        let mut text = String::new();
-        while let Some(event) = self.next().await {
-            match event {
-                TurnEvent::AgentMessageDelta { delta, .. } => text.push_str(&delta),
-                e if e.is_terminal() => return (text, e),
-                _ => {}
-            }
-        }
-        unreachable!("a pool turn always ends with a terminal event")
+    pub async fn collect_text(self) -> (String, TurnEvent) {
+        codex_pool_process::events::collect_text(self).await
     }
 
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<TurnEvent>> {

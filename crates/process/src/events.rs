@@ -126,3 +126,20 @@ impl TurnEvent {
         matches!(self, TurnEvent::Completed { .. } | TurnEvent::Aborted { .. })
     }
 }
+
+/// Reads a turn's events to the end; returns the concatenated reply text and the terminal event.
+pub async fn collect_text<S>(mut events: S) -> (String, TurnEvent)
+where
+    S: futures_core::Stream<Item = TurnEvent> + Unpin,
+{
+    let mut text = String::new();
+    while let Some(event) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut events).poll_next(cx)).await {
+        match event {
+            TurnEvent::AgentMessageDelta { delta, .. } => text.push_str(&delta),
+            e if e.is_terminal() => return (text, e),
+            _ => {}
+        }
+    }
+    let end = TurnEvent::Aborted { reason: AbortReason::ProcessExited, message: "the event stream ended early".into() };
+    (text, end)
+}

@@ -78,16 +78,8 @@ impl TurnStream {
     }
 
     /// Reads the stream to its end and returns the concatenated reply text and the terminal event.
-    pub async fn collect_text(mut self) -> (String, TurnEvent) {
-        let mut text = String::new();
-        while let Some(event) = self.next().await {
-            match event {
-                TurnEvent::AgentMessageDelta { delta, .. } => text.push_str(&delta),
-                e if e.is_terminal() => return (text, e),
-                _ => {}
-            }
-        }
-        unreachable!("a turn stream always ends with a terminal event")
+    pub async fn collect_text(self) -> (String, TurnEvent) {
+        crate::events::collect_text(self).await
     }
 
     fn finish_with(&mut self, event: TurnEvent) -> Poll<Option<TurnEvent>> {

@@ -192,47 +192,14 @@ async fn run_pool(args: &BenchArgs, bin: &std::path::Path, mock: &MockChild) -> 
         threads.push(pool.create_thread(ThreadSettings::default()).await?);
     }
     let pids: Vec<u32> = pool.processes().iter().flatten().map(|h| h.pid()).collect();
+    let pool_for_turns = pool.clone();
     let clock = CpuClock::start(&pids, mock).await;
     let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for (c, thread) in threads.into_iter().enumerate() {
-        let pool = pool.clone();
-        let turns = args.turns;
-        tasks.spawn(async move {
-            let mut samples = Vec::new();
-            let mut errors = 0;
-            for t in 0..turns {
-                let text = format!("conversation {c} turn {t}");
-                let begun = Instant::now();
-                let mut ttft = None;
-                let mut reply = String::new();
-                let ok = match pool.start_turn(&thread, vec![UserInput::text(&text)], TurnOptions::default()).await {
-                    Ok(mut turn) => loop {
-                        match turn.next().await {
-                            Some(TurnEvent::AgentMessageDelta { delta, .. }) => {
-                                ttft.get_or_insert_with(|| begun.elapsed());
-                                reply.push_str(&delta);
-                            }
-                            Some(TurnEvent::Completed { .. }) => break reply == format!("echo: {text}"),
-                            Some(TurnEvent::Aborted { .. }) | None => break false,
-                            Some(_) => {}
-                        }
-                    },
-                    Err(e) => {
-                        tracing::warn!(error = %e, "turn failed to start");
-                        false
-                    }
-                };
-                if ok {
-                    samples.push(Sample { latency: begun.elapsed(), ttft });
-                } else {
-                    errors += 1;
-                }
-            }
-            (samples, errors)
-        });
-    }
-    let (samples, errors) = collect(&mut tasks).await;
+    let (samples, errors) = drive(threads, args.turns, move |thread, text| {
+        let pool = pool_for_turns.clone();
+        async move { pool_turn(&pool, &thread, &text).await }
+    })
+    .await;
     let wall = started.elapsed();
     let usage = clock.stop(&pids, mock).await;
     pool.shutdown().await;
@@ -266,26 +233,14 @@ async fn run_direct(args: &BenchArgs, bin: &std::path::Path, mock: &MockChild) -
     let pids: Vec<u32> = clients.iter().filter_map(|c| c.pid()).collect();
     let clock = CpuClock::start(&pids, mock).await;
     let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for (c, (client, thread)) in threads.into_iter().enumerate() {
-        let turns = args.turns;
-        tasks.spawn(async move {
-            let mut samples = Vec::new();
-            let mut errors = 0;
-            for t in 0..turns {
-                let text = format!("conversation {c} turn {t}");
-                let begun = Instant::now();
-                match client.turn(&thread, &text).await {
-                    Ok((ttft, reply)) if reply == format!("echo: {text}") => {
-                        samples.push(Sample { latency: begun.elapsed(), ttft })
-                    }
-                    _ => errors += 1,
-                }
-            }
-            (samples, errors)
-        });
-    }
-    let (samples, errors) = collect(&mut tasks).await;
+    let (samples, errors) =
+        drive(threads, args.turns, |(client, thread): (Arc<DirectClient>, String), text| async move {
+            client.turn(&thread, &text).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "direct turn failed");
+                (None, String::new())
+            })
+        })
+        .await;
     let wall = started.elapsed();
     let usage = clock.stop(&pids, mock).await;
     for client in clients {
@@ -296,7 +251,32 @@ async fn run_direct(args: &BenchArgs, bin: &std::path::Path, mock: &MockChild) -
     Ok(RunResult { ready, wall, samples, errors, ..usage.into_result() })
 }
 
-async fn collect(tasks: &mut tokio::task::JoinSet<(Vec<Sample>, usize)>) -> (Vec<Sample>, usize) {
+/// Runs `turns` turns on each conversation, all conversations at once; `turn` returns the time
+/// to the first delta and the reply, which must be the fake model's echo to count.
+async fn drive<C, F, Fut>(convs: Vec<C>, turns: usize, turn: F) -> (Vec<Sample>, usize)
+where
+    C: Clone + Send + 'static,
+    F: Fn(C, String) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = (Option<Duration>, String)> + Send,
+{
+    let mut tasks = tokio::task::JoinSet::new();
+    for (c, conv) in convs.into_iter().enumerate() {
+        let turn = turn.clone();
+        tasks.spawn(async move {
+            let (mut samples, mut errors) = (Vec::new(), 0);
+            for t in 0..turns {
+                let text = format!("conversation {c} turn {t}");
+                let begun = Instant::now();
+                let (ttft, reply) = turn(conv.clone(), text.clone()).await;
+                if reply == format!("echo: {text}") {
+                    samples.push(Sample { latency: begun.elapsed(), ttft });
+                } else {
+                    errors += 1;
+                }
+            }
+            (samples, errors)
+        });
+    }
     let (mut samples, mut errors) = (Vec::new(), 0);
     while let Some(done) = tasks.join_next().await {
         match done {
@@ -308,4 +288,29 @@ async fn collect(tasks: &mut tokio::task::JoinSet<(Vec<Sample>, usize)>) -> (Vec
         }
     }
     (samples, errors)
+}
+
+/// One turn through the pool: (time to first delta, reply); an empty reply on failure.
+async fn pool_turn(pool: &Pool, thread: &str, text: &str) -> (Option<Duration>, String) {
+    let begun = Instant::now();
+    let mut turn = match pool.start_turn(thread, vec![UserInput::text(text)], TurnOptions::default()).await {
+        Ok(turn) => turn,
+        Err(e) => {
+            tracing::warn!(error = %e, "turn failed to start");
+            return (None, String::new());
+        }
+    };
+    let (mut ttft, mut reply) = (None, String::new());
+    while let Some(event) = turn.next().await {
+        match event {
+            TurnEvent::AgentMessageDelta { delta, .. } => {
+                ttft.get_or_insert_with(|| begun.elapsed());
+                reply.push_str(&delta);
+            }
+            TurnEvent::Completed { .. } => return (ttft, reply),
+            TurnEvent::Aborted { .. } => break,
+            _ => {}
+        }
+    }
+    (None, String::new())
 }
