@@ -181,3 +181,24 @@ async fn an_approval_request_is_declined_by_policy_and_the_turn_completes() {
     assert!(!env.dir.path().join("empty/approved.txt").exists(), "the declined command ran");
     server.shutdown(SHUTDOWN).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_failures_end_the_turn_as_failed_and_the_thread_goes_on() {
+    let env = Env::new().await;
+    let server = env.spawn().await;
+    let codex = server.handle().clone();
+    let thread = codex.start_thread(&ThreadStartParams::default()).await.unwrap().thread;
+    for fault in ["[mock:fail=500]", "[mock:fail=429]", "[mock:cut]"] {
+        let turn = codex.start_turn(TurnStartParams::new(&thread.id, vec![UserInput::text(fault)])).await.unwrap();
+        let (_, end, events) = finish(turn).await;
+        match end {
+            TurnEvent::Completed { status: TurnStatus::Failed, error: Some(error), .. } => {
+                assert!(!error.message.is_empty(), "{fault}");
+            }
+            other => panic!("{fault}: expected a failed turn, got {other:?} after {events:?}"),
+        }
+    }
+    let turn = codex.start_turn(TurnStartParams::new(&thread.id, vec![UserInput::text("fine")])).await.unwrap();
+    assert_eq!(finish(turn).await.0, "echo: fine");
+    server.shutdown(SHUTDOWN).await;
+}
