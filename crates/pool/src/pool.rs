@@ -5,7 +5,7 @@ use crate::error::PoolError;
 use crate::profile::Profile;
 use crate::strategy::{Candidate, SelectionStrategy};
 use crate::supervisor::{supervise, SlotShared, SlotState, SlotStats};
-use crate::turn::{PoolTurn, TurnClaim};
+use crate::turn::{PoolTurn, SlotTurn, TurnClaim};
 use codex_pool_process::{AppServerHandle, ProcessError, TurnEvent};
 use codex_pool_protocol::methods::{
     ThreadForkParams, ThreadResumeParams, ThreadSettings, ThreadStartParams, TurnStartParams,
@@ -66,10 +66,10 @@ pub(crate) struct PoolInner {
     senders: Mutex<Vec<watch::Sender<SlotState>>>,
     tasks: tokio::sync::Mutex<Option<Vec<JoinHandle<()>>>>,
     shutdown: watch::Sender<bool>,
-    touches: mpsc::UnboundedSender<String>,
+    store_ops: mpsc::UnboundedSender<StoreOp>,
     /// Wakes the reaper when a process goes over its cap of loaded threads.
     evict: Arc<tokio::sync::Notify>,
-    touch_rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+    store_rx: Mutex<Option<mpsc::UnboundedReceiver<StoreOp>>>,
 }
 
 /// A thread's turn lock: held by its running turn, and by the idle reaper while it unsubscribes.
@@ -150,7 +150,7 @@ impl Pool {
             senders.push(tx);
             slots.push(Arc::new(SlotShared::new(index, rx, config.max_turns_per_process)));
         }
-        let (touches, touch_rx) = mpsc::unbounded_channel();
+        let (store_ops, store_rx) = mpsc::unbounded_channel();
         Pool {
             inner: Arc::new(PoolInner {
                 strategy: config.strategy.build(),
@@ -161,9 +161,9 @@ impl Pool {
                 senders: Mutex::new(senders),
                 tasks: tokio::sync::Mutex::new(None),
                 shutdown: watch::channel(false).0,
-                touches,
+                store_ops,
                 evict: Arc::new(tokio::sync::Notify::new()),
-                touch_rx: Mutex::new(Some(touch_rx)),
+                store_rx: Mutex::new(Some(store_rx)),
             }),
         }
     }
@@ -195,7 +195,7 @@ impl Pool {
                     )));
                 }
                 started.push(tokio::spawn(reap_idle(Arc::downgrade(inner), inner.shutdown.subscribe())));
-                let rx = inner.touch_rx.lock().expect("touch lock").take().expect("touch receiver taken once");
+                let rx = inner.store_rx.lock().expect("store lock").take().expect("store receiver taken once");
                 started.push(tokio::spawn(write_touches(inner.store.clone(), rx, inner.shutdown.subscribe())));
                 *tasks = Some(started);
             }
@@ -267,14 +267,19 @@ impl Pool {
         let inner = &self.inner;
         inner.check_open()?;
         let (id, lock) = inner.claim_thread(thread_id).await?;
-        // From here on the thread is marked busy; `Unclaim` clears it on every early return.
+        // From here on the thread is marked busy; `Unclaim` clears it on every early return
+        // (and if this future is dropped).
         let mut unclaim = Unclaim { inner, thread_id: id, armed: true };
         let thread_lock = lock.lock_owned().await;
+        // Events for the caller from placement (a changed thread id), kept across attempts.
+        let mut prefix = Vec::new();
         let mut attempts = 0;
+        // A turn the caller dropped a moment ago may still be ending in codex.
+        let busy_deadline = Instant::now() + self.inner.config.process.interrupt_grace + Duration::from_secs(1);
         loop {
             attempts += 1;
-            let placement = inner.place(&unclaim.thread_id).await?;
-            let Placement { slot, handle, thread_id, events } = placement;
+            let Placement { slot, handle, thread_id, events } = inner.place(&unclaim.thread_id).await?;
+            prefix.extend(events);
             unclaim.thread_id = thread_id.clone();
             let permit =
                 match tokio::time::timeout(inner.config.overload_wait, slot.turn_permits.clone().acquire_owned()).await
@@ -290,32 +295,30 @@ impl Pool {
             params.effort = options.effort.clone();
             params.approval_policy = options.approval_policy;
             params.output_schema = options.output_schema.clone();
-            slot.active_turns.fetch_add(1, Ordering::Relaxed);
+            let counted = SlotTurn::new(slot);
             match handle.start_turn(params).await {
                 Ok(stream) => {
                     let stream = stream.with_silence_timeout(inner.config.turn_timeout);
+                    inner.remember_options(&thread_id, &options);
                     let claim = TurnClaim {
                         pool: Arc::downgrade(inner),
-                        thread_id: thread_id.clone(),
-                        slot,
+                        thread_id,
+                        _slot_turn: counted,
                         _permit: permit,
                         _thread_lock: thread_lock,
                     };
                     unclaim.armed = false;
-                    return Ok(PoolTurn::new(events, stream, claim));
+                    return Ok(PoolTurn::new(prefix, stream, claim));
                 }
-                Err(e) => {
-                    slot.active_turns.fetch_sub(1, Ordering::Relaxed);
-                    if e.is_process_gone() && attempts <= inner.slots.len() {
-                        // The process died between placement and start: place again.
-                        inner.thread_lost_process(&thread_id);
-                        continue;
-                    }
-                    return Err(match e {
-                        ProcessError::ThreadBusy { thread_id } => PoolError::ThreadBusy(thread_id),
-                        e => e.into(),
-                    });
+                Err(e) if e.is_process_gone() && attempts <= inner.slots.len() => {
+                    // The process died between placement and start: place again.
+                    inner.thread_lost_process(&thread_id);
                 }
+                Err(ProcessError::ThreadBusy { .. }) if Instant::now() < busy_deadline => {
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+                Err(ProcessError::ThreadBusy { thread_id }) => return Err(PoolError::ThreadBusy(thread_id)),
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -346,22 +349,25 @@ impl Pool {
     pub async fn release_thread(&self, thread_id: &str) -> Result<(), PoolError> {
         let inner = &self.inner;
         let (id, lock) = inner.claim_thread(thread_id).await?;
+        let _unclaim = Unclaim { inner, thread_id: id.clone(), armed: true };
         let _guard = lock.lock_owned().await;
-        let entry = inner.routing.lock().expect("routing lock").threads.remove(&id);
-        if let Some(entry) = entry {
-            if let (true, Some((slot, generation))) = (entry.subscribed, entry.home) {
-                if let Some((handle, g)) = inner.slots[slot].ready() {
-                    if g == generation {
-                        inner.slots[slot].subscribed.fetch_sub(1, Ordering::Relaxed);
-                        if let Err(e) = handle.unsubscribe(&id).await {
-                            tracing::debug!(thread_id = %id, error = %e, "unsubscribe on release failed");
-                        }
+        // Forget it in the store first, so a concurrent turn cannot bring it back from there.
+        inner.store.delete(&id).await?;
+        let entry = {
+            let mut routing = inner.routing.lock().expect("routing lock");
+            routing.aliases.retain(|_, to| *to != id);
+            routing.threads.remove(&id)
+        };
+        if let Some(ThreadEntry { subscribed: true, home: Some((slot, generation)), .. }) = entry {
+            if let Some((handle, g)) = inner.slots[slot].ready() {
+                if g == generation {
+                    inner.slots[slot].subscribed.fetch_sub(1, Ordering::Relaxed);
+                    if let Err(e) = handle.unsubscribe(&id).await {
+                        tracing::debug!(thread_id = %id, error = %e, "unsubscribe on release failed");
                     }
                 }
             }
         }
-        inner.routing.lock().expect("routing lock").aliases.retain(|_, to| *to != id);
-        inner.store.delete(&id).await?;
         Ok(())
     }
 
@@ -452,7 +458,7 @@ impl PoolInner {
             })
             .collect();
         let pick = self.strategy.select(&candidates).ok_or(PoolError::Unavailable)?;
-        Ok(ready.into_iter().nth(pick).expect("strategy picks a candidate"))
+        ready.into_iter().nth(pick).ok_or(PoolError::Unavailable)
     }
 
     /// Marks a thread busy (loading it from the store if the pool does not know it yet) and
@@ -494,7 +500,27 @@ impl PoolInner {
     }
 
     pub(crate) fn turn_completed(&self, thread_id: &str) {
-        let _ = self.touches.send(thread_id.to_owned());
+        let _ = self.store_ops.send(StoreOp::Touch(thread_id.to_owned()));
+    }
+
+    /// Per-turn model and approval overrides stick for later turns (as codex does), so they are
+    /// kept with the thread's settings, for resumes after a crash or an eviction.
+    fn remember_options(&self, thread_id: &str, options: &TurnOptions) {
+        if options.model.is_none() && options.approval_policy.is_none() {
+            return;
+        }
+        let settings = {
+            let mut routing = self.routing.lock().expect("routing lock");
+            let Some(entry) = routing.threads.get_mut(thread_id) else { return };
+            if options.model.is_some() {
+                entry.settings.model.clone_from(&options.model);
+            }
+            if options.approval_policy.is_some() {
+                entry.settings.approval_policy = options.approval_policy;
+            }
+            entry.settings.clone()
+        };
+        let _ = self.store_ops.send(StoreOp::Settings(thread_id.to_owned(), settings));
     }
 
     /// The thread's process died: its next turn must resume it elsewhere.
@@ -582,10 +608,11 @@ impl PoolInner {
                     tracing::debug!(thread_id, process = handle.label(), "thread resumed");
                     return Ok((thread_id.to_owned(), vec![]));
                 }
-                // The old process may still be on its way out: give it a moment to let go.
-                Err(e) if is_active_writer(&e) && writer_retries < 10 => {
+                // The old process may still be on its way out, or this one still closing the
+                // thread after an unsubscribe: give it a moment to let go.
+                Err(e) if (is_active_writer(&e) || is_closing(&e)) && writer_retries < 20 => {
                     writer_retries += 1;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 Err(e) => break e,
             }
@@ -603,7 +630,10 @@ impl PoolInner {
             return Err(err);
         };
         tracing::warn!(old = thread_id, new = %new_id, reason, "conversation moved to a new thread id");
-        let record = ThreadRecord::new(&new_id, settings.clone());
+        let record = match self.store.load(thread_id).await {
+            Ok(Some(old)) => ThreadRecord { thread_id: new_id.clone(), settings: settings.clone(), ..old },
+            _ => ThreadRecord::new(&new_id, settings.clone()),
+        };
         if let Err(e) = self.store.replace(thread_id, record).await {
             tracing::error!(old = thread_id, new = %new_id, error = %e, "could not record the new thread id");
         }
@@ -618,6 +648,10 @@ impl PoolInner {
 
 fn is_no_rollout(e: &ProcessError) -> bool {
     e.rpc().is_some_and(|r| r.message.contains("no rollout found"))
+}
+
+fn is_closing(e: &ProcessError) -> bool {
+    e.rpc().is_some_and(|r| r.message.contains("is closing"))
 }
 
 fn is_active_writer(e: &ProcessError) -> bool {
@@ -656,9 +690,13 @@ impl PoolInner {
             let routing = self.routing.lock().expect("routing lock");
             // Per slot: the subscribed threads, least recently used first.
             let mut per_slot: Vec<Vec<(&String, &ThreadEntry)>> = vec![Vec::new(); self.slots.len()];
+            let generations: Vec<Option<u64>> = self.slots.iter().map(|s| s.ready().map(|(_, g)| g)).collect();
             for (id, e) in &routing.threads {
-                if let (true, Some((slot, _))) = (e.subscribed, e.home) {
-                    per_slot[slot].push((id, e));
+                // Threads of a process that is gone hold nothing: they do not count.
+                if let (true, Some((slot, generation))) = (e.subscribed, e.home) {
+                    if generations[slot] == Some(generation) {
+                        per_slot[slot].push((id, e));
+                    }
                 }
             }
             let mut picked = Vec::new();
@@ -715,23 +753,38 @@ impl PoolInner {
     }
 }
 
-/// Records completed turns in the store, off the turn's path; drains what is queued on shutdown.
+/// A store write done off the turn's path.
+pub(crate) enum StoreOp {
+    /// A turn completed.
+    Touch(String),
+    /// The thread's settings changed.
+    Settings(String, ThreadSettings),
+}
+
+/// Writes to the store off the turn's path; drains what is queued on shutdown.
 async fn write_touches(
     store: Arc<dyn ThreadStore>,
-    mut rx: mpsc::UnboundedReceiver<String>,
+    mut rx: mpsc::UnboundedReceiver<StoreOp>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        let id = tokio::select! {
-            id = rx.recv() => id,
+        let op = tokio::select! {
+            op = rx.recv() => op,
             _ = shutdown.changed() => {
                 rx.close();
                 rx.recv().await
             }
         };
-        let Some(id) = id else { return };
-        if let Err(e) = store.touch(&id).await {
-            tracing::warn!(thread_id = %id, error = %e, "could not record a completed turn");
+        let result = match op {
+            None => return,
+            Some(StoreOp::Touch(id)) => store.touch(&id).await,
+            Some(StoreOp::Settings(id, settings)) => match store.load(&id).await {
+                Ok(Some(record)) => store.save(ThreadRecord { settings, ..record }).await,
+                other => other.map(|_| ()),
+            },
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "could not update the thread store");
         }
     }
 }

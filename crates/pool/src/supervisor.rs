@@ -3,7 +3,6 @@
 
 use crate::config::PoolConfig;
 use codex_pool_process::{AppServer, AppServerHandle, ProcessError};
-use codex_pool_protocol::methods::{ThreadLoadedList, ThreadLoadedListParams};
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -232,19 +231,15 @@ async fn watch_health(handle: &AppServerHandle, config: &PoolConfig) -> String {
     tick.tick().await;
     loop {
         tick.tick().await;
-        let ping = handle
-            .request_with_timeout::<ThreadLoadedList>(
-                &ThreadLoadedListParams { cursor: None, limit: Some(1) },
-                config.health_timeout,
-            )
-            .await;
-        match ping {
-            Ok(_) | Err(ProcessError::Overloaded { .. }) | Err(ProcessError::Rpc { .. }) => {}
+        match handle.ping(config.health_timeout).await {
             Err(ProcessError::Timeout { timeout, .. }) => {
                 return format!("no answer to a health check within {timeout:?}");
             }
-            // Exit is reported by `exited()`; stay pending so it wins the race.
-            Err(_) => std::future::pending::<()>().await,
+            Err(ProcessError::StdinBacklog) => return "codex stopped reading its input".to_owned(),
+            // Exit (and shutdown) are reported by `exited()`; stay pending so it wins the race.
+            Err(ProcessError::Exited(_) | ProcessError::ShuttingDown) => std::future::pending::<()>().await,
+            // Any answer, even an error, means codex is alive.
+            Ok(()) | Err(_) => {}
         }
     }
 }

@@ -18,21 +18,37 @@ pub struct PoolTurn {
     prefix: VecDeque<TurnEvent>,
     stream: TurnStream,
     done: bool,
-    _claim: TurnClaim,
+    /// Released with the terminal event, so a finished turn kept around holds nothing.
+    claim: Option<TurnClaim>,
+}
+
+/// A turn counted in its slot's `active_turns` for as long as it lives.
+pub(crate) struct SlotTurn(Arc<SlotShared>);
+
+impl SlotTurn {
+    pub(crate) fn new(slot: Arc<SlotShared>) -> Self {
+        slot.active_turns.fetch_add(1, Ordering::Relaxed);
+        Self(slot)
+    }
+}
+
+impl Drop for SlotTurn {
+    fn drop(&mut self) {
+        self.0.active_turns.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// What a running turn holds: the thread's turn lock, room on its process, and the counters.
 pub(crate) struct TurnClaim {
     pub pool: Weak<PoolInner>,
     pub thread_id: String,
-    pub slot: Arc<SlotShared>,
+    pub _slot_turn: SlotTurn,
     pub _permit: OwnedSemaphorePermit,
     pub _thread_lock: OwnedMutexGuard<()>,
 }
 
 impl Drop for TurnClaim {
     fn drop(&mut self) {
-        self.slot.active_turns.fetch_sub(1, Ordering::Relaxed);
         if let Some(pool) = self.pool.upgrade() {
             pool.turn_ended(&self.thread_id);
         }
@@ -41,7 +57,7 @@ impl Drop for TurnClaim {
 
 impl PoolTurn {
     pub(crate) fn new(prefix: Vec<TurnEvent>, stream: TurnStream, claim: TurnClaim) -> Self {
-        Self { prefix: prefix.into(), stream, done: false, _claim: claim }
+        Self { prefix: prefix.into(), stream, done: false, claim: Some(claim) }
     }
 
     /// The thread id the turn runs on (the new one, after a [`TurnEvent::ThreadIdChanged`]).
@@ -76,13 +92,14 @@ impl PoolTurn {
             if event.is_terminal() {
                 self.done = true;
                 self.finished(event);
+                self.claim = None;
             }
         }
         polled
     }
 
     fn finished(&self, event: &TurnEvent) {
-        let Some(pool) = self._claim.pool.upgrade() else { return };
+        let Some(pool) = self.claim.as_ref().and_then(|c| c.pool.upgrade()) else { return };
         match event {
             TurnEvent::Completed { .. } => pool.turn_completed(self.thread_id()),
             TurnEvent::Aborted { reason: AbortReason::ProcessExited, .. } => pool.thread_lost_process(self.thread_id()),

@@ -276,3 +276,40 @@ async fn a_thousand_idle_conversations_stay_within_the_loaded_thread_cap() {
     assert_eq!(text, "echo: still here");
     pool.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_dropped_and_kept_turns_leave_no_trace() {
+    let env = Env::new().await;
+    let pool = Pool::new(pool_config(&env, 1), Arc::new(MemoryStore::new()));
+    pool.ensure_started().await.unwrap();
+    let thread = pool.create_thread(ThreadSettings::default()).await.unwrap();
+    // Cancelled while starting.
+    for _ in 0..5 {
+        let _ = tokio::time::timeout(
+            Duration::ZERO,
+            pool.start_turn(&thread, vec![UserInput::text("x")], TurnOptions::default()),
+        )
+        .await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pool.stats().active_turns > 0 || pool.processes()[0].as_ref().unwrap().stats().active_turns > 0 {
+        assert!(std::time::Instant::now() < deadline, "turns never ended: {:?}", pool.stats());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Dropped while running: the next turn starts right away (waiting for codex to end the old one).
+    let slow = pool
+        .start_turn(&thread, vec![UserInput::text("slow [mock:deltas=50] [mock:delay_ms=50]")], TurnOptions::default())
+        .await
+        .unwrap();
+    drop(slow);
+    let (text, _) = turn_text(&pool, &thread, "next").await;
+    assert_eq!(text, "echo: next");
+    // Finished but kept: holds nothing.
+    let mut kept = pool.start_turn(&thread, vec![UserInput::text("kept")], TurnOptions::default()).await.unwrap();
+    while !kept.next().await.unwrap().is_terminal() {}
+    assert_eq!(pool.stats().active_turns, 0);
+    let (text, _) = turn_text(&pool, &thread, "after kept").await;
+    assert_eq!(text, "echo: after kept");
+    drop(kept);
+    pool.shutdown().await;
+}

@@ -15,7 +15,7 @@ use codex_pool_protocol::server_requests::ServerRequest;
 use codex_pool_protocol::{Incoming, RequestId, RpcError};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +24,9 @@ use tokio::process::ChildStdout;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+
+/// How many ended turn ids the actor remembers to drop their late events.
+const RETIRED_TURNS: usize = 4096;
 
 /// The lifecycle of a process, published through a `watch` channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +42,8 @@ pub enum ProcessState {
 }
 
 pub(crate) type CallReply = oneshot::Sender<Result<Box<RawValue>, ProcessError>>;
+/// The answer to an interrupt: the turn it went to, or why it failed.
+pub(crate) type InterruptReply = oneshot::Sender<Result<Option<String>, ProcessError>>;
 
 /// What handles ask of the actor.
 pub(crate) enum Command {
@@ -46,10 +51,13 @@ pub(crate) enum Command {
     Call { method: &'static str, params: Box<RawValue>, reply: CallReply },
     /// `turn/start`, with the turn registered before the request goes out so no event is missed.
     StartTurn { params: TurnStartParams, reply: oneshot::Sender<Result<TurnStream, ProcessError>> },
-    /// Interrupt the running turn of a thread.
-    Interrupt { thread_id: String, reply: CallReply },
+    /// Interrupt the running turn of a thread (only turn `turn_id`, when given). Answers with the
+    /// id of the turn interrupted (`None` when it was not known yet).
+    Interrupt { thread_id: String, turn_id: Option<String>, reply: InterruptReply },
     /// The consumer of a turn went away (or timed out): interrupt it and drop its events.
     Abandon { thread_id: String, turn_id: String, reason: AbortReason },
+    /// The id of the thread's running turn, if known.
+    CurrentTurn { thread_id: String, reply: oneshot::Sender<Option<String>> },
     /// Write a notification line.
     Notify { line: Vec<u8> },
     /// The handshake is done: start serving.
@@ -73,6 +81,11 @@ enum Pending {
         thread_id: String,
         reply: oneshot::Sender<Result<TurnStream, ProcessError>>,
         stream: Option<TurnStream>,
+    },
+    /// A `turn/interrupt` a caller waits for.
+    Interrupt {
+        turn_id: String,
+        reply: InterruptReply,
     },
     /// A request whose answer nobody waits for (interrupts sent on a consumer's behalf).
     Ignored {
@@ -105,7 +118,12 @@ pub(crate) struct Actor {
     pending: HashMap<i64, Pending>,
     turns: HashMap<String, ActiveTurn>,
     loaded: HashSet<String>,
-    handlers: JoinSet<(RequestId, ServerRequest, Result<Value, RpcError>)>,
+    handlers: JoinSet<Result<Value, RpcError>>,
+    /// The server request each handler task answers, so a panicking handler still gets an answer.
+    handled: HashMap<tokio::task::Id, (RequestId, ServerRequest)>,
+    /// Turns over for us whose late events must be dropped (bounded, oldest forgotten first).
+    retired: HashSet<String>,
+    retired_order: VecDeque<String>,
     stdout_closed: bool,
     exited: bool,
 }
@@ -136,6 +154,9 @@ impl Actor {
             turns: HashMap::new(),
             loaded: HashSet::new(),
             handlers: JoinSet::new(),
+            handled: HashMap::new(),
+            retired: HashSet::new(),
+            retired_order: VecDeque::new(),
             stdout_closed: false,
             exited: false,
         }
@@ -166,8 +187,16 @@ impl Actor {
                         self.fail_everything("the process's waiter ended");
                     }
                 },
-                Some(done) = self.handlers.join_next(), if !self.handlers.is_empty() => {
-                    if let Ok((id, request, answer)) = done {
+                Some(done) = self.handlers.join_next_with_id(), if !self.handlers.is_empty() => {
+                    let (task, answer) = match done {
+                        Ok((task, answer)) => (task, answer),
+                        Err(e) => {
+                            tracing::error!(process = %self.label, error = %e, "a server request handler failed");
+                            let failed = RpcError::new(RpcError::INTERNAL_ERROR, "the client's request handler failed");
+                            (e.id(), Err(failed))
+                        }
+                    };
+                    if let Some((id, request)) = self.handled.remove(&task) {
                         self.answer_server_request(id, request, answer);
                     }
                 }
@@ -222,11 +251,17 @@ impl Actor {
 
     fn refuse(&self, cmd: Command, err: ProcessError) {
         match cmd {
-            Command::Call { reply, .. } | Command::Interrupt { reply, .. } => {
+            Command::Call { reply, .. } => {
+                let _ = reply.send(Err(err));
+            }
+            Command::Interrupt { reply, .. } => {
                 let _ = reply.send(Err(err));
             }
             Command::StartTurn { reply, .. } => {
                 let _ = reply.send(Err(err));
+            }
+            Command::CurrentTurn { reply, .. } => {
+                let _ = reply.send(None);
             }
             Command::Abandon { .. } | Command::Notify { .. } | Command::MarkReady | Command::Shutdown => {}
         }
@@ -248,38 +283,48 @@ impl Actor {
             }
         }
         match cmd {
-            Command::Call { method, params, reply } => {
-                let id = self.send_request(method, &params);
-                match id {
-                    Some(id) => {
-                        self.pending.insert(id, Pending::Call { method, reply });
-                    }
-                    None => {
-                        let _ = reply.send(Err(ProcessError::ShuttingDown));
-                    }
+            Command::Call { method, params, reply } => match self.send_request(method, &params) {
+                Ok(id) => {
+                    self.pending.insert(id, Pending::Call { method, reply });
                 }
-            }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
             Command::StartTurn { params, reply } => self.start_turn(params, reply),
-            Command::Interrupt { thread_id, reply } => match self.turns.get_mut(&thread_id) {
-                None => {
+            Command::Interrupt { thread_id, turn_id: expected, reply } => {
+                let turn = self.turns.get_mut(&thread_id).filter(|t| t.abandoned_until.is_none());
+                let Some(turn) = turn.filter(|t| expected.is_none() || t.turn_id == expected) else {
                     let _ = reply.send(Err(ProcessError::NoActiveTurn { thread_id }));
-                }
-                Some(turn) => match turn.turn_id.clone() {
+                    return;
+                };
+                match turn.turn_id.clone() {
                     Some(turn_id) => {
                         let params = interrupt_params(&thread_id, &turn_id);
-                        if let Some(id) = self.send_request(TurnInterrupt::METHOD, &params) {
-                            self.pending.insert(id, Pending::Call { method: TurnInterrupt::METHOD, reply });
+                        match self.send_request(TurnInterrupt::METHOD, &params) {
+                            Ok(id) => {
+                                self.pending.insert(id, Pending::Interrupt { turn_id, reply });
+                            }
+                            Err(e) => {
+                                let _ = reply.send(Err(e));
+                            }
                         }
                     }
                     None => {
+                        // Sent as soon as the turn id is known.
                         turn.interrupt_wanted = true;
-                        let _ = reply.send(Ok(RawValue::from_string("{}".to_owned()).expect("valid JSON")));
+                        let _ = reply.send(Ok(None));
                     }
-                },
-            },
+                }
+            }
             Command::Abandon { thread_id, turn_id, reason } => self.abandon(&thread_id, Some(&turn_id), reason, None),
+            Command::CurrentTurn { thread_id, reply } => {
+                let _ = reply.send(self.turns.get(&thread_id).and_then(|t| t.turn_id.clone()));
+            }
             Command::Notify { line } => {
-                self.write(line);
+                if let Err(e) = self.write(line) {
+                    tracing::debug!(process = %self.label, error = %e, "could not send a notification");
+                }
             }
             Command::MarkReady => {
                 self.state.send_if_modified(|s| {
@@ -301,9 +346,12 @@ impl Actor {
             return;
         }
         let raw = serde_json::value::to_raw_value(&params).expect("turn params serialize");
-        let Some(id) = self.send_request(TurnStart::METHOD, &raw) else {
-            let _ = reply.send(Err(ProcessError::ShuttingDown));
-            return;
+        let id = match self.send_request(TurnStart::METHOD, &raw) {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let backlog = Arc::new(AtomicUsize::new(0));
@@ -324,25 +372,25 @@ impl Actor {
         self.pending.insert(id, Pending::TurnStart { thread_id, reply, stream: Some(stream) });
     }
 
-    /// Writes a request; `None` when the writer is gone or full.
-    fn send_request(&mut self, method: &'static str, params: &RawValue) -> Option<i64> {
+    /// Writes a request and returns its id.
+    fn send_request(&mut self, method: &'static str, params: &RawValue) -> Result<i64, ProcessError> {
         self.next_id += 1;
         let id = self.next_id;
         let line = encode_line(&OutgoingRequest { id: &RequestId::Integer(id), method, params: &params });
-        self.write(line).then_some(id)
+        self.write(line).map(|()| id)
     }
 
-    fn write(&mut self, line: Vec<u8>) -> bool {
+    fn write(&mut self, line: Vec<u8>) -> Result<(), ProcessError> {
         let Some(writer) = &self.writer else {
-            return false;
+            return Err(ProcessError::ShuttingDown);
         };
         match writer.try_send(line) {
-            Ok(()) => true,
+            Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(process = %self.label, "stdin queue full; codex is not reading its input");
-                false
+                Err(ProcessError::StdinBacklog)
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(ProcessError::ShuttingDown),
         }
     }
 
@@ -355,7 +403,8 @@ impl Actor {
                 let request = ServerRequest::decode(&method, params.as_deref());
                 tracing::debug!(process = %self.label, method = %request.method, "server request");
                 let fut = self.handler.handle(request.clone());
-                self.handlers.spawn(async move { (id, request, fut.await) });
+                let task = self.handlers.spawn(fut).id();
+                self.handled.insert(task, (id, request));
             }
         }
     }
@@ -374,6 +423,13 @@ impl Actor {
             Pending::Call { method, reply } => {
                 let _ = reply.send(result.map_err(|error| ProcessError::Rpc { method, error }));
             }
+            Pending::Interrupt { turn_id, reply } => {
+                let answer = match result {
+                    Ok(_) => Ok(Some(turn_id)),
+                    Err(error) => Err(ProcessError::Rpc { method: TurnInterrupt::METHOD, error }),
+                };
+                let _ = reply.send(answer);
+            }
             Pending::Ignored { method } => {
                 if let Err(error) = result {
                     tracing::debug!(process = %self.label, method, %error, "background request failed");
@@ -388,22 +444,7 @@ impl Actor {
                     Ok(resp) => {
                         let turn_id = resp.turn.id;
                         stream.set_turn_id(turn_id.clone());
-                        let wanted = self.turns.get_mut(&thread_id).map(|t| {
-                            let first = t.turn_id.is_none();
-                            t.turn_id = Some(turn_id.clone());
-                            (first, t.interrupt_wanted)
-                        });
-                        if let Some((first, interrupt)) = wanted {
-                            if first {
-                                self.emit(
-                                    &thread_id,
-                                    TurnEvent::Started { thread_id: thread_id.clone(), turn_id: turn_id.clone() },
-                                );
-                            }
-                            if interrupt {
-                                self.send_interrupt(&thread_id, &turn_id);
-                            }
-                        }
+                        self.learn_turn_id(&thread_id, &turn_id);
                         if let Err(Ok(stream)) = reply.send(Ok(stream)) {
                             // The caller is gone: interrupt the turn it started.
                             drop(stream);
@@ -423,8 +464,11 @@ impl Actor {
 
     fn send_interrupt(&mut self, thread_id: &str, turn_id: &str) {
         let params = interrupt_params(thread_id, turn_id);
-        if let Some(id) = self.send_request(TurnInterrupt::METHOD, &params) {
-            self.pending.insert(id, Pending::Ignored { method: TurnInterrupt::METHOD });
+        match self.send_request(TurnInterrupt::METHOD, &params) {
+            Ok(id) => {
+                self.pending.insert(id, Pending::Ignored { method: TurnInterrupt::METHOD });
+            }
+            Err(e) => tracing::debug!(process = %self.label, thread_id, error = %e, "could not send an interrupt"),
         }
     }
 
@@ -487,8 +531,38 @@ impl Actor {
         }
     }
 
+    /// The turn id of a thread's running turn became known (from the `turn/start` answer or a
+    /// notification): announce `Started` (then what arrived before it) and send a pending interrupt.
+    fn learn_turn_id(&mut self, thread_id: &str, turn_id: &str) {
+        let Some(turn) = self.turns.get_mut(thread_id) else { return };
+        if turn.turn_id.is_some() {
+            return;
+        }
+        turn.turn_id = Some(turn_id.to_owned());
+        let interrupt = std::mem::take(&mut turn.interrupt_wanted);
+        self.emit(thread_id, TurnEvent::Started { thread_id: thread_id.to_owned(), turn_id: turn_id.to_owned() });
+        if interrupt {
+            self.send_interrupt(thread_id, turn_id);
+        }
+    }
+
+    /// Remembers a turn that is over for us, so its late events never reach a later turn.
+    fn retire(&mut self, turn_id: String) {
+        if self.retired.len() == RETIRED_TURNS {
+            if let Some(old) = self.retired_order.pop_front() {
+                self.retired.remove(&old);
+            }
+        }
+        if self.retired.insert(turn_id.clone()) {
+            self.retired_order.push_back(turn_id);
+        }
+    }
+
     fn end_turn(&mut self, thread_id: &str, event: Option<TurnEvent>) {
         if let Some(turn) = self.turns.remove(thread_id) {
+            if let Some(id) = turn.turn_id.clone() {
+                self.retire(id);
+            }
             self.stats.active_turns.fetch_sub(1, Ordering::Relaxed);
             if let Some(event) = event.filter(|_| turn.abandoned_until.is_none()) {
                 turn.backlog.fetch_add(1, Ordering::Relaxed);
@@ -514,29 +588,26 @@ impl Actor {
             tracing::trace!(process = %self.label, method, "notification without a thread");
             return;
         };
-        let Some(turn) = self.turns.get_mut(&thread_id) else {
+        let Some(turn) = self.turns.get(&thread_id) else {
             return;
         };
+        // Routed by thread and turn: events of a turn that is over for us (abandoned, released)
+        // or of any turn but the running one are dropped.
+        if let Some(of) = n.turn_id() {
+            let other = turn.turn_id.as_deref().is_some_and(|id| id != of);
+            if other || self.retired.contains(of) {
+                tracing::debug!(process = %self.label, thread_id, method, "event of another turn dropped");
+                return;
+            }
+        }
         let event = match n {
             ServerNotification::TurnStarted(t) => {
-                if turn.turn_id.is_none() {
-                    turn.turn_id = Some(t.turn.id.clone());
-                    let interrupt = turn.interrupt_wanted;
-                    self.emit(
-                        &thread_id,
-                        TurnEvent::Started { thread_id: thread_id.clone(), turn_id: t.turn.id.clone() },
-                    );
-                    if interrupt {
-                        self.send_interrupt(&thread_id, &t.turn.id);
-                    }
-                }
+                self.learn_turn_id(&thread_id, &t.turn.id);
                 return;
             }
             ServerNotification::TurnCompleted(t) => {
-                if turn.turn_id.as_deref().is_some_and(|id| id != t.turn.id) {
-                    tracing::debug!(process = %self.label, thread_id, "completion of another turn ignored");
-                    return;
-                }
+                // Completed before `turn/start` was answered: still announce the start first.
+                self.learn_turn_id(&thread_id, &t.turn.id);
                 let event = TurnEvent::Completed { turn_id: t.turn.id, status: t.turn.status, error: t.turn.error };
                 self.stats.turns_completed.fetch_add(1, Ordering::Relaxed);
                 return self.end_turn(&thread_id, Some(event));
@@ -568,10 +639,14 @@ impl Actor {
             Ok(result) => encode_line(&OutgoingResponse { id: &id, result: Some(result), error: None }),
             Err(error) => encode_line(&OutgoingResponse { id: &id, result: None, error: Some(error) }),
         };
-        if !self.write(line) {
-            tracing::warn!(process = %self.label, method = %request.method, "could not answer a server request");
+        if let Err(e) = self.write(line) {
+            tracing::warn!(process = %self.label, method = %request.method, error = %e, "could not answer a server request");
         }
         if let Some(thread_id) = request.thread_id().map(str::to_owned) {
+            let current = self.turns.get(&thread_id).and_then(|t| t.turn_id.as_deref());
+            if request.turn_id().is_some_and(|of| current != Some(of)) {
+                return; // asked on behalf of a turn that is over
+            }
             let answer = match answer {
                 Ok(result) => json!({ "result": result }),
                 Err(error) => json!({ "error": error }),
@@ -584,6 +659,7 @@ impl Actor {
         // Callers that timed out dropped their receivers: forget their requests.
         self.pending.retain(|_, p| match p {
             Pending::Call { reply, .. } => !reply.is_closed(),
+            Pending::Interrupt { reply, .. } => !reply.is_closed(),
             Pending::TurnStart { .. } | Pending::Ignored { .. } => true,
         });
         let now = Instant::now();
@@ -664,6 +740,9 @@ fn fail_pending(pending: Pending, err: ProcessError) {
             if let Some(mut s) = stream {
                 s.mark_finished();
             }
+            let _ = reply.send(Err(err));
+        }
+        Pending::Interrupt { reply, .. } => {
             let _ = reply.send(Err(err));
         }
         Pending::Ignored { .. } => {}

@@ -70,12 +70,22 @@ pub enum SpawnError {
     /// `initialize` failed.
     #[error("codex app-server handshake failed: {0}")]
     Handshake(#[source] ProcessError),
+    /// The process died during start-up.
+    #[error("codex app-server died during start-up ({status}); it said:\n{stderr}")]
+    Died {
+        /// The exit status.
+        status: String,
+        /// The last lines of its stderr.
+        stderr: String,
+    },
     /// The process needs an OpenAI login and has none.
     #[error(
-        "codex is not logged in (CODEX_HOME={codex_home}); run `CODEX_HOME={codex_home} codex login`, \
+        "codex is not logged in (CODEX_HOME={codex_home}); run `CODEX_HOME={codex_home} {codex_bin} login`, \
          or use a model provider that needs no login"
     )]
     NotLoggedIn {
+        /// The codex binary.
+        codex_bin: String,
         /// The CODEX_HOME in use.
         codex_home: String,
     },
@@ -106,6 +116,9 @@ pub enum ProcessError {
     /// The process is shutting down and takes no new work.
     #[error("the codex process is shutting down")]
     ShuttingDown,
+    /// codex is not reading its input: the queue to its stdin is full.
+    #[error("codex is not reading its input (stdin queue full)")]
+    StdinBacklog,
     /// Too many requests in flight on this process.
     #[error("too many requests in flight on this codex process ({limit}); retry later")]
     Overloaded {

@@ -9,11 +9,12 @@ use crate::turn::TurnStream;
 use codex_pool_protocol::jsonrpc::{encode_line, OutgoingNotification};
 use codex_pool_protocol::methods::{
     AccountRead, AccountReadParams, ClientInfo, Initialize, InitializeCapabilities, InitializeParams,
-    InitializeResponse, Request, ThreadFork, ThreadForkParams, ThreadIdParams, ThreadResponse, ThreadResume,
-    ThreadResumeParams, ThreadStart, ThreadStartParams, ThreadStartResponse, ThreadUnsubscribe,
-    ThreadUnsubscribeResponse, TurnStartParams,
+    InitializeResponse, Request, ThreadFork, ThreadForkParams, ThreadIdParams, ThreadLoadedList,
+    ThreadLoadedListParams, ThreadResponse, ThreadResume, ThreadResumeParams, ThreadStart, ThreadStartParams,
+    ThreadStartResponse, ThreadUnsubscribe, ThreadUnsubscribeResponse, TurnStartParams,
 };
 use serde_json::value::RawValue;
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,9 +47,16 @@ struct HandleInner {
     request_timeout: Duration,
     stats: Arc<SharedStats>,
     state: watch::Receiver<ProcessState>,
+    /// The exit status once the process has been reaped (stdout may close before that).
+    reaped: watch::Receiver<Option<String>>,
+    /// The last lines codex wrote to stderr, for error messages.
+    stderr_tail: Arc<std::sync::Mutex<VecDeque<String>>>,
     pid: u32,
     label: String,
 }
+
+/// Lines of stderr kept for error messages.
+const STDERR_TAIL_LINES: usize = 20;
 
 impl AppServer {
     /// Spawns the process, performs the handshake and (with `require_login`) checks the login.
@@ -70,6 +78,8 @@ impl AppServer {
         let (command_tx, command_rx) = mpsc::unbounded_channel::<Command>();
         let (state_tx, state_rx) = watch::channel(ProcessState::Starting);
         let stats = Arc::new(SharedStats::default());
+        let (reaped_tx, reaped_rx) = watch::channel(None);
+        let stderr_tail = Arc::new(std::sync::Mutex::new(VecDeque::with_capacity(STDERR_TAIL_LINES)));
 
         let actor = Actor::new(
             label.clone(),
@@ -83,8 +93,8 @@ impl AppServer {
         );
         let tasks = vec![
             tokio::spawn(write_stdin(stdin, writer_rx, label.clone())),
-            tokio::spawn(drain_stderr(stderr, label.clone())),
-            tokio::spawn(wait_exit(child, inbound_tx, label.clone())),
+            tokio::spawn(drain_stderr(stderr, stderr_tail.clone(), label.clone())),
+            tokio::spawn(wait_exit(child, inbound_tx, reaped_tx, label.clone())),
             tokio::spawn(actor.run(
                 command_rx,
                 inbound_rx,
@@ -99,6 +109,8 @@ impl AppServer {
                 request_timeout: config.request_timeout,
                 stats,
                 state: state_rx,
+                reaped: reaped_rx,
+                stderr_tail,
                 pid,
                 label,
             }),
@@ -110,8 +122,14 @@ impl AppServer {
                 Ok(server)
             }
             Err(err) => {
+                let handle = server.handle.clone();
                 server.shutdown(Duration::from_millis(200)).await;
-                Err(err)
+                // A process that died during the handshake: say how, and what it printed.
+                let died = matches!(&err, SpawnError::Handshake(e) if e.is_process_gone());
+                match (died, handle.exit_status()) {
+                    (true, Some(status)) => Err(SpawnError::Died { status, stderr: handle.stderr_tail() }),
+                    _ => Err(err),
+                }
             }
         }
     }
@@ -138,7 +156,10 @@ impl AppServer {
             let account =
                 h.request::<AccountRead>(&AccountReadParams::default()).await.map_err(SpawnError::Handshake)?;
             if account.requires_openai_auth && account.account.is_none() {
-                return Err(SpawnError::NotLoggedIn { codex_home: config.codex_home.display().to_string() });
+                return Err(SpawnError::NotLoggedIn {
+                    codex_bin: config.codex_bin.display().to_string(),
+                    codex_home: config.codex_home.display().to_string(),
+                });
             }
         }
         h.send(Command::MarkReady).map_err(SpawnError::Handshake)?;
@@ -169,13 +190,13 @@ impl AppServer {
     pub async fn shutdown(mut self, grace: Duration) {
         let h = &self.handle;
         let _ = h.inner.commands.send(Command::Shutdown);
-        if !h.wait_exit_for(grace).await {
+        if !h.wait_reaped_for(grace).await {
             tracing::warn!(process = %h.inner.label, "codex did not exit after stdin closed; sending SIGTERM");
             h.signal(libc::SIGTERM);
-            if !h.wait_exit_for(TERM_GRACE).await {
+            if !h.wait_reaped_for(TERM_GRACE).await {
                 tracing::warn!(process = %h.inner.label, "codex ignored SIGTERM; sending SIGKILL");
                 h.signal(libc::SIGKILL);
-                h.wait_exit_for(TERM_GRACE).await;
+                h.wait_reaped_for(TERM_GRACE).await;
             }
         }
         for task in self.tasks.drain(..) {
@@ -235,14 +256,27 @@ impl AppServerHandle {
         }
     }
 
-    async fn wait_exit_for(&self, limit: Duration) -> bool {
-        tokio::time::timeout(limit, self.exited()).await.is_ok()
+    /// Waits until the OS process has been reaped (not just its stdout closed).
+    async fn wait_reaped_for(&self, limit: Duration) -> bool {
+        let mut rx = self.inner.reaped.clone();
+        tokio::time::timeout(limit, rx.wait_for(Option::is_some)).await.is_ok_and(|r| r.is_ok())
     }
 
-    /// Sends a signal to the process group (no-op once it has exited).
+    /// The exit status, once the process has been reaped.
+    pub fn exit_status(&self) -> Option<String> {
+        self.inner.reaped.borrow().clone()
+    }
+
+    /// The last lines codex wrote to stderr (at most 20), oldest first.
+    pub fn stderr_tail(&self) -> String {
+        let tail = self.inner.stderr_tail.lock().expect("stderr tail lock");
+        tail.iter().map(String::as_str).collect::<Vec<_>>().join("\n")
+    }
+
+    /// Sends a signal to the process group (no-op once the process has been reaped).
     pub fn signal(&self, signal: libc::c_int) {
         let pid = self.inner.pid as libc::pid_t;
-        if pid > 0 && !matches!(*self.inner.state.borrow(), ProcessState::Exited(_)) {
+        if pid > 0 && self.inner.reaped.borrow().is_none() {
             // SAFETY: plain syscalls on a process group this crate created.
             unsafe {
                 libc::kill(-pid, signal);
@@ -298,19 +332,44 @@ impl AppServerHandle {
     pub async fn interrupt(&self, thread_id: &str) -> Result<(), ProcessError> {
         let timeout = self.inner.request_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
+        // The turn running now; retries go to it only, never to a turn started meanwhile.
+        let mut target: Option<String> = None;
         loop {
             let (reply, rx) = oneshot::channel();
-            self.send(Command::Interrupt { thread_id: thread_id.to_owned(), reply })?;
+            self.send(Command::Interrupt { thread_id: thread_id.to_owned(), turn_id: target.clone(), reply })?;
             match self.await_reply("turn/interrupt", rx, deadline, timeout).await? {
                 Ok(_) => return Ok(()),
                 // codex answers `turn/start` a moment before the turn counts as active; the turn
                 // has not ended (we would have seen `turn/completed`), so ask again shortly.
-                Err(e) if is_turn_not_active_yet(&e) && tokio::time::Instant::now() < deadline => {
+                Err(ProcessError::Rpc { error, .. })
+                    if is_turn_not_active_yet(&error) && tokio::time::Instant::now() < deadline =>
+                {
+                    if target.is_none() {
+                        target = self.current_turn(thread_id).await;
+                    }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
+                // The turn ended between two attempts: there is nothing left to interrupt.
+                Err(ProcessError::NoActiveTurn { .. }) if target.is_some() => return Ok(()),
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    async fn current_turn(&self, thread_id: &str) -> Option<String> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::CurrentTurn { thread_id: thread_id.to_owned(), reply }).ok()?;
+        rx.await.ok().flatten()
+    }
+
+    /// A cheap request that bypasses the cap on requests in flight: a health check.
+    pub async fn ping(&self, timeout: Duration) -> Result<(), ProcessError> {
+        let params = serde_json::value::to_raw_value(&ThreadLoadedListParams { cursor: None, limit: Some(1) })
+            .expect("params serialize");
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Call { method: ThreadLoadedList::METHOD, params, reply })?;
+        self.await_reply(ThreadLoadedList::METHOD, rx, tokio::time::Instant::now() + timeout, timeout).await??;
+        Ok(())
     }
 
     /// `thread/start`.
@@ -376,10 +435,8 @@ impl std::fmt::Debug for AppServerHandle {
     }
 }
 
-fn is_turn_not_active_yet(e: &ProcessError) -> bool {
-    e.rpc().is_some_and(|r| {
-        r.code == codex_pool_protocol::RpcError::INVALID_REQUEST && r.message.contains("no active turn")
-    })
+fn is_turn_not_active_yet(r: &codex_pool_protocol::RpcError) -> bool {
+    r.code == codex_pool_protocol::RpcError::INVALID_REQUEST && r.message.contains("no active turn")
 }
 
 /// A request slot; counts itself in the stats while held.
@@ -407,7 +464,11 @@ async fn write_stdin(mut stdin: ChildStdin, mut lines: mpsc::Receiver<Vec<u8>>, 
 
 /// Forwards codex's stderr to `tracing` at DEBUG, at most `BURST` lines a second (the rest are
 /// counted), reading continuously so codex never blocks on a full pipe.
-async fn drain_stderr(stderr: tokio::process::ChildStderr, label: String) {
+async fn drain_stderr(
+    stderr: tokio::process::ChildStderr,
+    tail: Arc<std::sync::Mutex<VecDeque<String>>>,
+    label: String,
+) {
     const BURST: u32 = 50;
     let mut lines = LineReader::new(BufReader::new(stderr), 64 << 10);
     let mut window = tokio::time::Instant::now();
@@ -419,6 +480,13 @@ async fn drain_stderr(stderr: tokio::process::ChildStderr, label: String) {
             }
             window = tokio::time::Instant::now();
             (logged, skipped) = (0, 0);
+        }
+        if let Line::Complete(bytes) = &line {
+            let mut tail = tail.lock().expect("stderr tail lock");
+            if tail.len() == STDERR_TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(String::from_utf8_lossy(&bytes[..bytes.len().min(500)]).into_owned());
         }
         if logged >= BURST {
             skipped += 1;
@@ -437,11 +505,25 @@ async fn drain_stderr(stderr: tokio::process::ChildStderr, label: String) {
     }
 }
 
-async fn wait_exit(mut child: Child, inbound: mpsc::Sender<Inbound>, label: String) {
+async fn wait_exit(
+    mut child: Child,
+    inbound: mpsc::Sender<Inbound>,
+    reaped: watch::Sender<Option<String>>,
+    label: String,
+) {
+    let pid = child.id();
     let why = match child.wait().await {
         Ok(status) => format!("exited with {status}"),
         Err(e) => format!("wait failed: {e}"),
     };
+    // Whatever codex started (tool shells, MCP servers) goes with it: its group is still ours.
+    if let Some(pid) = pid {
+        // SAFETY: a plain syscall on the process group this crate created.
+        unsafe {
+            libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
+        }
+    }
+    reaped.send_replace(Some(why.clone()));
     tracing::info!(process = %label, reason = %why, "codex app-server exited");
     let _ = inbound.send(Inbound::Exited(why)).await;
 }

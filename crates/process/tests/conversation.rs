@@ -202,3 +202,38 @@ async fn model_failures_end_the_turn_as_failed_and_the_thread_goes_on() {
     assert_eq!(finish(turn).await.0, "echo: fine");
     server.shutdown(SHUTDOWN).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_request_handler_still_gets_the_request_answered() {
+    use codex_pool_process::{AppServer, BoxFuture, ServerRequestHandler};
+    use codex_pool_protocol::methods::ThreadSettings;
+    use codex_pool_protocol::server_requests::ServerRequest;
+    use codex_pool_protocol::types::ApprovalPolicy;
+    use codex_pool_protocol::RpcError;
+    use std::sync::Arc;
+
+    struct Panics;
+    impl ServerRequestHandler for Panics {
+        fn handle(&self, _: ServerRequest) -> BoxFuture<Result<serde_json::Value, RpcError>> {
+            Box::pin(async { panic!("handler bug") })
+        }
+    }
+    let env = Env::new().await;
+    let mut config = env.config();
+    config.handler = Arc::new(Panics);
+    let server = AppServer::spawn(config).await.unwrap();
+    let codex = server.handle().clone();
+    let params = ThreadStartParams {
+        settings: ThreadSettings { approval_policy: Some(ApprovalPolicy::Untrusted), ..Default::default() },
+        ephemeral: None,
+    };
+    let thread = codex.start_thread(&params).await.unwrap().thread;
+    let ask = r#"run it [mock:tool=exec_command {"cmd":"touch x.txt"}]"#;
+    let turn = codex.start_turn(TurnStartParams::new(&thread.id, vec![UserInput::text(ask)])).await.unwrap();
+    let (_, end, events) = finish(turn).await;
+    assert!(matches!(end, TurnEvent::Completed { status: TurnStatus::Completed, .. }), "{end:?}");
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, TurnEvent::ServerRequest { answer, .. } if answer.get("error").is_some())));
+    server.shutdown(SHUTDOWN).await;
+}

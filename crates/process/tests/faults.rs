@@ -67,11 +67,13 @@ async fn a_64_mib_line_is_read_and_an_absurd_one_skipped() {
 }
 
 #[tokio::test]
-async fn death_during_the_handshake_is_reported_at_once() {
+async fn death_during_the_handshake_is_reported_at_once_with_what_codex_said() {
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let err = AppServer::spawn(fake("die-in-handshake", &dir)).await.err().expect("spawn fails");
-    assert!(matches!(&err, SpawnError::Handshake(ProcessError::Exited(_))), "{err}");
+    assert!(matches!(&err, SpawnError::Died { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("exit status: 3") && text.contains("dying during the handshake"), "{text}");
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
 }
 
@@ -91,4 +93,18 @@ async fn a_missing_binary_is_a_clear_error() {
     let err = AppServer::spawn(config).await.err().expect("spawn fails");
     assert!(matches!(&err, SpawnError::Spawn { .. }), "{err}");
     assert!(err.to_string().contains("/nonexistent/codex"), "{err}");
+}
+
+#[tokio::test]
+async fn a_process_that_closes_stdout_but_lingers_is_killed_on_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = AppServer::spawn(fake("close-stdout", &dir)).await.unwrap();
+    let handle = server.handle().clone();
+    let why = tokio::time::timeout(Duration::from_secs(5), handle.exited()).await.expect("closed stdout is noticed");
+    assert!(why.contains("stdout closed"), "{why}");
+    assert_eq!(handle.exit_status(), None, "the process itself still runs");
+    let started = Instant::now();
+    server.shutdown(Duration::from_millis(300)).await;
+    assert!(handle.exit_status().is_some_and(|s| s.contains("signal: 9")), "{:?}", handle.exit_status());
+    assert!(started.elapsed() < Duration::from_secs(10), "shutdown took {:?}", started.elapsed());
 }

@@ -171,6 +171,21 @@ impl ServerNotification {
         })
     }
 
+    /// The turn this notification is about, when it names one.
+    pub fn turn_id(&self) -> Option<&str> {
+        match self {
+            Self::TurnStarted(n) | Self::TurnCompleted(n) => Some(&n.turn.id),
+            Self::ItemStarted(n) | Self::ItemCompleted(n) => Some(&n.turn_id),
+            Self::AgentMessageDelta(n) | Self::ReasoningTextDelta(n) | Self::ReasoningSummaryTextDelta(n) => {
+                Some(&n.turn_id)
+            }
+            Self::TokenUsageUpdated(n) => Some(&n.turn_id),
+            Self::Error(n) => Some(&n.turn_id),
+            Self::ThreadStarted(_) | Self::ThreadClosed(_) => None,
+            Self::Other { params, .. } => params.get("turnId").and_then(Value::as_str),
+        }
+    }
+
     /// The thread this notification is about, when it names one.
     pub fn thread_id(&self) -> Option<&str> {
         match self {
