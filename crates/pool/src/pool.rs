@@ -761,30 +761,58 @@ pub(crate) enum StoreOp {
     Settings(String, ThreadSettings),
 }
 
-/// Writes to the store off the turn's path; drains what is queued on shutdown.
+/// Writes to the store off the turn's path: completed turns are counted and written at most a few
+/// times a second (one write per thread per batch); what is queued is written on shutdown.
 async fn write_touches(
     store: Arc<dyn ThreadStore>,
     mut rx: mpsc::UnboundedReceiver<StoreOp>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    loop {
-        let op = tokio::select! {
+    const BATCH_EVERY: Duration = Duration::from_millis(250);
+    let mut open = true;
+    while open {
+        let first = tokio::select! {
             op = rx.recv() => op,
             _ = shutdown.changed() => {
                 rx.close();
                 rx.recv().await
             }
         };
-        let result = match op {
-            None => return,
-            Some(StoreOp::Touch(id)) => store.touch(&id).await,
-            Some(StoreOp::Settings(id, settings)) => match store.load(&id).await {
-                Ok(Some(record)) => store.save(ThreadRecord { settings, ..record }).await,
-                other => other.map(|_| ()),
-            },
-        };
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "could not update the thread store");
+        let Some(first) = first else { return };
+        // Gather what arrives in the batch window.
+        let mut ops = vec![first];
+        let window = tokio::time::sleep(BATCH_EVERY);
+        tokio::pin!(window);
+        loop {
+            tokio::select! {
+                op = rx.recv() => match op {
+                    Some(op) => ops.push(op),
+                    None => { open = false; break; }
+                },
+                _ = &mut window => break,
+                _ = shutdown.changed() => { rx.close(); }
+            }
+        }
+        let mut turns: HashMap<String, u64> = HashMap::new();
+        for op in ops {
+            let result = match op {
+                StoreOp::Touch(id) => {
+                    *turns.entry(id).or_default() += 1;
+                    Ok(())
+                }
+                StoreOp::Settings(id, settings) => match store.load(&id).await {
+                    Ok(Some(record)) => store.save(ThreadRecord { settings, ..record }).await,
+                    other => other.map(|_| ()),
+                },
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "could not update the thread store");
+            }
+        }
+        for (id, n) in turns {
+            if let Err(e) = store.touch(&id, n).await {
+                tracing::warn!(thread_id = %id, error = %e, "could not record completed turns");
+            }
         }
     }
 }

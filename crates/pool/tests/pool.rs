@@ -213,6 +213,9 @@ async fn conversations_survive_a_restart_of_the_pool() {
         pool.shutdown().await;
         thread
     };
+    let record = SqliteStore::open(&db).unwrap().load(&thread).await.unwrap().expect("stored");
+    assert_eq!(record.turns, 1, "the completed turn was recorded by shutdown");
+    assert_eq!(record.settings.developer_instructions.as_deref(), Some("You are Ada."));
     let pool = Pool::new(pool_config(&env, 2), Arc::new(SqliteStore::open(&db).unwrap()));
     pool.ensure_started().await.unwrap();
     let (text, _) = turn_text(&pool, &thread, "still there?").await;
@@ -311,5 +314,26 @@ async fn cancelled_dropped_and_kept_turns_leave_no_trace() {
     let (text, _) = turn_text(&pool, &thread, "after kept").await;
     assert_eq!(text, "echo: after kept");
     drop(kept);
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_turn_times_out_but_a_long_chatty_one_does_not() {
+    use codex_pool::AbortReason;
+    let env = Env::new().await;
+    let mut config = pool_config(&env, 1);
+    config.turn_timeout = Duration::from_millis(600);
+    let pool = Pool::new(config, Arc::new(MemoryStore::new()));
+    pool.ensure_started().await.unwrap();
+    let thread = pool.create_thread(ThreadSettings::default()).await.unwrap();
+    // 12 deltas 150 ms apart: 1.8 s in all, three times the timeout, never 600 ms of silence.
+    let (text, end) = turn_text(&pool, &thread, "chatty [mock:deltas=12] [mock:delay_ms=150]").await;
+    assert!(matches!(end, TurnEvent::Completed { status: TurnStatus::Completed, .. }), "{end:?}");
+    assert_eq!(text, "echo: chatty [mock:deltas=12] [mock:delay_ms=150]");
+    // The model never answers: the turn ends with a timeout and the thread goes on.
+    let (_, end) = turn_text(&pool, &thread, "silence [mock:hang]").await;
+    assert!(matches!(end, TurnEvent::Aborted { reason: AbortReason::Timeout, .. }), "{end:?}");
+    let (text, _) = turn_text(&pool, &thread, "after the silence").await;
+    assert_eq!(text, "echo: after the silence");
     pool.shutdown().await;
 }

@@ -25,7 +25,9 @@ pub struct TurnStream {
     backlog: Arc<AtomicUsize>,
     commands: mpsc::UnboundedSender<Command>,
     silence: Option<Duration>,
+    /// Fires at the silence deadline; re-armed (not re-created) when events came meanwhile.
     timer: Option<Pin<Box<Sleep>>>,
+    last_event: Instant,
     finished: bool,
 }
 
@@ -37,7 +39,17 @@ impl TurnStream {
         backlog: Arc<AtomicUsize>,
         commands: mpsc::UnboundedSender<Command>,
     ) -> Self {
-        Self { thread_id, turn_id, rx, backlog, commands, silence: None, timer: None, finished: false }
+        Self {
+            thread_id,
+            turn_id,
+            rx,
+            backlog,
+            commands,
+            silence: None,
+            timer: None,
+            last_event: Instant::now(),
+            finished: false,
+        }
     }
 
     pub(crate) fn set_turn_id(&mut self, turn_id: String) {
@@ -95,7 +107,9 @@ impl TurnStream {
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some(event)) => {
                 self.backlog.fetch_sub(1, Ordering::Relaxed);
-                self.timer = None;
+                if self.silence.is_some() {
+                    self.last_event = Instant::now();
+                }
                 if event.is_terminal() {
                     return self.finish_with(event);
                 }
@@ -109,17 +123,23 @@ impl TurnStream {
                 let Some(silence) = self.silence else {
                     return Poll::Pending;
                 };
-                let timer =
-                    self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + silence)));
-                match timer.as_mut().poll(cx) {
-                    Poll::Pending => Poll::Pending,
-                    Poll::Ready(()) => {
-                        self.abandon(AbortReason::Timeout);
-                        self.finish_with(TurnEvent::Aborted {
-                            reason: AbortReason::Timeout,
-                            message: format!("the turn produced no event for {silence:?}; it was interrupted"),
-                        })
+                let last_event = self.last_event;
+                let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(last_event + silence)));
+                loop {
+                    if timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
                     }
+                    // Events came since the timer was armed: wait out the silence from the last one.
+                    let deadline = last_event + silence;
+                    if Instant::now() < deadline {
+                        timer.as_mut().reset(deadline);
+                        continue;
+                    }
+                    self.abandon(AbortReason::Timeout);
+                    return self.finish_with(TurnEvent::Aborted {
+                        reason: AbortReason::Timeout,
+                        message: format!("the turn produced no event for {silence:?}; it was interrupted"),
+                    });
                 }
             }
         }

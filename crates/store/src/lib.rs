@@ -88,8 +88,8 @@ pub trait ThreadStore: Send + Sync + 'static {
     /// Records that a conversation moved from `old_id` to `record.thread_id`: the new record is
     /// saved, the old one removed, and `old_id` (and every alias of it) now leads to the new id.
     fn replace<'a>(&'a self, old_id: &'a str, record: ThreadRecord) -> StoreFuture<'a, ()>;
-    /// Marks a turn completed: bumps `turns` and `updated_at_ms`.
-    fn touch<'a>(&'a self, thread_id: &'a str) -> StoreFuture<'a, ()>;
+    /// Records `turns` more completed turns: bumps `turns` and sets `updated_at_ms` to now.
+    fn touch<'a>(&'a self, thread_id: &'a str, turns: u64) -> StoreFuture<'a, ()>;
     /// Forgets a thread and its aliases. Returns whether it existed.
     fn delete<'a>(&'a self, thread_id: &'a str) -> StoreFuture<'a, bool>;
     /// How many conversations are stored.
@@ -108,7 +108,7 @@ mod tests {
         let a = store.load("a").await.unwrap().unwrap();
         assert_eq!(a.settings, settings);
         assert_eq!(a.turns, 0);
-        store.touch("a").await.unwrap();
+        store.touch("a", 1).await.unwrap();
         assert_eq!(store.load("a").await.unwrap().unwrap().turns, 1);
 
         // a -> b -> c: every old id leads to the newest.
@@ -118,7 +118,7 @@ mod tests {
             assert_eq!(store.load(id).await.unwrap().unwrap().thread_id, "c", "{id}");
         }
         assert_eq!(store.count().await.unwrap(), 1);
-        store.touch("a").await.unwrap();
+        store.touch("a", 1).await.unwrap();
         assert_eq!(store.load("c").await.unwrap().unwrap().turns, 1, "touch through an alias");
 
         assert!(store.delete("a").await.unwrap());

@@ -59,11 +59,11 @@ impl ThreadStore for MemoryStore {
         })
     }
 
-    fn touch<'a>(&'a self, thread_id: &'a str) -> StoreFuture<'a, ()> {
+    fn touch<'a>(&'a self, thread_id: &'a str, turns: u64) -> StoreFuture<'a, ()> {
         self.with(|i| {
             let id = i.resolve(thread_id).to_owned();
             if let Some(r) = i.records.get_mut(&id) {
-                r.turns += 1;
+                r.turns += turns;
                 r.updated_at_ms = now_ms();
             }
         })

@@ -134,13 +134,13 @@ impl ThreadStore for SqliteStore {
         })
     }
 
-    fn touch<'a>(&'a self, thread_id: &'a str) -> StoreFuture<'a, ()> {
+    fn touch<'a>(&'a self, thread_id: &'a str, turns: u64) -> StoreFuture<'a, ()> {
         let thread_id = thread_id.to_owned();
         self.run(move |conn| {
             let id = resolve(conn, &thread_id)?;
             conn.execute(
-                "UPDATE threads SET turns = turns + 1, updated_at_ms = ?2 WHERE thread_id = ?1",
-                params![id, now_ms()],
+                "UPDATE threads SET turns = turns + ?3, updated_at_ms = ?2 WHERE thread_id = ?1",
+                params![id, now_ms(), turns as i64],
             )?;
             Ok(())
         })
