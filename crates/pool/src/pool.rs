@@ -242,7 +242,11 @@ impl Pool {
             match handle.start_thread(&params).await {
                 Ok(resp) => {
                     let id = resp.thread.id;
-                    inner.store.save(ThreadRecord::new(&id, settings.clone())).await?;
+                    if let Err(e) = inner.store.save(ThreadRecord::new(&id, settings.clone())).await {
+                        // Not stored means not created: do not leave it loaded in codex.
+                        let _ = handle.unsubscribe(&id).await;
+                        return Err(e.into());
+                    }
                     inner.note_subscribed(&slot);
                     let entry = ThreadEntry::new(settings, Some((slot.index, generation)));
                     inner.routing.lock().expect("routing lock").threads.insert(id.clone(), entry);

@@ -657,11 +657,25 @@ impl Actor {
 
     fn housekeeping(&mut self) {
         // Callers that timed out dropped their receivers: forget their requests.
+        let mut unanswered_turns = Vec::new();
         self.pending.retain(|_, p| match p {
             Pending::Call { reply, .. } => !reply.is_closed(),
             Pending::Interrupt { reply, .. } => !reply.is_closed(),
+            // A `turn/start` its caller gave up on (timed out): free the thread for later turns.
+            Pending::TurnStart { reply, thread_id, .. } if reply.is_closed() => {
+                unanswered_turns.push(thread_id.clone());
+                false
+            }
             Pending::TurnStart { .. } | Pending::Ignored { .. } => true,
         });
+        for thread_id in unanswered_turns {
+            let started = self.turns.get(&thread_id).and_then(|t| t.turn_id.clone());
+            match started {
+                // codex did start it: interrupt it and let the usual grace run.
+                Some(turn_id) => self.abandon(&thread_id, Some(&turn_id), AbortReason::Timeout, None),
+                None => self.end_turn(&thread_id, None),
+            }
+        }
         let now = Instant::now();
         let expired: Vec<String> = self
             .turns

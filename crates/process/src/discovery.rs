@@ -66,7 +66,10 @@ fn resolve_shim(path: &Path) -> PathBuf {
 
 fn check_executable(path: &Path) -> Result<(), DiscoveryError> {
     let meta = std::fs::metadata(path).map_err(|_| DiscoveryError::NotExecutable { path: path.to_path_buf() })?;
-    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+    if !meta.is_file() {
+        return Err(DiscoveryError::NotAFile { path: path.to_path_buf() });
+    }
+    if meta.permissions().mode() & 0o111 == 0 {
         return Err(DiscoveryError::NotExecutable { path: path.to_path_buf() });
     }
     Ok(())
@@ -156,6 +159,13 @@ mod tests {
         std::fs::write(&file, b"\x7fELF not really").unwrap();
         let err = find_codex(Some(&file)).unwrap_err();
         assert!(matches!(err, DiscoveryError::NotExecutable { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_directory_is_not_a_binary() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = find_codex(Some(dir.path())).unwrap_err();
+        assert!(matches!(err, DiscoveryError::NotAFile { .. }), "{err}");
     }
 
     #[test]

@@ -16,6 +16,12 @@ pub enum DiscoveryError {
         /// Every place tried, in order.
         looked: String,
     },
+    /// The path is a directory or another non-file.
+    #[error("{path} is not a file; point --codex-bin / CODEX_BIN at the codex binary itself")]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+    },
     /// The path exists but is not an executable file.
     #[error("{path} is not an executable file; fix its permissions (chmod +x) or point CODEX_BIN elsewhere")]
     NotExecutable {
@@ -32,8 +38,9 @@ pub enum DiscoveryError {
     },
     /// The binary is another version than the one codex-pool is built and tested for.
     #[error(
-        "{path} is codex {found}, but codex-pool is pinned to {expected}; run `npm ci --prefix tools/codex` \
-         (or set CODEX_POOL_ALLOW_ANY_CODEX_VERSION=1 to use it anyway)"
+        "{path} is codex {found}, but codex-pool is pinned to {expected}; install the pinned one \
+         (`npm ci --prefix tools/codex` in the repository, or `npm install @openai/codex@{expected}` and point \
+         --codex-bin / CODEX_BIN at it), or set CODEX_POOL_ALLOW_ANY_CODEX_VERSION=1 to use this one anyway"
     )]
     WrongVersion {
         /// The path.
