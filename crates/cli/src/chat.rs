@@ -45,7 +45,7 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
 async fn converse(pool: &Pool, args: &ChatArgs) -> anyhow::Result<()> {
     pool.ensure_started().await?;
     let settings = ThreadSettings { developer_instructions: args.instructions.clone(), ..Default::default() };
-    let mut thread = pool.create_thread_with(settings, args.profile).await?;
+    let thread = pool.create_thread_with(settings, args.profile).await?;
     tracing::info!(thread_id = %thread, "conversation started");
 
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
@@ -61,10 +61,6 @@ async fn converse(pool: &Pool, args: &ChatArgs) -> anyhow::Result<()> {
                 TurnEvent::AgentMessageDelta { delta, .. } => {
                     stdout.write_all(delta.as_bytes())?;
                     stdout.flush()?;
-                }
-                TurnEvent::ThreadIdChanged { new_thread_id, reason, .. } => {
-                    eprintln!("[conversation moved to thread {new_thread_id}: {reason}]");
-                    thread = new_thread_id;
                 }
                 TurnEvent::Error { error, will_retry } => {
                     eprintln!("\n[codex error{}: {}]", if will_retry { ", retrying" } else { "" }, error.message);

@@ -32,9 +32,9 @@ pub enum PoolError {
         /// The per-process limit.
         limit: usize,
     },
-    /// The conversation could not be carried over to a live process.
-    #[error("thread {thread_id} could not be resumed: {source}")]
-    Resume {
+    /// The conversation could not be rebuilt on a live process from its stored history.
+    #[error("thread {thread_id} could not be rebuilt on a codex process: {source}")]
+    Rebuild {
         /// The thread.
         thread_id: String,
         /// What codex answered.

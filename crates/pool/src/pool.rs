@@ -6,19 +6,17 @@ use crate::profile::Profile;
 use crate::strategy::{Candidate, SelectionStrategy};
 use crate::supervisor::{supervise, SlotShared, SlotState, SlotStats};
 use crate::turn::{PoolTurn, SlotTurn, TurnClaim};
-use codex_pool_process::{AppServerHandle, ProcessError, TurnEvent};
-use codex_pool_protocol::methods::{
-    ThreadForkParams, ThreadResumeParams, ThreadSettings, ThreadStartParams, TurnStartParams,
-};
+use codex_pool_process::{AppServerHandle, ProcessError};
+use codex_pool_protocol::methods::{ThreadSettings, ThreadStartParams, TurnStartParams};
 use codex_pool_protocol::types::{ApprovalPolicy, UserInput};
-use codex_pool_store::{ThreadRecord, ThreadStore};
+use codex_pool_store::{ThreadRecord, ThreadStore, TurnRecord};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -75,25 +73,18 @@ pub(crate) struct PoolInner {
 /// A thread's turn lock: held by its running turn, and by the idle reaper while it unsubscribes.
 type TurnLock = Arc<tokio::sync::Mutex<()>>;
 
+/// Conversation id -> what the pool knows of it now.
 #[derive(Default)]
 struct Routing {
     threads: HashMap<String, ThreadEntry>,
-    /// Old thread id -> the id the conversation has now.
-    aliases: HashMap<String, String>,
-}
-
-impl Routing {
-    fn resolve(&self, id: &str) -> String {
-        self.aliases.get(id).cloned().unwrap_or_else(|| id.to_owned())
-    }
 }
 
 struct ThreadEntry {
     settings: ThreadSettings,
-    /// The slot and process generation that loaded the thread last.
-    home: Option<(usize, u64)>,
-    /// Subscribed on `home` right now.
-    subscribed: bool,
+    /// codex keeps the thread in memory only.
+    ephemeral: bool,
+    /// The codex thread that holds the conversation now, if one does.
+    loaded: Option<Loaded>,
     /// A turn is running (or starting).
     busy: bool,
     last_used: Instant,
@@ -101,12 +92,20 @@ struct ThreadEntry {
     lock: TurnLock,
 }
 
+/// A codex thread holding a conversation: on which process (slot and generation), under which id.
+#[derive(Debug, Clone, PartialEq)]
+struct Loaded {
+    slot: usize,
+    generation: u64,
+    codex_id: String,
+}
+
 impl ThreadEntry {
-    fn new(settings: ThreadSettings, home: Option<(usize, u64)>) -> Self {
+    fn new(settings: ThreadSettings, ephemeral: bool, loaded: Option<Loaded>) -> Self {
         Self {
             settings,
-            subscribed: home.is_some(),
-            home,
+            ephemeral,
+            loaded,
             busy: false,
             last_used: Instant::now(),
             lock: Arc::new(tokio::sync::Mutex::new(())),
@@ -133,12 +132,11 @@ pub struct PoolStats {
     pub slots: Vec<SlotStats>,
 }
 
-/// How a thread id is turned into a loaded thread on a live process.
+/// A conversation loaded on a live process, ready for a turn.
 struct Placement {
     slot: Arc<SlotShared>,
     handle: AppServerHandle,
-    thread_id: String,
-    events: Vec<TurnEvent>,
+    codex_id: String,
 }
 
 impl Pool {
@@ -196,7 +194,7 @@ impl Pool {
                 }
                 started.push(tokio::spawn(reap_idle(Arc::downgrade(inner), inner.shutdown.subscribe())));
                 let rx = inner.store_rx.lock().expect("store lock").take().expect("store receiver taken once");
-                started.push(tokio::spawn(write_touches(inner.store.clone(), rx, inner.shutdown.subscribe())));
+                started.push(tokio::spawn(write_store(inner.store.clone(), rx)));
                 *tasks = Some(started);
             }
         }
@@ -222,9 +220,10 @@ impl Pool {
         self.create_thread_with(settings, self.inner.config.default_profile).await
     }
 
-    /// Creates a conversation on a process chosen by the strategy and stores it. The profile
-    /// fills in what the settings leave unset, then the pool's defaults: `CODEX_MODEL` and the
-    /// empty working directory.
+    /// Creates a conversation on a process chosen by the strategy and stores it; returns its id,
+    /// which stays the same for the conversation's whole life. The profile fills in what the
+    /// settings leave unset, then the pool's defaults: `CODEX_MODEL` and the empty working
+    /// directory.
     pub async fn create_thread_with(&self, settings: ThreadSettings, profile: Profile) -> Result<String, PoolError> {
         let inner = &self.inner;
         inner.check_open()?;
@@ -238,17 +237,19 @@ impl Pool {
         let mut last_err = PoolError::Unavailable;
         for _ in 0..inner.slots.len().max(1) {
             let (slot, handle, generation) = inner.select()?;
-            let params = ThreadStartParams { settings: settings.clone(), ephemeral: None };
-            match handle.start_thread(&params).await {
+            match handle.start_thread(&start_params(&settings, profile.ephemeral())).await {
                 Ok(resp) => {
                     let id = resp.thread.id;
-                    if let Err(e) = inner.store.save(ThreadRecord::new(&id, settings.clone())).await {
+                    let record =
+                        ThreadRecord { ephemeral: profile.ephemeral(), ..ThreadRecord::new(&id, settings.clone()) };
+                    if let Err(e) = inner.store.save(record).await {
                         // Not stored means not created: do not leave it loaded in codex.
                         let _ = handle.unsubscribe(&id).await;
                         return Err(e.into());
                     }
                     inner.note_subscribed(&slot);
-                    let entry = ThreadEntry::new(settings, Some((slot.index, generation)));
+                    let loaded = Loaded { slot: slot.index, generation, codex_id: id.clone() };
+                    let entry = ThreadEntry::new(settings, profile.ephemeral(), Some(loaded));
                     inner.routing.lock().expect("routing lock").threads.insert(id.clone(), entry);
                     tracing::debug!(thread_id = %id, slot = slot.index, "thread created");
                     return Ok(id);
@@ -261,7 +262,8 @@ impl Pool {
     }
 
     /// Starts a turn and returns its event stream. Follow-up turns go to the process that holds
-    /// the thread; a thread whose process died is resumed elsewhere first (history intact).
+    /// the conversation; one that no process holds (its process died, it idled out, the pool
+    /// restarted) is rebuilt first on a process the strategy picks, from the store's history.
     pub async fn start_turn(
         &self,
         thread_id: &str,
@@ -270,31 +272,30 @@ impl Pool {
     ) -> Result<PoolTurn, PoolError> {
         let inner = &self.inner;
         inner.check_open()?;
-        let (id, lock) = inner.claim_thread(thread_id).await?;
+        let lock = inner.claim_thread(thread_id).await?;
         // From here on the thread is marked busy; `Unclaim` clears it on every early return
         // (and if this future is dropped).
-        let mut unclaim = Unclaim { inner, thread_id: id, armed: true };
+        let unclaim = Unclaim { inner, thread_id, armed: true };
         let thread_lock = lock.lock_owned().await;
-        // Events for the caller from placement (a changed thread id), kept across attempts.
-        let mut prefix = Vec::new();
         let mut attempts = 0;
         // A turn the caller dropped a moment ago may still be ending in codex.
         let busy_deadline = Instant::now() + self.inner.config.process.interrupt_grace + Duration::from_secs(1);
         loop {
             attempts += 1;
-            let Placement { slot, handle, thread_id, events } = inner.place(&unclaim.thread_id).await?;
-            prefix.extend(events);
-            unclaim.thread_id = thread_id.clone();
+            let Placement { slot, handle, codex_id } = inner.place(thread_id).await?;
             let permit =
                 match tokio::time::timeout(inner.config.overload_wait, slot.turn_permits.clone().acquire_owned()).await
                 {
                     Ok(Ok(p)) => p,
                     Ok(Err(_)) => return Err(PoolError::ShutDown),
                     Err(_) => {
-                        return Err(PoolError::Overloaded { thread_id, limit: inner.config.max_turns_per_process })
+                        return Err(PoolError::Overloaded {
+                            thread_id: thread_id.to_owned(),
+                            limit: inner.config.max_turns_per_process,
+                        })
                     }
                 };
-            let mut params = TurnStartParams::new(&thread_id, input.clone());
+            let mut params = TurnStartParams::new(&codex_id, input.clone());
             params.model = options.model.clone();
             params.effort = options.effort.clone();
             params.approval_policy = options.approval_policy;
@@ -303,25 +304,32 @@ impl Pool {
             match handle.start_turn(params).await {
                 Ok(stream) => {
                     let stream = stream.with_silence_timeout(inner.config.turn_timeout);
-                    inner.remember_options(&thread_id, &options);
+                    inner.remember_options(thread_id, &options);
                     let claim = TurnClaim {
                         pool: Arc::downgrade(inner),
-                        thread_id,
+                        record: Some(TurnRecord {
+                            thread_id: thread_id.to_owned(),
+                            turn_id: stream.turn_id().to_owned(),
+                            items: Vec::new(),
+                            completed: false,
+                        }),
+                        first_input: input.first().cloned(),
                         _slot_turn: counted,
                         _permit: permit,
                         _thread_lock: thread_lock,
                     };
+                    let mut unclaim = unclaim;
                     unclaim.armed = false;
-                    return Ok(PoolTurn::new(prefix, stream, claim));
+                    return Ok(PoolTurn::new(thread_id, stream, claim));
                 }
                 Err(e) if e.is_process_gone() && attempts <= inner.slots.len() => {
                     // The process died between placement and start: place again.
-                    inner.thread_lost_process(&thread_id);
+                    inner.thread_lost_process(thread_id);
                 }
                 Err(ProcessError::ThreadBusy { .. }) if Instant::now() < busy_deadline => {
                     tokio::time::sleep(Duration::from_millis(25)).await;
                 }
-                Err(ProcessError::ThreadBusy { thread_id }) => return Err(PoolError::ThreadBusy(thread_id)),
+                Err(ProcessError::ThreadBusy { .. }) => return Err(PoolError::ThreadBusy(thread_id.to_owned())),
                 Err(e) => return Err(e.into()),
             }
         }
@@ -330,20 +338,19 @@ impl Pool {
     /// Interrupts the running turn of a thread.
     pub async fn interrupt_turn(&self, thread_id: &str) -> Result<(), PoolError> {
         let inner = &self.inner;
-        let (id, home, busy) = {
+        let (loaded, busy) = {
             let routing = inner.routing.lock().expect("routing lock");
-            let id = routing.resolve(thread_id);
-            let entry = routing.threads.get(&id).ok_or_else(|| PoolError::UnknownThread(thread_id.to_owned()))?;
-            (id.clone(), entry.home, entry.busy)
+            let entry = routing.threads.get(thread_id).ok_or_else(|| PoolError::UnknownThread(thread_id.to_owned()))?;
+            (entry.loaded.clone(), entry.busy)
         };
+        let no_turn = || PoolError::NoActiveTurn(thread_id.to_owned());
         if !busy {
-            return Err(PoolError::NoActiveTurn(id));
+            return Err(no_turn());
         }
-        let (handle, _) = home
-            .and_then(|(slot, generation)| inner.slots[slot].ready().filter(|(_, g)| *g == generation))
-            .ok_or_else(|| PoolError::NoActiveTurn(id.clone()))?;
-        handle.interrupt(&id).await.map_err(|e| match e {
-            ProcessError::NoActiveTurn { thread_id } => PoolError::NoActiveTurn(thread_id),
+        let loaded = loaded.ok_or_else(no_turn)?;
+        let handle = inner.live_handle(&loaded).ok_or_else(no_turn)?;
+        handle.interrupt(&loaded.codex_id).await.map_err(|e| match e {
+            ProcessError::NoActiveTurn { .. } => no_turn(),
             e => e.into(),
         })
     }
@@ -352,37 +359,33 @@ impl Pool {
     /// Fails with [`PoolError::ThreadBusy`] while a turn runs.
     pub async fn release_thread(&self, thread_id: &str) -> Result<(), PoolError> {
         let inner = &self.inner;
-        let (id, lock) = inner.claim_thread(thread_id).await?;
-        let _unclaim = Unclaim { inner, thread_id: id.clone(), armed: true };
+        let lock = inner.claim_thread(thread_id).await?;
+        let _unclaim = Unclaim { inner, thread_id, armed: true };
         let _guard = lock.lock_owned().await;
         // Forget it in the store first, so a concurrent turn cannot bring it back from there.
-        inner.store.delete(&id).await?;
-        let entry = {
-            let mut routing = inner.routing.lock().expect("routing lock");
-            routing.aliases.retain(|_, to| *to != id);
-            routing.threads.remove(&id)
-        };
-        if let Some(ThreadEntry { subscribed: true, home: Some((slot, generation)), .. }) = entry {
-            if let Some((handle, g)) = inner.slots[slot].ready() {
-                if g == generation {
-                    inner.slots[slot].subscribed.fetch_sub(1, Ordering::Relaxed);
-                    if let Err(e) = handle.unsubscribe(&id).await {
-                        tracing::debug!(thread_id = %id, error = %e, "unsubscribe on release failed");
-                    }
-                }
-            }
+        inner.store.delete(thread_id).await?;
+        let entry = inner.routing.lock().expect("routing lock").threads.remove(thread_id);
+        if let Some(loaded) = entry.and_then(|e| e.loaded) {
+            inner.unload(&loaded, "release").await;
         }
         Ok(())
     }
 
     /// Ends the pool: running turns are interrupted and end with an `aborted` (`shutdown`) event,
-    /// every process exits (killed if it must be), every task of the pool ends.
+    /// every process exits (killed if it must be), what the store still has to write is written,
+    /// every task of the pool ends.
     pub async fn shutdown(&self) {
         let inner = &self.inner;
         inner.shutdown.send_replace(true);
-        let tasks = inner.tasks.lock().await.take();
-        for task in tasks.into_iter().flatten() {
+        let mut tasks = inner.tasks.lock().await.take().unwrap_or_default();
+        // The store writer (started last) goes last: turns ending now still queue their writes.
+        let writer = tasks.pop();
+        for task in tasks {
             let _ = task.await;
+        }
+        let _ = inner.store_ops.send(StoreOp::Close);
+        if let Some(writer) = writer {
+            let _ = writer.await;
         }
         tracing::info!("pool shut down");
     }
@@ -397,7 +400,7 @@ impl Pool {
             ready: slots.iter().filter(|s| s.state == "ready").count(),
             strategy: inner.config.strategy.name(),
             threads: routing.threads.len(),
-            subscribed_threads: routing.threads.values().filter(|t| t.subscribed).count(),
+            subscribed_threads: routing.threads.values().filter(|t| t.loaded.is_some()).count(),
             active_turns: slots.iter().map(|s| s.active_turns).sum(),
             slots,
         }
@@ -408,32 +411,45 @@ impl Pool {
         self.inner.slots.iter().map(|s| s.ready().map(|(h, _)| h)).collect()
     }
 
-    /// The slot that holds a thread now, if it is loaded.
+    /// The slot whose process holds a conversation now, if one does.
     pub fn slot_of(&self, thread_id: &str) -> Option<usize> {
-        let routing = self.inner.routing.lock().expect("routing lock");
-        routing.threads.get(&routing.resolve(thread_id)).and_then(|e| e.home.map(|(s, _)| s))
+        self.loaded(thread_id).map(|l| l.slot)
     }
 
-    /// The id a conversation has now (after forks), if the pool knows it.
-    pub fn current_thread_id(&self, thread_id: &str) -> Option<String> {
+    /// The id of the codex thread that holds a conversation now, if one does (the conversation's
+    /// own id until the pool first rebuilds it; for diagnostics).
+    pub fn codex_thread_id(&self, thread_id: &str) -> Option<String> {
+        self.loaded(thread_id).map(|l| l.codex_id)
+    }
+
+    fn loaded(&self, thread_id: &str) -> Option<Loaded> {
         let routing = self.inner.routing.lock().expect("routing lock");
-        let id = routing.resolve(thread_id);
-        routing.threads.contains_key(&id).then_some(id)
+        routing.threads.get(thread_id).and_then(|e| e.loaded.clone())
     }
 }
 
 /// Clears a thread's busy mark on an early return; disarmed once a turn's claim takes over.
 struct Unclaim<'a> {
     inner: &'a Arc<PoolInner>,
-    thread_id: String,
+    thread_id: &'a str,
     armed: bool,
 }
 
 impl Drop for Unclaim<'_> {
     fn drop(&mut self) {
         if self.armed {
-            self.inner.turn_ended(&self.thread_id);
+            self.inner.turn_ended(self.thread_id);
         }
+    }
+}
+
+/// `thread/start` params for a conversation: its settings, in memory only if it is ephemeral,
+/// and with every history item reported, so the store keeps the history.
+fn start_params(settings: &ThreadSettings, ephemeral: bool) -> ThreadStartParams {
+    ThreadStartParams {
+        settings: settings.clone(),
+        ephemeral: ephemeral.then_some(true),
+        experimental_raw_events: true,
     }
 }
 
@@ -466,45 +482,43 @@ impl PoolInner {
     }
 
     /// Marks a thread busy (loading it from the store if the pool does not know it yet) and
-    /// returns its current id and turn lock.
-    async fn claim_thread(&self, thread_id: &str) -> Result<(String, TurnLock), PoolError> {
-        if let Some(claimed) = self.try_claim(thread_id)? {
-            return Ok(claimed);
+    /// returns its turn lock.
+    async fn claim_thread(&self, thread_id: &str) -> Result<TurnLock, PoolError> {
+        if let Some(lock) = self.try_claim(thread_id)? {
+            return Ok(lock);
         }
         let record = self.store.load(thread_id).await?.ok_or_else(|| PoolError::UnknownThread(thread_id.to_owned()))?;
-        {
-            let mut routing = self.routing.lock().expect("routing lock");
-            if record.thread_id != thread_id {
-                routing.aliases.insert(thread_id.to_owned(), record.thread_id.clone());
-            }
-            routing.threads.entry(record.thread_id.clone()).or_insert_with(|| ThreadEntry::new(record.settings, None));
-        }
+        self.routing
+            .lock()
+            .expect("routing lock")
+            .threads
+            .entry(record.thread_id)
+            .or_insert_with(|| ThreadEntry::new(record.settings, record.ephemeral, None));
         self.try_claim(thread_id)?.ok_or_else(|| PoolError::UnknownThread(thread_id.to_owned()))
     }
 
-    fn try_claim(&self, thread_id: &str) -> Result<Option<(String, TurnLock)>, PoolError> {
+    fn try_claim(&self, thread_id: &str) -> Result<Option<TurnLock>, PoolError> {
         let mut routing = self.routing.lock().expect("routing lock");
-        let id = routing.resolve(thread_id);
-        let Some(entry) = routing.threads.get_mut(&id) else { return Ok(None) };
+        let Some(entry) = routing.threads.get_mut(thread_id) else { return Ok(None) };
         if entry.busy {
-            return Err(PoolError::ThreadBusy(id));
+            return Err(PoolError::ThreadBusy(thread_id.to_owned()));
         }
         entry.busy = true;
-        Ok(Some((id, entry.lock.clone())))
+        Ok(Some(entry.lock.clone()))
     }
 
     /// A turn of the thread ended (or never started): clear the busy mark.
     pub(crate) fn turn_ended(&self, thread_id: &str) {
         let mut routing = self.routing.lock().expect("routing lock");
-        let id = routing.resolve(thread_id);
-        if let Some(entry) = routing.threads.get_mut(&id) {
+        if let Some(entry) = routing.threads.get_mut(thread_id) {
             entry.busy = false;
             entry.last_used = Instant::now();
         }
     }
 
-    pub(crate) fn turn_completed(&self, thread_id: &str) {
-        let _ = self.store_ops.send(StoreOp::Touch(thread_id.to_owned()));
+    /// A turn's items (and whether codex finished it) go to the store, in order.
+    pub(crate) fn record_turn(&self, record: TurnRecord) {
+        let _ = self.store_ops.send(StoreOp::Turn(record));
     }
 
     /// Per-turn model and approval overrides stick for later turns (as codex does), so they are
@@ -527,139 +541,97 @@ impl PoolInner {
         let _ = self.store_ops.send(StoreOp::Settings(thread_id.to_owned(), settings));
     }
 
-    /// The thread's process died: its next turn must resume it elsewhere.
+    /// The thread's process died: its next turn must rebuild it elsewhere.
     pub(crate) fn thread_lost_process(&self, thread_id: &str) {
         let mut routing = self.routing.lock().expect("routing lock");
-        let id = routing.resolve(thread_id);
-        if let Some(entry) = routing.threads.get_mut(&id) {
-            entry.subscribed = false;
+        if let Some(entry) = routing.threads.get_mut(thread_id) {
+            entry.loaded = None;
         }
     }
 
-    /// Makes sure the (claimed) thread is loaded on a live process, resuming, re-creating or
-    /// forking it as needed.
+    /// The handle of the process a codex thread lives on, if that process still serves.
+    fn live_handle(&self, loaded: &Loaded) -> Option<AppServerHandle> {
+        self.slots[loaded.slot].ready().filter(|(_, g)| *g == loaded.generation).map(|(h, _)| h)
+    }
+
+    /// Unsubscribes a codex thread the pool no longer routes to (with the unload delay of 0 in
+    /// the base overrides, codex then drops it from memory).
+    async fn unload(&self, loaded: &Loaded, why: &'static str) {
+        let Some(handle) = self.live_handle(loaded) else { return };
+        self.slots[loaded.slot].subscribed.fetch_sub(1, Ordering::Relaxed);
+        if let Err(e) = handle.unsubscribe(&loaded.codex_id).await {
+            tracing::debug!(codex_thread_id = %loaded.codex_id, why, error = %e, "unsubscribe failed");
+        }
+    }
+
+    /// Makes sure the (claimed) conversation is loaded on a live process: where it is, or else
+    /// rebuilt on a process the strategy picks.
     async fn place(&self, thread_id: &str) -> Result<Placement, PoolError> {
-        let (settings, home, subscribed) = {
+        let (settings, ephemeral, loaded) = {
             let routing = self.routing.lock().expect("routing lock");
             let entry = routing.threads.get(thread_id).ok_or_else(|| PoolError::UnknownThread(thread_id.to_owned()))?;
-            (entry.settings.clone(), entry.home, entry.subscribed)
+            (entry.settings.clone(), entry.ephemeral, entry.loaded.clone())
         };
-        // Still on its live process: nothing to do.
-        if let Some((slot, generation)) = home {
-            if let Some((handle, g)) = self.slots[slot].ready() {
-                if g == generation && subscribed {
-                    return Ok(Placement {
-                        slot: self.slots[slot].clone(),
-                        handle,
-                        thread_id: thread_id.to_owned(),
-                        events: vec![],
-                    });
-                }
+        if let Some(loaded) = loaded {
+            if let Some(handle) = self.live_handle(&loaded) {
+                return Ok(Placement { slot: self.slots[loaded.slot].clone(), handle, codex_id: loaded.codex_id });
             }
         }
-        // Its process still lives (the thread was unsubscribed while idle): codex may still hold
-        // the thread there, so rejoin it on the same process. Otherwise any process will do.
-        let same_process = home.and_then(|(slot, generation)| {
-            self.slots[slot].ready().filter(|(_, g)| *g == generation).map(|(h, g)| (self.slots[slot].clone(), h, g))
-        });
+        // What earlier turns added must be in the store before it is read.
+        self.flush_store().await;
+        let history = self.store.history(thread_id).await?;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (slot, handle, generation) = match (&same_process, attempt) {
-                (Some(p), 1) => p.clone(),
-                _ => self.select()?,
-            };
-            match self.load_on(&handle, thread_id, &settings).await {
-                Ok((new_id, events)) => {
+            let (slot, handle, generation) = self.select()?;
+            match self.rebuild_on(&handle, &settings, ephemeral, &history).await {
+                Ok(codex_id) => {
+                    tracing::debug!(
+                        thread_id,
+                        %codex_id,
+                        process = handle.label(),
+                        items = history.len(),
+                        "conversation rebuilt from the store"
+                    );
                     self.note_subscribed(&slot);
-                    let mut routing = self.routing.lock().expect("routing lock");
-                    if new_id != thread_id {
-                        let mut entry = routing.threads.remove(thread_id).expect("claimed thread has an entry");
-                        entry.home = Some((slot.index, generation));
-                        entry.subscribed = true;
-                        for to in routing.aliases.values_mut().filter(|to| to.as_str() == thread_id) {
-                            *to = new_id.clone();
-                        }
-                        routing.aliases.insert(thread_id.to_owned(), new_id.clone());
-                        routing.threads.insert(new_id.clone(), entry);
-                    } else if let Some(entry) = routing.threads.get_mut(thread_id) {
-                        entry.home = Some((slot.index, generation));
-                        entry.subscribed = true;
+                    let loaded = Loaded { slot: slot.index, generation, codex_id: codex_id.clone() };
+                    if let Some(entry) = self.routing.lock().expect("routing lock").threads.get_mut(thread_id) {
+                        entry.loaded = Some(loaded);
                     }
-                    return Ok(Placement { slot, handle, thread_id: new_id, events });
+                    return Ok(Placement { slot, handle, codex_id });
                 }
                 Err(e) if e.is_process_gone() && attempt <= self.slots.len() => continue,
-                Err(e) => return Err(PoolError::Resume { thread_id: thread_id.to_owned(), source: e }),
+                Err(e) => return Err(PoolError::Rebuild { thread_id: thread_id.to_owned(), source: e }),
             }
         }
     }
 
-    /// Loads a thread on one process: `thread/resume`; a thread that never ran a turn (nothing on
-    /// disk) is started afresh with the same settings; one that another writer still holds is
-    /// forked. Returns the id the conversation has now and the events that tell the caller.
-    async fn load_on(
+    /// Starts a codex thread with the conversation's settings and gives it the history.
+    async fn rebuild_on(
         &self,
         handle: &AppServerHandle,
-        thread_id: &str,
         settings: &ThreadSettings,
-    ) -> Result<(String, Vec<TurnEvent>), ProcessError> {
-        let resume =
-            ThreadResumeParams { thread_id: thread_id.to_owned(), settings: settings.clone(), exclude_turns: true };
-        let mut writer_retries = 0;
-        let err = loop {
-            match handle.resume_thread(&resume).await {
-                Ok(_) => {
-                    tracing::debug!(thread_id, process = handle.label(), "thread resumed");
-                    return Ok((thread_id.to_owned(), vec![]));
-                }
-                // The old process may still be on its way out, or this one still closing the
-                // thread after an unsubscribe: give it a moment to let go.
-                Err(e) if (is_active_writer(&e) || is_closing(&e)) && writer_retries < 20 => {
-                    writer_retries += 1;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => break e,
+        ephemeral: bool,
+        history: &[Value],
+    ) -> Result<String, ProcessError> {
+        let codex_id = handle.start_thread(&start_params(settings, ephemeral)).await?.thread.id;
+        if !history.is_empty() {
+            if let Err(e) = handle.inject_items(&codex_id, history.to_vec()).await {
+                // Half a conversation is no conversation: do not leave it loaded.
+                let _ = handle.unsubscribe(&codex_id).await;
+                return Err(e);
             }
-        };
-        let (new_id, reason) = if is_no_rollout(&err) {
-            let params = ThreadStartParams { settings: settings.clone(), ephemeral: None };
-            let new_id = handle.start_thread(&params).await?.thread.id;
-            (new_id, "the thread had no history on disk yet (it was unloaded, or its process died, before its first turn); started afresh with the same settings")
-        } else if is_active_writer(&err) {
-            let params =
-                ThreadForkParams { thread_id: thread_id.to_owned(), settings: settings.clone(), exclude_turns: true };
-            let new_id = handle.fork_thread(&params).await?.thread.id;
-            (new_id, "another process still holds the thread; the conversation was forked with its whole history")
-        } else {
-            return Err(err);
-        };
-        tracing::warn!(old = thread_id, new = %new_id, reason, "conversation moved to a new thread id");
-        let record = match self.store.load(thread_id).await {
-            Ok(Some(old)) => ThreadRecord { thread_id: new_id.clone(), settings: settings.clone(), ..old },
-            _ => ThreadRecord::new(&new_id, settings.clone()),
-        };
-        if let Err(e) = self.store.replace(thread_id, record).await {
-            tracing::error!(old = thread_id, new = %new_id, error = %e, "could not record the new thread id");
         }
-        let event = TurnEvent::ThreadIdChanged {
-            old_thread_id: thread_id.to_owned(),
-            new_thread_id: new_id.clone(),
-            reason: reason.to_owned(),
-        };
-        Ok((new_id, vec![event]))
+        Ok(codex_id)
     }
-}
 
-fn is_no_rollout(e: &ProcessError) -> bool {
-    e.rpc().is_some_and(|r| r.message.contains("no rollout found"))
-}
-
-fn is_closing(e: &ProcessError) -> bool {
-    e.rpc().is_some_and(|r| r.message.contains("is closing"))
-}
-
-fn is_active_writer(e: &ProcessError) -> bool {
-    e.rpc().is_some_and(|r| r.message.contains("active writer"))
+    /// Waits until every store write queued so far is done (or the writer is gone).
+    async fn flush_store(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.store_ops.send(StoreOp::Flush(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
 }
 
 /// Keeps codex's memory bounded: unsubscribes (and so unloads, see `thread_unload_delay_secs` in
@@ -690,60 +662,48 @@ impl PoolInner {
     async fn unsubscribe_idle(&self) {
         let idle_after = self.config.idle_unsubscribe_after;
         let cap = self.config.max_loaded_threads_per_process;
-        let candidates: Vec<(String, usize, u64, TurnLock)> = {
+        let candidates: Vec<(String, Loaded, TurnLock)> = {
             let routing = self.routing.lock().expect("routing lock");
-            // Per slot: the subscribed threads, least recently used first.
-            let mut per_slot: Vec<Vec<(&String, &ThreadEntry)>> = vec![Vec::new(); self.slots.len()];
+            // Per slot: the loaded threads, least recently used first.
+            let mut per_slot: Vec<Vec<(&String, &ThreadEntry, &Loaded)>> = vec![Vec::new(); self.slots.len()];
             let generations: Vec<Option<u64>> = self.slots.iter().map(|s| s.ready().map(|(_, g)| g)).collect();
             for (id, e) in &routing.threads {
                 // Threads of a process that is gone hold nothing: they do not count.
-                if let (true, Some((slot, generation))) = (e.subscribed, e.home) {
-                    if generations[slot] == Some(generation) {
-                        per_slot[slot].push((id, e));
-                    }
+                if let Some(l) = e.loaded.as_ref().filter(|l| generations[l.slot] == Some(l.generation)) {
+                    per_slot[l.slot].push((id, e, l));
                 }
             }
             let mut picked = Vec::new();
-            for (slot, mut threads) in per_slot.into_iter().enumerate() {
-                threads.sort_by_key(|(_, e)| e.last_used);
+            for mut threads in per_slot {
+                threads.sort_by_key(|(_, e, _)| e.last_used);
                 let mut over = threads.len().saturating_sub(cap);
-                for (id, e) in threads {
+                for (id, e, loaded) in threads {
                     if e.busy {
                         continue;
                     }
-                    let evict = over > 0;
-                    if evict || e.last_used.elapsed() >= idle_after {
+                    if over > 0 || e.last_used.elapsed() >= idle_after {
                         over = over.saturating_sub(1);
-                        let (_, generation) = e.home.expect("subscribed threads have a home");
-                        picked.push((id.clone(), slot, generation, e.lock.clone()));
+                        picked.push((id.clone(), loaded.clone(), e.lock.clone()));
                     }
                 }
             }
             picked
         };
-        for (id, slot, generation, lock) in candidates {
+        for (id, loaded, lock) in candidates {
             // A turn holds the lock: not idle after all.
             let Ok(_guard) = lock.try_lock_owned() else { continue };
             let still_idle = {
                 let mut routing = self.routing.lock().expect("routing lock");
                 match routing.threads.get_mut(&id) {
-                    Some(e) if e.subscribed && !e.busy && e.home == Some((slot, generation)) => {
-                        e.subscribed = false;
+                    Some(e) if !e.busy && e.loaded.as_ref() == Some(&loaded) => {
+                        e.loaded = None;
                         true
                     }
                     _ => false,
                 }
             };
-            if !still_idle {
-                continue;
-            }
-            if let Some((handle, g)) = self.slots[slot].ready() {
-                if g == generation {
-                    self.slots[slot].subscribed.fetch_sub(1, Ordering::Relaxed);
-                    if let Err(e) = handle.unsubscribe(&id).await {
-                        tracing::debug!(thread_id = %id, error = %e, "idle unsubscribe failed");
-                    }
-                }
+            if still_idle {
+                self.unload(&loaded, "idle").await;
             }
         }
     }
@@ -759,64 +719,60 @@ impl PoolInner {
 
 /// A store write done off the turn's path.
 pub(crate) enum StoreOp {
-    /// A turn completed.
-    Touch(String),
+    /// What a turn added.
+    Turn(TurnRecord),
     /// The thread's settings changed.
     Settings(String, ThreadSettings),
+    /// Answer once everything queued before is written.
+    Flush(oneshot::Sender<()>),
+    /// Write everything queued before, then end.
+    Close,
 }
 
-/// Writes to the store off the turn's path: completed turns are counted and written at most a few
-/// times a second (one write per thread per batch); what is queued is written on shutdown.
-async fn write_touches(
-    store: Arc<dyn ThreadStore>,
-    mut rx: mpsc::UnboundedReceiver<StoreOp>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    const BATCH_EVERY: Duration = Duration::from_millis(250);
+/// Writes to the store off the turn's path, in the order asked: whatever is queued when the
+/// writer gets to it goes in one batch (so under load many turns share one transaction). It ends
+/// on [`StoreOp::Close`] (sent by [`Pool::shutdown`]) or when the pool is dropped, after writing
+/// what was queued before.
+async fn write_store(store: Arc<dyn ThreadStore>, mut rx: mpsc::UnboundedReceiver<StoreOp>) {
     let mut open = true;
     while open {
-        let first = tokio::select! {
-            op = rx.recv() => op,
-            _ = shutdown.changed() => {
-                rx.close();
-                rx.recv().await
-            }
-        };
-        let Some(first) = first else { return };
-        // Gather what arrives in the batch window.
+        let Some(first) = rx.recv().await else { return };
         let mut ops = vec![first];
-        let window = tokio::time::sleep(BATCH_EVERY);
-        tokio::pin!(window);
-        loop {
-            tokio::select! {
-                op = rx.recv() => match op {
-                    Some(op) => ops.push(op),
-                    None => { open = false; break; }
-                },
-                _ = &mut window => break,
-                _ = shutdown.changed() => { rx.close(); }
-            }
+        while let Ok(op) = rx.try_recv() {
+            ops.push(op);
         }
-        let mut turns: HashMap<String, u64> = HashMap::new();
+        let mut turns = Vec::new();
         for op in ops {
-            let result = match op {
-                StoreOp::Touch(id) => {
-                    *turns.entry(id).or_default() += 1;
-                    Ok(())
+            match op {
+                StoreOp::Turn(record) => turns.push(record),
+                StoreOp::Settings(id, settings) => {
+                    write_turns(&*store, &mut turns).await;
+                    let result = match store.load(&id).await {
+                        Ok(Some(record)) => store.save(ThreadRecord { settings, ..record }).await,
+                        other => other.map(|_| ()),
+                    };
+                    if let Err(e) = result {
+                        tracing::warn!(thread_id = %id, error = %e, "could not update the thread's settings");
+                    }
                 }
-                StoreOp::Settings(id, settings) => match store.load(&id).await {
-                    Ok(Some(record)) => store.save(ThreadRecord { settings, ..record }).await,
-                    other => other.map(|_| ()),
-                },
-            };
-            if let Err(e) = result {
-                tracing::warn!(error = %e, "could not update the thread store");
+                StoreOp::Flush(done) => {
+                    write_turns(&*store, &mut turns).await;
+                    let _ = done.send(());
+                }
+                StoreOp::Close => open = false,
             }
         }
-        for (id, n) in turns {
-            if let Err(e) = store.touch(&id, n).await {
-                tracing::warn!(thread_id = %id, error = %e, "could not record completed turns");
-            }
-        }
+        write_turns(&*store, &mut turns).await;
+    }
+}
+
+async fn write_turns(store: &dyn ThreadStore, turns: &mut Vec<TurnRecord>) {
+    if turns.is_empty() {
+        return;
+    }
+    let batch = std::mem::take(turns);
+    let n = batch.len();
+    if let Err(e) = store.record_turns(batch).await {
+        tracing::error!(turns = n, error = %e, "could not record turns in the thread store");
     }
 }

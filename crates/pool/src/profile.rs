@@ -3,6 +3,8 @@
 //! [`Profile::Chat`], the default, is for chat and role-play: no tools, no skills, no plugins, no
 //! permission or environment blocks, and short neutral base instructions in place of codex's
 //! coding-agent prompt. [`Profile::Codex`] is codex's own configuration (the full coding agent).
+//! Chat threads are also `ephemeral` in codex: codex writes no rollout file and no per-turn state
+//! for them; their history lives in the pool's thread store, which rebuilds them when needed.
 //! A profile is applied per thread (through `thread/start`'s `config` and `baseInstructions`), so
 //! conversations of both kinds share one pool; a conversation's own settings win over its
 //! profile's (for example `config.mcp_servers` to give a chat conversation an MCP server).
@@ -51,6 +53,13 @@ impl Profile {
             Profile::Chat => "chat",
             Profile::Codex => "default",
         }
+    }
+
+    /// Whether codex keeps the profile's threads in memory only (`thread/start`'s `ephemeral`).
+    /// The history is in the pool's store either way; codex's own copy on disk only serves
+    /// people who open the thread with codex's tools, which coding-agent conversations may want.
+    pub fn ephemeral(self) -> bool {
+        self == Profile::Chat
     }
 
     /// Applies the profile to a conversation's settings; what the settings already say wins.

@@ -131,6 +131,7 @@ async fn unknown_threads_busy_threads_and_release() {
     assert_eq!(store.count().await.unwrap(), 1);
     pool.release_thread(&thread).await.unwrap();
     assert_eq!(store.count().await.unwrap(), 0);
+    assert!(store.history(&thread).await.unwrap().is_empty(), "released with its history");
     let err = pool.start_turn(&thread, vec![UserInput::text("x")], TurnOptions::default()).await.unwrap_err();
     assert!(matches!(err, PoolError::UnknownThread(_)), "{err}");
     pool.shutdown().await;
@@ -180,7 +181,7 @@ async fn shutdown_ends_running_turns_with_a_final_event_and_leaves_no_process() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_threads_are_unsubscribed_and_resumed_on_their_next_turn() {
+async fn idle_threads_are_unloaded_and_rebuilt_on_their_next_turn() {
     let env = Env::new().await;
     let mut config = pool_config(&env, 1);
     config.idle_unsubscribe_after = Duration::from_millis(200);
@@ -195,8 +196,9 @@ async fn idle_threads_are_unsubscribed_and_resumed_on_their_next_turn() {
     }
     let (text, _) = turn_text(&pool, &thread, "second").await;
     assert_eq!(text, "echo: second");
+    assert_ne!(pool.codex_thread_id(&thread).as_deref(), Some(thread.as_str()), "rebuilt on a new codex thread");
     let req = &env.requests_with("second")[0];
-    assert!(messages(req).iter().any(|(r, t)| r == "assistant" && t == "echo: first"), "history lost on resume");
+    assert!(messages(req).iter().any(|(r, t)| r == "assistant" && t == "echo: first"), "history lost on rebuild");
     pool.shutdown().await;
 }
 
@@ -224,6 +226,120 @@ async fn conversations_survive_a_restart_of_the_pool() {
     let msgs = messages(req);
     assert!(msgs.iter().any(|(r, t)| r == "user" && t == "remember me"), "{msgs:?}");
     assert!(msgs.iter().any(|(_, t)| t.contains("You are Ada.")), "instructions lost: {msgs:?}");
+    pool.shutdown().await;
+}
+
+/// Files named `rollout-*.jsonl` under `dir`: codex's on-disk copies of threads.
+fn rollout_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("rollout-")) {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_history_lives_in_the_store_not_on_codex_disk() {
+    use codex_pool::Profile;
+    let env = Env::new().await;
+    let store = Arc::new(SqliteStore::open(env.dir.path().join("threads.db")).unwrap());
+    let pool = Pool::new(pool_config(&env, 1), store.clone());
+    pool.ensure_started().await.unwrap();
+    let chat = pool.create_thread(ThreadSettings::default()).await.unwrap();
+    let agent = pool.create_thread_with(ThreadSettings::default(), Profile::Codex).await.unwrap();
+    turn_text(&pool, &chat, "hello chat").await;
+    turn_text(&pool, &agent, "hello agent").await;
+    pool.shutdown().await;
+
+    // codex wrote a rollout for the coding-agent thread only; the chat thread was ephemeral.
+    let rollouts = rollout_files(env.dir.path());
+    assert_eq!(rollouts.len(), 1, "{rollouts:?}");
+    assert!(rollouts[0].to_string_lossy().contains(&agent), "{rollouts:?}");
+    assert!(store.load(&chat).await.unwrap().unwrap().ephemeral);
+    assert!(!store.load(&agent).await.unwrap().unwrap().ephemeral);
+    // Both histories are in the store, as codex recorded them: the user's message, then the reply.
+    for (thread, said) in [(&chat, "hello chat"), (&agent, "hello agent")] {
+        let history = store.history(thread).await.unwrap();
+        let texts: Vec<(&str, &str)> = history
+            .iter()
+            .filter(|i| i["type"] == "message")
+            .map(|i| (i["role"].as_str().unwrap(), i["content"][0]["text"].as_str().unwrap()))
+            .collect();
+        assert_eq!(texts, [("user", said), ("assistant", format!("echo: {said}").as_str())], "{history:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuilt_conversation_sends_its_context_and_history_once() {
+    use codex_pool::Profile;
+    let env = Env::new().await;
+    let mut config = pool_config(&env, 1);
+    config.idle_unsubscribe_after = Duration::from_millis(100);
+    let store = Arc::new(MemoryStore::new());
+    let pool = Pool::new(config, store.clone());
+    pool.ensure_started().await.unwrap();
+    for profile in [Profile::Chat, Profile::Codex] {
+        let settings = ThreadSettings { developer_instructions: Some("You are Ada.".into()), ..Default::default() };
+        let thread = pool.create_thread_with(settings, profile).await.unwrap();
+        // Rebuilt three times: codex writes its context for every new thread, and may report the
+        // injected history again in the first turn; neither may pile up.
+        for n in 0..4 {
+            turn_text(&pool, &thread, &format!("{} says {n}", profile.name())).await;
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while pool.slot_of(&thread).is_some() {
+                assert!(std::time::Instant::now() < deadline, "never unloaded");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let last = format!("{} says 3", profile.name());
+        let msgs = messages(&env.requests_with(&last)[0]);
+        let count = |needle: &str| msgs.iter().filter(|(_, t)| t.contains(needle)).count();
+        assert_eq!(count("You are Ada."), 1, "{profile:?}: {msgs:?}");
+        assert!(count("<environment_context>") <= 1, "{profile:?}: {msgs:?}");
+        for n in 0..3 {
+            // The message and its echo.
+            assert_eq!(count(&format!("{} says {n}", profile.name())), 2, "{profile:?} turn {n}: {msgs:?}");
+        }
+        assert_eq!(store.history(&thread).await.unwrap().len(), 8, "{profile:?}: a user message and a reply a turn");
+    }
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_calls_come_back_with_the_history_after_a_crash() {
+    use codex_pool::Profile;
+    use codex_pool_protocol::types::ApprovalPolicy;
+    let env = Env::new().await;
+    let pool = Pool::new(pool_config(&env, 1), Arc::new(MemoryStore::new()));
+    pool.ensure_started().await.unwrap();
+    let settings = ThreadSettings { approval_policy: Some(ApprovalPolicy::Untrusted), ..Default::default() };
+    let thread = pool.create_thread_with(settings, Profile::Codex).await.unwrap();
+    let (text, _) = turn_text(&pool, &thread, r#"run it [mock:tool=exec_command {"cmd":"echo hi"}]"#).await;
+    assert!(text.starts_with("tool output:"), "{text}");
+    let victim = pool.processes()[0].clone().unwrap();
+    victim.signal(libc::SIGKILL);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while pool.processes()[0].as_ref().is_none_or(|h| h.pid() == victim.pid()) {
+        assert!(std::time::Instant::now() < deadline, "the process was not replaced");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (text, _) = turn_text(&pool, &thread, "and now?").await;
+    assert_eq!(text, "echo: and now?");
+    // The rebuilt thread sent the model the call and its output, in order, before the new message.
+    let req = &env.requests_with("and now?")[0];
+    let kinds: Vec<&str> = req["input"].as_array().unwrap().iter().filter_map(|i| i["type"].as_str()).collect();
+    let call = kinds.iter().position(|k| *k == "function_call").unwrap_or_else(|| panic!("{kinds:?}"));
+    let output = kinds.iter().position(|k| *k == "function_call_output").unwrap_or_else(|| panic!("{kinds:?}"));
+    assert!(call < output, "{kinds:?}");
+    assert_eq!(last_user_text(req).as_deref(), Some("and now?"));
     pool.shutdown().await;
 }
 

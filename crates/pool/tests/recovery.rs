@@ -102,17 +102,19 @@ async fn conversations_survive(signal: libc::c_int) {
     assert!(pool.stats().slots[victim_slot].restarts >= 1);
 
     for t in &threads {
+        let was_on_victim = on_victim.contains(&t);
         let (reply, end, events) = turn_text(&pool, t, &format!("after {t}")).await;
         assert!(matches!(end, TurnEvent::Completed { status: TurnStatus::Completed, .. }), "{end:?}");
         assert_eq!(reply, format!("echo: after {t}"));
-        assert!(
-            !events.iter().any(|e| matches!(e, TurnEvent::ThreadIdChanged { .. })),
-            "thread id changed: {events:?}"
-        );
+        // The conversation keeps its id; a conversation of the dead process runs on a new codex thread.
+        assert!(matches!(&events[0], TurnEvent::Started { thread_id, .. } if thread_id == t), "{events:?}");
+        assert_eq!(pool.codex_thread_id(t).as_deref() != Some(t.as_str()), was_on_victim, "{t}");
         let req = &env.requests_with(&format!("after {t}"))[0];
         let msgs = messages(req);
         assert!(msgs.iter().any(|(r, m)| r == "user" && m == &format!("before {t}")), "history of {t} lost: {msgs:?}");
         assert!(msgs.iter().any(|(r, m)| r == "assistant" && m == &format!("echo: before {t}")));
+        // The turn cut by the crash left nothing behind: it can be sent again.
+        assert!(!msgs.iter().any(|(_, m)| m.starts_with("doomed")), "{msgs:?}");
     }
     pool.shutdown().await;
 }
@@ -128,7 +130,7 @@ async fn sigstop_is_detected_as_hung_and_conversations_go_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thread_that_never_ran_a_turn_is_recreated_with_a_new_id() {
+async fn a_thread_that_never_ran_a_turn_is_rebuilt_with_its_settings_and_id() {
     let env = Env::new().await;
     let pool = Pool::new(pool_config(&env, 1), Arc::new(MemoryStore::new()));
     pool.ensure_started().await.unwrap();
@@ -143,15 +145,9 @@ async fn a_thread_that_never_ran_a_turn_is_recreated_with_a_new_id() {
     let (reply, end, events) = turn_text(&pool, &thread, "ahoy").await;
     assert!(matches!(end, TurnEvent::Completed { .. }), "{end:?}");
     assert_eq!(reply, "echo: ahoy");
-    let new_id = match events.first() {
-        Some(TurnEvent::ThreadIdChanged { old_thread_id, new_thread_id, .. }) => {
-            assert_eq!(old_thread_id, &thread);
-            new_thread_id.clone()
-        }
-        other => panic!("expected a thread id change first, got {other:?}"),
-    };
-    assert_eq!(pool.current_thread_id(&thread).as_deref(), Some(new_id.as_str()));
-    // The settings came along, and the old id still reaches the conversation.
+    assert!(matches!(&events[0], TurnEvent::Started { thread_id, .. } if *thread_id == thread), "{events:?}");
+    assert_ne!(pool.codex_thread_id(&thread).as_deref(), Some(thread.as_str()), "rebuilt on a new codex thread");
+    // The settings came along.
     let msgs = messages(&env.requests_with("ahoy")[0]);
     assert!(msgs.iter().any(|(_, t)| t.contains("Speak like a pirate.")), "{msgs:?}");
     let (reply, _, _) = turn_text(&pool, &thread, "again").await;

@@ -625,6 +625,7 @@ impl Actor {
             ServerNotification::ItemCompleted(i) => TurnEvent::ItemCompleted { item: i.item },
             ServerNotification::TokenUsageUpdated(u) => TurnEvent::TokenUsage { usage: u.token_usage },
             ServerNotification::Error(e) => TurnEvent::Error { error: e.error, will_retry: e.will_retry },
+            ServerNotification::RawResponseItemCompleted(r) => TurnEvent::ResponseItem { item: r.item },
             ServerNotification::ThreadStarted(_) => return,
             ServerNotification::ThreadClosed(_) => {
                 TurnEvent::Notification { method: method.to_owned(), params: Value::Null }

@@ -84,15 +84,12 @@ pub enum TurnEvent {
         /// What was answered (`result`, or `error` with the JSON-RPC error).
         answer: Value,
     },
-    /// The conversation continues under a new thread id (its old thread could not be resumed);
-    /// callers that persist thread ids must store the new one.
-    ThreadIdChanged {
-        /// The id the turn was started with.
-        old_thread_id: String,
-        /// The id the conversation has from now on.
-        new_thread_id: String,
-        /// Why.
-        reason: String,
+    /// An item was recorded in the thread's model-visible history: a Responses API item (the
+    /// user's message, the assistant's reply, reasoning, a tool call or its output). Only for
+    /// threads started with `experimental_raw_events`; what a store keeps to rebuild the thread.
+    ResponseItem {
+        /// The item, as codex recorded it.
+        item: Value,
     },
     /// Any other notification about this thread, passed through untouched.
     Notification {

@@ -18,7 +18,7 @@ pub trait ServerRequestHandler: Send + Sync + 'static {
 }
 
 /// The default policy: decline every approval, answer no questions, report client tools as
-/// unavailable, and refuse what codex-pool cannot do (token refresh, attestation).
+/// unavailable, tell the time, and refuse what codex-pool cannot do (token refresh, attestation).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DeclinePolicy;
 
@@ -41,6 +41,10 @@ impl DeclinePolicy {
                     "success": false,
                     "contentItems": [{"type": "inputText", "text": format!("tool `{tool}` is not available to this conversation")}],
                 }))
+            }
+            ServerRequestKind::CurrentTimeRead => {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                Ok(json!({"currentTimeAt": now.as_secs()}))
             }
             ServerRequestKind::ChatgptAuthTokensRefresh
             | ServerRequestKind::AttestationGenerate

@@ -9,11 +9,13 @@ use crate::turn::TurnStream;
 use codex_pool_protocol::jsonrpc::{encode_line, OutgoingNotification};
 use codex_pool_protocol::methods::{
     AccountRead, AccountReadParams, ClientInfo, Initialize, InitializeCapabilities, InitializeParams,
-    InitializeResponse, Request, ThreadFork, ThreadForkParams, ThreadIdParams, ThreadLoadedList,
-    ThreadLoadedListParams, ThreadResponse, ThreadResume, ThreadResumeParams, ThreadStart, ThreadStartParams,
-    ThreadStartResponse, ThreadUnsubscribe, ThreadUnsubscribeResponse, TurnStartParams,
+    InitializeResponse, Request, ThreadFork, ThreadForkParams, ThreadIdParams, ThreadInjectItems,
+    ThreadInjectItemsParams, ThreadLoadedList, ThreadLoadedListParams, ThreadResponse, ThreadResume,
+    ThreadResumeParams, ThreadStart, ThreadStartParams, ThreadStartResponse, ThreadUnsubscribe,
+    ThreadUnsubscribeResponse, TurnStartParams,
 };
 use serde_json::value::RawValue;
+use serde_json::Value;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -138,7 +140,9 @@ impl AppServer {
         let params = InitializeParams {
             client_info: ClientInfo { name: "codex-pool".to_owned(), version: env!("CARGO_PKG_VERSION").to_owned() },
             capabilities: Some(InitializeCapabilities {
-                experimental_api: false,
+                // For `experimentalRawEvents` and `thread/inject_items`: the pool keeps each
+                // conversation's history itself.
+                experimental_api: true,
                 opt_out_notification_methods: (!config.opt_out_notifications.is_empty())
                     .then(|| config.opt_out_notifications.clone()),
             }),
@@ -380,6 +384,12 @@ impl AppServerHandle {
     /// `thread/resume`.
     pub async fn resume_thread(&self, params: &ThreadResumeParams) -> Result<ThreadResponse, ProcessError> {
         self.request::<ThreadResume>(params).await
+    }
+
+    /// `thread/inject_items`: appends Responses API items to a loaded thread's history.
+    pub async fn inject_items(&self, thread_id: &str, items: Vec<Value>) -> Result<(), ProcessError> {
+        let params = ThreadInjectItemsParams { thread_id: thread_id.to_owned(), items };
+        self.request::<ThreadInjectItems>(&params).await.map(|_| ())
     }
 
     /// `thread/fork`.

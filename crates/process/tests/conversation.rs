@@ -158,7 +158,7 @@ async fn an_approval_request_is_declined_by_policy_and_the_turn_completes() {
     let codex = server.handle().clone();
     let params = ThreadStartParams {
         settings: ThreadSettings { approval_policy: Some(ApprovalPolicy::Untrusted), ..Default::default() },
-        ephemeral: None,
+        ..Default::default()
     };
     let thread = codex.start_thread(&params).await.unwrap().thread;
     let ask = r#"run it [mock:tool=exec_command {"cmd":"touch approved.txt"}]"#;
@@ -225,7 +225,7 @@ async fn a_panicking_request_handler_still_gets_the_request_answered() {
     let codex = server.handle().clone();
     let params = ThreadStartParams {
         settings: ThreadSettings { approval_policy: Some(ApprovalPolicy::Untrusted), ..Default::default() },
-        ephemeral: None,
+        ..Default::default()
     };
     let thread = codex.start_thread(&params).await.unwrap().thread;
     let ask = r#"run it [mock:tool=exec_command {"cmd":"touch x.txt"}]"#;

@@ -46,6 +46,11 @@ request!(
     ThreadFork, "thread/fork", ThreadForkParams, ThreadResponse
 );
 request!(
+    /// `thread/inject_items` (experimental API): appends Responses API items to a loaded thread's
+    /// model-visible history, without running a turn.
+    ThreadInjectItems, "thread/inject_items", ThreadInjectItemsParams, EmptyResponse
+);
+request!(
     /// `thread/unsubscribe`: stops this connection's interest in a thread.
     ThreadUnsubscribe, "thread/unsubscribe", ThreadIdParams, ThreadUnsubscribeResponse
 );
@@ -166,6 +171,21 @@ pub struct ThreadStartParams {
     /// Keep the thread in memory only (nothing written to disk).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ephemeral: Option<bool>,
+    /// Experimental API: emit every item recorded in the thread's history as a
+    /// `rawResponseItem/completed` notification (what a client needs to keep the history itself).
+    /// Only threads started with it emit them; resumed and forked threads do not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub experimental_raw_events: bool,
+}
+
+/// Params of `thread/inject_items`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ThreadInjectItemsParams {
+    /// The (loaded) thread.
+    pub thread_id: String,
+    /// Raw Responses API items, as `rawResponseItem/completed` delivered them.
+    pub items: Vec<Value>,
 }
 
 /// Params of `thread/resume`.

@@ -69,6 +69,19 @@ pub struct ErrorNotification {
     pub will_retry: bool,
 }
 
+/// `rawResponseItem/completed` (experimental API, threads started with `experimentalRawEvents`):
+/// an item was recorded in the thread's model-visible history.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RawResponseItemNotification {
+    /// The thread.
+    pub thread_id: String,
+    /// The turn.
+    pub turn_id: String,
+    /// The Responses API item (user or assistant message, reasoning, tool call or output, ...).
+    pub item: Value,
+}
+
 /// `thread/started`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ThreadStartedNotification {
@@ -109,6 +122,8 @@ pub enum ServerNotification {
     TokenUsageUpdated(TokenUsageNotification),
     /// `error`.
     Error(ErrorNotification),
+    /// `rawResponseItem/completed`.
+    RawResponseItemCompleted(RawResponseItemNotification),
     /// Any other method, or a known one whose params did not decode.
     Other {
         /// The method.
@@ -142,6 +157,8 @@ pub mod method {
     pub const TOKEN_USAGE_UPDATED: &str = "thread/tokenUsage/updated";
     /// `error`
     pub const ERROR: &str = "error";
+    /// `rawResponseItem/completed`
+    pub const RAW_RESPONSE_ITEM_COMPLETED: &str = "rawResponseItem/completed";
 }
 
 impl ServerNotification {
@@ -163,6 +180,7 @@ impl ServerNotification {
             method::REASONING_SUMMARY_TEXT_DELTA => typed(params).map(Self::ReasoningSummaryTextDelta),
             method::TOKEN_USAGE_UPDATED => typed(params).map(Self::TokenUsageUpdated),
             method::ERROR => typed(params).map(Self::Error),
+            method::RAW_RESPONSE_ITEM_COMPLETED => typed(params).map(Self::RawResponseItemCompleted),
             _ => None,
         };
         decoded.unwrap_or_else(|| Self::Other {
@@ -181,6 +199,7 @@ impl ServerNotification {
             }
             Self::TokenUsageUpdated(n) => Some(&n.turn_id),
             Self::Error(n) => Some(&n.turn_id),
+            Self::RawResponseItemCompleted(n) => Some(&n.turn_id),
             Self::ThreadStarted(_) | Self::ThreadClosed(_) => None,
             Self::Other { params, .. } => params.get("turnId").and_then(Value::as_str),
         }
@@ -198,6 +217,7 @@ impl ServerNotification {
             }
             Self::TokenUsageUpdated(n) => Some(&n.thread_id),
             Self::Error(n) => Some(&n.thread_id),
+            Self::RawResponseItemCompleted(n) => Some(&n.thread_id),
             Self::Other { params, .. } => params.get("threadId").and_then(Value::as_str),
         }
     }

@@ -22,6 +22,8 @@ pub mod method {
     /// Produce an attestation token.
     pub const ATTESTATION_GENERATE: &str = "attestation/generate";
     /// Legacy (v1) patch approval.
+    /// `currentTime/read` (experimental API): the client's clock.
+    pub const CURRENT_TIME_READ: &str = "currentTime/read";
     pub const APPLY_PATCH_APPROVAL: &str = "applyPatchApproval";
     /// Legacy (v1) command approval.
     pub const EXEC_COMMAND_APPROVAL: &str = "execCommandApproval";
@@ -46,6 +48,8 @@ pub enum ServerRequestKind {
     ChatgptAuthTokensRefresh,
     /// `attestation/generate`
     AttestationGenerate,
+    /// `currentTime/read`: what time the client has.
+    CurrentTimeRead,
     /// `applyPatchApproval` (v1)
     ApplyPatchApproval,
     /// `execCommandApproval` (v1)
@@ -66,6 +70,7 @@ impl ServerRequestKind {
             method::MCP_ELICITATION => Self::McpElicitation,
             method::CHATGPT_AUTH_TOKENS_REFRESH => Self::ChatgptAuthTokensRefresh,
             method::ATTESTATION_GENERATE => Self::AttestationGenerate,
+            method::CURRENT_TIME_READ => Self::CurrentTimeRead,
             method::APPLY_PATCH_APPROVAL => Self::ApplyPatchApproval,
             method::EXEC_COMMAND_APPROVAL => Self::ExecCommandApproval,
             _ => Self::Unknown,

@@ -1,20 +1,25 @@
 //! Where conversations live, so none exists only in a process's memory.
 //!
-//! A [`ThreadRecord`] holds what is needed to carry a conversation on anywhere: its codex thread
-//! id and the settings it was created with (instructions, model, config overrides). codex keeps
-//! the history itself (in `CODEX_HOME`); the pool resumes a thread from its record after a crash
-//! or a restart. When a thread has to be replaced by a new id (a fork, when the old one cannot be
-//! resumed), the store keeps an alias, so the old id still finds the conversation.
+//! A [`ThreadRecord`] holds what is needed to carry a conversation on anywhere: the settings it
+//! was created with (instructions, model, config overrides), and, item by item, its history: the
+//! Responses API items codex recorded in the thread (user messages, replies, reasoning, tool calls
+//! and outputs). codex's own copy of a thread is a cache: when a process dies, or a thread idles
+//! out of it, the pool starts a new codex thread with the same settings and injects the history
+//! kept here. That is what lets codex keep threads in memory only (no rollout files, no state
+//! database writes per turn), and what will let conversations move between machines.
 //!
 //! [`SqliteStore`] is the default (embedded, one file); [`MemoryStore`] keeps records for the life
 //! of the process. Other databases implement [`ThreadStore`].
 //!
 //! ```
 //! # async fn demo() -> Result<(), codex_pool_store::StoreError> {
-//! use codex_pool_store::{SqliteStore, ThreadRecord, ThreadStore};
+//! use codex_pool_store::{SqliteStore, ThreadRecord, ThreadStore, TurnRecord};
 //! let store = SqliteStore::open_in_memory()?;
 //! store.save(ThreadRecord::new("thread-1", Default::default())).await?;
-//! assert!(store.load("thread-1").await?.is_some());
+//! let item = serde_json::json!({"type": "message", "role": "user", "content": []});
+//! store.record_turns(vec![TurnRecord::completed("thread-1", "turn-1", vec![item])]).await?;
+//! assert_eq!(store.load("thread-1").await?.unwrap().turns, 1);
+//! assert_eq!(store.history("thread-1").await?.len(), 1);
 //! # Ok(()) }
 //! ```
 
@@ -25,6 +30,7 @@ pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 
 use codex_pool_protocol::methods::ThreadSettings;
+use serde_json::Value;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -51,13 +57,16 @@ pub enum StoreError {
     Worker(String),
 }
 
-/// One conversation as stored.
+/// One conversation as stored (its history is read with [`ThreadStore::history`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ThreadRecord {
-    /// The codex thread id the conversation has now.
+    /// The conversation's id: the codex thread id it was created with. It stays the same when the
+    /// pool rebuilds the conversation on another codex thread.
     pub thread_id: String,
-    /// The settings to resume it with.
+    /// The settings to rebuild it with.
     pub settings: ThreadSettings,
+    /// codex keeps the thread in memory only (`ephemeral`): the history here is the only copy.
+    pub ephemeral: bool,
     /// When it was created (ms since the epoch).
     pub created_at_ms: i64,
     /// When it was last used (ms since the epoch).
@@ -70,7 +79,34 @@ impl ThreadRecord {
     /// A new record, created now.
     pub fn new(thread_id: impl Into<String>, settings: ThreadSettings) -> Self {
         let now = now_ms();
-        Self { thread_id: thread_id.into(), settings, created_at_ms: now, updated_at_ms: now, turns: 0 }
+        Self {
+            thread_id: thread_id.into(),
+            settings,
+            ephemeral: false,
+            created_at_ms: now,
+            updated_at_ms: now,
+            turns: 0,
+        }
+    }
+}
+
+/// What one turn added to a conversation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnRecord {
+    /// The conversation.
+    pub thread_id: String,
+    /// The codex turn id (kept with each item, for diagnostics).
+    pub turn_id: String,
+    /// The Responses API items codex recorded in the turn, in order.
+    pub items: Vec<Value>,
+    /// codex finished the turn (completed, interrupted or failed): it counts in `turns`.
+    pub completed: bool,
+}
+
+impl TurnRecord {
+    /// A turn codex finished.
+    pub fn completed(thread_id: impl Into<String>, turn_id: impl Into<String>, items: Vec<Value>) -> Self {
+        Self { thread_id: thread_id.into(), turn_id: turn_id.into(), items, completed: true }
     }
 }
 
@@ -81,16 +117,18 @@ pub fn now_ms() -> i64 {
 
 /// Persistence of conversations. Implementations must be safe to share between tasks.
 pub trait ThreadStore: Send + Sync + 'static {
-    /// Inserts or replaces a record.
+    /// Inserts a record, or updates the settings (and `updated_at_ms`, `turns`) of an existing
+    /// one; its history is kept.
     fn save(&self, record: ThreadRecord) -> StoreFuture<'_, ()>;
-    /// The record of a thread id, following aliases of replaced ids.
+    /// The record of a conversation.
     fn load<'a>(&'a self, thread_id: &'a str) -> StoreFuture<'a, Option<ThreadRecord>>;
-    /// Records that a conversation moved from `old_id` to `record.thread_id`: the new record is
-    /// saved, the old one removed, and `old_id` (and every alias of it) now leads to the new id.
-    fn replace<'a>(&'a self, old_id: &'a str, record: ThreadRecord) -> StoreFuture<'a, ()>;
-    /// Records `turns` more completed turns: bumps `turns` and sets `updated_at_ms` to now.
-    fn touch<'a>(&'a self, thread_id: &'a str, turns: u64) -> StoreFuture<'a, ()>;
-    /// Forgets a thread and its aliases. Returns whether it existed.
+    /// Appends what turns added, in order, all or nothing: each turn's items go to the end of its
+    /// conversation's history, completed turns bump `turns` and `updated_at_ms`. Turns of
+    /// conversations that no longer exist (released meanwhile) are skipped.
+    fn record_turns(&self, turns: Vec<TurnRecord>) -> StoreFuture<'_, ()>;
+    /// A conversation's history, oldest item first (empty for an unknown id).
+    fn history<'a>(&'a self, thread_id: &'a str) -> StoreFuture<'a, Vec<Value>>;
+    /// Forgets a conversation and its history. Returns whether it existed.
     fn delete<'a>(&'a self, thread_id: &'a str) -> StoreFuture<'a, bool>;
     /// How many conversations are stored.
     fn count(&self) -> StoreFuture<'_, u64>;
@@ -99,33 +137,54 @@ pub trait ThreadStore: Send + Sync + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     /// The contract every store must keep.
     pub(crate) async fn exercise(store: &dyn ThreadStore) {
         let settings = ThreadSettings { developer_instructions: Some("be brief".into()), ..Default::default() };
         assert_eq!(store.load("a").await.unwrap(), None);
-        store.save(ThreadRecord::new("a", settings.clone())).await.unwrap();
+        assert!(store.history("a").await.unwrap().is_empty());
+        store.save(ThreadRecord { ephemeral: true, ..ThreadRecord::new("a", settings.clone()) }).await.unwrap();
+        store.save(ThreadRecord::new("b", Default::default())).await.unwrap();
         let a = store.load("a").await.unwrap().unwrap();
         assert_eq!(a.settings, settings);
+        assert!(a.ephemeral);
         assert_eq!(a.turns, 0);
-        store.touch("a", 1).await.unwrap();
-        assert_eq!(store.load("a").await.unwrap().unwrap().turns, 1);
 
-        // a -> b -> c: every old id leads to the newest.
-        store.replace("a", ThreadRecord { thread_id: "b".into(), ..a.clone() }).await.unwrap();
-        store.replace("b", ThreadRecord { thread_id: "c".into(), ..a.clone() }).await.unwrap();
-        for id in ["a", "b", "c"] {
-            assert_eq!(store.load(id).await.unwrap().unwrap().thread_id, "c", "{id}");
-        }
-        assert_eq!(store.count().await.unwrap(), 1);
-        store.touch("a", 1).await.unwrap();
-        assert_eq!(store.load("c").await.unwrap().unwrap().turns, 1, "touch through an alias");
+        let item = |n: u32| json!({"type": "message", "role": "user", "content": [{"type": "input_text", "text": n.to_string()}]});
+        store
+            .record_turns(vec![
+                TurnRecord::completed("a", "t1", vec![item(1), item(2)]),
+                TurnRecord::completed("b", "t1", vec![item(10)]),
+                TurnRecord { completed: false, ..TurnRecord::completed("a", "t2", vec![item(3)]) },
+                TurnRecord::completed("gone", "t1", vec![item(99)]),
+            ])
+            .await
+            .unwrap();
+        store.record_turns(vec![TurnRecord::completed("a", "t3", vec![item(4)])]).await.unwrap();
+        assert_eq!(store.history("a").await.unwrap(), vec![item(1), item(2), item(3), item(4)]);
+        assert_eq!(store.history("b").await.unwrap(), vec![item(10)]);
+        assert!(store.history("gone").await.unwrap().is_empty(), "no history without a record");
+        assert_eq!(store.load("gone").await.unwrap(), None);
+        let a2 = store.load("a").await.unwrap().unwrap();
+        assert_eq!(a2.turns, 2, "the unfinished turn is not counted");
+        assert!(a2.updated_at_ms >= a.updated_at_ms);
+
+        // Saving new settings keeps the history and the creation time.
+        let changed = ThreadSettings { model: Some("m".into()), ..settings.clone() };
+        store.save(ThreadRecord { settings: changed.clone(), ..a2.clone() }).await.unwrap();
+        let a3 = store.load("a").await.unwrap().unwrap();
+        assert_eq!((a3.settings, a3.created_at_ms, a3.turns), (changed, a.created_at_ms, 2));
+        assert_eq!(store.history("a").await.unwrap().len(), 4);
+        assert_eq!(store.count().await.unwrap(), 2);
 
         assert!(store.delete("a").await.unwrap());
-        for id in ["a", "b", "c"] {
-            assert_eq!(store.load(id).await.unwrap(), None, "{id}");
-        }
-        assert!(!store.delete("c").await.unwrap());
-        assert_eq!(store.count().await.unwrap(), 0);
+        assert_eq!(store.load("a").await.unwrap(), None);
+        assert!(store.history("a").await.unwrap().is_empty());
+        assert!(!store.delete("a").await.unwrap());
+        assert_eq!(store.count().await.unwrap(), 1);
+        // A new conversation under a deleted id starts with no history.
+        store.save(ThreadRecord::new("a", Default::default())).await.unwrap();
+        assert!(store.history("a").await.unwrap().is_empty());
     }
 }

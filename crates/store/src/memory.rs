@@ -1,25 +1,19 @@
 //! A store that keeps records for the life of the process.
 
-use crate::{now_ms, StoreFuture, ThreadRecord, ThreadStore};
+use crate::{now_ms, StoreFuture, ThreadRecord, ThreadStore, TurnRecord};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 /// A [`ThreadStore`] in memory: conversations survive process crashes but not a restart.
 #[derive(Default)]
 pub struct MemoryStore {
-    inner: Mutex<Inner>,
+    threads: Mutex<HashMap<String, Stored>>,
 }
 
-#[derive(Default)]
-struct Inner {
-    records: HashMap<String, ThreadRecord>,
-    aliases: HashMap<String, String>,
-}
-
-impl Inner {
-    fn resolve<'a>(&'a self, id: &'a str) -> &'a str {
-        self.aliases.get(id).map(String::as_str).unwrap_or(id)
-    }
+struct Stored {
+    record: ThreadRecord,
+    history: Vec<Value>,
 }
 
 impl MemoryStore {
@@ -28,57 +22,52 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn with<T: Send + 'static>(&self, f: impl FnOnce(&mut Inner) -> T) -> StoreFuture<'_, T> {
-        let out = f(&mut self.inner.lock().expect("memory store poisoned"));
+    fn with<T: Send + 'static>(&self, f: impl FnOnce(&mut HashMap<String, Stored>) -> T) -> StoreFuture<'_, T> {
+        let out = f(&mut self.threads.lock().expect("memory store poisoned"));
         Box::pin(async move { Ok(out) })
     }
 }
 
 impl ThreadStore for MemoryStore {
     fn save(&self, record: ThreadRecord) -> StoreFuture<'_, ()> {
-        self.with(|i| {
-            i.records.insert(record.thread_id.clone(), record);
+        self.with(|threads| match threads.get_mut(&record.thread_id) {
+            Some(stored) => {
+                stored.record = ThreadRecord { created_at_ms: stored.record.created_at_ms, ..record };
+            }
+            None => {
+                threads.insert(record.thread_id.clone(), Stored { record, history: Vec::new() });
+            }
         })
     }
 
     fn load<'a>(&'a self, thread_id: &'a str) -> StoreFuture<'a, Option<ThreadRecord>> {
-        self.with(|i| i.records.get(i.resolve(thread_id)).cloned())
+        self.with(|threads| threads.get(thread_id).map(|s| s.record.clone()))
     }
 
-    fn replace<'a>(&'a self, old_id: &'a str, record: ThreadRecord) -> StoreFuture<'a, ()> {
-        self.with(|i| {
-            let new_id = record.thread_id.clone();
-            i.records.insert(new_id.clone(), record);
-            if old_id != new_id {
-                i.records.remove(old_id);
-                for target in i.aliases.values_mut().filter(|t| t.as_str() == old_id) {
-                    *target = new_id.clone();
+    fn record_turns(&self, turns: Vec<TurnRecord>) -> StoreFuture<'_, ()> {
+        self.with(|threads| {
+            let now = now_ms();
+            for turn in turns {
+                let Some(stored) = threads.get_mut(&turn.thread_id) else { continue };
+                stored.history.extend(turn.items);
+                if turn.completed {
+                    stored.record.turns += 1;
+                    stored.record.updated_at_ms = now;
                 }
-                i.aliases.insert(old_id.to_owned(), new_id);
             }
         })
     }
 
-    fn touch<'a>(&'a self, thread_id: &'a str, turns: u64) -> StoreFuture<'a, ()> {
-        self.with(|i| {
-            let id = i.resolve(thread_id).to_owned();
-            if let Some(r) = i.records.get_mut(&id) {
-                r.turns += turns;
-                r.updated_at_ms = now_ms();
-            }
-        })
+    fn history<'a>(&'a self, thread_id: &'a str) -> StoreFuture<'a, Vec<Value>> {
+        self.with(|threads| threads.get(thread_id).map(|s| s.history.clone()).unwrap_or_default())
     }
 
     fn delete<'a>(&'a self, thread_id: &'a str) -> StoreFuture<'a, bool> {
-        self.with(|i| {
-            let id = i.resolve(thread_id).to_owned();
-            i.aliases.retain(|old, new| *new != id && *old != id);
-            i.records.remove(&id).is_some()
-        })
+        self.with(|threads| threads.remove(thread_id).is_some())
     }
 
     fn count(&self) -> StoreFuture<'_, u64> {
-        self.with(|i| i.records.len() as u64)
+        self.with(|threads| threads.len() as u64)
     }
 }
 

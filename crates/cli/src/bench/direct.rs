@@ -50,7 +50,13 @@ impl DirectClient {
             reader,
         };
         client
-            .request("initialize", json!({"clientInfo": {"name": "codex-pool-bench-direct", "version": "0"}}))
+            .request(
+                "initialize",
+                json!({
+                    "clientInfo": {"name": "codex-pool-bench-direct", "version": "0"},
+                    "capabilities": {"experimentalApi": true}
+                }),
+            )
             .await?;
         client.write(&json!({"method": "initialized"})).await?;
         Ok(client)

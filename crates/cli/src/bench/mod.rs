@@ -1,7 +1,8 @@
 //! `codex-pool bench`: C concurrent conversations of T turns against the real codex and the fake
 //! model (run as a separate process, so its CPU is not counted as ours), printed as one JSON line.
 //! With `--direct`, the same load also runs through a minimal raw client with no pool, in the
-//! same invocation, and the line gains the direct figures and the ratios.
+//! same invocation, and the line gains the direct figures and the ratios. With `--versus
+//! PROFILE`, the same load also runs through the pool with another conversation profile.
 
 mod direct;
 mod measure;
@@ -35,13 +36,17 @@ pub struct BenchArgs {
     /// Also run the same load through a minimal raw client (no pool) and report the ratios.
     #[arg(long)]
     direct: bool,
-    /// Repeat the load this many times; with --direct, pool and direct runs alternate (who goes
-    /// first alternates too) and the figures pool all rounds of a mode.
+    /// Repeat the load this many times; with --direct or --versus, the runs alternate (who goes
+    /// first rotates too) and the figures pool all rounds of a mode.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
     /// Conversation profile: `chat` (lean, the default) or `default` (codex's own).
     #[arg(long, default_value = "chat")]
     profile: Profile,
+    /// Also run the same load through the pool with this profile (rounds alternate) and report
+    /// the ratios of --profile to it.
+    #[arg(long, value_name = "PROFILE")]
+    versus: Option<Profile>,
     /// Selection strategy of the pool.
     #[arg(long, default_value = "round_robin")]
     strategy: Strategy,
@@ -126,17 +131,29 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
     let bin = codex_pool_process::find_checked(args.codex_bin.as_deref())?;
     let mock = MockChild::spawn(args.deltas).await?;
-    let (mut pool, mut direct) = (None, None);
+    // What runs in each round: the pool with --profile, then what it is compared with.
+    let mut arms = vec![Arm::Pool(args.profile)];
+    if args.direct {
+        arms.push(Arm::Direct);
+    }
+    if let Some(other) = args.versus {
+        arms.push(Arm::Pool(other));
+    }
+    let mut results: Vec<Option<RunResult>> = arms.iter().map(|_| None).collect();
     for round in 0..args.rounds.max(1) {
-        let direct_first = args.direct && round % 2 == 1;
-        if direct_first {
-            absorb(&mut direct, run_direct(&args, &bin, &mock).await.context("direct run")?);
-        }
-        absorb(&mut pool, run_pool(&args, &bin, &mock).await.context("pool run")?);
-        if args.direct && !direct_first {
-            absorb(&mut direct, run_direct(&args, &bin, &mock).await.context("direct run")?);
+        for k in 0..arms.len() {
+            let i = (k + round) % arms.len();
+            let result = match arms[i] {
+                Arm::Pool(profile) => run_pool(&args, profile, &bin, &mock).await.context("pool run")?,
+                Arm::Direct => run_direct(&args, &bin, &mock).await.context("direct run")?,
+            };
+            absorb(&mut results[i], result);
         }
     }
+    let mut results = results.into_iter();
+    let pool = results.next().flatten();
+    let direct = if args.direct { results.next().flatten() } else { None };
+    let versus = results.next().flatten();
     mock.stop().await;
     let rounds = args.rounds.max(1);
     let total = args.convs * args.turns * rounds;
@@ -160,6 +177,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         });
         line["direct"] = d;
     }
+    if let (Some(versus), Some(other)) = (versus, args.versus) {
+        let v = versus.json(total);
+        let ratio = |key: &str| round(pool[key].as_f64().unwrap_or(0.0) / v[key].as_f64().unwrap_or(0.0));
+        line["profile_vs_versus"] = json!({
+            "throughput_ratio": ratio("turns_per_s"),
+            "lat_p50_ratio": ratio("lat_p50_ms"),
+            "request_bytes_ratio": ratio("request_bytes_per_turn"),
+            "codex_cpu_ratio": ratio("codex_cpu_ms_per_turn"),
+        });
+        line["versus"] = v;
+        line["versus"]["profile"] = json!(other.name());
+    }
     println!("{line}");
     Ok(())
 }
@@ -174,13 +203,27 @@ fn scratch() -> anyhow::Result<tempfile::TempDir> {
     Ok(tempfile::Builder::new().prefix("codex-pool-bench-").tempdir()?)
 }
 
-async fn run_pool(args: &BenchArgs, bin: &std::path::Path, mock: &MockChild) -> anyhow::Result<RunResult> {
+/// One mode of the benchmark.
+#[derive(Debug, Clone, Copy)]
+enum Arm {
+    /// Through the pool, with a profile.
+    Pool(Profile),
+    /// Through the minimal raw client, with --profile.
+    Direct,
+}
+
+async fn run_pool(
+    args: &BenchArgs,
+    profile: Profile,
+    bin: &std::path::Path,
+    mock: &MockChild,
+) -> anyhow::Result<RunResult> {
     let dir = scratch()?;
     let process = codex_process_config(bin.to_path_buf(), dir.path(), &mock.base_url, "mock-model");
     let mut config = PoolConfig::new(process);
     config.size = args.pool_size;
     config.strategy = args.strategy;
-    config.default_profile = args.profile;
+    config.default_profile = profile;
     config.max_turns_per_process = config.max_turns_per_process.max(args.convs);
     let store = Arc::new(SqliteStore::open(dir.path().join("threads.db"))?);
     let pool = Pool::new(config, store);
@@ -223,7 +266,13 @@ async fn run_direct(args: &BenchArgs, bin: &std::path::Path, mock: &MockChild) -
     let settings = args
         .profile
         .apply(ThreadSettings { cwd: Some(process.work_dir.display().to_string()), ..ThreadSettings::default() });
-    let params = serde_json::to_value(codex_pool_protocol::methods::ThreadStartParams { settings, ephemeral: None })?;
+    // The same threads the pool starts (a minimal client would not need the raw events, but the
+    // comparison is of the clients, not of what codex is asked to do).
+    let params = serde_json::to_value(codex_pool_protocol::methods::ThreadStartParams {
+        settings,
+        ephemeral: args.profile.ephemeral().then_some(true),
+        experimental_raw_events: true,
+    })?;
     let mut threads = Vec::new();
     for c in 0..args.convs {
         let client = clients[c % clients.len()].clone();
