@@ -36,8 +36,8 @@ pub enum ConfigError {
 /// Everything the pool needs.
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
-    /// Template for each process; every process shares its `CODEX_HOME` (so a thread can be
-    /// resumed on any of them) and working directory.
+    /// Template for each process; every process shares its `CODEX_HOME` (and so codex's login)
+    /// and working directory.
     pub process: ProcessConfig,
     /// Number of processes.
     pub size: usize,
@@ -53,10 +53,11 @@ pub struct PoolConfig {
     pub max_turns_per_process: usize,
     /// How long a turn waits for room on its process before failing with an overload error.
     pub overload_wait: Duration,
-    /// Threads unused for this long are unsubscribed (and resumed transparently on their next turn).
+    /// Threads unused for this long are unloaded from codex (and rebuilt from the store on their
+    /// next turn).
     pub idle_unsubscribe_after: Duration,
     /// Threads a process keeps loaded at most; past it, the least recently used idle threads are
-    /// unsubscribed (and unloaded), to be resumed on their next turn.
+    /// unloaded, to be rebuilt on their next turn.
     pub max_loaded_threads_per_process: usize,
     /// How often each process is pinged.
     pub health_interval: Duration,

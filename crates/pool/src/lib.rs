@@ -6,13 +6,15 @@
 //! - [`Pool::create_thread`] places a new conversation with the selection strategy
 //!   (`CODEX_SELECTION_STRATEGY`: `round_robin` or `least_busy`) and stores it in a
 //!   [`ThreadStore`](codex_pool_store::ThreadStore).
-//! - [`Pool::start_turn`] routes a turn to the process that holds the thread (affinity); a
-//!   thread whose process died is resumed on a live one first, so the conversation goes on with
-//!   its whole history. If codex cannot resume it, it is re-created (no history yet) or forked
-//!   (another writer holds it), and the turn's first event says the new thread id.
+//! - [`Pool::start_turn`] routes a turn to the process that holds the conversation (affinity).
+//!   Every item codex records in a conversation (`TurnEvent::ResponseItem`) is kept in the store;
+//!   a conversation no process holds (its process died, it idled out, the pool restarted) is
+//!   rebuilt on a live process first: a new codex thread with the same settings, given the
+//!   stored history (`thread/inject_items`). The conversation keeps its id throughout.
 //! - A turn on a process that dies ends at once with an `aborted` event (`process_exited`); a
 //!   turn that produces no event for the turn timeout is interrupted and ends with `timeout`.
-//! - Threads idle longer than a configured time are unsubscribed and resumed on their next turn.
+//! - Threads idle longer than a configured time are unloaded from codex and rebuilt on their next
+//!   turn.
 //! - [`Pool::shutdown`] interrupts running turns (each ends with a final event) and ends every
 //!   process and task.
 

@@ -522,7 +522,7 @@ impl PoolInner {
     }
 
     /// Per-turn model and approval overrides stick for later turns (as codex does), so they are
-    /// kept with the thread's settings, for resumes after a crash or an eviction.
+    /// kept with the thread's settings, for rebuilds after a crash or an eviction.
     fn remember_options(&self, thread_id: &str, options: &TurnOptions) {
         if options.model.is_none() && options.approval_policy.is_none() {
             return;
