@@ -20,6 +20,7 @@
 
 mod config;
 mod error;
+mod legacy;
 mod pool;
 mod profile;
 mod strategy;

@@ -9,7 +9,7 @@ use crate::turn::{PoolTurn, SlotTurn, TurnClaim};
 use codex_pool_process::{AppServerHandle, ProcessError};
 use codex_pool_protocol::methods::{ThreadSettings, ThreadStartParams, TurnStartParams};
 use codex_pool_protocol::types::{ApprovalPolicy, UserInput};
-use codex_pool_store::{ThreadRecord, ThreadStore, TurnRecord};
+use codex_pool_store::{StoreError, ThreadRecord, ThreadStore, TurnRecord};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -19,6 +19,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+
+/// How long [`Pool::shutdown`] waits for the consumers of ended turns to read or drop them (a
+/// turn is recorded then), before it closes the store.
+const SHUTDOWN_RECORD_WAIT: Duration = Duration::from_secs(2);
 
 /// Per-turn options (they stick for later turns of the thread, as codex does).
 #[derive(Debug, Clone, Default)]
@@ -307,13 +311,13 @@ impl Pool {
                     inner.remember_options(thread_id, &options);
                     let claim = TurnClaim {
                         pool: Arc::downgrade(inner),
-                        record: Some(TurnRecord {
+                        record: TurnRecord {
                             thread_id: thread_id.to_owned(),
                             turn_id: stream.turn_id().to_owned(),
                             items: Vec::new(),
                             completed: false,
-                        }),
-                        first_input: input.first().cloned(),
+                        },
+                        input,
                         _slot_turn: counted,
                         _permit: permit,
                         _thread_lock: thread_lock,
@@ -362,7 +366,9 @@ impl Pool {
         let lock = inner.claim_thread(thread_id).await?;
         let _unclaim = Unclaim { inner, thread_id, armed: true };
         let _guard = lock.lock_owned().await;
-        // Forget it in the store first, so a concurrent turn cannot bring it back from there.
+        // Forget it in the store first (after what is queued for it), so a concurrent turn cannot
+        // bring it back from there.
+        inner.flush_store().await?;
         inner.store.delete(thread_id).await?;
         let entry = inner.routing.lock().expect("routing lock").threads.remove(thread_id);
         if let Some(loaded) = entry.and_then(|e| e.loaded) {
@@ -383,6 +389,12 @@ impl Pool {
         for task in tasks {
             let _ = task.await;
         }
+        // Turns end (and are recorded) when their consumers read or drop them: give them a moment.
+        let deadline = Instant::now() + SHUTDOWN_RECORD_WAIT;
+        while inner.routing.lock().expect("routing lock").threads.values().any(|t| t.busy) && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let _ = inner.store_ops.send(StoreOp::Close);
         if let Some(writer) = writer {
             let _ = writer.await;
@@ -400,7 +412,11 @@ impl Pool {
             ready: slots.iter().filter(|s| s.state == "ready").count(),
             strategy: inner.config.strategy.name(),
             threads: routing.threads.len(),
-            subscribed_threads: routing.threads.values().filter(|t| t.loaded.is_some()).count(),
+            subscribed_threads: routing
+                .threads
+                .values()
+                .filter(|t| t.loaded.as_ref().is_some_and(|l| inner.live_handle(l).is_some()))
+                .count(),
             active_turns: slots.iter().map(|s| s.active_turns).sum(),
             slots,
         }
@@ -577,9 +593,14 @@ impl PoolInner {
                 return Ok(Placement { slot: self.slots[loaded.slot].clone(), handle, codex_id: loaded.codex_id });
             }
         }
+        // No process serves (or the pool never started): say so before waiting on the store.
+        self.select()?;
         // What earlier turns added must be in the store before it is read.
-        self.flush_store().await;
-        let history = self.store.history(thread_id).await?;
+        self.flush_store().await?;
+        let mut history = self.store.history(thread_id).await?;
+        if history.is_empty() {
+            history = self.import_legacy_history(thread_id).await?;
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -625,11 +646,52 @@ impl PoolInner {
         Ok(codex_id)
     }
 
-    /// Waits until every store write queued so far is done (or the writer is gone).
-    async fn flush_store(&self) {
+    /// Waits until every store write queued so far is done (or the writer is gone); fails if
+    /// one of them failed, so no conversation is rebuilt without a turn it had.
+    async fn flush_store(&self) -> Result<(), PoolError> {
         let (done, wait) = oneshot::channel();
         if self.store_ops.send(StoreOp::Flush(done)).is_ok() {
-            let _ = wait.await;
+            if let Ok(Err(e)) = wait.await {
+                return Err(StoreError::Worker(format!("an earlier write of turns failed: {e}")).into());
+            }
+        }
+        Ok(())
+    }
+
+    /// A conversation of the first release (turns but no history in the store) gets its history
+    /// from codex's rollout, once: it is written to the store and used for the rebuild.
+    async fn import_legacy_history(&self, thread_id: &str) -> Result<Vec<Value>, PoolError> {
+        let Some(record) = self.store.load(thread_id).await? else { return Ok(Vec::new()) };
+        if record.turns == 0 || record.ephemeral {
+            return Ok(Vec::new());
+        }
+        let home = self.config.process.codex_home.clone();
+        let id = thread_id.to_owned();
+        let found = tokio::task::spawn_blocking(move || crate::legacy::rollout_items(&home, &id))
+            .await
+            .map_err(|e| StoreError::Worker(e.to_string()))?;
+        match found {
+            Ok(Some(items)) if !items.is_empty() => {
+                tracing::info!(thread_id, items = items.len(), "history imported from codex's rollout");
+                let record = TurnRecord {
+                    thread_id: thread_id.to_owned(),
+                    turn_id: "rollout".to_owned(),
+                    items,
+                    completed: false,
+                };
+                let items = record.items.clone();
+                self.store.record_turns(vec![record]).await?;
+                Ok(items)
+            }
+            Ok(_) => {
+                tracing::warn!(
+                    thread_id,
+                    turns = record.turns,
+                    "no history for this conversation, in the store or in codex's rollouts; it goes on without it"
+                );
+                Ok(Vec::new())
+            }
+            Err(e) => Err(StoreError::Worker(format!("reading codex's rollout of {thread_id}: {e}")).into()),
         }
     }
 }
@@ -723,8 +785,9 @@ pub(crate) enum StoreOp {
     Turn(TurnRecord),
     /// The thread's settings changed.
     Settings(String, ThreadSettings),
-    /// Answer once everything queued before is written.
-    Flush(oneshot::Sender<()>),
+    /// Answer once everything queued before is written: `Err` if a write of turns failed since
+    /// the last flush.
+    Flush(oneshot::Sender<Result<(), String>>),
     /// Write everything queued before, then end.
     Close,
 }
@@ -735,6 +798,8 @@ pub(crate) enum StoreOp {
 /// what was queued before.
 async fn write_store(store: Arc<dyn ThreadStore>, mut rx: mpsc::UnboundedReceiver<StoreOp>) {
     let mut open = true;
+    // The last failed write of turns, until a flush reports it.
+    let mut failed: Option<String> = None;
     while open {
         let Some(first) = rx.recv().await else { return };
         let mut ops = vec![first];
@@ -746,27 +811,23 @@ async fn write_store(store: Arc<dyn ThreadStore>, mut rx: mpsc::UnboundedReceive
             match op {
                 StoreOp::Turn(record) => turns.push(record),
                 StoreOp::Settings(id, settings) => {
-                    write_turns(&*store, &mut turns).await;
-                    let result = match store.load(&id).await {
-                        Ok(Some(record)) => store.save(ThreadRecord { settings, ..record }).await,
-                        other => other.map(|_| ()),
-                    };
-                    if let Err(e) = result {
+                    write_turns(&*store, &mut turns, &mut failed).await;
+                    if let Err(e) = store.update_settings(&id, settings).await {
                         tracing::warn!(thread_id = %id, error = %e, "could not update the thread's settings");
                     }
                 }
                 StoreOp::Flush(done) => {
-                    write_turns(&*store, &mut turns).await;
-                    let _ = done.send(());
+                    write_turns(&*store, &mut turns, &mut failed).await;
+                    let _ = done.send(failed.take().map_or(Ok(()), Err));
                 }
                 StoreOp::Close => open = false,
             }
         }
-        write_turns(&*store, &mut turns).await;
+        write_turns(&*store, &mut turns, &mut failed).await;
     }
 }
 
-async fn write_turns(store: &dyn ThreadStore, turns: &mut Vec<TurnRecord>) {
+async fn write_turns(store: &dyn ThreadStore, turns: &mut Vec<TurnRecord>, failed: &mut Option<String>) {
     if turns.is_empty() {
         return;
     }
@@ -774,5 +835,6 @@ async fn write_turns(store: &dyn ThreadStore, turns: &mut Vec<TurnRecord>) {
     let n = batch.len();
     if let Err(e) = store.record_turns(batch).await {
         tracing::error!(turns = n, error = %e, "could not record turns in the thread store");
+        *failed = Some(e.to_string());
     }
 }

@@ -18,10 +18,13 @@ use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit};
 /// [`TurnEvent::Started`] is the conversation's, whichever codex thread runs it). Dropping it
 /// interrupts the turn.
 ///
-/// The turn's [`TurnEvent::ResponseItem`]s are what the store keeps of it: they are recorded when
-/// the turn ends (completed, interrupted, failed, timed out or dropped), except when its process
-/// died, which leaves no trace in the conversation: the caller sees `aborted`/`process_exited`
-/// and can send the same input again.
+/// The turn's [`TurnEvent::ResponseItem`]s are what the store keeps of it, once codex has
+/// finished the turn (`completed`, with any status: completed, interrupted or failed), whether
+/// or not the consumer read that far (a turn dropped after codex finished it is still recorded).
+/// A turn codex did not finish for us (`aborted`: its process died, it timed out, the consumer
+/// lagged or went away, the pool shut down) leaves nothing in the stored history, so the
+/// conversation never holds half a turn (a tool call without its output, say); its caller can
+/// send the input again.
 pub struct PoolTurn {
     /// The conversation.
     thread_id: String,
@@ -51,53 +54,90 @@ impl Drop for SlotTurn {
 /// what the store is to keep of the turn.
 pub(crate) struct TurnClaim {
     pub pool: Weak<PoolInner>,
-    /// The turn's history items so far; `None` once there is nothing to record.
-    pub record: Option<TurnRecord>,
-    /// The first part of the turn's input: where the turn's own items begin.
-    pub first_input: Option<UserInput>,
+    /// The turn's history items so far, and whether codex finished the turn.
+    pub record: TurnRecord,
+    /// The turn's input: how its own user message is told from what codex records before it.
+    pub input: Vec<UserInput>,
     pub _slot_turn: SlotTurn,
     pub _permit: OwnedSemaphorePermit,
     pub _thread_lock: OwnedMutexGuard<()>,
 }
 
+impl TurnClaim {
+    /// Takes note of an event of the turn.
+    fn observe(&mut self, event: &TurnEvent) {
+        match event {
+            TurnEvent::ResponseItem { item } => self.record.items.push(item.clone()),
+            TurnEvent::Completed { .. } => self.record.completed = true,
+            TurnEvent::Aborted { reason: AbortReason::ProcessExited, .. } => {
+                // Its process died: the conversation is rebuilt elsewhere on its next turn.
+                if let Some(pool) = self.pool.upgrade() {
+                    pool.thread_lost_process(&self.record.thread_id);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 impl Drop for TurnClaim {
     fn drop(&mut self) {
         let Some(pool) = self.pool.upgrade() else { return };
-        let Some(mut record) = self.record.take() else { return };
-        let thread_id = record.thread_id.clone();
-        own_items(&mut record.items, self.first_input.as_ref());
         // Queued before the thread's lock (a field) is released, so the next turn's rebuild,
-        // which flushes the queue, sees these items.
-        if record.completed || !record.items.is_empty() {
+        // which flushes the queue first, sees these items.
+        let thread_id = self.record.thread_id.clone();
+        if self.record.completed {
+            let mut record = std::mem::replace(&mut self.record, TurnRecord::completed("", "", Vec::new()));
+            own_items(&mut record.items, &self.input);
             pool.record_turn(record);
         }
         pool.turn_ended(&thread_id);
     }
 }
 
+/// Whether an item is context codex writes by itself for a thread (developer instructions,
+/// permissions, environment, user instructions) rather than part of the conversation.
+pub(crate) fn is_codex_context(item: &Value) -> bool {
+    if item["type"] != "message" {
+        return false;
+    }
+    let first = item["content"][0]["text"].as_str().unwrap_or_default();
+    item["role"] == "developer"
+        || (item["role"] == "user"
+            && ["<environment_context>", "<user_instructions>", "<permissions"]
+                .iter()
+                .any(|tag| first.starts_with(tag)))
+}
+
 /// Keeps the turn's own items: its user message and what followed. What codex records before
 /// it belongs to the codex thread, not to the turn: the context codex writes for a new thread
 /// (developer instructions, permissions, environment), which it writes again on every rebuild;
 /// and, on a rebuilt thread, the injected history, which codex may report again in the first
-/// turn. The turn's message is the last user message that starts like the input (a repeated
-/// message appears earlier only as history). If none is found, every item is kept.
-fn own_items(items: &mut Vec<Value>, first_input: Option<&UserInput>) {
-    let Some(first) = first_input else { return };
-    let starts_like_input = |item: &Value| {
-        let part = &item["content"][0];
+/// turn. The turn's message is the last user message holding the input's first text (or, for
+/// an input of images only, an image): a repeated message appears earlier only as history. If
+/// none is found, codex's own context is left out and the rest kept.
+fn own_items(items: &mut Vec<Value>, input: &[UserInput]) {
+    let text = input.iter().find_map(|i| match i {
+        UserInput::Text { text } => Some(text.as_str()),
+        _ => None,
+    });
+    let holds_input = |item: &Value| {
+        let parts = item["content"].as_array().map(Vec::as_slice).unwrap_or_default();
         item["type"] == "message"
             && item["role"] == "user"
-            && match first {
-                UserInput::Text { text } => part["type"] == "input_text" && part["text"] == text.as_str(),
-                UserInput::Image { .. } | UserInput::LocalImage { .. } => part["type"] == "input_image",
-            }
+            && parts.iter().any(|part| match text {
+                Some(text) => part["type"] == "input_text" && part["text"] == text,
+                None => part["type"] == "input_image",
+            })
     };
-    match items.iter().rposition(starts_like_input) {
+    match items.iter().rposition(holds_input) {
         Some(start) => {
             items.drain(..start);
         }
-        None if !items.is_empty() => tracing::warn!("the turn's own message was not among its history items"),
-        None => {}
+        None => {
+            tracing::warn!("the turn's own message was not among its history items");
+            items.retain(|item| !is_codex_context(item));
+        }
     }
 }
 
@@ -140,36 +180,30 @@ impl PoolTurn {
         if let TurnEvent::Started { thread_id, .. } = &mut event {
             thread_id.clone_from(&self.thread_id);
         }
+        self.observe(&event);
+        Poll::Ready(Some(event))
+    }
+
+    fn observe(&mut self, event: &TurnEvent) {
         if let Some(claim) = self.claim.as_mut() {
-            let record = claim.record.as_mut();
-            match &event {
-                TurnEvent::ResponseItem { item } => {
-                    if let Some(r) = record {
-                        r.items.push(item.clone());
-                    }
-                }
-                TurnEvent::Completed { .. } => {
-                    if let Some(r) = record {
-                        r.completed = true;
-                    }
-                }
-                TurnEvent::Aborted { reason: AbortReason::ProcessExited, .. } => {
-                    // The turn died with its process: nothing of it is kept, and the conversation
-                    // is rebuilt elsewhere on its next turn.
-                    if let (Some(r), Some(pool)) = (claim.record.take(), claim.pool.upgrade()) {
-                        pool.thread_lost_process(&r.thread_id);
-                        pool.turn_ended(&r.thread_id);
-                    }
-                }
-                _ => {}
-            }
+            claim.observe(event);
         }
         if event.is_terminal() {
             self.done = true;
             // Released now, so a finished turn kept around holds nothing.
             self.claim = None;
         }
-        Poll::Ready(Some(event))
+    }
+}
+
+impl Drop for PoolTurn {
+    fn drop(&mut self) {
+        // Dropped before the end was read: what has already arrived still counts (codex may have
+        // finished the turn). A turn still running is abandoned by the stream.
+        while !self.done {
+            let Some(event) = self.stream.try_next() else { break };
+            self.observe(&event);
+        }
     }
 }
 
@@ -210,11 +244,32 @@ mod tests {
             call.clone(),
             msg("assistant", "echo: hi"),
         ];
-        own_items(&mut items, Some(&UserInput::text("hi")));
+        own_items(&mut items, &[UserInput::text("hi")]);
         assert_eq!(items, vec![msg("user", "hi"), call, msg("assistant", "echo: hi")]);
+    }
 
-        let mut unknown = vec![msg("assistant", "x")];
-        own_items(&mut unknown, Some(&UserInput::text("hi")));
-        assert_eq!(unknown.len(), 1, "kept when the input is not found");
+    #[test]
+    fn images_are_found_in_the_turns_message() {
+        // codex puts a text tag before each image.
+        let with_image = json!({"type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": "<image name=[Image #1]>"},
+            {"type": "input_image", "image_url": "data:..."},
+            {"type": "input_text", "text": "what is this?"},
+        ]});
+        let input = [UserInput::Image { url: "data:...".into() }, UserInput::text("what is this?")];
+        let mut items = vec![msg("developer", "ctx"), with_image.clone(), msg("assistant", "a cat")];
+        own_items(&mut items, &input);
+        assert_eq!(items, vec![with_image.clone(), msg("assistant", "a cat")]);
+
+        let mut items = vec![msg("developer", "ctx"), with_image.clone()];
+        own_items(&mut items, &[UserInput::Image { url: "data:...".into() }]);
+        assert_eq!(items, vec![with_image]);
+    }
+
+    #[test]
+    fn without_the_input_codex_context_is_still_left_out() {
+        let mut items = vec![msg("developer", "ctx"), msg("user", "<environment_context>x"), msg("assistant", "x")];
+        own_items(&mut items, &[UserInput::text("not there")]);
+        assert_eq!(items, vec![msg("assistant", "x")]);
     }
 }

@@ -343,6 +343,82 @@ async fn tool_calls_come_back_with_the_history_after_a_crash() {
     pool.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_release_conversation_gets_its_history_from_codex_rollout() {
+    use codex_pool::Profile;
+    let env = Env::new().await;
+    let db = env.dir.path().join("threads.db");
+    let thread = {
+        let pool = Pool::new(pool_config(&env, 1), Arc::new(SqliteStore::open(&db).unwrap()));
+        pool.ensure_started().await.unwrap();
+        // Not ephemeral, so codex keeps a rollout, as it did for every thread of the first release.
+        let thread = pool.create_thread_with(ThreadSettings::default(), Profile::Codex).await.unwrap();
+        turn_text(&pool, &thread, "from the old days").await;
+        pool.shutdown().await;
+        thread
+    };
+    // What a first-release database holds: the record, no history.
+    rusqlite::Connection::open(&db).unwrap().execute("DELETE FROM thread_items", []).unwrap();
+    let store = Arc::new(SqliteStore::open(&db).unwrap());
+    let pool = Pool::new(pool_config(&env, 1), store.clone());
+    pool.ensure_started().await.unwrap();
+    let (text, _) = turn_text(&pool, &thread, "still with me?").await;
+    assert_eq!(text, "echo: still with me?");
+    let msgs = messages(&env.requests_with("still with me?")[0]);
+    assert!(msgs.iter().any(|(r, t)| r == "user" && t == "from the old days"), "{msgs:?}");
+    assert!(msgs.iter().any(|(r, t)| r == "assistant" && t == "echo: from the old days"), "{msgs:?}");
+    assert_eq!(msgs.iter().filter(|(_, t)| t.contains("<environment_context>")).count(), 1, "{msgs:?}");
+    pool.shutdown().await;
+    assert_eq!(store.history(&thread).await.unwrap().len(), 4, "imported, then the new turn");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_dropped_after_codex_finished_it_is_kept_and_an_unfinished_one_is_not() {
+    let env = Env::new().await;
+    let store = Arc::new(MemoryStore::new());
+    let pool = Pool::new(pool_config(&env, 1), store.clone());
+    pool.ensure_started().await.unwrap();
+    let thread = pool.create_thread(ThreadSettings::default()).await.unwrap();
+    // Read up to the reply, then let codex finish, then drop without reading the end.
+    let mut turn = pool.start_turn(&thread, vec![UserInput::text("finished")], TurnOptions::default()).await.unwrap();
+    while !matches!(turn.next().await.unwrap(), TurnEvent::ItemCompleted { item } if item["type"] == "agentMessage") {}
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(turn);
+    // Dropped in the middle: codex never finished it for us.
+    let mut turn = pool
+        .start_turn(
+            &thread,
+            vec![UserInput::text("unfinished [mock:deltas=50] [mock:delay_ms=50]")],
+            TurnOptions::default(),
+        )
+        .await
+        .unwrap();
+    while !matches!(turn.next().await.unwrap(), TurnEvent::AgentMessageDelta { .. }) {}
+    drop(turn);
+    let (text, _) = turn_text(&pool, &thread, "last").await;
+    assert_eq!(text, "echo: last");
+    pool.shutdown().await;
+    let history = store.history(&thread).await.unwrap();
+    let texts: Vec<&str> = history.iter().filter_map(|i| i["content"][0]["text"].as_str()).collect();
+    assert_eq!(texts, ["finished", "echo: finished", "last", "echo: last"], "{history:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_that_was_never_started_says_so() {
+    let env = Env::new().await;
+    let store = Arc::new(MemoryStore::new());
+    store.save(codex_pool_store::ThreadRecord::new("stored", ThreadSettings::default())).await.unwrap();
+    let pool = Pool::new(pool_config(&env, 1), store);
+    let turn = tokio::time::timeout(
+        Duration::from_secs(5),
+        pool.start_turn("stored", vec![UserInput::text("x")], TurnOptions::default()),
+    )
+    .await
+    .expect("an answer, not a hang");
+    assert!(matches!(turn, Err(PoolError::Unavailable)), "{turn:?}");
+    assert!(matches!(pool.create_thread(ThreadSettings::default()).await, Err(PoolError::Unavailable)));
+}
+
 fn process_alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks for existence.
     unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
@@ -439,7 +515,8 @@ async fn a_silent_turn_times_out_but_a_long_chatty_one_does_not() {
     let env = Env::new().await;
     let mut config = pool_config(&env, 1);
     config.turn_timeout = Duration::from_millis(600);
-    let pool = Pool::new(config, Arc::new(MemoryStore::new()));
+    let store = Arc::new(MemoryStore::new());
+    let pool = Pool::new(config, store.clone());
     pool.ensure_started().await.unwrap();
     let thread = pool.create_thread(ThreadSettings::default()).await.unwrap();
     // 12 deltas 150 ms apart: 1.8 s in all, three times the timeout, never 600 ms of silence.
@@ -452,4 +529,8 @@ async fn a_silent_turn_times_out_but_a_long_chatty_one_does_not() {
     let (text, _) = turn_text(&pool, &thread, "after the silence").await;
     assert_eq!(text, "echo: after the silence");
     pool.shutdown().await;
+    // The timed-out turn left nothing in the history.
+    let history = store.history(&thread).await.unwrap();
+    assert_eq!(history.len(), 4, "{history:?}");
+    assert!(!history.iter().any(|i| i.to_string().contains("silence [mock:hang]")), "{history:?}");
 }

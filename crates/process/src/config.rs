@@ -79,8 +79,7 @@ pub const BASE_OVERRIDES: &[(&str, &str)] = &[
     // The shell snapshot runs `bash -lc` over the user's ~/.bashrc for every thread.
     ("features.shell_snapshot", "false"),
     // Unload a thread as soon as it has no subscriber (codex's default waits 60 s): memory then
-    // follows the pool's unsubscribe policy, and the thread's writer lock is freed, so another
-    // process can resume it.
+    // follows the pool's unsubscribe policy.
     ("thread_unload_delay_secs", "0"),
     ("check_for_update_on_startup", "false"),
     ("analytics.enabled", "false"),

@@ -89,6 +89,21 @@ impl TurnStream {
         std::future::poll_fn(|cx| self.poll_event(cx)).await
     }
 
+    /// The next event if one has already arrived, without waiting: for a consumer that stops
+    /// reading and wants to know whether the turn had ended meanwhile.
+    pub fn try_next(&mut self) -> Option<TurnEvent> {
+        if self.finished {
+            return None;
+        }
+        let event = self.rx.try_recv().ok()?;
+        self.backlog.fetch_sub(1, Ordering::Relaxed);
+        if event.is_terminal() {
+            self.finished = true;
+            self.timer = None;
+        }
+        Some(event)
+    }
+
     /// Reads the stream to its end and returns the concatenated reply text and the terminal event.
     pub async fn collect_text(self) -> (String, TurnEvent) {
         crate::events::collect_text(self).await

@@ -21,9 +21,9 @@ pub mod method {
     pub const CHATGPT_AUTH_TOKENS_REFRESH: &str = "account/chatgptAuthTokens/refresh";
     /// Produce an attestation token.
     pub const ATTESTATION_GENERATE: &str = "attestation/generate";
-    /// Legacy (v1) patch approval.
     /// `currentTime/read` (experimental API): the client's clock.
     pub const CURRENT_TIME_READ: &str = "currentTime/read";
+    /// Legacy (v1) patch approval.
     pub const APPLY_PATCH_APPROVAL: &str = "applyPatchApproval";
     /// Legacy (v1) command approval.
     pub const EXEC_COMMAND_APPROVAL: &str = "execCommandApproval";

@@ -117,9 +117,12 @@ pub fn now_ms() -> i64 {
 
 /// Persistence of conversations. Implementations must be safe to share between tasks.
 pub trait ThreadStore: Send + Sync + 'static {
-    /// Inserts a record, or updates the settings (and `updated_at_ms`, `turns`) of an existing
-    /// one; its history is kept.
+    /// Inserts a record, or updates an existing one (all but `created_at_ms`); its history is
+    /// kept.
     fn save(&self, record: ThreadRecord) -> StoreFuture<'_, ()>;
+    /// Replaces the settings of an existing conversation; does nothing for an unknown id (one
+    /// released meanwhile is not brought back).
+    fn update_settings<'a>(&'a self, thread_id: &'a str, settings: ThreadSettings) -> StoreFuture<'a, ()>;
     /// The record of a conversation.
     fn load<'a>(&'a self, thread_id: &'a str) -> StoreFuture<'a, Option<ThreadRecord>>;
     /// Appends what turns added, in order, all or nothing: each turn's items go to the end of its
@@ -177,6 +180,12 @@ mod tests {
         assert_eq!((a3.settings, a3.created_at_ms, a3.turns), (changed, a.created_at_ms, 2));
         assert_eq!(store.history("a").await.unwrap().len(), 4);
         assert_eq!(store.count().await.unwrap(), 2);
+
+        let again = ThreadSettings { model: Some("n".into()), ..settings.clone() };
+        store.update_settings("a", again.clone()).await.unwrap();
+        assert_eq!(store.load("a").await.unwrap().unwrap().settings, again);
+        store.update_settings("gone", again).await.unwrap();
+        assert_eq!(store.load("gone").await.unwrap(), None, "no record is created");
 
         assert!(store.delete("a").await.unwrap());
         assert_eq!(store.load("a").await.unwrap(), None);

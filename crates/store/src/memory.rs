@@ -1,6 +1,7 @@
 //! A store that keeps records for the life of the process.
 
 use crate::{now_ms, StoreFuture, ThreadRecord, ThreadStore, TurnRecord};
+use codex_pool_protocol::methods::ThreadSettings;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -36,6 +37,14 @@ impl ThreadStore for MemoryStore {
             }
             None => {
                 threads.insert(record.thread_id.clone(), Stored { record, history: Vec::new() });
+            }
+        })
+    }
+
+    fn update_settings<'a>(&'a self, thread_id: &'a str, settings: ThreadSettings) -> StoreFuture<'a, ()> {
+        self.with(|threads| {
+            if let Some(stored) = threads.get_mut(thread_id) {
+                stored.record.settings = settings;
             }
         })
     }

@@ -1,7 +1,8 @@
 //! The embedded SQLite store.
 
 use crate::{now_ms, StoreError, StoreFuture, ThreadRecord, ThreadStore, TurnRecord};
-use rusqlite::{params, Connection, OptionalExtension};
+use codex_pool_protocol::methods::ThreadSettings;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::Value;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -17,7 +18,9 @@ const MIGRATIONS: &[&str] = &[
          turns         INTEGER NOT NULL DEFAULT 0
      );
      CREATE TABLE thread_aliases (old_id TEXT PRIMARY KEY, new_id TEXT NOT NULL);",
-    // 2: the history lives here, not in codex; a conversation keeps its id when it moves.
+    // 2: the history lives here, not in codex; a conversation keeps its id when it moves
+    // (`thread_aliases` is no longer read: the first release announced every id change, and
+    // its rows are left as they were).
     "ALTER TABLE threads ADD COLUMN ephemeral INTEGER NOT NULL DEFAULT 0;
      CREATE TABLE thread_items (
          thread_id TEXT NOT NULL,
@@ -25,8 +28,7 @@ const MIGRATIONS: &[&str] = &[
          turn_id   TEXT NOT NULL,
          item      TEXT NOT NULL,
          PRIMARY KEY (thread_id, seq)
-     ) WITHOUT ROWID;
-     DROP TABLE thread_aliases;",
+     ) WITHOUT ROWID;",
 ];
 
 /// A [`ThreadStore`] in one SQLite file (WAL mode). Queries run on tokio's blocking pool, so no
@@ -73,10 +75,12 @@ impl SqliteStore {
     }
 }
 
-/// Brings the database to the newest schema, one transaction per step. A database written by a
-/// newer codex-pool is refused rather than misread.
+/// Brings the database to the newest schema, in one transaction that holds the write lock from
+/// the start (so two processes opening a new file at once do not both create it). A database
+/// written by a newer codex-pool is refused rather than misread.
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?.max(0) as usize;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: usize = tx.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?.max(0) as usize;
     if version > MIGRATIONS.len() {
         return Err(StoreError::Corrupt {
             thread_id: "*".into(),
@@ -85,17 +89,16 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     // Databases of the first release were created without a version.
     let legacy = version == 0
-        && conn
+        && tx
             .query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'threads'", [], |_| Ok(()))
             .optional()?
             .is_some();
     let from = if legacy { 1 } else { version };
-    for (i, step) in MIGRATIONS.iter().enumerate().skip(from) {
-        let tx = conn.transaction()?;
+    for step in &MIGRATIONS[from..] {
         tx.execute_batch(step)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-        tx.commit()?;
     }
+    tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+    tx.commit()?;
     Ok(())
 }
 
@@ -121,6 +124,15 @@ impl ThreadStore for SqliteStore {
                     record.turns as i64
                 ],
             )?;
+            Ok(())
+        })
+    }
+
+    fn update_settings<'a>(&'a self, thread_id: &'a str, settings: ThreadSettings) -> StoreFuture<'a, ()> {
+        let thread_id = thread_id.to_owned();
+        self.run(move |conn| {
+            let settings = serde_json::to_string(&settings).map_err(|e| corrupt(&thread_id, e))?;
+            conn.execute("UPDATE threads SET settings = ?2 WHERE thread_id = ?1", params![thread_id, settings])?;
             Ok(())
         })
     }
