@@ -594,7 +594,9 @@ impl PoolInner {
             }
         }
         // No process serves (or the pool never started): say so before waiting on the store.
-        self.select()?;
+        if self.slots.iter().all(|s| s.ready().is_none()) {
+            return Err(PoolError::Unavailable);
+        }
         // What earlier turns added must be in the store before it is read.
         self.flush_store().await?;
         let mut history = self.store.history(thread_id).await?;
@@ -649,6 +651,10 @@ impl PoolInner {
     /// Waits until every store write queued so far is done (or the writer is gone); fails if
     /// one of them failed, so no conversation is rebuilt without a turn it had.
     async fn flush_store(&self) -> Result<(), PoolError> {
+        if self.store_rx.lock().expect("store lock").is_some() {
+            // The writer has not started (the pool has not): nothing is being written.
+            return Ok(());
+        }
         let (done, wait) = oneshot::channel();
         if self.store_ops.send(StoreOp::Flush(done)).is_ok() {
             if let Ok(Err(e)) = wait.await {

@@ -416,6 +416,8 @@ async fn a_pool_that_was_never_started_says_so() {
     .await
     .expect("an answer, not a hang");
     assert!(matches!(turn, Err(PoolError::Unavailable)), "{turn:?}");
+    let released = tokio::time::timeout(Duration::from_secs(5), pool.release_thread("stored")).await;
+    assert!(matches!(released, Ok(Ok(()))), "{released:?}");
     assert!(matches!(pool.create_thread(ThreadSettings::default()).await, Err(PoolError::Unavailable)));
 }
 
