@@ -1,5 +1,6 @@
 //! How a `codex app-server` process is started.
 
+use crate::error::SpawnError;
 use crate::policy::{DeclinePolicy, ServerRequestHandler};
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -199,10 +200,10 @@ impl ProcessConfig {
         cmd
     }
 
-    /// Creates the folders the process needs.
-    pub fn prepare_dirs(&self) -> std::io::Result<()> {
+    /// Creates the folders the process needs; an error names the folder.
+    pub fn prepare_dirs(&self) -> Result<(), SpawnError> {
         for dir in [&self.codex_home, &self.work_dir].into_iter().chain(self.home_dir.as_ref()) {
-            std::fs::create_dir_all(dir)?;
+            std::fs::create_dir_all(dir).map_err(|source| SpawnError::Prepare { path: dir.clone(), source })?;
         }
         Ok(())
     }

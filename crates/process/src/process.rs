@@ -63,9 +63,7 @@ const STDERR_TAIL_LINES: usize = 20;
 impl AppServer {
     /// Spawns the process, performs the handshake and (with `require_login`) checks the login.
     pub async fn spawn(config: ProcessConfig) -> Result<Self, SpawnError> {
-        for dir in [&config.codex_home, &config.work_dir].into_iter().chain(config.home_dir.as_ref()) {
-            std::fs::create_dir_all(dir).map_err(|source| SpawnError::Prepare { path: dir.clone(), source })?;
-        }
+        config.prepare_dirs()?;
         let mut cmd = config.command();
         let mut child = cmd.spawn().map_err(|source| SpawnError::Spawn { path: config.codex_bin.clone(), source })?;
         let pid = child.id().unwrap_or(0);
