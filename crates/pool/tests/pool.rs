@@ -189,11 +189,7 @@ async fn idle_threads_are_unloaded_and_rebuilt_on_their_next_turn() {
     pool.ensure_started().await.unwrap();
     let thread = pool.create_thread(ThreadSettings::default()).await.unwrap();
     turn_text(&pool, &thread, "first").await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while pool.stats().subscribed_threads > 0 {
-        assert!(tokio::time::Instant::now() < deadline, "idle thread never unsubscribed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until("the idle thread is unloaded", Duration::from_secs(5), || pool.stats().subscribed_threads == 0).await;
     let (text, _) = turn_text(&pool, &thread, "second").await;
     assert_eq!(text, "echo: second");
     assert_ne!(pool.codex_thread_id(&thread).as_deref(), Some(thread.as_str()), "rebuilt on a new codex thread");
@@ -293,11 +289,7 @@ async fn a_rebuilt_conversation_sends_its_context_and_history_once() {
         // injected history again in the first turn; neither may pile up.
         for n in 0..4 {
             turn_text(&pool, &thread, &format!("{} says {n}", profile.name())).await;
-            let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            while pool.slot_of(&thread).is_some() {
-                assert!(std::time::Instant::now() < deadline, "never unloaded");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            wait_until("the thread is unloaded", Duration::from_secs(5), || pool.slot_of(&thread).is_none()).await;
         }
         let last = format!("{} says 3", profile.name());
         let msgs = messages(&env.requests_with(&last)[0]);
@@ -326,11 +318,10 @@ async fn tool_calls_come_back_with_the_history_after_a_crash() {
     assert!(text.starts_with("tool output:"), "{text}");
     let victim = pool.processes()[0].clone().unwrap();
     victim.signal(libc::SIGKILL);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while pool.processes()[0].as_ref().is_none_or(|h| h.pid() == victim.pid()) {
-        assert!(std::time::Instant::now() < deadline, "the process was not replaced");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_until("the process is replaced", Duration::from_secs(20), || {
+        pool.processes()[0].as_ref().is_some_and(|h| h.pid() != victim.pid())
+    })
+    .await;
     let (text, _) = turn_text(&pool, &thread, "and now?").await;
     assert_eq!(text, "echo: and now?");
     // The rebuilt thread sent the model the call and its output, in order, before the new message.
@@ -488,11 +479,10 @@ async fn cancelled_dropped_and_kept_turns_leave_no_trace() {
         )
         .await;
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while pool.stats().active_turns > 0 || pool.processes()[0].as_ref().unwrap().stats().active_turns > 0 {
-        assert!(std::time::Instant::now() < deadline, "turns never ended: {:?}", pool.stats());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until("the cancelled turns end", Duration::from_secs(10), || {
+        pool.stats().active_turns == 0 && pool.processes()[0].as_ref().unwrap().stats().active_turns == 0
+    })
+    .await;
     // Dropped while running: the next turn starts right away (waiting for codex to end the old one).
     let slow = pool
         .start_turn(&thread, vec![UserInput::text("slow [mock:deltas=50] [mock:delay_ms=50]")], TurnOptions::default())

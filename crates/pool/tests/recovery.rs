@@ -38,14 +38,6 @@ async fn turn_text(pool: &Pool, thread: &str, text: &str) -> (String, TurnEvent,
     .expect("turn ends")
 }
 
-async fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 /// Kills (SIGKILL) or stops (SIGSTOP) the process of `victim` in the middle of a streaming turn
 /// and checks that every conversation it held goes on with its history.
 async fn conversations_survive(signal: libc::c_int) {

@@ -105,3 +105,12 @@ pub async fn finish(turn: TurnStream) -> (String, TurnEvent, Vec<TurnEvent>) {
 
 /// Grace for shutdowns in tests.
 pub const SHUTDOWN: Duration = Duration::from_secs(5);
+
+/// Polls `ok` every 20 ms until it holds; fails the test, naming `what`, after `limit`.
+pub async fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !ok() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
