@@ -199,6 +199,27 @@ async fn idle_threads_are_unloaded_and_rebuilt_on_their_next_turn() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuilt_conversations_are_spread_by_the_strategy() {
+    let env = Env::new().await;
+    let mut config = pool_config(&env, 2);
+    config.idle_unsubscribe_after = Duration::from_millis(100);
+    let pool = Pool::new(config, Arc::new(MemoryStore::new()));
+    pool.ensure_started().await.unwrap();
+    let mut threads = Vec::new();
+    for _ in 0..4 {
+        threads.push(pool.create_thread(ThreadSettings::default()).await.unwrap());
+    }
+    wait_until("every thread is unloaded", Duration::from_secs(5), || pool.stats().subscribed_threads == 0).await;
+    let mut per_slot = [0; 2];
+    for t in &threads {
+        turn_text(&pool, t, "back").await;
+        per_slot[pool.slot_of(t).expect("loaded right after its turn")] += 1;
+    }
+    assert_eq!(per_slot, [2, 2], "round robin places rebuilds like new threads");
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conversations_survive_a_restart_of_the_pool() {
     let env = Env::new().await;
     let db = env.dir.path().join("threads.db");
