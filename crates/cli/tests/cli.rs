@@ -7,32 +7,30 @@ fn codex_pool() -> Command {
     Command::new(env!("CARGO_BIN_EXE_codex-pool"))
 }
 
-#[test]
-fn chat_streams_a_reply_per_line_on_the_fake_model() {
+/// Runs `codex-pool chat ARGS` with `input` on stdin, to the end.
+fn chat(args: &[&str], input: &[u8]) -> std::process::Output {
     let mut child = codex_pool()
-        .args(["chat", "--mock-model"])
+        .arg("chat")
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"alpha\nbeta\n").unwrap();
-    let out = child.wait_with_output().unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn chat_streams_a_reply_per_line_on_the_fake_model() {
+    let out = chat(&["--mock-model"], b"alpha\nbeta\n");
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "echo: alpha\necho: beta\n");
 }
 
 #[test]
 fn chat_reports_a_failing_model_and_exits_non_zero() {
-    let mut child = codex_pool()
-        .args(["chat", "--mock-model", "--model-retries", "0"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"boom [mock:fail=500]\n").unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = chat(&["--mock-model", "--model-retries", "0"], b"boom [mock:fail=500]\n");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("turn ended: Failed") || stderr.contains("codex error"), "{stderr}");

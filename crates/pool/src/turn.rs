@@ -87,7 +87,7 @@ impl Drop for TurnClaim {
         // which flushes the queue first, sees these items.
         let thread_id = self.record.thread_id.clone();
         if self.record.completed {
-            let mut record = std::mem::replace(&mut self.record, TurnRecord::completed("", "", Vec::new()));
+            let mut record = std::mem::take(&mut self.record);
             own_items(&mut record.items, &self.input);
             pool.record_turn(record);
         }

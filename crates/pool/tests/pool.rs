@@ -1,6 +1,6 @@
 //! The pool against the real pinned `codex app-server` and the fake model.
 
-use codex_pool::{Pool, PoolConfig, PoolError, Strategy, TurnEvent, TurnOptions};
+use codex_pool::{Pool, PoolConfig, PoolError, Profile, Strategy, TurnEvent, TurnOptions};
 use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_protocol::types::{TurnStatus, UserInput};
 use codex_pool_store::{MemoryStore, SqliteStore, ThreadStore};
@@ -219,19 +219,29 @@ async fn rebuilt_conversations_are_spread_by_the_strategy() {
     pool.shutdown().await;
 }
 
+/// A pool on the database `db` creates a conversation, runs one turn and shuts down; returns the
+/// conversation's id (for a second pool to pick up).
+async fn one_turn_on_a_first_pool(
+    env: &Env,
+    db: &std::path::Path,
+    settings: ThreadSettings,
+    profile: Profile,
+    text: &str,
+) -> String {
+    let pool = Pool::new(pool_config(env, 1), Arc::new(SqliteStore::open(db).unwrap()));
+    pool.ensure_started().await.unwrap();
+    let thread = pool.create_thread_with(settings, profile).await.unwrap();
+    turn_text(&pool, &thread, text).await;
+    pool.shutdown().await;
+    thread
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conversations_survive_a_restart_of_the_pool() {
     let env = Env::new().await;
     let db = env.dir.path().join("threads.db");
-    let thread = {
-        let pool = Pool::new(pool_config(&env, 1), Arc::new(SqliteStore::open(&db).unwrap()));
-        pool.ensure_started().await.unwrap();
-        let settings = ThreadSettings { developer_instructions: Some("You are Ada.".into()), ..Default::default() };
-        let thread = pool.create_thread(settings).await.unwrap();
-        turn_text(&pool, &thread, "remember me").await;
-        pool.shutdown().await;
-        thread
-    };
+    let settings = ThreadSettings { developer_instructions: Some("You are Ada.".into()), ..Default::default() };
+    let thread = one_turn_on_a_first_pool(&env, &db, settings, Profile::Chat, "remember me").await;
     let record = SqliteStore::open(&db).unwrap().load(&thread).await.unwrap().expect("stored");
     assert_eq!(record.turns, 1, "the completed turn was recorded by shutdown");
     assert_eq!(record.settings.developer_instructions.as_deref(), Some("You are Ada."));
@@ -265,7 +275,6 @@ fn rollout_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_history_lives_in_the_store_not_on_codex_disk() {
-    use codex_pool::Profile;
     let env = Env::new().await;
     let store = Arc::new(SqliteStore::open(env.dir.path().join("threads.db")).unwrap());
     let pool = Pool::new(pool_config(&env, 1), store.clone());
@@ -296,7 +305,6 @@ async fn chat_history_lives_in_the_store_not_on_codex_disk() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuilt_conversation_sends_its_context_and_history_once() {
-    use codex_pool::Profile;
     let env = Env::new().await;
     let mut config = pool_config(&env, 1);
     config.idle_unsubscribe_after = Duration::from_millis(100);
@@ -328,7 +336,6 @@ async fn a_rebuilt_conversation_sends_its_context_and_history_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tool_calls_come_back_with_the_history_after_a_crash() {
-    use codex_pool::Profile;
     use codex_pool_protocol::types::ApprovalPolicy;
     let env = Env::new().await;
     let pool = Pool::new(pool_config(&env, 1), Arc::new(MemoryStore::new()));
@@ -357,18 +364,11 @@ async fn tool_calls_come_back_with_the_history_after_a_crash() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_release_conversation_gets_its_history_from_codex_rollout() {
-    use codex_pool::Profile;
     let env = Env::new().await;
     let db = env.dir.path().join("threads.db");
-    let thread = {
-        let pool = Pool::new(pool_config(&env, 1), Arc::new(SqliteStore::open(&db).unwrap()));
-        pool.ensure_started().await.unwrap();
-        // Not ephemeral, so codex keeps a rollout, as it did for every thread of the first release.
-        let thread = pool.create_thread_with(ThreadSettings::default(), Profile::Codex).await.unwrap();
-        turn_text(&pool, &thread, "from the old days").await;
-        pool.shutdown().await;
-        thread
-    };
+    // Not ephemeral, so codex keeps a rollout, as it did for every thread of the first release.
+    let thread =
+        one_turn_on_a_first_pool(&env, &db, ThreadSettings::default(), Profile::Codex, "from the old days").await;
     // What a first-release database holds: the record, no history.
     rusqlite::Connection::open(&db).unwrap().execute("DELETE FROM thread_items", []).unwrap();
     let store = Arc::new(SqliteStore::open(&db).unwrap());

@@ -149,21 +149,29 @@ async fn no_skills_text_reaches_the_model() {
     server.shutdown(SHUTDOWN).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_approval_request_is_declined_by_policy_and_the_turn_completes() {
+/// On a thread whose approval policy is `untrusted`, has the fake model call `exec_command` to
+/// create `file` (so codex must ask the client first); returns the finished turn.
+async fn run_a_command_needing_approval(
+    codex: &codex_pool_process::AppServerHandle,
+    file: &str,
+) -> (String, TurnEvent, Vec<TurnEvent>) {
     use codex_pool_protocol::methods::ThreadSettings;
     use codex_pool_protocol::types::ApprovalPolicy;
-    let env = Env::new().await;
-    let server = env.spawn().await;
-    let codex = server.handle().clone();
     let params = ThreadStartParams {
         settings: ThreadSettings { approval_policy: Some(ApprovalPolicy::Untrusted), ..Default::default() },
         ..Default::default()
     };
     let thread = codex.start_thread(&params).await.unwrap().thread;
-    let ask = r#"run it [mock:tool=exec_command {"cmd":"touch approved.txt"}]"#;
-    let turn = codex.start_turn(TurnStartParams::new(&thread.id, vec![UserInput::text(ask)])).await.unwrap();
-    let (text, end, events) = finish(turn).await;
+    let ask = format!(r#"run it [mock:tool=exec_command {{"cmd":"touch {file}"}}]"#);
+    finish(codex.start_turn(TurnStartParams::new(&thread.id, vec![UserInput::text(ask)])).await.unwrap()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_request_is_declined_by_policy_and_the_turn_completes() {
+    let env = Env::new().await;
+    let server = env.spawn().await;
+    let codex = server.handle().clone();
+    let (text, end, events) = run_a_command_needing_approval(&codex, "approved.txt").await;
     assert!(matches!(end, TurnEvent::Completed { status: TurnStatus::Completed, .. }), "{end:?}");
     let asked: Vec<_> = events
         .iter()
@@ -206,9 +214,7 @@ async fn model_failures_end_the_turn_as_failed_and_the_thread_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_request_handler_still_gets_the_request_answered() {
     use codex_pool_process::{AppServer, BoxFuture, ServerRequestHandler};
-    use codex_pool_protocol::methods::ThreadSettings;
     use codex_pool_protocol::server_requests::ServerRequest;
-    use codex_pool_protocol::types::ApprovalPolicy;
     use codex_pool_protocol::RpcError;
     use std::sync::Arc;
 
@@ -223,14 +229,7 @@ async fn a_panicking_request_handler_still_gets_the_request_answered() {
     config.handler = Arc::new(Panics);
     let server = AppServer::spawn(config).await.unwrap();
     let codex = server.handle().clone();
-    let params = ThreadStartParams {
-        settings: ThreadSettings { approval_policy: Some(ApprovalPolicy::Untrusted), ..Default::default() },
-        ..Default::default()
-    };
-    let thread = codex.start_thread(&params).await.unwrap().thread;
-    let ask = r#"run it [mock:tool=exec_command {"cmd":"touch x.txt"}]"#;
-    let turn = codex.start_turn(TurnStartParams::new(&thread.id, vec![UserInput::text(ask)])).await.unwrap();
-    let (_, end, events) = finish(turn).await;
+    let (_, end, events) = run_a_command_needing_approval(&codex, "x.txt").await;
     assert!(matches!(end, TurnEvent::Completed { status: TurnStatus::Completed, .. }), "{end:?}");
     assert!(events
         .iter()

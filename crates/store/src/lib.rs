@@ -91,7 +91,7 @@ impl ThreadRecord {
 }
 
 /// What one turn added to a conversation.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct TurnRecord {
     /// The conversation.
     pub thread_id: String,
