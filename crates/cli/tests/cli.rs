@@ -80,6 +80,24 @@ fn bench_prints_one_json_line_with_every_figure() {
     assert!(line["pool_vs_direct"]["throughput_ratio"].is_number());
 }
 
+#[test]
+fn bench_versus_compares_two_profiles_on_the_same_load() {
+    let out = codex_pool()
+        .args(["bench", "--convs", "2", "--turns", "1", "--pool-size", "1", "--versus", "default"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["profile"], "chat");
+    assert_eq!(line["versus"]["profile"], "default");
+    assert_eq!(line["versus"]["errors"], 0);
+    for key in ["throughput_ratio", "lat_p50_ratio", "request_bytes_ratio", "codex_cpu_ratio"] {
+        assert!(line["profile_vs_versus"][key].as_f64().is_some_and(|r| r > 0.0), "{key} in {line}");
+    }
+    // The chat profile's request is the smaller one.
+    assert!(line["profile_vs_versus"]["request_bytes_ratio"].as_f64().unwrap() < 0.34, "{line}");
+}
+
 /// Child processes of `pid`, from /proc.
 fn children(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
