@@ -77,7 +77,7 @@ impl ModelArgs {
         let mut config = ProcessConfig::new(bin, codex_home, work_dir);
         match &provider {
             Some(p) => {
-                config = config.with_overrides(p.overrides());
+                config = config.with_provider(p);
                 let model = self.model.clone().unwrap_or_else(|| "mock-model".to_owned());
                 config = config.with_override("model", codex_pool_process::toml_string(&model));
             }
@@ -99,7 +99,7 @@ pub fn codex_process_config(bin: PathBuf, scratch: &std::path::Path, base_url: &
     provider.request_max_retries = Some(0);
     provider.stream_max_retries = Some(0);
     ProcessConfig::new(bin, scratch.join("codex-home"), scratch.join("empty"))
-        .with_overrides(provider.overrides())
+        .with_provider(&provider)
         .with_override("model", codex_pool_process::toml_string(model))
 }
 

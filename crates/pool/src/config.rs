@@ -14,6 +14,7 @@ pub const ENV_MODEL: &str = "CODEX_MODEL";
 
 /// A configuration value that does not parse.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// Not a positive whole number.
     #[error("{var}={value:?} is not a pool size; use a whole number from 1 to 64")]
@@ -49,6 +50,9 @@ pub struct PoolConfig {
     pub default_profile: Profile,
     /// A turn that produces no event for this long is interrupted and ends with a timeout.
     pub turn_timeout: Duration,
+    /// A turn whose last progress (anything but codex announcing it will retry the model) is
+    /// this old is interrupted and ends as `model_unreachable`, naming the model's address.
+    pub progress_timeout: Duration,
     /// Turns running at once on one process; more wait up to `overload_wait`, then fail.
     pub max_turns_per_process: usize,
     /// How long a turn waits for room on its process before failing with an overload error.
@@ -83,6 +87,7 @@ impl PoolConfig {
             default_model: None,
             default_profile: Profile::Chat,
             turn_timeout: Duration::from_secs(120),
+            progress_timeout: Duration::from_secs(30),
             max_turns_per_process: 48,
             overload_wait: Duration::from_secs(30),
             idle_unsubscribe_after: Duration::from_secs(600),

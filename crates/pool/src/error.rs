@@ -1,10 +1,11 @@
-//! Errors of the pool.
+//! Errors of the pool: one shape per condition.
 
 use codex_pool_process::{ProcessError, SpawnError};
-use codex_pool_store::StoreError;
+use codex_pool_store::{ConversationId, StoreError};
 
 /// What can go wrong in the pool.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PoolError {
     /// No process could be started.
     #[error("no codex process could be started: {0}")]
@@ -15,38 +16,64 @@ pub enum PoolError {
     /// The pool is shutting down or has shut down.
     #[error("the pool is shut down")]
     ShutDown,
-    /// The thread id is not known to the pool or its store.
-    #[error("unknown thread {0}")]
-    UnknownThread(String),
-    /// A turn is already running on the thread.
-    #[error("thread {0} already has a turn running; wait for it to end or interrupt it")]
-    ThreadBusy(String),
-    /// No turn is running on the thread.
-    #[error("thread {0} has no turn running")]
-    NoActiveTurn(String),
-    /// The thread's process has no room for another turn.
-    #[error("the codex process of thread {thread_id} already runs {limit} turns; retry later")]
+    /// The conversation is not known to the pool or its store.
+    #[error("unknown conversation {0}")]
+    UnknownThread(ConversationId),
+    /// A turn is already running on the conversation (or it is being released).
+    #[error("conversation {0} already has a turn running; wait for it to end or interrupt it")]
+    ThreadBusy(ConversationId),
+    /// No turn is running on the conversation.
+    #[error("conversation {0} has no turn running")]
+    NoActiveTurn(ConversationId),
+    /// The conversation's process has no room for another turn.
+    #[error("the codex process of conversation {thread_id} already runs {limit} turns; retry later")]
     Overloaded {
-        /// The thread.
-        thread_id: String,
+        /// The conversation.
+        thread_id: ConversationId,
         /// The per-process limit.
         limit: usize,
     },
+    /// The input is longer than codex takes; nothing was sent and the conversation is unchanged.
+    #[error("the input has {chars} characters of text, over codex's limit of {limit}; shorten it or split it over several turns")]
+    InputTooLarge {
+        /// Characters of text in the input.
+        chars: usize,
+        /// The most codex takes in one turn.
+        limit: usize,
+    },
     /// The conversation could not be rebuilt on a live process from its stored history.
-    #[error("thread {thread_id} could not be rebuilt on a codex process: {source}")]
+    #[error("conversation {thread_id} could not be rebuilt on a codex process: {source}")]
     Rebuild {
-        /// The thread.
-        thread_id: String,
+        /// The conversation.
+        thread_id: ConversationId,
         /// What codex answered.
         source: ProcessError,
     },
-    /// A request to a process failed.
+    /// codex failed a request (it answered with an error, timed out, or its process is gone).
     #[error(transparent)]
-    Process(#[from] ProcessError),
+    Codex(ProcessError),
     /// A process could not be spawned.
     #[error(transparent)]
     Spawn(#[from] SpawnError),
     /// The thread store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl PoolError {
+    /// A process error as the pool reports it, for a request about `conversation`: conditions
+    /// the pool names itself (busy, no turn, overloaded, input too large) take the pool's shape.
+    pub(crate) fn from_process(conversation: &ConversationId, e: ProcessError) -> Self {
+        match e {
+            ProcessError::ThreadBusy { .. } => PoolError::ThreadBusy(conversation.clone()),
+            ProcessError::NoActiveTurn { .. } => PoolError::NoActiveTurn(conversation.clone()),
+            ProcessError::InputTooLarge { chars, limit } => PoolError::InputTooLarge { chars, limit },
+            e => PoolError::Codex(e),
+        }
+    }
+
+    /// A process error about no conversation in particular.
+    pub(crate) fn codex(e: ProcessError) -> Self {
+        PoolError::Codex(e)
+    }
 }

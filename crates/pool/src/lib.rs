@@ -20,9 +20,13 @@
 
 mod config;
 mod error;
-mod legacy;
+mod history;
+mod placement;
 mod pool;
 mod profile;
+mod reaper;
+mod routing;
+mod store_writer;
 mod strategy;
 mod supervisor;
 mod turn;
@@ -32,7 +36,9 @@ pub use error::PoolError;
 pub use pool::{Pool, PoolStats, TurnOptions};
 pub use profile::{Profile, UnknownProfile, CHAT_BASE_INSTRUCTIONS, CHAT_CONFIG};
 pub use strategy::{Candidate, LeastBusy, RoundRobin, SelectionStrategy, Strategy, UnknownStrategy};
-pub use supervisor::{SlotState, SlotStats};
+pub use supervisor::{SlotStats, SlotStatus};
 pub use turn::PoolTurn;
 
 pub use codex_pool_process::{AbortReason, TurnEvent};
+pub use codex_pool_protocol::CodexThreadId;
+pub use codex_pool_store::ConversationId;

@@ -38,6 +38,7 @@ pub const CHAT_CONFIG: &[(&str, &str)] = &[
 
 /// What a conversation is set up for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Profile {
     /// Chat and role-play: lean requests, no tools unless the conversation asks for them.
     #[default]

@@ -44,6 +44,7 @@ impl SelectionStrategy for LeastBusy {
 
 /// The strategies selectable by name (`CODEX_SELECTION_STRATEGY`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Strategy {
     /// `round_robin` (the default).
     #[default]

@@ -2,64 +2,58 @@
 //! when it dies or hangs, with exponential backoff so a crash loop never spins.
 
 use crate::config::PoolConfig;
-use codex_pool_process::{AppServer, AppServerHandle, ProcessError};
+use crate::routing::Routing;
+use codex_pool_process::{AppServer, AppServerHandle, ProcessError, ProcessStats};
 use serde::Serialize;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 
-/// Where a slot's process stands.
+/// Where a slot's process stands. The handle never leaves the pool: callers see [`SlotStats`].
 #[derive(Debug, Clone)]
-pub enum SlotState {
+pub(crate) enum SlotState {
     /// Being spawned.
     Starting,
     /// Serving; `generation` counts the processes this slot has had.
-    Ready {
-        /// The process.
-        handle: AppServerHandle,
-        /// Which process of the slot this is (from 1).
-        generation: u64,
-    },
+    Ready { handle: AppServerHandle, generation: u64 },
     /// Dead or not started; a restart follows after the backoff.
-    Down {
-        /// Why.
-        reason: String,
-        /// The generation that went down.
-        generation: u64,
-    },
+    Down { reason: String, generation: u64 },
     /// Shut down for good.
     Stopped,
 }
 
 /// What the pool and the supervisor share about a slot.
 #[derive(Debug)]
-pub(crate) struct SlotShared {
+pub(crate) struct Slot {
     pub index: usize,
     pub state: watch::Receiver<SlotState>,
     /// Room for turns on the slot's process.
     pub turn_permits: Arc<Semaphore>,
-    /// Turns the pool runs on the slot now.
-    pub active_turns: AtomicUsize,
-    /// Threads the pool keeps subscribed on the slot's current process.
-    pub subscribed: AtomicUsize,
     /// Processes started after the first.
     pub restarts: AtomicU64,
     /// Spawns or handshakes that failed.
     pub spawn_failures: AtomicU64,
+    /// The last health check was answered.
+    pub healthy: AtomicBool,
+    /// Health checks answered.
+    pub health_checks: AtomicU64,
+    /// The longest a health check took to be answered, in microseconds.
+    pub slowest_check_us: AtomicU64,
 }
 
-impl SlotShared {
+impl Slot {
     pub(crate) fn new(index: usize, state: watch::Receiver<SlotState>, max_turns: usize) -> Self {
         Self {
             index,
             state,
             turn_permits: Arc::new(Semaphore::new(max_turns)),
-            active_turns: AtomicUsize::new(0),
-            subscribed: AtomicUsize::new(0),
             restarts: AtomicU64::new(0),
             spawn_failures: AtomicU64::new(0),
+            healthy: AtomicBool::new(false),
+            health_checks: AtomicU64::new(0),
+            slowest_check_us: AtomicU64::new(0),
         }
     }
 
@@ -70,15 +64,36 @@ impl SlotShared {
             _ => None,
         }
     }
+
+    /// The process, if it is the one of `generation` and still serves.
+    pub(crate) fn live(&self, generation: u64) -> Option<AppServerHandle> {
+        self.ready().filter(|(_, g)| *g == generation).map(|(h, _)| h)
+    }
+}
+
+/// Where a slot's process stands, as [`SlotStats`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SlotStatus {
+    /// Being spawned.
+    Starting,
+    /// Serving.
+    Ready,
+    /// Dead or not started; a restart follows.
+    Down,
+    /// Shut down for good.
+    Stopped,
 }
 
 /// A snapshot of one slot.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct SlotStats {
     /// The slot index.
     pub slot: usize,
-    /// `starting`, `ready`, `down` or `stopped`.
-    pub state: &'static str,
+    /// Where its process stands.
+    pub state: SlotStatus,
     /// Why it is down, when it is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub down_reason: Option<String>,
@@ -87,23 +102,35 @@ pub struct SlotStats {
     pub pid: Option<u32>,
     /// Which process of the slot this is.
     pub generation: u64,
-    /// Turns running.
+    /// Whether its last health check was answered.
+    pub healthy: bool,
+    /// Turns the pool runs on it.
     pub active_turns: usize,
-    /// Threads subscribed.
-    pub subscribed_threads: usize,
+    /// Conversations the pool has loaded on it.
+    pub loaded_threads: usize,
     /// Restarts so far.
     pub restarts: u64,
     /// Failed spawns so far.
     pub spawn_failures: u64,
+    /// Health checks answered so far.
+    pub health_checks: u64,
+    /// The longest a health check took to be answered, in milliseconds.
+    pub slowest_check_ms: f64,
+    /// The process's own counters (codex's view: turns it ran, threads it reports loaded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessStats>,
 }
 
-impl SlotShared {
-    pub(crate) fn stats(&self) -> SlotStats {
-        let (state, down_reason, pid, generation) = match &*self.state.borrow() {
-            SlotState::Starting => ("starting", None, None, 0),
-            SlotState::Ready { handle, generation } => ("ready", None, Some(handle.pid()), *generation),
-            SlotState::Down { reason, generation } => ("down", Some(reason.clone()), None, *generation),
-            SlotState::Stopped => ("stopped", None, None, 0),
+impl Slot {
+    /// Its snapshot, with the routing table's counts for it.
+    pub(crate) fn stats(&self, active_turns: usize, loaded_threads: usize) -> SlotStats {
+        let (state, down_reason, pid, generation, process) = match &*self.state.borrow() {
+            SlotState::Starting => (SlotStatus::Starting, None, None, 0, None),
+            SlotState::Ready { handle, generation } => {
+                (SlotStatus::Ready, None, Some(handle.pid()), *generation, Some(handle.stats()))
+            }
+            SlotState::Down { reason, generation } => (SlotStatus::Down, Some(reason.clone()), None, *generation, None),
+            SlotState::Stopped => (SlotStatus::Stopped, None, None, 0, None),
         };
         SlotStats {
             slot: self.index,
@@ -111,10 +138,14 @@ impl SlotShared {
             down_reason,
             pid,
             generation,
-            active_turns: self.active_turns.load(Ordering::Relaxed),
-            subscribed_threads: self.subscribed.load(Ordering::Relaxed),
+            healthy: state == SlotStatus::Ready && self.healthy.load(Ordering::Relaxed),
+            active_turns,
+            loaded_threads,
             restarts: self.restarts.load(Ordering::Relaxed),
             spawn_failures: self.spawn_failures.load(Ordering::Relaxed),
+            health_checks: self.health_checks.load(Ordering::Relaxed),
+            slowest_check_ms: self.slowest_check_us.load(Ordering::Relaxed) as f64 / 1000.0,
+            process,
         }
     }
 }
@@ -128,9 +159,10 @@ enum Ended {
 
 /// Runs the slot until shutdown: spawn, serve, watch, replace.
 pub(crate) async fn supervise(
-    slot: Arc<SlotShared>,
+    slot: Arc<Slot>,
     state: watch::Sender<SlotState>,
     config: Arc<PoolConfig>,
+    routing: Arc<Routing>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut generation = 0u64;
@@ -160,11 +192,12 @@ pub(crate) async fn supervise(
             }
             Some(Ok(server)) => {
                 let handle = server.handle().clone();
-                slot.subscribed.store(0, Ordering::Relaxed);
+                routing.slot_restarted(slot.index, generation);
+                slot.healthy.store(true, Ordering::Relaxed);
                 state.send_replace(SlotState::Ready { handle: handle.clone(), generation });
                 let ended = tokio::select! {
-                    why = handle.exited() => Ended::Exited(why),
-                    why = watch_health(&handle, &config) => Ended::Hung(why),
+                    why = handle.exited() => Ended::Exited(why.to_string()),
+                    why = watch_health(&handle, &config, &slot) => Ended::Hung(why),
                     _ = shutdown.changed() => Ended::Shutdown,
                 };
                 match ended {
@@ -175,6 +208,7 @@ pub(crate) async fn supervise(
                     }
                     Ended::Hung(why) => {
                         tracing::warn!(slot = slot.index, process = handle.label(), reason = %why, "codex process hung; killing it");
+                        slot.healthy.store(false, Ordering::Relaxed);
                         handle.signal(libc::SIGKILL);
                         state.send_replace(SlotState::Down { reason: why.clone(), generation });
                         // Let the actor see the death itself, so running turns end as
@@ -185,6 +219,7 @@ pub(crate) async fn supervise(
                     }
                     Ended::Exited(why) => {
                         tracing::warn!(slot = slot.index, process = handle.label(), reason = %why, "codex process died");
+                        slot.healthy.store(false, Ordering::Relaxed);
                         state.send_replace(SlotState::Down { reason: why.clone(), generation });
                         server.shutdown(Duration::from_millis(200)).await;
                         why
@@ -224,15 +259,24 @@ pub(crate) fn backoff(config: &PoolConfig, failures_in_a_row: u32) -> Duration {
     config.restart_backoff.saturating_mul(factor).min(config.restart_backoff_max)
 }
 
-/// Pings the process until it stops answering; returns why it is considered hung.
-async fn watch_health(handle: &AppServerHandle, config: &PoolConfig) -> String {
+/// Pings the process until it stops answering; returns why it is considered hung. Records how
+/// long each answer took.
+async fn watch_health(handle: &AppServerHandle, config: &PoolConfig, slot: &Slot) -> String {
     let mut tick = tokio::time::interval(config.health_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
         tick.tick().await;
-        match handle.ping(config.health_timeout).await {
+        let asked = Instant::now();
+        let answer = handle.ping(config.health_timeout).await;
+        if !matches!(answer, Err(ProcessError::Timeout { .. })) {
+            let took = asked.elapsed().as_micros() as u64;
+            slot.slowest_check_us.fetch_max(took, Ordering::Relaxed);
+            slot.health_checks.fetch_add(1, Ordering::Relaxed);
+        }
+        match answer {
             Err(ProcessError::Timeout { timeout, .. }) => {
+                slot.healthy.store(false, Ordering::Relaxed);
                 return format!("no answer to a health check within {timeout:?}");
             }
             Err(ProcessError::StdinBacklog) => return "codex stopped reading its input".to_owned(),

@@ -1,6 +1,6 @@
 //! The pool against the real pinned `codex app-server` and the fake model.
 
-use codex_pool::{Pool, PoolConfig, PoolError, Profile, Strategy, TurnEvent, TurnOptions};
+use codex_pool::{ConversationId, Pool, PoolConfig, PoolError, Profile, Strategy, TurnEvent, TurnOptions};
 use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_protocol::types::{TurnStatus, UserInput};
 use codex_pool_store::{MemoryStore, SqliteStore, ThreadStore};
@@ -14,7 +14,7 @@ fn pool_config(env: &Env, size: usize) -> PoolConfig {
     c
 }
 
-async fn turn_text(pool: &Pool, thread: &str, text: &str) -> (String, TurnEvent) {
+async fn turn_text(pool: &Pool, thread: &ConversationId, text: &str) -> (String, TurnEvent) {
     let turn = pool.start_turn(thread, vec![UserInput::text(text)], TurnOptions::default()).await.unwrap();
     tokio::time::timeout(Duration::from_secs(60), turn.collect_text()).await.expect("turn ends")
 }
@@ -28,9 +28,13 @@ async fn ensure_started_is_idempotent_under_concurrent_callers() {
     let (a, b, c) = (pids(a.unwrap()), pids(b.unwrap()), pids(c.unwrap()));
     assert_eq!(a, b);
     assert_eq!(b, c);
-    assert_eq!(a.iter().flatten().count(), 2);
     assert_eq!(pool.stats().ready, 2);
+    // Exactly two codex processes run for this pool, and they are the ones it reports.
+    let mut reported: Vec<u32> = a.into_iter().flatten().collect();
+    reported.sort_unstable();
+    assert_eq!(codex_processes_under(env.dir.path()), reported);
     pool.shutdown().await;
+    assert_eq!(codex_processes_under(env.dir.path()), Vec::<u32>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,7 +56,7 @@ async fn follow_up_turns_stay_on_their_process_and_round_robin_spreads_threads()
             assert_eq!(pool.slot_of(t), Some(*slot), "affinity");
         }
     }
-    let per_process: Vec<u64> = pool.processes().iter().map(|h| h.as_ref().unwrap().stats().turns_completed).collect();
+    let per_process: Vec<u64> = pool.stats().slots.iter().map(|s| s.process.unwrap().turns_completed).collect();
     assert_eq!(per_process, vec![6, 6, 6]);
     pool.shutdown().await;
 }
@@ -111,9 +115,10 @@ async fn unknown_threads_busy_threads_and_release() {
     let store = Arc::new(MemoryStore::new());
     let pool = Pool::new(pool_config(&env, 1), store.clone());
     pool.ensure_started().await.unwrap();
-    let err = pool.start_turn("no-such-thread", vec![UserInput::text("x")], TurnOptions::default()).await.unwrap_err();
+    let no_such = ConversationId::from("no-such-thread");
+    let err = pool.start_turn(&no_such, vec![UserInput::text("x")], TurnOptions::default()).await.unwrap_err();
     assert!(matches!(err, PoolError::UnknownThread(_)), "{err}");
-    assert!(matches!(pool.interrupt_turn("no-such-thread").await, Err(PoolError::UnknownThread(_))));
+    assert!(matches!(pool.interrupt_turn(&no_such).await, Err(PoolError::UnknownThread(_))));
 
     let thread = pool.create_thread(ThreadSettings::default()).await.unwrap();
     assert!(matches!(pool.interrupt_turn(&thread).await, Err(PoolError::NoActiveTurn(_))));
@@ -142,7 +147,7 @@ async fn shutdown_ends_running_turns_with_a_final_event_and_leaves_no_process() 
     let env = Env::new().await;
     let pool = Pool::new(pool_config(&env, 2), Arc::new(MemoryStore::new()));
     pool.ensure_started().await.unwrap();
-    let pids: Vec<u32> = pool.processes().iter().map(|h| h.as_ref().unwrap().pid()).collect();
+    let pids: Vec<u32> = pool.stats().slots.iter().map(|s| s.pid.unwrap()).collect();
     let thread = pool.create_thread(ThreadSettings::default()).await.unwrap();
     let mut turn = pool
         .start_turn(
@@ -174,7 +179,7 @@ async fn shutdown_ends_running_turns_with_a_final_event_and_leaves_no_process() 
     );
     stopping.await.unwrap();
     for pid in pids {
-        assert!(!process_alive(pid), "codex {pid} outlived the pool");
+        assert!(!alive(pid), "codex {pid} outlived the pool");
     }
     let err = pool.create_thread(ThreadSettings::default()).await.unwrap_err();
     assert!(matches!(err, PoolError::ShutDown), "{err}");
@@ -189,10 +194,10 @@ async fn idle_threads_are_unloaded_and_rebuilt_on_their_next_turn() {
     pool.ensure_started().await.unwrap();
     let thread = pool.create_thread(ThreadSettings::default()).await.unwrap();
     turn_text(&pool, &thread, "first").await;
-    wait_until("the idle thread is unloaded", Duration::from_secs(5), || pool.stats().subscribed_threads == 0).await;
+    wait_until("the idle thread is unloaded", Duration::from_secs(5), || pool.stats().loaded_threads == 0).await;
     let (text, _) = turn_text(&pool, &thread, "second").await;
     assert_eq!(text, "echo: second");
-    assert_ne!(pool.codex_thread_id(&thread).as_deref(), Some(thread.as_str()), "rebuilt on a new codex thread");
+    assert_ne!(pool.codex_thread_id(&thread).unwrap().as_str(), thread.as_str(), "rebuilt on a new codex thread");
     let req = &env.requests_with("second")[0];
     assert!(messages(req).iter().any(|(r, t)| r == "assistant" && t == "echo: first"), "history lost on rebuild");
     pool.shutdown().await;
@@ -209,7 +214,7 @@ async fn rebuilt_conversations_are_spread_by_the_strategy() {
     for _ in 0..4 {
         threads.push(pool.create_thread(ThreadSettings::default()).await.unwrap());
     }
-    wait_until("every thread is unloaded", Duration::from_secs(5), || pool.stats().subscribed_threads == 0).await;
+    wait_until("every thread is unloaded", Duration::from_secs(5), || pool.stats().loaded_threads == 0).await;
     let mut per_slot = [0; 2];
     for t in &threads {
         turn_text(&pool, t, "back").await;
@@ -227,7 +232,7 @@ async fn one_turn_on_a_first_pool(
     settings: ThreadSettings,
     profile: Profile,
     text: &str,
-) -> String {
+) -> ConversationId {
     let pool = Pool::new(pool_config(env, 1), Arc::new(SqliteStore::open(db).unwrap()));
     pool.ensure_started().await.unwrap();
     let thread = pool.create_thread_with(settings, profile).await.unwrap();
@@ -288,7 +293,7 @@ async fn chat_history_lives_in_the_store_not_on_codex_disk() {
     // codex wrote a rollout for the coding-agent thread only; the chat thread was ephemeral.
     let rollouts = rollout_files(env.dir.path());
     assert_eq!(rollouts.len(), 1, "{rollouts:?}");
-    assert!(rollouts[0].to_string_lossy().contains(&agent), "{rollouts:?}");
+    assert!(rollouts[0].to_string_lossy().contains(agent.as_str()), "{rollouts:?}");
     assert!(store.load(&chat).await.unwrap().unwrap().ephemeral);
     assert!(!store.load(&agent).await.unwrap().unwrap().ephemeral);
     // Both histories are in the store, as codex recorded them: the user's message, then the reply.
@@ -344,10 +349,10 @@ async fn tool_calls_come_back_with_the_history_after_a_crash() {
     let thread = pool.create_thread_with(settings, Profile::Codex).await.unwrap();
     let (text, _) = turn_text(&pool, &thread, r#"run it [mock:tool=exec_command {"cmd":"echo hi"}]"#).await;
     assert!(text.starts_with("tool output:"), "{text}");
-    let victim = pool.processes()[0].clone().unwrap();
-    victim.signal(libc::SIGKILL);
+    let victim = pool.stats().slots[0].pid.unwrap();
+    kill(victim, libc::SIGKILL);
     wait_until("the process is replaced", Duration::from_secs(20), || {
-        pool.processes()[0].as_ref().is_some_and(|h| h.pid() != victim.pid())
+        pool.stats().slots[0].pid.is_some_and(|pid| pid != victim)
     })
     .await;
     let (text, _) = turn_text(&pool, &thread, "and now?").await;
@@ -363,28 +368,6 @@ async fn tool_calls_come_back_with_the_history_after_a_crash() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_first_release_conversation_gets_its_history_from_codex_rollout() {
-    let env = Env::new().await;
-    let db = env.dir.path().join("threads.db");
-    // Not ephemeral, so codex keeps a rollout, as it did for every thread of the first release.
-    let thread =
-        one_turn_on_a_first_pool(&env, &db, ThreadSettings::default(), Profile::Codex, "from the old days").await;
-    // What a first-release database holds: the record, no history.
-    rusqlite::Connection::open(&db).unwrap().execute("DELETE FROM thread_items", []).unwrap();
-    let store = Arc::new(SqliteStore::open(&db).unwrap());
-    let pool = Pool::new(pool_config(&env, 1), store.clone());
-    pool.ensure_started().await.unwrap();
-    let (text, _) = turn_text(&pool, &thread, "still with me?").await;
-    assert_eq!(text, "echo: still with me?");
-    let msgs = messages(&env.requests_with("still with me?")[0]);
-    assert!(msgs.iter().any(|(r, t)| r == "user" && t == "from the old days"), "{msgs:?}");
-    assert!(msgs.iter().any(|(r, t)| r == "assistant" && t == "echo: from the old days"), "{msgs:?}");
-    assert_eq!(msgs.iter().filter(|(_, t)| t.contains("<environment_context>")).count(), 1, "{msgs:?}");
-    pool.shutdown().await;
-    assert_eq!(store.history(&thread).await.unwrap().len(), 4, "imported, then the new turn");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_turn_dropped_after_codex_finished_it_is_kept_and_an_unfinished_one_is_not() {
     let env = Env::new().await;
     let store = Arc::new(MemoryStore::new());
@@ -394,7 +377,8 @@ async fn a_turn_dropped_after_codex_finished_it_is_kept_and_an_unfinished_one_is
     // Read up to the reply, then let codex finish, then drop without reading the end.
     let mut turn = pool.start_turn(&thread, vec![UserInput::text("finished")], TurnOptions::default()).await.unwrap();
     while !matches!(turn.next().await.unwrap(), TurnEvent::ItemCompleted { item } if item["type"] == "agentMessage") {}
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let codex_finished = || pool.stats().slots[0].process.is_some_and(|p| p.turns_completed == 1);
+    wait_until("codex finishes the turn", Duration::from_secs(10), codex_finished).await;
     drop(turn);
     // Dropped in the middle: codex never finished it for us.
     let mut turn = pool
@@ -419,28 +403,23 @@ async fn a_turn_dropped_after_codex_finished_it_is_kept_and_an_unfinished_one_is
 async fn a_pool_that_was_never_started_says_so() {
     let env = Env::new().await;
     let store = Arc::new(MemoryStore::new());
-    store.save(codex_pool_store::ThreadRecord::new("stored", ThreadSettings::default())).await.unwrap();
+    let stored = ConversationId::from("stored");
+    store.save(codex_pool_store::ThreadRecord::new(stored.clone(), ThreadSettings::default())).await.unwrap();
     let pool = Pool::new(pool_config(&env, 1), store);
     let turn = tokio::time::timeout(
         Duration::from_secs(5),
-        pool.start_turn("stored", vec![UserInput::text("x")], TurnOptions::default()),
+        pool.start_turn(&stored, vec![UserInput::text("x")], TurnOptions::default()),
     )
     .await
     .expect("an answer, not a hang");
     assert!(matches!(turn, Err(PoolError::Unavailable)), "{turn:?}");
-    let released = tokio::time::timeout(Duration::from_secs(5), pool.release_thread("stored")).await;
+    let released = tokio::time::timeout(Duration::from_secs(5), pool.release_thread(&stored)).await;
     assert!(matches!(released, Ok(Ok(()))), "{released:?}");
     assert!(matches!(pool.create_thread(ThreadSettings::default()).await, Err(PoolError::Unavailable)));
 }
 
-fn process_alive(pid: u32) -> bool {
-    // SAFETY: signal 0 only checks for existence.
-    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_idle_conversations_stay_within_the_loaded_thread_cap() {
-    use codex_pool_protocol::methods::{ThreadLoadedList, ThreadLoadedListParams};
     const CAP: usize = 100;
     let env = Env::with_mock(codex_pool_mock_model::MockConfig { keep_requests: false, ..Default::default() }).await;
     let mut config = pool_config(&env, 2);
@@ -448,7 +427,7 @@ async fn a_thousand_idle_conversations_stay_within_the_loaded_thread_cap() {
     let pool = Pool::new(config, Arc::new(MemoryStore::new()));
     pool.ensure_started().await.unwrap();
     let started = std::time::Instant::now();
-    let threads: Vec<String> = {
+    let threads: Vec<ConversationId> = {
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..1000 {
             let pool = pool.clone();
@@ -461,25 +440,16 @@ async fn a_thousand_idle_conversations_stay_within_the_loaded_thread_cap() {
         v
     };
     println!("1000 threads created in {:?}", started.elapsed());
-    let loaded = |pool: Pool| async move {
-        let mut counts = Vec::new();
-        for h in pool.processes().into_iter().flatten() {
-            let list = h.request::<ThreadLoadedList>(&ThreadLoadedListParams::default()).await.unwrap();
-            counts.push(list.data.len());
-        }
-        counts
+    // What codex itself reports loaded (`thread/started` minus `thread/closed`), per process.
+    let loaded_in_codex = || -> Vec<usize> {
+        pool.stats().slots.iter().map(|s| s.process.map_or(usize::MAX, |p| p.loaded_threads)).collect()
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let counts = loop {
-        let counts = loaded(pool.clone()).await;
-        if counts.iter().all(|n| *n <= CAP) || std::time::Instant::now() > deadline {
-            break counts;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    println!("threads loaded per process: {counts:?}");
-    assert!(counts.iter().all(|n| *n <= CAP), "loaded threads per process {counts:?} over the cap {CAP}");
-    assert!(pool.stats().slots.iter().all(|s| s.subscribed_threads <= CAP));
+    wait_until("codex unloads the threads over the cap", Duration::from_secs(30), || {
+        loaded_in_codex().iter().all(|n| *n <= CAP)
+    })
+    .await;
+    println!("threads loaded per process: {:?}", loaded_in_codex());
+    assert!(pool.stats().slots.iter().all(|s| s.loaded_threads <= CAP));
     // An evicted conversation still takes a turn (it had no history, so it starts afresh).
     let (text, _) = turn_text(&pool, &threads[0], "still here").await;
     assert_eq!(text, "echo: still here");
@@ -501,7 +471,8 @@ async fn cancelled_dropped_and_kept_turns_leave_no_trace() {
         .await;
     }
     wait_until("the cancelled turns end", Duration::from_secs(10), || {
-        pool.stats().active_turns == 0 && pool.processes()[0].as_ref().unwrap().stats().active_turns == 0
+        let stats = pool.stats();
+        stats.active_turns == 0 && stats.slots[0].process.is_some_and(|p| p.active_turns == 0)
     })
     .await;
     // Dropped while running: the next turn starts right away (waiting for codex to end the old one).

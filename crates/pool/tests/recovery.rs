@@ -1,7 +1,7 @@
 //! Process failures: the real pinned `codex app-server` killed or stopped mid-conversation, and
 //! (with a SCRIPTED FAKE app-server, for what the real binary cannot do on demand) a crash loop.
 
-use codex_pool::{AbortReason, Pool, PoolConfig, PoolError, TurnEvent, TurnOptions};
+use codex_pool::{AbortReason, ConversationId, Pool, PoolConfig, PoolError, SlotStatus, TurnEvent, TurnOptions};
 use codex_pool_process::ProcessConfig;
 use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_protocol::types::{TurnStatus, UserInput};
@@ -18,7 +18,7 @@ fn pool_config(env: &Env, size: usize) -> PoolConfig {
     c
 }
 
-async fn turn_text(pool: &Pool, thread: &str, text: &str) -> (String, TurnEvent, Vec<TurnEvent>) {
+async fn turn_text(pool: &Pool, thread: &ConversationId, text: &str) -> (String, TurnEvent, Vec<TurnEvent>) {
     let mut turn = pool.start_turn(thread, vec![UserInput::text(text)], TurnOptions::default()).await.unwrap();
     let mut events = Vec::new();
     let mut reply = String::new();
@@ -47,7 +47,7 @@ async fn conversations_survive(signal: libc::c_int) {
     config.health_timeout = Duration::from_millis(800);
     let pool = Pool::new(config, Arc::new(MemoryStore::new()));
     pool.ensure_started().await.unwrap();
-    let threads: Vec<String> = {
+    let threads: Vec<ConversationId> = {
         let mut v = Vec::new();
         for _ in 0..4 {
             v.push(pool.create_thread(ThreadSettings::default()).await.unwrap());
@@ -58,8 +58,8 @@ async fn conversations_survive(signal: libc::c_int) {
         turn_text(&pool, t, &format!("before {t}")).await;
     }
     let victim_slot = pool.slot_of(&threads[0]).unwrap();
-    let victim = pool.processes()[victim_slot].clone().unwrap();
-    let on_victim: Vec<&String> = threads.iter().filter(|t| pool.slot_of(t) == Some(victim_slot)).collect();
+    let victim = pool.stats().slots[victim_slot].pid.unwrap();
+    let on_victim: Vec<&ConversationId> = threads.iter().filter(|t| pool.slot_of(t) == Some(victim_slot)).collect();
     assert!(on_victim.len() >= 2);
 
     let mut turn = pool
@@ -72,7 +72,7 @@ async fn conversations_survive(signal: libc::c_int) {
         .unwrap();
     while !matches!(turn.next().await.unwrap(), TurnEvent::AgentMessageDelta { .. }) {}
     let hit = Instant::now();
-    victim.signal(signal);
+    kill(victim, signal);
     let end = loop {
         let e = tokio::time::timeout(Duration::from_secs(30), turn.next()).await.unwrap().unwrap();
         if e.is_terminal() {
@@ -88,7 +88,7 @@ async fn conversations_survive(signal: libc::c_int) {
     drop(turn);
 
     wait_until("the process is replaced", Duration::from_secs(20), || {
-        pool.processes()[victim_slot].as_ref().is_some_and(|h| h.pid() != victim.pid())
+        pool.stats().slots[victim_slot].pid.is_some_and(|pid| pid != victim)
     })
     .await;
     assert!(pool.stats().slots[victim_slot].restarts >= 1);
@@ -99,8 +99,8 @@ async fn conversations_survive(signal: libc::c_int) {
         assert!(matches!(end, TurnEvent::Completed { status: TurnStatus::Completed, .. }), "{end:?}");
         assert_eq!(reply, format!("echo: after {t}"));
         // The conversation keeps its id; a conversation of the dead process runs on a new codex thread.
-        assert!(matches!(&events[0], TurnEvent::Started { thread_id, .. } if thread_id == t), "{events:?}");
-        assert_eq!(pool.codex_thread_id(t).as_deref() != Some(t.as_str()), was_on_victim, "{t}");
+        assert!(matches!(&events[0], TurnEvent::Started { thread_id, .. } if thread_id == t.as_str()), "{events:?}");
+        assert_eq!(pool.codex_thread_id(t).unwrap().as_str() != t.as_str(), was_on_victim, "{t}");
         let req = &env.requests_with(&format!("after {t}"))[0];
         let msgs = messages(req);
         assert!(msgs.iter().any(|(r, m)| r == "user" && m == &format!("before {t}")), "history of {t} lost: {msgs:?}");
@@ -128,17 +128,17 @@ async fn a_thread_that_never_ran_a_turn_is_rebuilt_with_its_settings_and_id() {
     pool.ensure_started().await.unwrap();
     let settings = ThreadSettings { developer_instructions: Some("Speak like a pirate.".into()), ..Default::default() };
     let thread = pool.create_thread(settings).await.unwrap();
-    let victim = pool.processes()[0].clone().unwrap();
-    victim.signal(libc::SIGKILL);
+    let victim = pool.stats().slots[0].pid.unwrap();
+    kill(victim, libc::SIGKILL);
     wait_until("the process is replaced", Duration::from_secs(20), || {
-        pool.processes()[0].as_ref().is_some_and(|h| h.pid() != victim.pid())
+        pool.stats().slots[0].pid.is_some_and(|pid| pid != victim)
     })
     .await;
     let (reply, end, events) = turn_text(&pool, &thread, "ahoy").await;
     assert!(matches!(end, TurnEvent::Completed { .. }), "{end:?}");
     assert_eq!(reply, "echo: ahoy");
-    assert!(matches!(&events[0], TurnEvent::Started { thread_id, .. } if *thread_id == thread), "{events:?}");
-    assert_ne!(pool.codex_thread_id(&thread).as_deref(), Some(thread.as_str()), "rebuilt on a new codex thread");
+    assert!(matches!(&events[0], TurnEvent::Started { thread_id, .. } if thread_id == thread.as_str()), "{events:?}");
+    assert_ne!(pool.codex_thread_id(&thread).unwrap().as_str(), thread.as_str(), "rebuilt on a new codex thread");
     // The settings came along.
     let msgs = messages(&env.requests_with("ahoy")[0]);
     assert!(msgs.iter().any(|(_, t)| t.contains("Speak like a pirate.")), "{msgs:?}");
@@ -162,18 +162,21 @@ fn fake_pool(scenario: &str, dir: &tempfile::TempDir) -> PoolConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_loop_backs_off_instead_of_spinning() {
     let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
     let pool = Pool::new(fake_pool("crash-loop", &dir), Arc::new(MemoryStore::new()));
     let err = pool.ensure_started().await.unwrap_err();
     assert!(matches!(err, PoolError::NoProcess(_)), "{err}");
     assert!(err.to_string().contains("exit"), "{err}");
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let failures = pool.stats().slots[0].spawn_failures;
-    // Backoff 100, 200, 400, 800, 1000 ms...: about 5 attempts in 3 s, where a spin would make hundreds.
-    println!("spawn attempts in 3 s: {failures}");
-    assert!((2..=8).contains(&failures), "{failures} spawn attempts in 3 s");
+    // Backoff 100, 200, 400 ms between attempts: the fourth comes after 700 ms at the earliest,
+    // where a spin would make hundreds of attempts in that time.
+    wait_until("four attempts", Duration::from_secs(10), || pool.stats().slots[0].spawn_failures >= 4).await;
+    let took = started.elapsed();
+    println!("four spawn attempts took {took:?}");
+    assert!(took >= Duration::from_millis(700), "four attempts in {took:?}: no backoff");
+    assert!(pool.stats().slots[0].spawn_failures <= 5, "{:?}", pool.stats().slots[0]);
     assert!(matches!(pool.create_thread(ThreadSettings::default()).await, Err(PoolError::Unavailable)));
     pool.shutdown().await;
-    assert_eq!(pool.stats().slots[0].state, "stopped");
+    assert_eq!(pool.stats().slots[0].state, SlotStatus::Stopped);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,10 +187,12 @@ async fn garbage_output_does_not_make_a_process_unhealthy() {
     config.health_timeout = Duration::from_millis(500);
     let pool = Pool::new(config, Arc::new(MemoryStore::new()));
     pool.ensure_started().await.unwrap();
-    let pid = pool.processes()[0].as_ref().unwrap().pid();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pid = pool.stats().slots[0].pid;
+    // Every health check gets garbage around its answer.
+    wait_until("five health checks", Duration::from_secs(10), || pool.stats().slots[0].health_checks >= 5).await;
     let stats = pool.stats();
     assert_eq!(stats.slots[0].restarts, 0, "{stats:?}");
-    assert_eq!(pool.processes()[0].as_ref().unwrap().pid(), pid);
+    assert!(stats.slots[0].healthy, "{stats:?}");
+    assert_eq!(stats.slots[0].pid, pid);
     pool.shutdown().await;
 }

@@ -26,6 +26,11 @@ impl ModelProvider {
         Self { id: id.into(), base_url: base_url.into(), request_max_retries: None, stream_max_retries: None }
     }
 
+    /// How errors name it: `provider "ID" at BASE_URL`.
+    pub fn describe(&self) -> String {
+        format!("provider {:?} at {}", self.id, self.base_url)
+    }
+
     /// The config overrides that select this provider.
     pub fn overrides(&self) -> Vec<(String, String)> {
         let mut table = format!(
@@ -113,6 +118,9 @@ pub struct ProcessConfig {
     pub request_timeout: Duration,
     /// Requests allowed in flight at once (codex answers "overloaded" past ~128 queued).
     pub max_in_flight: usize,
+    /// Commands (requests, turns, interrupts) the process's actor may have queued; past it,
+    /// callers get [`crate::ProcessError::CommandQueueFull`] at once.
+    pub max_queued_commands: usize,
     /// Longest line accepted from the process; longer ones are skipped with a warning.
     pub max_line_bytes: usize,
     /// Events a turn's consumer may fall behind before the turn is stopped to bound memory.
@@ -121,6 +129,9 @@ pub struct ProcessConfig {
     pub interrupt_grace: Duration,
     /// Answers the server's requests.
     pub handler: Arc<dyn ServerRequestHandler>,
+    /// Where codex sends its model requests, named in the error of a turn that cannot reach them
+    /// (set by [`ProcessConfig::with_provider`]).
+    pub endpoint: Option<String>,
     /// A name for logs.
     pub label: String,
 }
@@ -155,10 +166,12 @@ impl ProcessConfig {
             handshake_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(30),
             max_in_flight: 64,
+            max_queued_commands: 4096,
             max_line_bytes: 256 << 20,
             max_turn_backlog: 100_000,
             interrupt_grace: Duration::from_secs(5),
             handler: Arc::new(DeclinePolicy),
+            endpoint: None,
             label: "codex".to_owned(),
         }
     }
@@ -212,6 +225,12 @@ impl ProcessConfig {
     pub fn with_override(mut self, key: impl Into<String>, toml_value: impl Into<String>) -> Self {
         self.overrides.push((key.into(), toml_value.into()));
         self
+    }
+
+    /// Points codex at a model provider: its overrides, and its name in error messages.
+    pub fn with_provider(mut self, provider: &ModelProvider) -> Self {
+        self.endpoint = Some(provider.describe());
+        self.with_overrides(provider.overrides())
     }
 
     /// Adds several overrides.

@@ -1,11 +1,12 @@
 //! Errors of one process.
 
-use codex_pool_protocol::RpcError;
+use codex_pool_protocol::{CodexThreadId, RpcError};
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// Why the codex binary could not be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DiscoveryError {
     /// No binary anywhere we looked.
     #[error(
@@ -52,8 +53,54 @@ pub enum DiscoveryError {
     },
 }
 
+/// How a process ended (or stopped being reachable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExitReason {
+    /// The process exited with this status code.
+    Code(i32),
+    /// A signal ended the process.
+    Signal(i32),
+    /// Its stdout closed (end of file, or a read error), so nothing it says can be read any more;
+    /// the process itself may still run until it is killed.
+    StdoutClosed {
+        /// The read error, if it was one.
+        error: Option<String>,
+    },
+    /// The OS could not tell how the process ended.
+    WaitFailed(String),
+    /// The actor that owned the process ended before the process's end was known.
+    Unknown,
+}
+
+impl ExitReason {
+    /// From the status the OS reported.
+    pub fn from_status(status: std::process::ExitStatus) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(code), _) => ExitReason::Code(code),
+            (None, Some(signal)) => ExitReason::Signal(signal),
+            (None, None) => ExitReason::WaitFailed(status.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitReason::Code(code) => write!(f, "exit status: {code}"),
+            ExitReason::Signal(signal) => write!(f, "signal: {signal}"),
+            ExitReason::StdoutClosed { error: None } => write!(f, "stdout closed: end of file"),
+            ExitReason::StdoutClosed { error: Some(e) } => write!(f, "stdout closed: {e}"),
+            ExitReason::WaitFailed(e) => write!(f, "wait failed: {e}"),
+            ExitReason::Unknown => write!(f, "the process actor ended"),
+        }
+    }
+}
+
 /// Why a process could not be started.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SpawnError {
     /// The binary is unusable.
     #[error(transparent)]
@@ -80,8 +127,8 @@ pub enum SpawnError {
     /// The process died during start-up.
     #[error("codex app-server died during start-up ({status}); it said:\n{stderr}")]
     Died {
-        /// The exit status.
-        status: String,
+        /// How it ended.
+        status: ExitReason,
         /// The last lines of its stderr.
         stderr: String,
     },
@@ -100,6 +147,7 @@ pub enum SpawnError {
 
 /// Why a request to a running process failed.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProcessError {
     /// The server answered with a JSON-RPC error.
     #[error("codex answered {method} with an error: {error}")]
@@ -118,14 +166,20 @@ pub enum ProcessError {
         timeout: Duration,
     },
     /// The process has exited (or its pipes broke).
-    #[error("the codex process has exited: {0}")]
-    Exited(String),
+    #[error("the codex process has exited ({0})")]
+    Exited(ExitReason),
     /// The process is shutting down and takes no new work.
     #[error("the codex process is shutting down")]
     ShuttingDown,
     /// codex is not reading its input: the queue to its stdin is full.
     #[error("codex is not reading its input (stdin queue full)")]
     StdinBacklog,
+    /// The process's actor has more commands queued than it takes; it is far behind.
+    #[error("the codex process has {capacity} commands queued and takes no more; retry later")]
+    CommandQueueFull {
+        /// The queue's capacity.
+        capacity: usize,
+    },
     /// Too many requests in flight on this process.
     #[error("too many requests in flight on this codex process ({limit}); retry later")]
     Overloaded {
@@ -136,13 +190,21 @@ pub enum ProcessError {
     #[error("thread {thread_id} already has a turn running; wait for it to end or interrupt it")]
     ThreadBusy {
         /// The thread.
-        thread_id: String,
+        thread_id: CodexThreadId,
     },
     /// No turn is running on the thread.
     #[error("thread {thread_id} has no turn running")]
     NoActiveTurn {
         /// The thread.
-        thread_id: String,
+        thread_id: CodexThreadId,
+    },
+    /// The input is longer than codex accepts; it was not sent.
+    #[error("the input has {chars} characters of text, over codex's limit of {limit}; shorten it or split it over several turns")]
+    InputTooLarge {
+        /// Characters of text in the input.
+        chars: usize,
+        /// The most codex accepts in one turn.
+        limit: usize,
     },
     /// The server's answer did not have the shape the protocol says.
     #[error("codex answered {method} with an unexpected shape: {reason}")]

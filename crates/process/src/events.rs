@@ -8,25 +8,48 @@ use serde_json::Value;
 /// Why a turn ended without codex finishing it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum AbortReason {
     /// The codex process died (or its pipes broke) during the turn.
     ProcessExited,
     /// The turn produced no event for the silence timeout; it was interrupted.
     Timeout,
+    /// codex kept retrying the model (it could not reach it, or it kept failing) and made no
+    /// progress for the progress timeout; the turn was interrupted.
+    ModelUnreachable,
     /// The pool or process is shutting down; the turn was interrupted.
     Shutdown,
     /// The consumer fell too far behind; the turn was interrupted to bound memory.
     ConsumerLagged,
+    /// codex finished the turn, but the conversation's store could not keep it; the turn was
+    /// dropped everywhere, so the conversation goes on as if it had not happened.
+    StoreFailed,
+}
+
+impl AbortReason {
+    /// The reason as it is serialized (`process_exited`, `timeout`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AbortReason::ProcessExited => "process_exited",
+            AbortReason::Timeout => "timeout",
+            AbortReason::ModelUnreachable => "model_unreachable",
+            AbortReason::Shutdown => "shutdown",
+            AbortReason::ConsumerLagged => "consumer_lagged",
+            AbortReason::StoreFailed => "store_failed",
+        }
+    }
 }
 
 /// One event of a turn. A stream of them ends with exactly one terminal event
 /// ([`TurnEvent::Completed`] or [`TurnEvent::Aborted`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum TurnEvent {
     /// codex accepted the turn.
     Started {
-        /// The thread.
+        /// The thread, by the id its stream's owner knows it by: the codex thread id from a
+        /// process, the conversation id from a pool.
         thread_id: String,
         /// The turn.
         turn_id: String,
@@ -121,6 +144,12 @@ impl TurnEvent {
     /// Whether this event ends the stream.
     pub fn is_terminal(&self) -> bool {
         matches!(self, TurnEvent::Completed { .. } | TurnEvent::Aborted { .. })
+    }
+
+    /// Whether this event shows the turn moving on. Everything does but an error codex will
+    /// retry by itself: a turn whose model cannot be reached sends nothing else.
+    pub fn is_progress(&self) -> bool {
+        !matches!(self, TurnEvent::Error { will_retry: true, .. })
     }
 }
 

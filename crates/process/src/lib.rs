@@ -23,11 +23,11 @@
 //!
 //! let bin = find_checked(None)?;
 //! let config = ProcessConfig::new(bin, "/tmp/codex-home".into(), "/tmp/codex-empty".into())
-//!     .with_overrides(ModelProvider::new("mock", "http://127.0.0.1:8080/v1").overrides());
+//!     .with_provider(&ModelProvider::new("mock", "http://127.0.0.1:8080/v1"));
 //! let server = AppServer::spawn(config).await?;
 //! let codex = server.handle().clone();
 //! let thread = codex.start_thread(&ThreadStartParams::default()).await?.thread;
-//! let mut turn = codex.start_turn(TurnStartParams::new(thread.id, vec![UserInput::text("hi")])).await?;
+//! let mut turn = codex.start_turn(TurnStartParams::new(&thread.id, vec![UserInput::text("hi")])).await?;
 //! while let Some(event) = turn.next().await {
 //!     if let TurnEvent::AgentMessageDelta { delta, .. } = event {
 //!         print!("{delta}");
@@ -38,11 +38,14 @@
 //! ```
 
 mod actor;
+mod child;
+mod command;
 pub mod config;
 pub mod discovery;
 pub mod error;
 pub mod events;
-pub mod lines;
+mod handle;
+mod lines;
 pub mod policy;
 mod process;
 mod stats;
@@ -51,9 +54,10 @@ mod turn;
 pub use actor::ProcessState;
 pub use config::{toml_string, ModelProvider, ProcessConfig, BASE_OVERRIDES};
 pub use discovery::{find_checked, find_codex, PINNED_CODEX_VERSION};
-pub use error::{DiscoveryError, ProcessError, SpawnError};
+pub use error::{DiscoveryError, ExitReason, ProcessError, SpawnError};
 pub use events::{AbortReason, TurnEvent};
+pub use handle::{check_input, AppServerHandle, MAX_INPUT_CHARS};
 pub use policy::{BoxFuture, DeclinePolicy, ServerRequestHandler};
-pub use process::{AppServer, AppServerHandle};
+pub use process::AppServer;
 pub use stats::ProcessStats;
 pub use turn::TurnStream;

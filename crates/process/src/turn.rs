@@ -1,7 +1,9 @@
-//! The consumer side of a turn: a stream of [`TurnEvent`]s that always ends with one terminal event.
+//! The consumer side of a turn: a stream of [`TurnEvent`]s that always ends with one terminal
+//! event, and the watchdog that ends a turn which has gone silent or stopped making progress.
 
-use crate::actor::Command;
 use crate::events::{AbortReason, TurnEvent};
+use codex_pool_protocol::types::TurnError;
+use codex_pool_protocol::CodexThreadId;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,44 +13,123 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
+/// A turn's consumer stopped reading it: the actor interrupts the turn and drops its events.
+/// Each stream sends at most one, so the channel carrying them is bounded by the turns alive.
+#[derive(Debug)]
+pub(crate) struct Abandoned {
+    pub thread_id: CodexThreadId,
+    pub turn_id: String,
+    pub reason: AbortReason,
+}
+
 /// The events of one running turn.
 ///
 /// Read it with [`TurnStream::next`] (or as a `futures_core::Stream`). It yields events until,
 /// and including, exactly one terminal event ([`TurnEvent::Completed`] or [`TurnEvent::Aborted`]),
-/// then `None`. If no event arrives for the silence timeout, the turn is interrupted and the
-/// stream ends with [`AbortReason::Timeout`]: a long turn that keeps producing events is never cut.
+/// then `None`. Two optional watchdogs end a turn that hangs, interrupting it in codex:
+/// [`TurnStream::with_silence_timeout`] (no event at all) ends it with [`AbortReason::Timeout`],
+/// so a long turn that keeps producing events is never cut; [`TurnStream::with_progress_timeout`]
+/// (nothing but codex's own retry announcements) ends it with [`AbortReason::ModelUnreachable`].
 /// Dropping the stream before its end interrupts the turn.
 pub struct TurnStream {
-    thread_id: String,
+    thread_id: CodexThreadId,
     turn_id: String,
     rx: mpsc::UnboundedReceiver<TurnEvent>,
     backlog: Arc<AtomicUsize>,
-    commands: mpsc::UnboundedSender<Command>,
-    silence: Option<Duration>,
-    /// Fires at the silence deadline; re-armed (not re-created) when events came meanwhile.
-    timer: Option<Pin<Box<Sleep>>>,
-    last_event: Instant,
+    abandon: mpsc::UnboundedSender<Abandoned>,
+    watchdog: Watchdog,
+    /// Where codex sends its model requests, named in the message of a turn that cannot reach it.
+    endpoint: Option<Arc<str>>,
+    /// The last error codex said it would retry, for that message.
+    last_retry: Option<TurnError>,
     finished: bool,
+    abandoned: bool,
+}
+
+/// The two deadlines of a turn, checked with one timer that is re-armed (not re-created) when
+/// events came in the meantime.
+struct Watchdog {
+    silence: Option<Duration>,
+    progress: Option<Duration>,
+    last_event: Instant,
+    last_progress: Instant,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+/// Which watchdog fired.
+enum Expired {
+    Silence(Duration),
+    Progress(Duration),
+}
+
+impl Watchdog {
+    fn new() -> Self {
+        let now = Instant::now();
+        Self { silence: None, progress: None, last_event: now, last_progress: now, timer: None }
+    }
+
+    fn armed(&self) -> bool {
+        self.silence.is_some() || self.progress.is_some()
+    }
+
+    fn saw(&mut self, event: &TurnEvent) {
+        if self.armed() {
+            let now = Instant::now();
+            self.last_event = now;
+            if event.is_progress() {
+                self.last_progress = now;
+            }
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        let silence = self.silence.map(|d| self.last_event + d);
+        let progress = self.progress.map(|d| self.last_progress + d);
+        silence.into_iter().chain(progress).min()
+    }
+
+    /// Pending until a deadline passes with no event since; then which one.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<Expired> {
+        let Some(deadline) = self.deadline() else { return Poll::Pending };
+        let (silence, progress) = (self.silence, self.progress);
+        let (last_event, last_progress) = (self.last_event, self.last_progress);
+        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        loop {
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let now = Instant::now();
+            if let Some(d) = silence.filter(|d| now >= last_event + *d) {
+                return Poll::Ready(Expired::Silence(d));
+            }
+            if let Some(d) = progress.filter(|d| now >= last_progress + *d) {
+                return Poll::Ready(Expired::Progress(d));
+            }
+            // Events came since the timer was armed: wait until the new deadline.
+            timer.as_mut().reset(deadline);
+        }
+    }
 }
 
 impl TurnStream {
     pub(crate) fn new(
-        thread_id: String,
-        turn_id: String,
+        thread_id: CodexThreadId,
         rx: mpsc::UnboundedReceiver<TurnEvent>,
         backlog: Arc<AtomicUsize>,
-        commands: mpsc::UnboundedSender<Command>,
+        abandon: mpsc::UnboundedSender<Abandoned>,
+        endpoint: Option<Arc<str>>,
     ) -> Self {
         Self {
             thread_id,
-            turn_id,
+            turn_id: String::new(),
             rx,
             backlog,
-            commands,
-            silence: None,
-            timer: None,
-            last_event: Instant::now(),
+            abandon,
+            watchdog: Watchdog::new(),
+            endpoint,
+            last_retry: None,
             finished: false,
+            abandoned: false,
         }
     }
 
@@ -64,13 +145,22 @@ impl TurnStream {
     /// Sets the silence timeout: the longest wait for the next event before the turn is
     /// declared hung, interrupted, and ended with [`AbortReason::Timeout`].
     pub fn with_silence_timeout(mut self, timeout: Duration) -> Self {
-        self.silence = Some(timeout);
-        self.timer = None;
+        self.watchdog.silence = Some(timeout);
+        self.watchdog.timer = None;
         self
     }
 
-    /// The thread the turn runs on.
-    pub fn thread_id(&self) -> &str {
+    /// Sets the progress timeout: the longest time codex may spend only announcing retries of
+    /// the model (an unreachable or failing endpoint) before the turn is interrupted and ended
+    /// with [`AbortReason::ModelUnreachable`], naming the endpoint and codex's last error.
+    pub fn with_progress_timeout(mut self, timeout: Duration) -> Self {
+        self.watchdog.progress = Some(timeout);
+        self.watchdog.timer = None;
+        self
+    }
+
+    /// The codex thread the turn runs on.
+    pub fn thread_id(&self) -> &CodexThreadId {
         &self.thread_id
     }
 
@@ -96,12 +186,7 @@ impl TurnStream {
             return None;
         }
         let event = self.rx.try_recv().ok()?;
-        self.backlog.fetch_sub(1, Ordering::Relaxed);
-        if event.is_terminal() {
-            self.finished = true;
-            self.timer = None;
-        }
-        Some(event)
+        Some(self.take(event))
     }
 
     /// Reads the stream to its end and returns the concatenated reply text and the terminal event.
@@ -109,10 +194,22 @@ impl TurnStream {
         crate::events::collect_text(self).await
     }
 
-    fn finish_with(&mut self, event: TurnEvent) -> Poll<Option<TurnEvent>> {
+    /// Books an event that left the channel.
+    fn take(&mut self, event: TurnEvent) -> TurnEvent {
+        self.backlog.fetch_sub(1, Ordering::Relaxed);
+        self.watchdog.saw(&event);
+        if let TurnEvent::Error { error, will_retry: true } = &event {
+            self.last_retry = Some(error.clone());
+        }
+        if event.is_terminal() {
+            self.finish();
+        }
+        event
+    }
+
+    fn finish(&mut self) {
         self.finished = true;
-        self.timer = None;
-        Poll::Ready(Some(event))
+        self.watchdog.timer = None;
     }
 
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<TurnEvent>> {
@@ -120,52 +217,44 @@ impl TurnStream {
             return Poll::Ready(None);
         }
         match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(event)) => {
-                self.backlog.fetch_sub(1, Ordering::Relaxed);
-                if self.silence.is_some() {
-                    self.last_event = Instant::now();
-                }
-                if event.is_terminal() {
-                    return self.finish_with(event);
-                }
-                Poll::Ready(Some(event))
+            Poll::Ready(Some(event)) => Poll::Ready(Some(self.take(event))),
+            Poll::Ready(None) => {
+                self.finish();
+                Poll::Ready(Some(TurnEvent::Aborted {
+                    reason: AbortReason::ProcessExited,
+                    message: "the codex process went away before the turn ended".to_owned(),
+                }))
             }
-            Poll::Ready(None) => self.finish_with(TurnEvent::Aborted {
-                reason: AbortReason::ProcessExited,
-                message: "the codex process went away before the turn ended".to_owned(),
-            }),
             Poll::Pending => {
-                let Some(silence) = self.silence else {
-                    return Poll::Pending;
+                let Poll::Ready(expired) = self.watchdog.poll_expired(cx) else { return Poll::Pending };
+                let (reason, message) = match expired {
+                    Expired::Silence(d) => {
+                        (AbortReason::Timeout, format!("the turn produced no event for {d:?}; it was interrupted"))
+                    }
+                    Expired::Progress(d) => (AbortReason::ModelUnreachable, self.unreachable_message(d)),
                 };
-                let last_event = self.last_event;
-                let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(last_event + silence)));
-                loop {
-                    if timer.as_mut().poll(cx).is_pending() {
-                        return Poll::Pending;
-                    }
-                    // Events came since the timer was armed: wait out the silence from the last one.
-                    let deadline = last_event + silence;
-                    if Instant::now() < deadline {
-                        timer.as_mut().reset(deadline);
-                        continue;
-                    }
-                    self.abandon(AbortReason::Timeout);
-                    return self.finish_with(TurnEvent::Aborted {
-                        reason: AbortReason::Timeout,
-                        message: format!("the turn produced no event for {silence:?}; it was interrupted"),
-                    });
-                }
+                self.abandon(reason);
+                self.finish();
+                Poll::Ready(Some(TurnEvent::Aborted { reason, message }))
             }
         }
     }
 
-    fn abandon(&self, reason: AbortReason) {
-        let _ = self.commands.send(Command::Abandon {
-            thread_id: self.thread_id.clone(),
-            turn_id: self.turn_id.clone(),
-            reason,
-        });
+    fn unreachable_message(&self, limit: Duration) -> String {
+        let endpoint = self.endpoint.as_deref().unwrap_or("the model provider");
+        let why = match &self.last_retry {
+            Some(e) => format!(" (codex's last error: {})", e.message),
+            None => String::new(),
+        };
+        format!("codex made no progress for {limit:?}, retrying requests to {endpoint}{why}; the turn was interrupted")
+    }
+
+    fn abandon(&mut self, reason: AbortReason) {
+        if std::mem::replace(&mut self.abandoned, true) {
+            return;
+        }
+        let turn_id = self.turn_id.clone();
+        let _ = self.abandon.send(Abandoned { thread_id: self.thread_id.clone(), turn_id, reason });
     }
 }
 

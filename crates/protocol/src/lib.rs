@@ -19,3 +19,4 @@ pub mod types;
 pub use jsonrpc::{Incoming, RequestId, RpcError};
 pub use notifications::ServerNotification;
 pub use server_requests::ServerRequest;
+pub use types::CodexThreadId;

@@ -1,7 +1,7 @@
 //! Client requests: each method is a type implementing [`Request`], naming its wire method, its
 //! params and its response.
 
-use crate::types::{ApprovalPolicy, SandboxMode, Thread, Turn, UserInput};
+use crate::types::{ApprovalPolicy, CodexThreadId, SandboxMode, Thread, Turn, UserInput};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -183,7 +183,7 @@ pub struct ThreadStartParams {
 #[serde(rename_all = "camelCase")]
 pub struct ThreadInjectItemsParams {
     /// The (loaded) thread.
-    pub thread_id: String,
+    pub thread_id: CodexThreadId,
     /// Raw Responses API items, as `rawResponseItem/completed` delivered them.
     pub items: Vec<Value>,
 }
@@ -193,7 +193,7 @@ pub struct ThreadInjectItemsParams {
 #[serde(rename_all = "camelCase")]
 pub struct ThreadResumeParams {
     /// The thread to load.
-    pub thread_id: String,
+    pub thread_id: CodexThreadId,
     /// Settings to apply on resume.
     #[serde(flatten)]
     pub settings: ThreadSettings,
@@ -207,7 +207,7 @@ pub struct ThreadResumeParams {
 #[serde(rename_all = "camelCase")]
 pub struct ThreadForkParams {
     /// The thread to copy.
-    pub thread_id: String,
+    pub thread_id: CodexThreadId,
     /// Settings of the new thread.
     #[serde(flatten)]
     pub settings: ThreadSettings,
@@ -245,7 +245,7 @@ pub struct ThreadResponse {
 #[serde(rename_all = "camelCase")]
 pub struct ThreadIdParams {
     /// The thread.
-    pub thread_id: String,
+    pub thread_id: CodexThreadId,
 }
 
 /// Outcome of `thread/unsubscribe`.
@@ -272,7 +272,7 @@ pub struct ThreadUnsubscribeResponse {
 #[serde(rename_all = "camelCase")]
 pub struct ThreadReadParams {
     /// The thread.
-    pub thread_id: String,
+    pub thread_id: CodexThreadId,
     /// Include turns and their items.
     #[serde(default)]
     pub include_turns: bool,
@@ -302,7 +302,7 @@ pub struct ThreadLoadedListParams {
 #[serde(rename_all = "camelCase")]
 pub struct ThreadLoadedListResponse {
     /// Loaded thread ids.
-    pub data: Vec<String>,
+    pub data: Vec<CodexThreadId>,
     /// Cursor of the next page, if any.
     #[serde(default)]
     pub next_cursor: Option<String>,
@@ -313,7 +313,7 @@ pub struct ThreadLoadedListResponse {
 #[serde(rename_all = "camelCase")]
 pub struct TurnStartParams {
     /// The thread.
-    pub thread_id: String,
+    pub thread_id: CodexThreadId,
     /// The user's input.
     pub input: Vec<UserInput>,
     /// Model override.
@@ -332,7 +332,7 @@ pub struct TurnStartParams {
 
 impl TurnStartParams {
     /// A turn with the given input and no overrides.
-    pub fn new(thread_id: impl Into<String>, input: Vec<UserInput>) -> Self {
+    pub fn new(thread_id: impl Into<CodexThreadId>, input: Vec<UserInput>) -> Self {
         Self {
             thread_id: thread_id.into(),
             input,
@@ -356,7 +356,7 @@ pub struct TurnStartResponse {
 #[serde(rename_all = "camelCase")]
 pub struct TurnSteerParams {
     /// The thread.
-    pub thread_id: String,
+    pub thread_id: CodexThreadId,
     /// The turn that must still be running.
     pub expected_turn_id: String,
     /// Input to add.
@@ -376,7 +376,7 @@ pub struct TurnSteerResponse {
 #[serde(rename_all = "camelCase")]
 pub struct TurnInterruptParams {
     /// The thread.
-    pub thread_id: String,
+    pub thread_id: CodexThreadId,
     /// The running turn.
     pub turn_id: String,
 }

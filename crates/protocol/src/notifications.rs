@@ -1,7 +1,7 @@
 //! Notifications from the server. The ones codex-pool acts on are typed; every other method comes
 //! through as [`ServerNotification::Other`] with its raw params, so a new codex never breaks us.
 
-use crate::types::{Thread, ThreadTokenUsage, Turn, TurnError};
+use crate::types::{CodexThreadId, Thread, ThreadTokenUsage, Turn, TurnError};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -12,7 +12,7 @@ use serde_json::Value;
 #[serde(rename_all = "camelCase")]
 pub struct TurnNotification {
     /// The thread.
-    pub thread_id: String,
+    pub thread_id: CodexThreadId,
     /// The turn (for `turn/completed`, its final status and error).
     pub turn: Turn,
 }
@@ -22,7 +22,7 @@ pub struct TurnNotification {
 #[serde(rename_all = "camelCase")]
 pub struct ItemNotification {
     /// The thread.
-    pub thread_id: String,
+    pub thread_id: CodexThreadId,
     /// The turn.
     pub turn_id: String,
     /// The item (user message, agent message, reasoning, command, ...), as raw JSON.
@@ -34,7 +34,7 @@ pub struct ItemNotification {
 #[serde(rename_all = "camelCase")]
 pub struct DeltaNotification {
     /// The thread.
-    pub thread_id: String,
+    pub thread_id: CodexThreadId,
     /// The turn.
     pub turn_id: String,
     /// The item the text belongs to.
@@ -48,7 +48,7 @@ pub struct DeltaNotification {
 #[serde(rename_all = "camelCase")]
 pub struct TokenUsageNotification {
     /// The thread.
-    pub thread_id: String,
+    pub thread_id: CodexThreadId,
     /// The turn.
     pub turn_id: String,
     /// Usage so far.
@@ -60,7 +60,7 @@ pub struct TokenUsageNotification {
 #[serde(rename_all = "camelCase")]
 pub struct ErrorNotification {
     /// The thread.
-    pub thread_id: String,
+    pub thread_id: CodexThreadId,
     /// The turn.
     pub turn_id: String,
     /// What went wrong.
@@ -75,7 +75,7 @@ pub struct ErrorNotification {
 #[serde(rename_all = "camelCase")]
 pub struct RawResponseItemNotification {
     /// The thread.
-    pub thread_id: String,
+    pub thread_id: CodexThreadId,
     /// The turn.
     pub turn_id: String,
     /// The Responses API item (user or assistant message, reasoning, tool call or output, ...).
@@ -94,7 +94,7 @@ pub struct ThreadStartedNotification {
 #[serde(rename_all = "camelCase")]
 pub struct ThreadClosedNotification {
     /// The thread.
-    pub thread_id: String,
+    pub thread_id: CodexThreadId,
 }
 
 /// A decoded notification.
@@ -208,16 +208,16 @@ impl ServerNotification {
     /// The thread this notification is about, when it names one.
     pub fn thread_id(&self) -> Option<&str> {
         match self {
-            Self::ThreadStarted(n) => Some(&n.thread.id),
-            Self::ThreadClosed(n) => Some(&n.thread_id),
-            Self::TurnStarted(n) | Self::TurnCompleted(n) => Some(&n.thread_id),
-            Self::ItemStarted(n) | Self::ItemCompleted(n) => Some(&n.thread_id),
+            Self::ThreadStarted(n) => Some(n.thread.id.as_str()),
+            Self::ThreadClosed(n) => Some(n.thread_id.as_str()),
+            Self::TurnStarted(n) | Self::TurnCompleted(n) => Some(n.thread_id.as_str()),
+            Self::ItemStarted(n) | Self::ItemCompleted(n) => Some(n.thread_id.as_str()),
             Self::AgentMessageDelta(n) | Self::ReasoningTextDelta(n) | Self::ReasoningSummaryTextDelta(n) => {
-                Some(&n.thread_id)
+                Some(n.thread_id.as_str())
             }
-            Self::TokenUsageUpdated(n) => Some(&n.thread_id),
-            Self::Error(n) => Some(&n.thread_id),
-            Self::RawResponseItemCompleted(n) => Some(&n.thread_id),
+            Self::TokenUsageUpdated(n) => Some(n.thread_id.as_str()),
+            Self::Error(n) => Some(n.thread_id.as_str()),
+            Self::RawResponseItemCompleted(n) => Some(n.thread_id.as_str()),
             Self::Other { params, .. } => params.get("threadId").and_then(Value::as_str),
         }
     }

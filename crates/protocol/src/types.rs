@@ -2,16 +2,66 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::fmt;
+
+/// The id codex gives a thread (a UUIDv7 it chooses). A conversation of the pool has an id of its
+/// own, and may be held by several codex threads over its life (one at a time); this type keeps
+/// the two apart.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CodexThreadId(String);
+
+impl CodexThreadId {
+    /// Wraps an id as codex wrote it.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CodexThreadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<String> for CodexThreadId {
+    fn from(id: String) -> Self {
+        Self(id)
+    }
+}
+
+impl From<&str> for CodexThreadId {
+    fn from(id: &str) -> Self {
+        Self(id.to_owned())
+    }
+}
+
+impl From<&CodexThreadId> for CodexThreadId {
+    fn from(id: &CodexThreadId) -> Self {
+        id.clone()
+    }
+}
+
+impl std::borrow::Borrow<str> for CodexThreadId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
 
 /// What a thread is, as the server reports it. Only the fields codex-pool reads are typed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Thread {
     /// The thread id (a UUIDv7 chosen by codex).
-    pub id: String,
+    pub id: CodexThreadId,
     /// Source thread id when this thread was created by `thread/fork`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub forked_from_id: Option<String>,
+    pub forked_from_id: Option<CodexThreadId>,
     /// Whether the thread lives only in memory.
     #[serde(default)]
     pub ephemeral: bool,

@@ -42,7 +42,7 @@ impl Env {
         provider.request_max_retries = Some(0);
         provider.stream_max_retries = Some(0);
         ProcessConfig::new(bin, self.dir.path().join("codex-home"), self.dir.path().join("empty"))
-            .with_overrides(provider.overrides())
+            .with_provider(&provider)
             .with_override("model", "\"mock-model\"")
     }
 
@@ -113,4 +113,37 @@ pub async fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> boo
         assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Sends `signal` to process `pid`.
+pub fn kill(pid: u32, signal: i32) {
+    // SAFETY: a plain syscall.
+    unsafe {
+        libc::kill(pid as libc::pid_t, signal);
+    }
+}
+
+/// Whether process `pid` exists (a zombie counts as gone).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+}
+
+/// The codex processes running with `CODEX_HOME` under `dir` (so tests running at once, each in
+/// its own scratch folder, count only their own), read from `/proc`.
+pub fn codex_processes_under(dir: &std::path::Path) -> Vec<u32> {
+    let needle = format!("CODEX_HOME={}", dir.display());
+    let mut found: Vec<u32> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| alive(*pid))
+        .filter(|pid| {
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            environ.split(|b| *b == 0).any(|var| String::from_utf8_lossy(var).starts_with(&needle))
+        })
+        .collect();
+    found.sort_unstable();
+    found
 }

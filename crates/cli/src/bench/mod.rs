@@ -10,7 +10,7 @@ mod measure;
 use crate::backend::{codex_process_config, MockChild};
 use anyhow::Context;
 use clap::Args;
-use codex_pool::{Pool, PoolConfig, Profile, Strategy, TurnEvent, TurnOptions};
+use codex_pool::{ConversationId, Pool, PoolConfig, Profile, Strategy, TurnEvent, TurnOptions};
 use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_protocol::types::UserInput;
 use codex_pool_store::SqliteStore;
@@ -234,7 +234,7 @@ async fn run_pool(
     for _ in 0..args.convs {
         threads.push(pool.create_thread(ThreadSettings::default()).await?);
     }
-    let pids: Vec<u32> = pool.processes().iter().flatten().map(|h| h.pid()).collect();
+    let pids: Vec<u32> = pool.stats().slots.iter().filter_map(|s| s.pid).collect();
     let pool_for_turns = pool.clone();
     let clock = CpuClock::start(&pids, mock).await;
     let started = Instant::now();
@@ -340,7 +340,7 @@ where
 }
 
 /// One turn through the pool: (time to first delta, reply); an empty reply on failure.
-async fn pool_turn(pool: &Pool, thread: &str, text: &str) -> (Option<Duration>, String) {
+async fn pool_turn(pool: &Pool, thread: &ConversationId, text: &str) -> (Option<Duration>, String) {
     let begun = Instant::now();
     let mut turn = match pool.start_turn(thread, vec![UserInput::text(text)], TurnOptions::default()).await {
         Ok(turn) => turn,

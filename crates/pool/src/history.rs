@@ -1,0 +1,104 @@
+//! What of a turn belongs in a conversation's history: the turn's own items, not the context
+//! codex writes by itself for every new thread, nor history it reports again after a rebuild.
+
+use codex_pool_protocol::types::UserInput;
+use serde_json::Value;
+
+/// Whether an item is context codex writes by itself for a thread (developer instructions,
+/// permissions, environment, user instructions) rather than part of the conversation.
+fn is_codex_context(item: &Value) -> bool {
+    if item["type"] != "message" {
+        return false;
+    }
+    let first = item["content"][0]["text"].as_str().unwrap_or_default();
+    item["role"] == "developer"
+        || (item["role"] == "user"
+            && ["<environment_context>", "<user_instructions>", "<permissions"]
+                .iter()
+                .any(|tag| first.starts_with(tag)))
+}
+
+/// Keeps the turn's own items: its user message and what followed. What codex records before
+/// it belongs to the codex thread, not to the turn: the context codex writes for a new thread
+/// (developer instructions, permissions, environment), which it writes again on every rebuild;
+/// and, on a rebuilt thread, the injected history, which codex may report again in the first
+/// turn. The turn's message is the last user message holding the input's first text (or, for
+/// an input of images only, an image): a repeated message appears earlier only as history. If
+/// none is found, codex's own context is left out and the rest kept.
+pub(crate) fn own_items(items: &mut Vec<Value>, input: &[UserInput]) {
+    let text = input.iter().find_map(|i| match i {
+        UserInput::Text { text } => Some(text.as_str()),
+        _ => None,
+    });
+    let holds_input = |item: &Value| {
+        let parts = item["content"].as_array().map(Vec::as_slice).unwrap_or_default();
+        item["type"] == "message"
+            && item["role"] == "user"
+            && parts.iter().any(|part| match text {
+                Some(text) => part["type"] == "input_text" && part["text"] == text,
+                None => part["type"] == "input_image",
+            })
+    };
+    match items.iter().rposition(holds_input) {
+        Some(start) => {
+            items.drain(..start);
+        }
+        None => {
+            tracing::warn!("the turn's own message was not among its history items");
+            items.retain(|item| !is_codex_context(item));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn msg(role: &str, text: &str) -> Value {
+        let kind = if role == "assistant" { "output_text" } else { "input_text" };
+        json!({"type": "message", "role": role, "content": [{"type": kind, "text": text}]})
+    }
+
+    #[test]
+    fn only_the_turns_own_items_are_kept() {
+        let call = json!({"type": "function_call", "name": "f", "arguments": "{}", "call_id": "c"});
+        // A rebuilt thread: context, re-reported history with the same text, then the turn.
+        let mut items = vec![
+            msg("developer", "You are Ada."),
+            msg("user", "<environment_context>...</environment_context>"),
+            msg("user", "hi"),
+            msg("assistant", "echo: hi"),
+            msg("user", "hi"),
+            call.clone(),
+            msg("assistant", "echo: hi"),
+        ];
+        own_items(&mut items, &[UserInput::text("hi")]);
+        assert_eq!(items, vec![msg("user", "hi"), call, msg("assistant", "echo: hi")]);
+    }
+
+    #[test]
+    fn images_are_found_in_the_turns_message() {
+        // codex puts a text tag before each image.
+        let with_image = json!({"type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": "<image name=[Image #1]>"},
+            {"type": "input_image", "image_url": "data:..."},
+            {"type": "input_text", "text": "what is this?"},
+        ]});
+        let input = [UserInput::Image { url: "data:...".into() }, UserInput::text("what is this?")];
+        let mut items = vec![msg("developer", "ctx"), with_image.clone(), msg("assistant", "a cat")];
+        own_items(&mut items, &input);
+        assert_eq!(items, vec![with_image.clone(), msg("assistant", "a cat")]);
+
+        let mut items = vec![msg("developer", "ctx"), with_image.clone()];
+        own_items(&mut items, &[UserInput::Image { url: "data:...".into() }]);
+        assert_eq!(items, vec![with_image]);
+    }
+
+    #[test]
+    fn without_the_input_codex_context_is_still_left_out() {
+        let mut items = vec![msg("developer", "ctx"), msg("user", "<environment_context>x"), msg("assistant", "x")];
+        own_items(&mut items, &[UserInput::text("not there")]);
+        assert_eq!(items, vec![msg("assistant", "x")]);
+    }
+}

@@ -1,0 +1,179 @@
+//! Where conversations run: choosing a process with the strategy, starting a conversation's
+//! codex thread there, and rebuilding a conversation that no process holds from the store's
+//! history (a new codex thread with the same settings, given the history with
+//! `thread/inject_items`).
+
+use crate::config::PoolConfig;
+use crate::error::PoolError;
+use crate::routing::{Loaded, Routing};
+use crate::store_writer::StoreWriter;
+use crate::strategy::{Candidate, SelectionStrategy};
+use crate::supervisor::Slot;
+use codex_pool_process::{AppServerHandle, ProcessError};
+use codex_pool_protocol::methods::{ThreadSettings, ThreadStartParams};
+use codex_pool_protocol::CodexThreadId;
+use codex_pool_store::{ConversationId, ThreadRecord, ThreadStore};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// A conversation loaded on a live process, ready for a turn.
+pub(crate) struct Placement {
+    pub slot: Arc<Slot>,
+    pub handle: AppServerHandle,
+    pub codex_id: CodexThreadId,
+}
+
+/// Places conversations on processes.
+pub(crate) struct Placer {
+    slots: Vec<Arc<Slot>>,
+    strategy: Box<dyn SelectionStrategy>,
+    routing: Arc<Routing>,
+    store: Arc<dyn ThreadStore>,
+    writer: Arc<StoreWriter>,
+}
+
+impl Placer {
+    pub(crate) fn new(
+        config: &PoolConfig,
+        slots: Vec<Arc<Slot>>,
+        routing: Arc<Routing>,
+        store: Arc<dyn ThreadStore>,
+        writer: Arc<StoreWriter>,
+    ) -> Self {
+        Self { slots, strategy: config.strategy.build(), routing, store, writer }
+    }
+
+    /// The process of a codex thread, if it still serves.
+    pub(crate) fn live_handle(&self, loaded: &Loaded) -> Option<AppServerHandle> {
+        self.slots[loaded.slot].live(loaded.generation)
+    }
+
+    /// Chooses a ready process for new work.
+    fn select(&self) -> Result<(Arc<Slot>, AppServerHandle, u64), PoolError> {
+        let ready: Vec<(Arc<Slot>, AppServerHandle, u64)> =
+            self.slots.iter().filter_map(|s| s.ready().map(|(h, g)| (s.clone(), h, g))).collect();
+        if ready.is_empty() {
+            return Err(PoolError::Unavailable);
+        }
+        let loads = self.routing.loads();
+        let candidates: Vec<Candidate> = ready
+            .iter()
+            .map(|(s, _, _)| Candidate {
+                slot: s.index,
+                active_turns: loads[s.index].running,
+                loaded_threads: loads[s.index].loaded,
+            })
+            .collect();
+        let pick = self.strategy.select(&candidates).ok_or(PoolError::Unavailable)?;
+        ready.into_iter().nth(pick).ok_or(PoolError::Unavailable)
+    }
+
+    /// Starts a new conversation on a process the strategy picks and stores it; its id is the
+    /// id of its first codex thread, and stays the same for the conversation's whole life.
+    pub(crate) async fn create(&self, settings: ThreadSettings, ephemeral: bool) -> Result<ConversationId, PoolError> {
+        let mut last_err = PoolError::Unavailable;
+        for _ in 0..self.slots.len().max(1) {
+            let (slot, handle, generation) = self.select()?;
+            match handle.start_thread(&start_params(&settings, ephemeral)).await {
+                Ok(resp) => {
+                    let codex_id = resp.thread.id;
+                    let id = ConversationId::from(codex_id.as_str());
+                    let record = ThreadRecord { ephemeral, ..ThreadRecord::new(id.clone(), settings.clone()) };
+                    if let Err(e) = self.store.save(record).await {
+                        // Not stored means not created: do not leave it loaded in codex.
+                        let _ = handle.unsubscribe(&codex_id).await;
+                        return Err(e.into());
+                    }
+                    let loaded = Loaded { slot: slot.index, generation, codex_id };
+                    self.routing.insert_created(id.clone(), settings, ephemeral, loaded);
+                    tracing::debug!(conversation = %id, slot = slot.index, "conversation created");
+                    return Ok(id);
+                }
+                Err(e) if e.is_process_gone() => last_err = PoolError::codex(e),
+                Err(e) => return Err(PoolError::codex(e)),
+            }
+        }
+        Err(last_err)
+    }
+
+    /// Makes sure a (claimed) conversation is loaded on a live process: where it is, or else
+    /// rebuilt on a process the strategy picks.
+    pub(crate) async fn place(
+        &self,
+        id: &ConversationId,
+        settings: &ThreadSettings,
+        ephemeral: bool,
+        loaded: Option<Loaded>,
+    ) -> Result<Placement, PoolError> {
+        if let Some(loaded) = loaded {
+            if let Some(handle) = self.live_handle(&loaded) {
+                return Ok(Placement { slot: self.slots[loaded.slot].clone(), handle, codex_id: loaded.codex_id });
+            }
+        }
+        // No process serves (or the pool never started): say so before waiting on the store.
+        if self.slots.iter().all(|s| s.ready().is_none()) {
+            return Err(PoolError::Unavailable);
+        }
+        // What earlier turns added must be in the store before it is read.
+        self.writer.flush().await;
+        let history = self.store.history(id).await?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (slot, handle, generation) = self.select()?;
+            match rebuild_on(&handle, settings, ephemeral, &history).await {
+                Ok(codex_id) => {
+                    tracing::debug!(
+                        conversation = %id,
+                        %codex_id,
+                        process = handle.label(),
+                        items = history.len(),
+                        "conversation rebuilt from the store"
+                    );
+                    let loaded = Loaded { slot: slot.index, generation, codex_id: codex_id.clone() };
+                    self.routing.set_loaded(id, Some(loaded));
+                    return Ok(Placement { slot, handle, codex_id });
+                }
+                Err(e) if e.is_process_gone() && attempt <= self.slots.len() => continue,
+                Err(e) => return Err(PoolError::Rebuild { thread_id: id.clone(), source: e }),
+            }
+        }
+    }
+
+    /// Unloads a codex thread the pool no longer routes to (with the unload delay of 0 in the
+    /// base overrides, codex then drops it from memory). Nothing to do if its process is gone.
+    pub(crate) async fn unload(&self, loaded: &Loaded, why: &'static str) {
+        let Some(handle) = self.live_handle(loaded) else { return };
+        if let Err(e) = handle.unsubscribe(&loaded.codex_id).await {
+            tracing::debug!(codex_thread_id = %loaded.codex_id, why, error = %e, "unsubscribe failed");
+        }
+    }
+}
+
+/// `thread/start` params for a conversation: its settings, in memory only if it is ephemeral,
+/// and with every history item reported, so the store keeps the history.
+pub(crate) fn start_params(settings: &ThreadSettings, ephemeral: bool) -> ThreadStartParams {
+    ThreadStartParams {
+        settings: settings.clone(),
+        ephemeral: ephemeral.then_some(true),
+        experimental_raw_events: true,
+    }
+}
+
+/// Starts a codex thread with the conversation's settings and gives it the history.
+async fn rebuild_on(
+    handle: &AppServerHandle,
+    settings: &ThreadSettings,
+    ephemeral: bool,
+    history: &[Value],
+) -> Result<CodexThreadId, ProcessError> {
+    let codex_id = handle.start_thread(&start_params(settings, ephemeral)).await?.thread.id;
+    if !history.is_empty() {
+        if let Err(e) = handle.inject_items(&codex_id, history.to_vec()).await {
+            // Half a conversation is no conversation: do not leave it loaded.
+            let _ = handle.unsubscribe(&codex_id).await;
+            return Err(e);
+        }
+    }
+    Ok(codex_id)
+}

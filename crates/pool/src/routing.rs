@@ -1,0 +1,474 @@
+//! The routing table: every conversation the pool knows, where codex holds it now, and what is
+//! happening to it. It is the one owner of these facts, and of the counts made from them (turns
+//! running and threads loaded, per process), so they never disagree.
+//!
+//! A conversation is in exactly one [`ThreadState`]; every change of state goes through a method
+//! here, under one short lock that is never held across an `.await`. Whoever waits for a state
+//! to change waits on a notification, not a timer.
+
+use crate::store_writer::WriteTicket;
+use codex_pool_protocol::methods::ThreadSettings;
+use codex_pool_protocol::CodexThreadId;
+use codex_pool_store::{ConversationId, ThreadRecord};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+
+/// A codex thread holding a conversation: on which process (slot and generation), under which id.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Loaded {
+    pub slot: usize,
+    pub generation: u64,
+    pub codex_id: CodexThreadId,
+}
+
+/// What is happening to a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ThreadState {
+    /// Nothing: it takes a turn, or can be unloaded or released.
+    Idle,
+    /// A turn is being started or runs (on `slot`, once placed).
+    TurnRunning { slot: Option<usize> },
+    /// The reaper is unloading it from codex; a turn waits until it is done.
+    Unloading,
+    /// It is being released; gone when that succeeds.
+    Releasing,
+}
+
+/// What the pool knows of one conversation.
+struct Entry {
+    settings: ThreadSettings,
+    ephemeral: bool,
+    loaded: Option<Loaded>,
+    state: ThreadState,
+    last_used: Instant,
+    /// The store's answer about the last turn, which its consumer did not wait for.
+    unconfirmed: Option<WriteTicket>,
+}
+
+/// Load of one process slot, as the routing table sees it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SlotLoad {
+    /// The slot's current process; only threads loaded on it count.
+    pub generation: u64,
+    /// Conversations loaded on it.
+    pub loaded: usize,
+    /// Turns running on it.
+    pub running: usize,
+}
+
+struct Table {
+    threads: HashMap<ConversationId, Entry>,
+    slots: Vec<SlotLoad>,
+    /// codex threads no conversation uses any more, still loaded on a process: the reaper
+    /// unloads them.
+    orphans: Vec<Loaded>,
+}
+
+impl Table {
+    fn count(&mut self, loaded: &Option<Loaded>, delta: isize) {
+        if let Some(l) = loaded {
+            let slot = &mut self.slots[l.slot];
+            if slot.generation == l.generation {
+                slot.loaded = slot.loaded.saturating_add_signed(delta);
+            }
+        }
+    }
+
+    fn set_loaded(&mut self, id: &ConversationId, loaded: Option<Loaded>) -> Option<Loaded> {
+        let entry = self.threads.get_mut(id)?;
+        let old = std::mem::replace(&mut entry.loaded, loaded.clone());
+        self.count(&old, -1);
+        self.count(&loaded, 1);
+        old
+    }
+}
+
+/// What a turn gets with its claim: what is needed to place the conversation.
+pub(crate) struct Claimed {
+    pub settings: ThreadSettings,
+    pub ephemeral: bool,
+    pub loaded: Option<Loaded>,
+    /// The store's answer about the previous turn, if nobody waited for it.
+    pub unconfirmed: Option<WriteTicket>,
+}
+
+/// Why a claim was refused.
+pub(crate) enum Refused {
+    /// The pool does not know the conversation (it may be in the store).
+    Unknown,
+    /// A turn runs, or the conversation is being released.
+    Busy,
+}
+
+/// The table, with its notifications.
+pub(crate) struct Routing {
+    table: Mutex<Table>,
+    /// A conversation left `Unloading` (waiting turns and releases look again).
+    unloaded: Notify,
+    /// Turns running in the whole pool (shutdown waits for none).
+    running: watch::Sender<usize>,
+    /// Wakes the reaper: a process went over its cap of loaded threads, or orphans wait.
+    reap: Arc<Notify>,
+    cap: usize,
+}
+
+impl Routing {
+    pub(crate) fn new(slots: usize, cap: usize) -> Self {
+        Self {
+            table: Mutex::new(Table {
+                threads: HashMap::new(),
+                slots: vec![SlotLoad::default(); slots],
+                orphans: Vec::new(),
+            }),
+            unloaded: Notify::new(),
+            running: watch::channel(0).0,
+            reap: Arc::new(Notify::new()),
+            cap,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// What wakes the reaper.
+    pub(crate) fn reap_signal(&self) -> Arc<Notify> {
+        self.reap.clone()
+    }
+
+    /// Turns running in the pool, as they change.
+    pub(crate) fn running(&self) -> watch::Receiver<usize> {
+        self.running.subscribe()
+    }
+
+    /// A slot has a new process: nothing is loaded on it yet.
+    pub(crate) fn slot_restarted(&self, slot: usize, generation: u64) {
+        let mut table = self.lock();
+        let load = &mut table.slots[slot];
+        load.generation = generation;
+        load.loaded = 0;
+    }
+
+    /// The load of every slot.
+    pub(crate) fn loads(&self) -> Vec<SlotLoad> {
+        self.lock().slots.clone()
+    }
+
+    /// A conversation just created on a process.
+    pub(crate) fn insert_created(&self, id: ConversationId, settings: ThreadSettings, ephemeral: bool, loaded: Loaded) {
+        let mut table = self.lock();
+        let entry = Entry {
+            settings,
+            ephemeral,
+            loaded: None,
+            state: ThreadState::Idle,
+            last_used: Instant::now(),
+            unconfirmed: None,
+        };
+        table.threads.insert(id.clone(), entry);
+        table.set_loaded(&id, Some(loaded));
+        self.wake_if_over_cap(&table);
+    }
+
+    /// A conversation read from the store, unless the pool knows it already.
+    pub(crate) fn insert_stored(&self, record: ThreadRecord) {
+        let mut table = self.lock();
+        table.threads.entry(record.id).or_insert_with(|| Entry {
+            settings: record.settings,
+            ephemeral: record.ephemeral,
+            loaded: None,
+            state: ThreadState::Idle,
+            last_used: Instant::now(),
+            unconfirmed: None,
+        });
+    }
+
+    /// Takes the conversation for a turn: `Idle` becomes `TurnRunning`. A conversation being
+    /// unloaded is waited for.
+    pub(crate) async fn claim_turn(&self, id: &ConversationId) -> Result<Claimed, Refused> {
+        loop {
+            let unloaded = self.unloaded.notified();
+            tokio::pin!(unloaded);
+            {
+                let mut table = self.lock();
+                let entry = table.threads.get_mut(id).ok_or(Refused::Unknown)?;
+                match entry.state {
+                    ThreadState::Idle => {
+                        entry.state = ThreadState::TurnRunning { slot: None };
+                        let claimed = Claimed {
+                            settings: entry.settings.clone(),
+                            ephemeral: entry.ephemeral,
+                            loaded: entry.loaded.clone(),
+                            unconfirmed: entry.unconfirmed.take(),
+                        };
+                        drop(table);
+                        self.running.send_modify(|n| *n += 1);
+                        return Ok(claimed);
+                    }
+                    ThreadState::TurnRunning { .. } | ThreadState::Releasing => return Err(Refused::Busy),
+                    ThreadState::Unloading => {
+                        unloaded.as_mut().enable();
+                    }
+                }
+            }
+            unloaded.await;
+        }
+    }
+
+    /// The claimed conversation's turn runs on `slot` (placed again after its process died: it
+    /// moves).
+    pub(crate) fn turn_placed(&self, id: &ConversationId, slot: usize) {
+        let mut table = self.lock();
+        let Some(entry) = table.threads.get_mut(id) else { return };
+        let ThreadState::TurnRunning { slot: placed } = &mut entry.state else { return };
+        let before = placed.replace(slot);
+        if let Some(before) = before {
+            table.slots[before].running -= 1;
+        }
+        table.slots[slot].running += 1;
+    }
+
+    /// The conversation's turn ended (or never started): it is `Idle` again. `unconfirmed` is
+    /// the store's answer about the turn when nobody waited for it.
+    pub(crate) fn end_turn(&self, id: &ConversationId, unconfirmed: Option<WriteTicket>) {
+        let mut table = self.lock();
+        let Some(entry) = table.threads.get_mut(id) else { return };
+        let ThreadState::TurnRunning { slot } = entry.state else { return };
+        entry.state = ThreadState::Idle;
+        entry.last_used = Instant::now();
+        entry.unconfirmed = unconfirmed;
+        if let Some(slot) = slot {
+            table.slots[slot].running -= 1;
+        }
+        drop(table);
+        self.running.send_modify(|n| *n -= 1);
+    }
+
+    /// The conversation is now held by `loaded` (or by no codex thread).
+    pub(crate) fn set_loaded(&self, id: &ConversationId, loaded: Option<Loaded>) {
+        let mut table = self.lock();
+        table.set_loaded(id, loaded);
+        self.wake_if_over_cap(&table);
+    }
+
+    /// The conversation's codex thread can no longer be trusted (its process died, or it holds a
+    /// turn the store could not keep): the next turn rebuilds the conversation from the store,
+    /// and the reaper unloads the old thread if its process still runs.
+    pub(crate) fn forget_codex_thread(&self, id: &ConversationId) {
+        let mut table = self.lock();
+        if let Some(old) = table.set_loaded(id, None) {
+            table.orphans.push(old);
+            drop(table);
+            self.reap.notify_one();
+        }
+    }
+
+    /// codex threads to unload.
+    pub(crate) fn take_orphans(&self) -> Vec<Loaded> {
+        std::mem::take(&mut self.lock().orphans)
+    }
+
+    fn wake_if_over_cap(&self, table: &Table) {
+        if table.slots.iter().any(|s| s.loaded > self.cap) {
+            self.reap.notify_one();
+        }
+    }
+
+    /// Picks the threads to unload: on each slot, the least recently used idle ones past the
+    /// cap, and every one idle for `idle_after`. They become `Unloading`, held by no codex thread;
+    /// the caller unloads each, then calls [`Routing::unloaded`].
+    pub(crate) fn take_idle(&self, idle_after: std::time::Duration) -> Vec<(ConversationId, Loaded)> {
+        let mut table = self.lock();
+        let Table { threads, slots, .. } = &mut *table;
+        let mut per_slot: Vec<Vec<(&ConversationId, Instant)>> = vec![Vec::new(); slots.len()];
+        for (id, e) in threads.iter() {
+            if let Some(l) = e.loaded.as_ref().filter(|l| slots[l.slot].generation == l.generation) {
+                if e.state == ThreadState::Idle {
+                    per_slot[l.slot].push((id, e.last_used));
+                }
+            }
+        }
+        let mut picked = Vec::new();
+        for (slot, mut idle) in per_slot.into_iter().enumerate() {
+            idle.sort_by_key(|(_, used)| *used);
+            let mut over = slots[slot].loaded.saturating_sub(self.cap);
+            for (id, used) in idle {
+                if over > 0 || used.elapsed() >= idle_after {
+                    over = over.saturating_sub(1);
+                    picked.push(id.clone());
+                }
+            }
+        }
+        let mut unloading = Vec::new();
+        for id in picked {
+            let entry = table.threads.get_mut(&id).expect("picked from the table");
+            entry.state = ThreadState::Unloading;
+            if let Some(old) = table.set_loaded(&id, None) {
+                unloading.push((id, old));
+            }
+        }
+        unloading
+    }
+
+    /// The reaper is done unloading the conversation: it is `Idle` again.
+    pub(crate) fn unloaded(&self, id: &ConversationId) {
+        let mut table = self.lock();
+        if let Some(entry) = table.threads.get_mut(id).filter(|e| e.state == ThreadState::Unloading) {
+            entry.state = ThreadState::Idle;
+        }
+        drop(table);
+        self.unloaded.notify_waiters();
+    }
+
+    /// Takes the conversation for release: `Idle` becomes `Releasing`; returns whether the pool
+    /// knew it. A conversation being unloaded is waited for.
+    pub(crate) async fn claim_release(&self, id: &ConversationId) -> Result<bool, Refused> {
+        loop {
+            let unloaded = self.unloaded.notified();
+            tokio::pin!(unloaded);
+            {
+                let mut table = self.lock();
+                let Some(entry) = table.threads.get_mut(id) else { return Ok(false) };
+                match entry.state {
+                    ThreadState::Idle => {
+                        entry.state = ThreadState::Releasing;
+                        return Ok(true);
+                    }
+                    ThreadState::TurnRunning { .. } | ThreadState::Releasing => return Err(Refused::Busy),
+                    ThreadState::Unloading => {
+                        unloaded.as_mut().enable();
+                    }
+                }
+            }
+            unloaded.await;
+        }
+    }
+
+    /// The release is over: the conversation is forgotten (the codex thread that held it is
+    /// returned, to be unloaded), or, when it failed, `Idle` again.
+    pub(crate) fn finish_release(&self, id: &ConversationId, released: bool) -> Option<Loaded> {
+        let mut table = self.lock();
+        if !released {
+            if let Some(entry) = table.threads.get_mut(id) {
+                entry.state = ThreadState::Idle;
+            }
+            return None;
+        }
+        let old = table.set_loaded(id, None);
+        table.threads.remove(id);
+        old
+    }
+
+    /// Per-turn overrides that stick: kept with the settings for rebuilds; returns the new
+    /// settings.
+    pub(crate) fn update_settings(
+        &self,
+        id: &ConversationId,
+        update: impl FnOnce(&mut ThreadSettings),
+    ) -> Option<ThreadSettings> {
+        let mut table = self.lock();
+        let entry = table.threads.get_mut(id)?;
+        update(&mut entry.settings);
+        Some(entry.settings.clone())
+    }
+
+    /// Where the conversation is loaded and its state.
+    pub(crate) fn get(&self, id: &ConversationId) -> Option<(Option<Loaded>, ThreadState)> {
+        self.lock().threads.get(id).map(|e| (e.loaded.clone(), e.state))
+    }
+
+    /// Conversations known, and of those, loaded on a slot's current process.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let table = self.lock();
+        (table.threads.len(), table.slots.iter().map(|s| s.loaded).sum())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn loaded(slot: usize, generation: u64, codex: &str) -> Loaded {
+        Loaded { slot, generation, codex_id: codex.into() }
+    }
+
+    fn routing() -> Routing {
+        let r = Routing::new(2, 2);
+        r.slot_restarted(0, 1);
+        r.slot_restarted(1, 1);
+        r
+    }
+
+    #[tokio::test]
+    async fn one_turn_at_a_time_and_counts_follow_the_state() {
+        let r = routing();
+        let a = ConversationId::from("a");
+        r.insert_created(a.clone(), Default::default(), true, loaded(0, 1, "x"));
+        assert_eq!(r.loads()[0], SlotLoad { generation: 1, loaded: 1, running: 0 });
+        let claimed = r.claim_turn(&a).await.ok().unwrap();
+        assert_eq!(claimed.loaded, Some(loaded(0, 1, "x")));
+        assert!(matches!(r.claim_turn(&a).await, Err(Refused::Busy)));
+        assert!(matches!(r.claim_release(&a).await, Err(Refused::Busy)));
+        r.turn_placed(&a, 0);
+        assert_eq!((r.loads()[0].running, *r.running().borrow()), (1, 1));
+        r.end_turn(&a, None);
+        assert_eq!((r.loads()[0].running, *r.running().borrow()), (0, 0));
+        assert!(r.claim_turn(&a).await.is_ok());
+        assert!(matches!(r.claim_turn(&ConversationId::from("b")).await, Err(Refused::Unknown)));
+    }
+
+    #[tokio::test]
+    async fn a_new_process_counts_from_zero_and_old_threads_do_not_count() {
+        let r = routing();
+        let a = ConversationId::from("a");
+        r.insert_created(a.clone(), Default::default(), true, loaded(1, 1, "x"));
+        r.slot_restarted(1, 2);
+        assert_eq!(r.loads()[1].loaded, 0);
+        // Forgetting the thread of the dead process does not count below zero.
+        r.forget_codex_thread(&a);
+        assert_eq!(r.loads()[1].loaded, 0);
+        assert_eq!(r.take_orphans(), vec![loaded(1, 1, "x")]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_and_over_cap_threads_are_unloaded_and_a_turn_waits_for_it() {
+        let r = Arc::new(routing());
+        for (n, id) in ["a", "b", "c"].iter().enumerate() {
+            r.insert_created((*id).into(), Default::default(), true, loaded(0, 1, id));
+            tokio::time::advance(Duration::from_secs(n as u64 + 1)).await;
+        }
+        // Three on slot 0, whose cap is 2: the least recently used goes.
+        let picked = r.take_idle(Duration::from_secs(3600));
+        assert_eq!(picked, vec![(ConversationId::from("a"), loaded(0, 1, "a"))]);
+        assert_eq!(r.loads()[0].loaded, 2);
+        // A turn of `a` waits until the unload is done.
+        let waiting = {
+            let r = r.clone();
+            tokio::spawn(async move { r.claim_turn(&ConversationId::from("a")).await.ok().map(|c| c.loaded) })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        r.unloaded(&"a".into());
+        assert_eq!(waiting.await.unwrap(), Some(None), "claimed, and held by no codex thread");
+        // Idle long enough: the rest go too.
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert_eq!(r.take_idle(Duration::from_secs(3600)).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_release_forgets_the_conversation_and_hands_back_its_thread() {
+        let r = routing();
+        let a = ConversationId::from("a");
+        r.insert_created(a.clone(), Default::default(), true, loaded(0, 1, "x"));
+        assert!(r.claim_release(&a).await.ok().unwrap());
+        assert!(matches!(r.claim_turn(&a).await, Err(Refused::Busy)));
+        r.finish_release(&a, false);
+        assert!(r.claim_release(&a).await.ok().unwrap(), "a failed release leaves it as it was");
+        assert_eq!(r.finish_release(&a, true), Some(loaded(0, 1, "x")));
+        assert!(matches!(r.claim_turn(&a).await, Err(Refused::Unknown)));
+        assert_eq!(r.counts(), (0, 0));
+    }
+}
