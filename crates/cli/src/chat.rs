@@ -26,6 +26,10 @@ pub struct ChatArgs {
     /// Give up on a turn that sends nothing for this many seconds.
     #[arg(long, default_value_t = 120)]
     turn_timeout_secs: u64,
+    /// Give up on a turn whose model cannot be reached (codex only announces retries) for this
+    /// many seconds.
+    #[arg(long, default_value_t = 30)]
+    progress_timeout_secs: u64,
 }
 
 pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
@@ -33,6 +37,7 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
     let mut config = PoolConfig::new(backend.config.clone());
     config.size = 1;
     config.turn_timeout = Duration::from_secs(args.turn_timeout_secs);
+    config.progress_timeout = Duration::from_secs(args.progress_timeout_secs);
     let pool = Pool::new(config, Arc::new(MemoryStore::new()));
     let result = converse(&pool, &args).await;
     pool.shutdown().await;

@@ -11,6 +11,10 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "codex-pool", version, about)]
 struct Cli {
+    /// On an error, also print where in codex-pool it happened (a backtrace); also
+    /// CODEX_POOL_BACKTRACE=1.
+    #[arg(short, long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -25,20 +29,72 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
-fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CODEX_POOL_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    init_logs(matches!(&cli.command, Command::Bench(args) if args.trace_hops));
+    let backtrace = cli.verbose || std::env::var_os("CODEX_POOL_BACKTRACE").is_some_and(|v| v != "0");
+    match run(cli.command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{}", report(&error, backtrace));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr, filtered by `CODEX_POOL_LOG` (default: warnings); with `hops`, the hop
+/// events of every turn are recorded too (`bench --trace-hops`).
+fn init_logs(hops: bool) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CODEX_POOL_LOG").unwrap_or_else(|_| "warn".into());
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter);
+    let hops = hops.then(|| {
+        let only_hops = |m: &tracing::Metadata<'_>| m.target() == codex_pool_process::hops::HOPS_TARGET;
+        bench::hops::layer().with_filter(tracing_subscriber::filter::filter_fn(only_hops))
+    });
+    tracing_subscriber::registry().with(logs).with(hops).init();
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        match cli.command {
+        match command {
             Command::Chat(args) => chat::run(args).await,
             Command::MockModel(args) => mock::run(args).await,
             Command::Bench(args) => bench::run(args).await,
         }
     })
+}
+
+/// An error as a command prints it: the message, then each cause on a line of its own, then
+/// (when asked for) the backtrace captured with it.
+fn report(error: &anyhow::Error, backtrace: bool) -> String {
+    let mut out = format!("error: {error}");
+    for cause in error.chain().skip(1) {
+        out.push_str(&format!("\n  caused by: {cause}"));
+    }
+    if backtrace {
+        let trace = error.backtrace();
+        if trace.status() == std::backtrace::BacktraceStatus::Captured {
+            out.push_str(&format!("\n\nbacktrace:\n{trace}"));
+        } else {
+            out.push_str("\n\n(no backtrace was captured; set RUST_BACKTRACE=1 as well)");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::report;
+
+    #[test]
+    fn errors_print_their_causes_and_no_backtrace_unless_asked() {
+        let error = anyhow::anyhow!("the disk is full").context("could not save the conversation");
+        let text = report(&error, false);
+        assert_eq!(text, "error: could not save the conversation\n  caused by: the disk is full");
+        assert!(report(&error, true).contains("backtrace"));
+    }
 }

@@ -38,10 +38,26 @@ fn chat_reports_a_failing_model_and_exits_non_zero() {
 
 #[test]
 fn a_missing_codex_binary_is_a_clear_error() {
-    let out = codex_pool().args(["chat", "--codex-bin", "/nonexistent/codex"]).stdin(Stdio::null()).output().unwrap();
-    assert!(!out.status.success());
+    // RUST_BACKTRACE is common on developers' machines: the error still reads like a command's.
+    let out = codex_pool()
+        .args(["chat", "--codex-bin", "/nonexistent/codex"])
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("/nonexistent/codex") && stderr.contains("npm ci --prefix tools/codex"), "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(!stderr.to_lowercase().contains("backtrace"), "{stderr}");
+    // Asked for, the backtrace comes.
+    let out = codex_pool()
+        .args(["-v", "chat", "--codex-bin", "/nonexistent/codex"])
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("backtrace:"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

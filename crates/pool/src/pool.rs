@@ -11,6 +11,7 @@ use crate::routing::{Refused, Routing, ThreadState};
 use crate::store_writer::StoreWriter;
 use crate::supervisor::{supervise, Slot, SlotState, SlotStats, SlotStatus};
 use crate::turn::{PoolTurn, TurnClaim};
+use codex_pool_process::hops::hop;
 use codex_pool_protocol::methods::{ThreadSettings, TurnStartParams};
 use codex_pool_protocol::types::{ApprovalPolicy, UserInput};
 use codex_pool_protocol::CodexThreadId;
@@ -194,6 +195,7 @@ impl Pool {
         options: TurnOptions,
     ) -> Result<PoolTurn, PoolError> {
         let inner = &self.inner;
+        hop(id.as_str(), "pool.start");
         inner.check_open()?;
         codex_pool_process::check_input(&input).map_err(|e| PoolError::from_process(id, e))?;
         let mut claimed = inner.claim_turn(id).await?;
@@ -228,6 +230,7 @@ impl Pool {
                 }
             };
             inner.routing.turn_placed(id, placement.slot.index);
+            hop(id.as_str(), "pool.placed");
             let mut params = TurnStartParams::new(&placement.codex_id, input.clone());
             params.model.clone_from(&options.model);
             params.effort.clone_from(&options.effort);
@@ -236,6 +239,7 @@ impl Pool {
             guard.sent = true;
             match placement.handle.start_turn(params).await {
                 Ok(stream) => {
+                    hop(id.as_str(), "pool.stream");
                     inner.remember_options(id, &options);
                     guard.armed = false;
                     let stream = stream

@@ -147,7 +147,14 @@ async fn write_turns(store: &dyn ThreadStore, turns: &mut Vec<(TurnRecord, onesh
     }
     let (records, tickets): (Vec<_>, Vec<_>) = std::mem::take(turns).into_iter().unzip();
     let n = records.len();
+    let ids: Vec<ConversationId> = records.iter().map(|r| r.conversation.clone()).collect();
+    for id in &ids {
+        codex_pool_process::hops::hop(id.as_str(), "store.batch");
+    }
     let outcome = store.record_turns(records).await;
+    for id in &ids {
+        codex_pool_process::hops::hop(id.as_str(), "store.written");
+    }
     if let Err(e) = &outcome {
         tracing::error!(turns = n, error = %e, "could not record turns in the thread store");
     }

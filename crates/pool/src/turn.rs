@@ -4,6 +4,7 @@
 use crate::history::own_items;
 use crate::routing::Routing;
 use crate::store_writer::{StoreWriter, WriteTicket};
+use codex_pool_process::hops::hop;
 use codex_pool_process::{AbortReason, TurnEvent, TurnStream};
 use codex_pool_protocol::types::UserInput;
 use codex_pool_protocol::CodexThreadId;
@@ -58,6 +59,8 @@ pub(crate) struct TurnClaim {
     /// The turn's history items so far.
     items: Vec<Value>,
     _permit: OwnedSemaphorePermit,
+    /// The first text delta was seen (for the hop trace).
+    first_delta: bool,
     ended: bool,
 }
 
@@ -69,7 +72,16 @@ impl TurnClaim {
         input: Vec<UserInput>,
         permit: OwnedSemaphorePermit,
     ) -> Self {
-        Self { routing, writer, conversation, input, items: Vec::new(), _permit: permit, ended: false }
+        Self {
+            routing,
+            writer,
+            conversation,
+            input,
+            items: Vec::new(),
+            _permit: permit,
+            first_delta: false,
+            ended: false,
+        }
     }
 
     /// Queues the record of a turn codex finished.
@@ -141,6 +153,7 @@ impl PoolTurn {
                         unreachable!()
                     };
                     let claim = self.claim.take().expect("a recording turn holds its claim");
+                    hop(self.conversation.as_str(), "turn.recorded");
                     return Poll::Ready(Some(match outcome {
                         Ok(()) => {
                             claim.end(None);
@@ -182,11 +195,16 @@ impl PoolTurn {
         let claim = self.claim.as_mut()?;
         match &mut event {
             TurnEvent::Started { thread_id, .. } => *thread_id = self.conversation.to_string(),
+            TurnEvent::AgentMessageDelta { .. } if !claim.first_delta => {
+                claim.first_delta = true;
+                hop(self.conversation.as_str(), "turn.first_delta");
+            }
             TurnEvent::ResponseItem { item } => claim.items.push(item.clone()),
             TurnEvent::Notification { params, .. } | TurnEvent::ServerRequest { params, .. } => {
                 name_conversation(params, &self.conversation)
             }
             TurnEvent::Completed { turn_id, .. } => {
+                hop(self.conversation.as_str(), "turn.completed");
                 let ticket = claim.record(turn_id);
                 self.phase = Phase::Recording { ticket, end: event };
                 return None;

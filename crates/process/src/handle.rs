@@ -159,7 +159,9 @@ impl AppServerHandle {
         let deadline = Instant::now() + timeout;
         let _permit = self.acquire(deadline).await?;
         let (reply, rx) = oneshot::channel();
+        let thread = params.thread_id.clone();
         self.send(Command::StartTurn { params, reply })?;
+        crate::hops::hop(thread.as_str(), "handle.queued");
         self.await_reply("turn/start", rx, deadline, timeout).await?
     }
 

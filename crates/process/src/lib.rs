@@ -45,6 +45,7 @@ pub mod discovery;
 pub mod error;
 pub mod events;
 mod handle;
+pub mod hops;
 mod lines;
 pub mod policy;
 mod process;

@@ -1,5 +1,5 @@
 //! [`AppServer`]: the owner of one `codex app-server` process, and the wiring of the tasks that
-//! drive it (the actor, the stdin writer; the stderr drain and the reaper for a real child).
+//! drive it (the actor; the stderr drain and the reaper for a real child).
 
 use crate::actor::{Actor, ActorSettings, Inputs, ProcessState};
 use crate::child::{self, StderrTail, STDERR_TAIL_LINES};
@@ -17,14 +17,12 @@ use codex_pool_protocol::methods::{
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite, BufReader};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 
 /// How long a process gets to exit after SIGTERM before SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(2);
-/// Lines the stdin writer's queue holds before codex counts as not reading its input.
-const STDIN_QUEUE: usize = 4096;
 
 /// A running `codex app-server` process: the owner. Hand out [`AppServer::handle`]s to drive it;
 /// call [`AppServer::shutdown`] to end it. Dropping it kills the process.
@@ -44,13 +42,12 @@ pub(crate) struct Connection<R, W> {
     pub label: String,
 }
 
-/// Starts the actor and the stdin writer over `conn`; returns the handle and their tasks.
+/// Starts the actor over `conn`; returns the handle and its task.
 pub(crate) fn wire<R, W>(config: &ProcessConfig, conn: Connection<R, W>) -> (AppServerHandle, Vec<JoinHandle<()>>)
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (out_tx, out_rx) = mpsc::channel::<Vec<u8>>(STDIN_QUEUE);
     let (commands, command_rx) = Commands::channel(config.max_queued_commands.max(1));
     let (abandon_tx, abandon_rx) = mpsc::unbounded_channel();
     let (state_tx, state_rx) = watch::channel(ProcessState::Starting);
@@ -63,15 +60,14 @@ where
         max_backlog: config.max_turn_backlog,
         interrupt_grace: config.interrupt_grace,
     };
-    let actor = Actor::new(settings, out_tx, state_tx, abandon_tx);
+    let actor = Actor::new(settings, conn.stdin, state_tx, abandon_tx);
     let inputs = Inputs {
         commands: command_rx,
         abandoned: abandon_rx,
         reaped: conn.reaped.clone(),
         stdout: LineReader::new(BufReader::with_capacity(1 << 16, conn.stdout), config.max_line_bytes),
     };
-    let tasks =
-        vec![tokio::spawn(write_stdin(conn.stdin, out_rx, conn.label.clone())), tokio::spawn(actor.run(inputs))];
+    let tasks = vec![tokio::spawn(actor.run(inputs))];
     let handle = AppServerHandle::new(HandleInner {
         commands,
         permits: Semaphore::new(config.max_in_flight),
@@ -211,16 +207,4 @@ impl Drop for AppServer {
             }
         }
     }
-}
-
-/// Writes queued lines to codex's stdin; closes it once the actor drops its sender (which tells
-/// codex to exit).
-async fn write_stdin<W: AsyncWrite + Unpin>(mut stdin: W, mut lines: mpsc::Receiver<Vec<u8>>, label: String) {
-    while let Some(line) = lines.recv().await {
-        if let Err(e) = stdin.write_all(&line).await {
-            tracing::debug!(process = %label, error = %e, "stdin closed");
-            return;
-        }
-    }
-    let _ = stdin.shutdown().await;
 }

@@ -243,6 +243,9 @@ impl TurnStream {
     fn unreachable_message(&self, limit: Duration) -> String {
         let endpoint = self.endpoint.as_deref().unwrap_or("the model provider");
         let why = match &self.last_retry {
+            Some(TurnError { message, additional_details: Some(details), .. }) => {
+                format!(" (codex's last error: {message}: {details})")
+            }
             Some(e) => format!(" (codex's last error: {})", e.message),
             None => String::new(),
         };

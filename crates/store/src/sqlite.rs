@@ -89,6 +89,22 @@ impl SqliteStore {
         Ok(Self { conn: Arc::new(Mutex::new(conn)) })
     }
 
+    /// Caps the database's size (`None`: no cap beyond the disk). Writes that would grow it past
+    /// the cap fail with [`StoreError::Full`], as they would on a full disk; the cap can be
+    /// lowered below the current size (nothing more fits then) and raised again.
+    pub fn set_size_limit(&self, max_bytes: Option<u64>) -> StoreFuture<'_, ()> {
+        self.run(move |conn| {
+            let pages = match max_bytes {
+                Some(bytes) => {
+                    let page_size = conn.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0)).db()?.max(1);
+                    (bytes as i64 / page_size).max(1)
+                }
+                None => i64::from(i32::MAX),
+            };
+            conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(())).db()
+        })
+    }
+
     /// Runs `f` on the connection, on tokio's blocking pool.
     fn run<'a, T, F>(&'a self, f: F) -> StoreFuture<'a, T>
     where
@@ -103,6 +119,29 @@ impl SqliteStore {
             })
             .await
             .map_err(|e| StoreError::Backend { backend: BACKEND, message: format!("the query's task failed: {e}") })?
+        })
+    }
+
+    /// Runs `f` on the connection at once, on this thread, for the writes on a turn's path: on a
+    /// multi-threaded runtime, tokio is told the thread blocks (its other tasks move to another
+    /// worker) rather than handing the query to a blocking-pool thread that must first be woken,
+    /// which costs milliseconds when codex keeps every core busy. Elsewhere, as [`Self::run`].
+    fn run_now<'a, T, F>(&'a self, f: F) -> StoreFuture<'a, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let multi_threaded = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if !multi_threaded {
+            return self.run(f);
+        }
+        let conn = self.conn.clone();
+        Box::pin(async move {
+            tokio::task::block_in_place(|| {
+                let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                f(&mut guard)
+            })
         })
     }
 
@@ -203,7 +242,7 @@ impl ThreadStore for SqliteStore {
     }
 
     fn record_turns(&self, turns: Vec<TurnRecord>) -> StoreFuture<'_, ()> {
-        self.run(move |conn| {
+        self.run_now(move |conn| {
             let tx = conn.transaction().db()?;
             let now = now_ms();
             for turn in &turns {
@@ -328,7 +367,7 @@ mod tests {
         store.save(ThreadRecord::new(a.clone(), Default::default())).await.unwrap();
         store.record_turns(vec![TurnRecord::completed(a.clone(), "t0", vec![item(0)])]).await.unwrap();
         // No room for more pages: as a full disk would do.
-        store.raw("PRAGMA max_page_count = 1;");
+        store.set_size_limit(Some(1)).await.unwrap();
         let big: Vec<Value> = (1..200).map(item).collect();
         let err = store.record_turns(vec![TurnRecord::completed(a.clone(), "t1", big.clone())]).await.unwrap_err();
         assert!(matches!(err, StoreError::Full { .. }), "{err}");
@@ -337,7 +376,7 @@ mod tests {
         assert_eq!(store.history(&a).await.unwrap(), vec![item(0)]);
         assert_eq!(store.load(&a).await.unwrap().unwrap().turns, 1);
         // Room again: the store goes on.
-        store.raw("PRAGMA max_page_count = 1073741823;");
+        store.set_size_limit(None).await.unwrap();
         store.record_turns(vec![TurnRecord::completed(a.clone(), "t2", big)]).await.unwrap();
         assert_eq!(store.history(&a).await.unwrap().len(), 200);
     }

@@ -37,8 +37,13 @@ impl Env {
 
     /// A process config pointed at the fake model, with codex's retries off so failures are quick.
     pub fn config(&self) -> ProcessConfig {
+        self.config_for(&self.mock.base_url())
+    }
+
+    /// [`Env::config`] pointed at another Responses API address.
+    pub fn config_for(&self, base_url: &str) -> ProcessConfig {
         let bin = find_checked(None).expect("the pinned codex is installed (npm ci --prefix tools/codex)");
-        let mut provider = ModelProvider::new("mock", self.mock.base_url());
+        let mut provider = ModelProvider::new("mock", base_url);
         provider.request_max_retries = Some(0);
         provider.stream_max_retries = Some(0);
         ProcessConfig::new(bin, self.dir.path().join("codex-home"), self.dir.path().join("empty"))

@@ -4,6 +4,7 @@
 //! so the pool's overhead shows as a ratio against it.
 
 use anyhow::{anyhow, Context};
+use codex_pool_process::hops::hop;
 use codex_pool_process::ProcessConfig;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -91,18 +92,26 @@ impl DirectClient {
     /// Runs one turn to `turn/completed`; returns (time to first delta, reply text).
     pub async fn turn(&self, thread_id: &str, text: &str) -> anyhow::Result<(Option<std::time::Duration>, String)> {
         let started = std::time::Instant::now();
+        hop(thread_id, "direct.start");
         let (tx, mut rx) = mpsc::unbounded_channel();
         self.subscribers.lock().expect("subscribers").insert(thread_id.to_owned(), tx);
         self.request("turn/start", json!({"threadId": thread_id, "input": [{"type": "text", "text": text}]})).await?;
+        hop(thread_id, "direct.reply");
         let mut ttft = None;
         let mut reply = String::new();
         while let Some(msg) = rx.recv().await {
             match msg["method"].as_str() {
                 Some("item/agentMessage/delta") => {
+                    if ttft.is_none() {
+                        hop(thread_id, "direct.first_delta");
+                    }
                     ttft.get_or_insert_with(|| started.elapsed());
                     reply.push_str(msg["params"]["delta"].as_str().unwrap_or(""));
                 }
-                Some("turn/completed") => break,
+                Some("turn/completed") => {
+                    hop(thread_id, "direct.completed");
+                    break;
+                }
                 _ => {}
             }
         }

@@ -111,6 +111,7 @@ impl Usage {
             requests: self.requests,
             rss_mb: self.rss_mb,
             codex_rss_mb: self.codex_rss_mb,
+            health: None,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! PROFILE`, the same load also runs through the pool with another conversation profile.
 
 mod direct;
+pub mod hops;
 mod measure;
 
 use crate::backend::{codex_process_config, MockChild};
@@ -56,6 +57,14 @@ pub struct BenchArgs {
     /// The codex binary (default: CODEX_BIN, then the repository's pinned install, then PATH).
     #[arg(long, value_name = "PATH")]
     codex_bin: Option<PathBuf>,
+    /// How often the pool pings each codex process (default: the pool's); the line reports how
+    /// long the slowest answer took, to size the hang detection.
+    #[arg(long, value_name = "MS")]
+    health_interval_ms: Option<u64>,
+    /// Time every hand-off of every turn (through the pool, the process actor and the store,
+    /// and through the raw client) and report the median and 90th percentile of each.
+    #[arg(long)]
+    pub trace_hops: bool,
 }
 
 /// Figures of one run.
@@ -70,6 +79,8 @@ struct RunResult {
     requests: u64,
     rss_mb: f64,
     codex_rss_mb: f64,
+    /// Health checks answered during the run, and the slowest answer (pool runs only).
+    health: Option<(u64, f64)>,
 }
 
 impl RunResult {
@@ -77,7 +88,7 @@ impl RunResult {
         let lat: Vec<f64> = self.samples.iter().map(|s| s.latency.as_secs_f64() * 1e3).collect();
         let ttft: Vec<f64> = self.samples.iter().filter_map(|s| s.ttft).map(|d| d.as_secs_f64() * 1e3).collect();
         let per_turn = |d: Duration| d.as_secs_f64() * 1e3 / turns.max(1) as f64;
-        json!({
+        let mut out = json!({
             "turns_per_s": round(turns as f64 / self.wall.as_secs_f64()),
             "lat_p50_ms": round(percentile(&lat, 50.0)),
             "lat_p95_ms": round(percentile(&lat, 95.0)),
@@ -89,7 +100,12 @@ impl RunResult {
             "rss_mb": round(self.rss_mb),
             "codex_rss_mb": round(self.codex_rss_mb),
             "errors": self.errors,
-        })
+        });
+        if let Some((checks, slowest_ms)) = self.health {
+            out["health_checks"] = json!(checks);
+            out["health_check_max_ms"] = json!(round(slowest_ms));
+        }
+        out
     }
 }
 
@@ -114,6 +130,10 @@ impl RunResult {
         self.requests += other.requests;
         self.rss_mb = self.rss_mb.max(other.rss_mb);
         self.codex_rss_mb = self.codex_rss_mb.max(other.codex_rss_mb);
+        self.health = match (self.health, other.health) {
+            (Some((a, x)), Some((b, y))) => Some((a + b, x.max(y))),
+            (a, b) => a.or(b),
+        };
     }
 }
 
@@ -189,6 +209,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         line["versus"] = v;
         line["versus"]["profile"] = json!(other.name());
     }
+    if let Some(hops) = hops::report() {
+        line["hops"] = hops;
+    }
     println!("{line}");
     Ok(())
 }
@@ -225,6 +248,9 @@ async fn run_pool(
     config.strategy = args.strategy;
     config.default_profile = profile;
     config.max_turns_per_process = config.max_turns_per_process.max(args.convs);
+    if let Some(ms) = args.health_interval_ms {
+        config.health_interval = Duration::from_millis(ms.max(1));
+    }
     let store = Arc::new(SqliteStore::open(dir.path().join("threads.db"))?);
     let pool = Pool::new(config, store);
     let t0 = Instant::now();
@@ -245,8 +271,11 @@ async fn run_pool(
     .await;
     let wall = started.elapsed();
     let usage = clock.stop(&pids, mock).await;
+    let slots = pool.stats().slots;
+    let checks = slots.iter().map(|s| s.health_checks).sum();
+    let slowest = slots.iter().map(|s| s.slowest_check_ms).fold(0.0, f64::max);
     pool.shutdown().await;
-    Ok(RunResult { ready, wall, samples, errors, ..usage.into_result() })
+    Ok(RunResult { ready, wall, samples, errors, health: Some((checks, slowest)), ..usage.into_result() })
 }
 
 async fn run_direct(args: &BenchArgs, bin: &std::path::Path, mock: &MockChild) -> anyhow::Result<RunResult> {

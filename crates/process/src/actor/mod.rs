@@ -7,10 +7,13 @@
 //! - [`mapping`]: where each notification goes;
 //! - [`answers`]: the answers to codex's own requests, decided in tasks of their own.
 //!
-//! It is generic over the reader, so its unit tests drive it over an in-memory pipe.
+//! - [`outbox`]: what it writes to codex's stdin, at once when the pipe has room.
+//!
+//! It is generic over its reader and writer, so its unit tests drive it over in-memory pipes.
 
 mod answers;
 mod mapping;
+mod outbox;
 mod pending;
 mod registry;
 #[cfg(test)]
@@ -30,6 +33,7 @@ use codex_pool_protocol::notifications::ServerNotification;
 use codex_pool_protocol::server_requests::ServerRequest;
 use codex_pool_protocol::{CodexThreadId, Incoming, RequestId, RpcError};
 use mapping::Routed;
+use outbox::Outbox;
 use pending::{Pending, PendingRequests};
 use registry::{Effect, TurnRegistry};
 use serde_json::value::RawValue;
@@ -38,7 +42,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncBufRead;
+use tokio::io::{AsyncBufRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -80,9 +84,9 @@ pub(crate) struct Inputs<R> {
     pub stdout: LineReader<R>,
 }
 
-pub(crate) struct Actor {
+pub(crate) struct Actor<W> {
     label: String,
-    out: Option<mpsc::Sender<Vec<u8>>>,
+    out: Outbox<W>,
     state: watch::Sender<ProcessState>,
     stats: Arc<SharedStats>,
     pending: PendingRequests,
@@ -96,10 +100,10 @@ pub(crate) struct Actor {
     exited: bool,
 }
 
-impl Actor {
+impl<W: AsyncWrite + Unpin> Actor<W> {
     pub(crate) fn new(
         settings: ActorSettings,
-        out: mpsc::Sender<Vec<u8>>,
+        stdin: W,
         state: watch::Sender<ProcessState>,
         abandon: mpsc::UnboundedSender<Abandoned>,
     ) -> Self {
@@ -112,7 +116,7 @@ impl Actor {
         );
         Self {
             label: settings.label,
-            out: Some(out),
+            out: Outbox::new(stdin),
             state,
             stats: settings.stats,
             pending: PendingRequests::default(),
@@ -150,6 +154,11 @@ impl Actor {
                 Some((id, request, answer)) = self.answers.next(), if !self.answers.is_empty() => {
                     self.answer(id, request, answer);
                 }
+                written = std::future::poll_fn(|cx| self.out.poll_flush(cx)), if self.out.is_busy() => {
+                    if let Err(e) = written {
+                        tracing::debug!(process = %self.label, error = %e, "stdin closed");
+                    }
+                }
                 _ = tick.tick() => self.housekeeping(),
             }
             self.carry_out();
@@ -179,7 +188,7 @@ impl Actor {
         match &*self.state.borrow() {
             ProcessState::Exited(why) => Some(ProcessError::Exited(why.clone())),
             ProcessState::ShuttingDown => Some(ProcessError::ShuttingDown),
-            _ if self.out.is_none() => Some(ProcessError::ShuttingDown),
+            _ if !self.out.is_open() => Some(ProcessError::ShuttingDown),
             _ => None,
         }
     }
@@ -218,6 +227,7 @@ impl Actor {
     }
 
     fn start_turn(&mut self, params: TurnStartParams, reply: StartReply) {
+        crate::hops::hop(params.thread_id.as_str(), "actor.start");
         let Some((params, reply, mut stream)) = self.turns.admit(params, reply) else { return };
         let thread_id = params.thread_id.clone();
         let sent = serde_json::value::to_raw_value(&params)
@@ -241,15 +251,11 @@ impl Actor {
     }
 
     fn write(&mut self, line: Vec<u8>) -> Result<(), ProcessError> {
-        let Some(out) = &self.out else { return Err(ProcessError::ShuttingDown) };
-        match out.try_send(line) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(process = %self.label, "stdin queue full; codex is not reading its input");
-                Err(ProcessError::StdinBacklog)
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(ProcessError::ShuttingDown),
+        let written = self.out.write(&line);
+        if let Err(ProcessError::StdinBacklog) = &written {
+            tracing::warn!(process = %self.label, "codex is not reading its input");
         }
+        written
     }
 
     /// Carries out what the registry asked for.
@@ -362,6 +368,7 @@ impl Actor {
                     });
                 match answer {
                     Ok(resp) => {
+                        crate::hops::hop(thread_id.as_str(), "actor.reply");
                         self.turns.learn_turn_id(&thread_id, &resp.turn.id, false, &mut self.effects);
                         stream.set_turn_id(resp.turn.id);
                         // A caller that is gone drops the stream, which interrupts the turn.
@@ -391,6 +398,7 @@ impl Actor {
             }
             Routed::TurnStarted { thread_id, turn_id } => self.turns.learn_turn_id(&thread_id, &turn_id, true, effects),
             Routed::TurnCompleted { thread_id, turn_id, event } => {
+                crate::hops::hop(thread_id.as_str(), "actor.completed");
                 // Completed before `turn/start` was answered: `Started` still comes first.
                 self.turns.learn_turn_id(&thread_id, &turn_id, false, effects);
                 self.turns.complete(&thread_id, &turn_id, event, effects);
@@ -444,7 +452,7 @@ impl Actor {
         );
         self.pending.fail_all(&ProcessError::ShuttingDown);
         // Closing stdin asks codex to exit once it has written what it owes.
-        self.out = None;
+        self.out.close();
     }
 
     fn fail_everything(&mut self, why: ExitReason) {
@@ -463,7 +471,7 @@ impl Actor {
                 why
             }
         };
-        self.out = None;
+        self.out.close();
         self.pending.fail_all(&ProcessError::Exited(why.clone()));
         let message = format!("the codex process running this turn died ({why})");
         self.turns.end_all(

@@ -90,10 +90,15 @@ impl Drop for Rig {
 }
 
 fn rig_with(config: impl FnOnce(&mut ProcessConfig)) -> Rig {
+    rig_over(1 << 16, config)
+}
+
+/// A rig whose pipe to the peer holds `pipe` bytes.
+fn rig_over(pipe: usize, config: impl FnOnce(&mut ProcessConfig)) -> Rig {
     let mut c = ProcessConfig::new("codex".into(), "/nonexistent/home".into(), "/nonexistent/work".into());
     c.endpoint = Some("provider \"mock\" at http://127.0.0.1:9/v1".into());
     config(&mut c);
-    let (actor_out, peer_in) = tokio::io::duplex(1 << 16);
+    let (actor_out, peer_in) = tokio::io::duplex(pipe);
     let (peer_out, actor_in) = tokio::io::duplex(1 << 16);
     let (reaped_tx, reaped) = watch::channel(None);
     let stderr_tail: StderrTail = Default::default();
@@ -342,4 +347,23 @@ async fn oversized_input_is_refused_before_it_is_sent() {
     assert!(matches!(err, ProcessError::InputTooLarge { limit: 1_048_576, .. }), "{err}");
     assert!(err.to_string().contains("1048576"), "{err}");
     assert!(rig.peer.silent_for(Duration::from_secs(1)).await, "nothing reached codex");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_larger_than_the_pipe_goes_out_whole_as_codex_reads() {
+    let mut rig = rig_over(1024, |_| {});
+    let items: Vec<Value> = (0..200).map(|n| json!({"type": "message", "text": "x".repeat(500), "n": n})).collect();
+    let handle = rig.handle.clone();
+    let injecting = tokio::spawn(async move { handle.inject_items(&thread(), items).await });
+    // Then a small request, which must come after it, not inside it.
+    let handle = rig.handle.clone();
+    let pinging = tokio::spawn(async move { handle.ping(Duration::from_secs(60)).await });
+    let (id, params) = rig.peer.expect("thread/inject_items").await;
+    assert_eq!(params["items"].as_array().unwrap().len(), 200);
+    assert_eq!(params["items"][199]["n"], 199);
+    rig.peer.send(json!({"id": id, "result": {}})).await;
+    let (id, _) = rig.peer.expect("thread/loaded/list").await;
+    rig.peer.send(json!({"id": id, "result": {"data": []}})).await;
+    injecting.await.unwrap().unwrap();
+    pinging.await.unwrap().unwrap();
 }
