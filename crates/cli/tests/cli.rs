@@ -64,7 +64,7 @@ fn a_missing_codex_binary_is_a_clear_error() {
 fn bad_pool_settings_are_clear_errors() {
     let out = codex_pool().args(["bench", "--profile", "lean"]).output().unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("use chat or default"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use chat or codex"));
 }
 
 #[test]

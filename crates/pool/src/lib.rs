@@ -19,6 +19,7 @@
 //!   process and task.
 
 mod config;
+mod conversations;
 mod error;
 mod history;
 mod placement;
@@ -32,8 +33,9 @@ mod supervisor;
 mod turn;
 
 pub use config::{ConfigError, PoolConfig, ENV_MODEL, ENV_POOL_SIZE, ENV_STRATEGY};
+pub use conversations::{ConversationInfo, TurnOptions};
 pub use error::PoolError;
-pub use pool::{Pool, PoolStats, TurnOptions};
+pub use pool::{Pool, PoolStats};
 pub use profile::{Profile, UnknownProfile, CHAT_BASE_INSTRUCTIONS, CHAT_CONFIG};
 pub use strategy::{Candidate, LeastBusy, RoundRobin, SelectionStrategy, Strategy, UnknownStrategy};
 pub use supervisor::{SlotStats, SlotStatus};
@@ -41,4 +43,4 @@ pub use turn::PoolTurn;
 
 pub use codex_pool_process::{AbortReason, TurnEvent};
 pub use codex_pool_protocol::CodexThreadId;
-pub use codex_pool_store::ConversationId;
+pub use codex_pool_store::{ConversationId, ListCursor, StoredItem, ThreadRecord};

@@ -5,6 +5,7 @@
 
 use crate::config::PoolConfig;
 use crate::error::PoolError;
+use crate::profile::Profile;
 use crate::routing::{Loaded, Routing};
 use crate::store_writer::StoreWriter;
 use crate::strategy::{Candidate, SelectionStrategy};
@@ -13,7 +14,7 @@ use codex_pool_process::{AppServerHandle, ProcessError};
 use codex_pool_protocol::methods::{ThreadSettings, ThreadStartParams};
 use codex_pool_protocol::CodexThreadId;
 use codex_pool_store::{ConversationId, ThreadRecord, ThreadStore};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::sync::Arc;
 
 /// A conversation loaded on a live process, ready for a turn.
@@ -70,7 +71,13 @@ impl Placer {
 
     /// Starts a new conversation on a process the strategy picks and stores it; its id is the
     /// id of its first codex thread, and stays the same for the conversation's whole life.
-    pub(crate) async fn create(&self, settings: ThreadSettings, ephemeral: bool) -> Result<ConversationId, PoolError> {
+    pub(crate) async fn create(
+        &self,
+        settings: ThreadSettings,
+        profile: Profile,
+        metadata: Map<String, Value>,
+    ) -> Result<ConversationId, PoolError> {
+        let ephemeral = profile.ephemeral();
         let mut last_err = PoolError::Unavailable;
         for _ in 0..self.slots.len().max(1) {
             let (slot, handle, generation) = self.select()?;
@@ -78,7 +85,12 @@ impl Placer {
                 Ok(resp) => {
                     let codex_id = resp.thread.id;
                     let id = ConversationId::from(codex_id.as_str());
-                    let record = ThreadRecord { ephemeral, ..ThreadRecord::new(id.clone(), settings.clone()) };
+                    let record = ThreadRecord {
+                        ephemeral,
+                        profile: profile.name().to_owned(),
+                        metadata: metadata.clone(),
+                        ..ThreadRecord::new(id.clone(), settings.clone())
+                    };
                     if let Err(e) = self.store.save(record).await {
                         // Not stored means not created: do not leave it loaded in codex.
                         let _ = handle.unsubscribe(&codex_id).await;

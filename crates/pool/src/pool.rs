@@ -6,18 +6,12 @@
 use crate::config::PoolConfig;
 use crate::error::PoolError;
 use crate::placement::Placer;
-use crate::profile::Profile;
-use crate::routing::{Refused, Routing, ThreadState};
+use crate::routing::Routing;
 use crate::store_writer::StoreWriter;
 use crate::supervisor::{supervise, Slot, SlotState, SlotStats, SlotStatus};
-use crate::turn::{PoolTurn, TurnClaim};
-use codex_pool_process::hops::hop;
-use codex_pool_protocol::methods::{ThreadSettings, TurnStartParams};
-use codex_pool_protocol::types::{ApprovalPolicy, UserInput};
 use codex_pool_protocol::CodexThreadId;
 use codex_pool_store::{ConversationId, ThreadStore};
 use serde::Serialize;
-use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -26,20 +20,6 @@ use tokio::task::JoinHandle;
 /// How long [`Pool::shutdown`] waits for the consumers of ended turns to read or drop them (a
 /// turn is recorded then), before it closes the store.
 const SHUTDOWN_RECORD_WAIT: Duration = Duration::from_secs(2);
-
-/// Per-turn options (they stick for later turns of the conversation, as codex does).
-#[derive(Debug, Clone, Default)]
-#[non_exhaustive]
-pub struct TurnOptions {
-    /// Model override.
-    pub model: Option<String>,
-    /// Reasoning effort override.
-    pub effort: Option<String>,
-    /// Approval policy override.
-    pub approval_policy: Option<ApprovalPolicy>,
-    /// JSON Schema for the final message.
-    pub output_schema: Option<Value>,
-}
 
 /// A pool of `codex app-server` processes (the seed's `CodexAppServerPool`). Cheap to clone;
 /// every clone drives the same pool.
@@ -59,16 +39,17 @@ pub struct TurnOptions {
 /// ```
 #[derive(Clone)]
 pub struct Pool {
-    inner: Arc<PoolInner>,
+    pub(crate) inner: Arc<PoolInner>,
 }
 
-struct PoolInner {
-    config: Arc<PoolConfig>,
-    store: Arc<dyn ThreadStore>,
-    slots: Vec<Arc<Slot>>,
-    routing: Arc<Routing>,
-    placer: Arc<Placer>,
-    writer: Arc<StoreWriter>,
+/// The owners of the pool's jobs, shared by every clone of a [`Pool`].
+pub(crate) struct PoolInner {
+    pub config: Arc<PoolConfig>,
+    pub store: Arc<dyn ThreadStore>,
+    pub slots: Vec<Arc<Slot>>,
+    pub routing: Arc<Routing>,
+    pub placer: Arc<Placer>,
+    pub writer: Arc<StoreWriter>,
     lifecycle: Mutex<Lifecycle>,
     shutdown: watch::Sender<bool>,
 }
@@ -134,6 +115,16 @@ impl Pool {
         &self.inner.config
     }
 
+    /// The store that holds every conversation.
+    pub fn store(&self) -> &Arc<dyn ThreadStore> {
+        &self.inner.store
+    }
+
+    /// Whether the pool has started and at least one process serves.
+    pub fn is_ready(&self) -> bool {
+        self.inner.slots.iter().any(|s| s.ready().is_some())
+    }
+
     /// Starts every process (in parallel) and waits for each one's first attempt. Idempotent and
     /// safe under concurrent callers. Succeeds when at least one process serves (fewer than
     /// configured is reported in the log and in [`Pool::stats`]); fails when none does.
@@ -155,159 +146,6 @@ impl Pool {
             tracing::info!(size = stats.size, strategy = stats.strategy, "pool started");
         }
         Ok(stats)
-    }
-
-    /// Creates a conversation with the pool's default profile (see [`Pool::create_thread_with`]).
-    pub async fn create_thread(&self, settings: ThreadSettings) -> Result<ConversationId, PoolError> {
-        self.create_thread_with(settings, self.inner.config.default_profile).await
-    }
-
-    /// Creates a conversation on a process chosen by the strategy and stores it; returns its id,
-    /// which stays the same for the conversation's whole life. The profile fills in what the
-    /// settings leave unset, then the pool's defaults: `CODEX_MODEL` and the empty working
-    /// directory.
-    pub async fn create_thread_with(
-        &self,
-        settings: ThreadSettings,
-        profile: Profile,
-    ) -> Result<ConversationId, PoolError> {
-        let inner = &self.inner;
-        inner.check_open()?;
-        let mut settings = profile.apply(settings);
-        if settings.model.is_none() {
-            settings.model = inner.config.default_model.clone();
-        }
-        if settings.cwd.is_none() {
-            settings.cwd = Some(inner.config.process.work_dir.display().to_string());
-        }
-        inner.placer.create(settings, profile.ephemeral()).await
-    }
-
-    /// Starts a turn and returns its event stream. Follow-up turns go to the process that holds
-    /// the conversation; one that no process holds (its process died, it idled out, the pool
-    /// restarted) is rebuilt first on a process the strategy picks, from the store's history.
-    /// Input longer than codex takes is refused with [`PoolError::InputTooLarge`] before anything
-    /// changes.
-    pub async fn start_turn(
-        &self,
-        id: &ConversationId,
-        input: Vec<UserInput>,
-        options: TurnOptions,
-    ) -> Result<PoolTurn, PoolError> {
-        let inner = &self.inner;
-        hop(id.as_str(), "pool.start");
-        inner.check_open()?;
-        codex_pool_process::check_input(&input).map_err(|e| PoolError::from_process(id, e))?;
-        let mut claimed = inner.claim_turn(id).await?;
-        // From here on the conversation is `TurnRunning`; the guard makes it `Idle` again on
-        // every early return (and if this future is dropped).
-        let mut guard = ClaimGuard { routing: &inner.routing, id, sent: false, armed: true };
-        if let Some(ticket) = claimed.unconfirmed.take() {
-            // The previous turn's consumer left before the store answered: if the store did not
-            // keep it, codex's copy of the conversation holds a turn the store lacks.
-            if let Err(e) = ticket.await {
-                tracing::warn!(conversation = %id, error = %e, "the last turn was not kept; rebuilding from the store");
-                inner.routing.forget_codex_thread(id);
-                claimed.loaded = None;
-            }
-        }
-        let mut loaded = claimed.loaded;
-        for attempt in 1.. {
-            let placement = inner.placer.place(id, &claimed.settings, claimed.ephemeral, loaded.take()).await?;
-            let permit = match tokio::time::timeout(
-                inner.config.overload_wait,
-                placement.slot.turn_permits.clone().acquire_owned(),
-            )
-            .await
-            {
-                Ok(Ok(permit)) => permit,
-                Ok(Err(_)) => return Err(PoolError::ShutDown),
-                Err(_) => {
-                    return Err(PoolError::Overloaded {
-                        thread_id: id.clone(),
-                        limit: inner.config.max_turns_per_process,
-                    })
-                }
-            };
-            inner.routing.turn_placed(id, placement.slot.index);
-            hop(id.as_str(), "pool.placed");
-            let mut params = TurnStartParams::new(&placement.codex_id, input.clone());
-            params.model.clone_from(&options.model);
-            params.effort.clone_from(&options.effort);
-            params.approval_policy = options.approval_policy;
-            params.output_schema.clone_from(&options.output_schema);
-            guard.sent = true;
-            match placement.handle.start_turn(params).await {
-                Ok(stream) => {
-                    hop(id.as_str(), "pool.stream");
-                    inner.remember_options(id, &options);
-                    guard.armed = false;
-                    let stream = stream
-                        .with_silence_timeout(inner.config.turn_timeout)
-                        .with_progress_timeout(inner.config.progress_timeout);
-                    let claim = TurnClaim::new(inner.routing.clone(), inner.writer.clone(), id.clone(), input, permit);
-                    return Ok(PoolTurn::new(id.clone(), stream, claim));
-                }
-                // Its process died under it: place it again (rebuilt elsewhere).
-                Err(e) if e.is_process_gone() && attempt <= inner.slots.len() => {
-                    inner.routing.forget_codex_thread(id);
-                    guard.sent = false;
-                }
-                Err(e) => {
-                    // codex answered: it did not take the turn. Anything else: it may have.
-                    guard.sent = e.rpc().is_none();
-                    return Err(PoolError::from_process(id, e));
-                }
-            }
-        }
-        unreachable!("the loop returns")
-    }
-
-    /// Interrupts the running turn of a conversation.
-    pub async fn interrupt_turn(&self, id: &ConversationId) -> Result<(), PoolError> {
-        let inner = &self.inner;
-        let no_turn = || PoolError::NoActiveTurn(id.clone());
-        let Some((loaded, state)) = inner.routing.get(id) else {
-            return match inner.store.load(id).await? {
-                Some(_) => Err(no_turn()),
-                None => Err(PoolError::UnknownThread(id.clone())),
-            };
-        };
-        if !matches!(state, ThreadState::TurnRunning { .. }) {
-            return Err(no_turn());
-        }
-        let loaded = loaded.ok_or_else(no_turn)?;
-        let handle = inner.placer.live_handle(&loaded).ok_or_else(no_turn)?;
-        handle.interrupt(&loaded.codex_id).await.map_err(|e| PoolError::from_process(id, e))
-    }
-
-    /// Releases a conversation: unloads it from codex and forgets it, in the store too (its
-    /// history goes with it). Fails with [`PoolError::ThreadBusy`] while a turn runs.
-    pub async fn release_thread(&self, id: &ConversationId) -> Result<(), PoolError> {
-        let inner = &self.inner;
-        let known = match inner.routing.claim_release(id).await {
-            Ok(known) => known,
-            Err(_) => return Err(PoolError::ThreadBusy(id.clone())),
-        };
-        // What is queued for it is written first, so nothing brings it back from the store.
-        inner.writer.flush().await;
-        match inner.store.delete(id).await {
-            Ok(existed) => {
-                let loaded = inner.routing.finish_release(id, true);
-                if let Some(loaded) = loaded {
-                    inner.placer.unload(&loaded, "release").await;
-                }
-                if known || existed {
-                    Ok(())
-                } else {
-                    Err(PoolError::UnknownThread(id.clone()))
-                }
-            }
-            Err(e) => {
-                inner.routing.finish_release(id, false);
-                Err(e.into())
-            }
-        }
     }
 
     /// Ends the pool: running turns are interrupted and end with an `aborted` (`shutdown`) event,
@@ -372,33 +210,12 @@ impl Pool {
     }
 }
 
-/// Makes a claimed conversation `Idle` again on an early return. Once a `turn/start` may have
-/// reached codex, codex's copy of the conversation is not trusted either: the next turn
-/// rebuilds it from the store.
-struct ClaimGuard<'a> {
-    routing: &'a Routing,
-    id: &'a ConversationId,
-    sent: bool,
-    armed: bool,
-}
-
-impl Drop for ClaimGuard<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            if self.sent {
-                self.routing.forget_codex_thread(self.id);
-            }
-            self.routing.end_turn(self.id, None);
-        }
-    }
-}
-
 impl PoolInner {
     fn lifecycle(&self) -> std::sync::MutexGuard<'_, Lifecycle> {
         self.lifecycle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn check_open(&self) -> Result<(), PoolError> {
+    pub(crate) fn check_open(&self) -> Result<(), PoolError> {
         if *self.shutdown.borrow() {
             Err(PoolError::ShutDown)
         } else {
@@ -439,39 +256,5 @@ impl PoolInner {
         )));
         *lifecycle = Lifecycle::Running(tasks);
         Ok(())
-    }
-
-    /// Takes the conversation for a turn, reading it from the store if the pool does not know it.
-    async fn claim_turn(&self, id: &ConversationId) -> Result<crate::routing::Claimed, PoolError> {
-        for _ in 0..2 {
-            match self.routing.claim_turn(id).await {
-                Ok(claimed) => return Ok(claimed),
-                Err(Refused::Busy) => return Err(PoolError::ThreadBusy(id.clone())),
-                Err(Refused::Unknown) => {
-                    let record = self.store.load(id).await?.ok_or_else(|| PoolError::UnknownThread(id.clone()))?;
-                    self.routing.insert_stored(record);
-                }
-            }
-        }
-        Err(PoolError::UnknownThread(id.clone()))
-    }
-
-    /// Per-turn model and approval overrides stick for later turns (as codex does), so they are
-    /// kept with the conversation's settings, for rebuilds after a crash or an eviction.
-    fn remember_options(&self, id: &ConversationId, options: &TurnOptions) {
-        if options.model.is_none() && options.approval_policy.is_none() {
-            return;
-        }
-        let settings = self.routing.update_settings(id, |settings| {
-            if options.model.is_some() {
-                settings.model.clone_from(&options.model);
-            }
-            if options.approval_policy.is_some() {
-                settings.approval_policy = options.approval_policy;
-            }
-        });
-        if let Some(settings) = settings {
-            self.writer.update_settings(id.clone(), settings);
-        }
     }
 }

@@ -48,11 +48,11 @@ pub enum Profile {
 }
 
 impl Profile {
-    /// The name as configured (`chat`, `default`).
+    /// The name as configured (`chat`, `codex`; `default` is taken for `codex` too).
     pub fn name(self) -> &'static str {
         match self {
             Profile::Chat => "chat",
-            Profile::Codex => "default",
+            Profile::Codex => "codex",
         }
     }
 
@@ -87,7 +87,7 @@ impl Profile {
 
 /// An unknown profile name.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("unknown profile {0:?}; use chat or default")]
+#[error("unknown profile {0:?}; use chat or codex")]
 pub struct UnknownProfile(pub String);
 
 impl FromStr for Profile {

@@ -32,8 +32,8 @@ pub(crate) enum ThreadState {
     TurnRunning { slot: Option<usize> },
     /// The reaper is unloading it from codex; a turn waits until it is done.
     Unloading,
-    /// It is being released; gone when that succeeds.
-    Releasing,
+    /// It is being deleted; gone when that succeeds.
+    Deleting,
 }
 
 /// What the pool knows of one conversation.
@@ -98,7 +98,7 @@ pub(crate) struct Claimed {
 pub(crate) enum Refused {
     /// The pool does not know the conversation (it may be in the store).
     Unknown,
-    /// A turn runs, or the conversation is being released.
+    /// A turn runs, or the conversation is being deleted.
     Busy,
 }
 
@@ -207,7 +207,7 @@ impl Routing {
                         self.running.send_modify(|n| *n += 1);
                         return Ok(claimed);
                     }
-                    ThreadState::TurnRunning { .. } | ThreadState::Releasing => return Err(Refused::Busy),
+                    ThreadState::TurnRunning { .. } | ThreadState::Deleting => return Err(Refused::Busy),
                     ThreadState::Unloading => {
                         unloaded.as_mut().enable();
                     }
@@ -312,6 +312,31 @@ impl Routing {
         unloading
     }
 
+    /// Takes the conversation for unloading on request: `Idle` becomes `Unloading`, held by no
+    /// codex thread; returns the one that held it. The caller unloads it, then calls
+    /// [`Routing::unloaded`]. A conversation being unloaded already is waited for.
+    pub(crate) async fn claim_unload(&self, id: &ConversationId) -> Result<Option<Loaded>, Refused> {
+        loop {
+            let unloaded = self.unloaded.notified();
+            tokio::pin!(unloaded);
+            {
+                let mut table = self.lock();
+                let entry = table.threads.get_mut(id).ok_or(Refused::Unknown)?;
+                match entry.state {
+                    ThreadState::Idle => {
+                        entry.state = ThreadState::Unloading;
+                        return Ok(table.set_loaded(id, None));
+                    }
+                    ThreadState::TurnRunning { .. } | ThreadState::Deleting => return Err(Refused::Busy),
+                    ThreadState::Unloading => {
+                        unloaded.as_mut().enable();
+                    }
+                }
+            }
+            unloaded.await;
+        }
+    }
+
     /// The reaper is done unloading the conversation: it is `Idle` again.
     pub(crate) fn unloaded(&self, id: &ConversationId) {
         let mut table = self.lock();
@@ -322,9 +347,9 @@ impl Routing {
         self.unloaded.notify_waiters();
     }
 
-    /// Takes the conversation for release: `Idle` becomes `Releasing`; returns whether the pool
+    /// Takes the conversation for deletion: `Idle` becomes `Deleting`; returns whether the pool
     /// knew it. A conversation being unloaded is waited for.
-    pub(crate) async fn claim_release(&self, id: &ConversationId) -> Result<bool, Refused> {
+    pub(crate) async fn claim_delete(&self, id: &ConversationId) -> Result<bool, Refused> {
         loop {
             let unloaded = self.unloaded.notified();
             tokio::pin!(unloaded);
@@ -333,10 +358,10 @@ impl Routing {
                 let Some(entry) = table.threads.get_mut(id) else { return Ok(false) };
                 match entry.state {
                     ThreadState::Idle => {
-                        entry.state = ThreadState::Releasing;
+                        entry.state = ThreadState::Deleting;
                         return Ok(true);
                     }
-                    ThreadState::TurnRunning { .. } | ThreadState::Releasing => return Err(Refused::Busy),
+                    ThreadState::TurnRunning { .. } | ThreadState::Deleting => return Err(Refused::Busy),
                     ThreadState::Unloading => {
                         unloaded.as_mut().enable();
                     }
@@ -346,11 +371,11 @@ impl Routing {
         }
     }
 
-    /// The release is over: the conversation is forgotten (the codex thread that held it is
+    /// The deletion is over: the conversation is forgotten (the codex thread that held it is
     /// returned, to be unloaded), or, when it failed, `Idle` again.
-    pub(crate) fn finish_release(&self, id: &ConversationId, released: bool) -> Option<Loaded> {
+    pub(crate) fn finish_delete(&self, id: &ConversationId, deleted: bool) -> Option<Loaded> {
         let mut table = self.lock();
-        if !released {
+        if !deleted {
             if let Some(entry) = table.threads.get_mut(id) {
                 entry.state = ThreadState::Idle;
             }
@@ -411,7 +436,8 @@ mod tests {
         let claimed = r.claim_turn(&a).await.ok().unwrap();
         assert_eq!(claimed.loaded, Some(loaded(0, 1, "x")));
         assert!(matches!(r.claim_turn(&a).await, Err(Refused::Busy)));
-        assert!(matches!(r.claim_release(&a).await, Err(Refused::Busy)));
+        assert!(matches!(r.claim_delete(&a).await, Err(Refused::Busy)));
+        assert!(matches!(r.claim_unload(&a).await, Err(Refused::Busy)));
         r.turn_placed(&a, 0);
         assert_eq!((r.loads()[0].running, *r.running().borrow()), (1, 1));
         r.end_turn(&a, None);
@@ -459,15 +485,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_release_forgets_the_conversation_and_hands_back_its_thread() {
+    async fn a_deletion_forgets_the_conversation_and_hands_back_its_thread() {
         let r = routing();
         let a = ConversationId::from("a");
         r.insert_created(a.clone(), Default::default(), true, loaded(0, 1, "x"));
-        assert!(r.claim_release(&a).await.ok().unwrap());
+        assert!(r.claim_delete(&a).await.ok().unwrap());
         assert!(matches!(r.claim_turn(&a).await, Err(Refused::Busy)));
-        r.finish_release(&a, false);
-        assert!(r.claim_release(&a).await.ok().unwrap(), "a failed release leaves it as it was");
-        assert_eq!(r.finish_release(&a, true), Some(loaded(0, 1, "x")));
+        r.finish_delete(&a, false);
+        assert!(r.claim_delete(&a).await.ok().unwrap(), "a failed deletion leaves it as it was");
+        assert_eq!(r.finish_delete(&a, true), Some(loaded(0, 1, "x")));
         assert!(matches!(r.claim_turn(&a).await, Err(Refused::Unknown)));
         assert_eq!(r.counts(), (0, 0));
     }

@@ -110,7 +110,7 @@ async fn two_hundred_conversations_of_three_turns_on_three_processes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_threads_busy_threads_and_release() {
+async fn unknown_threads_busy_threads_and_delete() {
     let env = Env::new().await;
     let store = Arc::new(MemoryStore::new());
     let pool = Pool::new(pool_config(&env, 1), store.clone());
@@ -129,14 +129,17 @@ async fn unknown_threads_busy_threads_and_release() {
     let err = pool.start_turn(&thread, vec![UserInput::text("again")], TurnOptions::default()).await.unwrap_err();
     assert!(matches!(err, PoolError::ThreadBusy(_)), "{err}");
     assert!(matches!(pool.release_thread(&thread).await, Err(PoolError::ThreadBusy(_))));
+    assert!(matches!(pool.delete_thread(&thread).await, Err(PoolError::ThreadBusy(_))));
     pool.interrupt_turn(&thread).await.expect("interrupt");
     let (_, end) = slow.collect_text().await;
     assert!(matches!(end, TurnEvent::Completed { status: TurnStatus::Interrupted, .. }), "{end:?}");
 
     assert_eq!(store.count().await.unwrap(), 1);
-    pool.release_thread(&thread).await.unwrap();
+    pool.delete_thread(&thread).await.unwrap();
     assert_eq!(store.count().await.unwrap(), 0);
-    assert!(store.history(&thread).await.unwrap().is_empty(), "released with its history");
+    assert!(store.history(&thread).await.unwrap().is_empty(), "deleted with its history");
+    assert!(matches!(pool.delete_thread(&thread).await, Err(PoolError::UnknownThread(_))));
+    assert!(matches!(pool.release_thread(&thread).await, Err(PoolError::UnknownThread(_))));
     let err = pool.start_turn(&thread, vec![UserInput::text("x")], TurnOptions::default()).await.unwrap_err();
     assert!(matches!(err, PoolError::UnknownThread(_)), "{err}");
     pool.shutdown().await;
@@ -517,4 +520,37 @@ async fn a_silent_turn_times_out_but_a_long_chatty_one_does_not() {
     let history = store.history(&thread).await.unwrap();
     assert_eq!(history.len(), 4, "{history:?}");
     assert!(!history.iter().any(|i| i.to_string().contains("silence [mock:hang]")), "{history:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_conversation_is_unloaded_kept_and_rebuilt_with_its_history() {
+    let env = Env::new().await;
+    let store = Arc::new(MemoryStore::new());
+    let pool = Pool::new(pool_config(&env, 1), store.clone());
+    pool.ensure_started().await.unwrap();
+    let metadata = serde_json::json!({"user": "ada"}).as_object().unwrap().clone();
+    let thread = pool.create_thread_with_metadata(ThreadSettings::default(), Profile::Chat, metadata).await.unwrap();
+    turn_text(&pool, &thread, "remember this").await;
+    let info = pool.conversation(&thread).await.unwrap().unwrap();
+    assert_eq!((info.running, info.loaded.map(|(slot, _)| slot)), (false, Some(0)));
+    assert_eq!((info.record.profile.as_str(), info.record.turns), ("chat", 1));
+    assert_eq!(info.record.metadata["user"], "ada");
+
+    pool.release_thread(&thread).await.unwrap();
+    assert_eq!(pool.stats().loaded_threads, 0);
+    let loaded_in_codex = || pool.stats().slots[0].process.map(|p| p.loaded_threads);
+    wait_until("codex unloads the thread", Duration::from_secs(10), || loaded_in_codex() == Some(0)).await;
+    assert!(pool.conversation(&thread).await.unwrap().unwrap().loaded.is_none());
+    assert_eq!(store.count().await.unwrap(), 1, "kept in the store");
+
+    let (text, _) = turn_text(&pool, &thread, "and now?").await;
+    assert_eq!(text, "echo: and now?");
+    let msgs = messages(&env.requests_with("and now?")[0]);
+    assert!(msgs.iter().any(|(r, t)| r == "assistant" && t == "echo: remember this"), "{msgs:?}");
+    let items = pool.items(&thread, 0, 100).await.unwrap();
+    assert_eq!(items.len(), 4);
+    assert_eq!(pool.items(&thread, 2, 1).await.unwrap()[0].seq, 3);
+    let listed = pool.conversations(None, 10).await.unwrap();
+    assert_eq!(listed.iter().map(|c| c.record.id.clone()).collect::<Vec<_>>(), [thread.clone()]);
+    pool.shutdown().await;
 }

@@ -1,6 +1,6 @@
 //! A store that keeps records for the life of the process.
 
-use crate::{now_ms, ConversationId, StoreFuture, ThreadRecord, ThreadStore, TurnRecord};
+use crate::{now_ms, ConversationId, ListCursor, StoreFuture, StoredItem, ThreadRecord, ThreadStore, TurnRecord};
 use codex_pool_protocol::methods::ThreadSettings;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -14,7 +14,7 @@ pub struct MemoryStore {
 
 struct Stored {
     record: ThreadRecord,
-    history: Vec<Value>,
+    history: Vec<StoredItem>,
 }
 
 impl MemoryStore {
@@ -58,7 +58,10 @@ impl ThreadStore for MemoryStore {
             let now = now_ms();
             for turn in turns {
                 let Some(stored) = threads.get_mut(&turn.conversation) else { continue };
-                stored.history.extend(turn.items);
+                for item in turn.items {
+                    let seq = stored.history.len() as u64 + 1;
+                    stored.history.push(StoredItem { seq, turn_id: turn.turn_id.clone(), item });
+                }
                 if turn.completed {
                     stored.record.turns += 1;
                     stored.record.updated_at_ms = now;
@@ -68,7 +71,9 @@ impl ThreadStore for MemoryStore {
     }
 
     fn history<'a>(&'a self, id: &'a ConversationId) -> StoreFuture<'a, Vec<Value>> {
-        self.with(|threads| threads.get(id).map(|s| s.history.clone()).unwrap_or_default())
+        self.with(|threads| {
+            threads.get(id).map(|s| s.history.iter().map(|i| i.item.clone()).collect()).unwrap_or_default()
+        })
     }
 
     fn delete<'a>(&'a self, id: &'a ConversationId) -> StoreFuture<'a, bool> {
@@ -78,12 +83,33 @@ impl ThreadStore for MemoryStore {
     fn count(&self) -> StoreFuture<'_, u64> {
         self.with(|threads| threads.len() as u64)
     }
+
+    fn list(&self, after: Option<ListCursor>, limit: usize) -> StoreFuture<'_, Vec<ThreadRecord>> {
+        self.with(move |threads| {
+            let key = |r: &ThreadRecord| (r.created_at_ms, r.id.clone());
+            let mut records: Vec<ThreadRecord> = threads
+                .values()
+                .map(|s| s.record.clone())
+                .filter(|r| after.as_ref().is_none_or(|c| key(r) < (c.created_at_ms, c.id.clone())))
+                .collect();
+            records.sort_by_key(|r| std::cmp::Reverse(key(r)));
+            records.truncate(limit);
+            records
+        })
+    }
+
+    fn items<'a>(&'a self, id: &'a ConversationId, after_seq: u64, limit: usize) -> StoreFuture<'a, Vec<StoredItem>> {
+        self.with(move |threads| {
+            let Some(stored) = threads.get(id) else { return Vec::new() };
+            stored.history.iter().filter(|i| i.seq > after_seq).take(limit).cloned().collect()
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     #[tokio::test]
     async fn memory_store_behaves() {
-        crate::tests::exercise(&super::MemoryStore::new()).await;
+        crate::contract::exercise(&super::MemoryStore::new()).await;
     }
 }

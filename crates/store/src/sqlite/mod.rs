@@ -1,0 +1,311 @@
+//! The embedded SQLite store.
+
+mod schema;
+#[cfg(test)]
+mod tests;
+
+use crate::{
+    now_ms, ConversationId, ListCursor, StoreError, StoreFuture, StoredItem, ThreadRecord, ThreadStore, TurnRecord,
+};
+use codex_pool_protocol::methods::ThreadSettings;
+use rusqlite::{params, Connection, OptionalExtension};
+use schema::{migrate, Db, BACKEND};
+use serde_json::Value;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// Pages of write-ahead log after which SQLite copies it into the database (about 1 MiB).
+const WAL_CHECKPOINT_PAGES: i64 = 256;
+/// The size the write-ahead log is cut back to after a checkpoint.
+const WAL_SIZE_LIMIT: i64 = 1 << 20;
+
+/// A [`ThreadStore`] in one SQLite file (WAL mode). Queries run on tokio's blocking pool, so no
+/// async task waits on disk. The write-ahead log is checkpointed every ~1 MiB and cut back to
+/// 1 MiB, and emptied by [`ThreadStore::close`], so the files grow with the history only.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let conn = Connection::open(path).db()?;
+        conn.pragma_update(None, "journal_mode", "WAL").db()?;
+        conn.pragma_update(None, "synchronous", "NORMAL").db()?;
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES).db()?;
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT).db()?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).db()?;
+        Self::init(conn)
+    }
+
+    /// A private database in memory (tests, throwaway pools).
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory().db()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Self, StoreError> {
+        migrate(&mut conn)?;
+        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    /// Caps the database's size (`None`: no cap beyond the disk). Writes that would grow it past
+    /// the cap fail with [`StoreError::Full`], as they would on a full disk; the cap can be
+    /// lowered below the current size (nothing more fits then) and raised again.
+    pub fn set_size_limit(&self, max_bytes: Option<u64>) -> StoreFuture<'_, ()> {
+        self.run(move |conn| {
+            let pages = match max_bytes {
+                Some(bytes) => {
+                    let page_size = conn.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0)).db()?.max(1);
+                    (bytes as i64 / page_size).max(1)
+                }
+                None => i64::from(i32::MAX),
+            };
+            conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(())).db()
+        })
+    }
+
+    /// Runs `f` on the connection, on tokio's blocking pool.
+    fn run<'a, T, F>(&'a self, f: F) -> StoreFuture<'a, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                f(&mut guard)
+            })
+            .await
+            .map_err(|e| StoreError::Backend { backend: BACKEND, message: format!("the query's task failed: {e}") })?
+        })
+    }
+
+    /// Runs `f` on the connection at once, on this thread, for the writes on a turn's path: on a
+    /// multi-threaded runtime, tokio is told the thread blocks (its other tasks move to another
+    /// worker) rather than handing the query to a blocking-pool thread that must first be woken,
+    /// which costs milliseconds when codex keeps every core busy. Elsewhere, as [`Self::run`].
+    fn run_now<'a, T, F>(&'a self, f: F) -> StoreFuture<'a, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let multi_threaded = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if !multi_threaded {
+            return self.run(f);
+        }
+        let conn = self.conn.clone();
+        Box::pin(async move {
+            tokio::task::block_in_place(|| {
+                let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                f(&mut guard)
+            })
+        })
+    }
+
+    /// Runs a statement on the connection as it is (tests: simulate a full disk, a corrupt row).
+    #[cfg(test)]
+    pub(crate) fn raw(&self, sql: &str) {
+        self.conn.lock().unwrap().execute_batch(sql).unwrap();
+    }
+}
+
+/// The columns a [`ThreadRecord`] is read from, in [`RawRecord::read`]'s order.
+const RECORD_COLUMNS: &str = "thread_id, settings, profile, ephemeral, metadata, created_at_ms, updated_at_ms, turns";
+
+/// A row of `threads` as SQLite holds it, before its JSON is decoded.
+struct RawRecord {
+    id: String,
+    settings: String,
+    profile: String,
+    ephemeral: bool,
+    metadata: String,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+    turns: i64,
+}
+
+impl RawRecord {
+    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get(0)?,
+            settings: r.get(1)?,
+            profile: r.get(2)?,
+            ephemeral: r.get(3)?,
+            metadata: r.get(4)?,
+            created_at_ms: r.get(5)?,
+            updated_at_ms: r.get(6)?,
+            turns: r.get(7)?,
+        })
+    }
+
+    fn decode(self) -> Result<ThreadRecord, StoreError> {
+        let id = ConversationId::from(self.id);
+        Ok(ThreadRecord {
+            settings: serde_json::from_str(&self.settings).map_err(|e| corrupt(&id, e))?,
+            metadata: serde_json::from_str(&self.metadata).map_err(|e| corrupt(&id, e))?,
+            profile: self.profile,
+            ephemeral: self.ephemeral,
+            created_at_ms: self.created_at_ms,
+            updated_at_ms: self.updated_at_ms,
+            turns: self.turns.max(0) as u64,
+            id,
+        })
+    }
+}
+
+fn corrupt(id: &ConversationId, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt { thread_id: id.to_string(), reason: e.to_string() }
+}
+
+impl ThreadStore for SqliteStore {
+    fn save(&self, record: ThreadRecord) -> StoreFuture<'_, ()> {
+        self.run(move |conn| {
+            let settings = serde_json::to_string(&record.settings).map_err(|e| corrupt(&record.id, e))?;
+            let metadata = serde_json::to_string(&record.metadata).map_err(|e| corrupt(&record.id, e))?;
+            conn.execute(
+                "INSERT INTO threads (thread_id, settings, profile, ephemeral, metadata, created_at_ms, updated_at_ms, turns)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT(thread_id) DO UPDATE SET settings = excluded.settings, profile = excluded.profile,
+                 ephemeral = excluded.ephemeral, metadata = excluded.metadata,
+                 updated_at_ms = excluded.updated_at_ms, turns = excluded.turns",
+                params![
+                    record.id.as_str(),
+                    settings,
+                    record.profile,
+                    record.ephemeral,
+                    metadata,
+                    record.created_at_ms,
+                    record.updated_at_ms,
+                    record.turns as i64
+                ],
+            )
+            .db()?;
+            Ok(())
+        })
+    }
+
+    fn update_settings<'a>(&'a self, id: &'a ConversationId, settings: ThreadSettings) -> StoreFuture<'a, ()> {
+        let id = id.clone();
+        self.run(move |conn| {
+            let settings = serde_json::to_string(&settings).map_err(|e| corrupt(&id, e))?;
+            conn.execute("UPDATE threads SET settings = ?2 WHERE thread_id = ?1", params![id.as_str(), settings])
+                .db()?;
+            Ok(())
+        })
+    }
+
+    fn load<'a>(&'a self, id: &'a ConversationId) -> StoreFuture<'a, Option<ThreadRecord>> {
+        let id = id.clone();
+        self.run(move |conn| {
+            let sql = format!("SELECT {RECORD_COLUMNS} FROM threads WHERE thread_id = ?1");
+            let row = conn.query_row(&sql, [id.as_str()], RawRecord::read).optional().db()?;
+            row.map(RawRecord::decode).transpose()
+        })
+    }
+
+    fn record_turns(&self, turns: Vec<TurnRecord>) -> StoreFuture<'_, ()> {
+        self.run_now(move |conn| {
+            let tx = conn.transaction().db()?;
+            let now = now_ms();
+            for turn in &turns {
+                let id = turn.conversation.as_str();
+                let exists = tx
+                    .execute(
+                        "UPDATE threads SET turns = turns + ?2, updated_at_ms = max(updated_at_ms, ?3) WHERE thread_id = ?1",
+                        params![id, turn.completed as i64, if turn.completed { now } else { 0 }],
+                    )
+                    .db()?
+                    > 0;
+                if !exists || turn.items.is_empty() {
+                    continue;
+                }
+                let last: i64 = tx
+                    .query_row("SELECT COALESCE(MAX(seq), 0) FROM thread_items WHERE thread_id = ?1", [id], |r| r.get(0))
+                    .db()?;
+                let mut insert = tx
+                    .prepare_cached("INSERT INTO thread_items (thread_id, seq, turn_id, item) VALUES (?1, ?2, ?3, ?4)")
+                    .db()?;
+                for (n, item) in turn.items.iter().enumerate() {
+                    let text = serde_json::to_string(item).map_err(|e| corrupt(&turn.conversation, e))?;
+                    insert.execute(params![id, last + 1 + n as i64, turn.turn_id, text]).db()?;
+                }
+            }
+            tx.commit().db()?;
+            Ok(())
+        })
+    }
+
+    fn history<'a>(&'a self, id: &'a ConversationId) -> StoreFuture<'a, Vec<Value>> {
+        let id = id.clone();
+        self.run(move |conn| {
+            let mut query =
+                conn.prepare_cached("SELECT item FROM thread_items WHERE thread_id = ?1 ORDER BY seq").db()?;
+            let rows = query.query_map([id.as_str()], |r| r.get::<_, String>(0)).db()?;
+            rows.map(|text| serde_json::from_str(&text.db()?).map_err(|e| corrupt(&id, e))).collect()
+        })
+    }
+
+    fn delete<'a>(&'a self, id: &'a ConversationId) -> StoreFuture<'a, bool> {
+        let id = id.clone();
+        self.run(move |conn| {
+            let tx = conn.transaction().db()?;
+            let n = tx.execute("DELETE FROM threads WHERE thread_id = ?1", [id.as_str()]).db()?;
+            tx.execute("DELETE FROM thread_items WHERE thread_id = ?1", [id.as_str()]).db()?;
+            tx.commit().db()?;
+            Ok(n > 0)
+        })
+    }
+
+    fn count(&self) -> StoreFuture<'_, u64> {
+        self.run(|conn| {
+            Ok(conn.query_row("SELECT COUNT(*) FROM threads", [], |r| r.get::<_, i64>(0)).db()?.max(0) as u64)
+        })
+    }
+
+    fn list(&self, after: Option<ListCursor>, limit: usize) -> StoreFuture<'_, Vec<ThreadRecord>> {
+        self.run(move |conn| {
+            let (at, id) = match &after {
+                Some(c) => (c.created_at_ms, c.id.as_str().to_owned()),
+                None => (i64::MAX, String::new()),
+            };
+            let sql = format!(
+                "SELECT {RECORD_COLUMNS} FROM threads
+                 WHERE created_at_ms < ?1 OR (created_at_ms = ?1 AND (?2 = '' OR thread_id < ?2))
+                 ORDER BY created_at_ms DESC, thread_id DESC LIMIT ?3"
+            );
+            let mut query = conn.prepare_cached(&sql).db()?;
+            let rows = query.query_map(params![at, id, limit as i64], RawRecord::read).db()?;
+            rows.map(|row| row.db().and_then(RawRecord::decode)).collect()
+        })
+    }
+
+    fn items<'a>(&'a self, id: &'a ConversationId, after_seq: u64, limit: usize) -> StoreFuture<'a, Vec<StoredItem>> {
+        let id = id.clone();
+        self.run(move |conn| {
+            let mut query = conn
+                .prepare_cached(
+                    "SELECT seq, turn_id, item FROM thread_items WHERE thread_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                )
+                .db()?;
+            let rows = query
+                .query_map(params![id.as_str(), after_seq as i64, limit as i64], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+                })
+                .db()?;
+            rows.map(|row| {
+                let (seq, turn_id, text) = row.db()?;
+                let item = serde_json::from_str(&text).map_err(|e| corrupt(&id, e))?;
+                Ok(StoredItem { seq: seq.max(0) as u64, turn_id, item })
+            })
+            .collect()
+        })
+    }
+
+    fn close(&self) -> StoreFuture<'_, ()> {
+        // Copies the log into the database and truncates it to nothing.
+        self.run(|conn| conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").db())
+    }
+}

@@ -1,0 +1,72 @@
+//! The SQLite schema, its migrations, and how SQLite's errors map onto the store's.
+
+use crate::StoreError;
+use rusqlite::{Connection, ErrorCode, TransactionBehavior};
+
+/// The schema, one step per version (`PRAGMA user_version` says how many have run).
+const MIGRATIONS: &[&str] = &[
+    // 1: conversations, and the history of each, item by item.
+    "CREATE TABLE threads (
+         thread_id     TEXT PRIMARY KEY,
+         settings      TEXT NOT NULL,
+         profile       TEXT NOT NULL,
+         ephemeral     INTEGER NOT NULL DEFAULT 0,
+         metadata      TEXT NOT NULL DEFAULT '{}',
+         created_at_ms INTEGER NOT NULL,
+         updated_at_ms INTEGER NOT NULL,
+         turns         INTEGER NOT NULL DEFAULT 0
+     );
+     CREATE INDEX threads_newest ON threads (created_at_ms DESC, thread_id DESC);
+     CREATE TABLE thread_items (
+         thread_id TEXT NOT NULL,
+         seq       INTEGER NOT NULL,
+         turn_id   TEXT NOT NULL,
+         item      TEXT NOT NULL,
+         PRIMARY KEY (thread_id, seq)
+     ) WITHOUT ROWID;",
+];
+
+pub(super) const BACKEND: &str = "sqlite";
+
+/// Maps SQLite's errors onto the store's shapes.
+fn db_error(e: rusqlite::Error) -> StoreError {
+    let message = e.to_string();
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => StoreError::Full { backend: BACKEND, message },
+        Some(ErrorCode::ReadOnly) => StoreError::ReadOnly { backend: BACKEND, message },
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Busy { backend: BACKEND, message },
+        Some(ErrorCode::CannotOpen | ErrorCode::PermissionDenied | ErrorCode::NotADatabase) => {
+            StoreError::Unavailable { backend: BACKEND, message }
+        }
+        _ => StoreError::Backend { backend: BACKEND, message },
+    }
+}
+
+/// `?` for SQLite results inside the store.
+pub(super) trait Db<T> {
+    fn db(self) -> Result<T, StoreError>;
+}
+
+impl<T> Db<T> for Result<T, rusqlite::Error> {
+    fn db(self) -> Result<T, StoreError> {
+        self.map_err(db_error)
+    }
+}
+
+/// Brings the database to the newest schema, in one transaction that holds the write lock from
+/// the start (so two processes opening a new file at once do not both create it). A database
+/// written by a newer codex-pool is refused rather than misread.
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).db()?;
+    let version = tx.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).db()?.max(0);
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(StoreError::NewerSchema { found: version, known });
+    }
+    for step in &MIGRATIONS[version as usize..] {
+        tx.execute_batch(step).db()?;
+    }
+    tx.pragma_update(None, "user_version", known).db()?;
+    tx.commit().db()?;
+    Ok(())
+}

@@ -1,0 +1,114 @@
+//! The SQLite store: the contract, and what only SQLite does (files, schema versions, a full
+//! disk).
+
+use super::*;
+use crate::contract::exercise;
+use rusqlite::Connection;
+
+#[tokio::test]
+async fn sqlite_store_behaves() {
+    exercise(&SqliteStore::open_in_memory().unwrap()).await;
+}
+
+#[tokio::test]
+async fn records_and_history_survive_reopening_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("threads.db");
+    let item = serde_json::json!({"type": "message", "role": "user", "content": []});
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        store.save(ThreadRecord::new("a", Default::default())).await.unwrap();
+        store.record_turns(vec![TurnRecord::completed("a", "t", vec![item.clone()])]).await.unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let a = ConversationId::from("a");
+    assert_eq!(store.load(&a).await.unwrap().unwrap().turns, 1);
+    assert_eq!(store.history(&a).await.unwrap(), vec![item]);
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("threads.db");
+    Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
+    let err = SqliteStore::open(&path).err().expect("refused");
+    assert!(matches!(err, StoreError::NewerSchema { found: 99, known: 1 }), "{err}");
+    assert!(err.to_string().contains("upgrade codex-pool"), "{err}");
+}
+
+#[tokio::test]
+async fn a_corrupt_row_is_a_clear_error() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    store.raw("INSERT INTO threads VALUES ('x', 'not json', 'chat', 0, '{}', 0, 0, 0)");
+    let x = ConversationId::from("x");
+    let err = store.load(&x).await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    store.raw("INSERT INTO thread_items VALUES ('x', 1, 't', '{broken')");
+    let err = store.history(&x).await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+}
+
+fn item(n: usize) -> Value {
+    let text = format!("message {n} {}", "x".repeat(200));
+    serde_json::json!({"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]})
+}
+
+#[tokio::test]
+async fn a_full_database_fails_whole_batches_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("threads.db")).unwrap();
+    let a = ConversationId::from("a");
+    store.save(ThreadRecord::new(a.clone(), Default::default())).await.unwrap();
+    store.record_turns(vec![TurnRecord::completed(a.clone(), "t0", vec![item(0)])]).await.unwrap();
+    // No room for more pages: as a full disk would do.
+    store.set_size_limit(Some(1)).await.unwrap();
+    let big: Vec<Value> = (1..200).map(item).collect();
+    let err = store.record_turns(vec![TurnRecord::completed(a.clone(), "t1", big.clone())]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Full { .. }), "{err}");
+    assert!(err.to_string().contains("free disk space"), "{err}");
+    // Nothing of the failed batch was kept.
+    assert_eq!(store.history(&a).await.unwrap(), vec![item(0)]);
+    assert_eq!(store.load(&a).await.unwrap().unwrap().turns, 1);
+    // Room again: the store goes on.
+    store.set_size_limit(None).await.unwrap();
+    store.record_turns(vec![TurnRecord::completed(a.clone(), "t2", big)]).await.unwrap();
+    assert_eq!(store.history(&a).await.unwrap().len(), 200);
+}
+
+#[tokio::test]
+async fn a_read_only_database_says_so() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    store.raw("PRAGMA query_only = 1;");
+    let err = store.save(ThreadRecord::new("a", Default::default())).await.unwrap_err();
+    assert!(matches!(err, StoreError::ReadOnly { .. }), "{err}");
+}
+
+/// Bytes of the database file and of its write-ahead log.
+fn sizes(dir: &Path) -> (u64, u64) {
+    let len = |name: &str| std::fs::metadata(dir.join(name)).map(|m| m.len()).unwrap_or(0);
+    (len("threads.db"), len("threads.db-wal"))
+}
+
+#[tokio::test]
+async fn the_write_ahead_log_stays_bounded_and_is_emptied_on_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("threads.db")).unwrap();
+    let a = ConversationId::from("a");
+    store.save(ThreadRecord::new(a.clone(), Default::default())).await.unwrap();
+    let mut largest_wal = 0;
+    // 1,000 turns of a user message and a reply each: about 4 MB of WAL without the limits.
+    for n in 0..1000 {
+        let turn = TurnRecord::completed(a.clone(), format!("t{n}"), vec![item(2 * n), item(2 * n + 1)]);
+        store.record_turns(vec![turn]).await.unwrap();
+        largest_wal = largest_wal.max(sizes(dir.path()).1);
+    }
+    let (db, wal) = sizes(dir.path());
+    println!(
+        "after 1000 turns: database {db} bytes, log {wal} bytes (largest {largest_wal}), {} bytes a turn",
+        db / 1000
+    );
+    assert!(largest_wal <= 2 * WAL_SIZE_LIMIT as u64, "the log grew to {largest_wal} bytes");
+    store.close().await.unwrap();
+    assert_eq!(sizes(dir.path()).1, 0, "the log is emptied on close");
+    assert_eq!(store.history(&a).await.unwrap().len(), 2000, "and the store goes on");
+}

@@ -1,0 +1,199 @@
+//! The records a store keeps, their ids, and its errors.
+
+use codex_pool_protocol::methods::ThreadSettings;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The id of a conversation: the same for its whole life, whichever codex thread holds it (the
+/// pool rebuilds a conversation on a new codex thread after a crash, an idle unload or a
+/// restart).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ConversationId(String);
+
+impl ConversationId {
+    /// Wraps an id.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ConversationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<String> for ConversationId {
+    fn from(id: String) -> Self {
+        Self(id)
+    }
+}
+
+impl From<&str> for ConversationId {
+    fn from(id: &str) -> Self {
+        Self(id.to_owned())
+    }
+}
+
+impl std::borrow::Borrow<str> for ConversationId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What went wrong in a store. The same shapes for every backend; each message says what to do.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database has no room: the disk is full, or the database reached its size limit.
+    #[error("the thread store is full ({backend}: {message}); free disk space or raise the database's size limit")]
+    Full {
+        /// Which backend.
+        backend: &'static str,
+        /// What it said.
+        message: String,
+    },
+    /// The database cannot be written: its file (or folder) is read-only.
+    #[error("the thread store is read-only ({backend}: {message}); make the database and its folder writable")]
+    ReadOnly {
+        /// Which backend.
+        backend: &'static str,
+        /// What it said.
+        message: String,
+    },
+    /// Another writer held the database longer than the store waits.
+    #[error("the thread store is busy ({backend}: {message}); another process holds the database, retry")]
+    Busy {
+        /// Which backend.
+        backend: &'static str,
+        /// What it said.
+        message: String,
+    },
+    /// The database cannot be reached or opened.
+    #[error("the thread store is unavailable ({backend}: {message})")]
+    Unavailable {
+        /// Which backend.
+        backend: &'static str,
+        /// What it said.
+        message: String,
+    },
+    /// A stored record could not be read back.
+    #[error("the thread store holds a corrupt record for {thread_id}: {reason}")]
+    Corrupt {
+        /// The conversation.
+        thread_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// The database was written by a newer codex-pool, whose schema this one does not know.
+    #[error(
+        "the thread store's schema is version {found}, newer than this codex-pool knows ({known}); upgrade codex-pool"
+    )]
+    NewerSchema {
+        /// The database's version.
+        found: i64,
+        /// The newest this build knows.
+        known: i64,
+    },
+    /// Any other failure of the backend.
+    #[error("the thread store failed ({backend}: {message})")]
+    Backend {
+        /// Which backend.
+        backend: &'static str,
+        /// What it said.
+        message: String,
+    },
+}
+
+/// One conversation as stored (its history is read with
+/// [`ThreadStore::history`](crate::ThreadStore::history)).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThreadRecord {
+    /// The conversation's id.
+    pub id: ConversationId,
+    /// The settings to rebuild it with.
+    pub settings: ThreadSettings,
+    /// The name of the profile it was created with (`chat`, `codex`), as the pool names it.
+    pub profile: String,
+    /// codex keeps the thread in memory only (`ephemeral`): the history here is the only copy.
+    pub ephemeral: bool,
+    /// What its creator attached to it (string keys, any JSON values); the pool never reads it.
+    pub metadata: Map<String, Value>,
+    /// When it was created (ms since the epoch).
+    pub created_at_ms: i64,
+    /// When it was last used (ms since the epoch).
+    pub updated_at_ms: i64,
+    /// Turns completed so far.
+    pub turns: u64,
+}
+
+impl ThreadRecord {
+    /// A new record, created now.
+    pub fn new(id: impl Into<ConversationId>, settings: ThreadSettings) -> Self {
+        let now = now_ms();
+        Self {
+            id: id.into(),
+            settings,
+            profile: "chat".to_owned(),
+            ephemeral: false,
+            metadata: Map::new(),
+            created_at_ms: now,
+            updated_at_ms: now,
+            turns: 0,
+        }
+    }
+}
+
+/// What one turn added to a conversation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnRecord {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// The codex turn id (kept with each item, for diagnostics).
+    pub turn_id: String,
+    /// The Responses API items codex recorded in the turn, in order.
+    pub items: Vec<Value>,
+    /// codex finished the turn (completed, interrupted or failed): it counts in `turns`.
+    pub completed: bool,
+}
+
+impl TurnRecord {
+    /// A turn codex finished.
+    pub fn completed(conversation: impl Into<ConversationId>, turn_id: impl Into<String>, items: Vec<Value>) -> Self {
+        Self { conversation: conversation.into(), turn_id: turn_id.into(), items, completed: true }
+    }
+}
+
+/// One item of a conversation's history, with its place in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredItem {
+    /// Its position in the history, from 1, in the order codex recorded the items.
+    pub seq: u64,
+    /// The codex turn that recorded it.
+    pub turn_id: String,
+    /// The Responses API item.
+    pub item: Value,
+}
+
+/// Where a page of the conversation list starts: after the conversation created at
+/// `created_at_ms` with id `id` (the list runs newest first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListCursor {
+    /// When the last conversation of the previous page was created.
+    pub created_at_ms: i64,
+    /// Its id.
+    pub id: ConversationId,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
