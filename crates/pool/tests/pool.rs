@@ -551,6 +551,6 @@ async fn a_released_conversation_is_unloaded_kept_and_rebuilt_with_its_history()
     assert_eq!(items.len(), 4);
     assert_eq!(pool.items(&thread, 2, 1).await.unwrap()[0].seq, 3);
     let listed = pool.conversations(None, 10).await.unwrap();
-    assert_eq!(listed.iter().map(|c| c.record.id.clone()).collect::<Vec<_>>(), [thread.clone()]);
+    assert_eq!(listed.iter().map(|c| &c.record.id).collect::<Vec<_>>(), [&thread]);
     pool.shutdown().await;
 }
