@@ -40,16 +40,26 @@ pub struct Backend {
     pub config: ProcessConfig,
     /// The fake model, when it is used.
     pub mock: Option<MockModel>,
-    /// Scratch folders, removed on drop.
-    pub _scratch: TempDir,
+    /// What codex is pointed at, for people: `the built-in fake model`, a URL, `OpenAI`.
+    pub describe: String,
+    /// Scratch folders, removed on drop (none when the folders are the caller's).
+    pub _scratch: Option<TempDir>,
 }
 
 impl ModelArgs {
-    /// Resolves the options: finds codex, starts the fake model if needed.
-    pub async fn backend(&self) -> anyhow::Result<Backend> {
+    /// Resolves the options: finds codex, starts the fake model if needed. codex's folders go
+    /// under `dir` (`codex-home/`, `empty/`, `home/`), or a scratch folder removed on drop.
+    pub async fn backend(&self, dir: Option<&std::path::Path>) -> anyhow::Result<Backend> {
         let bin = find_checked(self.codex_bin.as_deref())?;
-        let scratch = tempfile::Builder::new().prefix("codex-pool-").tempdir().context("creating a scratch folder")?;
-        let work_dir = scratch.path().join("empty");
+        let scratch = match dir {
+            Some(_) => None,
+            None => {
+                Some(tempfile::Builder::new().prefix("codex-pool-").tempdir().context("creating a scratch folder")?)
+            }
+        };
+        let base = dir.map(std::path::Path::to_path_buf).or_else(|| scratch.as_ref().map(|s| s.path().to_path_buf()));
+        let base = base.expect("a folder or a scratch folder");
+        let work_dir = base.join("empty");
         let mut mock = None;
         let (provider, default_home) = if self.openai {
             let home = std::env::var_os("CODEX_HOME")
@@ -71,9 +81,14 @@ impl ModelArgs {
             let mut provider = ModelProvider::new("codex-pool", base_url);
             provider.request_max_retries = self.model_retries;
             provider.stream_max_retries = self.model_retries;
-            (Some(provider), scratch.path().join("codex-home"))
+            (Some(provider), base.join("codex-home"))
         };
         let codex_home = self.codex_home.clone().unwrap_or(default_home);
+        let describe = match (&mock, &self.model_base_url, self.openai) {
+            (Some(_), _, _) => "the built-in fake model".to_owned(),
+            (None, Some(url), _) => url.clone(),
+            _ => "OpenAI (codex's login)".to_owned(),
+        };
         let mut config = ProcessConfig::new(bin, codex_home, work_dir);
         match &provider {
             Some(p) => {
@@ -88,7 +103,7 @@ impl ModelArgs {
                 }
             }
         }
-        Ok(Backend { config, mock, _scratch: scratch })
+        Ok(Backend { config, mock, describe, _scratch: scratch })
     }
 }
 

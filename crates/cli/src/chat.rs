@@ -33,7 +33,7 @@ pub struct ChatArgs {
 }
 
 pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
-    let backend = args.model.backend().await?;
+    let backend = args.model.backend(None).await?;
     let mut config = PoolConfig::new(backend.config.clone());
     config.size = 1;
     config.turn_timeout = Duration::from_secs(args.turn_timeout_secs);

@@ -3,7 +3,9 @@
 mod backend;
 mod bench;
 mod chat;
+mod doctor;
 mod mock;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +23,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve the pool over HTTP with streaming (SSE), on a store that survives restarts.
+    Serve(Box<serve::ServeArgs>),
+    /// Check what `serve` needs (codex, its login, the data directory, the port).
+    Doctor(doctor::DoctorArgs),
     /// One conversation on stdin/stdout: each line is a turn, the reply streams back.
     Chat(chat::ChatArgs),
     /// Serve the fake OpenAI Responses API model that tests and demos use.
@@ -61,6 +67,8 @@ fn run(command: Command) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         match command {
+            Command::Serve(args) => serve::run(*args).await,
+            Command::Doctor(args) => doctor::run(args).await,
             Command::Chat(args) => chat::run(args).await,
             Command::MockModel(args) => mock::run(args).await,
             Command::Bench(args) => bench::run(args).await,

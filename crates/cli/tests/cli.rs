@@ -69,8 +69,10 @@ fn bad_pool_settings_are_clear_errors() {
 
 #[test]
 fn bench_prints_one_json_line_with_every_figure() {
-    let out =
-        codex_pool().args(["bench", "--convs", "2", "--turns", "2", "--pool-size", "1", "--direct"]).output().unwrap();
+    let out = codex_pool()
+        .args(["bench", "--convs", "2", "--turns", "2", "--pool-size", "1", "--direct", "--http", "--trace-hops"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
@@ -88,9 +90,18 @@ fn bench_prints_one_json_line_with_every_figure() {
     ] {
         assert!(line[key].is_number(), "{key} missing in {line}");
         assert!(line["direct"][key].is_number(), "direct {key} missing in {line}");
+        assert!(line["http"][key].is_number(), "http {key} missing in {line}");
     }
     assert_eq!(line["errors"], 0);
     assert_eq!(line["direct"]["errors"], 0);
+    assert_eq!(line["http"]["errors"], 0);
+    assert!(line["http_vs_library"]["throughput_ratio"].is_number());
+    assert!(line["health_checks"].is_number() && line["health_check_max_ms"].is_number());
+    // Every hand-off of a turn through the pool was timed, the store's write among them.
+    let hops = line["hops"].as_object().expect("hops");
+    for hop in ["pool.start → pool.placed", "turn.completed → store.batch", "store.batch → store.written"] {
+        assert!(hops[hop]["n"].as_u64().unwrap() > 0, "{hop} missing in {hops:?}");
+    }
     assert!(line["turns_per_s"].as_f64().unwrap() > 0.0);
     assert!(line["request_bytes_per_turn"].as_u64().unwrap() > 0);
     assert!(line["pool_vs_direct"]["throughput_ratio"].is_number());

@@ -6,6 +6,7 @@
 
 mod direct;
 pub mod hops;
+mod http;
 mod measure;
 
 use crate::backend::{codex_process_config, MockChild};
@@ -37,6 +38,10 @@ pub struct BenchArgs {
     /// Also run the same load through a minimal raw client (no pool) and report the ratios.
     #[arg(long)]
     direct: bool,
+    /// Also run the same load through the service (`serve`'s HTTP + SSE API, with a client in
+    /// this process) and report it beside the library.
+    #[arg(long)]
+    http: bool,
     /// Repeat the load this many times; with --direct or --versus, the runs alternate (who goes
     /// first rotates too) and the figures pool all rounds of a mode.
     #[arg(long, default_value_t = 1)]
@@ -156,6 +161,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.direct {
         arms.push(Arm::Direct);
     }
+    if args.http {
+        arms.push(Arm::Http);
+    }
     if let Some(other) = args.versus {
         arms.push(Arm::Pool(other));
     }
@@ -166,6 +174,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let result = match arms[i] {
                 Arm::Pool(profile) => run_pool(&args, profile, &bin, &mock).await.context("pool run")?,
                 Arm::Direct => run_direct(&args, &bin, &mock).await.context("direct run")?,
+                Arm::Http => http::run(&args, &bin, &mock).await.context("service run")?,
             };
             absorb(&mut results[i], result);
         }
@@ -173,6 +182,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut results = results.into_iter();
     let pool = results.next().flatten();
     let direct = if args.direct { results.next().flatten() } else { None };
+    let service = if args.http { results.next().flatten() } else { None };
     let versus = results.next().flatten();
     mock.stop().await;
     let rounds = args.rounds.max(1);
@@ -196,6 +206,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "client_cpu_added_ms_per_turn": round(pool["client_cpu_ms_per_turn"].as_f64().unwrap_or(0.0) - d["client_cpu_ms_per_turn"].as_f64().unwrap_or(0.0)),
         });
         line["direct"] = d;
+    }
+    if let Some(service) = service {
+        let h = service.json(total);
+        let get = |v: &Value, key: &str| v[key].as_f64().unwrap_or(0.0);
+        line["http_vs_library"] = json!({
+            "throughput_ratio": round(get(&h, "turns_per_s") / get(&pool, "turns_per_s").max(f64::MIN_POSITIVE)),
+            "lat_p50_added_ms": round(get(&h, "lat_p50_ms") - get(&pool, "lat_p50_ms")),
+            "client_cpu_added_ms_per_turn": round(get(&h, "client_cpu_ms_per_turn") - get(&pool, "client_cpu_ms_per_turn")),
+        });
+        line["http"] = h;
     }
     if let (Some(versus), Some(other)) = (versus, args.versus) {
         let v = versus.json(total);
@@ -233,6 +253,29 @@ enum Arm {
     Pool(Profile),
     /// Through the minimal raw client, with --profile.
     Direct,
+    /// Through the service (HTTP + SSE), with --profile.
+    Http,
+}
+
+/// A pool as every arm but the raw client runs it, its files under `dir`.
+fn bench_pool(
+    args: &BenchArgs,
+    profile: Profile,
+    bin: &std::path::Path,
+    mock: &MockChild,
+    dir: &std::path::Path,
+) -> anyhow::Result<Pool> {
+    let process = codex_process_config(bin.to_path_buf(), dir, &mock.base_url, "mock-model");
+    let mut config = PoolConfig::new(process);
+    config.size = args.pool_size;
+    config.strategy = args.strategy;
+    config.default_profile = profile;
+    config.max_turns_per_process = config.max_turns_per_process.max(args.convs);
+    if let Some(ms) = args.health_interval_ms {
+        config.health_interval = Duration::from_millis(ms.max(1));
+    }
+    let store = Arc::new(SqliteStore::open(dir.join("threads.db"))?);
+    Ok(Pool::new(config, store))
 }
 
 async fn run_pool(
@@ -242,17 +285,7 @@ async fn run_pool(
     mock: &MockChild,
 ) -> anyhow::Result<RunResult> {
     let dir = scratch()?;
-    let process = codex_process_config(bin.to_path_buf(), dir.path(), &mock.base_url, "mock-model");
-    let mut config = PoolConfig::new(process);
-    config.size = args.pool_size;
-    config.strategy = args.strategy;
-    config.default_profile = profile;
-    config.max_turns_per_process = config.max_turns_per_process.max(args.convs);
-    if let Some(ms) = args.health_interval_ms {
-        config.health_interval = Duration::from_millis(ms.max(1));
-    }
-    let store = Arc::new(SqliteStore::open(dir.path().join("threads.db"))?);
-    let pool = Pool::new(config, store);
+    let pool = bench_pool(args, profile, bin, mock, dir.path())?;
     let t0 = Instant::now();
     pool.ensure_started().await?;
     let ready = t0.elapsed();

@@ -1,0 +1,122 @@
+//! `codex-pool serve`: the pool as a local service (HTTP + SSE), on a store in a data directory
+//! that outlives it.
+
+use crate::backend::ModelArgs;
+use anyhow::Context;
+use clap::Args;
+use codex_pool::{Pool, PoolConfig, Strategy};
+use codex_pool_server::{Service, ServiceConfig};
+use codex_pool_store::SqliteStore;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Options of `codex-pool serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Where to listen. Anything but loopback needs a token.
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    pub listen: SocketAddr,
+    /// codex processes (default: CODEX_POOL_SIZE, else 3).
+    #[arg(long, value_name = "N")]
+    pub pool_size: Option<usize>,
+    /// How new conversations are placed: round_robin or least_busy (default:
+    /// CODEX_SELECTION_STRATEGY, else round_robin).
+    #[arg(long, value_name = "S")]
+    pub strategy: Option<Strategy>,
+    /// The SQLite database of conversations (default: DATA_DIR/threads.db).
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// The token clients must send (`Authorization: Bearer ...`), needed beyond loopback.
+    #[arg(long, env = "CODEX_POOL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Where the service keeps its database and codex's folders (default: CODEX_POOL_DATA_DIR,
+    /// else $XDG_DATA_HOME/codex-pool, else ~/.local/share/codex-pool).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Turns running at once; more are refused (429) until one ends.
+    #[arg(long, default_value_t = 256)]
+    pub max_running_turns: usize,
+    /// End a turn that sends nothing for this many seconds.
+    #[arg(long, default_value_t = 120)]
+    pub turn_timeout_secs: u64,
+    /// End a turn whose model cannot be reached for this many seconds.
+    #[arg(long, default_value_t = 30)]
+    pub progress_timeout_secs: u64,
+}
+
+/// The data directory the service uses when none is given.
+pub fn default_data_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("CODEX_POOL_DATA_DIR").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir).join("codex-pool"));
+    }
+    let home = std::env::var_os("HOME").context("HOME is not set; pass --data-dir")?;
+    Ok(PathBuf::from(home).join(".local/share/codex-pool"))
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let data_dir = match &args.data_dir {
+        Some(dir) => dir.clone(),
+        None => default_data_dir()?,
+    };
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    let db = args.db.clone().unwrap_or_else(|| data_dir.join("threads.db"));
+    let store = SqliteStore::open(&db).with_context(|| format!("opening the database {}", db.display()))?;
+    let backend = args.model.backend(Some(&data_dir)).await?;
+    let mut config = PoolConfig::new(backend.config.clone()).with_env()?;
+    if let Some(size) = args.pool_size {
+        anyhow::ensure!((1..=64).contains(&size), "--pool-size {size} is out of range; use 1 to 64");
+        config.size = size;
+    }
+    if let Some(strategy) = args.strategy {
+        config.strategy = strategy;
+    }
+    config.turn_timeout = Duration::from_secs(args.turn_timeout_secs);
+    config.progress_timeout = Duration::from_secs(args.progress_timeout_secs);
+    let pool = Pool::new(config, Arc::new(store));
+    let mut service_config = ServiceConfig::default();
+    service_config.listen = args.listen;
+    service_config.token = args.token.clone().filter(|t| !t.is_empty());
+    service_config.max_running_turns = args.max_running_turns.max(1);
+    let service = Service::bind(pool, service_config).await?;
+    let addr = service.local_addr();
+    let auth = if args.token.is_some() { " -H \"Authorization: Bearer $CODEX_POOL_TOKEN\"" } else { "" };
+    println!("codex-pool serving on http://{addr} (model: {}; data: {})", backend.describe, data_dir.display());
+    println!(
+        "try: id=$(curl -s{auth} -X POST http://{addr}/v1/conversations | sed -E 's/.*\"id\":\"([^\"]+)\".*/\\1/'); \
+         curl -sN{auth} http://{addr}/v1/conversations/$id/turns -d '{{\"text\":\"hello\"}}'"
+    );
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    let result = service.run(shutdown_signal()).await;
+    if let Some(mock) = backend.mock {
+        mock.shutdown().await;
+    }
+    result?;
+    println!("codex-pool stopped");
+    Ok(())
+}
+
+/// Completes on SIGTERM or Ctrl-C (SIGINT).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; stop with Ctrl-C");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,284 @@
+//! `/v1/conversations`: create, list, read, release (unload from codex, keep), delete, interrupt,
+//! and read a conversation's stored history.
+
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiQuery};
+use crate::state::AppState;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use codex_pool::{ConversationId, ConversationInfo, ListCursor, Profile};
+use codex_pool_protocol::methods::ThreadSettings;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::{IntoParams, ToSchema};
+
+/// The most a page holds.
+const MAX_PAGE: usize = 100;
+
+/// A new conversation. Every field is optional.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateConversation {
+    /// Replaces the profile's base instructions (the system prompt).
+    pub instructions: Option<String>,
+    /// Developer instructions: a character to play, rules to follow.
+    pub developer_instructions: Option<String>,
+    /// The model (default: the service's).
+    pub model: Option<String>,
+    /// `chat` (the default: lean, no tools) or `codex` (codex's own coding agent).
+    pub profile: Option<String>,
+    /// Anything the caller wants kept with the conversation; the service never reads it.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+/// Where codex holds a conversation now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Placement {
+    /// The process slot.
+    pub slot: usize,
+    /// The codex thread.
+    pub codex_thread_id: String,
+}
+
+/// A conversation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Conversation {
+    /// Its id, the same for its whole life.
+    pub id: String,
+    /// Always `conversation`.
+    pub object: &'static str,
+    /// When it was created (Unix seconds).
+    pub created_at: i64,
+    /// When a turn last ended (Unix seconds).
+    pub updated_at: i64,
+    /// `chat` or `codex`.
+    pub profile: String,
+    /// The model.
+    pub model: Option<String>,
+    /// Its base instructions.
+    pub instructions: Option<String>,
+    /// Its developer instructions.
+    pub developer_instructions: Option<String>,
+    /// What its creator attached.
+    #[schema(value_type = Object)]
+    pub metadata: Map<String, Value>,
+    /// Turns it has had.
+    pub turns: u64,
+    /// `idle` or `running`.
+    pub state: &'static str,
+    /// Where codex holds it now; `null` when no process does (its next turn rebuilds it).
+    pub loaded: Option<Placement>,
+}
+
+impl From<ConversationInfo> for Conversation {
+    fn from(info: ConversationInfo) -> Self {
+        let r = info.record;
+        Conversation {
+            id: r.id.to_string(),
+            object: "conversation",
+            created_at: r.created_at_ms / 1000,
+            updated_at: r.updated_at_ms / 1000,
+            profile: r.profile,
+            model: r.settings.model,
+            instructions: r.settings.base_instructions,
+            developer_instructions: r.settings.developer_instructions,
+            metadata: r.metadata,
+            turns: r.turns,
+            state: if info.running { "running" } else { "idle" },
+            loaded: info.loaded.map(|(slot, codex)| Placement { slot, codex_thread_id: codex.to_string() }),
+        }
+    }
+}
+
+/// A page of conversations, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConversationList {
+    /// Always `list`.
+    pub object: &'static str,
+    /// The conversations.
+    pub data: Vec<Conversation>,
+    /// Whether more follow.
+    pub has_more: bool,
+    /// Pass as `after` for the next page.
+    pub next_after: Option<String>,
+}
+
+/// Paging through conversations.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// At most this many (1 to 100, default 20).
+    pub limit: Option<usize>,
+    /// The `next_after` of the previous page.
+    pub after: Option<String>,
+}
+
+/// One item of a conversation's history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Item {
+    /// Its place in the history, from 1.
+    pub seq: u64,
+    /// The codex turn that recorded it.
+    pub turn_id: String,
+    /// The item, as the Responses API shapes it.
+    #[schema(value_type = Object)]
+    pub item: Value,
+}
+
+/// A page of a conversation's history, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ItemList {
+    /// Always `list`.
+    pub object: &'static str,
+    /// The items.
+    pub data: Vec<Item>,
+    /// Whether more follow.
+    pub has_more: bool,
+    /// Pass as `after` for the next page.
+    pub next_after: Option<u64>,
+}
+
+/// Paging through a history.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ItemsQuery {
+    /// At most this many (1 to 100, default 100).
+    pub limit: Option<usize>,
+    /// The `seq` of the last item already read (default 0).
+    pub after: Option<u64>,
+}
+
+/// The outcome of an action on a conversation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Done {
+    /// The conversation.
+    pub id: String,
+    /// What was done: `deleted`, `released` or `interrupted`.
+    pub done: &'static str,
+}
+
+fn page_size(limit: Option<usize>, default: usize) -> Result<usize, ApiError> {
+    match limit.unwrap_or(default) {
+        n @ 1..=MAX_PAGE => Ok(n),
+        n => Err(ApiError::invalid(format!("limit {n} is out of range; use 1 to {MAX_PAGE}"))),
+    }
+}
+
+/// Creates a conversation.
+#[utoipa::path(post, path = "/v1/conversations", request_body = CreateConversation, tag = "conversations",
+    responses((status = 201, body = Conversation), (status = 400, body = crate::error::ErrorBody),
+              (status = 503, body = crate::error::ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CreateConversation>,
+) -> Result<(StatusCode, Json<Conversation>), ApiError> {
+    state.ready()?;
+    let profile = match body.profile.as_deref() {
+        None => Profile::Chat,
+        Some(name) => name.parse::<Profile>().map_err(|e| ApiError::invalid(e.to_string()))?,
+    };
+    let settings = ThreadSettings {
+        base_instructions: body.instructions,
+        developer_instructions: body.developer_instructions,
+        model: body.model,
+        ..ThreadSettings::default()
+    };
+    let id = state.pool.create_thread_with_metadata(settings, profile, body.metadata.unwrap_or_default()).await?;
+    let info = state.pool.conversation(&id).await?.ok_or_else(|| ApiError::not_found("created, then gone"))?;
+    Ok((StatusCode::CREATED, Json(info.into())))
+}
+
+/// Lists conversations, newest first.
+#[utoipa::path(get, path = "/v1/conversations", params(ListQuery), tag = "conversations",
+    responses((status = 200, body = ConversationList), (status = 400, body = crate::error::ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<ConversationList>, ApiError> {
+    let limit = page_size(query.limit, 20)?;
+    let after = query.after.as_deref().map(parse_cursor).transpose()?;
+    let mut page = state.pool.conversations(after, limit + 1).await?;
+    let has_more = page.len() > limit;
+    page.truncate(limit);
+    let next_after = page.last().filter(|_| has_more).map(|c| format!("{}.{}", c.record.created_at_ms, c.record.id));
+    Ok(Json(ConversationList {
+        object: "list",
+        data: page.into_iter().map(Into::into).collect(),
+        has_more,
+        next_after,
+    }))
+}
+
+fn parse_cursor(text: &str) -> Result<ListCursor, ApiError> {
+    let bad = || ApiError::invalid(format!("{text:?} is not a cursor; pass the `next_after` of the previous page"));
+    let (ms, id) = text.split_once('.').ok_or_else(bad)?;
+    Ok(ListCursor { created_at_ms: ms.parse().map_err(|_| bad())?, id: ConversationId::from(id) })
+}
+
+/// Reads a conversation: its settings, state, turns and where it is loaded.
+#[utoipa::path(get, path = "/v1/conversations/{id}", tag = "conversations",
+    params(("id" = String, Path, description = "The conversation")),
+    responses((status = 200, body = Conversation), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Conversation>, ApiError> {
+    let id = ConversationId::from(id);
+    let info = state.pool.conversation(&id).await?.ok_or_else(|| unknown(&id))?;
+    Ok(Json(info.into()))
+}
+
+fn unknown(id: &ConversationId) -> ApiError {
+    ApiError::not_found(format!("no conversation {id}"))
+}
+
+/// Reads a page of a conversation's stored history.
+#[utoipa::path(get, path = "/v1/conversations/{id}/items", params(("id" = String, Path, description = "The conversation"), ItemsQuery),
+    tag = "conversations",
+    responses((status = 200, body = ItemList), (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn items(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<ItemsQuery>,
+) -> Result<Json<ItemList>, ApiError> {
+    let limit = page_size(query.limit, MAX_PAGE)?;
+    let mut page = state.pool.items(&ConversationId::from(id), query.after.unwrap_or(0), limit + 1).await?;
+    let has_more = page.len() > limit;
+    page.truncate(limit);
+    let next_after = page.last().filter(|_| has_more).map(|i| i.seq);
+    let data = page.into_iter().map(|i| Item { seq: i.seq, turn_id: i.turn_id, item: i.item }).collect();
+    Ok(Json(ItemList { object: "list", data, has_more, next_after }))
+}
+
+/// Deletes a conversation: gone from codex and from the store, with its history.
+#[utoipa::path(delete, path = "/v1/conversations/{id}", tag = "conversations",
+    params(("id" = String, Path, description = "The conversation")),
+    responses((status = 200, body = Done), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Done>, ApiError> {
+    state.ready()?;
+    let id = ConversationId::from(id);
+    state.pool.delete_thread(&id).await?;
+    Ok(Json(Done { id: id.to_string(), done: "deleted" }))
+}
+
+/// Releases a conversation: codex unloads it, the store keeps it; its next turn rebuilds it.
+#[utoipa::path(post, path = "/v1/conversations/{id}/release", tag = "conversations",
+    params(("id" = String, Path, description = "The conversation")),
+    responses((status = 200, body = Done), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+pub async fn release(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Done>, ApiError> {
+    state.ready()?;
+    let id = ConversationId::from(id);
+    state.pool.release_thread(&id).await?;
+    Ok(Json(Done { id: id.to_string(), done: "released" }))
+}
+
+/// Interrupts the conversation's running turn (which then ends with `turn.completed`, status
+/// `interrupted`).
+#[utoipa::path(post, path = "/v1/conversations/{id}/interrupt", tag = "turns",
+    params(("id" = String, Path, description = "The conversation")),
+    responses((status = 200, body = Done), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+pub async fn interrupt(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Done>, ApiError> {
+    state.ready()?;
+    let id = ConversationId::from(id);
+    state.pool.interrupt_turn(&id).await?;
+    Ok(Json(Done { id: id.to_string(), done: "interrupted" }))
+}

@@ -1,0 +1,111 @@
+//! The service itself: `GET /healthz` (alive), `GET /readyz` (the pool serves), `GET /v1/pool`
+//! (its processes), `GET /openapi.json` (this API, generated from the code).
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// A status word.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Status {
+    /// `ok` or `ready`.
+    pub status: &'static str,
+}
+
+/// One codex process of the pool.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Process {
+    /// Its slot in the pool.
+    pub slot: usize,
+    /// Its OS process id, while it runs.
+    pub pid: Option<u32>,
+    /// `starting`, `ready`, `down` or `stopped`.
+    pub state: String,
+    /// Whether it answered its last health check.
+    pub healthy: bool,
+    /// Conversations loaded on it.
+    pub loaded_threads: usize,
+    /// Turns running on it.
+    pub active_turns: usize,
+    /// How often it was replaced.
+    pub restarts: u64,
+}
+
+/// The pool.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PoolStatus {
+    /// Its processes.
+    pub processes: Vec<Process>,
+    /// How many processes it is configured for.
+    pub size: usize,
+    /// How many serve now.
+    pub ready: usize,
+    /// How it places new conversations (`round_robin`, `least_busy`).
+    pub strategy: &'static str,
+    /// Turns the service runs now.
+    pub running_turns: usize,
+}
+
+/// Whether the service is alive (never needs the token).
+#[utoipa::path(get, path = "/healthz", tag = "service", responses((status = 200, body = Status)))]
+pub async fn healthz() -> Json<Status> {
+    Json(Status { status: "ok" })
+}
+
+/// Whether the pool serves: 503 while it starts or when no process does.
+#[utoipa::path(get, path = "/readyz", tag = "service",
+    responses((status = 200, body = Status), (status = 503, body = crate::error::ErrorBody)))]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
+    state.ready()?;
+    Ok(Json(Status { status: "ready" }))
+}
+
+/// The pool's processes, their health and load.
+#[utoipa::path(get, path = "/v1/pool", tag = "service", responses((status = 200, body = PoolStatus)))]
+pub async fn pool(State(state): State<AppState>) -> Json<PoolStatus> {
+    let stats = state.pool.stats();
+    let processes = stats
+        .slots
+        .iter()
+        .map(|s| Process {
+            slot: s.slot,
+            pid: s.pid,
+            state: serde_json::to_value(s.state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+            healthy: s.healthy,
+            loaded_threads: s.loaded_threads,
+            active_turns: s.active_turns,
+            restarts: s.restarts,
+        })
+        .collect();
+    Json(PoolStatus {
+        processes,
+        size: stats.size,
+        ready: stats.ready,
+        strategy: stats.strategy,
+        running_turns: state.runs.running(),
+    })
+}
+
+/// This API, as an OpenAPI 3 document.
+#[utoipa::path(get, path = "/openapi.json", tag = "service", responses((status = 200, description = "The OpenAPI document")))]
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(crate::openapi::document())
+}
+
+/// Anything else: 404, in the service's error shape.
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint; see GET /openapi.json")
+}
+
+/// A known path with another method: 405, in the service's error shape.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method; see GET /openapi.json",
+    )
+}

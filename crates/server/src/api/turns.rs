@@ -1,0 +1,144 @@
+//! Turns: `POST /v1/conversations/{id}/turns` starts one and streams its events (SSE), or answers
+//! its result at once with `"stream": false`; `GET .../turns/{turn_id}/events` re-attaches to a
+//! turn's events after `Last-Event-ID`.
+
+use crate::error::ApiError;
+use crate::events::{ApiEvent, TurnResult};
+use crate::extract::{ApiJson, ApiQuery};
+use crate::runs::{RunLog, RunRefused};
+use crate::state::AppState;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use codex_pool::{ConversationId, TurnOptions};
+use codex_pool_protocol::types::UserInput;
+use futures_util::stream::{self, Stream};
+use serde::Deserialize;
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use utoipa::{IntoParams, ToSchema};
+
+/// A new turn: the user's message, as `text` or as `input` items (not both).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartTurn {
+    /// The message, as plain text.
+    pub text: Option<String>,
+    /// The message, as items (text and images).
+    pub input: Option<Vec<InputItem>>,
+    /// Stream the events (SSE, the default), or answer one JSON object once the turn has ended.
+    pub stream: Option<bool>,
+}
+
+/// One piece of a message.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum InputItem {
+    /// Text.
+    Text {
+        /// The text.
+        text: String,
+    },
+    /// An image, by URL (`https:` or `data:`).
+    Image {
+        /// The image's URL.
+        url: String,
+    },
+}
+
+/// Where to pick a turn's events up.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// The id of the last event already read (as `Last-Event-ID`; the header wins).
+    pub after: Option<u64>,
+}
+
+/// Starts a turn. Streams `text/event-stream` (events `turn.started`, `item.started`,
+/// `item.completed`, `text.delta`, `reasoning.delta`, then exactly one of `turn.completed` and
+/// `turn.failed`, each with an `id`), or, with `"stream": false`, answers the turn's result. A
+/// client that goes away does not cut the turn: it runs to its end and is recorded.
+#[utoipa::path(post, path = "/v1/conversations/{id}/turns", request_body = StartTurn, tag = "turns",
+    params(("id" = String, Path, description = "The conversation")),
+    responses(
+        (status = 200, description = "The turn's events (SSE), or its result with `stream: false`", body = TurnResult,
+         content_type = "application/json"),
+        (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
+        (status = 409, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody),
+        (status = 429, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
+pub async fn start(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<StartTurn>,
+) -> Result<Response, ApiError> {
+    state.ready()?;
+    let input = match (body.text, body.input) {
+        (Some(text), None) => vec![UserInput::text(text)],
+        (None, Some(items)) if !items.is_empty() => items
+            .into_iter()
+            .map(|i| match i {
+                InputItem::Text { text } => UserInput::Text { text },
+                InputItem::Image { url } => UserInput::Image { url },
+            })
+            .collect(),
+        _ => return Err(ApiError::invalid("send the message as `text` or as a non-empty `input`, not both")),
+    };
+    let room = state.runs.reserve().map_err(|RunRefused::TooMany(n)| {
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_turns", format!("{n} turns already run; retry shortly"))
+            .retry_after(1)
+    })?;
+    let turn = state.pool.start_turn(&ConversationId::from(id), input, TurnOptions::default()).await?;
+    let log = state.runs.run(turn, room);
+    if body.stream.unwrap_or(true) {
+        Ok(sse(log, 0).into_response())
+    } else {
+        Ok(Json(TurnResult::from_events(&log.wait_all().await)).into_response())
+    }
+}
+
+/// Re-attaches to a turn's events: those after `Last-Event-ID` (or `after`), then the rest as
+/// they come, while the turn runs and for a while after it ended.
+#[utoipa::path(get, path = "/v1/conversations/{id}/turns/{turn_id}/events", tag = "turns",
+    params(("id" = String, Path, description = "The conversation"), ("turn_id" = String, Path, description = "The turn"),
+           ("Last-Event-ID" = Option<u64>, Header, description = "The id of the last event already read"), EventsQuery),
+    responses((status = 200, description = "The turn's events (SSE)", content_type = "text/event-stream"),
+              (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn events(
+    State(state): State<AppState>,
+    Path((id, turn_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<EventsQuery>,
+) -> Result<Response, ApiError> {
+    let after = match headers.get("last-event-id") {
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or_else(|| ApiError::invalid("Last-Event-ID must be the id of an event of this turn"))?,
+        None => query.after.unwrap_or(0),
+    };
+    let log = state.runs.log(&ConversationId::from(id.as_str()), &turn_id).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no events of turn {turn_id} of conversation {id} are kept (unknown, or ended too long ago)"
+        ))
+    })?;
+    Ok(sse(log, after).into_response())
+}
+
+/// A turn's events from after `after`, as SSE, ending after the terminal one.
+fn sse(log: Arc<RunLog>, after: u64) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let events = stream::unfold((log, after, VecDeque::<ApiEvent>::new()), |(log, mut after, mut ready)| async move {
+        if ready.is_empty() {
+            ready.extend(log.next_after(after).await?);
+        }
+        let event = ready.pop_front()?;
+        after = event.id;
+        let sse = Event::default().id(event.id.to_string()).event(event.event).data(event.data.to_string());
+        Some((Ok(sse), (log, after, ready)))
+    });
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}

@@ -1,0 +1,122 @@
+//! Errors as the service answers them: an HTTP status and always the same body,
+//! `{"error": {"code", "message"}}`, whose message says what to do.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use codex_pool::PoolError;
+use codex_pool_store::StoreError;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong, for a program (`code`) and for a person (`message`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable, machine-readable name: `invalid_request`, `unauthorized`, `forbidden`,
+    /// `not_found`, `conflict`, `payload_too_large`, `input_too_large`, `too_many_turns`,
+    /// `not_ready`, `unavailable`, `codex_error`, `store_error`, `internal`.
+    pub code: &'static str,
+    /// What happened, and how to fix it.
+    pub message: String,
+}
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    /// An error with the given status, code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), retry_after: None }
+    }
+
+    /// 400: the request cannot be understood (malformed JSON, unknown fields, bad values).
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// Asks the client to retry after `seconds` (`Retry-After`).
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The machine-readable code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self.status {
+            StatusCode::INTERNAL_SERVER_ERROR | StatusCode::BAD_GATEWAY => {
+                tracing::warn!(status = %self.status, code = self.code, message = %self.message, "request failed")
+            }
+            _ => tracing::debug!(status = %self.status, code = self.code, message = %self.message, "request refused"),
+        }
+        let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message } };
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+impl From<PoolError> for ApiError {
+    fn from(e: PoolError) -> Self {
+        let message = e.to_string();
+        match e {
+            PoolError::UnknownThread(_) => Self::not_found(message),
+            PoolError::ThreadBusy(_) | PoolError::NoActiveTurn(_) => {
+                Self::new(StatusCode::CONFLICT, "conflict", message)
+            }
+            PoolError::InputTooLarge { .. } => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "input_too_large", message),
+            PoolError::Overloaded { .. } => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message).retry_after(1)
+            }
+            PoolError::Unavailable | PoolError::NoProcess(_) | PoolError::ShutDown | PoolError::Spawn(_) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message).retry_after(1)
+            }
+            PoolError::Store(e) => e.into(),
+            PoolError::Rebuild { .. } | PoolError::Codex(_) => {
+                Self::new(StatusCode::BAD_GATEWAY, "codex_error", message)
+            }
+            _ => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let message = e.to_string();
+        match e {
+            StoreError::Busy { .. } | StoreError::Unavailable { .. } => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "store_error", message).retry_after(1)
+            }
+            _ => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "store_error", message),
+        }
+    }
+}

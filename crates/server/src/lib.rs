@@ -1,0 +1,199 @@
+//! codex-pool as a local service: the pool and its store over HTTP, with turns streamed as
+//! server-sent events, so an application in any language can hold many Codex conversations.
+//!
+//! - `POST /v1/conversations`, `GET /v1/conversations[/{id}[/items]]`, `DELETE
+//!   /v1/conversations/{id}`, `POST /v1/conversations/{id}/release`: conversations, kept in the
+//!   store (a restart loses none).
+//! - `POST /v1/conversations/{id}/turns`: a turn, streamed (`turn.started`, `item.started`,
+//!   `item.completed`, `text.delta`, `reasoning.delta`, then `turn.completed` or `turn.failed`)
+//!   or answered whole; `GET .../turns/{turn_id}/events` picks a stream up after
+//!   `Last-Event-ID`; `POST .../interrupt` stops it.
+//! - `GET /v1/pool`, `GET /healthz`, `GET /readyz`, `GET /openapi.json`.
+//!
+//! Errors are always `{"error": {"code", "message"}}`. Safe by default: loopback unless told
+//! otherwise, a token required anywhere else, bodies and running turns capped.
+//!
+//! ```no_run
+//! # async fn demo(pool: codex_pool::Pool) -> Result<(), codex_pool_server::ServeError> {
+//! use codex_pool_server::{Service, ServiceConfig};
+//! let service = Service::bind(pool, ServiceConfig::default()).await?;
+//! println!("listening on {}", service.local_addr());
+//! service.run(async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
+
+pub mod api;
+mod auth;
+pub mod client;
+pub mod error;
+pub mod events;
+mod extract;
+mod openapi;
+pub mod runs;
+mod state;
+
+pub use error::{ApiError, ErrorBody};
+pub use events::{ApiEvent, TurnResult};
+pub use state::AppState;
+
+use api::{conversations, system, turns};
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use codex_pool::Pool;
+use runs::Runs;
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// How the service listens and what it allows.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServiceConfig {
+    /// Where to listen (default `127.0.0.1:7878`).
+    pub listen: SocketAddr,
+    /// The token every request but `GET /healthz` must carry (`Authorization: Bearer`); required
+    /// to listen anywhere but loopback.
+    pub token: Option<String>,
+    /// The largest request body taken (default 4 MiB: codex's 1 MiB of text, with room for JSON).
+    pub max_body_bytes: usize,
+    /// Turns running at once through the service; more are refused (429) until one ends.
+    pub max_running_turns: usize,
+    /// How long a turn's events are kept after it ended, for clients that re-attach.
+    pub keep_events_for: Duration,
+    /// How long shutdown waits for running turns and open streams to end.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
+            token: None,
+            max_body_bytes: 4 << 20,
+            max_running_turns: 256,
+            keep_events_for: Duration::from_secs(300),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// Listening beyond loopback needs a token.
+    #[error(
+        "refusing to listen on {addr} without a token: anyone who can reach it could run codex. Pass --token \
+         (or set CODEX_POOL_TOKEN), or listen on 127.0.0.1"
+    )]
+    TokenRequired {
+        /// The address asked for.
+        addr: SocketAddr,
+    },
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}; is another service using it? Pick another with --listen")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("serving failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// The routes, over the service's state.
+pub fn router(state: AppState, config: &ServiceConfig) -> Router {
+    let token = Arc::new(config.token.clone());
+    Router::new()
+        .route("/healthz", get(system::healthz))
+        .route("/readyz", get(system::readyz))
+        .route("/openapi.json", get(system::openapi))
+        .route("/v1/pool", get(system::pool))
+        .route("/v1/conversations", post(conversations::create).get(conversations::list))
+        .route("/v1/conversations/{id}", get(conversations::get_one).delete(conversations::delete))
+        .route("/v1/conversations/{id}/items", get(conversations::items))
+        .route("/v1/conversations/{id}/release", post(conversations::release))
+        .route("/v1/conversations/{id}/interrupt", post(conversations::interrupt))
+        .route("/v1/conversations/{id}/turns", post(turns::start))
+        .route("/v1/conversations/{id}/turns/{turn_id}/events", get(turns::events))
+        .fallback(system::not_found)
+        .method_not_allowed_fallback(system::method_not_allowed)
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(token, auth::require_token))
+        .with_state(state)
+}
+
+/// The service, bound and ready to run.
+pub struct Service {
+    pool: Pool,
+    runs: Arc<Runs>,
+    listener: TcpListener,
+    config: ServiceConfig,
+}
+
+impl Service {
+    /// Checks the settings and binds the address. The pool starts when [`Service::run`] does.
+    pub async fn bind(pool: Pool, config: ServiceConfig) -> Result<Self, ServeError> {
+        if !config.listen.ip().is_loopback() && config.token.as_deref().is_none_or(str::is_empty) {
+            return Err(ServeError::TokenRequired { addr: config.listen });
+        }
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
+        let runs = Runs::new(config.max_running_turns, config.keep_events_for);
+        Ok(Self { pool, runs, listener, config })
+    }
+
+    /// Where it listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or(self.config.listen)
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, ends running turns with a final
+    /// event (`turn.failed`, kind `shutdown`), writes what the store still has to write, stops
+    /// every codex process, and returns within a few seconds. The pool is started in the
+    /// background; until it serves, requests that need it get 503.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
+        let Service { pool, runs, listener, config } = self;
+        let state = AppState { pool: pool.clone(), runs: runs.clone() };
+        let app = router(state, &config);
+        let starting = {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                if let Err(e) = pool.ensure_started().await {
+                    tracing::error!(error = %e, "the pool could not start; requests get 503 until a process serves");
+                }
+            })
+        };
+        let (stop_tx, mut stop_rx) = watch::channel(false);
+        let mut serving = tokio::spawn(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop_rx.wait_for(|stop| *stop).await;
+                })
+                .into_future(),
+        );
+        shutdown.await;
+        tracing::info!("shutting down: no new connections; ending running turns");
+        let _ = stop_tx.send(true);
+        starting.abort();
+        pool.shutdown().await;
+        runs.shutdown(config.shutdown_grace).await;
+        match tokio::time::timeout(config.shutdown_grace, &mut serving).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(ServeError::Serve(e)),
+            Ok(Err(e)) => Err(ServeError::Serve(std::io::Error::other(e))),
+            Err(_) => {
+                tracing::warn!("connections still open after the grace period; closing them");
+                serving.abort();
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Turns run by the service. Each turn is driven to its end by a task the service owns, not by
+//! the HTTP connection that asked for it: a client that goes away never cuts a turn, which runs
+//! to its end and is recorded. The turn's events go to a log that clients read from any point
+//! (`Last-Event-ID`), while the turn runs and for a while after it ended.
+
+use crate::events::{ApiEvent, Mapper};
+use codex_pool::{ConversationId, PoolTurn};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+/// One turn's events so far, and whether it has ended.
+pub struct RunLog {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// The codex turn id.
+    pub turn_id: String,
+    events: Mutex<Vec<ApiEvent>>,
+    /// How many events there are, and whether the last one is in.
+    progress: watch::Sender<(usize, bool)>,
+}
+
+impl RunLog {
+    fn new(conversation: ConversationId, turn_id: String) -> Self {
+        Self { conversation, turn_id, events: Mutex::new(Vec::new()), progress: watch::channel((0, false)).0 }
+    }
+
+    fn push(&self, event: ApiEvent) {
+        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        events.push(event);
+        let n = events.len();
+        drop(events);
+        self.progress.send_modify(|(len, _)| *len = n);
+    }
+
+    fn finish(&self) {
+        self.progress.send_modify(|(_, done)| *done = true);
+    }
+
+    /// Events after id `after` (ids run from 1), waiting until there are some; `None` once the
+    /// turn has ended and every event was read.
+    pub async fn next_after(&self, after: u64) -> Option<Vec<ApiEvent>> {
+        let mut progress = self.progress.subscribe();
+        let after = after as usize;
+        let state = progress.wait_for(|(len, done)| *len > after || *done).await.ok().map(|s| *s)?;
+        if state.0 <= after {
+            return None;
+        }
+        let events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        Some(events[after.min(events.len())..].to_vec())
+    }
+
+    /// Every event, once the turn has ended.
+    pub async fn wait_all(&self) -> Vec<ApiEvent> {
+        let mut progress = self.progress.subscribe();
+        let _ = progress.wait_for(|(_, done)| *done).await;
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+type Key = (ConversationId, String);
+
+/// Why a turn could not be run.
+#[derive(Debug)]
+pub enum RunRefused {
+    /// As many turns run as the service allows.
+    TooMany(usize),
+}
+
+/// The turns the service runs, and their logs.
+pub struct Runs {
+    logs: Mutex<HashMap<Key, Arc<RunLog>>>,
+    tasks: Mutex<JoinSet<()>>,
+    /// Room for turns; each running turn holds one permit.
+    room: Arc<Semaphore>,
+    max_turns: usize,
+    /// How long a turn's events are kept after it ended.
+    retention: Duration,
+}
+
+impl Runs {
+    /// At most `max_turns` at once; logs kept `retention` after their turn ended.
+    pub fn new(max_turns: usize, retention: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            logs: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(JoinSet::new()),
+            room: Arc::new(Semaphore::new(max_turns)),
+            max_turns,
+            retention,
+        })
+    }
+
+    /// Room for one more turn, if there is.
+    pub fn reserve(&self) -> Result<OwnedSemaphorePermit, RunRefused> {
+        self.room.clone().try_acquire_owned().map_err(|_| RunRefused::TooMany(self.max_turns))
+    }
+
+    /// Runs a started turn to its end in a task of the service's; returns its log.
+    pub fn run(self: &Arc<Self>, turn: PoolTurn, room: OwnedSemaphorePermit) -> Arc<RunLog> {
+        let log = Arc::new(RunLog::new(turn.conversation_id().clone(), turn.turn_id().to_owned()));
+        let key = (log.conversation.clone(), log.turn_id.clone());
+        self.logs.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), log.clone());
+        let (runs, driven) = (Arc::downgrade(self), log.clone());
+        let retention = self.retention;
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        // Ended tasks are reaped here, so the set holds only live ones.
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move {
+            drive(turn, &driven).await;
+            drop(room);
+            tokio::time::sleep(retention).await;
+            if let Some(runs) = runs.upgrade() {
+                runs.logs.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+            }
+        });
+        log
+    }
+
+    /// The log of a turn, while it is kept.
+    pub fn log(&self, conversation: &ConversationId, turn_id: &str) -> Option<Arc<RunLog>> {
+        let logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
+        logs.get(&(conversation.clone(), turn_id.to_owned())).cloned()
+    }
+
+    /// Turns running now.
+    pub fn running(&self) -> usize {
+        self.max_turns - self.room.available_permits()
+    }
+
+    /// Waits (at most `limit`) for running turns to end, then stops keeping logs. The pool's
+    /// shutdown ends every turn, so this is quick once it has begun.
+    pub async fn shutdown(&self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, self.room.acquire_many(self.max_turns as u32)).await;
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Reads the turn to its end, logging what clients see of it.
+async fn drive(mut turn: PoolTurn, log: &RunLog) {
+    let mut mapper = Mapper::new(turn.conversation_id().clone(), turn.turn_id().to_owned());
+    while let Some(event) = turn.next().await {
+        for api_event in mapper.map(event) {
+            log.push(api_event);
+        }
+    }
+    if !mapper.ended() {
+        // The pool ends every turn with one terminal event; should that ever fail, clients
+        // still get an end.
+        log.push(mapper.lost());
+    }
+    log.finish();
+}
