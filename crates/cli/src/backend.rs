@@ -42,6 +42,8 @@ pub struct Backend {
     pub mock: Option<MockModel>,
     /// What codex is pointed at, for people: `the built-in fake model`, a URL, `OpenAI`.
     pub describe: String,
+    /// The model asked for (`--model`, CODEX_MODEL), or the fake model's.
+    pub model: Option<String>,
     /// Scratch folders, removed on drop (none when the folders are the caller's).
     pub _scratch: Option<TempDir>,
 }
@@ -103,7 +105,11 @@ impl ModelArgs {
                 }
             }
         }
-        Ok(Backend { config, mock, describe, _scratch: scratch })
+        let model = match &provider {
+            Some(_) => Some(self.model.clone().unwrap_or_else(|| "mock-model".to_owned())),
+            None => self.model.clone(),
+        };
+        Ok(Backend { config, mock, describe, model, _scratch: scratch })
     }
 }
 

@@ -85,6 +85,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     service_config.listen = args.listen;
     service_config.token = args.token.clone().filter(|t| !t.is_empty());
     service_config.max_running_turns = args.max_running_turns.max(1);
+    service_config.models = backend.model.clone().into_iter().collect();
     let service = Service::bind(pool, service_config).await?;
     let addr = service.local_addr();
     let auth = if args.token.is_some() { " -H \"Authorization: Bearer $CODEX_POOL_TOKEN\"" } else { "" };

@@ -66,6 +66,8 @@ pub struct ServiceConfig {
     pub keep_events_for: Duration,
     /// How long shutdown waits for running turns and open streams to end.
     pub shutdown_grace: Duration,
+    /// The models clients may ask for (the first is the default); empty leaves codex's choice.
+    pub models: Vec<String>,
 }
 
 impl Default for ServiceConfig {
@@ -77,6 +79,7 @@ impl Default for ServiceConfig {
             max_running_turns: 256,
             keep_events_for: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(5),
+            models: Vec::new(),
         }
     }
 }
@@ -161,7 +164,7 @@ impl Service {
     /// background; until it serves, requests that need it get 503.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
         let Service { pool, runs, listener, config } = self;
-        let state = AppState { pool: pool.clone(), runs: runs.clone() };
+        let state = AppState { pool: pool.clone(), runs: runs.clone(), models: Arc::new(config.models.clone()) };
         let app = router(state, &config);
         let starting = {
             let pool = pool.clone();

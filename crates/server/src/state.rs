@@ -13,9 +13,22 @@ pub struct AppState {
     pub pool: Pool,
     /// The turns the service runs.
     pub runs: Arc<Runs>,
+    /// The models clients may ask for (the first is the default); empty: any, codex's default.
+    pub models: Arc<Vec<String>>,
 }
 
 impl AppState {
+    /// The model a request asked for, checked against the served list (`None`: the default).
+    pub fn model(&self, asked: Option<String>) -> Result<Option<String>, ApiError> {
+        match asked {
+            Some(model) if !self.models.is_empty() && !self.models.contains(&model) => Err(ApiError::invalid(format!(
+                "model {model:?} is not served here; use one of: {}",
+                self.models.join(", ")
+            ))),
+            asked => Ok(asked.or_else(|| self.models.first().cloned())),
+        }
+    }
+
     /// 503 unless the pool serves.
     pub fn ready(&self) -> Result<(), ApiError> {
         if self.pool.is_ready() {

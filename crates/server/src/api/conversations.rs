@@ -182,7 +182,7 @@ pub async fn create(
     let settings = ThreadSettings {
         base_instructions: body.instructions,
         developer_instructions: body.developer_instructions,
-        model: body.model,
+        model: state.model(body.model)?,
         ..ThreadSettings::default()
     };
     let id = state.pool.create_thread_with_metadata(settings, profile, body.metadata.unwrap_or_default()).await?;
