@@ -5,6 +5,8 @@ use crate::backend::ModelArgs;
 use anyhow::Context;
 use clap::Args;
 use codex_pool::{Pool, PoolConfig, Strategy};
+use codex_pool_protocol::types::SandboxMode;
+use codex_pool_server::policy::{AgentPolicy, McpServer};
 use codex_pool_server::{Service, ServiceConfig};
 use codex_pool_store::SqliteStore;
 use std::net::SocketAddr;
@@ -46,6 +48,41 @@ pub struct ServeArgs {
     /// End a turn whose model cannot be reached for this many seconds.
     #[arg(long, default_value_t = 30)]
     pub progress_timeout_secs: u64,
+    /// Let clients create coding-agent conversations (`profile: codex`): codex's own agent, which
+    /// runs commands in its sandbox. Only `codex` can be named. Chat only without it.
+    #[arg(long, value_name = "PROFILE", value_parser = ["codex"])]
+    pub allow_profile: Vec<String>,
+    /// An MCP server clients may give a conversation (`tools: ["NAME"]`): codex starts COMMAND
+    /// (arguments split on spaces) for it. Repeat for more.
+    #[arg(long, value_name = "NAME=COMMAND")]
+    pub allow_mcp: Vec<String>,
+    /// The sandbox of coding-agent conversations: read-only (the default) or workspace-write
+    /// (they may write in their empty working directory).
+    #[arg(long, value_name = "MODE", default_value = "read-only", value_parser = ["read-only", "workspace-write"])]
+    pub agent_sandbox: String,
+    /// Let coding-agent commands reach the network (with --agent-sandbox workspace-write).
+    #[arg(long)]
+    pub agent_network: bool,
+}
+
+/// What clients may make codex do, from the operator's flags.
+fn policy(args: &ServeArgs) -> anyhow::Result<AgentPolicy> {
+    let mut policy = AgentPolicy::default();
+    policy.allow_codex_profile = args.allow_profile.iter().any(|p| p == "codex");
+    policy.agent_sandbox = match args.agent_sandbox.as_str() {
+        "workspace-write" => SandboxMode::WorkspaceWrite,
+        _ => SandboxMode::ReadOnly,
+    };
+    anyhow::ensure!(
+        !args.agent_network || policy.agent_sandbox == SandboxMode::WorkspaceWrite,
+        "--agent-network needs --agent-sandbox workspace-write (read-only commands get no network)"
+    );
+    policy.agent_network = args.agent_network;
+    for spec in &args.allow_mcp {
+        let (name, server) = McpServer::parse(spec).map_err(|e| anyhow::anyhow!("--allow-mcp: {e}"))?;
+        policy.mcp_servers.insert(name, server);
+    }
+    Ok(policy)
 }
 
 /// The data directory the service uses when none is given.
@@ -61,6 +98,7 @@ pub fn default_data_dir() -> anyhow::Result<PathBuf> {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let policy = policy(&args)?;
     let data_dir = match &args.data_dir {
         Some(dir) => dir.clone(),
         None => default_data_dir()?,
@@ -86,6 +124,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     service_config.token = args.token.clone().filter(|t| !t.is_empty());
     service_config.max_running_turns = args.max_running_turns.max(1);
     service_config.models = backend.model.clone().into_iter().collect();
+    service_config.policy = policy;
     let service = Service::bind(pool, service_config).await?;
     let addr = service.local_addr();
     let auth = if args.token.is_some() { " -H \"Authorization: Bearer $CODEX_POOL_TOKEN\"" } else { "" };

@@ -15,18 +15,31 @@ struct Served {
 }
 
 fn serve(data_dir: &std::path::Path, model_url: &str) -> Served {
+    serve_with(data_dir, model_url, None, Stdio::inherit(), &[])
+}
+
+/// `serve` with a token, its stderr where asked, and environment variables.
+fn serve_with(
+    data_dir: &std::path::Path,
+    model_url: &str,
+    token: Option<&str>,
+    stderr: Stdio,
+    envs: &[(&str, &str)],
+) -> Served {
     let mut child = Command::new(env!("CARGO_BIN_EXE_codex-pool"))
         .args(["serve", "--listen", "127.0.0.1:0", "--pool-size", "1", "--model-base-url", model_url])
         .arg("--data-dir")
         .arg(data_dir)
+        .envs(token.map(|t| ("CODEX_POOL_TOKEN", t)))
+        .envs(envs.iter().copied())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let mut first = String::new();
     BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut first).unwrap();
     let addr = first.split_whitespace().find(|w| w.starts_with("http://")).expect(&first).to_owned();
-    Served { child, client: Client::new(&addr, None) }
+    Served { child, client: Client::new(&addr, token.map(str::to_owned)) }
 }
 
 impl Served {
@@ -201,4 +214,56 @@ async fn the_python_example_streams_a_turn_and_carries_the_conversation_on() {
     assert!(texts(&last).iter().any(|t| t == "echo: hello from python"), "the conversation went on");
     let (status, _, _) = tokio::task::spawn_blocking(move || served.terminate()).await.unwrap();
     assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_and_prompts_stay_out_of_logs_and_error_bodies() {
+    const TOKEN: &str = "TOKEN-SECRET-123";
+    const PROMPT: &str = "PROMPT-SECRET-456";
+    const AUTH: &str = "AUTH-SECRET-789";
+    let model = MockModel::start(MockConfig::default()).await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    // codex's login file, where `serve` keeps codex's home.
+    std::fs::create_dir_all(data.path().join("codex-home")).unwrap();
+    std::fs::write(data.path().join("codex-home/auth.json"), format!(r#"{{"OPENAI_API_KEY": "sk-{AUTH}"}}"#)).unwrap();
+    let log = data.path().join("serve.log");
+    let stderr = Stdio::from(std::fs::File::create(&log).unwrap());
+    // Everything above DEBUG, from every part of the program.
+    let served = serve_with(data.path(), &model.base_url(), Some(TOKEN), stderr, &[("CODEX_POOL_LOG", "info")]);
+    served.ready().await;
+    let c = &served.client;
+    let mut bodies = Vec::new();
+    let id = c.post("/v1/conversations", json!({"developer_instructions": PROMPT})).await.unwrap().json().unwrap()
+        ["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let events = turn(c, &id, &format!("{PROMPT} hello")).await;
+    assert_eq!(events.last().unwrap().event, "turn.completed");
+    // Failures of every kind, with the prompt and secrets in the requests.
+    let path = format!("/v1/conversations/{id}/turns");
+    for body in
+        [json!({"input": PROMPT}), json!({"text": PROMPT, "input": []}), json!({"text": PROMPT, "bogus": PROMPT})]
+    {
+        let answer = c.send(hyper::Method::POST, &path, Some(bytes::Bytes::from(body.to_string()))).await.unwrap();
+        assert_eq!(answer.status, 400);
+        bodies.push(String::from_utf8_lossy(&answer.body).to_string());
+    }
+    let over = json!({"text": format!("{PROMPT} {}", "x".repeat(1 << 20))});
+    let answer = c.send(hyper::Method::POST, &path, Some(bytes::Bytes::from(over.to_string()))).await.unwrap();
+    bodies.push(String::from_utf8_lossy(&answer.body).to_string());
+    let intruder = Client::new(c.base(), Some("WRONG-TOKEN-000".into()));
+    let answer = intruder.send(hyper::Method::GET, "/v1/conversations", None).await.unwrap();
+    assert_eq!(answer.status, 401);
+    bodies.push(String::from_utf8_lossy(&answer.body).to_string());
+    let (status, _, stdout) = tokio::task::spawn_blocking(move || served.terminate()).await.unwrap();
+    assert!(status.success());
+    let logs = std::fs::read_to_string(&log).unwrap() + &stdout;
+    assert!(logs.contains("INFO") || logs.contains("codex-pool"), "the run logged nothing: {logs}");
+    for secret in [TOKEN, PROMPT, AUTH, "WRONG-TOKEN-000"] {
+        assert!(!logs.contains(secret), "{secret} in the logs:\n{logs}");
+        for body in &bodies {
+            assert!(!body.contains(secret), "{secret} in an error body: {body}");
+        }
+    }
 }

@@ -27,9 +27,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             }
         })?;
         let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
-        serde_json::from_slice(text)
-            .map(ApiJson)
-            .map_err(|e| ApiError::invalid(format!("the request body is not valid for this endpoint: {e}")))
+        serde_json::from_slice(text).map(ApiJson).map_err(|e| {
+            ApiError::invalid(format!("the request body is not valid for this endpoint: {}", shape_only(&e)))
+        })
     }
 }
 
@@ -43,5 +43,31 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
         Query::<T>::from_request_parts(parts, state).await.map(|Query(q)| ApiQuery(q)).map_err(|e| {
             ApiError::invalid(format!("the query string is not valid for this endpoint: {}", e.body_text()))
         })
+    }
+}
+
+/// serde's message, without the value it quotes for a value of the wrong type or range (that
+/// value may be a prompt, which never goes into an error body or a log): `invalid type: string,
+/// expected a sequence`. Names of fields and variants stay: they say what to fix.
+fn shape_only(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = text.strip_prefix(prefix) {
+            let kind = rest.split(|c: char| c == ' ' || c == ',').next().unwrap_or_default();
+            let expected = rest.rfind(", expected").map(|at| &rest[at..]).unwrap_or_default();
+            return format!("{prefix}{kind}{expected}");
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn values_of_the_wrong_type_are_not_echoed() {
+        let e = serde_json::from_str::<Vec<u8>>(r#""my secret prompt, expected nothing""#).unwrap_err();
+        let text = super::shape_only(&e);
+        assert!(!text.contains("secret"), "{text}");
+        assert!(text.starts_with("invalid type: string, expected a sequence"), "{text}");
     }
 }

@@ -29,6 +29,7 @@ pub mod error;
 pub mod events;
 mod extract;
 mod openapi;
+pub mod policy;
 pub mod runs;
 mod state;
 
@@ -68,6 +69,8 @@ pub struct ServiceConfig {
     pub shutdown_grace: Duration,
     /// The models clients may ask for (the first is the default); empty leaves codex's choice.
     pub models: Vec<String>,
+    /// What clients may make codex do (chat only, by default).
+    pub policy: policy::AgentPolicy,
 }
 
 impl Default for ServiceConfig {
@@ -80,6 +83,7 @@ impl Default for ServiceConfig {
             keep_events_for: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(5),
             models: Vec::new(),
+            policy: policy::AgentPolicy::default(),
         }
     }
 }
@@ -164,7 +168,12 @@ impl Service {
     /// background; until it serves, requests that need it get 503.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
         let Service { pool, runs, listener, config } = self;
-        let state = AppState { pool: pool.clone(), runs: runs.clone(), models: Arc::new(config.models.clone()) };
+        let state = AppState {
+            pool: pool.clone(),
+            runs: runs.clone(),
+            models: Arc::new(config.models.clone()),
+            policy: Arc::new(config.policy.clone()),
+        };
         let app = router(state, &config);
         let starting = {
             let pool = pool.clone();

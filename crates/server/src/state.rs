@@ -1,6 +1,7 @@
 //! What every handler shares: the pool and the turns the service runs.
 
 use crate::error::ApiError;
+use crate::policy::AgentPolicy;
 use crate::runs::Runs;
 use axum::http::StatusCode;
 use codex_pool::Pool;
@@ -15,6 +16,8 @@ pub struct AppState {
     pub runs: Arc<Runs>,
     /// The models clients may ask for (the first is the default); empty: any, codex's default.
     pub models: Arc<Vec<String>>,
+    /// What clients may make codex do.
+    pub policy: Arc<AgentPolicy>,
 }
 
 impl AppState {

@@ -3,11 +3,12 @@
 
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
+use crate::policy::Asked;
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use codex_pool::{ConversationId, ConversationInfo, ListCursor, Profile};
+use codex_pool::{ConversationId, ConversationInfo, ListCursor};
 use codex_pool_protocol::methods::ThreadSettings;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -16,7 +17,8 @@ use utoipa::{IntoParams, ToSchema};
 /// The most a page holds.
 const MAX_PAGE: usize = 100;
 
-/// A new conversation. Every field is optional.
+/// A new conversation. Every field is optional, and these are all there are: codex's own
+/// configuration is the operator's, never a client's (an unknown field is refused, naming it).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateConversation {
@@ -24,10 +26,16 @@ pub struct CreateConversation {
     pub instructions: Option<String>,
     /// Developer instructions: a character to play, rules to follow.
     pub developer_instructions: Option<String>,
-    /// The model (default: the service's).
+    /// The model: one the service serves (`GET /v1/pool` lists none; the default is the first).
     pub model: Option<String>,
-    /// `chat` (the default: lean, no tools) or `codex` (codex's own coding agent).
+    /// How hard the model reasons: `minimal`, `low`, `medium` or `high`.
+    pub reasoning_effort: Option<String>,
+    /// `chat` (the default: lean, no tools) or `codex` (codex's own coding agent, if the
+    /// operator allows it: 403 otherwise).
     pub profile: Option<String>,
+    /// MCP servers to give the conversation, by the names the operator gave them (403 for any
+    /// other).
+    pub tools: Option<Vec<String>>,
     /// Anything the caller wants kept with the conversation; the service never reads it.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
@@ -169,22 +177,21 @@ fn page_size(limit: Option<usize>, default: usize) -> Result<usize, ApiError> {
 /// Creates a conversation.
 #[utoipa::path(post, path = "/v1/conversations", request_body = CreateConversation, tag = "conversations",
     responses((status = 201, body = Conversation), (status = 400, body = crate::error::ErrorBody),
-              (status = 503, body = crate::error::ErrorBody)))]
+              (status = 403, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateConversation>,
 ) -> Result<(StatusCode, Json<Conversation>), ApiError> {
     state.ready()?;
-    let profile = match body.profile.as_deref() {
-        None => Profile::Chat,
-        Some(name) => name.parse::<Profile>().map_err(|e| ApiError::invalid(e.to_string()))?,
-    };
     let settings = ThreadSettings {
         base_instructions: body.instructions,
         developer_instructions: body.developer_instructions,
         model: state.model(body.model)?,
         ..ThreadSettings::default()
     };
+    let asked =
+        Asked { profile: body.profile, reasoning_effort: body.reasoning_effort, tools: body.tools.unwrap_or_default() };
+    let (settings, profile) = state.policy.apply(asked, settings)?;
     let id = state.pool.create_thread_with_metadata(settings, profile, body.metadata.unwrap_or_default()).await?;
     let info = state.pool.conversation(&id).await?.ok_or_else(|| ApiError::not_found("created, then gone"))?;
     Ok((StatusCode::CREATED, Json(info.into())))

@@ -1,0 +1,165 @@
+//! What a client of the service may make codex do. The operator decides, with the flags the
+//! service was started with; a client only picks among what they allow. Conversations are chat
+//! conversations (no tools) unless the operator allows the coding agent (`--allow-profile codex`)
+//! or names MCP servers (`--allow-mcp NAME=COMMAND`), and a client never sends codex
+//! configuration of its own: the settings it may give are a fixed list of typed fields.
+
+use crate::error::ApiError;
+use axum::http::StatusCode;
+use codex_pool::Profile;
+use codex_pool_protocol::methods::ThreadSettings;
+use codex_pool_protocol::types::{ApprovalPolicy, SandboxMode};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+/// Reasoning efforts a conversation may ask for.
+pub const REASONING_EFFORTS: &[&str] = &["minimal", "low", "medium", "high"];
+
+/// An MCP server the operator named: the command codex starts for conversations that ask for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpServer {
+    /// The program.
+    pub command: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+}
+
+impl McpServer {
+    /// From `NAME=COMMAND ARGS...` (arguments split on whitespace, no quoting).
+    pub fn parse(spec: &str) -> Result<(String, McpServer), String> {
+        let (name, command) = spec.split_once('=').ok_or_else(|| format!("{spec:?} is not NAME=COMMAND"))?;
+        let name = name.trim();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return Err(format!("{name:?} is not an MCP server name (letters, digits, '_' and '-')"));
+        }
+        let mut words = command.split_whitespace().map(str::to_owned);
+        let command = words.next().ok_or_else(|| format!("no command for MCP server {name:?}"))?;
+        Ok((name.to_owned(), McpServer { command, args: words.collect() }))
+    }
+}
+
+/// What the operator allows, and how the coding agent is confined.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AgentPolicy {
+    /// Clients may create coding-agent conversations (`profile: codex`).
+    pub allow_codex_profile: bool,
+    /// The sandbox of coding-agent conversations (read-only unless the operator says otherwise).
+    pub agent_sandbox: SandboxMode,
+    /// Whether coding-agent commands may reach the network (only with a workspace-write sandbox).
+    pub agent_network: bool,
+    /// MCP servers conversations may ask for, by name.
+    pub mcp_servers: BTreeMap<String, McpServer>,
+}
+
+impl Default for AgentPolicy {
+    fn default() -> Self {
+        Self {
+            allow_codex_profile: false,
+            agent_sandbox: SandboxMode::ReadOnly,
+            agent_network: false,
+            mcp_servers: BTreeMap::new(),
+        }
+    }
+}
+
+/// What a client asked for, from a request's typed fields.
+pub struct Asked {
+    /// `chat` or `codex`.
+    pub profile: Option<String>,
+    /// Reasoning effort.
+    pub reasoning_effort: Option<String>,
+    /// MCP servers, by the operator's names.
+    pub tools: Vec<String>,
+}
+
+fn forbidden(message: String) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+}
+
+impl AgentPolicy {
+    /// The profile and settings of a new conversation, or why the operator does not allow it
+    /// (403, naming the flag that would) or it makes no sense (400).
+    pub fn apply(&self, asked: Asked, mut settings: ThreadSettings) -> Result<(ThreadSettings, Profile), ApiError> {
+        let profile = match asked.profile.as_deref() {
+            None | Some("chat") => Profile::Chat,
+            Some("codex" | "default") if self.allow_codex_profile => Profile::Codex,
+            Some("codex" | "default") => {
+                return Err(forbidden(
+                    "this service serves chat conversations only; the coding-agent profile needs the operator's \
+                     --allow-profile codex"
+                        .to_owned(),
+                ))
+            }
+            Some(other) => return Err(ApiError::invalid(format!("unknown profile {other:?}; use chat or codex"))),
+        };
+        let mut config = serde_json::Map::new();
+        if let Some(effort) = asked.reasoning_effort {
+            if !REASONING_EFFORTS.contains(&effort.as_str()) {
+                return Err(ApiError::invalid(format!(
+                    "reasoning_effort {effort:?} is not one of {}",
+                    REASONING_EFFORTS.join(", ")
+                )));
+            }
+            config.insert("model_reasoning_effort".to_owned(), json!(effort));
+        }
+        for name in asked.tools {
+            let Some(server) = self.mcp_servers.get(&name) else {
+                return Err(forbidden(format!(
+                    "tool {name:?} is not offered by this service; the operator names MCP servers with \
+                     --allow-mcp NAME=COMMAND"
+                )));
+            };
+            config.insert(format!("mcp_servers.{name}"), json!({"command": server.command, "args": server.args}));
+        }
+        if profile == Profile::Codex {
+            // The coding agent: confined to its sandbox, and every command not known to be safe
+            // needs an approval, which the service's policy declines.
+            settings.sandbox = Some(self.agent_sandbox);
+            settings.approval_policy = Some(ApprovalPolicy::Untrusted);
+            config.insert("sandbox_workspace_write.network_access".to_owned(), Value::Bool(self.agent_network));
+        }
+        if !config.is_empty() {
+            settings.config = Some(config);
+        }
+        Ok((settings, profile))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn asked(profile: Option<&str>, tools: &[&str]) -> Asked {
+        Asked {
+            profile: profile.map(str::to_owned),
+            reasoning_effort: None,
+            tools: tools.iter().map(|t| (*t).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn chat_by_default_and_the_rest_only_as_the_operator_allows() {
+        let closed = AgentPolicy::default();
+        let (settings, profile) = closed.apply(asked(None, &[]), ThreadSettings::default()).ok().unwrap();
+        assert_eq!((profile, settings.config), (Profile::Chat, None));
+        let err = closed.apply(asked(Some("codex"), &[]), ThreadSettings::default()).err().unwrap();
+        assert_eq!(err.status(), StatusCode::FORBIDDEN);
+        let err = closed.apply(asked(None, &["weather"]), ThreadSettings::default()).err().unwrap();
+        assert_eq!(err.status(), StatusCode::FORBIDDEN);
+
+        let (name, server) = McpServer::parse("weather=python3 weather.py --fast").unwrap();
+        let open =
+            AgentPolicy { allow_codex_profile: true, mcp_servers: [(name, server)].into(), ..AgentPolicy::default() };
+        let (settings, profile) =
+            open.apply(asked(Some("codex"), &["weather"]), ThreadSettings::default()).ok().unwrap();
+        assert_eq!(profile, Profile::Codex);
+        assert_eq!(settings.sandbox, Some(SandboxMode::ReadOnly));
+        assert_eq!(settings.approval_policy, Some(ApprovalPolicy::Untrusted));
+        let config = settings.config.unwrap();
+        assert_eq!(config["mcp_servers.weather"], json!({"command": "python3", "args": ["weather.py", "--fast"]}));
+        assert_eq!(config["sandbox_workspace_write.network_access"], json!(false));
+        assert!(McpServer::parse("no command").is_err());
+        assert!(McpServer::parse("bad name=x").is_err());
+    }
+}
