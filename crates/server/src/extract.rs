@@ -53,7 +53,7 @@ fn shape_only(e: &serde_json::Error) -> String {
     let text = e.to_string();
     for prefix in ["invalid type: ", "invalid value: "] {
         if let Some(rest) = text.strip_prefix(prefix) {
-            let kind = rest.split(|c: char| c == ' ' || c == ',').next().unwrap_or_default();
+            let kind = rest.split([' ', ',']).next().unwrap_or_default();
             let expected = rest.rfind(", expected").map(|at| &rest[at..]).unwrap_or_default();
             return format!("{prefix}{kind}{expected}");
         }
