@@ -34,6 +34,11 @@ pub mod runs;
 mod state;
 
 pub use error::{ApiError, ErrorBody};
+
+/// The README's Rust examples, compiled with the tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
 pub use events::{ApiEvent, TurnResult};
 pub use state::AppState;
 
