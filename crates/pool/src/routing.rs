@@ -185,36 +185,45 @@ impl Routing {
         });
     }
 
-    /// Takes the conversation for a turn: `Idle` becomes `TurnRunning`. A conversation being
-    /// unloaded is waited for.
-    pub(crate) async fn claim_turn(&self, id: &ConversationId) -> Result<Claimed, Refused> {
+    /// Runs `decide` under the table's lock until it answers; `None` means the conversation is
+    /// being unloaded, and `decide` runs again once an unload has ended.
+    async fn decide<T>(&self, mut decide: impl FnMut(&mut Table) -> Option<T>) -> T {
         loop {
             let unloaded = self.unloaded.notified();
             tokio::pin!(unloaded);
-            {
-                let mut table = self.lock();
-                let entry = table.threads.get_mut(id).ok_or(Refused::Unknown)?;
+            unloaded.as_mut().enable();
+            if let Some(answer) = decide(&mut self.lock()) {
+                return answer;
+            }
+            unloaded.await;
+        }
+    }
+
+    /// Takes the conversation for a turn: `Idle` becomes `TurnRunning`. A conversation being
+    /// unloaded is waited for.
+    pub(crate) async fn claim_turn(&self, id: &ConversationId) -> Result<Claimed, Refused> {
+        let claimed = self
+            .decide(|table| {
+                let Some(entry) = table.threads.get_mut(id) else { return Some(Err(Refused::Unknown)) };
                 match entry.state {
                     ThreadState::Idle => {
                         entry.state = ThreadState::TurnRunning { slot: None };
-                        let claimed = Claimed {
+                        Some(Ok(Claimed {
                             settings: entry.settings.clone(),
                             ephemeral: entry.ephemeral,
                             loaded: entry.loaded.clone(),
                             unconfirmed: entry.unconfirmed.take(),
-                        };
-                        drop(table);
-                        self.running.send_modify(|n| *n += 1);
-                        return Ok(claimed);
+                        }))
                     }
-                    ThreadState::TurnRunning { .. } | ThreadState::Deleting => return Err(Refused::Busy),
-                    ThreadState::Unloading => {
-                        unloaded.as_mut().enable();
-                    }
+                    ThreadState::TurnRunning { .. } | ThreadState::Deleting => Some(Err(Refused::Busy)),
+                    ThreadState::Unloading => None,
                 }
-            }
-            unloaded.await;
+            })
+            .await;
+        if claimed.is_ok() {
+            self.running.send_modify(|n| *n += 1);
         }
+        claimed
     }
 
     /// The claimed conversation's turn runs on `slot` (placed again after its process died: it
@@ -316,25 +325,18 @@ impl Routing {
     /// codex thread; returns the one that held it. The caller unloads it, then calls
     /// [`Routing::unloaded`]. A conversation being unloaded already is waited for.
     pub(crate) async fn claim_unload(&self, id: &ConversationId) -> Result<Option<Loaded>, Refused> {
-        loop {
-            let unloaded = self.unloaded.notified();
-            tokio::pin!(unloaded);
-            {
-                let mut table = self.lock();
-                let entry = table.threads.get_mut(id).ok_or(Refused::Unknown)?;
-                match entry.state {
-                    ThreadState::Idle => {
-                        entry.state = ThreadState::Unloading;
-                        return Ok(table.set_loaded(id, None));
-                    }
-                    ThreadState::TurnRunning { .. } | ThreadState::Deleting => return Err(Refused::Busy),
-                    ThreadState::Unloading => {
-                        unloaded.as_mut().enable();
-                    }
+        self.decide(|table| {
+            let Some(entry) = table.threads.get_mut(id) else { return Some(Err(Refused::Unknown)) };
+            match entry.state {
+                ThreadState::Idle => {
+                    entry.state = ThreadState::Unloading;
+                    Some(Ok(table.set_loaded(id, None)))
                 }
+                ThreadState::TurnRunning { .. } | ThreadState::Deleting => Some(Err(Refused::Busy)),
+                ThreadState::Unloading => None,
             }
-            unloaded.await;
-        }
+        })
+        .await
     }
 
     /// The reaper is done unloading the conversation: it is `Idle` again.
@@ -350,25 +352,18 @@ impl Routing {
     /// Takes the conversation for deletion: `Idle` becomes `Deleting`; returns whether the pool
     /// knew it. A conversation being unloaded is waited for.
     pub(crate) async fn claim_delete(&self, id: &ConversationId) -> Result<bool, Refused> {
-        loop {
-            let unloaded = self.unloaded.notified();
-            tokio::pin!(unloaded);
-            {
-                let mut table = self.lock();
-                let Some(entry) = table.threads.get_mut(id) else { return Ok(false) };
-                match entry.state {
-                    ThreadState::Idle => {
-                        entry.state = ThreadState::Deleting;
-                        return Ok(true);
-                    }
-                    ThreadState::TurnRunning { .. } | ThreadState::Deleting => return Err(Refused::Busy),
-                    ThreadState::Unloading => {
-                        unloaded.as_mut().enable();
-                    }
+        self.decide(|table| {
+            let Some(entry) = table.threads.get_mut(id) else { return Some(Ok(false)) };
+            match entry.state {
+                ThreadState::Idle => {
+                    entry.state = ThreadState::Deleting;
+                    Some(Ok(true))
                 }
+                ThreadState::TurnRunning { .. } | ThreadState::Deleting => Some(Err(Refused::Busy)),
+                ThreadState::Unloading => None,
             }
-            unloaded.await;
-        }
+        })
+        .await
     }
 
     /// The deletion is over: the conversation is forgotten (the codex thread that held it is

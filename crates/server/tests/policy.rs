@@ -2,48 +2,15 @@
 //! operator allows, never codex configuration of the client's own. Against the real service,
 //! the real pinned codex and the fake model.
 
+mod common;
+
 use bytes::Bytes;
-use codex_pool::{Pool, PoolConfig};
 use codex_pool_server::client::Client;
 use codex_pool_server::policy::{AgentPolicy, McpServer};
-use codex_pool_server::{Service, ServiceConfig};
-use codex_pool_store::MemoryStore;
 use codex_pool_testkit::*;
+use common::Running;
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-/// Serves a pool on the fake model with `policy` until the returned sender is dropped.
-async fn serve(
-    env: &Env,
-    policy: AgentPolicy,
-) -> (Client, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-    let mut config = PoolConfig::new(env.config());
-    config.size = 1;
-    let pool = Pool::new(config, Arc::new(MemoryStore::new()));
-    let mut service = ServiceConfig::default();
-    service.listen = "127.0.0.1:0".parse().unwrap();
-    service.policy = policy;
-    service.models = vec!["mock-model".to_owned()];
-    let service = Service::bind(pool, service).await.unwrap();
-    let client = Client::new(&format!("http://{}", service.local_addr()), None);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        service
-            .run(async move {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client.get("/readyz").await.is_err() {
-        assert!(Instant::now() < deadline, "not ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    (client, stop, task)
-}
 
 async fn create(client: &Client, body: &str) -> (StatusCode, Value) {
     let answer = client.send(Method::POST, "/v1/conversations", Some(Bytes::from(body.to_owned()))).await.unwrap();
@@ -57,12 +24,13 @@ async fn count(client: &Client) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_get_chat_and_only_the_settings_listed() {
     let env = Env::new().await;
-    let (client, stop, task) = serve(&env, AgentPolicy::default()).await;
+    let svc = Running::start(&env, 1, |c| c.models = vec!["mock-model".to_owned()]).await;
+    let client = &svc.client;
 
-    let (status, body) = create(&client, r#"{"profile": "codex"}"#).await;
+    let (status, body) = create(client, r#"{"profile": "codex"}"#).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("--allow-profile codex"), "{body}");
-    let (status, body) = create(&client, r#"{"tools": ["shell"]}"#).await;
+    let (status, body) = create(client, r#"{"tools": ["shell"]}"#).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("--allow-mcp"), "{body}");
 
@@ -75,17 +43,17 @@ async fn clients_get_chat_and_only_the_settings_listed() {
         ("approval_policy", r#"{"approval_policy": "never"}"#),
         ("sandbox", r#"{"sandbox": "danger-full-access"}"#),
     ] {
-        let (status, answer) = create(&client, body).await;
+        let (status, answer) = create(client, body).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
         assert!(answer["error"]["message"].as_str().unwrap().contains(&format!("`{field}`")), "{answer}");
     }
     // Values of the listed fields are checked too.
     for body in [r#"{"model": "gpt-elsewhere"}"#, r#"{"reasoning_effort": "extreme"}"#, r#"{"profile": "root"}"#] {
-        assert_eq!(create(&client, body).await.0, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(create(client, body).await.0, StatusCode::BAD_REQUEST, "{body}");
     }
-    assert_eq!(count(&client).await, 0, "nothing was created");
+    assert_eq!(count(client).await, 0, "nothing was created");
 
-    let (status, body) = create(&client, r#"{"model": "mock-model", "reasoning_effort": "low"}"#).await;
+    let (status, body) = create(client, r#"{"model": "mock-model", "reasoning_effort": "low"}"#).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let id = body["id"].as_str().unwrap();
     let reply =
@@ -93,8 +61,7 @@ async fn clients_get_chat_and_only_the_settings_listed() {
     assert_eq!(reply.unwrap().json().unwrap()["text"], "echo: effort?");
     let request = &env.requests_with("effort?")[0];
     assert_eq!(request["reasoning"]["effort"], "low", "{}", request["reasoning"]);
-    let _ = stop.send(());
-    task.await.unwrap();
+    svc.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,8 +74,9 @@ async fn the_coding_agent_works_where_allowed_and_cannot_write_outside_its_direc
         p.mcp_servers.insert(name, server);
         p
     };
-    let (client, stop, task) = serve(&env, policy).await;
-    let (status, body) = create(&client, r#"{"profile": "codex", "tools": ["notes"]}"#).await;
+    let svc = Running::start(&env, 1, |c| c.policy = policy).await;
+    let client = &svc.client;
+    let (status, body) = create(client, r#"{"profile": "codex", "tools": ["notes"]}"#).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["profile"], "codex");
     let id = body["id"].as_str().unwrap().to_owned();
@@ -125,6 +93,5 @@ async fn the_coding_agent_works_where_allowed_and_cannot_write_outside_its_direc
     let command = result["items"].as_array().unwrap().iter().find(|i| i["type"] == "commandExecution").cloned();
     assert_eq!(command.as_ref().map(|c| c["status"].clone()), Some(json!("declined")), "{result}");
     assert!(result["text"].as_str().unwrap().contains("rejected"), "{result}");
-    let _ = stop.send(());
-    task.await.unwrap();
+    svc.stop().await;
 }
