@@ -10,6 +10,7 @@ use crate::profile::Profile;
 use crate::routing::{Refused, Routing, ThreadState};
 use crate::store_writer::StoreWriter;
 use crate::supervisor::{supervise, Slot, SlotState, SlotStats, SlotStatus};
+use crate::tls::{CaStats, TlsRoots};
 use crate::turn::{PoolTurn, TurnClaim};
 use codex_pool_protocol::methods::{ThreadSettings, TurnStartParams};
 use codex_pool_protocol::types::{ApprovalPolicy, UserInput};
@@ -17,6 +18,7 @@ use codex_pool_protocol::CodexThreadId;
 use codex_pool_store::{ConversationId, ThreadStore};
 use serde::Serialize;
 use serde_json::Value;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -68,6 +70,7 @@ struct PoolInner {
     routing: Arc<Routing>,
     placer: Arc<Placer>,
     writer: Arc<StoreWriter>,
+    tls: Arc<TlsRoots>,
     lifecycle: Mutex<Lifecycle>,
     shutdown: watch::Sender<bool>,
 }
@@ -100,6 +103,8 @@ pub struct PoolStats {
     pub active_turns: usize,
     /// Each process slot.
     pub slots: Vec<SlotStats>,
+    /// The root certificates the processes trust.
+    pub ca: CaStats,
 }
 
 impl Pool {
@@ -114,8 +119,10 @@ impl Pool {
         }
         let writer = Arc::new(StoreWriter::new(store.clone()));
         let placer = Arc::new(Placer::new(&config, slots.clone(), routing.clone(), store.clone(), writer.clone()));
+        let tls = Arc::new(TlsRoots::new(&config));
         Pool {
             inner: Arc::new(PoolInner {
+                tls,
                 config: Arc::new(config),
                 store,
                 slots,
@@ -135,9 +142,13 @@ impl Pool {
 
     /// Starts every process (in parallel) and waits for each one's first attempt. Idempotent and
     /// safe under concurrent callers. Succeeds when at least one process serves (fewer than
-    /// configured is reported in the log and in [`Pool::stats`]); fails when none does.
+    /// configured is reported in the log and in [`Pool::stats`]); fails when none does, or when
+    /// the CA bundle setting cannot be used ([`PoolError::Ca`]). The root certificates are
+    /// decided first (for `auto` over https, a handshake with each of the provider's hosts).
     pub async fn ensure_started(&self) -> Result<PoolStats, PoolError> {
         let inner = &self.inner;
+        inner.check_open()?;
+        inner.tls.resolve().await?;
         inner.start()?;
         for slot in &inner.slots {
             let mut rx = slot.state.clone();
@@ -242,7 +253,8 @@ impl Pool {
                         .with_silence_timeout(inner.config.turn_timeout)
                         .with_progress_timeout(inner.config.progress_timeout);
                     let claim = TurnClaim::new(inner.routing.clone(), inner.writer.clone(), id.clone(), input, permit);
-                    return Ok(PoolTurn::new(id.clone(), stream, claim));
+                    let tls = inner.tls.for_turn(placement.slot.ca_epoch.load(Ordering::Relaxed));
+                    return Ok(PoolTurn::new(id.clone(), stream, claim, tls));
                 }
                 // Its process died under it: place it again (rebuilt elsewhere).
                 Err(e) if e.is_process_gone() && attempt <= inner.slots.len() => {
@@ -351,6 +363,7 @@ impl Pool {
             loaded_threads: slots.iter().map(|s| s.loaded_threads).sum(),
             active_turns: slots.iter().map(|s| s.active_turns).sum(),
             slots,
+            ca: inner.tls.stats(),
         }
     }
 
@@ -424,9 +437,11 @@ impl PoolInner {
                 tx,
                 self.config.clone(),
                 self.routing.clone(),
+                self.tls.subscribe(),
                 self.shutdown.subscribe(),
             )));
         }
+        tasks.push(tokio::spawn(crate::tls::watch_failures(self.tls.clone(), self.shutdown.subscribe())));
         tasks.push(tokio::spawn(crate::reaper::reap(
             self.routing.clone(),
             self.placer.clone(),
