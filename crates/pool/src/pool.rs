@@ -244,6 +244,8 @@ impl Pool {
             params.effort.clone_from(&options.effort);
             params.approval_policy = options.approval_policy;
             params.output_schema.clone_from(&options.output_schema);
+            // The roots its process was spawned with, read before the turn can reach it.
+            let ca_epoch = placement.slot.ca_epoch.load(Ordering::Relaxed);
             guard.sent = true;
             match placement.handle.start_turn(params).await {
                 Ok(stream) => {
@@ -253,7 +255,7 @@ impl Pool {
                         .with_silence_timeout(inner.config.turn_timeout)
                         .with_progress_timeout(inner.config.progress_timeout);
                     let claim = TurnClaim::new(inner.routing.clone(), inner.writer.clone(), id.clone(), input, permit);
-                    let tls = inner.tls.for_turn(placement.slot.ca_epoch.load(Ordering::Relaxed));
+                    let tls = inner.tls.for_turn(ca_epoch);
                     return Ok(PoolTurn::new(id.clone(), stream, claim, tls));
                 }
                 // Its process died under it: place it again (rebuilt elsewhere).

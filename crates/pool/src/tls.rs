@@ -119,11 +119,14 @@ impl TlsRoots {
     }
 
     /// What a turn on a process spawned with roots `epoch` needs to report failures and to
-    /// explain its end; `None` when nothing is watched.
+    /// explain its end; `None` when nothing is watched and its process has the current roots.
     pub(crate) fn for_turn(&self, epoch: u64) -> Option<TurnTls> {
         let state = self.state.subscribe();
-        let watched = state.borrow().watched;
-        watched.then(|| TurnTls { alarm: self.alarm.clone(), state, spawned_epoch: epoch, alarmed: false })
+        let needed = {
+            let now = state.borrow();
+            now.watched || now.epoch != epoch
+        };
+        needed.then(|| TurnTls { alarm: self.alarm.clone(), state, spawned_epoch: epoch, alarmed: false })
     }
 
     /// A snapshot.
