@@ -3,8 +3,9 @@
 use anyhow::Context;
 use clap::Args;
 use codex_pool_mock_model::{MockConfig, MockModel};
-use codex_pool_process::{find_checked, ModelProvider, ProcessConfig};
-use std::path::PathBuf;
+use codex_pool_process::{find_checked, CaBundle, ModelProvider, ProcessConfig};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tempfile::TempDir;
 
 /// Which model to use and where codex lives.
@@ -32,6 +33,12 @@ pub struct ModelArgs {
     /// $CODEX_HOME or ~/.codex with --openai, where the login is).
     #[arg(long, value_name = "DIR")]
     codex_home: Option<PathBuf>,
+    /// The root certificates codex trusts for an https model: `auto` (just the roots its hosts
+    /// need, found at start), `system` (codex's default: the whole system store, about twice
+    /// codex's CPU per turn), or the path of a PEM file. A plain http model gets a one-certificate
+    /// placeholder with `auto`.
+    #[arg(long, value_name = "auto|system|PATH", default_value = "auto")]
+    ca_bundle: CaBundle,
 }
 
 /// A process configuration ready to spawn, and what must live as long as it.
@@ -44,6 +51,8 @@ pub struct Backend {
     pub describe: String,
     /// The model asked for (`--model`, CODEX_MODEL), or the fake model's.
     pub model: Option<String>,
+    /// The root certificates for the pool (`--ca-bundle`).
+    pub ca_bundle: CaBundle,
     /// Scratch folders, removed on drop (none when the folders are the caller's).
     pub _scratch: Option<TempDir>,
 }
@@ -109,7 +118,7 @@ impl ModelArgs {
             Some(_) => Some(self.model.clone().unwrap_or_else(|| "mock-model".to_owned())),
             None => self.model.clone(),
         };
-        Ok(Backend { config, mock, describe, model, _scratch: scratch })
+        Ok(Backend { config, mock, describe, model, ca_bundle: self.ca_bundle.clone(), _scratch: scratch })
     }
 }
 
@@ -131,38 +140,68 @@ pub struct MockChild {
     addr: String,
     /// The base URL to give codex.
     pub base_url: String,
+    /// With HTTPS: a client that trusts the fake model's CA.
+    tls: Option<tokio_rustls::TlsConnector>,
 }
 
 impl MockChild {
-    /// Starts `codex-pool mock-model` on a free loopback port.
-    pub async fn spawn(deltas: usize) -> anyhow::Result<Self> {
+    /// Starts `codex-pool mock-model` on a free loopback port; with `ca_out`, over HTTPS, its CA
+    /// written there.
+    pub async fn spawn(deltas: usize, ca_out: Option<&Path>) -> anyhow::Result<Self> {
         use tokio::io::AsyncBufReadExt;
         let exe = std::env::current_exe().context("locating the codex-pool executable")?;
-        let mut child = tokio::process::Command::new(exe)
-            .args(["mock-model", "--listen", "127.0.0.1:0", "--deltas", &deltas.to_string()])
+        let mut command = tokio::process::Command::new(exe);
+        command.args(["mock-model", "--listen", "127.0.0.1:0", "--deltas", &deltas.to_string()]);
+        if let Some(ca) = ca_out {
+            command.arg("--tls").arg("--ca-out").arg(ca);
+        }
+        let mut child = command
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .context("starting the fake model")?;
         let stdout = child.stdout.take().context("fake model stdout")?;
         let mut lines = tokio::io::BufReader::new(stdout).lines();
-        let first = tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line())
+        let listening = async {
+            loop {
+                match lines.next_line().await? {
+                    Some(line) if line.starts_with("mock model listening at ") => return Ok(Some(line)),
+                    Some(_) => continue,
+                    None => return Ok::<_, std::io::Error>(None),
+                }
+            }
+        };
+        let line = tokio::time::timeout(std::time::Duration::from_secs(10), listening)
             .await
             .context("the fake model did not start")??
             .context("the fake model exited")?;
-        let base_url = first.rsplit(' ').next().unwrap_or_default().to_owned();
-        let addr = base_url.trim_start_matches("http://").trim_end_matches("/v1").to_owned();
-        Ok(Self { child, addr, base_url })
+        let base_url = line.rsplit(' ').next().unwrap_or_default().to_owned();
+        let addr = base_url.split_once("://").map_or("", |(_, a)| a).trim_end_matches("/v1").to_owned();
+        let tls = ca_out.map(trusting).transpose()?;
+        Ok(Self { child, addr, base_url, tls })
     }
 
     /// `(requests, request body bytes)` received so far.
     pub async fn stats(&self) -> anyhow::Result<(u64, u64)> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut conn = tokio::net::TcpStream::connect(&self.addr).await?;
-        conn.write_all(format!("GET /stats HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr).as_bytes())
-            .await?;
-        let mut response = String::new();
-        conn.read_to_string(&mut response).await?;
+        use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+        async fn get<S: AsyncRead + AsyncWrite + Unpin>(mut conn: S, host: &str) -> std::io::Result<String> {
+            conn.write_all(format!("GET /stats HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
+                .await?;
+            let mut response = Vec::new();
+            // A TLS peer may close without close_notify once it has answered: what was read counts.
+            match conn.read_to_end(&mut response).await {
+                Err(e) if e.kind() != std::io::ErrorKind::UnexpectedEof => Err(e),
+                _ => Ok(String::from_utf8_lossy(&response).into_owned()),
+            }
+        }
+        let conn = tokio::net::TcpStream::connect(&self.addr).await?;
+        let response = match &self.tls {
+            Some(tls) => {
+                let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
+                get(tls.connect(name, conn).await?, &self.addr).await?
+            }
+            None => get(conn, &self.addr).await?,
+        };
         let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
         let v: serde_json::Value = serde_json::from_str(body.trim()).context("fake model stats")?;
         Ok((v["requests"].as_u64().unwrap_or(0), v["body_bytes"].as_u64().unwrap_or(0)))
@@ -172,4 +211,16 @@ impl MockChild {
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
+}
+
+/// A TLS client that trusts the certificates in `ca`.
+fn trusting(ca: &Path) -> anyhow::Result<tokio_rustls::TlsConnector> {
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = codex_pool_process::ca::read_certs(ca).with_context(|| format!("reading {}", ca.display()))?;
+    roots.add_parsable_certificates(certs);
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }

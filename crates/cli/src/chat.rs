@@ -36,6 +36,7 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
     let backend = args.model.backend(None).await?;
     let mut config = PoolConfig::new(backend.config.clone());
     config.size = 1;
+    config.ca_bundle = backend.ca_bundle.clone();
     config.turn_timeout = Duration::from_secs(args.turn_timeout_secs);
     config.progress_timeout = Duration::from_secs(args.progress_timeout_secs);
     let pool = Pool::new(config, Arc::new(MemoryStore::new()));

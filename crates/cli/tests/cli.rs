@@ -65,6 +65,32 @@ fn bad_pool_settings_are_clear_errors() {
     let out = codex_pool().args(["bench", "--profile", "lean"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("use chat or codex"));
+    let out = chat(&["--ca-bundle", "/nonexistent/roots.pem"], b"hi\n");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent/roots.pem") && stderr.contains("--ca-bundle system"), "{stderr}");
+}
+
+#[test]
+fn bench_compares_two_ca_bundles_over_https() {
+    let args = ["bench", "--convs", "2", "--turns", "1", "--pool-size", "1", "--tls", "--direct"];
+    let out = codex_pool().args(args).args(["--versus-ca-bundle", "system"]).output().unwrap();
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((&line["tls"], &line["ca_bundle"]), (&serde_json::json!(true), &serde_json::json!("auto")));
+    assert_eq!(line["direct"]["ca_bundle"], "auto", "the raw client gets the same roots");
+    assert_eq!(line["versus"]["ca_bundle"], "system");
+    for arm in [&line, &line["direct"], &line["versus"]] {
+        assert_eq!(arm["errors"], 0, "{line}");
+        assert!(arm["request_bytes_per_turn"].as_u64().unwrap() > 0, "the fake model's stats over HTTPS: {line}");
+    }
+    for key in ["throughput_ratio", "lat_p50_ratio", "codex_cpu_ratio"] {
+        assert!(line["ca_vs_versus"][key].as_f64().is_some_and(|r| r > 0.0), "{key} in {line}");
+    }
+    // Over plain HTTP, auto is the one-certificate placeholder.
+    let out = codex_pool().args(["bench", "--convs", "1", "--turns", "1", "--pool-size", "1"]).output().unwrap();
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((&line["tls"], &line["ca_bundle"]), (&serde_json::json!(false), &serde_json::json!("minimal")));
 }
 
 #[test]
@@ -110,13 +136,13 @@ fn bench_prints_one_json_line_with_every_figure() {
 #[test]
 fn bench_versus_compares_two_profiles_on_the_same_load() {
     let out = codex_pool()
-        .args(["bench", "--convs", "2", "--turns", "1", "--pool-size", "1", "--versus", "default"])
+        .args(["bench", "--convs", "2", "--turns", "1", "--pool-size", "1", "--versus", "codex"])
         .output()
         .unwrap();
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(line["profile"], "chat");
-    assert_eq!(line["versus"]["profile"], "default");
+    assert_eq!(line["versus"]["profile"], "codex");
     assert_eq!(line["versus"]["errors"], 0);
     for key in ["throughput_ratio", "lat_p50_ratio", "request_bytes_ratio", "codex_cpu_ratio"] {
         assert!(line["profile_vs_versus"][key].as_f64().is_some_and(|r| r > 0.0), "{key} in {line}");

@@ -17,6 +17,10 @@
 //! | `[mock:hang]` | send `response.created`, then nothing until the client goes away |
 //! | `[mock:tool=NAME ARGS]` | call tool NAME with the JSON arguments ARGS instead of answering |
 //!
+//! With [`MockConfig::tls`] it serves HTTPS instead: it makes its own CA and a server certificate
+//! for `localhost` and `127.0.0.1` at start, and writes the CA to a file ([`MockModel::ca_path`])
+//! for clients to trust.
+//!
 //! `GET /stats` answers `{"requests": N, "body_bytes": N}`.
 //!
 //! After a tool call, the next request carries its `function_call_output`; the mock then answers
@@ -33,6 +37,7 @@
 
 mod reply;
 mod sse;
+mod tls;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
@@ -51,6 +56,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use reply::{last_user_text, Directives, Failure, Plan};
+pub use rustls::pki_types::CertificateDer;
 
 /// How the fake model behaves by default (directives in a message override per request).
 #[derive(Debug, Clone)]
@@ -65,6 +71,15 @@ pub struct MockConfig {
     pub log_dir: Option<PathBuf>,
     /// Keep request bodies in memory for [`MockModel::requests`] (tests); off for long benchmarks.
     pub keep_requests: bool,
+    /// Serve HTTPS with a CA of its own instead of plain HTTP.
+    pub tls: Option<TlsOptions>,
+}
+
+/// How the fake model serves HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// Where to write the PEM certificate of the CA that signed the server's certificate.
+    pub ca_path: PathBuf,
 }
 
 impl Default for MockConfig {
@@ -75,6 +90,7 @@ impl Default for MockConfig {
             delay: Duration::ZERO,
             log_dir: None,
             keep_requests: true,
+            tls: None,
         }
     }
 }
@@ -87,6 +103,17 @@ pub enum MockError {
     Bind {
         /// The address.
         addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The CA or the server certificate could not be made.
+    #[error("cannot set up TLS for the fake model: {0}")]
+    Tls(String),
+    /// The CA certificate could not be written.
+    #[error("cannot write the fake model's CA certificate to {path}: {source}; choose a writable path")]
+    CaFile {
+        /// The file.
+        path: PathBuf,
         /// The cause.
         source: std::io::Error,
     },
@@ -124,6 +151,9 @@ pub struct MockModel {
     shared: Arc<Shared>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+    /// The TLS accept loop, when serving HTTPS.
+    acceptor: Option<JoinHandle<()>>,
+    ca: Option<(PathBuf, rustls::pki_types::CertificateDer<'static>)>,
 }
 
 impl MockModel {
@@ -135,6 +165,15 @@ impl MockModel {
         let listener =
             TcpListener::bind(config.listen).await.map_err(|source| MockError::Bind { addr: config.listen, source })?;
         let addr = listener.local_addr().map_err(|source| MockError::Bind { addr: config.listen, source })?;
+        let identity = match &config.tls {
+            Some(tls) => {
+                let identity = tls::identity(addr.ip()).map_err(MockError::Tls)?;
+                std::fs::write(&tls.ca_path, &identity.ca_pem)
+                    .map_err(|source| MockError::CaFile { path: tls.ca_path.clone(), source })?;
+                Some((tls.ca_path.clone(), identity))
+            }
+            None => None,
+        };
         let shared = Arc::new(Shared {
             config,
             seq: AtomicU64::new(0),
@@ -149,16 +188,19 @@ impl MockModel {
             .layer(DefaultBodyLimit::max(256 << 20))
             .with_state(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = stopped.await;
-            });
-            if let Err(e) = serve.await {
-                tracing::warn!(error = %e, "mock model server ended with an error");
+        let stopped = async {
+            let _ = stopped.await;
+        };
+        let (task, acceptor, ca) = match identity {
+            None => (tokio::spawn(serve(listener, app, stopped)), None, None),
+            Some((ca_path, identity)) => {
+                let (tls_listener, acceptor) =
+                    tls::listen(listener, identity.server).map_err(|source| MockError::Bind { addr, source })?;
+                (tokio::spawn(serve(tls_listener, app, stopped)), Some(acceptor), Some((ca_path, identity.ca_der)))
             }
-        });
-        tracing::info!(%addr, "mock model listening");
-        Ok(Self { addr, shared, stop: Some(stop), task: Some(task) })
+        };
+        tracing::info!(%addr, tls = ca.is_some(), "mock model listening");
+        Ok(Self { addr, shared, stop: Some(stop), task: Some(task), acceptor, ca })
     }
 
     /// The address it listens on.
@@ -166,9 +208,20 @@ impl MockModel {
         self.addr
     }
 
-    /// The base URL to give codex (`http://ADDR/v1`).
+    /// The base URL to give codex (`http://ADDR/v1`, or `https://ADDR/v1` with TLS).
     pub fn base_url(&self) -> String {
-        format!("http://{}/v1", self.addr)
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}/v1", self.addr)
+    }
+
+    /// The file holding the CA certificate that clients must trust, when serving HTTPS.
+    pub fn ca_path(&self) -> Option<&std::path::Path> {
+        self.ca.as_ref().map(|(path, _)| path.as_path())
+    }
+
+    /// The CA certificate (DER) that clients must trust, when serving HTTPS.
+    pub fn ca_der(&self) -> Option<&rustls::pki_types::CertificateDer<'static>> {
+        self.ca.as_ref().map(|(_, der)| der)
     }
 
     /// Every request received so far, in order (empty when `keep_requests` is off).
@@ -192,6 +245,10 @@ impl MockModel {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+        // The server dropped its listener: the accept loop ends.
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.await;
+        }
     }
 
     fn stop_now(&mut self) {
@@ -204,9 +261,20 @@ impl MockModel {
 impl Drop for MockModel {
     fn drop(&mut self) {
         self.stop_now();
-        if let Some(task) = self.task.take() {
+        for task in [self.task.take(), self.acceptor.take()].into_iter().flatten() {
             task.abort();
         }
+    }
+}
+
+/// Serves the app on a listener until `stopped`.
+async fn serve<L>(listener: L, app: Router, stopped: impl std::future::Future<Output = ()> + Send + 'static)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stopped).await {
+        tracing::warn!(error = %e, "mock model server ended with an error");
     }
 }
 

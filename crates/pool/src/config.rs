@@ -2,7 +2,8 @@
 
 use crate::profile::Profile;
 use crate::strategy::Strategy;
-use codex_pool_process::ProcessConfig;
+use codex_pool_process::{CaBundle, ProcessConfig, SystemRoots};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// `CODEX_POOL_SIZE`: number of processes (default 3).
@@ -75,12 +76,32 @@ pub struct PoolConfig {
     pub stable_after: Duration,
     /// Time given to processes to exit on shutdown before they are killed.
     pub shutdown_grace: Duration,
+    /// The root certificates codex trusts for an `https` provider (`auto`, the default: just
+    /// the roots its hosts need; a plain `http` provider gets a minimal bundle). See
+    /// [`codex_pool_process::ca`].
+    pub ca_bundle: CaBundle,
+    /// Where the system roots come from (the inherited environment, or a file that stands for
+    /// them: what `system` gives codex and what `auto` verifies against).
+    pub system_roots: SystemRoots,
+    /// The pool's own folder for its CA bundle (by default `tls/` next to the working
+    /// directory).
+    pub ca_dir: PathBuf,
+    /// Time allowed for each TLS handshake the pool makes to find or check the roots.
+    pub tls_probe_timeout: Duration,
 }
 
 impl PoolConfig {
     /// Defaults around a process template (size 3, round robin, 120 s turn timeout).
     pub fn new(process: ProcessConfig) -> Self {
+        let ca_dir = match process.work_dir.parent() {
+            Some(parent) if parent != std::path::Path::new("") => parent.join("tls"),
+            _ => process.codex_home.join("codex-pool-tls"),
+        };
         Self {
+            ca_bundle: CaBundle::Auto,
+            system_roots: SystemRoots::Inherited,
+            ca_dir,
+            tls_probe_timeout: Duration::from_secs(3),
             process,
             size: 3,
             strategy: Strategy::RoundRobin,

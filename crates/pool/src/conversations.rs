@@ -12,6 +12,7 @@ use codex_pool_protocol::types::{ApprovalPolicy, UserInput};
 use codex_pool_protocol::CodexThreadId;
 use codex_pool_store::{ConversationId, ListCursor, StoredItem, ThreadRecord};
 use serde_json::{Map, Value};
+use std::sync::atomic::Ordering;
 
 /// Per-turn options (they stick for later turns of the conversation, as codex does).
 #[derive(Debug, Clone, Default)]
@@ -130,6 +131,8 @@ impl Pool {
             params.effort.clone_from(&options.effort);
             params.approval_policy = options.approval_policy;
             params.output_schema.clone_from(&options.output_schema);
+            // The roots its process was spawned with, read before the turn can reach it.
+            let ca_epoch = placement.slot.ca_epoch.load(Ordering::Relaxed);
             guard.sent = true;
             match placement.handle.start_turn(params).await {
                 Ok(stream) => {
@@ -140,7 +143,8 @@ impl Pool {
                         .with_silence_timeout(inner.config.turn_timeout)
                         .with_progress_timeout(inner.config.progress_timeout);
                     let claim = TurnClaim::new(inner.routing.clone(), inner.writer.clone(), id.clone(), input, permit);
-                    return Ok(PoolTurn::new(id.clone(), stream, claim));
+                    let tls = inner.tls.for_turn(ca_epoch);
+                    return Ok(PoolTurn::new(id.clone(), stream, claim, tls));
                 }
                 // Its process died under it: place it again (rebuilt elsewhere).
                 Err(e) if e.is_process_gone() && attempt <= inner.slots.len() => {

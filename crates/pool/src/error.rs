@@ -1,5 +1,6 @@
 //! Errors of the pool: one shape per condition.
 
+use codex_pool_process::ca::CaError;
 use codex_pool_process::{ProcessError, SpawnError};
 use codex_pool_store::{ConversationId, StoreError};
 
@@ -55,6 +56,9 @@ pub enum PoolError {
     /// A process could not be spawned.
     #[error(transparent)]
     Spawn(#[from] SpawnError),
+    /// The root certificates for codex could not be set up (a bad `ca_bundle` or provider URL).
+    #[error(transparent)]
+    Ca(#[from] CaError),
     /// The thread store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -15,6 +15,10 @@
 //!   turn that produces no event for the turn timeout is interrupted and ends with `timeout`.
 //! - Threads idle longer than a configured time are unloaded from codex and rebuilt on their next
 //!   turn.
+//! - Each pool owns the root certificates its processes trust ([`PoolConfig::ca_bundle`]): a
+//!   minimal bundle for a plain `http` provider, just the roots the provider's hosts need for
+//!   `https` (`auto`), and the system roots again if a reduced bundle turns out to reject the
+//!   model's certificate.
 //! - [`Pool::shutdown`] interrupts running turns (each ends with a final event) and ends every
 //!   process and task.
 
@@ -30,6 +34,7 @@ mod routing;
 mod store_writer;
 mod strategy;
 mod supervisor;
+mod tls;
 mod turn;
 
 pub use config::{ConfigError, PoolConfig, ENV_MODEL, ENV_POOL_SIZE, ENV_STRATEGY};
@@ -39,8 +44,9 @@ pub use pool::{Pool, PoolStats};
 pub use profile::{Profile, UnknownProfile, CHAT_BASE_INSTRUCTIONS, CHAT_CONFIG};
 pub use strategy::{Candidate, LeastBusy, RoundRobin, SelectionStrategy, Strategy, UnknownStrategy};
 pub use supervisor::{SlotStats, SlotStatus};
+pub use tls::CaStats;
 pub use turn::PoolTurn;
 
-pub use codex_pool_process::{AbortReason, TurnEvent};
+pub use codex_pool_process::{AbortReason, CaBundle, SystemRoots, TurnEvent};
 pub use codex_pool_protocol::CodexThreadId;
 pub use codex_pool_store::{ConversationId, ListCursor, StoredItem, ThreadRecord};

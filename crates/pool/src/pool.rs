@@ -9,6 +9,7 @@ use crate::placement::Placer;
 use crate::routing::Routing;
 use crate::store_writer::StoreWriter;
 use crate::supervisor::{supervise, Slot, SlotState, SlotStats, SlotStatus};
+use crate::tls::{CaStats, TlsRoots};
 use codex_pool_protocol::CodexThreadId;
 use codex_pool_store::{ConversationId, ThreadStore};
 use serde::Serialize;
@@ -50,6 +51,7 @@ pub(crate) struct PoolInner {
     pub routing: Arc<Routing>,
     pub placer: Arc<Placer>,
     pub writer: Arc<StoreWriter>,
+    pub tls: Arc<TlsRoots>,
     lifecycle: Mutex<Lifecycle>,
     shutdown: watch::Sender<bool>,
 }
@@ -82,6 +84,8 @@ pub struct PoolStats {
     pub active_turns: usize,
     /// Each process slot.
     pub slots: Vec<SlotStats>,
+    /// The root certificates the processes trust.
+    pub ca: CaStats,
 }
 
 impl Pool {
@@ -96,8 +100,10 @@ impl Pool {
         }
         let writer = Arc::new(StoreWriter::new(store.clone()));
         let placer = Arc::new(Placer::new(&config, slots.clone(), routing.clone(), store.clone(), writer.clone()));
+        let tls = Arc::new(TlsRoots::new(&config));
         Pool {
             inner: Arc::new(PoolInner {
+                tls,
                 config: Arc::new(config),
                 store,
                 slots,
@@ -127,9 +133,13 @@ impl Pool {
 
     /// Starts every process (in parallel) and waits for each one's first attempt. Idempotent and
     /// safe under concurrent callers. Succeeds when at least one process serves (fewer than
-    /// configured is reported in the log and in [`Pool::stats`]); fails when none does.
+    /// configured is reported in the log and in [`Pool::stats`]); fails when none does, or when
+    /// the CA bundle setting cannot be used ([`PoolError::Ca`]). The root certificates are
+    /// decided first (for `auto` over https, a handshake with each of the provider's hosts).
     pub async fn ensure_started(&self) -> Result<PoolStats, PoolError> {
         let inner = &self.inner;
+        inner.check_open()?;
+        inner.tls.resolve().await?;
         inner.start()?;
         for slot in &inner.slots {
             let mut rx = slot.state.clone();
@@ -193,6 +203,7 @@ impl Pool {
             loaded_threads: slots.iter().map(|s| s.loaded_threads).sum(),
             active_turns: slots.iter().map(|s| s.active_turns).sum(),
             slots,
+            ca: inner.tls.stats(),
         }
     }
 
@@ -245,9 +256,11 @@ impl PoolInner {
                 tx,
                 self.config.clone(),
                 self.routing.clone(),
+                self.tls.subscribe(),
                 self.shutdown.subscribe(),
             )));
         }
+        tasks.push(tokio::spawn(crate::tls::watch_failures(self.tls.clone(), self.shutdown.subscribe())));
         tasks.push(tokio::spawn(crate::reaper::reap(
             self.routing.clone(),
             self.placer.clone(),

@@ -3,6 +3,7 @@
 
 use crate::config::PoolConfig;
 use crate::routing::Routing;
+use crate::tls::CaState;
 use codex_pool_process::{AppServer, AppServerHandle, ProcessError, ProcessStats};
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -41,6 +42,8 @@ pub(crate) struct Slot {
     pub health_checks: AtomicU64,
     /// The longest a health check took to be answered, in microseconds.
     pub slowest_check_us: AtomicU64,
+    /// The epoch of the root certificates the current process was spawned with.
+    pub ca_epoch: AtomicU64,
 }
 
 impl Slot {
@@ -54,6 +57,7 @@ impl Slot {
             healthy: AtomicBool::new(false),
             health_checks: AtomicU64::new(0),
             slowest_check_us: AtomicU64::new(0),
+            ca_epoch: AtomicU64::new(0),
         }
     }
 
@@ -154,6 +158,8 @@ impl Slot {
 enum Ended {
     Exited(String),
     Hung(String),
+    /// The pool's root certificates changed: the process must be replaced to get them.
+    CaReplaced,
     Shutdown,
 }
 
@@ -163,6 +169,7 @@ pub(crate) async fn supervise(
     state: watch::Sender<SlotState>,
     config: Arc<PoolConfig>,
     routing: Arc<Routing>,
+    mut tls: watch::Receiver<CaState>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut generation = 0u64;
@@ -178,6 +185,12 @@ pub(crate) async fn supervise(
         state.send_replace(SlotState::Starting);
         let mut process = config.process.clone();
         process.label = format!("codex#{}", slot.index);
+        {
+            let roots = tls.borrow_and_update();
+            process.ca = roots.files();
+            slot.ca_epoch.store(roots.epoch, Ordering::Relaxed);
+        }
+        let mut replaced = false;
         let born = Instant::now();
         let spawned = tokio::select! {
             r = AppServer::spawn(process) => Some(r),
@@ -198,6 +211,7 @@ pub(crate) async fn supervise(
                 let ended = tokio::select! {
                     why = handle.exited() => Ended::Exited(why.to_string()),
                     why = watch_health(&handle, &config, &slot) => Ended::Hung(why),
+                    _ = roots_changed(&mut tls) => Ended::CaReplaced,
                     _ = shutdown.changed() => Ended::Shutdown,
                 };
                 match ended {
@@ -217,6 +231,23 @@ pub(crate) async fn supervise(
                         server.shutdown(Duration::from_secs(2)).await;
                         why
                     }
+                    Ended::CaReplaced => {
+                        // Killed, not shut down: its turns end as `process_exited` (explained to
+                        // their callers by the pool) and leave nothing half-recorded.
+                        tracing::info!(
+                            slot = slot.index,
+                            process = handle.label(),
+                            "replacing codex process: new CA bundle"
+                        );
+                        replaced = true;
+                        slot.healthy.store(false, Ordering::Relaxed);
+                        let why = "replaced: the pool's CA bundle changed".to_owned();
+                        state.send_replace(SlotState::Down { reason: why.clone(), generation });
+                        handle.signal(libc::SIGKILL);
+                        let _ = tokio::time::timeout(Duration::from_secs(5), handle.exited()).await;
+                        server.shutdown(Duration::from_millis(200)).await;
+                        why
+                    }
                     Ended::Exited(why) => {
                         tracing::warn!(slot = slot.index, process = handle.label(), reason = %why, "codex process died");
                         slot.healthy.store(false, Ordering::Relaxed);
@@ -228,6 +259,9 @@ pub(crate) async fn supervise(
             }
         };
         state.send_replace(SlotState::Down { reason, generation });
+        if replaced {
+            continue;
+        }
         if born.elapsed() >= config.stable_after {
             failures_in_a_row = 0;
         } else {
@@ -248,6 +282,13 @@ pub(crate) async fn supervise(
         }
     }
     state.send_replace(SlotState::Stopped);
+}
+
+/// Resolves when the pool's roots change (never, once their owner is gone).
+async fn roots_changed(tls: &mut watch::Receiver<CaState>) {
+    if tls.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// The delay before the next start: none after a process that lived long, then doubling.

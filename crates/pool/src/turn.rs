@@ -4,6 +4,7 @@
 use crate::history::own_items;
 use crate::routing::Routing;
 use crate::store_writer::{StoreWriter, WriteTicket};
+use crate::tls::TurnTls;
 use codex_pool_process::hops::hop;
 use codex_pool_process::{AbortReason, TurnEvent, TurnStream};
 use codex_pool_protocol::types::UserInput;
@@ -37,6 +38,9 @@ pub struct PoolTurn {
     phase: Phase,
     /// Released with the terminal event, so a finished turn kept around holds nothing.
     claim: Option<TurnClaim>,
+    /// Reports failed model connections and explains an end caused by new root certificates
+    /// (only while the pool's bundle is reduced).
+    tls: Option<TurnTls>,
 }
 
 enum Phase {
@@ -113,9 +117,14 @@ impl Drop for TurnClaim {
 }
 
 impl PoolTurn {
-    pub(crate) fn new(conversation: ConversationId, stream: TurnStream, claim: TurnClaim) -> Self {
+    pub(crate) fn new(
+        conversation: ConversationId,
+        stream: TurnStream,
+        claim: TurnClaim,
+        tls: Option<TurnTls>,
+    ) -> Self {
         let codex_thread = stream.thread_id().clone();
-        Self { conversation, codex_thread, stream, phase: Phase::Streaming, claim: Some(claim) }
+        Self { conversation, codex_thread, stream, phase: Phase::Streaming, claim: Some(claim), tls }
     }
 
     /// The conversation the turn belongs to.
@@ -192,6 +201,9 @@ impl PoolTurn {
     /// Takes note of an event; returns it as the consumer sees it, or `None` when it is held back
     /// until the turn's record is written.
     fn observe(&mut self, mut event: TurnEvent) -> Option<TurnEvent> {
+        if let Some(tls) = &mut self.tls {
+            tls.observe(&mut event);
+        }
         let claim = self.claim.as_mut()?;
         match &mut event {
             TurnEvent::Started { thread_id, .. } => *thread_id = self.conversation.to_string(),

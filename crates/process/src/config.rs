@@ -1,5 +1,6 @@
 //! How a `codex app-server` process is started.
 
+use crate::ca::{CaFiles, CODEX_CA_CERT_ENV, SSL_CERT_DIR_ENV, SSL_CERT_FILE_ENV};
 use crate::error::SpawnError;
 use crate::policy::{DeclinePolicy, ServerRequestHandler};
 use std::path::PathBuf;
@@ -91,6 +92,11 @@ pub const BASE_OVERRIDES: &[(&str, &str)] = &[
     ("analytics.enabled", "false"),
 ];
 
+/// The override that keeps the root-certificate variables codex is given ([`ProcessConfig::ca`])
+/// out of the commands its tools run, which should see the system's roots. Set before the other
+/// overrides, so one of the user's for the same key wins.
+pub const TOOL_ENV_EXCLUDE: (&str, &str) = ("shell_environment_policy.exclude", r#"["SSL_CERT_FILE", "SSL_CERT_DIR"]"#);
+
 /// Everything needed to start and drive one process.
 #[derive(Clone)]
 pub struct ProcessConfig {
@@ -108,6 +114,13 @@ pub struct ProcessConfig {
     pub overrides: Vec<(String, String)>,
     /// Extra environment variables for the process.
     pub env: Vec<(String, String)>,
+    /// The root certificates codex trusts: `SSL_CERT_FILE` and `SSL_CERT_DIR` (and no
+    /// `CODEX_CA_CERTIFICATE`, which would win over them). `None` leaves the inherited
+    /// environment alone. A pool sets it (see [`crate::ca`]).
+    pub ca: Option<CaFiles>,
+    /// The base URL of the model provider codex is pointed at (set by
+    /// [`ProcessConfig::with_provider`]); `None` is codex's built-in OpenAI provider.
+    pub provider_url: Option<String>,
     /// Notification methods to opt out of (less work for codex and for us).
     pub opt_out_notifications: Vec<String>,
     /// Fail start-up unless codex is logged in (for providers that need an OpenAI login).
@@ -143,6 +156,7 @@ impl std::fmt::Debug for ProcessConfig {
             .field("codex_home", &self.codex_home)
             .field("work_dir", &self.work_dir)
             .field("overrides", &self.overrides.len())
+            .field("ca", &self.ca)
             .field("label", &self.label)
             .finish_non_exhaustive()
     }
@@ -161,6 +175,8 @@ impl ProcessConfig {
             home_dir: Some(home_dir),
             overrides: BASE_OVERRIDES.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             env: Vec::new(),
+            ca: None,
+            provider_url: None,
             opt_out_notifications: Vec::new(),
             require_login: false,
             handshake_timeout: Duration::from_secs(30),
@@ -177,10 +193,16 @@ impl ProcessConfig {
     }
 
     /// The command that starts the process: `codex app-server -c ...` with `HOME`, `CODEX_HOME`,
-    /// the working directory, piped stdio, its own process group, and death with its parent.
+    /// the root certificates, the working directory, piped stdio, its own process group, and
+    /// death with its parent.
     pub fn command(&self) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(&self.codex_bin);
         cmd.arg("app-server");
+        if let Some(ca) = &self.ca {
+            cmd.env(SSL_CERT_FILE_ENV, &ca.cert_file).env(SSL_CERT_DIR_ENV, &ca.cert_dir).env_remove(CODEX_CA_CERT_ENV);
+            let (key, value) = TOOL_ENV_EXCLUDE;
+            cmd.arg("-c").arg(format!("{key}={value}"));
+        }
         for (key, value) in &self.overrides {
             cmd.arg("-c").arg(format!("{key}={value}"));
         }
@@ -230,6 +252,7 @@ impl ProcessConfig {
     /// Points codex at a model provider: its overrides, and its name in error messages.
     pub fn with_provider(mut self, provider: &ModelProvider) -> Self {
         self.endpoint = Some(provider.describe());
+        self.provider_url = Some(provider.base_url.clone());
         self.with_overrides(provider.overrides())
     }
 
@@ -255,5 +278,25 @@ mod tests {
             "{name=\"mock\", base_url=\"http://127.0.0.1:1/v1\", wire_api=\"responses\", request_max_retries=0}"
         );
         assert_eq!(toml_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\n\"");
+    }
+
+    #[test]
+    fn a_bundle_sets_both_variables_and_keeps_them_from_tools() {
+        let config = ProcessConfig::new("codex".into(), "/h".into(), "/w/empty".into());
+        fn has(cmd: &tokio::process::Command, key: &str) -> Option<Option<std::ffi::OsString>> {
+            cmd.as_std().get_envs().find(|(k, _)| *k == key).map(|(_, v)| v.map(ToOwned::to_owned))
+        }
+        let plain = config.command();
+        assert_eq!(has(&plain, "SSL_CERT_FILE"), None);
+        assert!(!plain.as_std().get_args().any(|a| a.to_string_lossy().starts_with("shell_environment_policy")));
+        let ca = CaFiles { cert_file: "/w/tls/auto.pem".into(), cert_dir: "/w/tls/empty".into() };
+        let cmd = ProcessConfig { ca: Some(ca), ..config }.command();
+        assert_eq!(has(&cmd, "SSL_CERT_FILE"), Some(Some("/w/tls/auto.pem".into())));
+        assert_eq!(has(&cmd, "SSL_CERT_DIR"), Some(Some("/w/tls/empty".into())));
+        assert_eq!(has(&cmd, "CODEX_CA_CERTIFICATE"), Some(None), "removed: it would win over SSL_CERT_FILE");
+        let args: Vec<String> = cmd.as_std().get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        let exclude = args.iter().position(|a| a.starts_with("shell_environment_policy.exclude=")).unwrap();
+        assert_eq!(args[exclude - 1], "-c");
+        assert!(exclude < args.iter().position(|a| a.starts_with("skills.")).unwrap(), "before the other overrides");
     }
 }

@@ -24,6 +24,10 @@ pub enum AbortReason {
     /// codex finished the turn, but the conversation's store could not keep it; the turn was
     /// dropped everywhere, so the conversation goes on as if it had not happened.
     StoreFailed,
+    /// codex could not verify the model's certificate with the reduced set of root certificates
+    /// it had: the pool gave its processes the system roots and restarted them. Nothing of the
+    /// turn was kept; send it again.
+    CaBundleReplaced,
 }
 
 impl AbortReason {
@@ -36,6 +40,7 @@ impl AbortReason {
             AbortReason::Shutdown => "shutdown",
             AbortReason::ConsumerLagged => "consumer_lagged",
             AbortReason::StoreFailed => "store_failed",
+            AbortReason::CaBundleReplaced => "ca_bundle_replaced",
         }
     }
 }

@@ -38,6 +38,7 @@
 //! ```
 
 mod actor;
+pub mod ca;
 mod child;
 mod command;
 pub mod config;
@@ -53,7 +54,8 @@ mod stats;
 mod turn;
 
 pub use actor::ProcessState;
-pub use config::{toml_string, ModelProvider, ProcessConfig, BASE_OVERRIDES};
+pub use ca::{CaBundle, CaFiles, CaKind, CaSetup, ModelHosts, ResolvedCa, SystemRoots};
+pub use config::{toml_string, ModelProvider, ProcessConfig, BASE_OVERRIDES, TOOL_ENV_EXCLUDE};
 pub use discovery::{find_checked, find_codex, PINNED_CODEX_VERSION};
 pub use error::{DiscoveryError, ExitReason, ProcessError, SpawnError};
 pub use events::{AbortReason, TurnEvent};

@@ -314,7 +314,7 @@ async fn a_codex_process_killed_while_six_turns_stream() {
         let reply = c
             .post(&format!("/v1/conversations/{id}/turns"), json!({"text": format!("after {id}"), "stream": false}))
             .await
-            .unwrap();
+            .unwrap_or_else(|e| panic!("the next turn of {id}: {e}"));
         assert_eq!(reply.json().unwrap()["text"], format!("echo: after {id}"));
         let msgs = messages(&env.requests_with(&format!("after {id}"))[0]);
         assert!(msgs.iter().any(|(r, t)| r == "assistant" && *t == format!("echo: before {id}")), "{msgs:?}");

@@ -1,8 +1,10 @@
 //! Shared set-up for tests that drive the real pinned `codex app-server` against the fake model.
 
-use codex_pool_mock_model::{MockConfig, MockModel};
+use codex_pool_mock_model::{MockConfig, MockModel, TlsOptions};
+use codex_pool_process::ca::{encode_pem, SystemRoots};
 use codex_pool_process::{find_checked, AppServer, ModelProvider, ProcessConfig, TurnEvent, TurnStream};
 use serde_json::Value;
+use std::path::PathBuf;
 use std::time::Duration;
 use tempfile::TempDir;
 
@@ -33,6 +35,25 @@ impl Env {
         init_tracing();
         let mock = MockModel::start(config).await.expect("mock model starts");
         Env { mock, dir: tempfile::tempdir().expect("temp dir") }
+    }
+
+    /// A fake model over HTTPS, its CA written to `mock-ca.pem` in the scratch folder.
+    pub async fn with_tls() -> Self {
+        init_tracing();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tls = Some(TlsOptions { ca_path: dir.path().join("mock-ca.pem") });
+        let mock = MockModel::start(MockConfig { tls, ..MockConfig::default() }).await.expect("mock model starts");
+        Env { mock, dir }
+    }
+
+    /// A file that stands for the system roots in tests of HTTPS: the system's bundle (if the
+    /// machine has one) plus the fake model's CA.
+    pub fn system_plus_mock_ca(&self) -> PathBuf {
+        let mut roots = SystemRoots::Inherited.load().unwrap_or_default();
+        roots.push(self.mock.ca_der().expect("the fake model serves HTTPS").clone());
+        let path = self.dir.path().join("system-plus-mock-ca.pem");
+        std::fs::write(&path, encode_pem(&roots)).expect("write the roots");
+        path
     }
 
     /// A process config pointed at the fake model, with codex's retries off so failures are quick.
@@ -126,6 +147,13 @@ pub fn kill(pid: u32, signal: i32) {
     unsafe {
         libc::kill(pid as libc::pid_t, signal);
     }
+}
+
+/// The value of variable `name` in the environment of process `pid`, from `/proc`.
+pub fn env_of(pid: u32, name: &str) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let prefix = format!("{name}=");
+    environ.split(|b| *b == 0).find_map(|var| String::from_utf8_lossy(var).strip_prefix(&prefix).map(str::to_owned))
 }
 
 /// Whether process `pid` exists (a zombie counts as gone).

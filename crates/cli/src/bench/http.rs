@@ -4,14 +4,20 @@
 use super::measure::CpuClock;
 use super::{bench_pool, drive, scratch, BenchArgs, RunResult};
 use crate::backend::MockChild;
+use codex_pool_process::ca::SystemRoots;
 use codex_pool_server::client::Client;
 use codex_pool_server::{Service, ServiceConfig};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-pub async fn run(args: &BenchArgs, bin: &std::path::Path, mock: &MockChild) -> anyhow::Result<RunResult> {
+pub async fn run(
+    args: &BenchArgs,
+    system: &SystemRoots,
+    bin: &std::path::Path,
+    mock: &MockChild,
+) -> anyhow::Result<RunResult> {
     let dir = scratch()?;
-    let pool = bench_pool(args, args.profile, bin, mock, dir.path())?;
+    let pool = bench_pool(args, (args.profile, &args.ca_bundle, system), bin, mock, dir.path())?;
     let mut config = ServiceConfig::default();
     config.listen = "127.0.0.1:0".parse()?;
     config.max_running_turns = args.convs.max(1);
@@ -27,6 +33,7 @@ pub async fn run(args: &BenchArgs, bin: &std::path::Path, mock: &MockChild) -> a
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let ready = t0.elapsed();
+    let ca_bundle = pool.stats().ca.bundle;
     let mut conversations = Vec::new();
     for _ in 0..args.convs {
         let created = client.post("/v1/conversations", json!({})).await?.json()?;
@@ -44,7 +51,7 @@ pub async fn run(args: &BenchArgs, bin: &std::path::Path, mock: &MockChild) -> a
     let usage = clock.stop(&pids, mock).await;
     let _ = stop.send(());
     serving.await??;
-    Ok(RunResult { ready, wall, samples, errors, ..usage.into_result() })
+    Ok(RunResult { ca_bundle, ready, wall, samples, errors, ..usage.into_result() })
 }
 
 /// One turn through the service: (time to the first text delta, reply); an empty reply on

@@ -101,6 +101,7 @@ impl CpuClock {
 impl Usage {
     pub fn into_result(self) -> super::RunResult {
         super::RunResult {
+            ca_bundle: String::new(),
             ready: Duration::ZERO,
             wall: Duration::ZERO,
             samples: Vec::new(),

@@ -2,7 +2,9 @@
 //! model (run as a separate process, so its CPU is not counted as ours), printed as one JSON line.
 //! With `--direct`, the same load also runs through a minimal raw client with no pool, in the
 //! same invocation, and the line gains the direct figures and the ratios. With `--versus
-//! PROFILE`, the same load also runs through the pool with another conversation profile.
+//! PROFILE` (or `--versus-ca-bundle CA`), the same load also runs through the pool with another
+//! conversation profile (or other root certificates). With `--tls` the fake model serves HTTPS
+//! with a CA of its own, which every run's "system roots" (the system bundle) then include.
 
 mod direct;
 pub mod hops;
@@ -13,6 +15,8 @@ use crate::backend::{codex_process_config, MockChild};
 use anyhow::Context;
 use clap::Args;
 use codex_pool::{ConversationId, Pool, PoolConfig, Profile, Strategy, TurnEvent, TurnOptions};
+use codex_pool_process::ca::{encode_pem, read_certs, CaSetup, ModelHosts};
+use codex_pool_process::{CaBundle, SystemRoots};
 use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_protocol::types::UserInput;
 use codex_pool_store::SqliteStore;
@@ -62,6 +66,18 @@ pub struct BenchArgs {
     /// The codex binary (default: CODEX_BIN, then the repository's pinned install, then PATH).
     #[arg(long, value_name = "PATH")]
     codex_bin: Option<PathBuf>,
+    /// The root certificates codex trusts: `auto` (a one-certificate placeholder over plain
+    /// http, just the fake model's CA with --tls), `system`, or the path of a PEM file.
+    #[arg(long, value_name = "auto|system|PATH", default_value = "auto")]
+    ca_bundle: CaBundle,
+    /// Also run the same load through the pool with these root certificates (rounds alternate)
+    /// and report the ratios of --ca-bundle to it.
+    #[arg(long, value_name = "auto|system|PATH")]
+    versus_ca_bundle: Option<CaBundle>,
+    /// Serve the fake model over HTTPS with a CA of its own; the system roots of every run are
+    /// the system bundle plus that CA.
+    #[arg(long)]
+    tls: bool,
     /// How often the pool pings each codex process (default: the pool's); the line reports how
     /// long the slowest answer took, to size the hang detection.
     #[arg(long, value_name = "MS")]
@@ -74,6 +90,8 @@ pub struct BenchArgs {
 
 /// Figures of one run.
 struct RunResult {
+    /// The bundle codex had: `minimal`, `auto`, `system` or a path.
+    ca_bundle: String,
     ready: Duration,
     wall: Duration,
     samples: Vec<Sample>,
@@ -94,6 +112,7 @@ impl RunResult {
         let ttft: Vec<f64> = self.samples.iter().filter_map(|s| s.ttft).map(|d| d.as_secs_f64() * 1e3).collect();
         let per_turn = |d: Duration| d.as_secs_f64() * 1e3 / turns.max(1) as f64;
         let mut out = json!({
+            "ca_bundle": self.ca_bundle,
             "turns_per_s": round(turns as f64 / self.wall.as_secs_f64()),
             "lat_p50_ms": round(percentile(&lat, 50.0)),
             "lat_p95_ms": round(percentile(&lat, 95.0)),
@@ -155,26 +174,35 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "--convs, --turns and --pool-size must be positive"
     );
     let bin = codex_pool_process::find_checked(args.codex_bin.as_deref())?;
-    let mock = MockChild::spawn(args.deltas).await?;
+    let shared = scratch()?;
+    let ca_out = args.tls.then(|| shared.path().join("mock-ca.pem"));
+    let mock = MockChild::spawn(args.deltas, ca_out.as_deref()).await?;
+    let system = match &ca_out {
+        Some(ca) => SystemRoots::File(system_plus(ca, shared.path())?),
+        None => SystemRoots::Inherited,
+    };
     // What runs in each round: the pool with --profile, then what it is compared with.
-    let mut arms = vec![Arm::Pool(args.profile)];
+    let mut arms = vec![Arm::Pool(args.profile, args.ca_bundle.clone())];
     if args.direct {
         arms.push(Arm::Direct);
     }
     if args.http {
         arms.push(Arm::Http);
     }
-    if let Some(other) = args.versus {
-        arms.push(Arm::Pool(other));
+    if args.versus.is_some() || args.versus_ca_bundle.is_some() {
+        let profile = args.versus.unwrap_or(args.profile);
+        arms.push(Arm::Pool(profile, args.versus_ca_bundle.clone().unwrap_or_else(|| args.ca_bundle.clone())));
     }
     let mut results: Vec<Option<RunResult>> = arms.iter().map(|_| None).collect();
     for round in 0..args.rounds.max(1) {
         for k in 0..arms.len() {
             let i = (k + round) % arms.len();
-            let result = match arms[i] {
-                Arm::Pool(profile) => run_pool(&args, profile, &bin, &mock).await.context("pool run")?,
-                Arm::Direct => run_direct(&args, &bin, &mock).await.context("direct run")?,
-                Arm::Http => http::run(&args, &bin, &mock).await.context("service run")?,
+            let result = match &arms[i] {
+                Arm::Pool(profile, ca) => {
+                    run_pool(&args, *profile, ca, &system, &bin, &mock).await.context("pool run")?
+                }
+                Arm::Direct => run_direct(&args, &system, &bin, &mock).await.context("direct run")?,
+                Arm::Http => http::run(&args, &system, &bin, &mock).await.context("service run")?,
             };
             absorb(&mut results[i], result);
         }
@@ -184,6 +212,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let direct = if args.direct { results.next().flatten() } else { None };
     let service = if args.http { results.next().flatten() } else { None };
     let versus = results.next().flatten();
+    let versus_profile = args.versus.unwrap_or(args.profile);
     mock.stop().await;
     let rounds = args.rounds.max(1);
     let total = args.convs * args.turns * rounds;
@@ -196,6 +225,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "turns": args.turns,
         "pool_size": args.pool_size,
         "rounds": rounds,
+        "tls": args.tls,
     });
     merge(&mut line, pool.clone());
     if let Some(direct) = direct {
@@ -217,17 +247,23 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         });
         line["http"] = h;
     }
-    if let (Some(versus), Some(other)) = (versus, args.versus) {
+    if let Some(versus) = versus {
         let v = versus.json(total);
         let ratio = |key: &str| round(pool[key].as_f64().unwrap_or(0.0) / v[key].as_f64().unwrap_or(0.0));
-        line["profile_vs_versus"] = json!({
+        let ratios = json!({
             "throughput_ratio": ratio("turns_per_s"),
             "lat_p50_ratio": ratio("lat_p50_ms"),
             "request_bytes_ratio": ratio("request_bytes_per_turn"),
             "codex_cpu_ratio": ratio("codex_cpu_ms_per_turn"),
         });
+        if args.versus.is_some() {
+            line["profile_vs_versus"] = ratios.clone();
+        }
+        if args.versus_ca_bundle.is_some() {
+            line["ca_vs_versus"] = ratios;
+        }
         line["versus"] = v;
-        line["versus"]["profile"] = json!(other.name());
+        line["versus"]["profile"] = json!(versus_profile.name());
     }
     if let Some(hops) = hops::report() {
         line["hops"] = hops;
@@ -246,27 +282,39 @@ fn scratch() -> anyhow::Result<tempfile::TempDir> {
     Ok(tempfile::Builder::new().prefix("codex-pool-bench-").tempdir()?)
 }
 
+/// A file that stands for the system roots with --tls: the system bundle plus the fake
+/// model's CA.
+fn system_plus(mock_ca: &std::path::Path, dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let mut roots = SystemRoots::Inherited.load().unwrap_or_default();
+    roots.extend(read_certs(mock_ca).context("reading the fake model's CA")?);
+    let path = dir.join("system-plus-mock-ca.pem");
+    std::fs::write(&path, encode_pem(&roots)).context("writing the system roots plus the fake model's CA")?;
+    Ok(path)
+}
+
 /// One mode of the benchmark.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Arm {
-    /// Through the pool, with a profile.
-    Pool(Profile),
-    /// Through the minimal raw client, with --profile.
+    /// Through the pool, with a profile and root certificates.
+    Pool(Profile, CaBundle),
+    /// Through the minimal raw client, with --profile and --ca-bundle.
     Direct,
-    /// Through the service (HTTP + SSE), with --profile.
+    /// Through the service (HTTP + SSE), with --profile and --ca-bundle.
     Http,
 }
 
 /// A pool as every arm but the raw client runs it, its files under `dir`.
 fn bench_pool(
     args: &BenchArgs,
-    profile: Profile,
+    (profile, ca, system): (Profile, &CaBundle, &SystemRoots),
     bin: &std::path::Path,
     mock: &MockChild,
     dir: &std::path::Path,
 ) -> anyhow::Result<Pool> {
     let process = codex_process_config(bin.to_path_buf(), dir, &mock.base_url, "mock-model");
     let mut config = PoolConfig::new(process);
+    config.ca_bundle = ca.clone();
+    config.system_roots = system.clone();
     config.size = args.pool_size;
     config.strategy = args.strategy;
     config.default_profile = profile;
@@ -281,13 +329,15 @@ fn bench_pool(
 async fn run_pool(
     args: &BenchArgs,
     profile: Profile,
+    ca: &CaBundle,
+    system: &SystemRoots,
     bin: &std::path::Path,
     mock: &MockChild,
 ) -> anyhow::Result<RunResult> {
     let dir = scratch()?;
-    let pool = bench_pool(args, profile, bin, mock, dir.path())?;
+    let pool = bench_pool(args, (profile, ca, system), bin, mock, dir.path())?;
     let t0 = Instant::now();
-    pool.ensure_started().await?;
+    let ca_bundle = pool.ensure_started().await?.ca.bundle;
     let ready = t0.elapsed();
     let mut threads = Vec::new();
     for _ in 0..args.convs {
@@ -308,13 +358,29 @@ async fn run_pool(
     let checks = slots.iter().map(|s| s.health_checks).sum();
     let slowest = slots.iter().map(|s| s.slowest_check_ms).fold(0.0, f64::max);
     pool.shutdown().await;
-    Ok(RunResult { ready, wall, samples, errors, health: Some((checks, slowest)), ..usage.into_result() })
+    Ok(RunResult { ca_bundle, ready, wall, samples, errors, health: Some((checks, slowest)), ..usage.into_result() })
 }
 
-async fn run_direct(args: &BenchArgs, bin: &std::path::Path, mock: &MockChild) -> anyhow::Result<RunResult> {
+async fn run_direct(
+    args: &BenchArgs,
+    system: &SystemRoots,
+    bin: &std::path::Path,
+    mock: &MockChild,
+) -> anyhow::Result<RunResult> {
     let dir = scratch()?;
-    let process = codex_process_config(bin.to_path_buf(), dir.path(), &mock.base_url, "mock-model");
+    let mut process = codex_process_config(bin.to_path_buf(), dir.path(), &mock.base_url, "mock-model");
+    // The roots the pool would give its processes, decided the same way.
     let t0 = Instant::now();
+    let ca = CaSetup {
+        bundle: args.ca_bundle.clone(),
+        hosts: ModelHosts::of_provider(Some(&mock.base_url))?,
+        system: system.clone(),
+        dir: dir.path().join("tls"),
+        probe_timeout: Duration::from_secs(3),
+    }
+    .resolve()
+    .await?;
+    process.ca = ca.files.clone();
     let mut spawning = Vec::new();
     for _ in 0..args.pool_size {
         let process = process.clone();
@@ -359,7 +425,7 @@ async fn run_direct(args: &BenchArgs, bin: &std::path::Path, mock: &MockChild) -
             client.close().await;
         }
     }
-    Ok(RunResult { ready, wall, samples, errors, ..usage.into_result() })
+    Ok(RunResult { ca_bundle: ca.kind.to_string(), ready, wall, samples, errors, ..usage.into_result() })
 }
 
 /// Runs `turns` turns on each conversation, all conversations at once; `turn` returns the time

@@ -1,0 +1,93 @@
+//! PEM files of certificates: reading them as codex does (every `CERTIFICATE` block), writing
+//! them, and the placeholder certificate of the minimal bundle.
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use std::path::Path;
+
+/// Why a PEM file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PemError {
+    /// The file could not be read.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// A block is not valid PEM.
+    #[error("{0:?}")]
+    Pem(rustls::pki_types::pem::Error),
+}
+
+/// Every certificate in a PEM file (other blocks, such as keys or CRLs, are skipped).
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError> {
+    let bytes = std::fs::read(path)?;
+    CertificateDer::pem_slice_iter(&bytes).collect::<Result<Vec<_>, _>>().map_err(PemError::Pem)
+}
+
+/// The certificates as PEM `CERTIFICATE` blocks.
+pub fn encode(certs: &[CertificateDer<'_>]) -> String {
+    let mut out = String::new();
+    for cert in certs {
+        out.push_str("-----BEGIN CERTIFICATE-----\n");
+        let b64 = base64(cert);
+        for line in b64.as_bytes().chunks(64) {
+            out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+            out.push('\n');
+        }
+        out.push_str("-----END CERTIFICATE-----\n");
+    }
+    out
+}
+
+fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A freshly generated self-signed certificate whose private key is thrown away: a root that
+/// anchors nothing. codex needs at least one certificate in `SSL_CERT_FILE` to build its lean
+/// rustls client (with none it falls back to OpenSSL and the whole system store).
+pub fn placeholder() -> Result<CertificateDer<'static>, rcgen::Error> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(rcgen::DnType::CommonName, "codex-pool placeholder root (trusts nothing)");
+    let key = rcgen::KeyPair::generate()?;
+    Ok(params.self_signed(&key)?.der().clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_the_standard_alphabet_and_padding() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+        assert_eq!(base64(&[0xfb, 0xff]), "+/8=");
+    }
+
+    #[test]
+    fn written_pem_reads_back() {
+        let certs = vec![placeholder().unwrap(), placeholder().unwrap()];
+        assert_ne!(certs[0], certs[1], "each placeholder is new");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.pem");
+        std::fs::write(&path, format!("junk before\n{}", encode(&certs))).unwrap();
+        assert_eq!(read_certs(&path).unwrap(), certs);
+        std::fs::write(&path, "no certificates here\n").unwrap();
+        assert!(read_certs(&path).unwrap().is_empty());
+        assert!(matches!(read_certs(&dir.path().join("missing.pem")), Err(PemError::Io(_))));
+    }
+}
