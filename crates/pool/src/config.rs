@@ -66,7 +66,9 @@ pub struct PoolConfig {
     pub max_loaded_threads_per_process: usize,
     /// How often each process is pinged.
     pub health_interval: Duration,
-    /// A ping unanswered for this long marks the process hung: it is killed and replaced.
+    /// A ping unanswered for this long, while the process wrote nothing for this long either,
+    /// marks it hung: it is killed and replaced. A hang is found within `health_interval +
+    /// health_timeout`.
     pub health_timeout: Duration,
     /// First delay before restarting a failed process; doubles per failure in a row.
     pub restart_backoff: Duration,
@@ -113,8 +115,8 @@ impl PoolConfig {
             overload_wait: Duration::from_secs(30),
             idle_unsubscribe_after: Duration::from_secs(600),
             max_loaded_threads_per_process: 256,
-            health_interval: Duration::from_secs(5),
-            health_timeout: Duration::from_secs(10),
+            health_interval: Duration::from_secs(1),
+            health_timeout: Duration::from_secs(4),
             restart_backoff: Duration::from_millis(250),
             restart_backoff_max: Duration::from_secs(30),
             stable_after: Duration::from_secs(30),

@@ -40,6 +40,8 @@ pub(crate) struct Slot {
     pub healthy: AtomicBool,
     /// Health checks answered.
     pub health_checks: AtomicU64,
+    /// Health checks not answered in time while the process was talking (busy, not hung).
+    pub busy_checks: AtomicU64,
     /// The longest a health check took to be answered, in microseconds.
     pub slowest_check_us: AtomicU64,
     /// The epoch of the root certificates the current process was spawned with.
@@ -56,6 +58,7 @@ impl Slot {
             spawn_failures: AtomicU64::new(0),
             healthy: AtomicBool::new(false),
             health_checks: AtomicU64::new(0),
+            busy_checks: AtomicU64::new(0),
             slowest_check_us: AtomicU64::new(0),
             ca_epoch: AtomicU64::new(0),
         }
@@ -118,6 +121,8 @@ pub struct SlotStats {
     pub spawn_failures: u64,
     /// Health checks answered so far.
     pub health_checks: u64,
+    /// Health checks not answered in time while the process was talking (busy, not hung).
+    pub busy_checks: u64,
     /// The longest a health check took to be answered, in milliseconds.
     pub slowest_check_ms: f64,
     /// The process's own counters (codex's view: turns it ran, threads it reports loaded).
@@ -148,6 +153,7 @@ impl Slot {
             restarts: self.restarts.load(Ordering::Relaxed),
             spawn_failures: self.spawn_failures.load(Ordering::Relaxed),
             health_checks: self.health_checks.load(Ordering::Relaxed),
+            busy_checks: self.busy_checks.load(Ordering::Relaxed),
             slowest_check_ms: self.slowest_check_us.load(Ordering::Relaxed) as f64 / 1000.0,
             process,
         }
@@ -300,8 +306,9 @@ pub(crate) fn backoff(config: &PoolConfig, failures_in_a_row: u32) -> Duration {
     config.restart_backoff.saturating_mul(factor).min(config.restart_backoff_max)
 }
 
-/// Pings the process until it stops answering; returns why it is considered hung. Records how
-/// long each answer took.
+/// Pings the process until it is hung: a ping unanswered within the health timeout while codex
+/// wrote nothing for that long either (a process busy streaming turns may answer slowly, but it
+/// talks; a stopped or wedged one is silent). Returns why. Records how long each answer took.
 async fn watch_health(handle: &AppServerHandle, config: &PoolConfig, slot: &Slot) -> String {
     let mut tick = tokio::time::interval(config.health_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -316,9 +323,18 @@ async fn watch_health(handle: &AppServerHandle, config: &PoolConfig, slot: &Slot
             slot.health_checks.fetch_add(1, Ordering::Relaxed);
         }
         match answer {
+            Err(ProcessError::Timeout { timeout, .. }) if handle.quiet_for() < timeout => {
+                slot.busy_checks.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    slot = slot.index,
+                    process = handle.label(),
+                    ?timeout,
+                    "a health check is slow, but codex talks: busy, not hung"
+                );
+            }
             Err(ProcessError::Timeout { timeout, .. }) => {
                 slot.healthy.store(false, Ordering::Relaxed);
-                return format!("no answer to a health check within {timeout:?}");
+                return format!("no answer to a health check and no output for {timeout:?}");
             }
             Err(ProcessError::StdinBacklog) => return "codex stopped reading its input".to_owned(),
             // Exit (and shutdown) are reported by `exited()`; stay pending so it wins the race.

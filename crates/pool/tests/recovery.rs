@@ -196,3 +196,20 @@ async fn garbage_output_does_not_make_a_process_unhealthy() {
     assert_eq!(stats.slots[0].pid, pid);
     pool.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_process_slow_to_answer_health_checks_is_not_killed() {
+    // SCRIPTED FAKE: a process that keeps writing but answers each ping 2 s late, which the real
+    // codex does only under a load this test cannot make on demand.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = fake_pool("slow-pings", &dir);
+    config.health_interval = Duration::from_millis(100);
+    config.health_timeout = Duration::from_millis(500);
+    let pool = Pool::new(config, Arc::new(MemoryStore::new()));
+    pool.ensure_started().await.unwrap();
+    let pid = pool.stats().slots[0].pid;
+    wait_until("three slow health checks", Duration::from_secs(20), || pool.stats().slots[0].busy_checks >= 3).await;
+    let slot = &pool.stats().slots[0];
+    assert_eq!((slot.restarts, slot.pid, slot.healthy), (0, pid, true), "{slot:?}");
+    pool.shutdown().await;
+}

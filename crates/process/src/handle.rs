@@ -76,6 +76,12 @@ impl AppServerHandle {
         self.inner.stats.snapshot(self.inner.pid)
     }
 
+    /// How long codex has written nothing on stdout (a process streaming a turn is talking,
+    /// however slow it is to answer a request).
+    pub fn quiet_for(&self) -> Duration {
+        self.inner.stats.quiet_for()
+    }
+
     /// Waits until the process is gone (exited, or its stdout closed); returns how.
     pub async fn exited(&self) -> ExitReason {
         let mut rx = self.inner.state.clone();

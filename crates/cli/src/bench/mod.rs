@@ -102,8 +102,9 @@ struct RunResult {
     requests: u64,
     rss_mb: f64,
     codex_rss_mb: f64,
-    /// Health checks answered during the run, and the slowest answer (pool runs only).
-    health: Option<(u64, f64)>,
+    /// Health checks answered during the run, the slowest answer, the checks answered late by a
+    /// busy process, and the processes replaced (pool runs only).
+    health: Option<Health>,
 }
 
 impl RunResult {
@@ -125,11 +126,34 @@ impl RunResult {
             "codex_rss_mb": round(self.codex_rss_mb),
             "errors": self.errors,
         });
-        if let Some((checks, slowest_ms)) = self.health {
-            out["health_checks"] = json!(checks);
-            out["health_check_max_ms"] = json!(round(slowest_ms));
+        if let Some(h) = self.health {
+            out["health_checks"] = json!(h.checks);
+            out["health_check_max_ms"] = json!(round(h.slowest_ms));
+            out["health_checks_busy"] = json!(h.busy);
+            out["restarts"] = json!(h.restarts);
         }
         out
+    }
+}
+
+/// The pool's health checks during a run.
+#[derive(Debug, Clone, Copy)]
+struct Health {
+    checks: u64,
+    slowest_ms: f64,
+    busy: u64,
+    restarts: u64,
+}
+
+impl Health {
+    fn of(pool: &Pool) -> Self {
+        let slots = pool.stats().slots;
+        Health {
+            checks: slots.iter().map(|s| s.health_checks).sum(),
+            slowest_ms: slots.iter().map(|s| s.slowest_check_ms).fold(0.0, f64::max),
+            busy: slots.iter().map(|s| s.busy_checks).sum(),
+            restarts: slots.iter().map(|s| s.restarts).sum(),
+        }
     }
 }
 
@@ -155,7 +179,12 @@ impl RunResult {
         self.rss_mb = self.rss_mb.max(other.rss_mb);
         self.codex_rss_mb = self.codex_rss_mb.max(other.codex_rss_mb);
         self.health = match (self.health, other.health) {
-            (Some((a, x)), Some((b, y))) => Some((a + b, x.max(y))),
+            (Some(a), Some(b)) => Some(Health {
+                checks: a.checks + b.checks,
+                slowest_ms: a.slowest_ms.max(b.slowest_ms),
+                busy: a.busy + b.busy,
+                restarts: a.restarts + b.restarts,
+            }),
             (a, b) => a.or(b),
         };
     }
@@ -354,11 +383,9 @@ async fn run_pool(
     .await;
     let wall = started.elapsed();
     let usage = clock.stop(&pids, mock).await;
-    let slots = pool.stats().slots;
-    let checks = slots.iter().map(|s| s.health_checks).sum();
-    let slowest = slots.iter().map(|s| s.slowest_check_ms).fold(0.0, f64::max);
+    let health = Health::of(&pool);
     pool.shutdown().await;
-    Ok(RunResult { ca_bundle, ready, wall, samples, errors, health: Some((checks, slowest)), ..usage.into_result() })
+    Ok(RunResult { ca_bundle, ready, wall, samples, errors, health: Some(health), ..usage.into_result() })
 }
 
 async fn run_direct(

@@ -296,6 +296,9 @@ impl<W: AsyncWrite + Unpin> Actor<W> {
     }
 
     fn on_line(&mut self, line: std::io::Result<Option<Line>>) {
+        if let Ok(Some(_)) = &line {
+            self.stats.heard();
+        }
         match line {
             Ok(Some(Line::Complete(bytes))) => {
                 if bytes.iter().all(u8::is_ascii_whitespace) {
