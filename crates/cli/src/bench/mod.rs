@@ -10,6 +10,7 @@ mod direct;
 pub mod hops;
 mod http;
 mod measure;
+mod result;
 
 use crate::backend::{codex_process_config, MockChild};
 use anyhow::Context;
@@ -21,7 +22,8 @@ use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_protocol::types::UserInput;
 use codex_pool_store::SqliteStore;
 use direct::DirectClient;
-use measure::{percentile, CpuClock, Sample};
+use measure::{CpuClock, Sample};
+use result::{absorb, round, Health, RunResult};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -86,115 +88,6 @@ pub struct BenchArgs {
     /// and through the raw client) and report the median and 90th percentile of each.
     #[arg(long)]
     pub trace_hops: bool,
-}
-
-/// Figures of one run.
-struct RunResult {
-    /// The bundle codex had: `minimal`, `auto`, `system` or a path.
-    ca_bundle: String,
-    ready: Duration,
-    wall: Duration,
-    samples: Vec<Sample>,
-    errors: usize,
-    client_cpu: Duration,
-    codex_cpu: Duration,
-    request_bytes: u64,
-    requests: u64,
-    rss_mb: f64,
-    codex_rss_mb: f64,
-    /// Health checks answered during the run, the slowest answer, the checks answered late by a
-    /// busy process, and the processes replaced (pool runs only).
-    health: Option<Health>,
-}
-
-impl RunResult {
-    fn json(&self, turns: usize) -> Value {
-        let lat: Vec<f64> = self.samples.iter().map(|s| s.latency.as_secs_f64() * 1e3).collect();
-        let ttft: Vec<f64> = self.samples.iter().filter_map(|s| s.ttft).map(|d| d.as_secs_f64() * 1e3).collect();
-        let per_turn = |d: Duration| d.as_secs_f64() * 1e3 / turns.max(1) as f64;
-        let mut out = json!({
-            "ca_bundle": self.ca_bundle,
-            "turns_per_s": round(turns as f64 / self.wall.as_secs_f64()),
-            "lat_p50_ms": round(percentile(&lat, 50.0)),
-            "lat_p95_ms": round(percentile(&lat, 95.0)),
-            "ttft_p50_ms": round(percentile(&ttft, 50.0)),
-            "ready_s": round(self.ready.as_secs_f64()),
-            "client_cpu_ms_per_turn": round(per_turn(self.client_cpu)),
-            "codex_cpu_ms_per_turn": round(per_turn(self.codex_cpu)),
-            "request_bytes_per_turn": self.request_bytes / self.requests.max(1),
-            "rss_mb": round(self.rss_mb),
-            "codex_rss_mb": round(self.codex_rss_mb),
-            "errors": self.errors,
-        });
-        if let Some(h) = self.health {
-            out["health_checks"] = json!(h.checks);
-            out["health_check_max_ms"] = json!(round(h.slowest_ms));
-            out["health_checks_busy"] = json!(h.busy);
-            out["restarts"] = json!(h.restarts);
-        }
-        out
-    }
-}
-
-/// The pool's health checks during a run.
-#[derive(Debug, Clone, Copy)]
-struct Health {
-    checks: u64,
-    slowest_ms: f64,
-    busy: u64,
-    restarts: u64,
-}
-
-impl Health {
-    fn of(pool: &Pool) -> Self {
-        let slots = pool.stats().slots;
-        Health {
-            checks: slots.iter().map(|s| s.health_checks).sum(),
-            slowest_ms: slots.iter().map(|s| s.slowest_check_ms).fold(0.0, f64::max),
-            busy: slots.iter().map(|s| s.busy_checks).sum(),
-            restarts: slots.iter().map(|s| s.restarts).sum(),
-        }
-    }
-}
-
-fn round(x: f64) -> f64 {
-    if x.is_finite() {
-        (x * 100.0).round() / 100.0
-    } else {
-        0.0
-    }
-}
-
-impl RunResult {
-    /// Adds another round of the same mode.
-    fn absorb(&mut self, other: RunResult) {
-        self.ready = self.ready.max(other.ready);
-        self.wall += other.wall;
-        self.samples.extend(other.samples);
-        self.errors += other.errors;
-        self.client_cpu += other.client_cpu;
-        self.codex_cpu += other.codex_cpu;
-        self.request_bytes += other.request_bytes;
-        self.requests += other.requests;
-        self.rss_mb = self.rss_mb.max(other.rss_mb);
-        self.codex_rss_mb = self.codex_rss_mb.max(other.codex_rss_mb);
-        self.health = match (self.health, other.health) {
-            (Some(a), Some(b)) => Some(Health {
-                checks: a.checks + b.checks,
-                slowest_ms: a.slowest_ms.max(b.slowest_ms),
-                busy: a.busy + b.busy,
-                restarts: a.restarts + b.restarts,
-            }),
-            (a, b) => a.or(b),
-        };
-    }
-}
-
-fn absorb(total: &mut Option<RunResult>, round: RunResult) {
-    match total {
-        Some(t) => t.absorb(round),
-        None => *total = Some(round),
-    }
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
