@@ -35,6 +35,8 @@
 //! # Ok(()) }
 //! ```
 
+#![deny(missing_docs)]
+
 mod reply;
 mod sse;
 mod tls;

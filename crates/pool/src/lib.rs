@@ -22,6 +22,8 @@
 //! - [`Pool::shutdown`] interrupts running turns (each ends with a final event) and ends every
 //!   process and task.
 
+#![deny(missing_docs)]
+
 mod config;
 mod conversations;
 mod error;

@@ -37,6 +37,8 @@
 //! # Ok(()) }
 //! ```
 
+#![deny(missing_docs)]
+
 mod actor;
 pub mod ca;
 mod child;

@@ -61,13 +61,35 @@ impl RpcError {
 #[derive(Debug)]
 pub enum Incoming {
     /// A successful reply to one of our requests.
-    Response { id: RequestId, result: Box<RawValue> },
+    Response {
+        /// The id of our request.
+        id: RequestId,
+        /// The result, raw.
+        result: Box<RawValue>,
+    },
     /// An error reply to one of our requests.
-    Error { id: RequestId, error: RpcError },
+    Error {
+        /// The id of our request.
+        id: RequestId,
+        /// What went wrong.
+        error: RpcError,
+    },
     /// A request from the server that expects our reply.
-    Request { id: RequestId, method: String, params: Option<Box<RawValue>> },
+    Request {
+        /// The id to answer with.
+        id: RequestId,
+        /// The method.
+        method: String,
+        /// Its params, raw.
+        params: Option<Box<RawValue>>,
+    },
     /// A notification from the server.
-    Notification { method: String, params: Option<Box<RawValue>> },
+    Notification {
+        /// The method.
+        method: String,
+        /// Its params, raw.
+        params: Option<Box<RawValue>>,
+    },
 }
 
 /// Why a line could not be read as a message.

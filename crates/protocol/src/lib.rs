@@ -10,6 +10,8 @@
 //! methods come through as raw JSON instead of failing. The test `tests/schema.rs` checks these
 //! types against the JSON Schema that the pinned CLI generates, so a protocol change fails loudly.
 
+#![deny(missing_docs)]
+
 pub mod jsonrpc;
 pub mod methods;
 pub mod notifications;

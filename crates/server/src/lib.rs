@@ -22,6 +22,8 @@
 //! # }
 //! ```
 
+#![deny(missing_docs)]
+
 pub mod api;
 mod auth;
 pub mod client;

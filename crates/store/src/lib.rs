@@ -24,6 +24,8 @@
 //! # Ok(()) }
 //! ```
 
+#![deny(missing_docs)]
+
 #[cfg(test)]
 mod contract;
 mod memory;

@@ -1,5 +1,7 @@
 //! Shared set-up for tests that drive the real pinned `codex app-server` against the fake model.
 
+#![deny(missing_docs)]
+
 use codex_pool_mock_model::{MockConfig, MockModel, TlsOptions};
 use codex_pool_process::ca::{encode_pem, SystemRoots};
 use codex_pool_process::{find_checked, AppServer, ModelProvider, ProcessConfig, TurnEvent, TurnStream};
