@@ -8,8 +8,9 @@
 //! kept here. That is what lets codex keep threads in memory only (no rollout files, no state
 //! database writes per turn), and what will let conversations move between machines.
 //!
-//! [`SqliteStore`] is the default (embedded, one file); [`MemoryStore`] keeps records for the life
-//! of the process. Other databases implement [`ThreadStore`].
+//! [`SqliteStore`] is the default (embedded, one file); [`PostgresStore`] is the store several
+//! nodes share; [`MemoryStore`] keeps records for the life of the process. [`open_store`] picks
+//! SQLite or PostgreSQL from a path or URL. Other databases implement [`ThreadStore`].
 //!
 //! ## Several nodes on one store
 //!
@@ -27,7 +28,8 @@
 //! a write that got in first is seen by the new owner, which reads the history after taking
 //! the lease. A node paused past its lease whose conversation nobody took over may still write
 //! when it resumes: nobody else wrote meanwhile, so the history stays one line. Times of
-//! leases and heartbeats are the store's clock, so the nodes' clocks do not matter.
+//! leases and heartbeats are the store's clock (PostgreSQL's `now()`), so the nodes' clocks
+//! do not matter.
 //!
 //! ```
 //! # async fn demo() -> Result<(), codex_pool_store::StoreError> {
@@ -45,12 +47,16 @@
 #[cfg(test)]
 mod contract;
 mod memory;
+mod open;
 mod ownership;
+mod postgres;
 mod sqlite;
 mod types;
 
 pub use memory::MemoryStore;
+pub use open::{is_postgres_url, open_store};
 pub use ownership::{Lease, NodeId, NodeInfo, NodeStatus, Renewal};
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use types::{now_ms, ConversationId, ListCursor, StoreError, StoredItem, ThreadRecord, TurnRecord};
 
