@@ -125,7 +125,7 @@ async fn write(store: Arc<dyn ThreadStore>, mut rx: mpsc::UnboundedReceiver<Op>)
                 Op::Turn(record, done) => turns.push((record, done)),
                 Op::Settings(id, settings) => {
                     write_turns(&*store, &mut turns).await;
-                    if let Err(e) = store.update_settings(&id, settings).await {
+                    if let Err(e) = store.update_settings(&id, settings, None).await {
                         tracing::warn!(conversation = %id, error = %e, "could not update a conversation's settings");
                     }
                 }

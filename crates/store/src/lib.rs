@@ -8,8 +8,28 @@
 //! kept here. That is what lets codex keep threads in memory only (no rollout files, no state
 //! database writes per turn), and what will let conversations move between machines.
 //!
-//! [`SqliteStore`] is the default (embedded, one file); [`MemoryStore`] keeps records for the life
-//! of the process. Other databases implement [`ThreadStore`].
+//! [`SqliteStore`] is the default (embedded, one file); [`PostgresStore`] is the store several
+//! nodes share; [`MemoryStore`] keeps records for the life of the process. [`open_store`] picks
+//! SQLite or PostgreSQL from a path or URL. Other databases implement [`ThreadStore`].
+//!
+//! ## Several nodes on one store
+//!
+//! When several nodes (codex-pool processes) share a store, each conversation is served by one
+//! node at a time. A node announces itself with [`ThreadStore::register_node`], and repeats it
+//! as its heartbeat. Before it serves a turn it takes the conversation's [`Lease`]
+//! ([`ThreadStore::acquire_lease`]), keeps it with [`ThreadStore::renew_leases`] and gives it up
+//! with [`ThreadStore::release_lease`]. Every change of owner gives the lease a larger fence; the
+//! node puts it on its writes ([`TurnRecord::fence`]), and the store refuses a write whose fence
+//! is no longer the conversation's ([`StoreError::Fenced`]).
+//!
+//! The fencing rule: a write with fence `n` is accepted while the conversation's lease still has
+//! fence `n`, whether or not it has expired. Expiry only lets *another* node take the lease;
+//! once one has, the fence has changed and every later write of the old owner is refused, and
+//! a write that got in first is seen by the new owner, which reads the history after taking
+//! the lease. A node paused past its lease whose conversation nobody took over may still write
+//! when it resumes: nobody else wrote meanwhile, so the history stays one line. Times of
+//! leases and heartbeats are the store's clock (PostgreSQL's `now()`), so the nodes' clocks
+//! do not matter.
 //!
 //! ```
 //! # async fn demo() -> Result<(), codex_pool_store::StoreError> {
@@ -29,10 +49,16 @@
 #[cfg(test)]
 mod contract;
 mod memory;
+mod open;
+mod ownership;
+mod postgres;
 mod sqlite;
 mod types;
 
 pub use memory::MemoryStore;
+pub use open::{is_postgres_url, open_store};
+pub use ownership::{Lease, NodeId, NodeInfo, NodeStatus, Renewal};
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use types::{now_ms, ConversationId, ListCursor, StoreError, StoredItem, ThreadRecord, TurnRecord};
 
@@ -40,6 +66,7 @@ use codex_pool_protocol::methods::ThreadSettings;
 use serde_json::Value;
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 /// A boxed future returned by [`ThreadStore`] methods.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -51,17 +78,25 @@ pub trait ThreadStore: Send + Sync + 'static {
     /// kept.
     fn save(&self, record: ThreadRecord) -> StoreFuture<'_, ()>;
     /// Replaces the settings of an existing conversation; does nothing for an unknown id (one
-    /// released meanwhile is not brought back).
-    fn update_settings<'a>(&'a self, id: &'a ConversationId, settings: ThreadSettings) -> StoreFuture<'a, ()>;
+    /// released meanwhile is not brought back). With a `fence`, only while that is the
+    /// conversation's fence (as [`TurnRecord::fence`]), else [`StoreError::Fenced`].
+    fn update_settings<'a>(
+        &'a self,
+        id: &'a ConversationId,
+        settings: ThreadSettings,
+        fence: Option<u64>,
+    ) -> StoreFuture<'a, ()>;
     /// The record of a conversation.
     fn load<'a>(&'a self, id: &'a ConversationId) -> StoreFuture<'a, Option<ThreadRecord>>;
     /// Appends what turns added, in order, all or nothing: each turn's items go to the end of its
     /// conversation's history, completed turns bump `turns` and `updated_at_ms`. Turns of
-    /// conversations that no longer exist (released meanwhile) are skipped.
+    /// conversations that no longer exist (released meanwhile) are skipped. If a turn carries a
+    /// fence that is not its conversation's any more, nothing is written and the call fails with
+    /// [`StoreError::Fenced`] (naming one such turn).
     fn record_turns(&self, turns: Vec<TurnRecord>) -> StoreFuture<'_, ()>;
     /// A conversation's history, oldest item first (empty for an unknown id).
     fn history<'a>(&'a self, id: &'a ConversationId) -> StoreFuture<'a, Vec<Value>>;
-    /// Forgets a conversation and its history. Returns whether it existed.
+    /// Forgets a conversation, its history and its lease. Returns whether it existed.
     fn delete<'a>(&'a self, id: &'a ConversationId) -> StoreFuture<'a, bool>;
     /// How many conversations are stored.
     fn count(&self) -> StoreFuture<'_, u64>;
@@ -71,6 +106,33 @@ pub trait ThreadStore: Send + Sync + 'static {
     /// Items of a conversation's history after position `after_seq` (0 for the first), at most
     /// `limit`, oldest first.
     fn items<'a>(&'a self, id: &'a ConversationId, after_seq: u64, limit: usize) -> StoreFuture<'a, Vec<StoredItem>>;
+    /// Announces a node, or renews its heartbeat: records its address and the time (the store's
+    /// clock). Called at start and then periodically.
+    fn register_node<'a>(&'a self, node: &'a NodeInfo) -> StoreFuture<'a, ()>;
+    /// The nodes that have registered, by id, with their last heartbeat and how many
+    /// conversations each holds an unexpired lease on.
+    fn nodes(&self) -> StoreFuture<'_, Vec<NodeStatus>>;
+    /// Takes the lease on a conversation for `node`, for `ttl` from now (the store's clock): when
+    /// nobody holds it, when its holder's lease expired (a new fence then), or when `node`
+    /// holds it already (renewed, same fence). Fails with [`StoreError::OwnedElsewhere`] while
+    /// another node holds an unexpired lease. The conversation need not exist yet.
+    fn acquire_lease<'a>(
+        &'a self,
+        conversation: &'a ConversationId,
+        node: &'a NodeId,
+        ttl: Duration,
+    ) -> StoreFuture<'a, Lease>;
+    /// Extends, to `ttl` from now, the leases `node` still holds among `conversations` (expired
+    /// ones too, if nobody took them over: their fences are unchanged), and says which it lost.
+    fn renew_leases<'a>(
+        &'a self,
+        node: &'a NodeId,
+        conversations: &'a [ConversationId],
+        ttl: Duration,
+    ) -> StoreFuture<'a, Renewal>;
+    /// Gives up `node`'s lease on a conversation, so another node can take it at once. Returns
+    /// whether `node` held it. Its fence is never given out again.
+    fn release_lease<'a>(&'a self, conversation: &'a ConversationId, node: &'a NodeId) -> StoreFuture<'a, bool>;
     /// Writes out what the backend still buffers and shrinks its files (called at shutdown);
     /// the store stays usable.
     fn close(&self) -> StoreFuture<'_, ()> {

@@ -1,20 +1,50 @@
 //! A store that keeps records for the life of the process.
 
-use crate::{now_ms, ConversationId, ListCursor, StoreFuture, StoredItem, ThreadRecord, ThreadStore, TurnRecord};
+use crate::ownership::ttl_ms;
+use crate::{
+    now_ms, ConversationId, Lease, ListCursor, NodeId, NodeInfo, NodeStatus, Renewal, StoreError, StoreFuture,
+    StoredItem, ThreadRecord, ThreadStore, TurnRecord,
+};
 use codex_pool_protocol::methods::ThreadSettings;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
-/// A [`ThreadStore`] in memory: conversations survive process crashes but not a restart.
+/// A [`ThreadStore`] in memory: conversations survive process crashes but not a restart. Leases
+/// and heartbeats use this machine's clock.
 #[derive(Default)]
 pub struct MemoryStore {
-    threads: Mutex<HashMap<ConversationId, Stored>>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    threads: HashMap<ConversationId, Stored>,
+    leases: HashMap<ConversationId, Lease>,
+    nodes: HashMap<NodeId, (String, i64)>,
+    /// The last fence given out (fences are never reused, whatever is deleted).
+    last_fence: u64,
 }
 
 struct Stored {
     record: ThreadRecord,
     history: Vec<StoredItem>,
+}
+
+impl State {
+    /// Whether a write to `id` with `fence` may happen: no fence, an unknown conversation (the
+    /// write is skipped anyway), or the conversation's lease has that fence.
+    fn fence_allows(&self, id: &ConversationId, fence: Option<u64>) -> Result<(), StoreError> {
+        match fence {
+            Some(fence)
+                if self.threads.contains_key(id) && self.leases.get(id).is_none_or(|lease| lease.fence != fence) =>
+            {
+                Err(StoreError::Fenced { thread_id: id.to_string(), fence })
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 impl MemoryStore {
@@ -23,85 +53,188 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn with<T: Send + 'static>(&self, f: impl FnOnce(&mut HashMap<ConversationId, Stored>) -> T) -> StoreFuture<'_, T> {
-        let out = f(&mut self.threads.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
-        Box::pin(async move { Ok(out) })
+    fn with<T: Send + 'static>(&self, f: impl FnOnce(&mut State) -> Result<T, StoreError>) -> StoreFuture<'_, T> {
+        let out = f(&mut self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        Box::pin(async move { out })
     }
 }
 
 impl ThreadStore for MemoryStore {
     fn save(&self, record: ThreadRecord) -> StoreFuture<'_, ()> {
-        self.with(|threads| match threads.get_mut(&record.id) {
-            Some(stored) => {
-                stored.record = ThreadRecord { created_at_ms: stored.record.created_at_ms, ..record };
+        self.with(|state| {
+            match state.threads.get_mut(&record.id) {
+                Some(stored) => {
+                    stored.record = ThreadRecord { created_at_ms: stored.record.created_at_ms, ..record };
+                }
+                None => {
+                    state.threads.insert(record.id.clone(), Stored { record, history: Vec::new() });
+                }
             }
-            None => {
-                threads.insert(record.id.clone(), Stored { record, history: Vec::new() });
-            }
+            Ok(())
         })
     }
 
-    fn update_settings<'a>(&'a self, id: &'a ConversationId, settings: ThreadSettings) -> StoreFuture<'a, ()> {
-        self.with(|threads| {
-            if let Some(stored) = threads.get_mut(id) {
+    fn update_settings<'a>(
+        &'a self,
+        id: &'a ConversationId,
+        settings: ThreadSettings,
+        fence: Option<u64>,
+    ) -> StoreFuture<'a, ()> {
+        self.with(|state| {
+            state.fence_allows(id, fence)?;
+            if let Some(stored) = state.threads.get_mut(id) {
                 stored.record.settings = settings;
             }
+            Ok(())
         })
     }
 
     fn load<'a>(&'a self, id: &'a ConversationId) -> StoreFuture<'a, Option<ThreadRecord>> {
-        self.with(|threads| threads.get(id).map(|s| s.record.clone()))
+        self.with(|state| Ok(state.threads.get(id).map(|s| s.record.clone())))
     }
 
     fn record_turns(&self, turns: Vec<TurnRecord>) -> StoreFuture<'_, ()> {
-        self.with(|threads| {
+        self.with(|state| {
+            for turn in &turns {
+                state.fence_allows(&turn.conversation, turn.fence)?;
+            }
             let now = now_ms();
             for turn in turns {
-                let Some(stored) = threads.get_mut(&turn.conversation) else { continue };
+                let Some(stored) = state.threads.get_mut(&turn.conversation) else { continue };
                 for item in turn.items {
                     let seq = stored.history.len() as u64 + 1;
                     stored.history.push(StoredItem { seq, turn_id: turn.turn_id.clone(), item });
                 }
                 if turn.completed {
                     stored.record.turns += 1;
-                    stored.record.updated_at_ms = now;
+                    stored.record.updated_at_ms = stored.record.updated_at_ms.max(now);
                 }
             }
+            Ok(())
         })
     }
 
     fn history<'a>(&'a self, id: &'a ConversationId) -> StoreFuture<'a, Vec<Value>> {
-        self.with(|threads| {
-            threads.get(id).map(|s| s.history.iter().map(|i| i.item.clone()).collect()).unwrap_or_default()
+        self.with(|state| {
+            Ok(state.threads.get(id).map(|s| s.history.iter().map(|i| i.item.clone()).collect()).unwrap_or_default())
         })
     }
 
     fn delete<'a>(&'a self, id: &'a ConversationId) -> StoreFuture<'a, bool> {
-        self.with(|threads| threads.remove(id).is_some())
+        self.with(|state| {
+            state.leases.remove(id);
+            Ok(state.threads.remove(id).is_some())
+        })
     }
 
     fn count(&self) -> StoreFuture<'_, u64> {
-        self.with(|threads| threads.len() as u64)
+        self.with(|state| Ok(state.threads.len() as u64))
     }
 
     fn list(&self, after: Option<ListCursor>, limit: usize) -> StoreFuture<'_, Vec<ThreadRecord>> {
-        self.with(move |threads| {
+        self.with(move |state| {
             let key = |r: &ThreadRecord| (r.created_at_ms, r.id.clone());
-            let mut records: Vec<ThreadRecord> = threads
+            let mut records: Vec<ThreadRecord> = state
+                .threads
                 .values()
                 .map(|s| s.record.clone())
                 .filter(|r| after.as_ref().is_none_or(|c| key(r) < (c.created_at_ms, c.id.clone())))
                 .collect();
             records.sort_by_key(|r| std::cmp::Reverse(key(r)));
             records.truncate(limit);
-            records
+            Ok(records)
         })
     }
 
     fn items<'a>(&'a self, id: &'a ConversationId, after_seq: u64, limit: usize) -> StoreFuture<'a, Vec<StoredItem>> {
-        self.with(move |threads| {
-            let Some(stored) = threads.get(id) else { return Vec::new() };
-            stored.history.iter().filter(|i| i.seq > after_seq).take(limit).cloned().collect()
+        self.with(move |state| {
+            let Some(stored) = state.threads.get(id) else { return Ok(Vec::new()) };
+            Ok(stored.history.iter().filter(|i| i.seq > after_seq).take(limit).cloned().collect())
+        })
+    }
+
+    fn register_node<'a>(&'a self, node: &'a NodeInfo) -> StoreFuture<'a, ()> {
+        self.with(|state| {
+            state.nodes.insert(node.id.clone(), (node.address.clone(), now_ms()));
+            Ok(())
+        })
+    }
+
+    fn nodes(&self) -> StoreFuture<'_, Vec<NodeStatus>> {
+        self.with(|state| {
+            let now = now_ms();
+            let mut nodes: Vec<NodeStatus> = state
+                .nodes
+                .iter()
+                .map(|(id, (address, heartbeat_at_ms))| NodeStatus {
+                    id: id.clone(),
+                    address: address.clone(),
+                    heartbeat_at_ms: *heartbeat_at_ms,
+                    heartbeat_age_ms: now.saturating_sub(*heartbeat_at_ms).max(0) as u64,
+                    conversations: state.leases.values().filter(|l| &l.node == id && l.expires_at_ms > now).count()
+                        as u64,
+                })
+                .collect();
+            nodes.sort_by(|a, b| a.id.cmp(&b.id));
+            Ok(nodes)
+        })
+    }
+
+    fn acquire_lease<'a>(
+        &'a self,
+        conversation: &'a ConversationId,
+        node: &'a NodeId,
+        ttl: Duration,
+    ) -> StoreFuture<'a, Lease> {
+        self.with(|state| {
+            let now = now_ms();
+            let expires_at_ms = now.saturating_add(ttl_ms(ttl));
+            let fence = match state.leases.get(conversation) {
+                Some(held) if &held.node == node => held.fence,
+                Some(held) if held.expires_at_ms > now => {
+                    return Err(StoreError::OwnedElsewhere {
+                        thread_id: conversation.to_string(),
+                        node: held.node.clone(),
+                        address: state.nodes.get(&held.node).map(|(address, _)| address.clone()),
+                    });
+                }
+                _ => {
+                    state.last_fence += 1;
+                    state.last_fence
+                }
+            };
+            let lease = Lease { conversation: conversation.clone(), node: node.clone(), fence, expires_at_ms };
+            state.leases.insert(conversation.clone(), lease.clone());
+            Ok(lease)
+        })
+    }
+
+    fn renew_leases<'a>(
+        &'a self,
+        node: &'a NodeId,
+        conversations: &'a [ConversationId],
+        ttl: Duration,
+    ) -> StoreFuture<'a, Renewal> {
+        self.with(|state| {
+            let expires_at_ms = now_ms().saturating_add(ttl_ms(ttl));
+            let mut held = Vec::new();
+            for id in conversations {
+                if let Some(lease) = state.leases.get_mut(id).filter(|lease| &lease.node == node) {
+                    lease.expires_at_ms = expires_at_ms;
+                    held.push(id.clone());
+                }
+            }
+            Ok(Renewal::sort(conversations, &held, expires_at_ms))
+        })
+    }
+
+    fn release_lease<'a>(&'a self, conversation: &'a ConversationId, node: &'a NodeId) -> StoreFuture<'a, bool> {
+        self.with(|state| {
+            let held = state.leases.get(conversation).is_some_and(|lease| &lease.node == node);
+            if held {
+                state.leases.remove(conversation);
+            }
+            Ok(held)
         })
     }
 }

@@ -1,5 +1,6 @@
 //! The records a store keeps, their ids, and its errors.
 
+use crate::NodeId;
 use codex_pool_protocol::methods::ThreadSettings;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -103,6 +104,30 @@ pub enum StoreError {
         /// The newest this build knows.
         known: i64,
     },
+    /// Another node holds an unexpired lease on the conversation: its turns go there.
+    #[error(
+        "conversation {thread_id} is served by node {node}{}; send its turns there, or retry when that node's lease runs out",
+        address.as_deref().map(|a| format!(" at {a}")).unwrap_or_default()
+    )]
+    OwnedElsewhere {
+        /// The conversation.
+        thread_id: String,
+        /// The node that holds its lease.
+        node: NodeId,
+        /// Where that node said it can be reached (`None` if it never registered).
+        address: Option<String>,
+    },
+    /// A write carried a fence that is no longer the conversation's: another node has taken it
+    /// over (or the lease was released). Nothing of the call was written.
+    #[error(
+        "the write to conversation {thread_id} was refused: its fence {fence} is no longer the conversation's (another node took it over, or the lease was released); nothing was written"
+    )]
+    Fenced {
+        /// The conversation.
+        thread_id: String,
+        /// The fence the refused write carried.
+        fence: u64,
+    },
     /// Any other failure of the backend.
     #[error("the thread store failed ({backend}: {message})")]
     Backend {
@@ -163,12 +188,21 @@ pub struct TurnRecord {
     pub items: Vec<Value>,
     /// codex finished the turn (completed, interrupted or failed): it counts in `turns`.
     pub completed: bool,
+    /// The fence of the writer's lease on the conversation ([`Lease::fence`](crate::Lease::fence)):
+    /// the turn is written only while that is still the conversation's fence, else the whole
+    /// batch fails with [`StoreError::Fenced`]. `None` (one node alone): no lease is checked.
+    pub fence: Option<u64>,
 }
 
 impl TurnRecord {
     /// A turn codex finished.
     pub fn completed(conversation: impl Into<ConversationId>, turn_id: impl Into<String>, items: Vec<Value>) -> Self {
-        Self { conversation: conversation.into(), turn_id: turn_id.into(), items, completed: true }
+        Self { conversation: conversation.into(), turn_id: turn_id.into(), items, completed: true, fence: None }
+    }
+
+    /// The same turn, written only under the lease with this fence.
+    pub fn with_fence(self, fence: u64) -> Self {
+        Self { fence: Some(fence), ..self }
     }
 }
 

@@ -1,18 +1,22 @@
 //! The embedded SQLite store.
 
+mod leases;
 mod schema;
 #[cfg(test)]
 mod tests;
 
+use crate::ownership::ttl_ms;
 use crate::{
-    now_ms, ConversationId, ListCursor, StoreError, StoreFuture, StoredItem, ThreadRecord, ThreadStore, TurnRecord,
+    now_ms, ConversationId, Lease, ListCursor, NodeId, NodeInfo, NodeStatus, Renewal, StoreError, StoreFuture,
+    StoredItem, ThreadRecord, ThreadStore, TurnRecord,
 };
 use codex_pool_protocol::methods::ThreadSettings;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use schema::{migrate, Db, BACKEND};
 use serde_json::Value;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Pages of write-ahead log after which SQLite copies it into the database (about 1 MiB).
 const WAL_CHECKPOINT_PAGES: i64 = 256;
@@ -20,7 +24,7 @@ const WAL_CHECKPOINT_PAGES: i64 = 256;
 const WAL_SIZE_LIMIT: i64 = 1 << 20;
 
 /// A [`ThreadStore`] in one SQLite file (WAL mode). Queries run on tokio's blocking pool, so no
-/// async task waits on disk. The write-ahead log is checkpointed every ~1 MiB and cut back to
+/// async task waits on disk. Leases and heartbeats use this machine's clock. The write-ahead log is checkpointed every ~1 MiB and cut back to
 /// 1 MiB, and emptied by [`ThreadStore::close`], so the files grow with the history only.
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -187,13 +191,19 @@ impl ThreadStore for SqliteStore {
         })
     }
 
-    fn update_settings<'a>(&'a self, id: &'a ConversationId, settings: ThreadSettings) -> StoreFuture<'a, ()> {
+    fn update_settings<'a>(
+        &'a self,
+        id: &'a ConversationId,
+        settings: ThreadSettings,
+        fence: Option<u64>,
+    ) -> StoreFuture<'a, ()> {
         let id = id.clone();
         self.run(move |conn| {
             let settings = serde_json::to_string(&settings).map_err(|e| corrupt(&id, e))?;
-            conn.execute("UPDATE threads SET settings = ?2 WHERE thread_id = ?1", params![id.as_str(), settings])
-                .db()?;
-            Ok(())
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).db()?;
+            leases::check_fence(&tx, &id, fence)?;
+            tx.execute("UPDATE threads SET settings = ?2 WHERE thread_id = ?1", params![id.as_str(), settings]).db()?;
+            tx.commit().db()
         })
     }
 
@@ -208,7 +218,11 @@ impl ThreadStore for SqliteStore {
 
     fn record_turns(&self, turns: Vec<TurnRecord>) -> StoreFuture<'_, ()> {
         self.run_now(move |conn| {
-            let tx = conn.transaction().db()?;
+            // The write lock from the start: the fences checked stay the leases' until the commit.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).db()?;
+            for turn in &turns {
+                leases::check_fence(&tx, &turn.conversation, turn.fence)?;
+            }
             let now = now_ms();
             for turn in &turns {
                 let id = turn.conversation.as_str();
@@ -254,6 +268,7 @@ impl ThreadStore for SqliteStore {
             let tx = conn.transaction().db()?;
             let n = tx.execute("DELETE FROM threads WHERE thread_id = ?1", [id.as_str()]).db()?;
             tx.execute("DELETE FROM thread_items WHERE thread_id = ?1", [id.as_str()]).db()?;
+            tx.execute("DELETE FROM leases WHERE thread_id = ?1", [id.as_str()]).db()?;
             tx.commit().db()?;
             Ok(n > 0)
         })
@@ -302,6 +317,40 @@ impl ThreadStore for SqliteStore {
             })
             .collect()
         })
+    }
+
+    fn register_node<'a>(&'a self, node: &'a NodeInfo) -> StoreFuture<'a, ()> {
+        let node = node.clone();
+        self.run(move |conn| leases::register_node(conn, &node))
+    }
+
+    fn nodes(&self) -> StoreFuture<'_, Vec<NodeStatus>> {
+        self.run(|conn| leases::nodes(conn))
+    }
+
+    fn acquire_lease<'a>(
+        &'a self,
+        conversation: &'a ConversationId,
+        node: &'a NodeId,
+        ttl: Duration,
+    ) -> StoreFuture<'a, Lease> {
+        let (conversation, node) = (conversation.clone(), node.clone());
+        self.run_now(move |conn| leases::acquire(conn, &conversation, &node, ttl_ms(ttl)))
+    }
+
+    fn renew_leases<'a>(
+        &'a self,
+        node: &'a NodeId,
+        conversations: &'a [ConversationId],
+        ttl: Duration,
+    ) -> StoreFuture<'a, Renewal> {
+        let (node, conversations) = (node.clone(), conversations.to_vec());
+        self.run(move |conn| leases::renew(conn, &node, &conversations, ttl_ms(ttl)))
+    }
+
+    fn release_lease<'a>(&'a self, conversation: &'a ConversationId, node: &'a NodeId) -> StoreFuture<'a, bool> {
+        let (conversation, node) = (conversation.clone(), node.clone());
+        self.run(move |conn| leases::release(conn, &conversation, &node))
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {

@@ -24,6 +24,25 @@ const MIGRATIONS: &[&str] = &[
          item      TEXT NOT NULL,
          PRIMARY KEY (thread_id, seq)
      ) WITHOUT ROWID;",
+    // 2: nodes, and leases on conversations with their fences (the last one given out is kept
+    // apart, so no fence is reused when a lease is released or its conversation deleted).
+    "CREATE TABLE nodes (
+         node_id         TEXT PRIMARY KEY,
+         address         TEXT NOT NULL,
+         heartbeat_at_ms INTEGER NOT NULL
+     );
+     CREATE TABLE leases (
+         thread_id     TEXT PRIMARY KEY,
+         node_id       TEXT NOT NULL,
+         fence         INTEGER NOT NULL,
+         expires_at_ms INTEGER NOT NULL
+     );
+     CREATE INDEX leases_node ON leases (node_id);
+     CREATE TABLE lease_fences (
+         id   INTEGER PRIMARY KEY CHECK (id = 1),
+         last INTEGER NOT NULL
+     );
+     INSERT INTO lease_fences VALUES (1, 0);",
 ];
 
 pub(super) const BACKEND: &str = "sqlite";

@@ -32,7 +32,7 @@ async fn a_newer_schema_is_refused() {
     let path = dir.path().join("threads.db");
     Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
     let err = SqliteStore::open(&path).err().expect("refused");
-    assert!(matches!(err, StoreError::NewerSchema { found: 99, known: 1 }), "{err}");
+    assert!(matches!(err, StoreError::NewerSchema { found: 99, known: 2 }), "{err}");
     assert!(err.to_string().contains("upgrade codex-pool"), "{err}");
 }
 

@@ -1,5 +1,7 @@
 //! The contract every [`ThreadStore`] keeps, as one test run against each of them.
 
+mod ownership;
+
 use crate::*;
 use serde_json::json;
 
@@ -45,9 +47,9 @@ pub(crate) async fn exercise(store: &dyn ThreadStore) {
     assert_eq!(store.count().await.unwrap(), 2);
 
     let again = ThreadSettings { model: Some("n".into()), ..settings.clone() };
-    store.update_settings(&a_id, again.clone()).await.unwrap();
+    store.update_settings(&a_id, again.clone(), None).await.unwrap();
     assert_eq!(store.load(&a_id).await.unwrap().unwrap().settings, again);
-    store.update_settings(&gone, again).await.unwrap();
+    store.update_settings(&gone, again, None).await.unwrap();
     assert_eq!(store.load(&gone).await.unwrap(), None, "no record is created");
 
     assert!(store.delete(&a_id).await.unwrap());
@@ -63,6 +65,7 @@ pub(crate) async fn exercise(store: &dyn ThreadStore) {
 
     listing(store).await;
     paging_items(store).await;
+    ownership::exercise(store).await;
 }
 
 /// The list runs newest first, page by page, and carries profile and metadata.

@@ -1,0 +1,118 @@
+//! Who serves which conversation when several nodes share one store: nodes, their leases and
+//! fences (the rule is in the crate's documentation).
+
+use crate::ConversationId;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The id of a node: one codex-pool process among those sharing a store.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NodeId(String);
+
+impl NodeId {
+    /// Wraps an id.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<String> for NodeId {
+    fn from(id: String) -> Self {
+        Self(id)
+    }
+}
+
+impl From<&str> for NodeId {
+    fn from(id: &str) -> Self {
+        Self(id.to_owned())
+    }
+}
+
+/// A node as it announces itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeInfo {
+    /// Its id.
+    pub id: NodeId,
+    /// Where other nodes and clients reach it (e.g. `http://10.0.0.5:8080`); shown to them as is.
+    pub address: String,
+}
+
+impl NodeInfo {
+    /// A node with its advertised address.
+    pub fn new(id: impl Into<NodeId>, address: impl Into<String>) -> Self {
+        Self { id: id.into(), address: address.into() }
+    }
+}
+
+/// A node as the store knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeStatus {
+    /// Its id.
+    pub id: NodeId,
+    /// The address it announced last.
+    pub address: String,
+    /// Its last heartbeat, by the store's clock (ms since the epoch).
+    pub heartbeat_at_ms: i64,
+    /// How long ago that was, by the store's clock (so the nodes' own clocks do not matter).
+    pub heartbeat_age_ms: u64,
+    /// Conversations it holds an unexpired lease on.
+    pub conversations: u64,
+}
+
+/// A node's right to serve a conversation, and the fence its writes carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Lease {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// The node that holds it.
+    pub node: NodeId,
+    /// The fencing number: the same while the node keeps the lease, larger after every change
+    /// of owner, never reused for the conversation (there may be gaps).
+    pub fence: u64,
+    /// When it runs out unless renewed, by the store's clock (ms since the epoch). A node should
+    /// count its own deadline from when it asked, by its own clock, so a slow answer errs short.
+    pub expires_at_ms: i64,
+}
+
+/// What [`ThreadStore::renew_leases`](crate::ThreadStore::renew_leases) found.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Renewal {
+    /// The conversations whose lease the node still held: renewed until `expires_at_ms`, fences
+    /// unchanged.
+    pub renewed: Vec<ConversationId>,
+    /// The conversations it no longer holds (taken over, released or deleted): it must stop
+    /// serving them, and its writes to them are refused.
+    pub lost: Vec<ConversationId>,
+    /// When the renewed leases run out, by the store's clock (ms since the epoch).
+    pub expires_at_ms: i64,
+}
+
+impl Renewal {
+    /// Sorts `asked` into renewed (those in `held`) and lost, keeping the order asked.
+    pub(crate) fn sort(asked: &[ConversationId], held: &[ConversationId], expires_at_ms: i64) -> Self {
+        let held: std::collections::HashSet<&ConversationId> = held.iter().collect();
+        let (renewed, lost) = asked.iter().cloned().partition(|id| held.contains(id));
+        Self { renewed, lost, expires_at_ms }
+    }
+}
+
+/// Milliseconds in a lease's time to live, as the stores count it.
+pub(crate) fn ttl_ms(ttl: std::time::Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,105 @@
+//! The PostgreSQL schema and its migrations.
+
+use super::db::Db;
+use crate::StoreError;
+
+/// The schema, one step per version (`codex_pool_schema.version` says how many have run). Ids
+/// compare byte by byte (`COLLATE "C"`), as in SQLite and in memory, so every store lists
+/// conversations in the same order. Items, settings and metadata are JSON text, kept exactly as
+/// written (no `jsonb`: it would reorder keys and refuse `\u0000` in strings).
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 1: conversations and their histories; nodes; leases with their fences. `next_seq` is the
+    // position the conversation's next item takes; fences come from a sequence, so none is
+    // reused when a lease is released or its conversation deleted.
+    r#"CREATE TABLE threads (
+           thread_id     text COLLATE "C" PRIMARY KEY,
+           settings      text NOT NULL,
+           profile       text NOT NULL,
+           ephemeral     boolean NOT NULL DEFAULT false,
+           metadata      text NOT NULL DEFAULT '{}',
+           created_at_ms bigint NOT NULL,
+           updated_at_ms bigint NOT NULL,
+           turns         bigint NOT NULL DEFAULT 0,
+           next_seq      bigint NOT NULL DEFAULT 1
+       );
+       CREATE INDEX threads_newest ON threads (created_at_ms, thread_id);
+       CREATE TABLE thread_items (
+           thread_id text COLLATE "C" NOT NULL,
+           seq       bigint NOT NULL,
+           turn_id   text NOT NULL,
+           item      text NOT NULL,
+           PRIMARY KEY (thread_id, seq)
+       );
+       CREATE TABLE nodes (
+           node_id      text COLLATE "C" PRIMARY KEY,
+           address      text NOT NULL,
+           heartbeat_at timestamptz NOT NULL
+       );
+       CREATE TABLE leases (
+           thread_id  text COLLATE "C" PRIMARY KEY,
+           node_id    text COLLATE "C" NOT NULL,
+           fence      bigint NOT NULL,
+           expires_at timestamptz NOT NULL
+       );
+       CREATE INDEX leases_node ON leases (node_id, expires_at);
+       CREATE SEQUENCE lease_fences;"#,
+];
+
+/// The advisory lock that lets one process at a time migrate a database ("codexpoo").
+const MIGRATION_LOCK: i64 = 0x636f_6465_7870_6f6f;
+
+/// The schema's version, without writing anything (0: no schema yet).
+async fn version(db: &Db) -> Result<i64, StoreError> {
+    let exists = db.query("SELECT to_regclass('codex_pool_schema') IS NOT NULL", &[]).await?;
+    if !exists.first().is_some_and(|r| r.get::<_, bool>(0)) {
+        return Ok(0);
+    }
+    let rows = db.query("SELECT max(version) FROM codex_pool_schema", &[]).await?;
+    Ok(rows.first().and_then(|r| r.get::<_, Option<i64>>(0)).unwrap_or(0))
+}
+
+/// Brings the database to the newest schema, in one transaction under an advisory lock, so
+/// nodes starting at once neither both create it nor see it half made; a database already up
+/// to date is only read (so a read-only one opens, and its writes fail as read-only). A
+/// database written by a newer codex-pool is refused rather than misread. Returns the version
+/// found.
+pub(super) async fn migrate(db: &Db) -> Result<i64, StoreError> {
+    let known = MIGRATIONS.len() as i64;
+    let found = version(db).await?;
+    if found > known {
+        return Err(StoreError::NewerSchema { found, known });
+    }
+    if found == known {
+        return Ok(found);
+    }
+    db.timed(async {
+        let mut client = db.client().await?;
+        let tx = client.transaction().await.map_err(|e| db.error(&e))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(|e| db.error(&e))?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS codex_pool_schema (version bigint NOT NULL)")
+            .await
+            .map_err(|e| db.error(&e))?;
+        // Read again under the lock: another node may have migrated meanwhile.
+        let row = tx.query_opt("SELECT max(version) FROM codex_pool_schema", &[]).await.map_err(|e| db.error(&e))?;
+        let version: i64 = row.and_then(|r| r.get::<_, Option<i64>>(0)).unwrap_or(0);
+        if version > known {
+            return Err(StoreError::NewerSchema { found: version, known });
+        }
+        for (n, step) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.batch_execute(step).await.map_err(|e| {
+                let e = db.error(&e);
+                tracing::error!(server = db.server(), version = n + 1, error = %e, "the store's migration failed");
+                e
+            })?;
+        }
+        if version < known {
+            tx.execute("DELETE FROM codex_pool_schema", &[]).await.map_err(|e| db.error(&e))?;
+            tx.execute("INSERT INTO codex_pool_schema (version) VALUES ($1)", &[&known])
+                .await
+                .map_err(|e| db.error(&e))?;
+        }
+        tx.commit().await.map_err(|e| db.error(&e))?;
+        Ok(version)
+    })
+    .await
+}
