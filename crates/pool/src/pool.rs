@@ -4,6 +4,7 @@
 //! together for each call.
 
 use crate::config::PoolConfig;
+use crate::counters::{Counters, PoolCounters};
 use crate::error::PoolError;
 use crate::placement::Placer;
 use crate::routing::Routing;
@@ -50,6 +51,7 @@ pub(crate) struct PoolInner {
     pub routing: Arc<Routing>,
     pub placer: Arc<Placer>,
     pub writer: Arc<StoreWriter>,
+    pub counters: Arc<Counters>,
     lifecycle: Mutex<Lifecycle>,
     shutdown: watch::Sender<bool>,
 }
@@ -82,6 +84,8 @@ pub struct PoolStats {
     pub active_turns: usize,
     /// Each process slot.
     pub slots: Vec<SlotStats>,
+    /// What the pool counted since it was made: rebuilds, waits for room.
+    pub counters: PoolCounters,
 }
 
 impl Pool {
@@ -95,7 +99,15 @@ impl Pool {
             slots.push(Arc::new(Slot::new(index, rx, config.max_turns_per_process)));
         }
         let writer = Arc::new(StoreWriter::new(store.clone()));
-        let placer = Arc::new(Placer::new(&config, slots.clone(), routing.clone(), store.clone(), writer.clone()));
+        let counters = Arc::new(Counters::default());
+        let placer = Arc::new(Placer::new(
+            &config,
+            slots.clone(),
+            routing.clone(),
+            store.clone(),
+            writer.clone(),
+            counters.clone(),
+        ));
         Pool {
             inner: Arc::new(PoolInner {
                 config: Arc::new(config),
@@ -104,6 +116,7 @@ impl Pool {
                 routing,
                 placer,
                 writer,
+                counters,
                 lifecycle: Mutex::new(Lifecycle::New(senders)),
                 shutdown: watch::channel(false).0,
             }),
@@ -193,6 +206,7 @@ impl Pool {
             loaded_threads: slots.iter().map(|s| s.loaded_threads).sum(),
             active_turns: slots.iter().map(|s| s.active_turns).sum(),
             slots,
+            counters: inner.counters.snapshot(),
         }
     }
 
