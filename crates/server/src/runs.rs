@@ -4,10 +4,12 @@
 //! (`Last-Event-ID`), while the turn runs and for a while after it ended.
 
 use crate::events::{ApiEvent, Mapper};
+use crate::metrics::Metrics;
 use codex_pool::{ConversationId, PoolTurn};
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
@@ -52,6 +54,12 @@ impl RunLog {
         Some(events[after.min(events.len())..].to_vec())
     }
 
+    /// The events so far, and whether the turn has ended.
+    pub fn snapshot(&self) -> (Vec<ApiEvent>, bool) {
+        let done = self.progress.borrow().1;
+        (self.events.lock().unwrap_or_else(|p| p.into_inner()).clone(), done)
+    }
+
     /// Every event, once the turn has ended.
     pub async fn wait_all(&self) -> Vec<ApiEvent> {
         let mut progress = self.progress.subscribe();
@@ -78,17 +86,21 @@ pub struct Runs {
     max_turns: usize,
     /// How long a turn's events are kept after it ended.
     retention: Duration,
+    /// Where turns are counted.
+    metrics: Arc<Metrics>,
 }
 
 impl Runs {
-    /// At most `max_turns` at once; logs kept `retention` after their turn ended.
-    pub fn new(max_turns: usize, retention: Duration) -> Arc<Self> {
+    /// At most `max_turns` at once; logs kept `retention` after their turn ended; turns counted
+    /// in `metrics`.
+    pub fn new(max_turns: usize, retention: Duration, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Self {
             logs: Mutex::new(HashMap::new()),
             tasks: Mutex::new(JoinSet::new()),
             room: Arc::new(Semaphore::new(max_turns)),
             max_turns,
             retention,
+            metrics,
         })
     }
 
@@ -97,18 +109,20 @@ impl Runs {
         self.room.clone().try_acquire_owned().map_err(|_| RunRefused::TooMany(self.max_turns))
     }
 
-    /// Runs a started turn to its end in a task of the service's; returns its log.
-    pub fn run(self: &Arc<Self>, turn: PoolTurn, room: OwnedSemaphorePermit) -> Arc<RunLog> {
+    /// Runs a started turn to its end in a task of the service's; returns its log. `begun` is
+    /// when the turn was asked for (its latency is counted from there).
+    pub fn run(self: &Arc<Self>, turn: PoolTurn, room: OwnedSemaphorePermit, begun: Instant) -> Arc<RunLog> {
         let log = Arc::new(RunLog::new(turn.conversation_id().clone(), turn.turn_id().to_owned()));
         let key = (log.conversation.clone(), log.turn_id.clone());
         self.logs.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), log.clone());
         let (runs, driven) = (Arc::downgrade(self), log.clone());
-        let retention = self.retention;
+        let (retention, metrics) = (self.retention, self.metrics.clone());
+        metrics.turn_started();
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         // Ended tasks are reaped here, so the set holds only live ones.
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
-            drive(turn, &driven).await;
+            drive(turn, &driven, &metrics, begun).await;
             drop(room);
             tokio::time::sleep(retention).await;
             if let Some(runs) = runs.upgrade() {
@@ -116,6 +130,19 @@ impl Runs {
             }
         });
         log
+    }
+
+    /// Runs `then` once the turn of `log` has ended, in a task of the service's (so a client
+    /// that goes away does not cancel it).
+    pub fn after_end<F>(&self, log: Arc<RunLog>, then: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        tasks.spawn(async move {
+            log.wait_all().await;
+            then.await;
+        });
     }
 
     /// The log of a turn, while it is kept.
@@ -139,18 +166,39 @@ impl Runs {
     }
 }
 
-/// Reads the turn to its end, logging what clients see of it.
-async fn drive(mut turn: PoolTurn, log: &RunLog) {
+/// Reads the turn to its end, logging what clients see of it and counting it.
+async fn drive(mut turn: PoolTurn, log: &RunLog, metrics: &Metrics, begun: Instant) {
     let mut mapper = Mapper::new(turn.conversation_id().clone(), turn.turn_id().to_owned());
+    let mut first_text = true;
     while let Some(event) = turn.next().await {
         for api_event in mapper.map(event) {
+            observe(&api_event, metrics, begun, &mut first_text);
             log.push(api_event);
         }
     }
     if !mapper.ended() {
         // The pool ends every turn with one terminal event; should that ever fail, clients
         // still get an end.
-        log.push(mapper.lost());
+        let lost = mapper.lost();
+        observe(&lost, metrics, begun, &mut first_text);
+        log.push(lost);
     }
     log.finish();
+}
+
+/// Counts what an event says: the first text, the end.
+fn observe(event: &ApiEvent, metrics: &Metrics, begun: Instant, first_text: &mut bool) {
+    match event.event {
+        "text.delta" if *first_text => {
+            *first_text = false;
+            metrics.first_token(begun.elapsed());
+        }
+        "turn.completed" => {
+            metrics.turn_ended(false, event.data["status"].as_str().unwrap_or("completed"), begun.elapsed())
+        }
+        "turn.failed" => {
+            metrics.turn_ended(true, event.data["error"]["kind"].as_str().unwrap_or("internal"), begun.elapsed())
+        }
+        _ => {}
+    }
 }

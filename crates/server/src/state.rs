@@ -1,6 +1,8 @@
 //! What every handler shares: the pool and the turns the service runs.
 
 use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::openai::transcripts::Transcripts;
 use crate::runs::Runs;
 use axum::http::StatusCode;
 use codex_pool::Pool;
@@ -15,6 +17,10 @@ pub struct AppState {
     pub runs: Arc<Runs>,
     /// The models clients may ask for (the first is the default); empty: any, codex's default.
     pub models: Arc<Vec<String>>,
+    /// What the service counts (`GET /metrics`).
+    pub metrics: Arc<Metrics>,
+    /// Which chat transcript is which conversation (`POST /v1/chat/completions`).
+    pub transcripts: Arc<Transcripts>,
 }
 
 impl AppState {
