@@ -70,6 +70,10 @@ impl RunLog {
 
 type Key = (ConversationId, String);
 
+/// What runs once a turn has ended, before anyone reads its end: it gets every event of the
+/// turn, the terminal one last.
+pub type OnEnd = Box<dyn FnOnce(&[ApiEvent]) + Send>;
+
 /// Why a turn could not be run.
 #[derive(Debug)]
 pub enum RunRefused {
@@ -112,6 +116,18 @@ impl Runs {
     /// Runs a started turn to its end in a task of the service's; returns its log. `begun` is
     /// when the turn was asked for (its latency is counted from there).
     pub fn run(self: &Arc<Self>, turn: PoolTurn, room: OwnedSemaphorePermit, begun: Instant) -> Arc<RunLog> {
+        self.run_with(turn, room, begun, None)
+    }
+
+    /// [`Runs::run`], with `on_end` run once the turn has ended, before its end is logged: a
+    /// client that reads the end and asks again at once finds what `on_end` did.
+    pub fn run_with(
+        self: &Arc<Self>,
+        turn: PoolTurn,
+        room: OwnedSemaphorePermit,
+        begun: Instant,
+        on_end: Option<OnEnd>,
+    ) -> Arc<RunLog> {
         let log = Arc::new(RunLog::new(turn.conversation_id().clone(), turn.turn_id().to_owned()));
         let key = (log.conversation.clone(), log.turn_id.clone());
         self.logs.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), log.clone());
@@ -122,7 +138,7 @@ impl Runs {
         // Ended tasks are reaped here, so the set holds only live ones.
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
-            drive(turn, &driven, &metrics, begun).await;
+            drive(turn, &driven, &metrics, begun, on_end).await;
             drop(room);
             tokio::time::sleep(retention).await;
             if let Some(runs) = runs.upgrade() {
@@ -167,21 +183,29 @@ impl Runs {
 }
 
 /// Reads the turn to its end, logging what clients see of it and counting it.
-async fn drive(mut turn: PoolTurn, log: &RunLog, metrics: &Metrics, begun: Instant) {
+async fn drive(mut turn: PoolTurn, log: &RunLog, metrics: &Metrics, begun: Instant, mut on_end: Option<OnEnd>) {
     let mut mapper = Mapper::new(turn.conversation_id().clone(), turn.turn_id().to_owned());
     let mut first_text = true;
+    let mut record = |event: ApiEvent| {
+        observe(&event, metrics, begun, &mut first_text);
+        if event.is_terminal() {
+            if let Some(on_end) = on_end.take() {
+                let mut events = log.events.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                events.push(event.clone());
+                on_end(&events);
+            }
+        }
+        log.push(event);
+    };
     while let Some(event) = turn.next().await {
         for api_event in mapper.map(event) {
-            observe(&api_event, metrics, begun, &mut first_text);
-            log.push(api_event);
+            record(api_event);
         }
     }
     if !mapper.ended() {
         // The pool ends every turn with one terminal event; should that ever fail, clients
         // still get an end.
-        let lost = mapper.lost();
-        observe(&lost, metrics, begun, &mut first_text);
-        log.push(lost);
+        record(mapper.lost());
     }
     log.finish();
 }

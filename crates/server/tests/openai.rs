@@ -243,6 +243,9 @@ async fn a_growing_chat_transcript_is_one_conversation() {
     // The model got each message once: codex holds the history, the request added one message.
     let msgs = sent_for(&env, "line two");
     assert_eq!((count(&msgs, "line one"), count(&msgs, "echo: line one")), (1, 1), "{msgs:?}");
+    // On the conversation's codex thread (codex names it in `prompt_cache_key`), not a new one.
+    let thread = |needle: &str| env.requests_with(needle)[0]["prompt_cache_key"].clone();
+    assert_eq!(thread("line two"), thread("line one"));
     let items = c.get(&format!("/v1/conversations/{conversation}/items")).await.unwrap().json().unwrap();
     assert_eq!(items["data"].as_array().unwrap().len(), 4, "{items}");
 

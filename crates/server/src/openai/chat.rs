@@ -13,7 +13,7 @@ use crate::openai::reply::{self, Ending, Render, Reply, Step};
 use crate::openai::responses::{room, served_model};
 use crate::openai::transcripts::TranscriptKey;
 use crate::openai::wire::{self, chat_chunk, chat_completion, chat_usage};
-use crate::runs::RunLog;
+use crate::runs::OnEnd;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -24,7 +24,6 @@ use codex_pool::{ConversationId, PoolError, PoolTurn, Profile, TurnOptions};
 use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_protocol::types::UserInput;
 use serde_json::{json, Map, Value};
-use std::sync::Arc;
 use std::time::Instant;
 
 /// The fields `POST /v1/chat/completions` reads.
@@ -94,8 +93,8 @@ pub async fn create(State(state): State<AppState>, OpenAiBody(body): OpenAiBody)
     let (id, turn, outcome) = start(&state, key, &said, served).await?;
     state.metrics.chat_request(outcome);
     let completion_id = format!("chatcmpl-{id}_{}", turn.turn_id());
-    let log = state.runs.run(turn, room, begun);
-    reindex(&state, &log, key, id, said, model.clone());
+    let on_end = reindex(&state, key, id, said, model.clone());
+    let log = state.runs.run_with(turn, room, begun, Some(on_end));
     let created = now_secs();
     if stream {
         let render = Chunks { id: completion_id, created, model, include_usage };
@@ -177,13 +176,14 @@ async fn start(
     }
 }
 
-/// Once the turn has ended, indexes the conversation under its transcript: with the new message
-/// and the reply when the turn completed; as it was when the turn left nothing (aborted); not
-/// at all when it holds a failed or interrupted turn no client transcript will match.
-fn reindex(state: &AppState, log: &Arc<RunLog>, key: u64, id: ConversationId, said: Transcript, model: String) {
-    let (transcripts, ended) = (state.transcripts.clone(), log.clone());
-    state.runs.after_end(log.clone(), async move {
-        let reply = Reply::of(&ended.snapshot().0);
+/// Once the turn has ended (before its end reaches the client), indexes the conversation under
+/// its transcript: with the new message and the reply when the turn completed; as it was when
+/// the turn left nothing (aborted); not at all when it holds a failed or interrupted turn that no
+/// client transcript will match.
+fn reindex(state: &AppState, key: u64, id: ConversationId, said: Transcript, model: String) -> OnEnd {
+    let transcripts = state.transcripts.clone();
+    Box::new(move |events: &[crate::events::ApiEvent]| {
+        let reply = Reply::of(events);
         match reply.ending() {
             Some(Ending::Completed { interrupted: false, .. }) => {
                 let mut turns = said.history;
@@ -201,7 +201,7 @@ fn reindex(state: &AppState, log: &Arc<RunLog>, key: u64, id: ConversationId, sa
             }
             _ => {}
         }
-    });
+    })
 }
 
 /// Chat Completions chunks.
