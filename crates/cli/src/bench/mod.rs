@@ -2,12 +2,15 @@
 //! model (run as a separate process, so its CPU is not counted as ours), printed as one JSON line.
 //! With `--direct`, the same load also runs through a minimal raw client with no pool, in the
 //! same invocation, and the line gains the direct figures and the ratios. With `--versus
-//! PROFILE`, the same load also runs through the pool with another conversation profile.
+//! PROFILE`, the same load also runs through the pool with another conversation profile. With
+//! `--http`, `--responses` and `--chat`, through the service: its native API, OpenAI's
+//! Responses API and Chat Completions.
 
 mod direct;
 pub mod hops;
 mod http;
 mod measure;
+mod openai;
 
 use crate::backend::{codex_process_config, MockChild};
 use anyhow::Context;
@@ -17,6 +20,7 @@ use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_protocol::types::UserInput;
 use codex_pool_store::SqliteStore;
 use direct::DirectClient;
+use http::Api;
 use measure::{percentile, CpuClock, Sample};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -42,6 +46,14 @@ pub struct BenchArgs {
     /// this process) and report it beside the library.
     #[arg(long)]
     http: bool,
+    /// Also run the same load through the service's `/v1/responses` (streamed, each turn
+    /// continuing the last with `previous_response_id`).
+    #[arg(long)]
+    responses: bool,
+    /// Also run the same load through the service's `/v1/chat/completions` (streamed, each
+    /// request resending the whole transcript).
+    #[arg(long)]
+    chat: bool,
     /// Repeat the load this many times; with --direct or --versus, the runs alternate (who goes
     /// first rotates too) and the figures pool all rounds of a mode.
     #[arg(long, default_value_t = 1)]
@@ -86,6 +98,8 @@ struct RunResult {
     codex_rss_mb: f64,
     /// Health checks answered during the run, and the slowest answer (pool runs only).
     health: Option<(u64, f64)>,
+    /// Chat requests that continued a conversation, and that started one (`--chat` only).
+    chat: Option<(u64, u64)>,
 }
 
 impl RunResult {
@@ -109,6 +123,10 @@ impl RunResult {
         if let Some((checks, slowest_ms)) = self.health {
             out["health_checks"] = json!(checks);
             out["health_check_max_ms"] = json!(round(slowest_ms));
+        }
+        if let Some((continued, new)) = self.chat {
+            out["chat_continued"] = json!(continued);
+            out["chat_new"] = json!(new);
         }
         out
     }
@@ -139,6 +157,10 @@ impl RunResult {
             (Some((a, x)), Some((b, y))) => Some((a + b, x.max(y))),
             (a, b) => a.or(b),
         };
+        self.chat = match (self.chat, other.chat) {
+            (Some((a, x)), Some((b, y))) => Some((a + b, x + y)),
+            (a, b) => a.or(b),
+        };
     }
 }
 
@@ -161,8 +183,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.direct {
         arms.push(Arm::Direct);
     }
-    if args.http {
-        arms.push(Arm::Http);
+    for (asked, api) in [(args.http, Api::Native), (args.responses, Api::Responses), (args.chat, Api::Chat)] {
+        if asked {
+            arms.push(Arm::Http(api));
+        }
     }
     if let Some(other) = args.versus {
         arms.push(Arm::Pool(other));
@@ -174,16 +198,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let result = match arms[i] {
                 Arm::Pool(profile) => run_pool(&args, profile, &bin, &mock).await.context("pool run")?,
                 Arm::Direct => run_direct(&args, &bin, &mock).await.context("direct run")?,
-                Arm::Http => http::run(&args, &bin, &mock).await.context("service run")?,
+                Arm::Http(api) => http::run(&args, &bin, &mock, api).await.context("service run")?,
             };
             absorb(&mut results[i], result);
         }
     }
-    let mut results = results.into_iter();
-    let pool = results.next().flatten();
-    let direct = if args.direct { results.next().flatten() } else { None };
-    let service = if args.http { results.next().flatten() } else { None };
-    let versus = results.next().flatten();
+    let mut take = |arm: Arm| arms.iter().position(|a| *a == arm).and_then(|i| results[i].take());
+    let pool = take(Arm::Pool(args.profile));
+    let direct = take(Arm::Direct);
+    let service = take(Arm::Http(Api::Native));
+    let openai = [("responses", take(Arm::Http(Api::Responses))), ("chat", take(Arm::Http(Api::Chat)))];
+    let versus = args.versus.and_then(|other| take(Arm::Pool(other)));
     mock.stop().await;
     let rounds = args.rounds.max(1);
     let total = args.convs * args.turns * rounds;
@@ -217,6 +242,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         });
         line["http"] = h;
     }
+    // OpenAI's APIs beside the native one (or, without --http, beside the library).
+    let native = line.get("http").cloned().unwrap_or_else(|| pool.clone());
+    for (name, result) in openai {
+        let Some(result) = result else { continue };
+        let o = result.json(total);
+        let get = |v: &Value, key: &str| v[key].as_f64().unwrap_or(0.0);
+        line[format!("{name}_vs_{}", if args.http { "http" } else { "library" })] = json!({
+            "throughput_ratio": round(get(&o, "turns_per_s") / get(&native, "turns_per_s").max(f64::MIN_POSITIVE)),
+            "lat_p50_added_ms": round(get(&o, "lat_p50_ms") - get(&native, "lat_p50_ms")),
+            "request_bytes_ratio": round(get(&o, "request_bytes_per_turn") / get(&native, "request_bytes_per_turn").max(1.0)),
+        });
+        line[name] = o;
+    }
     if let (Some(versus), Some(other)) = (versus, args.versus) {
         let v = versus.json(total);
         let ratio = |key: &str| round(pool[key].as_f64().unwrap_or(0.0) / v[key].as_f64().unwrap_or(0.0));
@@ -247,14 +285,14 @@ fn scratch() -> anyhow::Result<tempfile::TempDir> {
 }
 
 /// One mode of the benchmark.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Arm {
     /// Through the pool, with a profile.
     Pool(Profile),
     /// Through the minimal raw client, with --profile.
     Direct,
-    /// Through the service (HTTP + SSE), with --profile.
-    Http,
+    /// Through the service (HTTP + SSE), with --profile, by one of its APIs.
+    Http(Api),
 }
 
 /// A pool as every arm but the raw client runs it, its files under `dir`.
