@@ -315,9 +315,17 @@ async fn the_openapi_document_lists_every_route() {
         "/healthz",
         "/readyz",
         "/openapi.json",
+        "/metrics",
+        "/v1/responses",
+        "/v1/responses/{id}",
+        "/v1/chat/completions",
+        "/v1/models",
+        "/v1/models/{id}",
     ] {
         assert!(paths.iter().any(|p| *p == path), "{path} missing from {paths:?}");
     }
     assert!(doc["components"]["schemas"]["CreateConversation"].is_object());
+    assert!(doc["components"]["schemas"]["CreateResponse"]["properties"]["previous_response_id"].is_object(), "{doc}");
+    assert!(doc["components"]["schemas"]["OpenAiErrorBody"].is_object());
     svc.stop().await;
 }
