@@ -138,8 +138,7 @@ impl Runs {
         // Ended tasks are reaped here, so the set holds only live ones.
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
-            drive(turn, &driven, &metrics, begun, on_end).await;
-            drop(room);
+            drive(turn, &driven, &metrics, begun, room, on_end).await;
             tokio::time::sleep(retention).await;
             if let Some(runs) = runs.upgrade() {
                 runs.logs.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
@@ -183,19 +182,34 @@ impl Runs {
 }
 
 /// Reads the turn to its end, logging what clients see of it and counting it.
-async fn drive(mut turn: PoolTurn, log: &RunLog, metrics: &Metrics, begun: Instant, mut on_end: Option<OnEnd>) {
+/// The turn's room in the service is given back before its end is logged, so a client that
+/// reads the end and at once starts another turn finds the room.
+async fn drive(
+    mut turn: PoolTurn,
+    log: &RunLog,
+    metrics: &Metrics,
+    begun: Instant,
+    room: OwnedSemaphorePermit,
+    mut on_end: Option<OnEnd>,
+) {
     let mut mapper = Mapper::new(turn.conversation_id().clone(), turn.turn_id().to_owned());
     let mut first_text = true;
+    let mut room = Some(room);
     let mut record = |event: ApiEvent| {
         observe(&event, metrics, begun, &mut first_text);
         if event.is_terminal() {
+            room.take();
             if let Some(on_end) = on_end.take() {
                 let mut events = log.events.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 events.push(event.clone());
                 on_end(&events);
             }
         }
+        let terminal = event.is_terminal();
         log.push(event);
+        if terminal {
+            log.finish();
+        }
     };
     while let Some(event) = turn.next().await {
         for api_event in mapper.map(event) {

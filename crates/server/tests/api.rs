@@ -329,3 +329,26 @@ async fn the_openapi_document_lists_every_route() {
     assert!(doc["components"]["schemas"]["OpenAiErrorBody"].is_object());
     svc.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_start_a_turn_as_soon_as_their_last_ended_find_room() {
+    let env = Env::new().await;
+    // As many turns may run as there are conversations: none should ever be refused.
+    let svc = Running::start(&env, 1, |c| c.max_running_turns = 6).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let (client, id) = (svc.client.clone(), svc.conversation().await);
+        tasks.spawn(async move {
+            for n in 0..12 {
+                let path = format!("/v1/conversations/{id}/turns");
+                let events = client.stream(&path, json!({"text": format!("turn {n}")})).await;
+                let events = all(events.expect("room for the next turn")).await;
+                assert_eq!(events.last().unwrap().event, "turn.completed");
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    svc.stop().await;
+}
