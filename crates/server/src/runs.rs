@@ -84,6 +84,8 @@ pub enum RunRefused {
 /// The turns the service runs, and their logs.
 pub struct Runs {
     logs: Mutex<HashMap<Key, Arc<RunLog>>>,
+    /// The last turn the service ran of each conversation that its conversation kept.
+    latest: Arc<Mutex<HashMap<ConversationId, String>>>,
     tasks: Mutex<JoinSet<()>>,
     /// Room for turns; each running turn holds one permit.
     room: Arc<Semaphore>,
@@ -100,6 +102,7 @@ impl Runs {
     pub fn new(max_turns: usize, retention: Duration, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Self {
             logs: Mutex::new(HashMap::new()),
+            latest: Arc::default(),
             tasks: Mutex::new(JoinSet::new()),
             room: Arc::new(Semaphore::new(max_turns)),
             max_turns,
@@ -132,13 +135,33 @@ impl Runs {
         let key = (log.conversation.clone(), log.turn_id.clone());
         self.logs.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), log.clone());
         let (runs, driven) = (Arc::downgrade(self), log.clone());
-        let (retention, metrics) = (self.retention, self.metrics.clone());
+        let (retention, metrics, latest) = (self.retention, self.metrics.clone(), self.latest.clone());
+        // A turn codex finished is kept in its conversation (a cut one leaves nothing).
+        let remember: OnEnd = Box::new(move |events: &[ApiEvent]| {
+            let end = events.last().map(|e| (e.event, &e.data));
+            let kept = matches!(end, Some(("turn.completed", _)))
+                || end.is_some_and(|(_, data)| data["error"]["kind"] == "model_error");
+            if let (true, Some((_, data))) = (kept, end) {
+                let (conversation, turn) = (&data["conversation_id"], &data["turn_id"]);
+                if let (Some(conversation), Some(turn)) = (conversation.as_str(), turn.as_str()) {
+                    let mut latest = latest.lock().unwrap_or_else(|p| p.into_inner());
+                    latest.insert(ConversationId::from(conversation), turn.to_owned());
+                }
+            }
+        });
+        let on_end: OnEnd = match on_end {
+            Some(then) => Box::new(move |events: &[ApiEvent]| {
+                remember(events);
+                then(events);
+            }),
+            None => remember,
+        };
         metrics.turn_started();
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         // Ended tasks are reaped here, so the set holds only live ones.
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
-            drive(turn, &driven, &metrics, begun, room, on_end).await;
+            drive(turn, &driven, &metrics, begun, room, Some(on_end)).await;
             tokio::time::sleep(retention).await;
             if let Some(runs) = runs.upgrade() {
                 runs.logs.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
@@ -158,6 +181,12 @@ impl Runs {
             log.wait_all().await;
             then.await;
         });
+    }
+
+    /// The last turn the service ran of a conversation and its conversation kept, if the
+    /// service ran one since it started.
+    pub fn latest_turn(&self, conversation: &ConversationId) -> Option<String> {
+        self.latest.lock().unwrap_or_else(|p| p.into_inner()).get(conversation).cloned()
     }
 
     /// The log of a turn, while it is kept.

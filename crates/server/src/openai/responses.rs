@@ -190,8 +190,8 @@ async fn continuing(
     store: bool,
     model: Option<String>,
 ) -> Result<Plan, OpenAiError> {
-    let unknown =
-        || OpenAiError::not_found(Some("previous_response_id"), format!("no response {previous:?} is kept here"));
+    let message = format!("no response {previous:?} is kept here");
+    let unknown = || OpenAiError::not_found(Some("previous_response_id"), message.clone());
     if !store {
         return Err(OpenAiError::unsupported(
             "store",
@@ -217,8 +217,6 @@ async fn continuing(
     if metadata.as_ref().is_some_and(|m| *m != record.metadata) {
         return Err(OpenAiError::unsupported("metadata", "metadata is the conversation's, set when it starts"));
     }
-    let items = all_items(state, &id).await?;
-    let last_of_turn = items.iter().rposition(|i| i.turn_id == turn).ok_or_else(unknown)?;
     let mut options = TurnOptions::default();
     if model.is_some() && model != record.settings.model {
         options.model.clone_from(&model);
@@ -230,6 +228,12 @@ async fn continuing(
         true,
     );
     head.previous_response_id = Some(previous);
+    // The service ran the conversation's latest turn itself: no need to read its history.
+    if state.runs.latest_turn(&id).as_deref() == Some(turn.as_str()) {
+        return Ok(Plan { conversation: id, created: false, options, head });
+    }
+    let items = all_items(state, &id).await?;
+    let last_of_turn = items.iter().rposition(|i| i.turn_id == turn).ok_or_else(unknown)?;
     if last_of_turn + 1 == items.len() {
         return Ok(Plan { conversation: id, created: false, options, head });
     }
