@@ -85,11 +85,14 @@ pub fn transcript(messages: &[Value], param: &str) -> Result<Transcript, OpenAiE
             OpenAiError::invalid(format!("{at}.role"), "role is system, developer, user or assistant")
         })?;
         for key in fields.keys() {
-            if !["role", "content", "type", "name", "id", "status"].contains(&key.as_str()) && !fields[key].is_null() {
-                return Err(OpenAiError::unsupported(
-                    format!("{at}.{key}"),
-                    "messages carry text only (no tool calls)",
-                ));
+            // `id` and `status` come with output items fed back as input: they change nothing.
+            if !["role", "content", "type", "id", "status"].contains(&key.as_str()) && !fields[key].is_null() {
+                let why = if key == "name" {
+                    "participant names are not passed to codex; put the name in the message's text"
+                } else {
+                    "messages carry text only (no tool calls)"
+                };
+                return Err(OpenAiError::unsupported(format!("{at}.{key}"), why));
             }
         }
         let text = text_of(fields.get("content").unwrap_or(&Value::Null), &format!("{at}.content"))?;
@@ -194,6 +197,7 @@ mod tests {
             ),
             (json!([{"role": "user", "content": 5}]), "messages[0].content"),
             (json!([{"role": "user", "content": "a", "tool_calls": []}]), "messages[0].tool_calls"),
+            (json!([{"role": "user", "content": "a", "name": "Ann"}]), "messages[0].name"),
             (json!([{"type": "function_call_output", "output": "x"}]), "messages[0].type"),
             (json!(["text"]), "messages[0]"),
         ] {
