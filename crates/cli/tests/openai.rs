@@ -130,6 +130,11 @@ async fn response_ids_survive_a_restart() {
     let first = first.unwrap().json().unwrap()["id"].as_str().unwrap().to_owned();
     let next = json!({"input": "still before", "previous_response_id": first});
     let second = c.post("/v1/responses", next).await.unwrap().json().unwrap()["id"].as_str().unwrap().to_owned();
+    let chat = |messages: Value| json!({"model": "mock-model", "messages": messages});
+    let one = json!([{"role": "system", "content": "You are Bob."}, {"role": "user", "content": "chat before"}]);
+    let answer = c.post("/v1/chat/completions", chat(one)).await.unwrap().json().unwrap();
+    let chat_conversation =
+        answer["id"].as_str().unwrap().trim_start_matches("chatcmpl-").split('_').next().unwrap().to_owned();
     let (status, _, _) = tokio::task::spawn_blocking(move || served.terminate()).await.unwrap();
     assert!(status.success());
 
@@ -148,6 +153,21 @@ async fn response_ids_survive_a_restart() {
         (got["previous_response_id"].as_str(), got["instructions"].as_str()),
         (Some(first.as_str()), Some("You are Ada."))
     );
+    // The chat transcript continues its conversation after the restart too, once indexed again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = String::from_utf8(c.get("/metrics").await.unwrap().body.to_vec()).unwrap();
+        if metrics.contains("\ncodex_pool_chat_transcripts 1\n") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the chat transcript was not indexed again:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let two = json!([{"role": "system", "content": "You are Bob."}, {"role": "user", "content": "chat before"},
+        {"role": "assistant", "content": "echo: chat before"}, {"role": "user", "content": "chat after"}]);
+    let answer = c.post("/v1/chat/completions", chat(two)).await.unwrap().json().unwrap();
+    assert!(answer["id"].as_str().unwrap().contains(&chat_conversation), "continued: {answer}");
+    assert_eq!(times(&request_ending_with(&model, "chat after"), "chat before"), 1);
     let after = json!({"input": "after the restart", "previous_response_id": second});
     let third = c.post("/v1/responses", after).await.unwrap().json().unwrap();
     assert_eq!(third["output"][0]["content"][0]["text"], "echo: after the restart");

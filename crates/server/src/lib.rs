@@ -181,12 +181,13 @@ impl Service {
     /// background; until it serves, requests that need it get 503.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
         let Service { pool, runs, metrics, listener, config } = self;
+        let transcripts = Arc::new(openai::transcripts::Transcripts::new());
         let state = AppState {
             pool: pool.clone(),
             runs: runs.clone(),
             models: Arc::new(config.models.clone()),
             metrics,
-            transcripts: Arc::new(openai::transcripts::Transcripts::new()),
+            transcripts: transcripts.clone(),
         };
         let app = router(state, &config);
         let starting = {
@@ -194,6 +195,11 @@ impl Service {
             tokio::spawn(async move {
                 if let Err(e) = pool.ensure_started().await {
                     tracing::error!(error = %e, "the pool could not start; requests get 503 until a process serves");
+                }
+                // Chat transcripts are matched to their conversations again, as they were.
+                match openai::transcripts::rebuild(&pool, &transcripts).await {
+                    Ok(n) => tracing::debug!(conversations = n, "chat transcripts indexed"),
+                    Err(e) => tracing::warn!(error = %e, "chat transcripts could not be indexed from the store"),
                 }
             })
         };

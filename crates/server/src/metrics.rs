@@ -105,8 +105,9 @@ impl Metrics {
         *http.entry((route, method, status)).or_default() += 1;
     }
 
-    /// Everything, as Prometheus text: the service's counters and the pool's snapshot.
-    pub fn render(&self, pool: &PoolStats, service_turns: usize) -> String {
+    /// Everything, as Prometheus text: the service's counters and the pool's snapshot;
+    /// `chat_indexed` is how many conversations chat transcripts are matched to.
+    pub fn render(&self, pool: &PoolStats, service_turns: usize, chat_indexed: usize) -> String {
         let mut out = String::with_capacity(4096);
         header(&mut out, "codex_pool_turns_started_total", "Turns started through the service.", "counter");
         let _ = writeln!(out, "codex_pool_turns_started_total {}", self.turns_started.load(Ordering::Relaxed));
@@ -199,6 +200,12 @@ impl Metrics {
             out,
             "codex_pool_chat_requests_total{{conversation=\"new\"}} {}",
             self.chat_new.load(Ordering::Relaxed)
+        );
+        gauge(
+            &mut out,
+            "codex_pool_chat_transcripts",
+            "Conversations a chat transcript can continue now.",
+            chat_indexed as f64,
         );
         header(
             &mut out,

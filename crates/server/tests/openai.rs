@@ -255,10 +255,20 @@ async fn a_growing_chat_transcript_is_one_conversation() {
     assert!(!again["id"].as_str().unwrap().contains(&conversation), "{again}");
     let requests = env.requests_with("line two");
     assert_eq!(messages(&requests[1]).iter().filter(|(_, t)| t == "line one").count(), 1, "history given once");
+    // A turn through the native API on that conversation: the client's transcript lacks it, so
+    // the next request cannot continue it.
+    let forked = again["id"].as_str().unwrap().trim_start_matches("chatcmpl-").split('_').next().unwrap().to_owned();
+    let native = json!({"text": "aside", "stream": false});
+    c.post(&format!("/v1/conversations/{forked}/turns"), native).await.unwrap();
+    let mut three: Vec<(&str, &str)> = two.to_vec();
+    three.extend([("assistant", "echo: line two"), ("user", "line three")]);
+    let after = c.post("/v1/chat/completions", chat(&three)).await.unwrap().json().unwrap();
+    assert!(!after["id"].as_str().unwrap().contains(&forked), "{after}");
+    assert_eq!(count(&sent_for(&env, "line three"), "aside"), 0);
     let metrics = c.get("/metrics").await.unwrap();
     let text = String::from_utf8(metrics.body.to_vec()).unwrap();
     assert_eq!(metric(&text, "codex_pool_chat_requests_total{conversation=\"continued\"}"), 1.0);
-    assert_eq!(metric(&text, "codex_pool_chat_requests_total{conversation=\"new\"}"), 2.0);
+    assert_eq!(metric(&text, "codex_pool_chat_requests_total{conversation=\"new\"}"), 3.0);
 
     for (body, param) in [
         (

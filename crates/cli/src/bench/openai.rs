@@ -16,6 +16,7 @@ pub struct State {
 }
 
 impl State {
+    /// A conversation known by `id` (empty when it starts with its first request).
     pub fn new(id: String) -> Self {
         Self { id, messages: Vec::new() }
     }

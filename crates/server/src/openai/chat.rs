@@ -11,7 +11,7 @@ use crate::openai::input::{transcript, Role, Transcript};
 use crate::openai::now_secs;
 use crate::openai::reply::{self, Ending, Render, Reply, Step};
 use crate::openai::responses::{room, served_model};
-use crate::openai::transcripts::TranscriptKey;
+use crate::openai::transcripts::{TranscriptKey, CREATED_BY};
 use crate::openai::wire::{self, chat_chunk, chat_completion, chat_usage};
 use crate::runs::OnEnd;
 use crate::state::AppState;
@@ -90,10 +90,10 @@ pub async fn create(State(state): State<AppState>, OpenAiBody(body): OpenAiBody)
     let room = room(&state)?;
     let head = TranscriptKey { model: &model, system: said.system.as_deref(), developer: said.developer.as_deref() };
     let key = state.transcripts.key(&head, &said.history);
-    let (id, turn, outcome) = start(&state, key, &said, served).await?;
+    let (id, turn, outcome, turns) = start(&state, key, &said, served).await?;
     state.metrics.chat_request(outcome);
     let completion_id = format!("chatcmpl-{id}_{}", turn.turn_id());
-    let on_end = reindex(&state, key, id, said, model.clone());
+    let on_end = reindex(&state, (key, turns), id, said, model.clone());
     let log = state.runs.run_with(turn, room, begun, Some(on_end));
     let created = now_secs();
     if stream {
@@ -143,19 +143,28 @@ async fn start(
     key: u64,
     said: &Transcript,
     model: Option<String>,
-) -> Result<(ConversationId, PoolTurn, ChatOutcome), OpenAiError> {
+) -> Result<(ConversationId, PoolTurn, ChatOutcome, u64), OpenAiError> {
     let input = vec![UserInput::text(said.last.clone())];
-    if let Some(id) = state.transcripts.take(key) {
-        match state.pool.start_turn(&id, input.clone(), TurnOptions::default()).await {
-            Ok(turn) => return Ok((id, turn, ChatOutcome::Continued)),
-            // Deleted meanwhile: a new conversation takes over.
-            Err(PoolError::UnknownThread(_)) => {}
-            // A turn runs on it through the native API: a new conversation, this one kept.
-            Err(PoolError::ThreadBusy(_)) => state.transcripts.put(key, id),
-            Err(e) => {
-                state.transcripts.put(key, id);
-                return Err(e.into());
+    if let Some((id, turns)) = state.transcripts.take(key) {
+        // Only as the transcript left it: a turn through the native API since would be news to
+        // the client (and a deleted conversation is gone).
+        let current = state.pool.conversation(&id).await?;
+        match current {
+            Some(info) if info.record.turns == turns => {
+                match state.pool.start_turn(&id, input.clone(), TurnOptions::default()).await {
+                    Ok(turn) => return Ok((id, turn, ChatOutcome::Continued, turns)),
+                    // Deleted meanwhile: a new conversation takes over.
+                    Err(PoolError::UnknownThread(_)) => {}
+                    // A turn runs on it through the native API: a new conversation, this one kept.
+                    Err(PoolError::ThreadBusy(_)) => state.transcripts.put(key, id, turns),
+                    Err(e) => {
+                        state.transcripts.put(key, id, turns);
+                        return Err(e.into());
+                    }
+                }
             }
+            Some(_) => tracing::debug!(conversation = %id, "a chat conversation went on elsewhere; starting a new one"),
+            None => {}
         }
     }
     let settings = ThreadSettings {
@@ -165,10 +174,10 @@ async fn start(
         ..ThreadSettings::default()
     };
     let mut metadata = Map::new();
-    metadata.insert("created_by".to_owned(), json!("chat.completions"));
+    metadata.insert(CREATED_BY.0.to_owned(), json!(CREATED_BY.1));
     let id = state.pool.create_thread_with_history(settings, Profile::Chat, metadata, said.history_items()).await?;
     match state.pool.start_turn(&id, input, TurnOptions::default()).await {
-        Ok(turn) => Ok((id, turn, ChatOutcome::New)),
+        Ok(turn) => Ok((id, turn, ChatOutcome::New, 0)),
         Err(e) => {
             let _ = state.pool.delete_thread(&id).await;
             Err(e.into())
@@ -179,8 +188,10 @@ async fn start(
 /// Once the turn has ended (before its end reaches the client), indexes the conversation under
 /// its transcript: with the new message and the reply when the turn completed; as it was when
 /// the turn left nothing (aborted); not at all when it holds a failed or interrupted turn that no
-/// client transcript will match.
-fn reindex(state: &AppState, key: u64, id: ConversationId, said: Transcript, model: String) -> OnEnd {
+/// client transcript will match. `before` is the transcript's key and the conversation's turns
+/// before this one.
+fn reindex(state: &AppState, before: (u64, u64), id: ConversationId, said: Transcript, model: String) -> OnEnd {
+    let (key, turns_before) = before;
     let transcripts = state.transcripts.clone();
     Box::new(move |events: &[crate::events::ApiEvent]| {
         let reply = Reply::of(events);
@@ -194,10 +205,10 @@ fn reindex(state: &AppState, key: u64, id: ConversationId, said: Transcript, mod
                     system: said.system.as_deref(),
                     developer: said.developer.as_deref(),
                 };
-                transcripts.put(transcripts.key(&head, &turns), id);
+                transcripts.put(transcripts.key(&head, &turns), id, turns_before + 1);
             }
             Some(Ending::Failed { kind, .. }) if kind != "model_error" && kind != "internal" => {
-                transcripts.put(key, id)
+                transcripts.put(key, id, turns_before)
             }
             _ => {}
         }
