@@ -97,6 +97,7 @@ fn bench_compares_two_ca_bundles_over_https() {
 fn bench_prints_one_json_line_with_every_figure() {
     let out = codex_pool()
         .args(["bench", "--convs", "2", "--turns", "2", "--pool-size", "1", "--direct", "--http", "--trace-hops"])
+        .args(["--responses", "--chat"])
         .output()
         .unwrap();
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
@@ -116,8 +117,16 @@ fn bench_prints_one_json_line_with_every_figure() {
     ] {
         assert!(line[key].is_number(), "{key} missing in {line}");
         assert!(line["direct"][key].is_number(), "direct {key} missing in {line}");
-        assert!(line["http"][key].is_number(), "http {key} missing in {line}");
+        for api in ["http", "responses", "chat"] {
+            assert!(line[api][key].is_number(), "{api} {key} missing in {line}");
+        }
     }
+    for api in ["responses", "chat"] {
+        assert_eq!(line[api]["errors"], 0, "{line}");
+        assert!(line[format!("{api}_vs_http")]["throughput_ratio"].is_number(), "{line}");
+    }
+    // Each conversation's first chat request started it; the next continued it.
+    assert_eq!((line["chat"]["chat_new"].as_u64(), line["chat"]["chat_continued"].as_u64()), (Some(2), Some(2)));
     assert_eq!(line["errors"], 0);
     assert_eq!(line["direct"]["errors"], 0);
     assert_eq!(line["http"]["errors"], 0);
@@ -142,7 +151,7 @@ fn bench_versus_compares_two_profiles_on_the_same_load() {
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(line["profile"], "chat");
-    assert_eq!(line["versus"]["profile"], "codex");
+    assert_eq!(line["versus"]["profile"], "codex", "`default` is codex's own profile, named `codex`");
     assert_eq!(line["versus"]["errors"], 0);
     for key in ["throughput_ratio", "lat_p50_ratio", "request_bytes_ratio", "codex_cpu_ratio"] {
         assert!(line["profile_vs_versus"][key].as_f64().is_some_and(|r| r > 0.0), "{key} in {line}");

@@ -1,70 +1,14 @@
 //! `codex-pool serve` and `doctor` end to end: the real binary, the real pinned codex, the fake
 //! model; signals and restarts as an operator would do them.
 
+mod common;
+
 use codex_pool_mock_model::{MockConfig, MockModel};
 use codex_pool_server::client::{Client, SseEvent};
+use common::{serve, serve_with};
 use serde_json::json;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// A `codex-pool serve` child, and the address it printed.
-struct Served {
-    child: Child,
-    client: Client,
-}
-
-fn serve(data_dir: &std::path::Path, model_url: &str) -> Served {
-    serve_with(data_dir, model_url, None, Stdio::inherit(), &[])
-}
-
-/// `serve` with a token, its stderr where asked, and environment variables.
-fn serve_with(
-    data_dir: &std::path::Path,
-    model_url: &str,
-    token: Option<&str>,
-    stderr: Stdio,
-    envs: &[(&str, &str)],
-) -> Served {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_codex-pool"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--pool-size", "1", "--model-base-url", model_url])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .envs(token.map(|t| ("CODEX_POOL_TOKEN", t)))
-        .envs(envs.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut first).unwrap();
-    let addr = first.split_whitespace().find(|w| w.starts_with("http://")).expect(&first).to_owned();
-    Served { child, client: Client::new(&addr, token.map(str::to_owned)) }
-}
-
-impl Served {
-    async fn ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.client.get("/readyz").await.is_err() {
-            assert!(Instant::now() < deadline, "not ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Sends SIGTERM and waits for the exit; returns its status and how long it took.
-    fn terminate(mut self) -> (std::process::ExitStatus, Duration, String) {
-        let asked = Instant::now();
-        // SAFETY: a plain syscall on our own child.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let status = self.child.wait().unwrap();
-        let mut rest = String::new();
-        use std::io::Read;
-        self.child.stdout.take().unwrap().read_to_string(&mut rest).unwrap();
-        (status, asked.elapsed(), rest)
-    }
-}
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 async fn turn(client: &Client, id: &str, text: &str) -> Vec<SseEvent> {
     let mut events = client.stream(&format!("/v1/conversations/{id}/turns"), json!({"text": text})).await.unwrap();

@@ -66,6 +66,21 @@ impl Pool {
         profile: Profile,
         metadata: Map<String, Value>,
     ) -> Result<ConversationId, PoolError> {
+        self.create_thread_with_history(settings, profile, metadata, Vec::new()).await
+    }
+
+    /// [`Pool::create_thread_with_metadata`], starting from a history: Responses API items
+    /// (`{"type":"message","role":"user","content":[{"type":"input_text","text":..}]}`, and role
+    /// `assistant` with `output_text`), given to codex (`thread/inject_items`) and stored as the
+    /// conversation's first items; they count as no turn. A history codex refuses fails with
+    /// [`PoolError::History`], and nothing is created.
+    pub async fn create_thread_with_history(
+        &self,
+        settings: ThreadSettings,
+        profile: Profile,
+        metadata: Map<String, Value>,
+        history: Vec<Value>,
+    ) -> Result<ConversationId, PoolError> {
         let inner = &self.inner;
         inner.check_open()?;
         let mut settings = profile.apply(settings);
@@ -75,7 +90,7 @@ impl Pool {
         if settings.cwd.is_none() {
             settings.cwd = Some(inner.config.process.work_dir.display().to_string());
         }
-        inner.placer.create(settings, profile, metadata).await
+        inner.placer.create(settings, profile, metadata, history).await
     }
 
     /// Starts a turn and returns its event stream. Follow-up turns go to the process that holds
@@ -109,15 +124,10 @@ impl Pool {
         let mut loaded = claimed.loaded;
         for attempt in 1.. {
             let placement = inner.placer.place(id, &claimed.settings, claimed.ephemeral, loaded.take()).await?;
-            let permit = match tokio::time::timeout(
-                inner.config.overload_wait,
-                placement.slot.turn_permits.clone().acquire_owned(),
-            )
-            .await
-            {
-                Ok(Ok(permit)) => permit,
-                Ok(Err(_)) => return Err(PoolError::ShutDown),
-                Err(_) => {
+            let permit = match inner.turn_permit(&placement.slot.turn_permits).await {
+                Ok(permit) => permit,
+                Err(Some(e)) => return Err(e),
+                Err(None) => {
                     return Err(PoolError::Overloaded {
                         thread_id: id.clone(),
                         limit: inner.config.max_turns_per_process,
@@ -291,6 +301,27 @@ impl Drop for ClaimGuard<'_> {
 }
 
 impl PoolInner {
+    /// Room for a turn on a process: at once, or after a wait of at most `overload_wait`
+    /// (counted); `Err(None)` when the wait was in vain.
+    async fn turn_permit(
+        &self,
+        permits: &std::sync::Arc<tokio::sync::Semaphore>,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, Option<PoolError>> {
+        match permits.clone().try_acquire_owned() {
+            Ok(permit) => return Ok(permit),
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(Some(PoolError::ShutDown)),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {}
+        }
+        let begun = std::time::Instant::now();
+        let waited = tokio::time::timeout(self.config.overload_wait, permits.clone().acquire_owned()).await;
+        self.counters.waited(begun.elapsed(), matches!(waited, Ok(Ok(_))));
+        match waited {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(Some(PoolError::ShutDown)),
+            Err(_) => Err(None),
+        }
+    }
+
     /// Takes the conversation for a turn, reading it from the store if the pool does not know it.
     async fn claim_turn(&self, id: &ConversationId) -> Result<Claimed, PoolError> {
         for _ in 0..2 {

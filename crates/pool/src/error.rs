@@ -50,6 +50,9 @@ pub enum PoolError {
         /// What codex answered.
         source: ProcessError,
     },
+    /// codex did not take the history a new conversation was to start from (nothing was created).
+    #[error("codex did not take the conversation's initial history: {0}")]
+    History(ProcessError),
     /// codex failed a request (it answered with an error, timed out, or its process is gone).
     #[error(transparent)]
     Codex(ProcessError),

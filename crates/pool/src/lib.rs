@@ -26,6 +26,7 @@
 
 mod config;
 mod conversations;
+mod counters;
 mod error;
 mod history;
 mod placement;
@@ -41,7 +42,9 @@ mod turn;
 
 pub use config::{ConfigError, PoolConfig, ENV_MODEL, ENV_POOL_SIZE, ENV_STRATEGY};
 pub use conversations::{ConversationInfo, TurnOptions};
+pub use counters::PoolCounters;
 pub use error::PoolError;
+pub use placement::INITIAL_HISTORY_TURN;
 pub use pool::{Pool, PoolStats};
 pub use profile::{Profile, UnknownProfile, CHAT_BASE_INSTRUCTIONS, CHAT_CONFIG};
 pub use strategy::{Candidate, LeastBusy, RoundRobin, SelectionStrategy, Strategy, UnknownStrategy};

@@ -4,6 +4,7 @@
 //! `thread/inject_items`).
 
 use crate::config::PoolConfig;
+use crate::counters::Counters;
 use crate::error::PoolError;
 use crate::profile::Profile;
 use crate::routing::{Loaded, Routing};
@@ -13,7 +14,7 @@ use crate::supervisor::Slot;
 use codex_pool_process::{AppServerHandle, ProcessError};
 use codex_pool_protocol::methods::{ThreadSettings, ThreadStartParams};
 use codex_pool_protocol::CodexThreadId;
-use codex_pool_store::{ConversationId, ThreadRecord, ThreadStore};
+use codex_pool_store::{ConversationId, ThreadRecord, ThreadStore, TurnRecord};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
@@ -31,7 +32,12 @@ pub(crate) struct Placer {
     routing: Arc<Routing>,
     store: Arc<dyn ThreadStore>,
     writer: Arc<StoreWriter>,
+    counters: Arc<Counters>,
 }
+
+/// The turn id under which the history a conversation was created with is stored (see
+/// [`Pool::create_thread_with_history`](crate::Pool::create_thread_with_history)).
+pub const INITIAL_HISTORY_TURN: &str = "initial-history";
 
 impl Placer {
     pub(crate) fn new(
@@ -40,8 +46,9 @@ impl Placer {
         routing: Arc<Routing>,
         store: Arc<dyn ThreadStore>,
         writer: Arc<StoreWriter>,
+        counters: Arc<Counters>,
     ) -> Self {
-        Self { slots, strategy: config.strategy.build(), routing, store, writer }
+        Self { slots, strategy: config.strategy.build(), routing, store, writer, counters }
     }
 
     /// The process of a codex thread, if it still serves.
@@ -71,19 +78,21 @@ impl Placer {
 
     /// Starts a new conversation on a process the strategy picks and stores it; its id is the
     /// id of its first codex thread, and stays the same for the conversation's whole life.
+    /// `history` (Responses API items) is given to codex and stored as where the conversation
+    /// starts from; it counts as no turn.
     pub(crate) async fn create(
         &self,
         settings: ThreadSettings,
         profile: Profile,
         metadata: Map<String, Value>,
+        history: Vec<Value>,
     ) -> Result<ConversationId, PoolError> {
         let ephemeral = profile.ephemeral();
         let mut last_err = PoolError::Unavailable;
         for _ in 0..self.slots.len().max(1) {
             let (slot, handle, generation) = self.select()?;
-            match handle.start_thread(&start_params(&settings, ephemeral)).await {
-                Ok(resp) => {
-                    let codex_id = resp.thread.id;
+            match rebuild_on(&handle, &settings, ephemeral, &history).await {
+                Ok(codex_id) => {
                     let id = ConversationId::from(codex_id.as_str());
                     let record = ThreadRecord {
                         ephemeral,
@@ -91,7 +100,7 @@ impl Placer {
                         metadata: metadata.clone(),
                         ..ThreadRecord::new(id.clone(), settings.clone())
                     };
-                    if let Err(e) = self.store.save(record).await {
+                    if let Err(e) = self.save_new(record, history.clone()).await {
                         // Not stored means not created: do not leave it loaded in codex.
                         let _ = handle.unsubscribe(&codex_id).await;
                         return Err(e.into());
@@ -102,10 +111,27 @@ impl Placer {
                     return Ok(id);
                 }
                 Err(e) if e.is_process_gone() => last_err = PoolError::codex(e),
-                Err(e) => return Err(PoolError::codex(e)),
+                Err(e) if history.is_empty() => return Err(PoolError::codex(e)),
+                Err(e) => return Err(PoolError::History(e)),
             }
         }
         Err(last_err)
+    }
+
+    /// Stores a new conversation and the history it starts from (or neither).
+    async fn save_new(&self, record: ThreadRecord, history: Vec<Value>) -> Result<(), codex_pool_store::StoreError> {
+        let id = record.id.clone();
+        self.store.save(record).await?;
+        if history.is_empty() {
+            return Ok(());
+        }
+        let initial =
+            TurnRecord { completed: false, ..TurnRecord::completed(id.clone(), INITIAL_HISTORY_TURN, history) };
+        if let Err(e) = self.store.record_turns(vec![initial]).await {
+            let _ = self.store.delete(&id).await;
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Makes sure a (claimed) conversation is loaded on a live process: where it is, or else
@@ -142,6 +168,7 @@ impl Placer {
                         items = history.len(),
                         "conversation rebuilt from the store"
                     );
+                    self.counters.rebuilt();
                     let loaded = Loaded { slot: slot.index, generation, codex_id: codex_id.clone() };
                     self.routing.set_loaded(id, Some(loaded));
                     return Ok(Placement { slot, handle, codex_id });

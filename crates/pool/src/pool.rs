@@ -4,6 +4,7 @@
 //! together for each call.
 
 use crate::config::PoolConfig;
+use crate::counters::{Counters, PoolCounters};
 use crate::error::PoolError;
 use crate::placement::Placer;
 use crate::routing::Routing;
@@ -52,6 +53,7 @@ pub(crate) struct PoolInner {
     pub placer: Arc<Placer>,
     pub writer: Arc<StoreWriter>,
     pub tls: Arc<TlsRoots>,
+    pub counters: Arc<Counters>,
     lifecycle: Mutex<Lifecycle>,
     shutdown: watch::Sender<bool>,
 }
@@ -86,6 +88,8 @@ pub struct PoolStats {
     pub slots: Vec<SlotStats>,
     /// The root certificates the processes trust.
     pub ca: CaStats,
+    /// What the pool counted since it was made: rebuilds, waits for room.
+    pub counters: PoolCounters,
 }
 
 impl Pool {
@@ -99,7 +103,15 @@ impl Pool {
             slots.push(Arc::new(Slot::new(index, rx, config.max_turns_per_process)));
         }
         let writer = Arc::new(StoreWriter::new(store.clone()));
-        let placer = Arc::new(Placer::new(&config, slots.clone(), routing.clone(), store.clone(), writer.clone()));
+        let counters = Arc::new(Counters::default());
+        let placer = Arc::new(Placer::new(
+            &config,
+            slots.clone(),
+            routing.clone(),
+            store.clone(),
+            writer.clone(),
+            counters.clone(),
+        ));
         let tls = Arc::new(TlsRoots::new(&config));
         Pool {
             inner: Arc::new(PoolInner {
@@ -110,6 +122,7 @@ impl Pool {
                 routing,
                 placer,
                 writer,
+                counters,
                 lifecycle: Mutex::new(Lifecycle::New(senders)),
                 shutdown: watch::channel(false).0,
             }),
@@ -204,6 +217,7 @@ impl Pool {
             active_turns: slots.iter().map(|s| s.active_turns).sum(),
             slots,
             ca: inner.tls.stats(),
+            counters: inner.counters.snapshot(),
         }
     }
 

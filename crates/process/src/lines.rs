@@ -100,4 +100,34 @@ mod tests {
     async fn exact_limit_is_accepted_and_empty_lines_kept() {
         assert_eq!(all(b"12345\n\n", 5, 2).await, vec![Line::Complete(b"12345".to_vec()), Line::Complete(Vec::new())]);
     }
+
+    /// What the reader must yield: the input split at new lines, a last line without one
+    /// included, each over `max` reported by its length.
+    fn plain_split(input: &[u8], max: usize) -> Vec<Line> {
+        let mut parts: Vec<&[u8]> = input.split(|b| *b == b'\n').collect();
+        // After a final new line (or in no input) the split has an empty part that is no line.
+        if input.last().is_none_or(|b| *b == b'\n') {
+            parts.pop();
+        }
+        parts
+            .into_iter()
+            .map(|p| if p.len() > max { Line::TooLong { len: p.len() } } else { Line::Complete(p.to_vec()) })
+            .collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Any bytes, any cap, any buffer size: the lines of a plain split, never a panic.
+        #[test]
+        fn any_input_reads_as_its_lines(
+            input in proptest::collection::vec(proptest::prop_oneof![3 => proptest::prelude::any::<u8>(), 1 => proptest::strategy::Just(b'\n')], 0..300),
+            max in 0usize..40,
+            buf_cap in 1usize..48,
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let got = runtime.block_on(all(&input, max, buf_cap));
+            proptest::prop_assert_eq!(got, plain_split(&input, max));
+        }
+    }
 }

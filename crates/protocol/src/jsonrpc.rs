@@ -98,8 +98,8 @@ pub enum DecodeError {
     /// The line is not a JSON object.
     #[error("not a JSON object: {0}")]
     Json(#[from] serde_json::Error),
-    /// The object has none of the shapes JSON-RPC allows.
-    #[error("a JSON object that is neither request, response nor notification")]
+    /// The line is JSON but no object, or an object of none of the shapes JSON-RPC allows.
+    #[error("not a JSON object that is a request, response or notification")]
     Shape,
 }
 
@@ -120,6 +120,10 @@ struct RawMessage {
 impl Incoming {
     /// Decodes one line (without its newline). Unknown members are ignored.
     pub fn decode(line: &[u8]) -> Result<Self, DecodeError> {
+        // serde reads a struct from an array too, by position: `["", ""]` would be a request.
+        if line.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+            return Err(DecodeError::Shape);
+        }
         let raw: RawMessage = serde_json::from_slice(line)?;
         match raw {
             RawMessage { id: Some(id), method: Some(method), params, .. } => {
@@ -209,7 +213,9 @@ mod tests {
     #[test]
     fn rejects_garbage_and_shapeless_objects() {
         assert!(matches!(Incoming::decode(b"not json"), Err(DecodeError::Json(_))));
-        assert!(matches!(Incoming::decode(b"[1,2]"), Err(DecodeError::Json(_))));
+        assert!(matches!(Incoming::decode(b"[1,2]"), Err(DecodeError::Shape)));
+        // An array is no message, even one that would fill a request's members in order.
+        assert!(matches!(Incoming::decode(br#"["", "m"]"#), Err(DecodeError::Shape)));
         assert!(matches!(Incoming::decode(br#"{"hello":1}"#), Err(DecodeError::Shape)));
     }
 

@@ -23,12 +23,16 @@ pub async fn require_token(State(token): State<Arc<Option<String>>>, request: Re
     if same(given.as_bytes(), token.as_bytes()) {
         return next.run(request).await;
     }
-    let mut response = ApiError::new(
+    let error = ApiError::new(
         StatusCode::UNAUTHORIZED,
         "unauthorized",
         "missing or wrong token; send the service's token as `Authorization: Bearer <token>`",
-    )
-    .into_response();
+    );
+    let mut response = if crate::openai::is_openai_path(request.uri().path()) {
+        crate::openai::error::OpenAiError::from(error).into_response()
+    } else {
+        error.into_response()
+    };
     response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
     response
 }

@@ -66,6 +66,16 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         self.code
     }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The `Retry-After` asked for, in seconds.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.retry_after
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -101,7 +111,7 @@ impl From<PoolError> for ApiError {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message).retry_after(1)
             }
             PoolError::Store(e) => e.into(),
-            PoolError::Rebuild { .. } | PoolError::Codex(_) => {
+            PoolError::Rebuild { .. } | PoolError::Codex(_) | PoolError::History(_) => {
                 Self::new(StatusCode::BAD_GATEWAY, "codex_error", message)
             }
             _ => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message),

@@ -29,7 +29,7 @@ impl ApiEvent {
 }
 
 /// Token usage of a turn: every model call of it, added up.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Usage {
     /// Input tokens.
     pub input_tokens: i64,

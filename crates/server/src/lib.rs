@@ -8,9 +8,12 @@
 //!   `item.completed`, `text.delta`, `reasoning.delta`, then `turn.completed` or `turn.failed`)
 //!   or answered whole; `GET .../turns/{turn_id}/events` picks a stream up after
 //!   `Last-Event-ID`; `POST .../interrupt` stops it.
-//! - `GET /v1/pool`, `GET /healthz`, `GET /readyz`, `GET /openapi.json`.
+//! - `GET /v1/pool`, `GET /healthz`, `GET /readyz`, `GET /openapi.json`, `GET /metrics`
+//!   (Prometheus text).
+//! - OpenAI's API ([`openai`]): `POST /v1/responses`, `GET /v1/responses/{id}`, `POST
+//!   /v1/chat/completions`, `GET /v1/models`.
 //!
-//! Errors are always `{"error": {"code", "message"}}`. Safe by default: loopback unless told
+//! Errors are `{"error": {"code", "message"}}` (OpenAI's routes: OpenAI's shape). Safe by default: loopback unless told
 //! otherwise, a token required anywhere else, bodies and running turns capped.
 //!
 //! ```no_run
@@ -30,6 +33,8 @@ pub mod client;
 pub mod error;
 pub mod events;
 mod extract;
+pub mod metrics;
+pub mod openai;
 mod openapi;
 pub mod policy;
 pub mod runs;
@@ -49,6 +54,8 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use codex_pool::Pool;
+use metrics::Metrics;
+use openai::{chat, models, responses};
 use runs::Runs;
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
@@ -124,6 +131,7 @@ pub enum ServeError {
 /// The routes, over the service's state.
 pub fn router(state: AppState, config: &ServiceConfig) -> Router {
     let token = Arc::new(config.token.clone());
+    let metrics = state.metrics.clone();
     Router::new()
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
@@ -136,10 +144,17 @@ pub fn router(state: AppState, config: &ServiceConfig) -> Router {
         .route("/v1/conversations/{id}/interrupt", post(conversations::interrupt))
         .route("/v1/conversations/{id}/turns", post(turns::start))
         .route("/v1/conversations/{id}/turns/{turn_id}/events", get(turns::events))
+        .route("/v1/responses", post(responses::create))
+        .route("/v1/responses/{id}", get(responses::retrieve))
+        .route("/v1/chat/completions", post(chat::create))
+        .route("/v1/models", get(models::list))
+        .route("/v1/models/{id}", get(models::retrieve))
+        .route("/metrics", get(system::metrics))
         .fallback(system::not_found)
         .method_not_allowed_fallback(system::method_not_allowed)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(token, auth::require_token))
+        .layer(axum::middleware::from_fn_with_state(metrics, metrics::track))
         .with_state(state)
 }
 
@@ -147,6 +162,7 @@ pub fn router(state: AppState, config: &ServiceConfig) -> Router {
 pub struct Service {
     pool: Pool,
     runs: Arc<Runs>,
+    metrics: Arc<Metrics>,
     listener: TcpListener,
     config: ServiceConfig,
 }
@@ -160,8 +176,9 @@ impl Service {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
-        let runs = Runs::new(config.max_running_turns, config.keep_events_for);
-        Ok(Self { pool, runs, listener, config })
+        let metrics = Arc::new(Metrics::default());
+        let runs = Runs::new(config.max_running_turns, config.keep_events_for, metrics.clone());
+        Ok(Self { pool, runs, metrics, listener, config })
     }
 
     /// Where it listens.
@@ -174,12 +191,15 @@ impl Service {
     /// every codex process, and returns within a few seconds. The pool is started in the
     /// background; until it serves, requests that need it get 503.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
-        let Service { pool, runs, listener, config } = self;
+        let Service { pool, runs, metrics, listener, config } = self;
+        let transcripts = Arc::new(openai::transcripts::Transcripts::new());
         let state = AppState {
             pool: pool.clone(),
             runs: runs.clone(),
             models: Arc::new(config.models.clone()),
             policy: Arc::new(config.policy.clone()),
+            metrics,
+            transcripts: transcripts.clone(),
         };
         let app = router(state, &config);
         let starting = {
@@ -187,6 +207,11 @@ impl Service {
             tokio::spawn(async move {
                 if let Err(e) = pool.ensure_started().await {
                     tracing::error!(error = %e, "the pool could not start; requests get 503 until a process serves");
+                }
+                // Chat transcripts are matched to their conversations again, as they were.
+                match openai::transcripts::rebuild(&pool, &transcripts).await {
+                    Ok(n) => tracing::debug!(conversations = n, "chat transcripts indexed"),
+                    Err(e) => tracing::warn!(error = %e, "chat transcripts could not be indexed from the store"),
                 }
             })
         };

@@ -1,6 +1,7 @@
 //! The OpenAPI document of the service, generated from the handlers and types.
 
 use crate::api::{conversations, system, turns};
+use crate::openai::{chat, models, responses};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -11,7 +12,8 @@ use utoipa::{Modify, OpenApi};
         conversations::create, conversations::list, conversations::get_one, conversations::items,
         conversations::delete, conversations::release, conversations::interrupt,
         turns::start, turns::events,
-        system::healthz, system::readyz, system::pool, system::openapi,
+        system::healthz, system::readyz, system::pool, system::openapi, system::metrics,
+        responses::create, responses::retrieve, chat::create, models::list, models::retrieve,
     ),
     modifiers(&BearerToken),
     security(("token" = [])),

@@ -4,10 +4,12 @@
 //! (`Last-Event-ID`), while the turn runs and for a while after it ended.
 
 use crate::events::{ApiEvent, Mapper};
+use crate::metrics::Metrics;
 use codex_pool::{ConversationId, PoolTurn};
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
@@ -52,6 +54,12 @@ impl RunLog {
         Some(events[after.min(events.len())..].to_vec())
     }
 
+    /// The events so far, and whether the turn has ended.
+    pub fn snapshot(&self) -> (Vec<ApiEvent>, bool) {
+        let done = self.progress.borrow().1;
+        (self.events.lock().unwrap_or_else(|p| p.into_inner()).clone(), done)
+    }
+
     /// Every event, once the turn has ended.
     pub async fn wait_all(&self) -> Vec<ApiEvent> {
         let mut progress = self.progress.subscribe();
@@ -61,6 +69,10 @@ impl RunLog {
 }
 
 type Key = (ConversationId, String);
+
+/// What runs once a turn has ended, before anyone reads its end: it gets every event of the
+/// turn, the terminal one last.
+pub type OnEnd = Box<dyn FnOnce(&[ApiEvent]) + Send>;
 
 /// Why a turn could not be run.
 #[derive(Debug)]
@@ -72,23 +84,30 @@ pub enum RunRefused {
 /// The turns the service runs, and their logs.
 pub struct Runs {
     logs: Mutex<HashMap<Key, Arc<RunLog>>>,
+    /// The last turn the service ran of each conversation that its conversation kept.
+    latest: Arc<Mutex<HashMap<ConversationId, String>>>,
     tasks: Mutex<JoinSet<()>>,
     /// Room for turns; each running turn holds one permit.
     room: Arc<Semaphore>,
     max_turns: usize,
     /// How long a turn's events are kept after it ended.
     retention: Duration,
+    /// Where turns are counted.
+    metrics: Arc<Metrics>,
 }
 
 impl Runs {
-    /// At most `max_turns` at once; logs kept `retention` after their turn ended.
-    pub fn new(max_turns: usize, retention: Duration) -> Arc<Self> {
+    /// At most `max_turns` at once; logs kept `retention` after their turn ended; turns counted
+    /// in `metrics`.
+    pub fn new(max_turns: usize, retention: Duration, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Self {
             logs: Mutex::new(HashMap::new()),
+            latest: Arc::default(),
             tasks: Mutex::new(JoinSet::new()),
             room: Arc::new(Semaphore::new(max_turns)),
             max_turns,
             retention,
+            metrics,
         })
     }
 
@@ -97,25 +116,77 @@ impl Runs {
         self.room.clone().try_acquire_owned().map_err(|_| RunRefused::TooMany(self.max_turns))
     }
 
-    /// Runs a started turn to its end in a task of the service's; returns its log.
-    pub fn run(self: &Arc<Self>, turn: PoolTurn, room: OwnedSemaphorePermit) -> Arc<RunLog> {
+    /// Runs a started turn to its end in a task of the service's; returns its log. `begun` is
+    /// when the turn was asked for (its latency is counted from there).
+    pub fn run(self: &Arc<Self>, turn: PoolTurn, room: OwnedSemaphorePermit, begun: Instant) -> Arc<RunLog> {
+        self.run_with(turn, room, begun, None)
+    }
+
+    /// [`Runs::run`], with `on_end` run once the turn has ended, before its end is logged: a
+    /// client that reads the end and asks again at once finds what `on_end` did.
+    pub fn run_with(
+        self: &Arc<Self>,
+        turn: PoolTurn,
+        room: OwnedSemaphorePermit,
+        begun: Instant,
+        on_end: Option<OnEnd>,
+    ) -> Arc<RunLog> {
         let log = Arc::new(RunLog::new(turn.conversation_id().clone(), turn.turn_id().to_owned()));
         let key = (log.conversation.clone(), log.turn_id.clone());
         self.logs.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), log.clone());
         let (runs, driven) = (Arc::downgrade(self), log.clone());
-        let retention = self.retention;
+        let (retention, metrics, latest) = (self.retention, self.metrics.clone(), self.latest.clone());
+        // A turn codex finished is kept in its conversation (a cut one leaves nothing).
+        let remember: OnEnd = Box::new(move |events: &[ApiEvent]| {
+            let end = events.last().map(|e| (e.event, &e.data));
+            let kept = matches!(end, Some(("turn.completed", _)))
+                || end.is_some_and(|(_, data)| data["error"]["kind"] == "model_error");
+            if let (true, Some((_, data))) = (kept, end) {
+                let (conversation, turn) = (&data["conversation_id"], &data["turn_id"]);
+                if let (Some(conversation), Some(turn)) = (conversation.as_str(), turn.as_str()) {
+                    let mut latest = latest.lock().unwrap_or_else(|p| p.into_inner());
+                    latest.insert(ConversationId::from(conversation), turn.to_owned());
+                }
+            }
+        });
+        let on_end: OnEnd = match on_end {
+            Some(then) => Box::new(move |events: &[ApiEvent]| {
+                remember(events);
+                then(events);
+            }),
+            None => remember,
+        };
+        metrics.turn_started();
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         // Ended tasks are reaped here, so the set holds only live ones.
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
-            drive(turn, &driven).await;
-            drop(room);
+            drive(turn, &driven, &metrics, begun, room, Some(on_end)).await;
             tokio::time::sleep(retention).await;
             if let Some(runs) = runs.upgrade() {
                 runs.logs.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
             }
         });
         log
+    }
+
+    /// Runs `then` once the turn of `log` has ended, in a task of the service's (so a client
+    /// that goes away does not cancel it).
+    pub fn after_end<F>(&self, log: Arc<RunLog>, then: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        tasks.spawn(async move {
+            log.wait_all().await;
+            then.await;
+        });
+    }
+
+    /// The last turn the service ran of a conversation and its conversation kept, if the
+    /// service ran one since it started.
+    pub fn latest_turn(&self, conversation: &ConversationId) -> Option<String> {
+        self.latest.lock().unwrap_or_else(|p| p.into_inner()).get(conversation).cloned()
     }
 
     /// The log of a turn, while it is kept.
@@ -139,18 +210,62 @@ impl Runs {
     }
 }
 
-/// Reads the turn to its end, logging what clients see of it.
-async fn drive(mut turn: PoolTurn, log: &RunLog) {
+/// Reads the turn to its end, logging what clients see of it and counting it.
+/// The turn's room in the service is given back before its end is logged, so a client that
+/// reads the end and at once starts another turn finds the room.
+async fn drive(
+    mut turn: PoolTurn,
+    log: &RunLog,
+    metrics: &Metrics,
+    begun: Instant,
+    room: OwnedSemaphorePermit,
+    mut on_end: Option<OnEnd>,
+) {
     let mut mapper = Mapper::new(turn.conversation_id().clone(), turn.turn_id().to_owned());
+    let mut first_text = true;
+    let mut room = Some(room);
+    let mut record = |event: ApiEvent| {
+        observe(&event, metrics, begun, &mut first_text);
+        if event.is_terminal() {
+            room.take();
+            if let Some(on_end) = on_end.take() {
+                let mut events = log.events.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                events.push(event.clone());
+                on_end(&events);
+            }
+        }
+        let terminal = event.is_terminal();
+        log.push(event);
+        if terminal {
+            log.finish();
+        }
+    };
     while let Some(event) = turn.next().await {
         for api_event in mapper.map(event) {
-            log.push(api_event);
+            record(api_event);
         }
     }
     if !mapper.ended() {
         // The pool ends every turn with one terminal event; should that ever fail, clients
         // still get an end.
-        log.push(mapper.lost());
+        record(mapper.lost());
     }
     log.finish();
+}
+
+/// Counts what an event says: the first text, the end.
+fn observe(event: &ApiEvent, metrics: &Metrics, begun: Instant, first_text: &mut bool) {
+    match event.event {
+        "text.delta" if *first_text => {
+            *first_text = false;
+            metrics.first_token(begun.elapsed());
+        }
+        "turn.completed" => {
+            metrics.turn_ended(false, event.data["status"].as_str().unwrap_or("completed"), begun.elapsed())
+        }
+        "turn.failed" => {
+            metrics.turn_ended(true, event.data["error"]["kind"].as_str().unwrap_or("internal"), begun.elapsed())
+        }
+        _ => {}
+    }
 }

@@ -1,6 +1,8 @@
 //! What every handler shares: the pool and the turns the service runs.
 
 use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::openai::transcripts::Transcripts;
 use crate::policy::AgentPolicy;
 use crate::runs::Runs;
 use axum::http::StatusCode;
@@ -18,6 +20,10 @@ pub struct AppState {
     pub models: Arc<Vec<String>>,
     /// What clients may make codex do.
     pub policy: Arc<AgentPolicy>,
+    /// What the service counts (`GET /metrics`).
+    pub metrics: Arc<Metrics>,
+    /// Which chat transcript is which conversation (`POST /v1/chat/completions`).
+    pub transcripts: Arc<Transcripts>,
 }
 
 impl AppState {

@@ -5,42 +5,16 @@ mod common;
 
 use bytes::Bytes;
 use codex_pool::{Pool, PoolConfig};
-use codex_pool_server::client::{Client, ClientError, EventStream, SseEvent};
+use codex_pool_server::client::{Client, SseEvent};
 use codex_pool_server::{Service, ServiceConfig};
 use codex_pool_store::MemoryStore;
 use codex_pool_testkit::*;
-use common::Running;
+use common::*;
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
-
-/// Reads a stream to its end; returns every event.
-async fn all(mut events: EventStream) -> Vec<SseEvent> {
-    let mut seen = Vec::new();
-    while let Some(e) = tokio::time::timeout(Duration::from_secs(60), events.next()).await.unwrap().unwrap() {
-        seen.push(e);
-    }
-    seen
-}
-
-fn text_of(events: &[SseEvent]) -> String {
-    events.iter().filter(|e| e.event == "text.delta").map(|e| e.data["delta"].as_str().unwrap().to_owned()).collect()
-}
-
-fn status_of(result: Result<impl Sized, ClientError>) -> (StatusCode, Value) {
-    match result {
-        Err(ClientError::Status { status, body }) => (status, body),
-        Err(e) => panic!("{e}"),
-        Ok(_) => (StatusCode::OK, Value::Null),
-    }
-}
-
-async fn raw(client: &Client, method: Method, path: &str, body: &str) -> (StatusCode, Value) {
-    let answer = client.send(method, path, Some(Bytes::from(body.to_owned()))).await.unwrap();
-    (answer.status, answer.json().unwrap_or(Value::Null))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_status_the_api_answers() {
@@ -250,6 +224,8 @@ async fn a_codex_process_killed_while_six_turns_stream() {
     let env = Env::new().await;
     let svc = Running::start(&env, 2, |_| {}).await;
     let c = &svc.client;
+    // Both processes first, so the conversations are spread over them.
+    wait_all_serving(c).await;
     let mut ids = Vec::new();
     for _ in 0..6 {
         let id = svc.conversation().await;
@@ -273,6 +249,7 @@ async fn a_codex_process_killed_while_six_turns_stream() {
         on_victim
             .push(slot_of(&c.get(&format!("/v1/conversations/{id}")).await.unwrap().json().unwrap()) == victim_slot);
     }
+    assert!(on_victim.contains(&false), "round_robin spread the conversations over both processes");
     let pool = c.get("/v1/pool").await.unwrap().json().unwrap();
     let pid = pool["processes"][victim_slot as usize]["pid"].as_u64().unwrap() as u32;
     let killed = Instant::now();
@@ -341,9 +318,40 @@ async fn the_openapi_document_lists_every_route() {
         "/healthz",
         "/readyz",
         "/openapi.json",
+        "/metrics",
+        "/v1/responses",
+        "/v1/responses/{id}",
+        "/v1/chat/completions",
+        "/v1/models",
+        "/v1/models/{id}",
     ] {
         assert!(paths.iter().any(|p| *p == path), "{path} missing from {paths:?}");
     }
     assert!(doc["components"]["schemas"]["CreateConversation"].is_object());
+    assert!(doc["components"]["schemas"]["CreateResponse"]["properties"]["previous_response_id"].is_object(), "{doc}");
+    assert!(doc["components"]["schemas"]["OpenAiErrorBody"].is_object());
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_start_a_turn_as_soon_as_their_last_ended_find_room() {
+    let env = Env::new().await;
+    // As many turns may run as there are conversations: none should ever be refused.
+    let svc = Running::start(&env, 1, |c| c.max_running_turns = 6).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let (client, id) = (svc.client.clone(), svc.conversation().await);
+        tasks.spawn(async move {
+            for n in 0..12 {
+                let path = format!("/v1/conversations/{id}/turns");
+                let events = client.stream(&path, json!({"text": format!("turn {n}")})).await;
+                let events = all(events.expect("room for the next turn")).await;
+                assert_eq!(events.last().unwrap().event, "turn.completed");
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
     svc.stop().await;
 }

@@ -1,26 +1,44 @@
-//! `bench --http`: the same load through the service, `serve`'s HTTP + SSE API on a loopback
-//! port, driven by a client in this process (so the figures include both sides of the wire).
+//! `bench --http`, `--responses`, `--chat`: the same load through the service on a loopback
+//! port, driven by a client in this process (so the figures include both sides of the wire):
+//! the native API (a conversation, then its turns), OpenAI's Responses API (each turn continues
+//! the last with `previous_response_id`) or Chat Completions (each request resends the whole
+//! transcript, which the service matches to its conversation).
 
 use super::measure::CpuClock;
-use super::{bench_pool, drive, scratch, BenchArgs, RunResult};
+use super::{bench_pool, drive, openai, scratch, BenchArgs, RunResult};
 use crate::backend::MockChild;
 use codex_pool_process::ca::SystemRoots;
 use codex_pool_server::client::Client;
 use codex_pool_server::{Service, ServiceConfig};
 use serde_json::json;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Which API of the service a run drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// `/v1/conversations/{id}/turns`.
+    Native,
+    /// `/v1/responses` with `previous_response_id`.
+    Responses,
+    /// `/v1/chat/completions` with the growing transcript.
+    Chat,
+}
+
+/// Runs the load through a service on a loopback port, with the API `api`.
 pub async fn run(
     args: &BenchArgs,
     system: &SystemRoots,
     bin: &std::path::Path,
     mock: &MockChild,
+    api: Api,
 ) -> anyhow::Result<RunResult> {
     let dir = scratch()?;
     let pool = bench_pool(args, (args.profile, &args.ca_bundle, system), bin, mock, dir.path())?;
     let mut config = ServiceConfig::default();
     config.listen = "127.0.0.1:0".parse()?;
     config.max_running_turns = args.convs.max(1);
+    config.models = vec!["mock-model".to_owned()];
     let t0 = Instant::now();
     let service = Service::bind(pool.clone(), config).await?;
     let client = Client::new(&format!("http://{}", service.local_addr()), None);
@@ -34,24 +52,46 @@ pub async fn run(
     }
     let ready = t0.elapsed();
     let ca_bundle = pool.stats().ca.bundle;
+    // Each conversation's state: the native conversation id, the last response id, or the
+    // transcript so far.
     let mut conversations = Vec::new();
     for _ in 0..args.convs {
-        let created = client.post("/v1/conversations", json!({})).await?.json()?;
-        conversations.push(created["id"].as_str().unwrap_or_default().to_owned());
+        let state = match api {
+            Api::Native => {
+                let created = client.post("/v1/conversations", json!({})).await?.json()?;
+                created["id"].as_str().unwrap_or_default().to_owned()
+            }
+            Api::Responses | Api::Chat => String::new(),
+        };
+        conversations.push(Arc::new(Mutex::new(openai::State::new(state))));
     }
     let pids: Vec<u32> = pool.stats().slots.iter().filter_map(|s| s.pid).collect();
     let clock = CpuClock::start(&pids, mock).await;
     let started = Instant::now();
-    let (samples, errors) = drive(conversations, args.turns, move |id: String, text| {
-        let client = client.clone();
-        async move { http_turn(&client, &id, &text).await }
+    let driver = client.clone();
+    let (samples, errors) = drive(conversations, args.turns, move |state: Arc<Mutex<openai::State>>, text| {
+        let client = driver.clone();
+        async move {
+            match api {
+                Api::Native => {
+                    let id = state.lock().map(|s| s.id.clone()).unwrap_or_default();
+                    http_turn(&client, &id, &text).await
+                }
+                Api::Responses => openai::response_turn(&client, &state, &text).await,
+                Api::Chat => openai::chat_turn(&client, &state, &text).await,
+            }
+        }
     })
     .await;
     let wall = started.elapsed();
     let usage = clock.stop(&pids, mock).await;
+    let chat = match api {
+        Api::Chat => Some(openai::chat_outcomes(&client).await),
+        _ => None,
+    };
     let _ = stop.send(());
     serving.await??;
-    Ok(RunResult { ca_bundle, ready, wall, samples, errors, ..usage.into_result() })
+    Ok(RunResult { ca_bundle, ready, wall, samples, errors, chat, ..usage.into_result() })
 }
 
 /// One turn through the service: (time to the first text delta, reply); an empty reply on

@@ -113,6 +113,7 @@ impl Usage {
             rss_mb: self.rss_mb,
             codex_rss_mb: self.codex_rss_mb,
             health: None,
+            chat: None,
         }
     }
 }

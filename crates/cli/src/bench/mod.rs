@@ -4,12 +4,16 @@
 //! same invocation, and the line gains the direct figures and the ratios. With `--versus
 //! PROFILE` (or `--versus-ca-bundle CA`), the same load also runs through the pool with another
 //! conversation profile (or other root certificates). With `--tls` the fake model serves HTTPS
-//! with a CA of its own, which every run's "system roots" (the system bundle) then include.
+//! with a CA of its own, which every run's "system roots" (the system bundle) then include. With
+//! `--http`, `--responses` and `--chat`, through the service: its native API, OpenAI's Responses
+//! API and Chat Completions.
 
 mod direct;
 pub mod hops;
 mod http;
 mod measure;
+mod openai;
+mod report;
 mod result;
 
 use crate::backend::{codex_process_config, MockChild};
@@ -22,9 +26,9 @@ use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_protocol::types::UserInput;
 use codex_pool_store::SqliteStore;
 use direct::DirectClient;
+use http::Api;
 use measure::{CpuClock, Sample};
-use result::{absorb, round, Health, RunResult};
-use serde_json::{json, Value};
+use result::{absorb, Health, RunResult};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,6 +52,14 @@ pub struct BenchArgs {
     /// this process) and report it beside the library.
     #[arg(long)]
     http: bool,
+    /// Also run the same load through the service's `/v1/responses` (streamed, each turn
+    /// continuing the last with `previous_response_id`).
+    #[arg(long)]
+    responses: bool,
+    /// Also run the same load through the service's `/v1/chat/completions` (streamed, each
+    /// request resending the whole transcript).
+    #[arg(long)]
+    chat: bool,
     /// Repeat the load this many times; with --direct or --versus, the runs alternate (who goes
     /// first rotates too) and the figures pool all rounds of a mode.
     #[arg(long, default_value_t = 1)]
@@ -108,8 +120,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.direct {
         arms.push(Arm::Direct);
     }
-    if args.http {
-        arms.push(Arm::Http);
+    for (asked, api) in [(args.http, Api::Native), (args.responses, Api::Responses), (args.chat, Api::Chat)] {
+        if asked {
+            arms.push(Arm::Http(api));
+        }
     }
     if args.versus.is_some() || args.versus_ca_bundle.is_some() {
         let profile = args.versus.unwrap_or(args.profile);
@@ -124,80 +138,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     run_pool(&args, *profile, ca, &system, &bin, &mock).await.context("pool run")?
                 }
                 Arm::Direct => run_direct(&args, &system, &bin, &mock).await.context("direct run")?,
-                Arm::Http => http::run(&args, &system, &bin, &mock).await.context("service run")?,
+                Arm::Http(api) => http::run(&args, &system, &bin, &mock, *api).await.context("service run")?,
             };
             absorb(&mut results[i], result);
         }
     }
-    let mut results = results.into_iter();
-    let pool = results.next().flatten();
-    let direct = if args.direct { results.next().flatten() } else { None };
-    let service = if args.http { results.next().flatten() } else { None };
-    let versus = results.next().flatten();
-    let versus_profile = args.versus.unwrap_or(args.profile);
     mock.stop().await;
-    let rounds = args.rounds.max(1);
-    let total = args.convs * args.turns * rounds;
-    let pool = pool.expect("at least one round").json(total);
-    let mut line = json!({
-        "mode": "pool",
-        "profile": args.profile.name(),
-        "strategy": args.strategy.name(),
-        "convs": args.convs,
-        "turns": args.turns,
-        "pool_size": args.pool_size,
-        "rounds": rounds,
-        "tls": args.tls,
-    });
-    merge(&mut line, pool.clone());
-    if let Some(direct) = direct {
-        let d = direct.json(total);
-        line["pool_vs_direct"] = json!({
-            "throughput_ratio": round(pool["turns_per_s"].as_f64().unwrap_or(0.0) / d["turns_per_s"].as_f64().unwrap_or(1.0)),
-            "lat_p50_added_ms": round(pool["lat_p50_ms"].as_f64().unwrap_or(0.0) - d["lat_p50_ms"].as_f64().unwrap_or(0.0)),
-            "client_cpu_added_ms_per_turn": round(pool["client_cpu_ms_per_turn"].as_f64().unwrap_or(0.0) - d["client_cpu_ms_per_turn"].as_f64().unwrap_or(0.0)),
-        });
-        line["direct"] = d;
-    }
-    if let Some(service) = service {
-        let h = service.json(total);
-        let get = |v: &Value, key: &str| v[key].as_f64().unwrap_or(0.0);
-        line["http_vs_library"] = json!({
-            "throughput_ratio": round(get(&h, "turns_per_s") / get(&pool, "turns_per_s").max(f64::MIN_POSITIVE)),
-            "lat_p50_added_ms": round(get(&h, "lat_p50_ms") - get(&pool, "lat_p50_ms")),
-            "client_cpu_added_ms_per_turn": round(get(&h, "client_cpu_ms_per_turn") - get(&pool, "client_cpu_ms_per_turn")),
-        });
-        line["http"] = h;
-    }
-    if let Some(versus) = versus {
-        let v = versus.json(total);
-        let ratio = |key: &str| round(pool[key].as_f64().unwrap_or(0.0) / v[key].as_f64().unwrap_or(0.0));
-        let ratios = json!({
-            "throughput_ratio": ratio("turns_per_s"),
-            "lat_p50_ratio": ratio("lat_p50_ms"),
-            "request_bytes_ratio": ratio("request_bytes_per_turn"),
-            "codex_cpu_ratio": ratio("codex_cpu_ms_per_turn"),
-        });
-        if args.versus.is_some() {
-            line["profile_vs_versus"] = ratios.clone();
-        }
-        if args.versus_ca_bundle.is_some() {
-            line["ca_vs_versus"] = ratios;
-        }
-        line["versus"] = v;
-        line["versus"]["profile"] = json!(versus_profile.name());
-    }
-    if let Some(hops) = hops::report() {
-        line["hops"] = hops;
-    }
+    let line = report::line(&args, &arms, results);
     println!("{line}");
     Ok(())
-}
-
-fn merge(into: &mut Value, from: Value) {
-    if let (Value::Object(a), Value::Object(b)) = (into, from) {
-        a.extend(b);
-    }
 }
 
 fn scratch() -> anyhow::Result<tempfile::TempDir> {
@@ -215,14 +164,14 @@ fn system_plus(mock_ca: &std::path::Path, dir: &std::path::Path) -> anyhow::Resu
 }
 
 /// One mode of the benchmark.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 enum Arm {
     /// Through the pool, with a profile and root certificates.
     Pool(Profile, CaBundle),
     /// Through the minimal raw client, with --profile and --ca-bundle.
     Direct,
-    /// Through the service (HTTP + SSE), with --profile and --ca-bundle.
-    Http,
+    /// Through the service (HTTP + SSE), with --profile and --ca-bundle, by one of its APIs.
+    Http(Api),
 }
 
 /// A pool as every arm but the raw client runs it, its files under `dir`.

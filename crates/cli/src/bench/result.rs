@@ -22,6 +22,8 @@ pub(super) struct RunResult {
     /// Health checks answered during the run, the slowest answer, the checks answered late by a
     /// busy process, and the processes replaced (pool runs only).
     pub(super) health: Option<Health>,
+    /// Chat requests that continued a conversation, and that started one (`--chat` only).
+    pub(super) chat: Option<(u64, u64)>,
 }
 
 impl RunResult {
@@ -48,6 +50,10 @@ impl RunResult {
             out["health_check_max_ms"] = json!(round(h.slowest_ms));
             out["health_checks_busy"] = json!(h.busy);
             out["restarts"] = json!(h.restarts);
+        }
+        if let Some((continued, new)) = self.chat {
+            out["chat_continued"] = json!(continued);
+            out["chat_new"] = json!(new);
         }
         out
     }
@@ -102,6 +108,10 @@ impl RunResult {
                 busy: a.busy + b.busy,
                 restarts: a.restarts + b.restarts,
             }),
+            (a, b) => a.or(b),
+        };
+        self.chat = match (self.chat, other.chat) {
+            (Some((a, x)), Some((b, y))) => Some((a + b, x + y)),
             (a, b) => a.or(b),
         };
     }

@@ -367,3 +367,107 @@ async fn a_request_larger_than_the_pipe_goes_out_whole_as_codex_reads() {
     injecting.await.unwrap().unwrap();
     pinging.await.unwrap().unwrap();
 }
+
+/// Lines codex could send and lines it never would: bytes, JSON of any shape, notifications and
+/// server requests with odd params, replies to ids nobody asked with. None names turn `u1`.
+fn noise() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        "[ -~é\\u{0}]{0,8}".prop_map(Value::String),
+    ];
+    let value = leaf.prop_recursive(3, 16, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            proptest::collection::btree_map("[a-zA-Z]{1,9}", inner, 0..4).prop_map(|m| json!(m)),
+        ]
+    });
+    let method = prop_oneof![
+        Just("turn/started"),
+        Just("turn/completed"),
+        Just("item/started"),
+        Just("item/completed"),
+        Just("item/agentMessage/delta"),
+        Just("item/reasoning/textDelta"),
+        Just("thread/tokenUsage/updated"),
+        Just("error"),
+        Just("rawResponseItem/completed"),
+        Just("thread/closed"),
+        Just("thread/started"),
+        Just("item/commandExecution/requestApproval"),
+        Just("item/tool/call"),
+        Just("brand/new"),
+    ];
+    let thread = prop_oneof![Just(json!("t")), Just(json!("x")), Just(json!(5))];
+    let turn = prop_oneof![
+        Just(json!("zz")),
+        Just(json!({"id": "zz", "status": "completed", "items": []})),
+        Just(Value::Null)
+    ];
+    let params = (proptest::collection::btree_map("[a-zA-Z]{1,9}", value.clone(), 0..3), thread, turn).prop_map(
+        |(fields, thread, turn)| {
+            let mut p = json!(fields);
+            p["threadId"] = thread;
+            p["turnId"] = turn.get("id").cloned().unwrap_or_else(|| turn.clone());
+            p["turn"] = turn;
+            p
+        },
+    );
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..48).prop_map(|mut b| {
+            b.retain(|c| *c != b'\n');
+            b
+        }),
+        value.clone().prop_map(|v| v.to_string().into_bytes()),
+        (method.clone(), params.clone()).prop_map(|(m, p)| json!({"method": m, "params": p}).to_string().into_bytes()),
+        (1_000i64..2_000, method, params)
+            .prop_map(|(id, m, p)| json!({"id": id, "method": m, "params": p}).to_string().into_bytes()),
+        (any::<i64>(), value).prop_map(|(id, v)| json!({"id": id, "result": v}).to_string().into_bytes()),
+        any::<i64>().prop_map(|id| json!({"id": id, "error": {"code": -1, "message": "x"}}).to_string().into_bytes()),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Whatever else codex sends while a turn runs, the actor neither panics nor mixes it into
+    /// the turn: the turn ends as codex ends it, and the actor goes on answering.
+    #[test]
+    fn any_message_leaves_the_actor_and_the_running_turn_intact(lines in proptest::collection::vec(noise(), 0..24)) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+        runtime.block_on(async move {
+            let mut rig = rig();
+            let mut turn = start(&mut rig, "u1", true).await;
+            for line in &lines {
+                rig.peer.raw(line).await;
+            }
+            rig.peer.delta("u1", "ok").await;
+            rig.peer.completed("u1", "completed").await;
+            let (mut text, mut end) = (String::new(), None);
+            while let Some(event) = turn.next().await {
+                match event {
+                    TurnEvent::AgentMessageDelta { delta, .. } => text.push_str(&delta),
+                    e if e.is_terminal() => end = Some(e),
+                    _ => {}
+                }
+            }
+            assert_eq!(text, "ok");
+            assert!(matches!(end, Some(TurnEvent::Completed { status: TurnStatus::Completed, .. })), "{end:?}");
+            let handle = rig.handle.clone();
+            let call = tokio::spawn(async move {
+                handle.request::<codex_pool_protocol::methods::ThreadLoadedList>(&Default::default()).await
+            });
+            let id = loop {
+                // Answers to the server requests among the noise come first.
+                let msg = rig.peer.recv().await;
+                if msg["method"] == "thread/loaded/list" {
+                    break msg["id"].clone();
+                }
+            };
+            rig.peer.send(json!({"id": id, "result": {"data": ["t"]}})).await;
+            assert_eq!(call.await.unwrap().unwrap().data, vec![thread()]);
+        });
+    }
+}

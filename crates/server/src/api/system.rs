@@ -4,7 +4,8 @@
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -96,16 +97,33 @@ pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(crate::openapi::document())
 }
 
-/// Anything else: 404, in the service's error shape.
-pub async fn not_found() -> ApiError {
-    ApiError::not_found("no such endpoint; see GET /openapi.json")
+/// What the service and its pool did, in Prometheus' text format.
+#[utoipa::path(get, path = "/metrics", tag = "service",
+    responses((status = 200, description = "Prometheus text (0.0.4)", content_type = "text/plain", body = String)))]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    crate::metrics::answer(state.metrics.render(&state.pool.stats(), state.runs.running(), state.transcripts.len()))
 }
 
-/// A known path with another method: 405, in the service's error shape.
-pub async fn method_not_allowed() -> ApiError {
-    ApiError::new(
+/// An error in the shape of the route's API (OpenAI's on OpenAI's routes).
+fn shaped(uri: &Uri, error: ApiError) -> Response {
+    if crate::openai::is_openai_path(uri.path()) {
+        crate::openai::error::OpenAiError::from(error).into_response()
+    } else {
+        error.into_response()
+    }
+}
+
+/// Anything else: 404, in the route's error shape.
+pub async fn not_found(uri: Uri) -> Response {
+    shaped(&uri, ApiError::not_found("no such endpoint; see GET /openapi.json"))
+}
+
+/// A known path with another method: 405, in the route's error shape.
+pub async fn method_not_allowed(uri: Uri) -> Response {
+    let error = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         "this endpoint does not take that method; see GET /openapi.json",
-    )
+    );
+    shaped(&uri, error)
 }

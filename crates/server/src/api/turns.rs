@@ -76,6 +76,7 @@ pub async fn start(
     ApiJson(body): ApiJson<StartTurn>,
 ) -> Result<Response, ApiError> {
     state.ready()?;
+    let begun = std::time::Instant::now();
     let input = match (body.text, body.input) {
         (Some(text), None) => vec![UserInput::text(text)],
         (None, Some(items)) if !items.is_empty() => items
@@ -92,7 +93,7 @@ pub async fn start(
             .retry_after(1)
     })?;
     let turn = state.pool.start_turn(&ConversationId::from(id), input, TurnOptions::default()).await?;
-    let log = state.runs.run(turn, room);
+    let log = state.runs.run(turn, room, begun);
     if body.stream.unwrap_or(true) {
         Ok(sse(log, 0).into_response())
     } else {

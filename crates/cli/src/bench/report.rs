@@ -1,0 +1,93 @@
+//! The JSON line of a benchmark: the pool's figures, then each other arm's beside them.
+
+use super::http::Api;
+use super::result::{round, RunResult};
+use super::{hops, Arm, BenchArgs};
+use serde_json::{json, Value};
+
+/// The line for `results`, one per arm in `arms` (rounds added up).
+pub(super) fn line(args: &BenchArgs, arms: &[Arm], mut results: Vec<Option<RunResult>>) -> Value {
+    // The first arm is the pool's; the versus arm, when asked for, is the last (it may equal the
+    // first, when --versus names the same profile).
+    let versus = if args.versus.is_some() || args.versus_ca_bundle.is_some() { results.pop().flatten() } else { None };
+    let pool = results[0].take();
+    let mut take = |arm: Arm| arms.iter().skip(1).position(|a| *a == arm).and_then(|i| results[i + 1].take());
+    let direct = take(Arm::Direct);
+    let service = take(Arm::Http(Api::Native));
+    let openai = [("responses", take(Arm::Http(Api::Responses))), ("chat", take(Arm::Http(Api::Chat)))];
+    let versus_profile = args.versus.unwrap_or(args.profile);
+    let rounds = args.rounds.max(1);
+    let total = args.convs * args.turns * rounds;
+    let pool = pool.expect("at least one round").json(total);
+    let mut line = json!({
+        "mode": "pool",
+        "profile": args.profile.name(),
+        "strategy": args.strategy.name(),
+        "convs": args.convs,
+        "turns": args.turns,
+        "pool_size": args.pool_size,
+        "rounds": rounds,
+        "tls": args.tls,
+    });
+    merge(&mut line, pool.clone());
+    if let Some(direct) = direct {
+        let d = direct.json(total);
+        line["pool_vs_direct"] = json!({
+            "throughput_ratio": round(pool["turns_per_s"].as_f64().unwrap_or(0.0) / d["turns_per_s"].as_f64().unwrap_or(1.0)),
+            "lat_p50_added_ms": round(pool["lat_p50_ms"].as_f64().unwrap_or(0.0) - d["lat_p50_ms"].as_f64().unwrap_or(0.0)),
+            "client_cpu_added_ms_per_turn": round(pool["client_cpu_ms_per_turn"].as_f64().unwrap_or(0.0) - d["client_cpu_ms_per_turn"].as_f64().unwrap_or(0.0)),
+        });
+        line["direct"] = d;
+    }
+    if let Some(service) = service {
+        let h = service.json(total);
+        let get = |v: &Value, key: &str| v[key].as_f64().unwrap_or(0.0);
+        line["http_vs_library"] = json!({
+            "throughput_ratio": round(get(&h, "turns_per_s") / get(&pool, "turns_per_s").max(f64::MIN_POSITIVE)),
+            "lat_p50_added_ms": round(get(&h, "lat_p50_ms") - get(&pool, "lat_p50_ms")),
+            "client_cpu_added_ms_per_turn": round(get(&h, "client_cpu_ms_per_turn") - get(&pool, "client_cpu_ms_per_turn")),
+        });
+        line["http"] = h;
+    }
+    // OpenAI's APIs beside the native one (or, without --http, beside the library).
+    let native = line.get("http").cloned().unwrap_or_else(|| pool.clone());
+    for (name, result) in openai {
+        let Some(result) = result else { continue };
+        let o = result.json(total);
+        let get = |v: &Value, key: &str| v[key].as_f64().unwrap_or(0.0);
+        line[format!("{name}_vs_{}", if args.http { "http" } else { "library" })] = json!({
+            "throughput_ratio": round(get(&o, "turns_per_s") / get(&native, "turns_per_s").max(f64::MIN_POSITIVE)),
+            "lat_p50_added_ms": round(get(&o, "lat_p50_ms") - get(&native, "lat_p50_ms")),
+            "request_bytes_ratio": round(get(&o, "request_bytes_per_turn") / get(&native, "request_bytes_per_turn").max(1.0)),
+        });
+        line[name] = o;
+    }
+    if let Some(versus) = versus {
+        let v = versus.json(total);
+        let ratio = |key: &str| round(pool[key].as_f64().unwrap_or(0.0) / v[key].as_f64().unwrap_or(0.0));
+        let ratios = json!({
+            "throughput_ratio": ratio("turns_per_s"),
+            "lat_p50_ratio": ratio("lat_p50_ms"),
+            "request_bytes_ratio": ratio("request_bytes_per_turn"),
+            "codex_cpu_ratio": ratio("codex_cpu_ms_per_turn"),
+        });
+        if args.versus.is_some() {
+            line["profile_vs_versus"] = ratios.clone();
+        }
+        if args.versus_ca_bundle.is_some() {
+            line["ca_vs_versus"] = ratios;
+        }
+        line["versus"] = v;
+        line["versus"]["profile"] = json!(versus_profile.name());
+    }
+    if let Some(hops) = hops::report() {
+        line["hops"] = hops;
+    }
+    line
+}
+
+fn merge(into: &mut Value, from: Value) {
+    if let (Value::Object(a), Value::Object(b)) = (into, from) {
+        a.extend(b);
+    }
+}

@@ -1,0 +1,235 @@
+//! Errors as OpenAI's clients read them, `{"error": {"message", "type", "param", "code"}}`, and
+//! request bodies read into a JSON object whose every rejection takes that shape.
+
+use crate::error::ApiError;
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+/// The body of an error on OpenAI's routes.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpenAiErrorBody {
+    /// What went wrong.
+    pub error: OpenAiErrorDetail,
+}
+
+/// What went wrong, as OpenAI words it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpenAiErrorDetail {
+    /// What happened, and how to fix it.
+    pub message: String,
+    /// `invalid_request_error`, `authentication_error`, `not_found_error`, `rate_limit_error`,
+    /// `server_error`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The request field at fault, when one is.
+    pub param: Option<String>,
+    /// A machine-readable code (the native API's, or OpenAI's where it has one).
+    pub code: Option<String>,
+}
+
+/// An error answer on OpenAI's routes.
+#[derive(Debug)]
+pub struct OpenAiError {
+    status: StatusCode,
+    kind: &'static str,
+    code: Option<String>,
+    param: Option<String>,
+    message: String,
+    retry_after: Option<u64>,
+}
+
+impl OpenAiError {
+    /// An error with a status; its `type` follows from the status.
+    pub fn new(status: StatusCode, code: Option<&str>, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind: kind_of(status),
+            code: code.map(str::to_owned),
+            param: None,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 400 naming the field at fault.
+    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, Some("invalid_request"), message).param(param)
+    }
+
+    /// 400 for a field the pool cannot honour.
+    pub fn unsupported(param: impl Into<String>, why: &str) -> Self {
+        let param = param.into();
+        let message = format!("`{param}` is not supported here: {why}");
+        Self::new(StatusCode::BAD_REQUEST, Some("unsupported_parameter"), message).param(param)
+    }
+
+    /// 404 naming the field that pointed nowhere.
+    pub fn not_found(param: Option<&str>, message: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::NOT_FOUND, Some("not_found"), message);
+        e.param = param.map(str::to_owned);
+        e
+    }
+
+    /// Names the field at fault.
+    pub fn param(mut self, param: impl Into<String>) -> Self {
+        self.param = Some(param.into());
+        self
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+fn kind_of(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        500.. => "server_error",
+        _ => "invalid_request_error",
+    }
+}
+
+impl From<ApiError> for OpenAiError {
+    fn from(e: ApiError) -> Self {
+        let mut out = OpenAiError::new(e.status(), Some(e.code()), e.message().to_owned());
+        out.retry_after = e.retry_after_secs();
+        out
+    }
+}
+
+impl From<codex_pool::PoolError> for OpenAiError {
+    fn from(e: codex_pool::PoolError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+impl From<codex_pool_store::StoreError> for OpenAiError {
+    fn from(e: codex_pool_store::StoreError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+impl IntoResponse for OpenAiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::warn!(status = %self.status, code = ?self.code, message = %self.message, "request failed");
+        } else {
+            tracing::debug!(status = %self.status, param = ?self.param, message = %self.message, "request refused");
+        }
+        let body = OpenAiErrorBody {
+            error: OpenAiErrorDetail { message: self.message, kind: self.kind, param: self.param, code: self.code },
+        };
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+/// A request body that must be a JSON object.
+pub struct OpenAiBody(pub Map<String, Value>);
+
+impl<S: Send + Sync> FromRequest<S> for OpenAiBody {
+    type Rejection = OpenAiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, OpenAiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                OpenAiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    Some("payload_too_large"),
+                    "the request body is over the service's limit",
+                )
+            } else {
+                OpenAiError::new(StatusCode::BAD_REQUEST, Some("invalid_request"), format!("unreadable body: {e}"))
+            }
+        })?;
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Object(map)) => Ok(OpenAiBody(map)),
+            Ok(_) => Err(OpenAiError::new(
+                StatusCode::BAD_REQUEST,
+                Some("invalid_request"),
+                "the body must be a JSON object",
+            )),
+            Err(e) => Err(OpenAiError::new(
+                StatusCode::BAD_REQUEST,
+                Some("invalid_json"),
+                format!("the body is not valid JSON: {e}"),
+            )),
+        }
+    }
+}
+
+/// Reading the fields of a request body, each failure naming its field.
+pub struct Fields {
+    map: Map<String, Value>,
+}
+
+impl Fields {
+    /// The body; `known` lists the fields the route reads. Any other field that is not `null`
+    /// is refused, naming it; `why` says why for the fields OpenAI has and the pool does not.
+    pub fn new(
+        mut map: Map<String, Value>,
+        known: &[&str],
+        why: impl Fn(&str) -> &'static str,
+    ) -> Result<Self, OpenAiError> {
+        map.retain(|_, v| !v.is_null());
+        if let Some(key) = map.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(OpenAiError::unsupported(key.clone(), why(key)));
+        }
+        Ok(Self { map })
+    }
+
+    /// Takes a field as it is.
+    pub fn take(&mut self, key: &str) -> Option<Value> {
+        self.map.remove(key)
+    }
+
+    /// A string field.
+    pub fn string(&mut self, key: &str) -> Result<Option<String>, OpenAiError> {
+        match self.map.remove(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(OpenAiError::invalid(key, format!("`{key}` must be a string"))),
+        }
+    }
+
+    /// A boolean field.
+    pub fn boolean(&mut self, key: &str) -> Result<Option<bool>, OpenAiError> {
+        match self.map.remove(key) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(b)),
+            Some(_) => Err(OpenAiError::invalid(key, format!("`{key}` must be true or false"))),
+        }
+    }
+
+    /// `metadata`: at most 16 string keys of at most 64 characters, with string values of at
+    /// most 512.
+    pub fn metadata(&mut self, key: &str) -> Result<Option<Map<String, Value>>, OpenAiError> {
+        let Some(value) = self.map.remove(key) else { return Ok(None) };
+        let bad = || {
+            OpenAiError::invalid(
+                key,
+                "metadata is at most 16 pairs of strings: keys up to 64 characters, values up to 512",
+            )
+        };
+        let Value::Object(map) = value else { return Err(bad()) };
+        let fits = map.len() <= 16
+            && map.iter().all(|(k, v)| k.chars().count() <= 64 && v.as_str().is_some_and(|s| s.chars().count() <= 512));
+        if fits {
+            Ok(Some(map))
+        } else {
+            Err(bad())
+        }
+    }
+}

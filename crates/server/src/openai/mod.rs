@@ -1,0 +1,71 @@
+//! OpenAI's API on the pool, so clients built on the official libraries use Codex conversations
+//! without new integration:
+//!
+//! - `POST /v1/responses` ([`responses`]): the Responses API, stateful like the pool:
+//!   `previous_response_id` continues that conversation on its codex thread. `GET
+//!   /v1/responses/{id}` reads one back.
+//! - `POST /v1/chat/completions` ([`chat`]): Chat Completions. A request whose earlier messages
+//!   are a conversation's history continues it ([`transcripts`]); any other starts one, given
+//!   the earlier messages as history.
+//! - `GET /v1/models[/{id}]` ([`models`]): what the service serves.
+//!
+//! Errors on these routes take OpenAI's shape, `{"error": {"message", "type", "param",
+//! "code"}}` ([`error`]); a field the pool cannot honour is a 400 naming it (`param`).
+//!
+//! Ids are derived from what the store keeps, so they survive a restart with no table of their
+//! own: a response is `resp_<conversation id>_<codex turn id>`, its message `msg_<turn
+//! id>_<n>`, a chat completion `chatcmpl-<conversation id>_<turn id>`.
+
+pub mod chat;
+pub mod error;
+pub mod input;
+pub mod models;
+pub mod reply;
+pub mod responses;
+pub mod transcripts;
+pub mod wire;
+
+use codex_pool::ConversationId;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Whether a path is one of OpenAI's (its errors take OpenAI's shape).
+pub fn is_openai_path(path: &str) -> bool {
+    ["/v1/responses", "/v1/chat/", "/v1/models"].iter().any(|p| path.starts_with(p))
+}
+
+/// The id of the response that a turn of a conversation is.
+pub fn response_id(conversation: &ConversationId, turn_id: &str) -> String {
+    format!("resp_{conversation}_{turn_id}")
+}
+
+/// The conversation and codex turn a response id names (conversation ids are codex's, which
+/// hold no `_`).
+pub fn parse_response_id(id: &str) -> Option<(ConversationId, String)> {
+    let (conversation, turn) = id.strip_prefix("resp_")?.split_once('_')?;
+    (!conversation.is_empty() && !turn.is_empty()).then(|| (ConversationId::from(conversation), turn.to_owned()))
+}
+
+/// The id of the `n`th message (from 0) of a turn's output.
+pub fn message_id(turn_id: &str, n: usize) -> String {
+    format!("msg_{turn_id}_{n}")
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_ids_name_their_conversation_and_turn() {
+        let conversation = ConversationId::from("019a-b-c");
+        let id = response_id(&conversation, "019d-e");
+        assert_eq!(parse_response_id(&id), Some((conversation, "019d-e".to_owned())));
+        for bad in ["resp_", "resp_x", "resp__t", "msg_a_b", "resp_a_"] {
+            assert_eq!(parse_response_id(bad), None, "{bad}");
+        }
+    }
+}

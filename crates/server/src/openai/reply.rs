@@ -1,0 +1,213 @@
+//! What a turn's events (the service's, [`ApiEvent`]) come to in OpenAI's terms: assistant
+//! messages that open, grow and close, then one end. Both OpenAI routes, streamed or not, read
+//! turns through this.
+
+use crate::events::{ApiEvent, Usage};
+use crate::runs::RunLog;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::stream::{self, Stream};
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One step of a reply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// The `n`th message (from 0) begins.
+    Open(usize),
+    /// More text of the `n`th message.
+    Delta(usize, String),
+    /// The `n`th message is whole; its text.
+    Close(usize, String),
+    /// The turn ended.
+    End(Ending),
+}
+
+/// How a turn ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ending {
+    /// codex finished it; `interrupted` when it was stopped.
+    Completed {
+        /// It was interrupted.
+        interrupted: bool,
+        /// Tokens it used.
+        usage: Usage,
+    },
+    /// It failed: `kind` (`model_error`, `process_exited`, ...) and what happened.
+    Failed {
+        /// Why, as the native API names it.
+        kind: String,
+        /// What happened.
+        message: String,
+    },
+}
+
+/// Follows a turn's events.
+#[derive(Debug, Default)]
+pub struct Reply {
+    /// The codex item of the message being written, its place and its text so far.
+    open: Option<(String, usize, String)>,
+    /// Messages so far (closed ones whole).
+    messages: Vec<String>,
+    ended: Option<Ending>,
+}
+
+impl Reply {
+    /// The steps an event makes.
+    pub fn step(&mut self, event: &ApiEvent) -> Vec<Step> {
+        let mut steps = Vec::new();
+        match event.event {
+            "text.delta" => {
+                let item = event.data["item_id"].as_str().unwrap_or_default();
+                let delta = event.data["delta"].as_str().unwrap_or_default();
+                if self.open.as_ref().is_some_and(|(id, _, _)| id != item) {
+                    steps.extend(self.close());
+                }
+                let (_, n, text) = self.open.get_or_insert_with(|| {
+                    let n = self.messages.len();
+                    self.messages.push(String::new());
+                    steps.push(Step::Open(n));
+                    (item.to_owned(), n, String::new())
+                });
+                text.push_str(delta);
+                self.messages[*n].push_str(delta);
+                steps.push(Step::Delta(*n, delta.to_owned()));
+            }
+            "item.completed" => {
+                let id = event.data["item"]["id"].as_str();
+                if self.open.as_ref().is_some_and(|(open, _, _)| Some(open.as_str()) == id) {
+                    steps.extend(self.close());
+                }
+            }
+            "turn.completed" | "turn.failed" => {
+                steps.extend(self.close());
+                let ending = if event.event == "turn.completed" {
+                    Ending::Completed {
+                        interrupted: event.data["status"] == "interrupted",
+                        usage: serde_json::from_value(event.data["usage"].clone()).unwrap_or_default(),
+                    }
+                } else {
+                    Ending::Failed {
+                        kind: event.data["error"]["kind"].as_str().unwrap_or("internal").to_owned(),
+                        message: event.data["error"]["message"].as_str().unwrap_or_default().to_owned(),
+                    }
+                };
+                self.ended = Some(ending.clone());
+                steps.push(Step::End(ending));
+            }
+            _ => {}
+        }
+        steps
+    }
+
+    fn close(&mut self) -> Option<Step> {
+        self.open.take().map(|(_, n, text)| Step::Close(n, text))
+    }
+
+    /// The messages so far.
+    pub fn messages(&self) -> &[String] {
+        &self.messages
+    }
+
+    /// Every message's text, joined.
+    pub fn text(&self) -> String {
+        self.messages.concat()
+    }
+
+    /// How the turn ended, once it has.
+    pub fn ending(&self) -> Option<&Ending> {
+        self.ended.as_ref()
+    }
+
+    /// A whole turn's events, read.
+    pub fn of(events: &[ApiEvent]) -> Self {
+        let mut reply = Reply::default();
+        for e in events {
+            reply.step(e);
+        }
+        reply
+    }
+}
+
+/// How a route writes a reply as server-sent events.
+pub trait Render: Send + 'static {
+    /// What goes out before the turn's first event.
+    fn start(&mut self) -> Vec<Event>;
+    /// What a step of the reply makes (`reply` is the reply so far, this step included).
+    fn step(&mut self, step: Step, reply: &Reply) -> Vec<Event>;
+}
+
+/// A turn's reply from its log, as events written by `render`; the stream ends with the turn.
+/// The turn runs on whether or not anyone reads it.
+pub fn sse<R: Render>(log: Arc<RunLog>, mut render: R) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let ready: VecDeque<Event> = render.start().into();
+    let state = (log, 0u64, ready, Reply::default(), render, false);
+    let events = stream::unfold(state, |(log, mut after, mut ready, mut reply, mut render, mut done)| async move {
+        loop {
+            if let Some(event) = ready.pop_front() {
+                return Some((Ok(event), (log, after, ready, reply, render, done)));
+            }
+            if done {
+                return None;
+            }
+            let Some(events) = log.next_after(after).await else {
+                done = true;
+                continue;
+            };
+            for event in events {
+                after = event.id;
+                for step in reply.step(&event) {
+                    done |= matches!(step, Step::End(_));
+                    ready.extend(render.step(step, &reply));
+                }
+            }
+        }
+    });
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ev(event: &'static str, data: serde_json::Value) -> ApiEvent {
+        ApiEvent { id: 0, event, data }
+    }
+
+    #[test]
+    fn messages_open_grow_and_close_then_the_turn_ends() {
+        let mut r = Reply::default();
+        let mut steps = Vec::new();
+        for e in [
+            ev("turn.started", json!({})),
+            ev("text.delta", json!({"item_id": "a", "delta": "he"})),
+            ev("text.delta", json!({"item_id": "a", "delta": "y"})),
+            ev("item.completed", json!({"item": {"id": "a"}})),
+            ev("text.delta", json!({"item_id": "b", "delta": "!"})),
+            ev(
+                "turn.completed",
+                json!({"status": "completed", "usage": {"input_tokens": 3, "cached_input_tokens": 0,
+                "output_tokens": 2, "reasoning_output_tokens": 0, "total_tokens": 5}}),
+            ),
+        ] {
+            steps.extend(r.step(&e));
+        }
+        assert_eq!(
+            &steps[..5],
+            &[
+                Step::Open(0),
+                Step::Delta(0, "he".into()),
+                Step::Delta(0, "y".into()),
+                Step::Close(0, "hey".into()),
+                Step::Open(1),
+            ]
+        );
+        assert_eq!(steps[6], Step::Close(1, "!".into()));
+        assert!(
+            matches!(&steps[7], Step::End(Ending::Completed { interrupted: false, usage }) if usage.total_tokens == 5)
+        );
+        assert_eq!(r.text(), "hey!");
+    }
+}

@@ -1,0 +1,199 @@
+//! OpenAI's shapes, as the official clients read them (strictly validated, too): the Response
+//! object and its streamed events, chat completions and their chunks. Built as JSON; the
+//! request shapes, for the OpenAPI document, are beside.
+
+use crate::events::Usage;
+use crate::openai::message_id;
+use crate::openai::reply::Ending;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
+
+/// What a Response object says besides its output: the same for every event of a stream.
+#[derive(Debug, Clone)]
+pub struct ResponseHead {
+    /// `resp_<conversation>_<turn>`.
+    pub id: String,
+    /// The codex turn (message ids derive from it).
+    pub turn_id: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// The model.
+    pub model: String,
+    /// The instructions the client gave the conversation, if any.
+    pub instructions: Option<String>,
+    /// The conversation's metadata.
+    pub metadata: Map<String, Value>,
+    /// The response it continues.
+    pub previous_response_id: Option<String>,
+    /// Whether it is kept (`store`).
+    pub store: bool,
+}
+
+/// An output message, whole or being written.
+pub fn output_message(turn_id: &str, n: usize, text: Option<&str>) -> Value {
+    let (status, content) = match text {
+        Some(text) => ("completed", json!([text_part(text)])),
+        None => ("in_progress", json!([])),
+    };
+    json!({"id": message_id(turn_id, n), "type": "message", "status": status, "role": "assistant", "content": content})
+}
+
+/// An `output_text` part.
+pub fn text_part(text: &str) -> Value {
+    json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []})
+}
+
+/// The Responses API's usage.
+pub fn response_usage(u: &Usage) -> Value {
+    json!({
+        "input_tokens": u.input_tokens,
+        "input_tokens_details": {"cached_tokens": u.cached_input_tokens, "cache_write_tokens": 0},
+        "output_tokens": u.output_tokens,
+        "output_tokens_details": {"reasoning_tokens": u.reasoning_output_tokens},
+        "total_tokens": u.total_tokens,
+    })
+}
+
+/// A Response object: `in_progress` until `ending`, with the messages so far.
+pub fn response(head: &ResponseHead, messages: &[String], ending: Option<&Ending>) -> Value {
+    let output: Vec<Value> =
+        messages.iter().enumerate().map(|(n, text)| output_message(&head.turn_id, n, Some(text))).collect();
+    let (status, usage, error) = match ending {
+        None => ("in_progress", Value::Null, Value::Null),
+        Some(Ending::Completed { interrupted: false, usage }) => ("completed", response_usage(usage), Value::Null),
+        Some(Ending::Completed { interrupted: true, usage }) => ("incomplete", response_usage(usage), Value::Null),
+        Some(Ending::Failed { kind, message }) => {
+            ("failed", Value::Null, json!({"code": "server_error", "message": format!("{kind}: {message}")}))
+        }
+    };
+    json!({
+        "id": head.id,
+        "object": "response",
+        "created_at": head.created_at,
+        "status": status,
+        "error": error,
+        "incomplete_details": Value::Null,
+        "instructions": head.instructions,
+        "metadata": head.metadata,
+        "model": head.model,
+        "output": if ending.is_some() { json!(output) } else { json!([]) },
+        "parallel_tool_calls": false,
+        "previous_response_id": head.previous_response_id,
+        "store": head.store,
+        "text": {"format": {"type": "text"}},
+        "tool_choice": "none",
+        "tools": [],
+        "truncation": "disabled",
+        "usage": usage,
+    })
+}
+
+/// The event type that ends a stream with `ending`.
+pub fn terminal_event(ending: &Ending) -> &'static str {
+    match ending {
+        Ending::Completed { interrupted: false, .. } => "response.completed",
+        Ending::Completed { interrupted: true, .. } => "response.incomplete",
+        Ending::Failed { .. } => "response.failed",
+    }
+}
+
+/// Chat Completions' usage.
+pub fn chat_usage(u: &Usage) -> Value {
+    json!({
+        "prompt_tokens": u.input_tokens,
+        "completion_tokens": u.output_tokens,
+        "total_tokens": u.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": u.cached_input_tokens},
+        "completion_tokens_details": {"reasoning_tokens": u.reasoning_output_tokens},
+    })
+}
+
+/// A whole chat completion.
+pub fn chat_completion(id: &str, created: i64, model: &str, text: &str, usage: &Usage) -> Value {
+    json!({
+        "id": id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": text, "refusal": Value::Null, "annotations": []},
+            "logprobs": Value::Null,
+            "finish_reason": "stop",
+        }],
+        "usage": chat_usage(usage),
+        "system_fingerprint": Value::Null,
+    })
+}
+
+/// A chat completion chunk with one choice, `delta` and `finish_reason`; or, with `usage`, the
+/// last chunk that carries only it.
+pub fn chat_chunk(
+    id: &str,
+    created: i64,
+    model: &str,
+    delta: Value,
+    finish: Option<&str>,
+    usage: Option<Value>,
+) -> Value {
+    let choices = match usage {
+        Some(_) => json!([]),
+        None => json!([{"index": 0, "delta": delta, "logprobs": Value::Null, "finish_reason": finish}]),
+    };
+    let mut chunk = json!({
+        "id": id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "system_fingerprint": Value::Null,
+        "choices": choices,
+    });
+    if let Some(usage) = usage {
+        chunk["usage"] = usage;
+    }
+    chunk
+}
+
+/// `POST /v1/responses`: what it takes. Any other field is refused (400, naming it).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateResponse {
+    /// A model the service serves (`GET /v1/models`; default: the first).
+    pub model: Option<String>,
+    /// The user's message: a string, or message items (`{role, content}`, text only; leading
+    /// system/developer messages and earlier turns only when starting a conversation).
+    #[schema(value_type = String)]
+    pub input: Value,
+    /// The conversation's system prompt; fixed when it starts (later requests may repeat it).
+    pub instructions: Option<String>,
+    /// Continue the conversation of this response, on its codex thread.
+    pub previous_response_id: Option<String>,
+    /// `false`: the conversation is deleted once the turn has ended (only when starting one).
+    pub store: Option<bool>,
+    /// Up to 16 string pairs, kept with the conversation.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Map<String, Value>>,
+    /// Stream the Responses events (SSE) instead of answering the Response once it has ended.
+    pub stream: Option<bool>,
+}
+
+/// `POST /v1/chat/completions`: what it takes. Any other field is refused (400, naming it).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateChatCompletion {
+    /// A model the service serves (`GET /v1/models`).
+    pub model: String,
+    /// The whole transcript: leading system/developer messages, then user and assistant
+    /// messages, ending with the user's new one (text only).
+    #[schema(value_type = Vec<Object>)]
+    pub messages: Vec<Value>,
+    /// Stream chunks (SSE, ending with `[DONE]`).
+    pub stream: Option<bool>,
+    /// `{"include_usage": bool}`: a last chunk with the usage.
+    #[schema(value_type = Option<Object>)]
+    pub stream_options: Option<Value>,
+    /// Only 1.
+    pub n: Option<u32>,
+    /// Only `false`: stored chat completions are not offered (the transcript is kept as a
+    /// conversation either way).
+    pub store: Option<bool>,
+}
