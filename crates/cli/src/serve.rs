@@ -4,14 +4,13 @@
 use crate::backend::ModelArgs;
 use anyhow::Context;
 use clap::Args;
-use codex_pool::{Pool, PoolConfig, Strategy};
+use codex_pool::{NodeConfig, Pool, PoolConfig, Strategy};
 use codex_pool_protocol::types::SandboxMode;
 use codex_pool_server::policy::{AgentPolicy, McpServer};
 use codex_pool_server::{Service, ServiceConfig};
-use codex_pool_store::SqliteStore;
+use codex_pool_store::{is_postgres_url, open_store};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Options of `codex-pool serve`.
@@ -29,9 +28,23 @@ pub struct ServeArgs {
     /// CODEX_SELECTION_STRATEGY, else round_robin).
     #[arg(long, value_name = "S")]
     pub strategy: Option<Strategy>,
-    /// The SQLite database of conversations (default: DATA_DIR/threads.db).
-    #[arg(long, value_name = "PATH")]
-    pub db: Option<PathBuf>,
+    /// The store of conversations: a SQLite file (default: DATA_DIR/threads.db), or a PostgreSQL
+    /// URL (`postgres://user:password@host/db`) that several nodes share.
+    #[arg(long, value_name = "PATH|URL", env = "DATABASE_URL", hide_env_values = true)]
+    pub db: Option<String>,
+    /// This node's id among those sharing the store (default with PostgreSQL: the host's name
+    /// and a random suffix, new at each start). Setting it makes the node take leases on SQLite
+    /// too. One running process per id.
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<String>,
+    /// The address other nodes send clients to for the conversations this node serves (default:
+    /// http:// and the address it listens on, which must then be a specific one).
+    #[arg(long, value_name = "URL")]
+    pub advertise: Option<String>,
+    /// How long a node's lease on a conversation lasts unless renewed: how long the
+    /// conversations of a node that died wait before another node takes them over.
+    #[arg(long, value_name = "SECS", default_value_t = 15)]
+    pub lease_ttl_secs: u64,
     /// The token clients must send (`Authorization: Bearer ...`), needed beyond loopback.
     #[arg(long, env = "CODEX_POOL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -105,8 +118,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
-    let db = args.db.clone().unwrap_or_else(|| data_dir.join("threads.db"));
-    let store = SqliteStore::open(&db).with_context(|| format!("opening the database {}", db.display()))?;
+    let db =
+        args.db.clone().filter(|d| !d.is_empty()).unwrap_or_else(|| data_dir.join("threads.db").display().to_string());
+    let shared = is_postgres_url(&db);
+    let store = open_store(&db).await.with_context(|| format!("opening the store {}", shown(&db)))?;
     let backend = args.model.backend(Some(&data_dir)).await?;
     let mut config = PoolConfig::new(backend.config.clone()).with_env()?;
     if let Some(size) = args.pool_size {
@@ -118,17 +133,27 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     config.turn_timeout = Duration::from_secs(args.turn_timeout_secs);
     config.progress_timeout = Duration::from_secs(args.progress_timeout_secs);
-    let pool = Pool::new(config, Arc::new(store));
     let mut service_config = ServiceConfig::default();
     service_config.listen = args.listen;
     service_config.token = args.token.clone().filter(|t| !t.is_empty());
     service_config.max_running_turns = args.max_running_turns.max(1);
     service_config.models = backend.model.clone().into_iter().collect();
     service_config.policy = policy;
-    let service = Service::bind(pool, service_config).await?;
-    let addr = service.local_addr();
+    let listener = Service::listen(&service_config).await?;
+    let addr = listener.local_addr()?;
+    if shared || args.node_id.is_some() {
+        config.node = Some(node(&args, addr)?);
+    }
+    let node = config.node.as_ref().map(|n| format!("; node {} at {}", n.id, n.address)).unwrap_or_default();
+    let pool = Pool::new(config, store);
+    let service = Service::on(listener, pool, service_config);
     let auth = if args.token.is_some() { " -H \"Authorization: Bearer $CODEX_POOL_TOKEN\"" } else { "" };
-    println!("codex-pool serving on http://{addr} (model: {}; data: {})", backend.describe, data_dir.display());
+    println!(
+        "codex-pool serving on http://{addr} (model: {}; data: {}; store: {}{node})",
+        backend.describe,
+        data_dir.display(),
+        shown(&db)
+    );
     println!(
         "try: id=$(curl -s{auth} -X POST http://{addr}/v1/conversations | sed -E 's/.*\"id\":\"([^\"]+)\".*/\\1/'); \
          curl -sN{auth} http://{addr}/v1/conversations/$id/turns -d '{{\"text\":\"hello\"}}'"
@@ -142,6 +167,67 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     result?;
     println!("codex-pool stopped");
     Ok(())
+}
+
+/// This node, when several share the store.
+fn node(args: &ServeArgs, listening: SocketAddr) -> anyhow::Result<NodeConfig> {
+    let address = match &args.advertise {
+        Some(url) => {
+            anyhow::ensure!(
+                url.starts_with("http://") || url.starts_with("https://"),
+                "--advertise {url:?} is not an http:// or https:// URL"
+            );
+            url.trim_end_matches('/').to_owned()
+        }
+        None if listening.ip().is_unspecified() => anyhow::bail!(
+            "listening on {listening}, this node cannot tell other nodes where to send clients: pass --advertise \
+             http://<this host's address>:{}",
+            listening.port()
+        ),
+        None => format!("http://{listening}"),
+    };
+    anyhow::ensure!(args.lease_ttl_secs >= 1, "--lease-ttl-secs must be at least 1");
+    let id = match &args.node_id {
+        Some(id) if id.trim().is_empty() => anyhow::bail!("--node-id is empty"),
+        Some(id) => id.trim().to_owned(),
+        None => format!("{}-{:06x}", hostname(), rand_suffix()),
+    };
+    let mut node = NodeConfig::new(id, address);
+    node.lease_ttl = Duration::from_secs(args.lease_ttl_secs);
+    Ok(node)
+}
+
+/// The host's name (`node` if it has none).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".to_owned())
+}
+
+/// A few random bits, so a restarted node is a new node (its old leases run out, or were given
+/// back when it stopped).
+fn rand_suffix() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    (hasher.finish() & 0xff_ffff) as u32
+}
+
+/// The store as the log shows it: a URL without its password.
+fn shown(db: &str) -> String {
+    if !is_postgres_url(db) {
+        return db.to_owned();
+    }
+    match (db.find("://"), db.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let user_part = &db[scheme + 3..at];
+            let user = user_part.split(':').next().unwrap_or_default();
+            format!("{}{user}@{}", &db[..scheme + 3], &db[at + 1..])
+        }
+        _ => db.to_owned(),
+    }
 }
 
 /// Completes on SIGTERM or Ctrl-C (SIGINT).

@@ -173,7 +173,7 @@ async fn secrets_and_prompts_stay_out_of_logs_and_error_bodies() {
     let log = data.path().join("serve.log");
     let stderr = Stdio::from(std::fs::File::create(&log).unwrap());
     // Everything above DEBUG, from every part of the program.
-    let served = serve_with(data.path(), &model.base_url(), Some(TOKEN), stderr, &[("CODEX_POOL_LOG", "info")]);
+    let served = serve_with(data.path(), &model.base_url(), Some(TOKEN), stderr, &[("CODEX_POOL_LOG", "info")], &[]);
     served.ready().await;
     let c = &served.client;
     let mut bodies = Vec::new();

@@ -1,5 +1,6 @@
 //! Pool settings, with the seed's environment variables.
 
+use crate::ownership::NodeConfig;
 use crate::profile::Profile;
 use crate::strategy::Strategy;
 use codex_pool_process::{CaBundle, ProcessConfig, SystemRoots};
@@ -90,6 +91,10 @@ pub struct PoolConfig {
     pub ca_dir: PathBuf,
     /// Time allowed for each TLS handshake the pool makes to find or check the roots.
     pub tls_probe_timeout: Duration,
+    /// This node, when several nodes share the store: each conversation is then served by one
+    /// node at a time, under a lease with a fence (see [`NodeConfig`]). `None` (the default): the
+    /// pool is alone on its store and takes no leases.
+    pub node: Option<NodeConfig>,
 }
 
 impl PoolConfig {
@@ -121,6 +126,7 @@ impl PoolConfig {
             restart_backoff_max: Duration::from_secs(30),
             stable_after: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
+            node: None,
         }
     }
 

@@ -2,6 +2,7 @@
 //! from codex, keep in the store) and delete them, and read what the pool knows of them.
 
 use crate::error::PoolError;
+use crate::ownership::Ownership;
 use crate::pool::{Pool, PoolInner};
 use crate::profile::Profile;
 use crate::routing::{Claimed, Refused, Routing, ThreadState};
@@ -13,6 +14,7 @@ use codex_pool_protocol::CodexThreadId;
 use codex_pool_store::{ConversationId, ListCursor, StoredItem, ThreadRecord};
 use serde_json::{Map, Value};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 /// Per-turn options (they stick for later turns of the conversation, as codex does).
 #[derive(Debug, Clone, Default)]
@@ -108,7 +110,15 @@ impl Pool {
         hop(id.as_str(), "pool.start");
         inner.check_open()?;
         codex_pool_process::check_input(&input).map_err(|e| PoolError::from_process(id, e))?;
-        let mut claimed = inner.claim_turn(id).await?;
+        // Several nodes: the lease first, so what is read next is what its last owner left.
+        let lease = inner.lease(id).await?;
+        let mut claimed = match inner.claim_turn(id).await {
+            Err(e @ PoolError::UnknownThread(_)) => {
+                inner.placer.let_go(id).await;
+                return Err(e);
+            }
+            claimed => claimed?,
+        };
         // From here on the conversation is `TurnRunning`; the guard makes it `Idle` again on
         // every early return (and if this future is dropped).
         let mut guard = ClaimGuard { routing: &inner.routing, id, sent: false, armed: true };
@@ -147,12 +157,13 @@ impl Pool {
             match placement.handle.start_turn(params).await {
                 Ok(stream) => {
                     hop(id.as_str(), "pool.stream");
-                    inner.remember_options(id, &options);
+                    inner.remember_options(id, &options, lease.as_ref().map(|(fence, _)| *fence));
                     guard.armed = false;
                     let stream = stream
                         .with_silence_timeout(inner.config.turn_timeout)
                         .with_progress_timeout(inner.config.progress_timeout);
-                    let claim = TurnClaim::new(inner.routing.clone(), inner.writer.clone(), id.clone(), input, permit);
+                    let claim =
+                        TurnClaim::new(inner.routing.clone(), inner.writer.clone(), id.clone(), input, permit, lease);
                     let tls = inner.tls.for_turn(ca_epoch);
                     return Ok(PoolTurn::new(id.clone(), stream, claim, tls));
                 }
@@ -199,6 +210,7 @@ impl Pool {
                 if let Some(loaded) = loaded {
                     inner.placer.unload(&loaded, "release").await;
                 }
+                inner.placer.let_go(id).await;
                 inner.routing.unloaded(id);
                 Ok(())
             }
@@ -223,6 +235,9 @@ impl Pool {
         inner.writer.flush().await;
         match inner.store.delete(id).await {
             Ok(existed) => {
+                if let Some(ownership) = &inner.ownership {
+                    ownership.forget(id);
+                }
                 if let Some(loaded) = inner.routing.finish_delete(id, true) {
                     inner.placer.unload(&loaded, "delete").await;
                 }
@@ -337,9 +352,22 @@ impl PoolInner {
         Err(PoolError::UnknownThread(id.clone()))
     }
 
+    /// Several nodes: this node's lease on the conversation (its fence, for the turn's writes),
+    /// taken or renewed if need be; fails with `StoreError::OwnedElsewhere` while another node
+    /// holds it. A lease new to this node means another node may have served the conversation
+    /// meanwhile: what this node knew of it is forgotten, and read from the store again.
+    async fn lease(&self, id: &ConversationId) -> Result<Option<(u64, Arc<Ownership>)>, PoolError> {
+        let Some(ownership) = &self.ownership else { return Ok(None) };
+        let fence = ownership.fence(id).await?;
+        if fence.changed {
+            self.routing.evict_if_idle(id);
+        }
+        Ok(Some((fence.value, ownership.clone())))
+    }
+
     /// Per-turn model and approval overrides stick for later turns (as codex does), so they are
     /// kept with the conversation's settings, for rebuilds after a crash or an eviction.
-    fn remember_options(&self, id: &ConversationId, options: &TurnOptions) {
+    fn remember_options(&self, id: &ConversationId, options: &TurnOptions, fence: Option<u64>) {
         if options.model.is_none() && options.approval_policy.is_none() {
             return;
         }
@@ -352,7 +380,7 @@ impl PoolInner {
             }
         });
         if let Some(settings) = settings {
-            self.writer.update_settings(id.clone(), settings);
+            self.writer.update_settings(id.clone(), settings, fence);
         }
     }
 }

@@ -19,6 +19,10 @@
 //!   minimal bundle for a plain `http` provider, just the roots the provider's hosts need for
 //!   `https` (`auto`), and the system roots again if a reduced bundle turns out to reject the
 //!   model's certificate.
+//! - Several pools (nodes) can share one store ([`PoolConfig::node`]): each conversation is then
+//!   served by one node at a time, under a lease whose fence every history write carries; a
+//!   turn on a conversation another node holds fails with `StoreError::OwnedElsewhere`, naming
+//!   that node and its address.
 //! - [`Pool::shutdown`] interrupts running turns (each ends with a final event) and ends every
 //!   process and task.
 
@@ -29,6 +33,7 @@ mod conversations;
 mod counters;
 mod error;
 mod history;
+mod ownership;
 mod placement;
 mod pool;
 mod profile;
@@ -44,8 +49,9 @@ pub use config::{ConfigError, PoolConfig, ENV_MODEL, ENV_POOL_SIZE, ENV_STRATEGY
 pub use conversations::{ConversationInfo, TurnOptions};
 pub use counters::PoolCounters;
 pub use error::PoolError;
+pub use ownership::NodeConfig;
 pub use placement::INITIAL_HISTORY_TURN;
-pub use pool::{Pool, PoolStats};
+pub use pool::{NodeStats, Pool, PoolStats};
 pub use profile::{Profile, UnknownProfile, CHAT_BASE_INSTRUCTIONS, CHAT_CONFIG};
 pub use strategy::{Candidate, LeastBusy, RoundRobin, SelectionStrategy, Strategy, UnknownStrategy};
 pub use supervisor::{SlotStats, SlotStatus};
@@ -54,4 +60,4 @@ pub use turn::PoolTurn;
 
 pub use codex_pool_process::{AbortReason, CaBundle, SystemRoots, TurnEvent};
 pub use codex_pool_protocol::CodexThreadId;
-pub use codex_pool_store::{ConversationId, ListCursor, StoredItem, ThreadRecord};
+pub use codex_pool_store::{ConversationId, ListCursor, NodeId, NodeStatus, StoredItem, ThreadRecord};

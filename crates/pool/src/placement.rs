@@ -6,6 +6,7 @@
 use crate::config::PoolConfig;
 use crate::counters::Counters;
 use crate::error::PoolError;
+use crate::ownership::Ownership;
 use crate::profile::Profile;
 use crate::routing::{Loaded, Routing};
 use crate::store_writer::StoreWriter;
@@ -33,6 +34,7 @@ pub(crate) struct Placer {
     store: Arc<dyn ThreadStore>,
     writer: Arc<StoreWriter>,
     counters: Arc<Counters>,
+    ownership: Option<Arc<Ownership>>,
 }
 
 /// The turn id under which the history a conversation was created with is stored (see
@@ -47,8 +49,9 @@ impl Placer {
         store: Arc<dyn ThreadStore>,
         writer: Arc<StoreWriter>,
         counters: Arc<Counters>,
+        ownership: Option<Arc<Ownership>>,
     ) -> Self {
-        Self { slots, strategy: config.strategy.build(), routing, store, writer, counters }
+        Self { slots, strategy: config.strategy.build(), routing, store, writer, counters, ownership }
     }
 
     /// The process of a codex thread, if it still serves.
@@ -103,7 +106,7 @@ impl Placer {
                     if let Err(e) = self.save_new(record, history.clone()).await {
                         // Not stored means not created: do not leave it loaded in codex.
                         let _ = handle.unsubscribe(&codex_id).await;
-                        return Err(e.into());
+                        return Err(e);
                     }
                     let loaded = Loaded { slot: slot.index, generation, codex_id };
                     self.routing.insert_created(id.clone(), settings, ephemeral, loaded);
@@ -118,20 +121,36 @@ impl Placer {
         Err(last_err)
     }
 
-    /// Stores a new conversation and the history it starts from (or neither).
-    async fn save_new(&self, record: ThreadRecord, history: Vec<Value>) -> Result<(), codex_pool_store::StoreError> {
+    /// Stores a new conversation and the history it starts from (or neither); a node sharing
+    /// the store takes its lease first.
+    async fn save_new(&self, record: ThreadRecord, history: Vec<Value>) -> Result<(), PoolError> {
         let id = record.id.clone();
-        self.store.save(record).await?;
+        let fence = match &self.ownership {
+            Some(ownership) => Some(ownership.take_new(&id).await?),
+            None => None,
+        };
+        if let Err(e) = self.store.save(record).await {
+            self.let_go(&id).await;
+            return Err(e.into());
+        }
         if history.is_empty() {
             return Ok(());
         }
         let initial =
-            TurnRecord { completed: false, ..TurnRecord::completed(id.clone(), INITIAL_HISTORY_TURN, history) };
+            TurnRecord { completed: false, fence, ..TurnRecord::completed(id.clone(), INITIAL_HISTORY_TURN, history) };
         if let Err(e) = self.store.record_turns(vec![initial]).await {
             let _ = self.store.delete(&id).await;
-            return Err(e);
+            self.let_go(&id).await;
+            return Err(e.into());
         }
         Ok(())
+    }
+
+    /// Gives back this node's lease on a conversation it no longer holds (several nodes only).
+    pub(crate) async fn let_go(&self, id: &ConversationId) {
+        if let Some(ownership) = &self.ownership {
+            ownership.release(id).await;
+        }
     }
 
     /// Makes sure a (claimed) conversation is loaded on a live process: where it is, or else

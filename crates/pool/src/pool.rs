@@ -6,13 +6,14 @@
 use crate::config::PoolConfig;
 use crate::counters::{Counters, PoolCounters};
 use crate::error::PoolError;
+use crate::ownership::Ownership;
 use crate::placement::Placer;
 use crate::routing::Routing;
 use crate::store_writer::StoreWriter;
 use crate::supervisor::{supervise, Slot, SlotState, SlotStats, SlotStatus};
 use crate::tls::{CaStats, TlsRoots};
 use codex_pool_protocol::CodexThreadId;
-use codex_pool_store::{ConversationId, ThreadStore};
+use codex_pool_store::{ConversationId, NodeStatus, ThreadStore};
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -54,6 +55,8 @@ pub(crate) struct PoolInner {
     pub writer: Arc<StoreWriter>,
     pub tls: Arc<TlsRoots>,
     pub counters: Arc<Counters>,
+    /// This node's leases, when several nodes share the store.
+    pub ownership: Option<Arc<Ownership>>,
     lifecycle: Mutex<Lifecycle>,
     shutdown: watch::Sender<bool>,
 }
@@ -90,6 +93,20 @@ pub struct PoolStats {
     pub ca: CaStats,
     /// What the pool counted since it was made: rebuilds, waits for room.
     pub counters: PoolCounters,
+    /// This node, when several share the store.
+    pub node: Option<NodeStats>,
+}
+
+/// This node, as [`PoolStats`] shows it.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct NodeStats {
+    /// Its id.
+    pub id: String,
+    /// The address it announces.
+    pub address: String,
+    /// Conversations it holds a lease on.
+    pub leases: usize,
 }
 
 impl Pool {
@@ -104,6 +121,10 @@ impl Pool {
         }
         let writer = Arc::new(StoreWriter::new(store.clone()));
         let counters = Arc::new(Counters::default());
+        let ownership = config
+            .node
+            .as_ref()
+            .map(|node| Arc::new(Ownership::new(node, config.idle_unsubscribe_after, store.clone())));
         let placer = Arc::new(Placer::new(
             &config,
             slots.clone(),
@@ -111,6 +132,7 @@ impl Pool {
             store.clone(),
             writer.clone(),
             counters.clone(),
+            ownership.clone(),
         ));
         let tls = Arc::new(TlsRoots::new(&config));
         Pool {
@@ -123,6 +145,7 @@ impl Pool {
                 placer,
                 writer,
                 counters,
+                ownership,
                 lifecycle: Mutex::new(Lifecycle::New(senders)),
                 shutdown: watch::channel(false).0,
             }),
@@ -153,6 +176,9 @@ impl Pool {
         let inner = &self.inner;
         inner.check_open()?;
         inner.tls.resolve().await?;
+        if let Some(ownership) = &inner.ownership {
+            ownership.register().await?;
+        }
         inner.start()?;
         for slot in &inner.slots {
             let mut rx = slot.state.clone();
@@ -187,6 +213,11 @@ impl Pool {
         // Turns end (and are recorded) when their consumers read or drop them: give them a moment.
         let mut running = inner.routing.running();
         let _ = tokio::time::timeout(SHUTDOWN_RECORD_WAIT, running.wait_for(|n| *n == 0)).await;
+        if let Some(ownership) = &inner.ownership {
+            // Written first, under the leases; then other nodes may take the conversations.
+            inner.writer.flush().await;
+            ownership.release_all().await;
+        }
         inner.writer.close().await;
         tracing::info!("pool shut down");
     }
@@ -218,7 +249,21 @@ impl Pool {
             slots,
             ca: inner.tls.stats(),
             counters: inner.counters.snapshot(),
+            node: inner.ownership.as_ref().map(|o| NodeStats {
+                id: o.node().id.to_string(),
+                address: o.node().address.clone(),
+                leases: o.count(),
+            }),
         }
+    }
+
+    /// The nodes sharing the store (with their heartbeats and leases); empty for a pool alone
+    /// on its store.
+    pub async fn nodes(&self) -> Result<Vec<NodeStatus>, PoolError> {
+        if self.inner.ownership.is_none() {
+            return Ok(Vec::new());
+        }
+        Ok(self.inner.store.nodes().await?)
     }
 
     /// The slot whose process holds a conversation now, if one does.
@@ -281,6 +326,13 @@ impl PoolInner {
             self.config.idle_unsubscribe_after,
             self.shutdown.subscribe(),
         )));
+        if let Some(ownership) = &self.ownership {
+            tasks.push(tokio::spawn(crate::ownership::renew(
+                ownership.clone(),
+                self.routing.clone(),
+                self.shutdown.subscribe(),
+            )));
+        }
         *lifecycle = Lifecycle::Running(tasks);
         Ok(())
     }

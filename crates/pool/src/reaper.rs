@@ -2,7 +2,8 @@
 //! configured time, the least recently used idle ones of a process over its cap of loaded
 //! threads, and codex threads no conversation uses any more. With `thread_unload_delay_secs=0`
 //! in the base overrides, codex drops an unsubscribed thread at once; the conversation is
-//! rebuilt from the store on its next turn.
+//! rebuilt from the store on its next turn. A node sharing its store with others gives the
+//! lease of an unloaded conversation back.
 
 use crate::placement::Placer;
 use crate::routing::Routing;
@@ -32,6 +33,8 @@ pub(crate) async fn reap(
         }
         for (id, loaded) in routing.take_idle(idle_after) {
             placer.unload(&loaded, "idle").await;
+            // Nothing of it is left here: another node may take it at once.
+            placer.let_go(&id).await;
             routing.unloaded(&id);
         }
     }

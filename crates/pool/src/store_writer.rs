@@ -16,8 +16,8 @@ use tokio::task::JoinHandle;
 enum Op {
     /// What a turn added; the outcome goes to the ticket.
     Turn(TurnRecord, oneshot::Sender<Result<(), StoreError>>),
-    /// The conversation's settings changed.
-    Settings(ConversationId, ThreadSettings),
+    /// The conversation's settings changed (under the lease with this fence, if any).
+    Settings(ConversationId, ThreadSettings, Option<u64>),
     /// Answer once everything queued before is written.
     Flush(oneshot::Sender<()>),
     /// Write everything queued before, then stop.
@@ -80,9 +80,10 @@ impl StoreWriter {
         WriteTicket(ticket)
     }
 
-    /// Queues new settings of a conversation.
-    pub(crate) fn update_settings(&self, id: ConversationId, settings: ThreadSettings) {
-        let _ = self.ops.send(Op::Settings(id, settings));
+    /// Queues new settings of a conversation, written under `fence` (see
+    /// [`TurnRecord::fence`]).
+    pub(crate) fn update_settings(&self, id: ConversationId, settings: ThreadSettings, fence: Option<u64>) {
+        let _ = self.ops.send(Op::Settings(id, settings, fence));
     }
 
     /// Waits until every write queued so far is done (at once when the writer never started:
@@ -123,9 +124,9 @@ async fn write(store: Arc<dyn ThreadStore>, mut rx: mpsc::UnboundedReceiver<Op>)
         for op in ops.drain(..) {
             match op {
                 Op::Turn(record, done) => turns.push((record, done)),
-                Op::Settings(id, settings) => {
+                Op::Settings(id, settings, fence) => {
                     write_turns(&*store, &mut turns).await;
-                    if let Err(e) = store.update_settings(&id, settings, None).await {
+                    if let Err(e) = store.update_settings(&id, settings, fence).await {
                         tracing::warn!(conversation = %id, error = %e, "could not update a conversation's settings");
                     }
                 }
@@ -140,25 +141,91 @@ async fn write(store: Arc<dyn ThreadStore>, mut rx: mpsc::UnboundedReceiver<Op>)
     }
 }
 
-/// Writes a batch of turns in one transaction and tells each its outcome.
-async fn write_turns(store: &dyn ThreadStore, turns: &mut Vec<(TurnRecord, oneshot::Sender<Result<(), StoreError>>)>) {
-    if turns.is_empty() {
-        return;
+/// A turn waiting to be written, and who hears how it went.
+type Queued = (TurnRecord, oneshot::Sender<Result<(), StoreError>>);
+
+/// Writes a batch of turns in one transaction and tells each its outcome. A turn refused by its
+/// fence (its conversation's lease was taken over by another node) fails alone: the batch is
+/// written again without it.
+async fn write_turns(store: &dyn ThreadStore, turns: &mut Vec<Queued>) {
+    let (mut records, mut tickets): (Vec<TurnRecord>, Vec<_>) = std::mem::take(turns).into_iter().unzip();
+    for record in &records {
+        codex_pool_process::hops::hop(record.conversation.as_str(), "store.batch");
     }
-    let (records, tickets): (Vec<_>, Vec<_>) = std::mem::take(turns).into_iter().unzip();
-    let n = records.len();
-    let ids: Vec<ConversationId> = records.iter().map(|r| r.conversation.clone()).collect();
-    for id in &ids {
-        codex_pool_process::hops::hop(id.as_str(), "store.batch");
+    while !records.is_empty() {
+        // Only fenced writes can be refused one by one; only they need a copy to write again.
+        let fenced = records.iter().any(|r| r.fence.is_some());
+        let kept = fenced.then(|| records.clone());
+        let ids: Vec<ConversationId> = records.iter().map(|r| r.conversation.clone()).collect();
+        let outcome = store.record_turns(std::mem::take(&mut records)).await;
+        if let (Err(StoreError::Fenced { thread_id, fence }), Some(kept)) = (&outcome, kept) {
+            let refused = |r: &TurnRecord| r.conversation.as_str() == thread_id && r.fence == Some(*fence);
+            if kept.iter().any(refused) {
+                tracing::warn!(conversation = %thread_id, fence, "a turn's write was refused: another node holds the conversation now");
+                for (record, ticket) in kept.into_iter().zip(std::mem::take(&mut tickets)) {
+                    if refused(&record) {
+                        let _ = ticket.send(outcome.clone());
+                    } else {
+                        records.push(record);
+                        tickets.push(ticket);
+                    }
+                }
+                continue;
+            }
+        }
+        for id in &ids {
+            codex_pool_process::hops::hop(id.as_str(), "store.written");
+        }
+        if let Err(e) = &outcome {
+            tracing::error!(turns = ids.len(), error = %e, "could not record turns in the thread store");
+        }
+        for ticket in tickets.drain(..) {
+            let _ = ticket.send(outcome.clone());
+        }
     }
-    let outcome = store.record_turns(records).await;
-    for id in &ids {
-        codex_pool_process::hops::hop(id.as_str(), "store.written");
-    }
-    if let Err(e) = &outcome {
-        tracing::error!(turns = n, error = %e, "could not record turns in the thread store");
-    }
-    for ticket in tickets {
-        let _ = ticket.send(outcome.clone());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use codex_pool_store::{MemoryStore, NodeId, ThreadRecord};
+    use serde_json::json;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_turn_refused_by_its_fence_fails_alone_and_the_rest_of_its_batch_is_written() {
+        let store = Arc::new(MemoryStore::new());
+        let (x, y) = (ConversationId::from("x"), ConversationId::from("y"));
+        for id in [&x, &y] {
+            store.save(ThreadRecord::new(id.clone(), Default::default())).await.unwrap();
+        }
+        // Node a's lease on x runs out at once, and node b takes x over.
+        let old = store.acquire_lease(&x, &NodeId::new("a"), Duration::ZERO).await.unwrap();
+        let new = store.acquire_lease(&x, &NodeId::new("b"), Duration::from_secs(60)).await.unwrap();
+        assert_ne!(old.fence, new.fence);
+        let turn = |id: &ConversationId, fence: Option<u64>, text: &str| TurnRecord {
+            fence,
+            ..TurnRecord::completed(id.clone(), text, vec![json!({"type": "message", "text": text})])
+        };
+        let mut queued = Vec::new();
+        let mut answers = Vec::new();
+        for record in [turn(&x, Some(old.fence), "stale"), turn(&y, None, "mine"), turn(&x, Some(new.fence), "fresh")] {
+            let (done, answer) = oneshot::channel();
+            queued.push((record, done));
+            answers.push(answer);
+        }
+        write_turns(&*store, &mut queued).await;
+        let mut outcomes = Vec::new();
+        for answer in answers {
+            outcomes.push(answer.await.unwrap());
+        }
+        assert!(matches!(&outcomes[0], Err(StoreError::Fenced { fence, .. }) if *fence == old.fence), "{outcomes:?}");
+        assert!(outcomes[1].is_ok() && outcomes[2].is_ok(), "{outcomes:?}");
+        let texts = |id| {
+            let store = store.clone();
+            async move { store.history(&id).await.unwrap().iter().map(|i| i["text"].clone()).collect::<Vec<_>>() }
+        };
+        assert_eq!(texts(x.clone()).await, vec![json!("fresh")]);
+        assert_eq!(texts(y.clone()).await, vec![json!("mine")]);
     }
 }

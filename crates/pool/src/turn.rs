@@ -2,6 +2,7 @@
 //! turn's record in the store.
 
 use crate::history::own_items;
+use crate::ownership::Ownership;
 use crate::routing::Routing;
 use crate::store_writer::{StoreWriter, WriteTicket};
 use crate::tls::TurnTls;
@@ -9,7 +10,7 @@ use codex_pool_process::hops::hop;
 use codex_pool_process::{AbortReason, TurnEvent, TurnStream};
 use codex_pool_protocol::types::UserInput;
 use codex_pool_protocol::CodexThreadId;
-use codex_pool_store::{ConversationId, TurnRecord};
+use codex_pool_store::{ConversationId, StoreError, TurnRecord};
 use serde_json::Value;
 use std::future::Future;
 use std::pin::Pin;
@@ -62,6 +63,9 @@ pub(crate) struct TurnClaim {
     input: Vec<UserInput>,
     /// The turn's history items so far.
     items: Vec<Value>,
+    /// The fence of this node's lease on the conversation, and the leases' owner (several
+    /// nodes only).
+    lease: Option<(u64, Arc<Ownership>)>,
     _permit: OwnedSemaphorePermit,
     /// The first text delta was seen (for the hop trace).
     first_delta: bool,
@@ -75,6 +79,7 @@ impl TurnClaim {
         conversation: ConversationId,
         input: Vec<UserInput>,
         permit: OwnedSemaphorePermit,
+        lease: Option<(u64, Arc<Ownership>)>,
     ) -> Self {
         Self {
             routing,
@@ -82,6 +87,7 @@ impl TurnClaim {
             conversation,
             input,
             items: Vec::new(),
+            lease,
             _permit: permit,
             first_delta: false,
             ended: false,
@@ -92,7 +98,11 @@ impl TurnClaim {
     fn record(&mut self, turn_id: &str) -> WriteTicket {
         let mut items = std::mem::take(&mut self.items);
         own_items(&mut items, &self.input);
-        self.writer.record(TurnRecord::completed(self.conversation.clone(), turn_id, items))
+        let record = TurnRecord {
+            fence: self.lease.as_ref().map(|(fence, _)| *fence),
+            ..TurnRecord::completed(self.conversation.clone(), turn_id, items)
+        };
+        self.writer.record(record)
     }
 
     /// The turn is over for the pool; `unconfirmed` is its write, if nobody waits for it.
@@ -167,6 +177,19 @@ impl PoolTurn {
                         Ok(()) => {
                             claim.end(None);
                             end
+                        }
+                        Err(StoreError::Fenced { fence, .. }) => {
+                            if let Some((_, ownership)) = &claim.lease {
+                                ownership.lost(&self.conversation, fence);
+                            }
+                            claim.distrust_codex_thread();
+                            claim.end(None);
+                            TurnEvent::Aborted {
+                                reason: AbortReason::LeaseLost,
+                                message: "another node took this conversation over while the turn ran (this node had \
+                                          not renewed its lease in time); nothing of the turn was kept: send it again"
+                                    .to_owned(),
+                            }
                         }
                         Err(e) => {
                             claim.distrust_codex_thread();

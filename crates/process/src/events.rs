@@ -28,6 +28,11 @@ pub enum AbortReason {
     /// it had: the pool gave its processes the system roots and restarted them. Nothing of the
     /// turn was kept; send it again.
     CaBundleReplaced,
+    /// codex finished the turn, but another node had taken the conversation over meanwhile (a
+    /// pool sharing its store with others had not renewed its lease in time): the store refused
+    /// the turn, and nothing of it was kept. Send it again; the node that owns the conversation
+    /// now serves it.
+    LeaseLost,
 }
 
 impl AbortReason {
@@ -41,6 +46,7 @@ impl AbortReason {
             AbortReason::ConsumerLagged => "consumer_lagged",
             AbortReason::StoreFailed => "store_failed",
             AbortReason::CaBundleReplaced => "ca_bundle_replaced",
+            AbortReason::LeaseLost => "lease_lost",
         }
     }
 }

@@ -20,7 +20,8 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// A stable, machine-readable name: `invalid_request`, `unauthorized`, `forbidden`,
     /// `not_found`, `conflict`, `payload_too_large`, `input_too_large`, `too_many_turns`,
-    /// `not_ready`, `unavailable`, `codex_error`, `store_error`, `internal`.
+    /// `not_ready`, `unavailable`, `codex_error`, `store_error`, `owned_elsewhere` (with a
+    /// `307` to the node that serves the conversation), `lease_lost`, `internal`.
     pub code: &'static str,
     /// What happened, and how to fix it.
     pub message: String,
@@ -33,12 +34,23 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     retry_after: Option<u64>,
+    owner: Option<OwnerAddress>,
 }
+
+/// The address of the node that serves a conversation, on an answer that sends the client
+/// there: [`redirect_to_owner`] makes it the `Location`, with the request's own path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerAddress(pub String);
 
 impl ApiError {
     /// An error with the given status, code and message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), retry_after: None }
+        Self { status, code, message: message.into(), retry_after: None, owner: None }
+    }
+
+    /// The node that serves the conversation, to send the client to.
+    pub fn owner(&self) -> Option<&OwnerAddress> {
+        self.owner.as_ref()
     }
 
     /// 400: the request cannot be understood (malformed JSON, unknown fields, bad values).
@@ -91,8 +103,26 @@ impl IntoResponse for ApiError {
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
+        if let Some(owner) = self.owner {
+            response.extensions_mut().insert(owner);
+        }
         response
     }
+}
+
+/// Middleware: an answer that names the node serving a conversation ([`OwnerAddress`]) gets
+/// `Location: <that node's address><this request's path and query>`, so a `307` sends the
+/// client, with its method and body, to the node that can serve it.
+pub async fn redirect_to_owner(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let path = request.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+    let mut response = next.run(request).await;
+    if let Some(OwnerAddress(address)) = response.extensions().get::<OwnerAddress>().cloned() {
+        let location = format!("{}{path}", address.trim_end_matches('/'));
+        if let Ok(value) = HeaderValue::from_str(&location) {
+            response.headers_mut().insert(header::LOCATION, value);
+        }
+    }
+    response
 }
 
 impl From<PoolError> for ApiError {
@@ -126,6 +156,22 @@ impl From<StoreError> for ApiError {
             StoreError::Busy { .. } | StoreError::Unavailable { .. } => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "store_error", message).retry_after(1)
             }
+            // Another node serves the conversation: the client is sent there (a 307 keeps the
+            // method and body). A node that never announced an address cannot be sent to: retry
+            // once its lease runs out.
+            StoreError::OwnedElsewhere { address: Some(address), node, .. } => {
+                let mut error = Self::new(
+                    StatusCode::TEMPORARY_REDIRECT,
+                    "owned_elsewhere",
+                    format!("node {node} serves this conversation; send the request to {address}"),
+                );
+                error.owner = Some(OwnerAddress(address));
+                error
+            }
+            StoreError::OwnedElsewhere { address: None, .. } => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "owned_elsewhere", message).retry_after(1)
+            }
+            StoreError::Fenced { .. } => Self::new(StatusCode::CONFLICT, "lease_lost", message),
             _ => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "store_error", message),
         }
     }

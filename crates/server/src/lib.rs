@@ -8,6 +8,8 @@
 //!   `item.completed`, `text.delta`, `reasoning.delta`, then `turn.completed` or `turn.failed`)
 //!   or answered whole; `GET .../turns/{turn_id}/events` picks a stream up after
 //!   `Last-Event-ID`; `POST .../interrupt` stops it.
+//! - Several nodes on one store: a request about a conversation another node serves gets `307`
+//!   to that node; `GET /v1/nodes` lists them.
 //! - `GET /v1/pool`, `GET /healthz`, `GET /readyz`, `GET /openapi.json`, `GET /metrics`
 //!   (Prometheus text).
 //! - OpenAI's API ([`openai`]): `POST /v1/responses`, `GET /v1/responses/{id}`, `POST
@@ -137,6 +139,7 @@ pub fn router(state: AppState, config: &ServiceConfig) -> Router {
         .route("/readyz", get(system::readyz))
         .route("/openapi.json", get(system::openapi))
         .route("/v1/pool", get(system::pool))
+        .route("/v1/nodes", get(system::nodes))
         .route("/v1/conversations", post(conversations::create).get(conversations::list))
         .route("/v1/conversations/{id}", get(conversations::get_one).delete(conversations::delete))
         .route("/v1/conversations/{id}/items", get(conversations::items))
@@ -153,6 +156,7 @@ pub fn router(state: AppState, config: &ServiceConfig) -> Router {
         .fallback(system::not_found)
         .method_not_allowed_fallback(system::method_not_allowed)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(axum::middleware::from_fn(error::redirect_to_owner))
         .layer(axum::middleware::from_fn_with_state(token, auth::require_token))
         .layer(axum::middleware::from_fn_with_state(metrics, metrics::track))
         .with_state(state)
@@ -170,15 +174,24 @@ pub struct Service {
 impl Service {
     /// Checks the settings and binds the address. The pool starts when [`Service::run`] does.
     pub async fn bind(pool: Pool, config: ServiceConfig) -> Result<Self, ServeError> {
+        let listener = Self::listen(&config).await?;
+        Ok(Self::on(listener, pool, config))
+    }
+
+    /// Checks the settings and binds the address, before there is a pool (whose node may
+    /// announce the address bound); then [`Service::on`].
+    pub async fn listen(config: &ServiceConfig) -> Result<TcpListener, ServeError> {
         if !config.listen.ip().is_loopback() && config.token.as_deref().is_none_or(str::is_empty) {
             return Err(ServeError::TokenRequired { addr: config.listen });
         }
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
+        TcpListener::bind(config.listen).await.map_err(|source| ServeError::Bind { addr: config.listen, source })
+    }
+
+    /// The service on a listener [`Service::listen`] bound with the same settings.
+    pub fn on(listener: TcpListener, pool: Pool, config: ServiceConfig) -> Self {
         let metrics = Arc::new(Metrics::default());
         let runs = Runs::new(config.max_running_turns, config.keep_events_for, metrics.clone());
-        Ok(Self { pool, runs, metrics, listener, config })
+        Self { pool, runs, metrics, listener, config }
     }
 
     /// Where it listens.

@@ -133,6 +133,16 @@ impl Metrics {
             "codex_pool_turn_first_token_seconds",
             "Time from asking for a turn to its first text (turns that had text).",
         );
+        if let Some(node) = &pool.node {
+            header(&mut out, "codex_pool_node_info", "This node, when several share the store (always 1).", "gauge");
+            let _ = writeln!(
+                out,
+                "codex_pool_node_info{{node=\"{}\",address=\"{}\"}} 1",
+                escape(&node.id),
+                escape(&node.address)
+            );
+            gauge(&mut out, "codex_pool_node_leases", "Conversations this node holds a lease on.", node.leases as f64);
+        }
         gauge(&mut out, "codex_pool_active_turns", "Turns running in the pool now.", pool.active_turns as f64);
         gauge(
             &mut out,

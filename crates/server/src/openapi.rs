@@ -12,7 +12,7 @@ use utoipa::{Modify, OpenApi};
         conversations::create, conversations::list, conversations::get_one, conversations::items,
         conversations::delete, conversations::release, conversations::interrupt,
         turns::start, turns::events,
-        system::healthz, system::readyz, system::pool, system::openapi, system::metrics,
+        system::healthz, system::readyz, system::pool, system::nodes, system::openapi, system::metrics,
         responses::create, responses::retrieve, chat::create, models::list, models::retrieve,
     ),
     modifiers(&BearerToken),

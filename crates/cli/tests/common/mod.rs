@@ -14,21 +14,23 @@ pub struct Served {
 }
 
 pub fn serve(data_dir: &std::path::Path, model_url: &str) -> Served {
-    serve_with(data_dir, model_url, None, Stdio::inherit(), &[])
+    serve_with(data_dir, model_url, None, Stdio::inherit(), &[], &[])
 }
 
-/// `serve` with a token, its stderr where asked, and environment variables.
+/// `serve` with a token, its stderr where asked, environment variables and more arguments.
 pub fn serve_with(
     data_dir: &std::path::Path,
     model_url: &str,
     token: Option<&str>,
     stderr: Stdio,
     envs: &[(&str, &str)],
+    args: &[&str],
 ) -> Served {
     let mut child = Command::new(env!("CARGO_BIN_EXE_codex-pool"))
         .args(["serve", "--listen", "127.0.0.1:0", "--pool-size", "1", "--model-base-url", model_url])
         .arg("--data-dir")
         .arg(data_dir)
+        .args(args)
         .envs(token.map(|t| ("CODEX_POOL_TOKEN", t)))
         .envs(envs.iter().copied())
         .stdout(Stdio::piped())

@@ -1,5 +1,5 @@
 //! The service itself: `GET /healthz` (alive), `GET /readyz` (the pool serves), `GET /v1/pool`
-//! (its processes), `GET /openapi.json` (this API, generated from the code).
+//! (its processes), `GET /v1/nodes` (the nodes sharing the store), `GET /openapi.json` (this API, generated from the code).
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -49,6 +49,44 @@ pub struct PoolStatus {
     pub strategy: &'static str,
     /// Turns the service runs now.
     pub running_turns: usize,
+    /// This node, when several share the store.
+    pub node: Option<NodeSelf>,
+}
+
+/// This node, as its `/v1/pool` shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeSelf {
+    /// Its id (`--node-id`).
+    pub id: String,
+    /// The address it announces (`--advertise`).
+    pub address: String,
+    /// Conversations it holds a lease on.
+    pub leases: usize,
+}
+
+/// One node sharing the store.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Node {
+    /// Its id.
+    pub id: String,
+    /// Where it is reached.
+    pub address: String,
+    /// Its last heartbeat (ms since the epoch, the store's clock).
+    pub heartbeat_at_ms: i64,
+    /// How long ago that was, in ms: a node silent for more than a lease's time is gone, and
+    /// its conversations go to the next node asked.
+    pub heartbeat_age_ms: u64,
+    /// Conversations it holds an unexpired lease on.
+    pub conversations: u64,
+}
+
+/// The nodes sharing the store.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Nodes {
+    /// This node's id (`null` when it is alone on its store).
+    pub this_node: Option<String>,
+    /// Every node that announced itself, by id.
+    pub nodes: Vec<Node>,
 }
 
 /// Whether the service is alive (never needs the token).
@@ -88,7 +126,29 @@ pub async fn pool(State(state): State<AppState>) -> Json<PoolStatus> {
         ready: stats.ready,
         strategy: stats.strategy,
         running_turns: state.runs.running(),
+        node: stats.node.map(|n| NodeSelf { id: n.id, address: n.address, leases: n.leases }),
     })
+}
+
+/// The nodes sharing the store: each one's address, heartbeat and conversations (empty when
+/// this node is alone on its store).
+#[utoipa::path(get, path = "/v1/nodes", tag = "service",
+    responses((status = 200, body = Nodes), (status = 503, body = crate::error::ErrorBody)))]
+pub async fn nodes(State(state): State<AppState>) -> Result<Json<Nodes>, ApiError> {
+    let nodes = state.pool.nodes().await?;
+    Ok(Json(Nodes {
+        this_node: state.pool.stats().node.map(|n| n.id),
+        nodes: nodes
+            .into_iter()
+            .map(|n| Node {
+                id: n.id.to_string(),
+                address: n.address,
+                heartbeat_at_ms: n.heartbeat_at_ms,
+                heartbeat_age_ms: n.heartbeat_age_ms,
+                conversations: n.conversations,
+            })
+            .collect(),
+    }))
 }
 
 /// This API, as an OpenAPI 3 document.

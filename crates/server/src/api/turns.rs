@@ -67,6 +67,8 @@ pub struct EventsQuery {
     responses(
         (status = 200, description = "The turn's events (SSE), or its result with `stream: false`", body = TurnResult,
          content_type = "application/json"),
+        (status = 307, description = "Another node serves the conversation: `Location` is this path on it",
+         body = crate::error::ErrorBody),
         (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
         (status = 409, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody),
         (status = 429, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]

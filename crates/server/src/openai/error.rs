@@ -41,6 +41,8 @@ pub struct OpenAiError {
     param: Option<String>,
     message: String,
     retry_after: Option<u64>,
+    /// Boxed: errors travel in `Result`s, which stay small.
+    owner: Option<Box<crate::error::OwnerAddress>>,
 }
 
 impl OpenAiError {
@@ -53,6 +55,7 @@ impl OpenAiError {
             param: None,
             message: message.into(),
             retry_after: None,
+            owner: None,
         }
     }
 
@@ -102,6 +105,7 @@ impl From<ApiError> for OpenAiError {
     fn from(e: ApiError) -> Self {
         let mut out = OpenAiError::new(e.status(), Some(e.code()), e.message().to_owned());
         out.retry_after = e.retry_after_secs();
+        out.owner = e.owner().cloned().map(Box::new);
         out
     }
 }
@@ -131,6 +135,9 @@ impl IntoResponse for OpenAiError {
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(owner) = self.owner {
+            response.extensions_mut().insert(*owner);
         }
         response
     }

@@ -73,6 +73,8 @@ struct Plan {
     responses(
         (status = 200, description = "The Response (JSON), or its events (`text/event-stream`) with `stream: true`",
          content_type = "application/json", body = Object),
+        (status = 307, description = "Another node serves the conversation `previous_response_id` continues: \
+         `Location` is this path on it", body = crate::openai::error::OpenAiErrorBody),
         (status = 400, body = crate::openai::error::OpenAiErrorBody), (status = 404, body = crate::openai::error::OpenAiErrorBody),
         (status = 409, body = crate::openai::error::OpenAiErrorBody), (status = 429, body = crate::openai::error::OpenAiErrorBody),
         (status = 503, body = crate::openai::error::OpenAiErrorBody)))]

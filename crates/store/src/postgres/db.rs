@@ -5,6 +5,7 @@ use super::errors::{pool_error, store_error, BACKEND};
 use crate::StoreError;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
@@ -22,6 +23,8 @@ pub(super) type Param<'a> = &'a (dyn ToSql + Sync);
 pub(super) struct Db {
     pool: Pool,
     target: Target,
+    /// Round trips made for callers (see [`Db::round_trips`]).
+    round_trips: AtomicU64,
 }
 
 impl Db {
@@ -41,12 +44,23 @@ impl Db {
             .wait_timeout(Some(POOL_WAIT))
             .build()
             .map_err(|e| StoreError::Backend { backend: BACKEND, message: format!("the connection pool: {e}") })?;
-        Ok(Self { pool, target })
+        Ok(Self { pool, target, round_trips: AtomicU64::new(0) })
     }
 
     /// `postgres://user@host:port/database`.
     pub(super) fn server(&self) -> &str {
         &self.target.described
+    }
+
+    /// Round trips made so far: one per statement, the start and end of a transaction counted
+    /// too; a connection preparing a statement for the first time is not counted.
+    pub(super) fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` round trips.
+    pub(super) fn count(&self, n: u64) {
+        self.round_trips.fetch_add(n, Ordering::Relaxed);
     }
 
     /// A client error as the store's.
@@ -82,6 +96,7 @@ impl Db {
         self.timed(async {
             let client = self.client().await?;
             let statement = client.prepare_cached(sql).await.map_err(|e| self.error(&e))?;
+            self.count(1);
             client.query(&statement, params).await.map_err(|e| self.error(&e))
         })
         .await
@@ -92,6 +107,7 @@ impl Db {
         self.timed(async {
             let client = self.client().await?;
             let statement = client.prepare_cached(sql).await.map_err(|e| self.error(&e))?;
+            self.count(1);
             client.execute(&statement, params).await.map_err(|e| self.error(&e))
         })
         .await

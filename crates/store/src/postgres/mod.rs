@@ -62,6 +62,12 @@ impl PostgresStore {
     pub fn server(&self) -> &str {
         self.db.server()
     }
+
+    /// Round trips to the server this store has made (one per statement, from the check of
+    /// its schema at open on): the difference over a run is what `bench` divides by turns.
+    pub fn round_trips(&self) -> u64 {
+        self.db.round_trips()
+    }
 }
 
 impl ThreadStore for PostgresStore {

@@ -137,6 +137,7 @@ pub(super) async fn delete(db: &Db, id: &ConversationId) -> Result<bool, StoreEr
             changed[n] = tx.execute(&statement, &[&id.as_str()]).await.map_err(|e| db.error(&e))?;
         }
         tx.commit().await.map_err(|e| db.error(&e))?;
+        db.count(5);
         Ok(changed[0] > 0)
     })
     .await

@@ -274,6 +274,24 @@ impl Routing {
         }
     }
 
+    /// Another node has served the conversation, or may have: if it is idle, the pool forgets
+    /// it (settings and codex thread, which the reaper unloads), and its next turn reads it from
+    /// the store again. A running turn keeps it: the store refuses that turn's write by its
+    /// fence, which drops the codex thread then.
+    pub(crate) fn evict_if_idle(&self, id: &ConversationId) {
+        let mut table = self.lock();
+        if !table.threads.get(id).is_some_and(|e| e.state == ThreadState::Idle) {
+            return;
+        }
+        let old = table.set_loaded(id, None);
+        table.threads.remove(id);
+        if let Some(old) = old {
+            table.orphans.push(old);
+            drop(table);
+            self.reap.notify_one();
+        }
+    }
+
     /// codex threads to unload.
     pub(crate) fn take_orphans(&self) -> Vec<Loaded> {
         std::mem::take(&mut self.lock().orphans)
@@ -399,6 +417,11 @@ impl Routing {
         self.lock().threads.get(id).map(|e| (e.loaded.clone(), e.state))
     }
 
+    /// Whether a turn of the conversation runs (or is being started).
+    pub(crate) fn is_running(&self, id: &ConversationId) -> bool {
+        matches!(self.get(id), Some((_, ThreadState::TurnRunning { .. })))
+    }
+
     /// Conversations known, and of those, loaded on a slot's current process.
     pub(crate) fn counts(&self) -> (usize, usize) {
         let table = self.lock();
@@ -407,89 +430,4 @@ impl Routing {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    fn loaded(slot: usize, generation: u64, codex: &str) -> Loaded {
-        Loaded { slot, generation, codex_id: codex.into() }
-    }
-
-    fn routing() -> Routing {
-        let r = Routing::new(2, 2);
-        r.slot_restarted(0, 1);
-        r.slot_restarted(1, 1);
-        r
-    }
-
-    #[tokio::test]
-    async fn one_turn_at_a_time_and_counts_follow_the_state() {
-        let r = routing();
-        let a = ConversationId::from("a");
-        r.insert_created(a.clone(), Default::default(), true, loaded(0, 1, "x"));
-        assert_eq!(r.loads()[0], SlotLoad { generation: 1, loaded: 1, running: 0 });
-        let claimed = r.claim_turn(&a).await.ok().unwrap();
-        assert_eq!(claimed.loaded, Some(loaded(0, 1, "x")));
-        assert!(matches!(r.claim_turn(&a).await, Err(Refused::Busy)));
-        assert!(matches!(r.claim_delete(&a).await, Err(Refused::Busy)));
-        assert!(matches!(r.claim_unload(&a).await, Err(Refused::Busy)));
-        r.turn_placed(&a, 0);
-        assert_eq!((r.loads()[0].running, *r.running().borrow()), (1, 1));
-        r.end_turn(&a, None);
-        assert_eq!((r.loads()[0].running, *r.running().borrow()), (0, 0));
-        assert!(r.claim_turn(&a).await.is_ok());
-        assert!(matches!(r.claim_turn(&ConversationId::from("b")).await, Err(Refused::Unknown)));
-    }
-
-    #[tokio::test]
-    async fn a_new_process_counts_from_zero_and_old_threads_do_not_count() {
-        let r = routing();
-        let a = ConversationId::from("a");
-        r.insert_created(a.clone(), Default::default(), true, loaded(1, 1, "x"));
-        r.slot_restarted(1, 2);
-        assert_eq!(r.loads()[1].loaded, 0);
-        // Forgetting the thread of the dead process does not count below zero.
-        r.forget_codex_thread(&a);
-        assert_eq!(r.loads()[1].loaded, 0);
-        assert_eq!(r.take_orphans(), vec![loaded(1, 1, "x")]);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn idle_and_over_cap_threads_are_unloaded_and_a_turn_waits_for_it() {
-        let r = Arc::new(routing());
-        for (n, id) in ["a", "b", "c"].iter().enumerate() {
-            r.insert_created((*id).into(), Default::default(), true, loaded(0, 1, id));
-            tokio::time::advance(Duration::from_secs(n as u64 + 1)).await;
-        }
-        // Three on slot 0, whose cap is 2: the least recently used goes.
-        let picked = r.take_idle(Duration::from_secs(3600));
-        assert_eq!(picked, vec![(ConversationId::from("a"), loaded(0, 1, "a"))]);
-        assert_eq!(r.loads()[0].loaded, 2);
-        // A turn of `a` waits until the unload is done.
-        let waiting = {
-            let r = r.clone();
-            tokio::spawn(async move { r.claim_turn(&ConversationId::from("a")).await.ok().map(|c| c.loaded) })
-        };
-        tokio::task::yield_now().await;
-        assert!(!waiting.is_finished());
-        r.unloaded(&"a".into());
-        assert_eq!(waiting.await.unwrap(), Some(None), "claimed, and held by no codex thread");
-        // Idle long enough: the rest go too.
-        tokio::time::advance(Duration::from_secs(3600)).await;
-        assert_eq!(r.take_idle(Duration::from_secs(3600)).len(), 2);
-    }
-
-    #[tokio::test]
-    async fn a_deletion_forgets_the_conversation_and_hands_back_its_thread() {
-        let r = routing();
-        let a = ConversationId::from("a");
-        r.insert_created(a.clone(), Default::default(), true, loaded(0, 1, "x"));
-        assert!(r.claim_delete(&a).await.ok().unwrap());
-        assert!(matches!(r.claim_turn(&a).await, Err(Refused::Busy)));
-        r.finish_delete(&a, false);
-        assert!(r.claim_delete(&a).await.ok().unwrap(), "a failed deletion leaves it as it was");
-        assert_eq!(r.finish_delete(&a, true), Some(loaded(0, 1, "x")));
-        assert!(matches!(r.claim_turn(&a).await, Err(Refused::Unknown)));
-        assert_eq!(r.counts(), (0, 0));
-    }
-}
+mod tests;
