@@ -4,7 +4,7 @@ use crate::serve::default_data_dir;
 use clap::Args;
 use codex_pool_process::discovery::check_version;
 use codex_pool_process::{find_codex, AppServer, ProcessConfig, SpawnError};
-use codex_pool_store::{SqliteStore, ThreadStore};
+use codex_pool_store::{is_postgres_url, PostgresStore, SqliteStore, ThreadStore};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,6 +24,10 @@ pub struct DoctorArgs {
     /// The data directory `serve` would use.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// The store `serve` would use: a SQLite file (default: DATA_DIR/threads.db) or a
+    /// PostgreSQL URL.
+    #[arg(long, value_name = "PATH|URL", env = "DATABASE_URL", hide_env_values = true)]
+    db: Option<String>,
     /// The address `serve` would listen on.
     #[arg(long, default_value = "127.0.0.1:7878")]
     listen: SocketAddr,
@@ -61,7 +65,11 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<()> {
     match data_dir {
         Ok(dir) => {
             checks.push(writable(&dir));
-            checks.push(database(&dir.join("threads.db")).await);
+            match args.db.as_deref().filter(|db| !db.is_empty()) {
+                Some(url) if is_postgres_url(url) => checks.push(shared_store(url).await),
+                Some(path) => checks.push(database(std::path::Path::new(path)).await),
+                None => checks.push(database(&dir.join("threads.db")).await),
+            }
         }
         Err(e) => checks.push(Check::Problem { what: "no data directory".to_owned(), fix: e.to_string() }),
     }
@@ -121,6 +129,24 @@ fn writable(dir: &std::path::Path) -> Check {
             what: format!("data directory {} is not writable ({e})", dir.display()),
             fix: "make it writable, or pick another with --data-dir / CODEX_POOL_DATA_DIR".to_owned(),
         },
+    }
+}
+
+/// A PostgreSQL store several nodes share: it opens (its schema brought up to date, as `serve`
+/// would), and what it holds.
+async fn shared_store(url: &str) -> Check {
+    let shown = crate::serve::shown(url);
+    let store = match PostgresStore::open(url).await {
+        Ok(store) => store,
+        Err(e) => return Check::Problem { what: format!("PostgreSQL at {shown} does not open"), fix: e.to_string() },
+    };
+    match (store.count().await, store.nodes().await) {
+        (Ok(n), Ok(nodes)) => {
+            Check::Ok(format!("PostgreSQL at {shown} opens, {n} conversation(s), {} node(s) announced", nodes.len()))
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            Check::Problem { what: format!("PostgreSQL at {shown} cannot be read"), fix: e.to_string() }
+        }
     }
 }
 

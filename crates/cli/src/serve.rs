@@ -216,7 +216,7 @@ fn rand_suffix() -> u32 {
 }
 
 /// The store as the log shows it: a URL without its password.
-fn shown(db: &str) -> String {
+pub(crate) fn shown(db: &str) -> String {
     if !is_postgres_url(db) {
         return db.to_owned();
     }

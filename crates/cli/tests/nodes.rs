@@ -85,6 +85,18 @@ async fn nodes_share_conversations_and_hand_them_on_when_one_dies_or_stalls() {
     assert_eq!(body["error"]["code"], "owned_elsewhere");
     let expected = format!("{}/v1/conversations/{}/turns", a.client.base(), on_a[0]);
     assert_eq!(headers["location"], expected.as_str());
+    // So do requests about its turns: they run, and keep their events, where it is served.
+    for (method, path) in [
+        (Method::POST, format!("/v1/conversations/{}/interrupt", on_a[0])),
+        (Method::GET, format!("/v1/conversations/{}/turns/some-turn/events", on_a[0])),
+    ] {
+        let answer = b.client.send(method, &path, None).await.unwrap();
+        assert_eq!(answer.status, StatusCode::TEMPORARY_REDIRECT, "{path}");
+        assert_eq!(answer.headers["location"], format!("{}{path}", a.client.base()).as_str());
+    }
+    // On its owner, no turn runs: 409, and the lease stays where it was.
+    let answer = a.client.send(Method::POST, &format!("/v1/conversations/{}/interrupt", on_a[0]), None).await.unwrap();
+    assert_eq!(answer.status, StatusCode::CONFLICT);
 
     // A dies. Until its leases run out, its conversations are still sent to it (never served
     // by two nodes); then B takes each over, rebuilt from the store with its history.

@@ -182,17 +182,22 @@ impl Pool {
         unreachable!("the loop returns")
     }
 
-    /// Interrupts the running turn of a conversation.
+    /// Interrupts the running turn of a conversation. With several nodes, a turn running on
+    /// another node fails with `StoreError::OwnedElsewhere`, naming it.
     pub async fn interrupt_turn(&self, id: &ConversationId) -> Result<(), PoolError> {
         let inner = &self.inner;
         let no_turn = || PoolError::NoActiveTurn(id.clone());
         let Some((loaded, state)) = inner.routing.get(id) else {
             return match inner.store.load(id).await? {
-                Some(_) => Err(no_turn()),
+                Some(_) => {
+                    inner.check_elsewhere(id).await?;
+                    Err(no_turn())
+                }
                 None => Err(PoolError::UnknownThread(id.clone())),
             };
         };
         if !matches!(state, ThreadState::TurnRunning { .. }) {
+            inner.check_elsewhere(id).await?;
             return Err(no_turn());
         }
         let loaded = loaded.ok_or_else(no_turn)?;
@@ -252,6 +257,12 @@ impl Pool {
                 Err(e.into())
             }
         }
+    }
+
+    /// Several nodes: fails with `StoreError::OwnedElsewhere` (naming the node and its address)
+    /// if another node serves the conversation now; a pool alone on its store never fails.
+    pub async fn check_served_here(&self, id: &ConversationId) -> Result<(), PoolError> {
+        self.inner.check_elsewhere(id).await
     }
 
     /// What the pool knows of a conversation; `None` for an unknown id.
@@ -350,6 +361,15 @@ impl PoolInner {
             }
         }
         Err(PoolError::UnknownThread(id.clone()))
+    }
+
+    /// Several nodes: fails with `StoreError::OwnedElsewhere` if another node serves the
+    /// conversation (its turns run there).
+    async fn check_elsewhere(&self, id: &ConversationId) -> Result<(), PoolError> {
+        match &self.ownership {
+            Some(ownership) => Ok(ownership.check_elsewhere(id).await?),
+            None => Ok(()),
+        }
     }
 
     /// Several nodes: this node's lease on the conversation (its fence, for the turn's writes),

@@ -120,6 +120,21 @@ impl Ownership {
         Ok(Fence { value: lease.fence, changed: known.map(|h| h.fence) != Some(lease.fence) })
     }
 
+    /// Fails with [`StoreError::OwnedElsewhere`] if another node holds the conversation's lease
+    /// (for requests about a turn, which runs where the lease is). Costs nothing when this node
+    /// holds it; else it asks the store by taking the lease and giving it straight back.
+    pub(crate) async fn check_elsewhere(&self, id: &ConversationId) -> Result<(), StoreError> {
+        if self.held().contains_key(id) {
+            return Ok(());
+        }
+        self.store.acquire_lease(id, &self.node.id, self.ttl).await?;
+        if !self.held().contains_key(id) {
+            // Not taken for a turn meanwhile: give it back.
+            self.store.release_lease(id, &self.node.id).await?;
+        }
+        Ok(())
+    }
+
     /// Takes the lease on a conversation this node has just created.
     pub(crate) async fn take_new(&self, id: &ConversationId) -> Result<u64, StoreError> {
         Ok(self.fence(id).await?.value)

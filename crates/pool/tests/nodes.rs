@@ -121,3 +121,38 @@ async fn a_turn_finished_under_a_lease_another_node_took_is_not_kept() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_restarted_under_a_node_fails_turns_clearly_and_the_node_carries_on() {
+    if TestPostgres::shared().is_none() {
+        return;
+    }
+    let Ok(server) = TestPostgres::start() else {
+        println!("skipped: restarting PostgreSQL needs a throwaway server");
+        return;
+    };
+    let db = server.database().await;
+    let env = Env::new().await;
+    let (a, _) = node(&env, &db, "a", Duration::from_secs(30)).await;
+    let id = a.create_thread(ThreadSettings::default()).await.unwrap();
+    let (_, end) = say(&a, &id, "before the restart").await.unwrap();
+    assert!(completed(&end));
+
+    server.shut_down();
+    // A turn that ends while the store is down is kept nowhere, and says why.
+    let (_, end) = say(&a, &id, "during the outage").await.unwrap();
+    let TurnEvent::Aborted { reason: AbortReason::StoreFailed, message } = &end else { panic!("{end:?}") };
+    assert!(message.contains("PostgreSQL") && message.contains("send it again"), "{message}");
+    // Nothing new can be created; the error names the server and what to check.
+    let err = a.create_thread(ThreadSettings::default()).await.unwrap_err();
+    assert!(matches!(err, PoolError::Store(StoreError::Unavailable { .. })), "{err}");
+
+    server.restart().unwrap();
+    let (text, end) = say(&a, &id, "after the restart").await.unwrap();
+    assert_eq!((text.as_str(), completed(&end)), ("echo: after the restart", true), "{end:?}");
+    let sent = messages(&env.requests_with("after the restart")[0]);
+    assert!(sent.iter().any(|(_, t)| t == "echo: before the restart"), "{sent:?}");
+    assert!(!sent.iter().any(|(_, t)| t.contains("during the outage")), "the failed turn left nothing: {sent:?}");
+    assert_eq!(a.conversation(&id).await.unwrap().unwrap().record.turns, 2);
+    a.shutdown().await;
+}

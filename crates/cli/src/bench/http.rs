@@ -96,7 +96,7 @@ pub async fn run(
 
 /// One turn through the service: (time to the first text delta, reply); an empty reply on
 /// failure.
-async fn http_turn(client: &Client, id: &str, text: &str) -> (Option<Duration>, String) {
+pub(super) async fn http_turn(client: &Client, id: &str, text: &str) -> (Option<Duration>, String) {
     let begun = Instant::now();
     let path = format!("/v1/conversations/{id}/turns");
     let mut events = match client.stream(&path, json!({"text": text})).await {

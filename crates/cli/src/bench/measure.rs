@@ -114,6 +114,7 @@ impl Usage {
             codex_rss_mb: self.codex_rss_mb,
             health: None,
             chat: None,
+            store_round_trips: None,
         }
     }
 }

@@ -12,6 +12,7 @@ mod direct;
 pub mod hops;
 mod http;
 mod measure;
+mod nodes;
 mod openai;
 mod report;
 mod result;
@@ -60,6 +61,15 @@ pub struct BenchArgs {
     /// request resending the whole transcript).
     #[arg(long)]
     chat: bool,
+    /// Also run the same load through N services (nodes) sharing the PostgreSQL store of --db,
+    /// the processes split between them, and through one node on it with all of them; report
+    /// both and their ratio, with the store's round trips per turn.
+    #[arg(long, value_name = "N", requires = "db")]
+    nodes: Option<usize>,
+    /// The PostgreSQL database of --nodes (`postgres://user@host/db`; it gets the bench's
+    /// conversations).
+    #[arg(long, value_name = "URL")]
+    db: Option<String>,
     /// Repeat the load this many times; with --direct or --versus, the runs alternate (who goes
     /// first rotates too) and the figures pool all rounds of a mode.
     #[arg(long, default_value_t = 1)]
@@ -125,6 +135,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             arms.push(Arm::Http(api));
         }
     }
+    if let Some(n) = args.nodes {
+        anyhow::ensure!(n >= 2, "--nodes {n}: compare at least 2 nodes with one");
+        anyhow::ensure!(
+            args.db.as_deref().is_some_and(codex_pool_store::is_postgres_url),
+            "--nodes needs --db postgres://... (the store the nodes share)"
+        );
+        arms.push(Arm::Nodes(1));
+        arms.push(Arm::Nodes(n));
+    }
     if args.versus.is_some() || args.versus_ca_bundle.is_some() {
         let profile = args.versus.unwrap_or(args.profile);
         arms.push(Arm::Pool(profile, args.versus_ca_bundle.clone().unwrap_or_else(|| args.ca_bundle.clone())));
@@ -139,6 +158,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 }
                 Arm::Direct => run_direct(&args, &system, &bin, &mock).await.context("direct run")?,
                 Arm::Http(api) => http::run(&args, &system, &bin, &mock, *api).await.context("service run")?,
+                Arm::Nodes(n) => {
+                    let db = args.db.as_deref().unwrap_or_default();
+                    nodes::run(&args, &system, &bin, &mock, (*n, db)).await.context("nodes run")?
+                }
             };
             absorb(&mut results[i], result);
         }
@@ -172,16 +195,31 @@ enum Arm {
     Direct,
     /// Through the service (HTTP + SSE), with --profile and --ca-bundle, by one of its APIs.
     Http(Api),
+    /// Through this many services sharing the PostgreSQL store of --db.
+    Nodes(usize),
 }
 
 /// A pool as every arm but the raw client runs it, its files under `dir`.
 fn bench_pool(
     args: &BenchArgs,
-    (profile, ca, system): (Profile, &CaBundle, &SystemRoots),
+    setup: (Profile, &CaBundle, &SystemRoots),
     bin: &std::path::Path,
     mock: &MockChild,
     dir: &std::path::Path,
 ) -> anyhow::Result<Pool> {
+    let config = pool_config(args, setup, bin, mock, dir);
+    let store = Arc::new(SqliteStore::open(dir.join("threads.db"))?);
+    Ok(Pool::new(config, store))
+}
+
+/// The settings of [`bench_pool`].
+fn pool_config(
+    args: &BenchArgs,
+    (profile, ca, system): (Profile, &CaBundle, &SystemRoots),
+    bin: &std::path::Path,
+    mock: &MockChild,
+    dir: &std::path::Path,
+) -> PoolConfig {
     let process = codex_process_config(bin.to_path_buf(), dir, &mock.base_url, "mock-model");
     let mut config = PoolConfig::new(process);
     config.ca_bundle = ca.clone();
@@ -193,8 +231,7 @@ fn bench_pool(
     if let Some(ms) = args.health_interval_ms {
         config.health_interval = Duration::from_millis(ms.max(1));
     }
-    let store = Arc::new(SqliteStore::open(dir.join("threads.db"))?);
-    Ok(Pool::new(config, store))
+    config
 }
 
 async fn run_pool(

@@ -14,6 +14,7 @@ pub(super) fn line(args: &BenchArgs, arms: &[Arm], mut results: Vec<Option<RunRe
     let mut take = |arm: Arm| arms.iter().skip(1).position(|a| *a == arm).and_then(|i| results[i + 1].take());
     let direct = take(Arm::Direct);
     let service = take(Arm::Http(Api::Native));
+    let nodes = args.nodes.map(|n| (n, take(Arm::Nodes(1)), take(Arm::Nodes(n))));
     let openai = [("responses", take(Arm::Http(Api::Responses))), ("chat", take(Arm::Http(Api::Chat)))];
     let versus_profile = args.versus.unwrap_or(args.profile);
     let rounds = args.rounds.max(1);
@@ -61,6 +62,17 @@ pub(super) fn line(args: &BenchArgs, arms: &[Arm], mut results: Vec<Option<RunRe
             "request_bytes_ratio": round(get(&o, "request_bytes_per_turn") / get(&native, "request_bytes_per_turn").max(1.0)),
         });
         line[name] = o;
+    }
+    // N nodes beside one node, both on the shared store.
+    if let Some((n, Some(one), Some(many))) = nodes {
+        let (one, many) = (one.json(total), many.json(total));
+        let get = |v: &Value, key: &str| v[key].as_f64().unwrap_or(0.0);
+        line[format!("nodes_{n}_vs_1")] = json!({
+            "throughput_ratio": round(get(&many, "turns_per_s") / get(&one, "turns_per_s").max(f64::MIN_POSITIVE)),
+            "lat_p50_added_ms": round(get(&many, "lat_p50_ms") - get(&one, "lat_p50_ms")),
+        });
+        line["nodes_1"] = one;
+        line[format!("nodes_{n}")] = many;
     }
     if let Some(versus) = versus {
         let v = versus.json(total);

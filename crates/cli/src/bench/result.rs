@@ -24,6 +24,8 @@ pub(super) struct RunResult {
     pub(super) health: Option<Health>,
     /// Chat requests that continued a conversation, and that started one (`--chat` only).
     pub(super) chat: Option<(u64, u64)>,
+    /// Round trips the nodes made to the shared store while the turns ran (`--nodes` only).
+    pub(super) store_round_trips: Option<u64>,
 }
 
 impl RunResult {
@@ -50,6 +52,9 @@ impl RunResult {
             out["health_check_max_ms"] = json!(round(h.slowest_ms));
             out["health_checks_busy"] = json!(h.busy);
             out["restarts"] = json!(h.restarts);
+        }
+        if let Some(trips) = self.store_round_trips {
+            out["store_round_trips_per_turn"] = json!(round(trips as f64 / turns.max(1) as f64));
         }
         if let Some((continued, new)) = self.chat {
             out["chat_continued"] = json!(continued);
@@ -108,6 +113,10 @@ impl RunResult {
                 busy: a.busy + b.busy,
                 restarts: a.restarts + b.restarts,
             }),
+            (a, b) => a.or(b),
+        };
+        self.store_round_trips = match (self.store_round_trips, other.store_round_trips) {
+            (Some(a), Some(b)) => Some(a + b),
             (a, b) => a.or(b),
         };
         self.chat = match (self.chat, other.chat) {

@@ -282,7 +282,10 @@ pub async fn release(State(state): State<AppState>, Path(id): Path<String>) -> R
 /// `interrupted`).
 #[utoipa::path(post, path = "/v1/conversations/{id}/interrupt", tag = "turns",
     params(("id" = String, Path, description = "The conversation")),
-    responses((status = 200, body = Done), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = Done),
+              (status = 307, description = "Another node serves the conversation: `Location` is this path on it",
+               body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn interrupt(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Done>, ApiError> {
     state.ready()?;
     let id = ConversationId::from(id);

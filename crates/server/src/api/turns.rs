@@ -109,6 +109,8 @@ pub async fn start(
     params(("id" = String, Path, description = "The conversation"), ("turn_id" = String, Path, description = "The turn"),
            ("Last-Event-ID" = Option<u64>, Header, description = "The id of the last event already read"), EventsQuery),
     responses((status = 200, description = "The turn's events (SSE)", content_type = "text/event-stream"),
+              (status = 307, description = "Another node serves the conversation: `Location` is this path on it",
+               body = crate::error::ErrorBody),
               (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn events(
     State(state): State<AppState>,
@@ -124,11 +126,14 @@ pub async fn events(
             .ok_or_else(|| ApiError::invalid("Last-Event-ID must be the id of an event of this turn"))?,
         None => query.after.unwrap_or(0),
     };
-    let log = state.runs.log(&ConversationId::from(id.as_str()), &turn_id).ok_or_else(|| {
-        ApiError::not_found(format!(
+    let conversation = ConversationId::from(id.as_str());
+    let Some(log) = state.runs.log(&conversation, &turn_id) else {
+        // Turns run, and keep their events, on the node that serves the conversation.
+        state.pool.check_served_here(&conversation).await?;
+        return Err(ApiError::not_found(format!(
             "no events of turn {turn_id} of conversation {id} are kept (unknown, or ended too long ago)"
-        ))
-    })?;
+        )));
+    };
     Ok(sse(log, after).into_response())
 }
 

@@ -11,12 +11,12 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 pub(super) fn check_fence(conn: &Connection, id: &ConversationId, fence: Option<u64>) -> Result<(), StoreError> {
     let Some(fence) = fence else { return Ok(()) };
     let refused: bool = conn
-        .query_row(
+        .prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM threads WHERE thread_id = ?1)
                 AND NOT EXISTS (SELECT 1 FROM leases WHERE thread_id = ?1 AND fence = ?2)",
-            params![id.as_str(), fence as i64],
-            |r| r.get(0),
         )
+        .db()?
+        .query_row(params![id.as_str(), fence as i64], |r| r.get(0))
         .db()?;
     if refused {
         return Err(StoreError::Fenced { thread_id: id.to_string(), fence });

@@ -7,6 +7,7 @@ use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
@@ -17,7 +18,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// A running cluster.
 pub(super) struct Cluster {
     pub(super) port: u16,
-    pub(super) pid: u32,
+    pub(super) pid: AtomicU32,
+    /// Where the server programs are (for a restart).
+    bin: PathBuf,
     /// The user the server runs as (`None`: this process's own).
     pub(super) user: Option<(u32, u32)>,
     child: Mutex<Option<Child>>,
@@ -99,13 +102,22 @@ impl Cluster {
             let _ = std::fs::write(&log, &out.stderr);
             return Err(format!("initdb failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()));
         }
-        let mut cluster = Cluster { port: 0, pid: 0, user, child: Mutex::new(None), keeper: Mutex::new(None), dir };
+        let mut cluster = Cluster {
+            port: 0,
+            pid: AtomicU32::new(0),
+            bin: bin.to_path_buf(),
+            user,
+            child: Mutex::new(None),
+            keeper: Mutex::new(None),
+            dir,
+        };
         let mut last_error = String::new();
         // The port is free when picked; another process may take it before the server binds it.
         for _ in 0..3 {
             let port = free_port()?;
             let (child, keeper) = Self::run(bin, &cluster.dir, port, user)?;
-            (cluster.port, cluster.pid) = (port, child.id());
+            cluster.port = port;
+            cluster.pid.store(child.id(), Ordering::Relaxed);
             *cluster.child.get_mut().unwrap() = Some(child);
             *cluster.keeper.get_mut().unwrap() = Some(keeper);
             match cluster.wait_ready() {
@@ -199,10 +211,16 @@ impl Cluster {
 
     /// Stops the server (immediate shutdown) and waits for it; does nothing the second time.
     pub(super) fn stop(&self) {
+        self.stop_with(libc::SIGQUIT);
+    }
+
+    /// Stops the server with `signal` (SIGQUIT: immediate, what a crash loses is lost; SIGINT:
+    /// fast, everything committed is kept) and waits for it.
+    pub(super) fn stop_with(&self, signal: i32) {
         if let Some(mut child) = self.child.lock().unwrap_or_else(|p| p.into_inner()).take() {
             // SAFETY: a plain syscall, to our own child.
             unsafe {
-                libc::kill(child.id() as libc::pid_t, libc::SIGQUIT);
+                libc::kill(child.id() as libc::pid_t, signal);
             }
             let deadline = Instant::now() + Duration::from_secs(10);
             while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
@@ -212,6 +230,17 @@ impl Cluster {
             let _ = child.wait();
         }
         self.keeper.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    /// Stops the server if it runs (fast shutdown), and starts it again on the same port and
+    /// data: a restart of PostgreSQL, as clients see one.
+    pub(super) fn restart(&self) -> Result<(), String> {
+        self.stop_with(libc::SIGINT);
+        let (child, keeper) = Self::run(&self.bin, &self.dir, self.port, self.user)?;
+        self.pid.store(child.id(), Ordering::Relaxed);
+        *self.child.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);
+        *self.keeper.lock().unwrap_or_else(|p| p.into_inner()) = Some(keeper);
+        self.wait_ready()
     }
 
     /// The scratch folder (the data directory is `data/` in it).

@@ -96,7 +96,7 @@ impl TestPostgres {
 
     /// The server's process id, if this process started it (to SIGSTOP or SIGKILL it).
     pub fn pid(&self) -> Option<u32> {
-        self.cluster.as_ref().map(|c| c.pid)
+        self.cluster.as_ref().map(|c| c.pid.load(Ordering::Relaxed))
     }
 
     /// The uid and gid the server runs as, if this process started it as another user (a
@@ -110,6 +110,26 @@ impl TestPostgres {
     pub fn stop(&self) {
         if let Some(cluster) = &self.cluster {
             cluster.stop();
+        }
+    }
+
+    /// Shuts the server down as an operator would (fast shutdown: connections break, what was
+    /// committed is kept), if this process started it. (The throwaway server commits without
+    /// waiting for its disk, so [`TestPostgres::stop`], an immediate shutdown, may lose the last
+    /// commits, as a crash of such a server would.)
+    pub fn shut_down(&self) {
+        if let Some(cluster) = &self.cluster {
+            cluster.stop_with(libc::SIGINT);
+        }
+    }
+
+    /// Stops the server (if it runs; fast shutdown) and starts it again on the same port with
+    /// the same data, if this process started it: connections open before break, new ones work
+    /// again.
+    pub fn restart(&self) -> Result<(), String> {
+        match &self.cluster {
+            Some(cluster) => cluster.restart(),
+            None => Err(format!("the server {URL_VAR} names cannot be restarted by a test")),
         }
     }
 

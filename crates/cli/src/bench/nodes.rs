@@ -1,0 +1,116 @@
+//! `bench --nodes N --db postgres://...`: the same load through N services (nodes) sharing one
+//! PostgreSQL store, the pool's processes split between them, and through one node with all of
+//! them on the same store: what coordinating several nodes costs. The nodes run in this process
+//! (their CPU is the client's), each with a store of its own on the database, as separate
+//! machines would; the client sends each conversation to the node that created it, as a load
+//! balancer hashing on the conversation id does.
+
+use super::http::http_turn;
+use super::measure::CpuClock;
+use super::{drive, pool_config, scratch, BenchArgs, RunResult};
+use crate::backend::MockChild;
+use codex_pool::{NodeConfig, Pool};
+use codex_pool_process::ca::SystemRoots;
+use codex_pool_server::client::Client;
+use codex_pool_server::{Service, ServiceConfig};
+use codex_pool_store::PostgresStore;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+/// One node of a run: its service's stop switch and task, its pool and store.
+struct Node {
+    pool: Pool,
+    store: PostgresStore,
+    client: Client,
+    stop: tokio::sync::oneshot::Sender<()>,
+    serving: tokio::task::JoinHandle<Result<(), codex_pool_server::ServeError>>,
+}
+
+/// Runs the load through `nodes` nodes on the database at `db`.
+pub async fn run(
+    args: &BenchArgs,
+    system: &SystemRoots,
+    bin: &std::path::Path,
+    mock: &MockChild,
+    (nodes, db): (usize, &str),
+) -> anyhow::Result<RunResult> {
+    anyhow::ensure!(
+        args.pool_size % nodes == 0,
+        "--pool-size {} does not split evenly over {nodes} nodes",
+        args.pool_size
+    );
+    let dir = scratch()?;
+    let t0 = Instant::now();
+    let mut started = Vec::new();
+    for k in 0..nodes {
+        let node_dir = dir.path().join(format!("node-{k}"));
+        std::fs::create_dir_all(&node_dir)?;
+        started.push(start_node(args, system, bin, mock, &node_dir, (k, nodes), db).await?);
+    }
+    for node in &started {
+        while node.client.get("/readyz").await.is_err() {
+            anyhow::ensure!(t0.elapsed() < Duration::from_secs(60), "a node did not get ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let ready = t0.elapsed();
+    let ca_bundle = started[0].pool.stats().ca.bundle;
+    let mut conversations = Vec::new();
+    for c in 0..args.convs {
+        let client = started[c % nodes].client.clone();
+        let created = client.post("/v1/conversations", json!({})).await?.json()?;
+        conversations.push((client, created["id"].as_str().unwrap_or_default().to_owned()));
+    }
+    let pids: Vec<u32> = started.iter().flat_map(|n| n.pool.stats().slots).filter_map(|s| s.pid).collect();
+    let trips = || started.iter().map(|n| n.store.round_trips()).sum::<u64>();
+    let trips_before = trips();
+    let clock = CpuClock::start(&pids, mock).await;
+    let begun = Instant::now();
+    let (samples, errors) = drive(conversations, args.turns, |(client, id): (Client, String), text| async move {
+        http_turn(&client, &id, &text).await
+    })
+    .await;
+    let wall = begun.elapsed();
+    let usage = clock.stop(&pids, mock).await;
+    let store_round_trips = trips() - trips_before;
+    for node in started {
+        let _ = node.stop.send(());
+        node.serving.await??;
+    }
+    Ok(RunResult {
+        ca_bundle,
+        ready,
+        wall,
+        samples,
+        errors,
+        store_round_trips: Some(store_round_trips),
+        ..usage.into_result()
+    })
+}
+
+/// Node `k` of `n`: a service on a loopback port, with its share of the processes.
+async fn start_node(
+    args: &BenchArgs,
+    system: &SystemRoots,
+    bin: &std::path::Path,
+    mock: &MockChild,
+    dir: &std::path::Path,
+    (k, n): (usize, usize),
+    db: &str,
+) -> anyhow::Result<Node> {
+    let store = PostgresStore::open(db).await?;
+    let mut service = ServiceConfig::default();
+    service.listen = "127.0.0.1:0".parse()?;
+    service.max_running_turns = args.convs.max(1);
+    let listener = Service::listen(&service).await?;
+    let address = format!("http://{}", listener.local_addr()?);
+    let mut config = pool_config(args, (args.profile, &args.ca_bundle, system), bin, mock, dir);
+    config.size = args.pool_size / n;
+    config.node = Some(NodeConfig::new(format!("bench-{n}-{k}-{}", std::process::id()), address.clone()));
+    let pool = Pool::new(config, std::sync::Arc::new(store.clone()));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(Service::on(listener, pool.clone(), service).run(async move {
+        let _ = stopped.await;
+    }));
+    Ok(Node { pool, store, client: Client::new(&address, None), stop, serving })
+}
