@@ -131,6 +131,16 @@ fn bench_prints_one_json_line_with_every_figure() {
     assert_eq!(line["direct"]["errors"], 0);
     assert_eq!(line["http"]["errors"], 0);
     assert!(line["http_vs_library"]["throughput_ratio"].is_number());
+    // The HTTP client's CPU is told apart from the service's: both counted, summing to the
+    // process's.
+    for api in ["http", "responses", "chat"] {
+        let (client, service) = (&line[api]["http_client_cpu_ms_per_turn"], &line[api]["service_cpu_ms_per_turn"]);
+        let (client, service) = (client.as_f64().unwrap(), service.as_f64().unwrap());
+        assert!(client > 0.0 && service > 0.0, "{api}: {line}");
+        let total = line[api]["client_cpu_ms_per_turn"].as_f64().unwrap();
+        assert!((client + service - total).abs() < 0.02, "{api}: {client} + {service} != {total}");
+    }
+    assert!(line["http_vs_library"]["service_cpu_added_ms_per_turn"].is_number());
     assert!(line["health_checks"].is_number() && line["health_check_max_ms"].is_number());
     // Every hand-off of a turn through the pool was timed, the store's write among them.
     let hops = line["hops"].as_object().expect("hops");

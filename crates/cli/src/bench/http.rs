@@ -1,10 +1,11 @@
 //! `bench --http`, `--responses`, `--chat`: the same load through the service on a loopback
-//! port, driven by a client in this process (so the figures include both sides of the wire):
+//! port, driven by a client in this process, on a thread of its own whose CPU the line reports
+//! apart (`http_client_cpu_ms_per_turn`; the rest, `service_cpu_ms_per_turn`, is the service's):
 //! the native API (a conversation, then its turns), OpenAI's Responses API (each turn continues
 //! the last with `previous_response_id`) or Chat Completions (each request resends the whole
 //! transcript, which the service matches to its conversation).
 
-use super::measure::CpuClock;
+use super::measure::{on_client_thread, CpuClock};
 use super::{bench_pool, drive, openai, scratch, BenchArgs, RunResult};
 use crate::backend::MockChild;
 use codex_pool_process::ca::SystemRoots;
@@ -41,7 +42,8 @@ pub async fn run(
     config.models = vec!["mock-model".to_owned()];
     let t0 = Instant::now();
     let service = Service::bind(pool.clone(), config).await?;
-    let client = Client::new(&format!("http://{}", service.local_addr()), None);
+    let base = format!("http://{}", service.local_addr());
+    let client = Client::new(&base, None);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(service.run(async move {
         let _ = stopped.await;
@@ -68,21 +70,25 @@ pub async fn run(
     let pids: Vec<u32> = pool.stats().slots.iter().filter_map(|s| s.pid).collect();
     let clock = CpuClock::start(&pids, mock).await;
     let started = Instant::now();
-    let driver = client.clone();
-    let (samples, errors) = drive(conversations, args.turns, move |state: Arc<Mutex<openai::State>>, text| {
-        let client = driver.clone();
-        async move {
-            match api {
-                Api::Native => {
-                    let id = state.lock().map(|s| s.id.clone()).unwrap_or_default();
-                    http_turn(&client, &id, &text).await
+    let turns = args.turns;
+    let ((samples, errors), http_client_cpu) = on_client_thread(move || async move {
+        let driver = Client::new(&base, None);
+        drive(conversations, turns, move |state: Arc<Mutex<openai::State>>, text| {
+            let client = driver.clone();
+            async move {
+                match api {
+                    Api::Native => {
+                        let id = state.lock().map(|s| s.id.clone()).unwrap_or_default();
+                        http_turn(&client, &id, &text).await
+                    }
+                    Api::Responses => openai::response_turn(&client, &state, &text).await,
+                    Api::Chat => openai::chat_turn(&client, &state, &text).await,
                 }
-                Api::Responses => openai::response_turn(&client, &state, &text).await,
-                Api::Chat => openai::chat_turn(&client, &state, &text).await,
             }
-        }
+        })
+        .await
     })
-    .await;
+    .await?;
     let wall = started.elapsed();
     let usage = clock.stop(&pids, mock).await;
     let chat = match api {
@@ -91,7 +97,16 @@ pub async fn run(
     };
     let _ = stop.send(());
     serving.await??;
-    Ok(RunResult { ca_bundle, ready, wall, samples, errors, chat, ..usage.into_result() })
+    Ok(RunResult {
+        ca_bundle,
+        ready,
+        wall,
+        samples,
+        errors,
+        chat,
+        http_client_cpu: Some(http_client_cpu),
+        ..usage.into_result()
+    })
 }
 
 /// One turn through the service: (time to the first text delta, reply); an empty reply on

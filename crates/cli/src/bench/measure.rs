@@ -1,5 +1,5 @@
-//! What the benchmark measures: CPU time of this process and of the codex processes, resident
-//! memory, and the fake model's request counters.
+//! What the benchmark measures: CPU time of this process, of a client thread in it and of the
+//! codex processes, resident memory, and the fake model's request counters.
 
 use crate::backend::MockChild;
 use std::time::Duration;
@@ -33,6 +33,38 @@ fn self_cpu() -> Duration {
     };
     let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
     tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// CPU time used so far by the calling thread.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime fills the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec.max(0) as u64, ts.tv_nsec.clamp(0, 999_999_999) as u32)
+}
+
+/// Runs the future `work` makes on a single-threaded runtime of its own, on a thread of its own
+/// (`bench-client`), and returns its output with the CPU time that thread used. The HTTP arms
+/// drive the service from there, so that the client's share of this process's CPU can be told
+/// from the service's. The thread ends when `work` has, or when this future is dropped and
+/// `work` ends.
+pub async fn on_client_thread<T, F, Fut>(work: F) -> anyhow::Result<(T, Duration)>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+{
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new().name("bench-client".into()).spawn(move || {
+        let outcome = tokio::runtime::Builder::new_current_thread().enable_all().build().map(|runtime| {
+            let begun = thread_cpu();
+            let output = runtime.block_on(work());
+            drop(runtime);
+            (output, thread_cpu().saturating_sub(begun))
+        });
+        let _ = done.send(outcome);
+    })?;
+    Ok(result.await.map_err(|_| anyhow::anyhow!("the bench's client thread ended without an answer"))??)
 }
 
 /// CPU time used so far by a process, from /proc (0 when it is gone).
@@ -107,6 +139,7 @@ impl Usage {
             samples: Vec::new(),
             errors: 0,
             client_cpu: self.client_cpu,
+            http_client_cpu: None,
             codex_cpu: self.codex_cpu,
             request_bytes: self.request_bytes,
             requests: self.requests,
@@ -143,5 +176,22 @@ mod tests {
         assert!(self_cpu() > Duration::ZERO);
         assert!(proc_cpu(std::process::id()) >= before);
         assert!(rss_mb("self") > 1.0);
+    }
+
+    #[tokio::test]
+    async fn counts_the_cpu_of_the_client_thread_alone() {
+        let (sum, cpu) = on_client_thread(|| async {
+            let mut x = 0u64;
+            for i in 0..50_000_000u64 {
+                x = x.wrapping_add(std::hint::black_box(i * i));
+            }
+            x
+        })
+        .await
+        .expect("client thread");
+        assert!(sum > 0);
+        assert!(cpu > Duration::from_millis(1), "the loop's CPU is counted: {cpu:?}");
+        // This thread's CPU is not the client's: the client's stays below the whole process's.
+        assert!(cpu <= self_cpu());
     }
 }

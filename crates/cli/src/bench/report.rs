@@ -47,6 +47,7 @@ pub(super) fn line(args: &BenchArgs, arms: &[Arm], mut results: Vec<Option<RunRe
             "throughput_ratio": round(get(&h, "turns_per_s") / get(&pool, "turns_per_s").max(f64::MIN_POSITIVE)),
             "lat_p50_added_ms": round(get(&h, "lat_p50_ms") - get(&pool, "lat_p50_ms")),
             "client_cpu_added_ms_per_turn": round(get(&h, "client_cpu_ms_per_turn") - get(&pool, "client_cpu_ms_per_turn")),
+            "service_cpu_added_ms_per_turn": round(service_cpu(&h) - service_cpu(&pool)),
         });
         line["http"] = h;
     }
@@ -60,6 +61,7 @@ pub(super) fn line(args: &BenchArgs, arms: &[Arm], mut results: Vec<Option<RunRe
             "throughput_ratio": round(get(&o, "turns_per_s") / get(&native, "turns_per_s").max(f64::MIN_POSITIVE)),
             "lat_p50_added_ms": round(get(&o, "lat_p50_ms") - get(&native, "lat_p50_ms")),
             "request_bytes_ratio": round(get(&o, "request_bytes_per_turn") / get(&native, "request_bytes_per_turn").max(1.0)),
+            "service_cpu_added_ms_per_turn": round(service_cpu(&o) - service_cpu(&native)),
         });
         line[name] = o;
     }
@@ -96,6 +98,14 @@ pub(super) fn line(args: &BenchArgs, arms: &[Arm], mut results: Vec<Option<RunRe
         line["hops"] = hops;
     }
     line
+}
+
+/// CPU per turn of what serves the turns: the service without its HTTP client in an HTTP arm,
+/// the pool with the bench's driver in the library's.
+fn service_cpu(arm: &Value) -> f64 {
+    let key =
+        if arm.get("service_cpu_ms_per_turn").is_some() { "service_cpu_ms_per_turn" } else { "client_cpu_ms_per_turn" };
+    arm[key].as_f64().unwrap_or(0.0)
 }
 
 fn merge(into: &mut Value, from: Value) {

@@ -14,6 +14,9 @@ pub(super) struct RunResult {
     pub(super) samples: Vec<Sample>,
     pub(super) errors: usize,
     pub(super) client_cpu: Duration,
+    /// The share of `client_cpu` spent by the HTTP client that drove the service (HTTP arms);
+    /// the rest is the service's (and its pool's).
+    pub(super) http_client_cpu: Option<Duration>,
     pub(super) codex_cpu: Duration,
     pub(super) request_bytes: u64,
     pub(super) requests: u64,
@@ -47,6 +50,10 @@ impl RunResult {
             "codex_rss_mb": round(self.codex_rss_mb),
             "errors": self.errors,
         });
+        if let Some(http_client) = self.http_client_cpu {
+            out["http_client_cpu_ms_per_turn"] = json!(round(per_turn(http_client)));
+            out["service_cpu_ms_per_turn"] = json!(round(per_turn(self.client_cpu.saturating_sub(http_client))));
+        }
         if let Some(h) = self.health {
             out["health_checks"] = json!(h.checks);
             out["health_check_max_ms"] = json!(round(h.slowest_ms));
@@ -101,6 +108,10 @@ impl RunResult {
         self.samples.extend(other.samples);
         self.errors += other.errors;
         self.client_cpu += other.client_cpu;
+        self.http_client_cpu = match (self.http_client_cpu, other.http_client_cpu) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
         self.codex_cpu += other.codex_cpu;
         self.request_bytes += other.request_bytes;
         self.requests += other.requests;
