@@ -62,21 +62,18 @@ impl ModelArgs {
     /// under `dir` (`codex-home/`, `empty/`, `home/`), or a scratch folder removed on drop.
     pub async fn backend(&self, dir: Option<&std::path::Path>) -> anyhow::Result<Backend> {
         let bin = find_checked(self.codex_bin.as_deref())?;
-        let scratch = match dir {
-            Some(_) => None,
+        let (base, scratch) = match dir {
+            Some(dir) => (dir.to_path_buf(), None),
             None => {
-                Some(tempfile::Builder::new().prefix("codex-pool-").tempdir().context("creating a scratch folder")?)
+                let scratch =
+                    tempfile::Builder::new().prefix("codex-pool-").tempdir().context("creating a scratch folder")?;
+                (scratch.path().to_path_buf(), Some(scratch))
             }
         };
-        let base = dir.map(std::path::Path::to_path_buf).or_else(|| scratch.as_ref().map(|s| s.path().to_path_buf()));
-        let base = base.expect("a folder or a scratch folder");
         let work_dir = base.join("empty");
         let mut mock = None;
         let (provider, default_home) = if self.openai {
-            let home = std::env::var_os("CODEX_HOME")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".codex")))
-                .context("neither CODEX_HOME nor HOME is set; pass --codex-home")?;
+            let home = default_codex_home().context("neither CODEX_HOME nor HOME is set; pass --codex-home")?;
             (None, home)
         } else {
             let base_url = match &self.model_base_url {
@@ -100,24 +97,19 @@ impl ModelArgs {
             (None, Some(url), _) => url.clone(),
             _ => "OpenAI (codex's login)".to_owned(),
         };
-        let mut config = ProcessConfig::new(bin, codex_home, work_dir);
-        match &provider {
-            Some(p) => {
-                config = config.with_provider(p);
-                let model = self.model.clone().unwrap_or_else(|| "mock-model".to_owned());
-                config = config.with_override("model", codex_pool_process::toml_string(&model));
-            }
-            None => {
-                config.require_login = true;
-                if let Some(model) = &self.model {
-                    config = config.with_override("model", codex_pool_process::toml_string(model));
-                }
-            }
-        }
+        // Our own provider serves `mock-model` unless told otherwise; codex's login, its own default.
         let model = match &provider {
             Some(_) => Some(self.model.clone().unwrap_or_else(|| "mock-model".to_owned())),
             None => self.model.clone(),
         };
+        let mut config = ProcessConfig::new(bin, codex_home, work_dir);
+        match &provider {
+            Some(p) => config = config.with_provider(p),
+            None => config.require_login = true,
+        }
+        if let Some(model) = &model {
+            config = config.with_override("model", codex_pool_process::toml_string(model));
+        }
         Ok(Backend { config, mock, describe, model, ca_bundle: self.ca_bundle.clone(), _scratch: scratch })
     }
 }
@@ -223,4 +215,12 @@ fn trusting(ca: &Path) -> anyhow::Result<tokio_rustls::TlsConnector> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// codex's own home when it is not given: `CODEX_HOME`, else `~/.codex` (where `codex login`
+/// keeps the login).
+pub fn default_codex_home() -> Option<PathBuf> {
+    std::env::var_os("CODEX_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".codex")))
 }

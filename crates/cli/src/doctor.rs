@@ -93,9 +93,7 @@ async fn login(codex: Option<&PathBuf>, codex_home: Option<PathBuf>) -> Check {
     let Some(bin) = codex else {
         return Check::Problem { what: "login not checked".to_owned(), fix: "install codex first".to_owned() };
     };
-    let home = codex_home
-        .or_else(|| std::env::var_os("CODEX_HOME").map(PathBuf::from))
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".codex")));
+    let home = codex_home.or_else(crate::backend::default_codex_home);
     let Some(home) = home else {
         return Check::Problem { what: "no CODEX_HOME".to_owned(), fix: "pass --codex-home".to_owned() };
     };

@@ -294,14 +294,24 @@ impl Pool {
         Ok(inner.store.items(id, after_seq, limit).await?)
     }
 
+    /// A conversation's whole stored history, oldest first: every page of [`Pool::items`],
+    /// read after one flush and one check that the conversation exists. Fails for an unknown id.
+    pub async fn all_items(&self, id: &ConversationId) -> Result<Vec<StoredItem>, PoolError> {
+        const PAGE: usize = 500;
+        let mut all = self.items(id, 0, PAGE).await?;
+        let mut more = all.len() == PAGE;
+        while more {
+            let page = self.inner.store.items(id, all.last().map_or(0, |i| i.seq), PAGE).await?;
+            more = page.len() == PAGE;
+            all.extend(page);
+        }
+        Ok(all)
+    }
+
     fn info(&self, record: ThreadRecord) -> ConversationInfo {
-        let state = self.inner.routing.get(&record.id);
-        let running = matches!(state, Some((_, ThreadState::TurnRunning { .. })));
-        let loaded = state
-            .and_then(|(loaded, _)| loaded)
-            .filter(|l| self.inner.placer.live_handle(l).is_some())
-            .map(|l| (l.slot, l.codex_id));
-        ConversationInfo { record, running, loaded }
+        let (loaded, state) = self.inner.live_loaded(&record.id);
+        let running = matches!(state, Some(ThreadState::TurnRunning { .. }));
+        ConversationInfo { record, running, loaded: loaded.map(|l| (l.slot, l.codex_id)) }
     }
 }
 

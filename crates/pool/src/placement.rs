@@ -100,10 +100,11 @@ impl Placer {
                     let record = ThreadRecord {
                         ephemeral,
                         profile: profile.name().to_owned(),
-                        metadata: metadata.clone(),
+                        metadata,
                         ..ThreadRecord::new(id.clone(), settings.clone())
                     };
-                    if let Err(e) = self.save_new(record, history.clone()).await {
+                    // This arm returns either way, so the history and metadata move.
+                    if let Err(e) = self.save_new(record, history).await {
                         // Not stored means not created: do not leave it loaded in codex.
                         let _ = handle.unsubscribe(&codex_id).await;
                         return Err(e);
@@ -138,7 +139,7 @@ impl Placer {
         }
         let initial =
             TurnRecord { completed: false, fence, ..TurnRecord::completed(id.clone(), INITIAL_HISTORY_TURN, history) };
-        if let Err(e) = self.store.record_turns(vec![initial]).await {
+        if let Err(e) = self.store.record_turns(&[initial]).await {
             let _ = self.store.delete(&id).await;
             self.let_go(&id).await;
             return Err(e.into());

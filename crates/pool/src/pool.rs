@@ -8,7 +8,7 @@ use crate::counters::{Counters, PoolCounters};
 use crate::error::PoolError;
 use crate::ownership::Ownership;
 use crate::placement::Placer;
-use crate::routing::Routing;
+use crate::routing::{Loaded, Routing, ThreadState};
 use crate::store_writer::StoreWriter;
 use crate::supervisor::{supervise, Slot, SlotState, SlotStats, SlotStatus};
 use crate::tls::{CaStats, TlsRoots};
@@ -268,19 +268,26 @@ impl Pool {
 
     /// The slot whose process holds a conversation now, if one does.
     pub fn slot_of(&self, id: &ConversationId) -> Option<usize> {
-        let (loaded, _) = self.inner.routing.get(id)?;
-        loaded.filter(|l| self.inner.placer.live_handle(l).is_some()).map(|l| l.slot)
+        self.inner.live_loaded(id).0.map(|l| l.slot)
     }
 
     /// The codex thread that holds a conversation now, if one does (the conversation's own id
     /// until the pool first rebuilds it; for diagnostics).
     pub fn codex_thread_id(&self, id: &ConversationId) -> Option<CodexThreadId> {
-        let (loaded, _) = self.inner.routing.get(id)?;
-        loaded.filter(|l| self.inner.placer.live_handle(l).is_some()).map(|l| l.codex_id)
+        self.inner.live_loaded(id).0.map(|l| l.codex_id)
     }
 }
 
 impl PoolInner {
+    /// Where a conversation is loaded, if on a process that is still the slot's current one,
+    /// and its state (`None` for a conversation the routing table does not know).
+    pub(crate) fn live_loaded(&self, id: &ConversationId) -> (Option<Loaded>, Option<ThreadState>) {
+        match self.routing.get(id) {
+            Some((loaded, state)) => (loaded.filter(|l| self.placer.live_handle(l).is_some()), Some(state)),
+            None => (None, None),
+        }
+    }
+
     fn lifecycle(&self) -> std::sync::MutexGuard<'_, Lifecycle> {
         self.lifecycle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }

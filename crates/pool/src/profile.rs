@@ -63,6 +63,12 @@ impl Profile {
         self == Profile::Chat
     }
 
+    /// Whether `instructions` are the base instructions [`Profile::apply`] fills in (and not
+    /// ones a caller gave): what to leave out when showing a conversation's own instructions.
+    pub fn is_default_instructions(instructions: &str) -> bool {
+        instructions == CHAT_BASE_INSTRUCTIONS
+    }
+
     /// Applies the profile to a conversation's settings; what the settings already say wins.
     pub fn apply(self, mut settings: ThreadSettings) -> ThreadSettings {
         if self == Profile::Codex {

@@ -153,16 +153,13 @@ async fn write_turns(store: &dyn ThreadStore, turns: &mut Vec<Queued>) {
         codex_pool_process::hops::hop(record.conversation.as_str(), "store.batch");
     }
     while !records.is_empty() {
-        // Only fenced writes can be refused one by one; only they need a copy to write again.
-        let fenced = records.iter().any(|r| r.fence.is_some());
-        let kept = fenced.then(|| records.clone());
-        let ids: Vec<ConversationId> = records.iter().map(|r| r.conversation.clone()).collect();
-        let outcome = store.record_turns(std::mem::take(&mut records)).await;
-        if let (Err(StoreError::Fenced { thread_id, fence }), Some(kept)) = (&outcome, kept) {
+        let outcome = store.record_turns(&records).await;
+        if let Err(StoreError::Fenced { thread_id, fence }) = &outcome {
             let refused = |r: &TurnRecord| r.conversation.as_str() == thread_id && r.fence == Some(*fence);
-            if kept.iter().any(refused) {
+            if records.iter().any(refused) {
                 tracing::warn!(conversation = %thread_id, fence, "a turn's write was refused: another node holds the conversation now");
-                for (record, ticket) in kept.into_iter().zip(std::mem::take(&mut tickets)) {
+                let batch = std::mem::take(&mut records).into_iter().zip(std::mem::take(&mut tickets));
+                for (record, ticket) in batch {
                     if refused(&record) {
                         let _ = ticket.send(outcome.clone());
                     } else {
@@ -173,15 +170,17 @@ async fn write_turns(store: &dyn ThreadStore, turns: &mut Vec<Queued>) {
                 continue;
             }
         }
-        for id in &ids {
-            codex_pool_process::hops::hop(id.as_str(), "store.written");
+        for record in &records {
+            codex_pool_process::hops::hop(record.conversation.as_str(), "store.written");
         }
         if let Err(e) = &outcome {
-            tracing::error!(turns = ids.len(), error = %e, "could not record turns in the thread store");
+            tracing::error!(turns = records.len(), error = %e, "could not record turns in the thread store");
         }
         for ticket in tickets.drain(..) {
             let _ = ticket.send(outcome.clone());
         }
+        // Written, or failed as a whole: only a refusal by a fence writes again.
+        return;
     }
 }
 

@@ -25,6 +25,21 @@ pub(crate) enum SlotState {
     Stopped,
 }
 
+impl SlotStatus {
+    /// Every status, in the order of a process's life.
+    pub const ALL: [SlotStatus; 4] = [SlotStatus::Starting, SlotStatus::Ready, SlotStatus::Down, SlotStatus::Stopped];
+
+    /// Its name, as serialized (`starting`, `ready`, `down`, `stopped`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlotStatus::Starting => "starting",
+            SlotStatus::Ready => "ready",
+            SlotStatus::Down => "down",
+            SlotStatus::Stopped => "stopped",
+        }
+    }
+}
+
 /// What the pool and the supervisor share about a slot.
 #[derive(Debug)]
 pub(crate) struct Slot {
@@ -229,17 +244,13 @@ pub(crate) async fn supervise(
                     Ended::Hung(why) => {
                         tracing::warn!(slot = slot.index, process = handle.label(), reason = %why, "codex process hung; killing it");
                         slot.healthy.store(false, Ordering::Relaxed);
-                        handle.signal(libc::SIGKILL);
                         state.send_replace(SlotState::Down { reason: why.clone(), generation });
-                        // Let the actor see the death itself, so running turns end as
-                        // `process_exited` rather than as a shutdown.
-                        let _ = tokio::time::timeout(Duration::from_secs(5), handle.exited()).await;
-                        server.shutdown(Duration::from_secs(2)).await;
+                        kill(&handle, server).await;
                         why
                     }
                     Ended::CaReplaced => {
-                        // Killed, not shut down: its turns end as `process_exited` (explained to
-                        // their callers by the pool) and leave nothing half-recorded.
+                        // Its turns end as `process_exited`, explained to their callers by the
+                        // pool.
                         tracing::info!(
                             slot = slot.index,
                             process = handle.label(),
@@ -249,9 +260,7 @@ pub(crate) async fn supervise(
                         slot.healthy.store(false, Ordering::Relaxed);
                         let why = "replaced: the pool's CA bundle changed".to_owned();
                         state.send_replace(SlotState::Down { reason: why.clone(), generation });
-                        handle.signal(libc::SIGKILL);
-                        let _ = tokio::time::timeout(Duration::from_secs(5), handle.exited()).await;
-                        server.shutdown(Duration::from_millis(200)).await;
+                        kill(&handle, server).await;
                         why
                     }
                     Ended::Exited(why) => {
@@ -291,6 +300,15 @@ pub(crate) async fn supervise(
 }
 
 /// Resolves when the pool's roots change (never, once their owner is gone).
+/// Kills a process the pool gave up on (hung, or on roots it no longer uses) and waits for its
+/// end. Killed, not shut down: the actor sees the death itself, so running turns end as
+/// `process_exited` rather than as a shutdown, and leave nothing half-recorded.
+async fn kill(handle: &AppServerHandle, server: AppServer) {
+    handle.signal(libc::SIGKILL);
+    let _ = tokio::time::timeout(Duration::from_secs(5), handle.exited()).await;
+    server.shutdown(Duration::from_millis(200)).await;
+}
+
 async fn roots_changed(tls: &mut watch::Receiver<CaState>) {
     if tls.changed().await.is_err() {
         std::future::pending::<()>().await;
@@ -358,5 +376,12 @@ mod tests {
         let d: Vec<u64> = (0..7).map(|n| backoff(&c, n).as_millis() as u64).collect();
         assert_eq!(d, vec![0, 100, 200, 400, 800, 1000, 1000]);
         assert_eq!(backoff(&c, u32::MAX), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn status_names_are_the_serialized_ones() {
+        for status in SlotStatus::ALL {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
     }
 }

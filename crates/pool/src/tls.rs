@@ -213,13 +213,12 @@ impl TurnTls {
             // Full: a check is already due.
             let _ = self.alarm.try_send(());
         }
-        let replaced = self.state.borrow().epoch != self.spawned_epoch;
         if let TurnEvent::Aborted {
             reason: reason @ (AbortReason::ProcessExited | AbortReason::ModelUnreachable),
             message,
         } = event
         {
-            if replaced {
+            if self.state.borrow().epoch != self.spawned_epoch {
                 *message = format!(
                     "codex could not verify the model's certificate with the reduced CA bundle, so the pool switched \
                      its processes to the system roots and restarted them ({message}); nothing of the turn was kept: \

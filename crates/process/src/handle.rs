@@ -165,9 +165,13 @@ impl AppServerHandle {
         let deadline = Instant::now() + timeout;
         let _permit = self.acquire(deadline).await?;
         let (reply, rx) = oneshot::channel();
-        let thread = params.thread_id.clone();
+        // The thread's name outlives `params` only when hops are traced.
+        let thread = tracing::enabled!(target: crate::hops::HOPS_TARGET, tracing::Level::TRACE)
+            .then(|| params.thread_id.clone());
         self.send(Command::StartTurn { params, reply })?;
-        crate::hops::hop(thread.as_str(), "handle.queued");
+        if let Some(thread) = thread {
+            crate::hops::hop(thread.as_str(), "handle.queued");
+        }
         self.await_reply("turn/start", rx, deadline, timeout).await?
     }
 

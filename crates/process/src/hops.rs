@@ -8,5 +8,5 @@ pub const HOPS_TARGET: &str = "codex_pool::hops";
 /// Marks that a turn of `thread` reached `hop`.
 #[inline]
 pub fn hop(thread: &str, hop: &'static str) {
-    tracing::trace!(target: "codex_pool::hops", thread, hop);
+    tracing::trace!(target: HOPS_TARGET, thread, hop);
 }

@@ -5,7 +5,7 @@ use crate::error::ApiError;
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use std::sync::Arc;
 
 /// Lets a request through when it carries the token (or none is set).
@@ -28,11 +28,7 @@ pub async fn require_token(State(token): State<Arc<Option<String>>>, request: Re
         "unauthorized",
         "missing or wrong token; send the service's token as `Authorization: Bearer <token>`",
     );
-    let mut response = if crate::openai::is_openai_path(request.uri().path()) {
-        crate::openai::error::OpenAiError::from(error).into_response()
-    } else {
-        error.into_response()
-    };
+    let mut response = error.into_response_for(request.uri().path());
     response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
     response
 }

@@ -103,10 +103,7 @@ impl Client {
     }
 
     fn request(&self, method: Method, path: &str, body: Option<Bytes>) -> Result<Request<Full<Bytes>>, ClientError> {
-        let mut builder = Request::builder().method(method).uri(format!("{}{path}", self.base));
-        if let Some(token) = &self.token {
-            builder = builder.header("authorization", format!("Bearer {token}"));
-        }
+        let mut builder = self.builder(method, path);
         if body.is_some() {
             builder = builder.header("content-type", "application/json");
         }

@@ -134,12 +134,11 @@ impl From<PoolError> for ApiError {
                 Self::new(StatusCode::CONFLICT, "conflict", message)
             }
             PoolError::InputTooLarge { .. } => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "input_too_large", message),
-            PoolError::Overloaded { .. } => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message).retry_after(1)
-            }
-            PoolError::Unavailable | PoolError::NoProcess(_) | PoolError::ShutDown | PoolError::Spawn(_) => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message).retry_after(1)
-            }
+            PoolError::Overloaded { .. }
+            | PoolError::Unavailable
+            | PoolError::NoProcess(_)
+            | PoolError::ShutDown
+            | PoolError::Spawn(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message).retry_after(1),
             PoolError::Store(e) => e.into(),
             PoolError::Rebuild { .. } | PoolError::Codex(_) | PoolError::History(_) => {
                 Self::new(StatusCode::BAD_GATEWAY, "codex_error", message)

@@ -157,14 +157,9 @@ impl Metrics {
             pool.loaded_threads as f64,
         );
         header(&mut out, "codex_pool_processes", "codex processes by state.", "gauge");
-        for (state, name) in [
-            (SlotStatus::Starting, "starting"),
-            (SlotStatus::Ready, "ready"),
-            (SlotStatus::Down, "down"),
-            (SlotStatus::Stopped, "stopped"),
-        ] {
+        for state in SlotStatus::ALL {
             let n = pool.slots.iter().filter(|s| s.state == state).count();
-            let _ = writeln!(out, "codex_pool_processes{{state=\"{name}\"}} {n}");
+            let _ = writeln!(out, "codex_pool_processes{{state=\"{}\"}} {n}", state.as_str());
         }
         header(&mut out, "codex_pool_process_restarts_total", "codex processes replaced, by slot.", "counter");
         for s in &pool.slots {

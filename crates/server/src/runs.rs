@@ -30,8 +30,17 @@ impl RunLog {
     }
 
     fn push(&self, event: ApiEvent) {
+        self.push_then(event, None);
+    }
+
+    /// Adds an event, running `on_end` (if any) on every event so far before any reader can
+    /// see the new one: readers wait on `progress`, or on the lock `on_end` runs under.
+    fn push_then(&self, event: ApiEvent, on_end: Option<OnEnd>) {
         let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
         events.push(event);
+        if let Some(on_end) = on_end {
+            on_end(&events);
+        }
         let n = events.len();
         drop(events);
         self.progress.send_modify(|(len, _)| *len = n);
@@ -71,7 +80,8 @@ impl RunLog {
 type Key = (ConversationId, String);
 
 /// What runs once a turn has ended, before anyone reads its end: it gets every event of the
-/// turn, the terminal one last.
+/// turn, the terminal one last. It runs under the lock of the turn's log, so it must not read
+/// the log itself.
 pub type OnEnd = Box<dyn FnOnce(&[ApiEvent]) + Send>;
 
 /// Why a turn could not be run.
@@ -137,16 +147,13 @@ impl Runs {
         let (runs, driven) = (Arc::downgrade(self), log.clone());
         let (retention, metrics, latest) = (self.retention, self.metrics.clone(), self.latest.clone());
         // A turn codex finished is kept in its conversation (a cut one leaves nothing).
+        let (conversation, turn_id) = key.clone();
         let remember: OnEnd = Box::new(move |events: &[ApiEvent]| {
-            let end = events.last().map(|e| (e.event, &e.data));
-            let kept = matches!(end, Some(("turn.completed", _)))
-                || end.is_some_and(|(_, data)| data["error"]["kind"] == "model_error");
-            if let (true, Some((_, data))) = (kept, end) {
-                let (conversation, turn) = (&data["conversation_id"], &data["turn_id"]);
-                if let (Some(conversation), Some(turn)) = (conversation.as_str(), turn.as_str()) {
-                    let mut latest = latest.lock().unwrap_or_else(|p| p.into_inner());
-                    latest.insert(ConversationId::from(conversation), turn.to_owned());
-                }
+            let kept = events
+                .last()
+                .is_some_and(|end| end.event == "turn.completed" || end.data["error"]["kind"] == "model_error");
+            if kept {
+                latest.lock().unwrap_or_else(|p| p.into_inner()).insert(conversation, turn_id);
             }
         });
         let on_end: OnEnd = match on_end {
@@ -228,16 +235,10 @@ async fn drive(
         observe(&event, metrics, begun, &mut first_text);
         if event.is_terminal() {
             room.take();
-            if let Some(on_end) = on_end.take() {
-                let mut events = log.events.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                events.push(event.clone());
-                on_end(&events);
-            }
-        }
-        let terminal = event.is_terminal();
-        log.push(event);
-        if terminal {
+            log.push_then(event, on_end.take());
             log.finish();
+        } else {
+            log.push(event);
         }
     };
     while let Some(event) = turn.next().await {

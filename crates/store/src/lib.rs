@@ -38,7 +38,7 @@
 //! let id = ConversationId::from("conversation-1");
 //! store.save(ThreadRecord::new(id.clone(), Default::default())).await?;
 //! let item = serde_json::json!({"type": "message", "role": "user", "content": []});
-//! store.record_turns(vec![TurnRecord::completed(id.clone(), "turn-1", vec![item])]).await?;
+//! store.record_turns(&[TurnRecord::completed(id.clone(), "turn-1", vec![item])]).await?;
 //! assert_eq!(store.load(&id).await?.unwrap().turns, 1);
 //! assert_eq!(store.history(&id).await?.len(), 1);
 //! # Ok(()) }
@@ -52,6 +52,7 @@ mod memory;
 mod open;
 mod ownership;
 mod postgres;
+mod row;
 mod sqlite;
 mod types;
 
@@ -92,8 +93,9 @@ pub trait ThreadStore: Send + Sync + 'static {
     /// conversation's history, completed turns bump `turns` and `updated_at_ms`. Turns of
     /// conversations that no longer exist (released meanwhile) are skipped. If a turn carries a
     /// fence that is not its conversation's any more, nothing is written and the call fails with
-    /// [`StoreError::Fenced`] (naming one such turn).
-    fn record_turns(&self, turns: Vec<TurnRecord>) -> StoreFuture<'_, ()>;
+    /// [`StoreError::Fenced`] (naming one such turn). The turns are borrowed, so that a caller
+    /// can write again those a refusal did not concern.
+    fn record_turns<'a>(&'a self, turns: &'a [TurnRecord]) -> StoreFuture<'a, ()>;
     /// A conversation's history, oldest item first (empty for an unknown id).
     fn history<'a>(&'a self, id: &'a ConversationId) -> StoreFuture<'a, Vec<Value>>;
     /// Forgets a conversation, its history and its lease. Returns whether it existed.

@@ -93,17 +93,17 @@ impl ThreadStore for MemoryStore {
         self.with(|state| Ok(state.threads.get(id).map(|s| s.record.clone())))
     }
 
-    fn record_turns(&self, turns: Vec<TurnRecord>) -> StoreFuture<'_, ()> {
+    fn record_turns<'a>(&'a self, turns: &'a [TurnRecord]) -> StoreFuture<'a, ()> {
         self.with(|state| {
-            for turn in &turns {
+            for turn in turns {
                 state.fence_allows(&turn.conversation, turn.fence)?;
             }
             let now = now_ms();
             for turn in turns {
                 let Some(stored) = state.threads.get_mut(&turn.conversation) else { continue };
-                for item in turn.items {
+                for item in &turn.items {
                     let seq = stored.history.len() as u64 + 1;
-                    stored.history.push(StoredItem { seq, turn_id: turn.turn_id.clone(), item });
+                    stored.history.push(StoredItem { seq, turn_id: turn.turn_id.clone(), item: item.clone() });
                 }
                 if turn.completed {
                     stored.record.turns += 1;

@@ -1,7 +1,7 @@
 //! Set-up for tests that drive the real pinned `codex app-server` against the fake model.
 
 use codex_pool_mock_model::{MockConfig, MockModel, TlsOptions};
-use codex_pool_process::ca::{encode_pem, SystemRoots};
+use codex_pool_process::ca::SystemRoots;
 use codex_pool_process::{find_checked, AppServer, ModelProvider, ProcessConfig, TurnEvent, TurnStream};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -49,10 +49,9 @@ impl Env {
     /// A file that stands for the system roots in tests of HTTPS: the system's bundle (if the
     /// machine has one) plus the fake model's CA.
     pub fn system_plus_mock_ca(&self) -> PathBuf {
-        let mut roots = SystemRoots::Inherited.load().unwrap_or_default();
-        roots.push(self.mock.ca_der().expect("the fake model serves HTTPS").clone());
+        let ca = self.mock.ca_der().expect("the fake model serves HTTPS");
         let path = self.dir.path().join("system-plus-mock-ca.pem");
-        std::fs::write(&path, encode_pem(&roots)).expect("write the roots");
+        SystemRoots::write_with(std::slice::from_ref(ca), &path).expect("write the roots");
         path
     }
 

@@ -48,10 +48,7 @@ pub async fn run(
     let serving = tokio::spawn(service.run(async move {
         let _ = stopped.await;
     }));
-    while client.get("/readyz").await.is_err() {
-        anyhow::ensure!(t0.elapsed() < Duration::from_secs(60), "the service did not get ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_ready(&client, t0, "the service").await?;
     let ready = t0.elapsed();
     let ca_bundle = pool.stats().ca.bundle;
     // Each conversation's state: the native conversation id, the last response id, or the
@@ -107,6 +104,15 @@ pub async fn run(
         http_client_cpu: Some(http_client_cpu),
         ..usage.into_result()
     })
+}
+
+/// Waits until the service `client` talks to answers `/readyz`, at most a minute after `t0`.
+pub(super) async fn wait_ready(client: &Client, t0: Instant, what: &str) -> anyhow::Result<()> {
+    while client.get("/readyz").await.is_err() {
+        anyhow::ensure!(t0.elapsed() < Duration::from_secs(60), "{what} did not get ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
 }
 
 /// One turn through the service: (time to the first text delta, reply); an empty reply on

@@ -21,7 +21,7 @@ use crate::backend::{codex_process_config, MockChild};
 use anyhow::Context;
 use clap::Args;
 use codex_pool::{ConversationId, Pool, PoolConfig, Profile, Strategy, TurnEvent, TurnOptions};
-use codex_pool_process::ca::{encode_pem, read_certs, CaSetup, ModelHosts};
+use codex_pool_process::ca::{read_certs, CaSetup, ModelHosts};
 use codex_pool_process::{CaBundle, SystemRoots};
 use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_protocol::types::UserInput;
@@ -179,10 +179,9 @@ fn scratch() -> anyhow::Result<tempfile::TempDir> {
 /// A file that stands for the system roots with --tls: the system bundle plus the fake
 /// model's CA.
 fn system_plus(mock_ca: &std::path::Path, dir: &std::path::Path) -> anyhow::Result<PathBuf> {
-    let mut roots = SystemRoots::Inherited.load().unwrap_or_default();
-    roots.extend(read_certs(mock_ca).context("reading the fake model's CA")?);
+    let ca = read_certs(mock_ca).context("reading the fake model's CA")?;
     let path = dir.join("system-plus-mock-ca.pem");
-    std::fs::write(&path, encode_pem(&roots)).context("writing the system roots plus the fake model's CA")?;
+    SystemRoots::write_with(&ca, &path).context("writing the system roots plus the fake model's CA")?;
     Ok(path)
 }
 

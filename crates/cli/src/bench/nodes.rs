@@ -5,7 +5,7 @@
 //! machines would; the client sends each conversation to the node that created it, as a load
 //! balancer hashing on the conversation id does.
 
-use super::http::http_turn;
+use super::http::{http_turn, wait_ready};
 use super::measure::CpuClock;
 use super::{drive, pool_config, scratch, BenchArgs, RunResult};
 use crate::backend::MockChild;
@@ -15,7 +15,7 @@ use codex_pool_server::client::Client;
 use codex_pool_server::{Service, ServiceConfig};
 use codex_pool_store::PostgresStore;
 use serde_json::json;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// One node of a run: its service's stop switch and task, its pool and store.
 struct Node {
@@ -48,10 +48,7 @@ pub async fn run(
         started.push(start_node(args, system, bin, mock, &node_dir, (k, nodes), db).await?);
     }
     for node in &started {
-        while node.client.get("/readyz").await.is_err() {
-            anyhow::ensure!(t0.elapsed() < Duration::from_secs(60), "a node did not get ready");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_ready(&node.client, t0, "a node").await?;
     }
     let ready = t0.elapsed();
     let ca_bundle = started[0].pool.stats().ca.bundle;

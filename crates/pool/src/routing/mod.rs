@@ -419,7 +419,7 @@ impl Routing {
 
     /// Whether a turn of the conversation runs (or is being started).
     pub(crate) fn is_running(&self, id: &ConversationId) -> bool {
-        matches!(self.get(id), Some((_, ThreadState::TurnRunning { .. })))
+        self.lock().threads.get(id).is_some_and(|e| matches!(e.state, ThreadState::TurnRunning { .. }))
     }
 
     /// Conversations known, and of those, loaded on a slot's current process.

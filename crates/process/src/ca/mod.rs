@@ -107,6 +107,15 @@ impl SystemRoots {
         }
         Ok(roots)
     }
+
+    /// Writes to `path` the machine's system roots (none if it has none) plus `extra`: a file
+    /// for [`SystemRoots::File`] that stands for a machine which also trusts `extra` (a private
+    /// CA, such as the fake model's in tests and `bench --tls`).
+    pub fn write_with(extra: &[CertificateDer<'_>], path: &Path) -> std::io::Result<()> {
+        let mut roots = SystemRoots::Inherited.load().unwrap_or_default();
+        roots.extend(extra.iter().map(|c| c.clone().into_owned()));
+        std::fs::write(path, encode_pem(&roots))
+    }
 }
 
 /// The variables that point codex at a bundle.

@@ -5,7 +5,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::{StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -113,7 +113,7 @@ pub async fn pool(State(state): State<AppState>) -> Json<PoolStatus> {
         .map(|s| Process {
             slot: s.slot,
             pid: s.pid,
-            state: serde_json::to_value(s.state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+            state: s.state.as_str().to_owned(),
             healthy: s.healthy,
             loaded_threads: s.loaded_threads,
             active_turns: s.active_turns,
@@ -164,18 +164,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     crate::metrics::answer(state.metrics.render(&state.pool.stats(), state.runs.running(), state.transcripts.len()))
 }
 
-/// An error in the shape of the route's API (OpenAI's on OpenAI's routes).
-fn shaped(uri: &Uri, error: ApiError) -> Response {
-    if crate::openai::is_openai_path(uri.path()) {
-        crate::openai::error::OpenAiError::from(error).into_response()
-    } else {
-        error.into_response()
-    }
-}
-
 /// Anything else: 404, in the route's error shape.
 pub async fn not_found(uri: Uri) -> Response {
-    shaped(&uri, ApiError::not_found("no such endpoint; see GET /openapi.json"))
+    ApiError::not_found("no such endpoint; see GET /openapi.json").into_response_for(uri.path())
 }
 
 /// A known path with another method: 405, in the route's error shape.
@@ -185,5 +176,5 @@ pub async fn method_not_allowed(uri: Uri) -> Response {
         "method_not_allowed",
         "this endpoint does not take that method; see GET /openapi.json",
     );
-    shaped(&uri, error)
+    error.into_response_for(uri.path())
 }

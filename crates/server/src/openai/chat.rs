@@ -251,9 +251,8 @@ impl Render for Chunks {
                 out
             }
             Step::End(Ending::Failed { kind, message }) => {
-                let error = json!({"error": {"message": format!("the turn failed ({kind}): {message}"),
-                    "type": "server_error", "param": Value::Null, "code": kind}});
-                vec![Event::default().data(error.to_string()), Event::default().data("[DONE]")]
+                let error = serde_json::to_string(&failed(&kind, &message).into_body()).unwrap_or_default();
+                vec![Event::default().data(error), Event::default().data("[DONE]")]
             }
         }
     }

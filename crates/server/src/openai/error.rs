@@ -46,6 +46,14 @@ pub struct OpenAiError {
 }
 
 impl OpenAiError {
+    /// The body OpenAI's clients read: `{"error": {"message", "type", "param", "code"}}` (also
+    /// what a stream that fails midway sends as its last chunk).
+    pub fn into_body(self) -> OpenAiErrorBody {
+        OpenAiErrorBody {
+            error: OpenAiErrorDetail { message: self.message, kind: self.kind, param: self.param, code: self.code },
+        }
+    }
+
     /// An error with a status; its `type` follows from the status.
     pub fn new(status: StatusCode, code: Option<&str>, message: impl Into<String>) -> Self {
         Self {
@@ -123,20 +131,18 @@ impl From<codex_pool_store::StoreError> for OpenAiError {
 }
 
 impl IntoResponse for OpenAiError {
-    fn into_response(self) -> Response {
+    fn into_response(mut self) -> Response {
         if self.status.is_server_error() {
             tracing::warn!(status = %self.status, code = ?self.code, message = %self.message, "request failed");
         } else {
             tracing::debug!(status = %self.status, param = ?self.param, message = %self.message, "request refused");
         }
-        let body = OpenAiErrorBody {
-            error: OpenAiErrorDetail { message: self.message, kind: self.kind, param: self.param, code: self.code },
-        };
-        let mut response = (self.status, axum::Json(body)).into_response();
-        if let Some(seconds) = self.retry_after {
+        let (status, retry_after, owner) = (self.status, self.retry_after, self.owner.take());
+        let mut response = (status, axum::Json(self.into_body())).into_response();
+        if let Some(seconds) = retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
-        if let Some(owner) = self.owner {
+        if let Some(owner) = owner {
             response.extensions_mut().insert(*owner);
         }
         response
@@ -237,6 +243,18 @@ impl Fields {
             Ok(Some(map))
         } else {
             Err(bad())
+        }
+    }
+}
+
+impl ApiError {
+    /// The error as a response in the shape of the API of the route at `path`: OpenAI's on
+    /// OpenAI's routes, the native one elsewhere.
+    pub(crate) fn into_response_for(self, path: &str) -> Response {
+        if super::is_openai_path(path) {
+            OpenAiError::from(self).into_response()
+        } else {
+            self.into_response()
         }
     }
 }

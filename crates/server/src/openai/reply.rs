@@ -46,8 +46,8 @@ pub enum Ending {
 /// Follows a turn's events.
 #[derive(Debug, Default)]
 pub struct Reply {
-    /// The codex item of the message being written, its place and its text so far.
-    open: Option<(String, usize, String)>,
+    /// The codex item of the message being written, and its place in `messages`.
+    open: Option<(String, usize)>,
     /// Messages so far (closed ones whole).
     messages: Vec<String>,
     ended: Option<Ending>,
@@ -61,22 +61,21 @@ impl Reply {
             "text.delta" => {
                 let item = event.data["item_id"].as_str().unwrap_or_default();
                 let delta = event.data["delta"].as_str().unwrap_or_default();
-                if self.open.as_ref().is_some_and(|(id, _, _)| id != item) {
+                if self.open.as_ref().is_some_and(|(id, _)| id != item) {
                     steps.extend(self.close());
                 }
-                let (_, n, text) = self.open.get_or_insert_with(|| {
+                let (_, n) = self.open.get_or_insert_with(|| {
                     let n = self.messages.len();
                     self.messages.push(String::new());
                     steps.push(Step::Open(n));
-                    (item.to_owned(), n, String::new())
+                    (item.to_owned(), n)
                 });
-                text.push_str(delta);
                 self.messages[*n].push_str(delta);
                 steps.push(Step::Delta(*n, delta.to_owned()));
             }
             "item.completed" => {
                 let id = event.data["item"]["id"].as_str();
-                if self.open.as_ref().is_some_and(|(open, _, _)| Some(open.as_str()) == id) {
+                if self.open.as_ref().is_some_and(|(open, _)| Some(open.as_str()) == id) {
                     steps.extend(self.close());
                 }
             }
@@ -102,7 +101,7 @@ impl Reply {
     }
 
     fn close(&mut self) -> Option<Step> {
-        self.open.take().map(|(_, n, text)| Step::Close(n, text))
+        self.open.take().map(|(_, n)| Step::Close(n, self.messages[n].clone()))
     }
 
     /// The messages so far.

@@ -17,7 +17,7 @@ use axum::http::StatusCode;
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use codex_pool::{ConversationId, ConversationInfo, Profile, StoredItem, TurnOptions, CHAT_BASE_INSTRUCTIONS};
+use codex_pool::{ConversationId, ConversationInfo, Profile, StoredItem, TurnOptions};
 use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_protocol::types::UserInput;
 use serde_json::{json, Map, Value};
@@ -140,7 +140,7 @@ fn head(
         turn_id: String::new(),
         created_at: now_secs(),
         model: model.unwrap_or_else(|| "codex".to_owned()),
-        instructions: instructions.filter(|i| i != CHAT_BASE_INSTRUCTIONS),
+        instructions: instructions.filter(|i| !Profile::is_default_instructions(i)),
         metadata,
         previous_response_id: None,
         store,
@@ -234,7 +234,7 @@ async fn continuing(
     if state.runs.latest_turn(&id).as_deref() == Some(turn.as_str()) {
         return Ok(Plan { conversation: id, created: false, options, head });
     }
-    let items = all_items(state, &id).await?;
+    let items = state.pool.all_items(&id).await?;
     let last_of_turn = items.iter().rposition(|i| i.turn_id == turn).ok_or_else(unknown)?;
     if last_of_turn + 1 == items.len() {
         return Ok(Plan { conversation: id, created: false, options, head });
@@ -250,19 +250,6 @@ async fn continuing(
     Ok(Plan { conversation: fork, created: true, options, head })
 }
 
-/// Every stored item of a conversation, oldest first.
-async fn all_items(state: &AppState, id: &ConversationId) -> Result<Vec<StoredItem>, OpenAiError> {
-    let mut all: Vec<StoredItem> = Vec::new();
-    loop {
-        let page = state.pool.items(id, all.last().map_or(0, |i| i.seq), 500).await?;
-        let more = page.len() == 500;
-        all.extend(page);
-        if !more {
-            return Ok(all);
-        }
-    }
-}
-
 /// Reads a response back: from the turn's events while the service keeps them (status and usage
 /// as they were), else rebuilt from the conversation's stored items of that turn (`completed`,
 /// no usage: the store keeps items only).
@@ -274,7 +261,7 @@ pub async fn retrieve(State(state): State<AppState>, Path(id): Path<String>) -> 
     let unknown = || OpenAiError::not_found(None, format!("no response {id:?} is kept here"));
     let (conversation, turn) = parse_response_id(&id).ok_or_else(unknown)?;
     let info = state.pool.conversation(&conversation).await?.ok_or_else(unknown)?;
-    let items = all_items(&state, &conversation).await?;
+    let items = state.pool.all_items(&conversation).await?;
     let head = stored_head(&info, &id, &turn, &items);
     if let Some(log) = state.runs.log(&conversation, &turn) {
         let (events, _) = log.snapshot();

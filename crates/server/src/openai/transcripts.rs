@@ -18,7 +18,7 @@
 //! another.
 
 use crate::openai::input::Role;
-use codex_pool::{ConversationId, Pool, PoolError, CHAT_BASE_INSTRUCTIONS};
+use codex_pool::{ConversationId, Pool, PoolError, Profile};
 use serde_json::Value;
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
@@ -134,7 +134,7 @@ pub async fn rebuild(pool: &Pool, transcripts: &Transcripts) -> Result<usize, Po
             if !matches!(turns.last(), Some((Role::Assistant, _))) {
                 continue;
             }
-            let system = record.settings.base_instructions.as_deref().filter(|i| *i != CHAT_BASE_INSTRUCTIONS);
+            let system = record.settings.base_instructions.as_deref().filter(|i| !Profile::is_default_instructions(i));
             let model = record.settings.model.as_deref().unwrap_or_default();
             let head = TranscriptKey { model, system, developer: record.settings.developer_instructions.as_deref() };
             transcripts.put_untouched(transcripts.key(&head, &turns), record.id.clone(), record.turns);
@@ -147,31 +147,24 @@ pub async fn rebuild(pool: &Pool, transcripts: &Transcripts) -> Result<usize, Po
 /// A conversation's messages as a chat client sees them: user and assistant text, the
 /// assistant's messages of one turn joined as their reply was.
 async fn transcript_of(pool: &Pool, id: &ConversationId) -> Result<Vec<(Role, String)>, PoolError> {
-    let (mut turns, mut after, mut last_turn) = (Vec::<(Role, String)>::new(), 0, String::new());
-    loop {
-        let page = pool.items(id, after, 500).await?;
-        let more = page.len() == 500;
-        for stored in page {
-            after = stored.seq;
-            let item = &stored.item;
-            let role = match (item["type"].as_str(), item["role"].as_str()) {
-                (Some("message"), Some("user")) => Role::User,
-                (Some("message"), Some("assistant")) => Role::Assistant,
-                _ => continue,
-            };
-            let parts = item["content"].as_array().map(Vec::as_slice).unwrap_or_default();
-            let text: Vec<&str> = parts.iter().filter_map(|p| p["text"].as_str()).collect();
-            let same_reply = role == Role::Assistant && stored.turn_id == last_turn;
-            match turns.last_mut() {
-                Some((Role::Assistant, reply)) if same_reply => reply.push_str(&text.concat()),
-                _ => turns.push((role, if role == Role::User { text.join("\n") } else { text.concat() })),
-            }
-            last_turn = stored.turn_id;
+    let (mut turns, mut last_turn) = (Vec::<(Role, String)>::new(), String::new());
+    for stored in pool.all_items(id).await? {
+        let item = &stored.item;
+        let role = match (item["type"].as_str(), item["role"].as_str()) {
+            (Some("message"), Some("user")) => Role::User,
+            (Some("message"), Some("assistant")) => Role::Assistant,
+            _ => continue,
+        };
+        let parts = item["content"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let text: Vec<&str> = parts.iter().filter_map(|p| p["text"].as_str()).collect();
+        let same_reply = role == Role::Assistant && stored.turn_id == last_turn;
+        match turns.last_mut() {
+            Some((Role::Assistant, reply)) if same_reply => reply.push_str(&text.concat()),
+            _ => turns.push((role, if role == Role::User { text.join("\n") } else { text.concat() })),
         }
-        if !more {
-            return Ok(turns);
-        }
+        last_turn = stored.turn_id;
     }
+    Ok(turns)
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ pub(crate) async fn exercise(store: &dyn ThreadStore) {
     let item =
         |n: u32| json!({"type": "message", "role": "user", "content": [{"type": "input_text", "text": n.to_string()}]});
     store
-        .record_turns(vec![
+        .record_turns(&[
             TurnRecord::completed("a", "t1", vec![item(1), item(2)]),
             TurnRecord::completed("b", "t1", vec![item(10)]),
             TurnRecord { completed: false, ..TurnRecord::completed("a", "t2", vec![item(3)]) },
@@ -29,7 +29,7 @@ pub(crate) async fn exercise(store: &dyn ThreadStore) {
         ])
         .await
         .unwrap();
-    store.record_turns(vec![TurnRecord::completed("a", "t3", vec![item(4)])]).await.unwrap();
+    store.record_turns(&[TurnRecord::completed("a", "t3", vec![item(4)])]).await.unwrap();
     assert_eq!(store.history(&a_id).await.unwrap(), vec![item(1), item(2), item(3), item(4)]);
     assert_eq!(store.history(&b_id).await.unwrap(), vec![item(10)]);
     assert!(store.history(&gone).await.unwrap().is_empty(), "no history without a record");
@@ -102,7 +102,7 @@ async fn paging_items(store: &dyn ThreadStore) {
     let turns = (0..3).map(|t| {
         TurnRecord::completed(id.clone(), format!("t{t}"), vec![json!({"n": 2 * t}), json!({"n": 2 * t + 1})])
     });
-    store.record_turns(turns.collect()).await.unwrap();
+    store.record_turns(&turns.collect::<Vec<_>>()).await.unwrap();
     let first = store.items(&id, 0, 4).await.unwrap();
     assert_eq!(first.iter().map(|i| i.seq).collect::<Vec<_>>(), [1, 2, 3, 4]);
     assert_eq!((first[2].turn_id.as_str(), &first[2].item), ("t1", &json!({"n": 2})));

@@ -77,13 +77,13 @@ async fn fences_refuse_the_writes_of_a_node_that_was_taken_over(store: &dyn Thre
     store.save(ThreadRecord::new(other.clone(), Default::default())).await.unwrap();
     // A's lease runs out at once; nobody has taken the conversation yet, so A may still write.
     let f = store.acquire_lease(&id, &a(), SPENT).await.unwrap().fence;
-    store.record_turns(vec![turn("fenced", 1).with_fence(f)]).await.unwrap();
+    store.record_turns(&[turn("fenced", 1).with_fence(f)]).await.unwrap();
     // B takes it over: a new fence.
     let g = store.acquire_lease(&id, &b(), LONG).await.unwrap().fence;
     assert!(g > f, "the fence grows on a change of owner: {f} then {g}");
     // A's write with its old fence is refused, with the rest of its batch.
     let batch = vec![turn("bystander", 2), turn("fenced", 3).with_fence(f)];
-    let err = store.record_turns(batch).await.unwrap_err();
+    let err = store.record_turns(&batch).await.unwrap_err();
     match &err {
         StoreError::Fenced { thread_id, fence } => assert_eq!((thread_id.as_str(), *fence), ("fenced", f)),
         other => panic!("expected Fenced, got {other}"),
@@ -96,7 +96,7 @@ async fn fences_refuse_the_writes_of_a_node_that_was_taken_over(store: &dyn Thre
     let record = store.load(&id).await.unwrap().unwrap();
     assert_eq!((record.turns, record.settings.model), (1, None));
     // B's writes go through, after A's first one.
-    store.record_turns(vec![turn("fenced", 4).with_fence(g), turn("bystander", 5)]).await.unwrap();
+    store.record_turns(&[turn("fenced", 4).with_fence(g), turn("bystander", 5)]).await.unwrap();
     let mine = ThreadSettings { model: Some("b's".into()), ..Default::default() };
     store.update_settings(&id, mine.clone(), Some(g)).await.unwrap();
     let items = store.items(&id, 0, 10).await.unwrap();
@@ -106,7 +106,7 @@ async fn fences_refuse_the_writes_of_a_node_that_was_taken_over(store: &dyn Thre
     // write to it.
     let h = store.acquire_lease(&other, &a(), LONG).await.unwrap().fence;
     assert!(store.delete(&other).await.unwrap());
-    store.record_turns(vec![turn("bystander", 6).with_fence(h)]).await.unwrap();
+    store.record_turns(&[turn("bystander", 6).with_fence(h)]).await.unwrap();
     assert_eq!(store.load(&other).await.unwrap(), None);
     assert!(!store.release_lease(&other, &a()).await.unwrap(), "the lease went with the conversation");
     store.delete(&id).await.unwrap();
@@ -144,18 +144,18 @@ async fn released_and_deleted_leases_never_give_a_fence_back(store: &dyn ThreadS
     // Released: another node takes it at once, with a new fence; A's writes are refused.
     let second = store.acquire_lease(&id, &b(), LONG).await.unwrap().fence;
     assert!(second > first);
-    let refused = store.record_turns(vec![turn("reused", 1).with_fence(first)]).await;
+    let refused = store.record_turns(&[turn("reused", 1).with_fence(first)]).await;
     assert!(matches!(refused, Err(StoreError::Fenced { .. })), "{refused:?}");
     // Deleted and created again under the same id: still a new fence.
     assert!(store.delete(&id).await.unwrap());
     store.save(ThreadRecord::new(id.clone(), Default::default())).await.unwrap();
     let third = store.acquire_lease(&id, &a(), LONG).await.unwrap().fence;
     assert!(third > second, "{third} after {second}");
-    let refused = store.record_turns(vec![turn("reused", 2).with_fence(second)]).await;
+    let refused = store.record_turns(&[turn("reused", 2).with_fence(second)]).await;
     assert!(matches!(refused, Err(StoreError::Fenced { .. })), "{refused:?}");
     // Without a lease at all, a fenced write is refused too.
     assert!(store.release_lease(&id, &a()).await.unwrap());
-    let refused = store.record_turns(vec![turn("reused", 3).with_fence(third)]).await;
+    let refused = store.record_turns(&[turn("reused", 3).with_fence(third)]).await;
     assert!(matches!(refused, Err(StoreError::Fenced { .. })), "{refused:?}");
     assert!(store.history(&id).await.unwrap().is_empty());
     store.delete(&id).await.unwrap();

@@ -88,7 +88,7 @@ impl ThreadStore for PostgresStore {
         Box::pin(threads::load(&self.db, id))
     }
 
-    fn record_turns(&self, turns: Vec<TurnRecord>) -> StoreFuture<'_, ()> {
+    fn record_turns<'a>(&'a self, turns: &'a [TurnRecord]) -> StoreFuture<'a, ()> {
         Box::pin(turns::record_turns(&self.db, turns))
     }
 

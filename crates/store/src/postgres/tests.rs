@@ -29,7 +29,7 @@ async fn records_and_history_survive_reopening_and_migrations_run_once() {
     {
         let store = open(&db).await;
         store.save(ThreadRecord::new("a", Default::default())).await.unwrap();
-        store.record_turns(vec![TurnRecord::completed("a", "t", vec![item.clone()])]).await.unwrap();
+        store.record_turns(&[TurnRecord::completed("a", "t", vec![item.clone()])]).await.unwrap();
     }
     // Opening again finds the schema up to date and changes nothing.
     let store = open(&db).await;
@@ -173,7 +173,7 @@ async fn a_takeover_sees_every_write_the_old_owner_got_in() {
             for n in 0..1000 {
                 let turn =
                     TurnRecord::completed(conversation.clone(), format!("t{n}"), items.clone()).with_fence(fence);
-                match writer.record_turns(vec![turn]).await {
+                match writer.record_turns(&[turn]).await {
                     Ok(()) => written.fetch_add(items.len(), std::sync::atomic::Ordering::SeqCst),
                     Err(StoreError::Fenced { .. }) => return written.load(std::sync::atomic::Ordering::SeqCst),
                     Err(e) => panic!("{e}"),
@@ -218,7 +218,7 @@ async fn a_full_disk_fails_whole_batches_and_recovers() {
     let mut kept = 0;
     let err = loop {
         let batch = (0..4).map(|n| noise(kept + n)).collect::<Vec<_>>();
-        match store.record_turns(vec![TurnRecord::completed(a.clone(), "t", batch)]).await {
+        match store.record_turns(&[TurnRecord::completed(a.clone(), "t", batch)]).await {
             Ok(()) => kept += 4,
             Err(e) => break e,
         }
@@ -229,7 +229,7 @@ async fn a_full_disk_fails_whole_batches_and_recovers() {
     assert_eq!(store.history(&a).await.unwrap().len(), kept, "nothing of the failed batch was kept");
     // Room again: the store goes on.
     db.execute("ALTER TABLE thread_items SET TABLESPACE pg_default").await.unwrap();
-    store.record_turns(vec![TurnRecord::completed(a.clone(), "t", vec![noise(9999)])]).await.unwrap();
+    store.record_turns(&[TurnRecord::completed(a.clone(), "t", vec![noise(9999)])]).await.unwrap();
     assert_eq!(store.items(&a, 0, 1000).await.unwrap().last().unwrap().seq, kept as u64 + 1);
     drop(store);
     drop(db);

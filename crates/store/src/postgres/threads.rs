@@ -2,17 +2,11 @@
 //! (but `delete`).
 
 use super::db::Db;
+use crate::row::{encode_json, from_json, record_columns, to_json, RawRecord};
 use crate::{ConversationId, ListCursor, StoreError, StoredItem, ThreadRecord};
 use codex_pool_protocol::methods::ThreadSettings;
 use serde_json::Value;
 use tokio_postgres::Row;
-
-/// The columns a [`ThreadRecord`] is read from, in [`record`]'s order.
-macro_rules! record_columns {
-    () => {
-        "thread_id, settings, profile, ephemeral, metadata, created_at_ms, updated_at_ms, turns"
-    };
-}
 
 const SAVE: &str =
     "INSERT INTO threads (thread_id, settings, profile, ephemeral, metadata, created_at_ms, updated_at_ms, turns)
@@ -52,28 +46,23 @@ const HISTORY: &str = "SELECT item FROM thread_items WHERE thread_id = $1 ORDER 
 const ITEMS: &str =
     "SELECT seq, turn_id, item FROM thread_items WHERE thread_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
 
-fn corrupt(id: &ConversationId, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt { thread_id: id.to_string(), reason: e.to_string() }
-}
-
 /// A row of [`record_columns!`] as a record.
 fn record(row: &Row) -> Result<ThreadRecord, StoreError> {
-    let id = ConversationId::from(row.get::<_, String>(0));
-    Ok(ThreadRecord {
-        settings: serde_json::from_str(row.get(1)).map_err(|e| corrupt(&id, e))?,
+    RawRecord {
+        id: row.get(0),
+        settings: row.get(1),
         profile: row.get(2),
         ephemeral: row.get(3),
-        metadata: serde_json::from_str(row.get(4)).map_err(|e| corrupt(&id, e))?,
+        metadata: row.get(4),
         created_at_ms: row.get(5),
         updated_at_ms: row.get(6),
-        turns: row.get::<_, i64>(7).max(0) as u64,
-        id,
-    })
+        turns: row.get(7),
+    }
+    .decode()
 }
 
 pub(super) async fn save(db: &Db, record: ThreadRecord) -> Result<(), StoreError> {
-    let settings = serde_json::to_string(&record.settings).map_err(|e| corrupt(&record.id, e))?;
-    let metadata = serde_json::to_string(&record.metadata).map_err(|e| corrupt(&record.id, e))?;
+    let (settings, metadata) = encode_json(&record)?;
     let turns = record.turns as i64;
     db.execute(
         SAVE,
@@ -98,7 +87,7 @@ pub(super) async fn update_settings(
     settings: &ThreadSettings,
     fence: Option<u64>,
 ) -> Result<(), StoreError> {
-    let text = serde_json::to_string(settings).map_err(|e| corrupt(id, e))?;
+    let text = to_json(id, settings)?;
     let fence_param = fence.map(|f| f as i64);
     let rows = db.query(UPDATE_SETTINGS, &[&id.as_str(), &text, &fence_param]).await?;
     let (allowed, exists): (bool, bool) = rows.first().map(|r| (r.get(0), r.get(1))).unwrap_or((true, false));
@@ -114,7 +103,7 @@ pub(super) async fn load(db: &Db, id: &ConversationId) -> Result<Option<ThreadRe
 
 pub(super) async fn history(db: &Db, id: &ConversationId) -> Result<Vec<Value>, StoreError> {
     let rows = db.query(HISTORY, &[&id.as_str()]).await?;
-    rows.iter().map(|row| serde_json::from_str(row.get(0)).map_err(|e| corrupt(id, e))).collect()
+    rows.iter().map(|row| from_json(id, row.get(0))).collect()
 }
 
 /// Three statements in one transaction (five round trips with its start and end): the
@@ -170,7 +159,7 @@ pub(super) async fn items(
             Ok(StoredItem {
                 seq: row.get::<_, i64>(0).max(0) as u64,
                 turn_id: row.get(1),
-                item: serde_json::from_str(row.get(2)).map_err(|e| corrupt(id, e))?,
+                item: from_json(id, row.get(2))?,
             })
         })
         .collect()

@@ -2,8 +2,9 @@
 //! implicit transaction, whatever the number of turns, items and conversations.
 
 use super::db::Db;
+use crate::row::to_json;
 use crate::{StoreError, TurnRecord};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// The batch goes in as arrays. In order:
 /// 1. `checks`: the fences to check, (conversation, fence), for conversations that exist (a
@@ -66,6 +67,7 @@ impl<'a> Batch<'a> {
     fn new(turns: &'a [TurnRecord]) -> Result<Self, StoreError> {
         let mut batch = Batch::default();
         let mut slot: HashMap<&str, usize> = HashMap::new();
+        let mut fences: HashSet<(&str, i64)> = HashSet::new();
         for turn in turns {
             let id = turn.conversation.as_str();
             let n = *slot.entry(id).or_insert_with(|| {
@@ -75,16 +77,14 @@ impl<'a> Batch<'a> {
                 batch.threads.len() - 1
             });
             if let Some(fence) = turn.fence.map(|f| f as i64) {
-                let seen = batch.check_threads.iter().zip(&batch.check_fences).any(|(t, f)| *t == id && *f == fence);
-                if !seen {
+                if fences.insert((id, fence)) {
                     batch.check_threads.push(id);
                     batch.check_fences.push(fence);
                 }
             }
             batch.completed[n] += i64::from(turn.completed);
             for item in &turn.items {
-                let text = serde_json::to_string(item)
-                    .map_err(|e| StoreError::Corrupt { thread_id: id.to_owned(), reason: e.to_string() })?;
+                let text = to_json(&turn.conversation, item)?;
                 batch.item_threads.push(id);
                 batch.item_positions.push(batch.counts[n]);
                 batch.item_turns.push(&turn.turn_id);
@@ -96,11 +96,11 @@ impl<'a> Batch<'a> {
     }
 }
 
-pub(super) async fn record_turns(db: &Db, turns: Vec<TurnRecord>) -> Result<(), StoreError> {
+pub(super) async fn record_turns(db: &Db, turns: &[TurnRecord]) -> Result<(), StoreError> {
     if turns.is_empty() {
         return Ok(());
     }
-    let batch = Batch::new(&turns)?;
+    let batch = Batch::new(turns)?;
     let rows = db
         .query(
             RECORD_TURNS,

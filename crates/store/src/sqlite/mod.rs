@@ -6,6 +6,7 @@ mod schema;
 mod tests;
 
 use crate::ownership::ttl_ms;
+use crate::row::{encode_json, from_json, record_columns, to_json, RawRecord};
 use crate::{
     now_ms, ConversationId, Lease, ListCursor, NodeId, NodeInfo, NodeStatus, Renewal, StoreError, StoreFuture,
     StoredItem, ThreadRecord, ThreadStore, TurnRecord,
@@ -116,59 +117,45 @@ impl SqliteStore {
     }
 }
 
-/// The columns a [`ThreadRecord`] is read from, in [`RawRecord::read`]'s order.
-const RECORD_COLUMNS: &str = "thread_id, settings, profile, ephemeral, metadata, created_at_ms, updated_at_ms, turns";
-
-/// A row of `threads` as SQLite holds it, before its JSON is decoded.
-struct RawRecord {
-    id: String,
-    settings: String,
-    profile: String,
-    ephemeral: bool,
-    metadata: String,
-    created_at_ms: i64,
-    updated_at_ms: i64,
-    turns: i64,
+/// A row of [`record_columns!`] as SQLite holds it.
+fn read_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRecord> {
+    Ok(RawRecord {
+        id: r.get(0)?,
+        settings: r.get(1)?,
+        profile: r.get(2)?,
+        ephemeral: r.get(3)?,
+        metadata: r.get(4)?,
+        created_at_ms: r.get(5)?,
+        updated_at_ms: r.get(6)?,
+        turns: r.get(7)?,
+    })
 }
 
-impl RawRecord {
-    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+/// A [`TurnRecord`] with its items as JSON text, owned by the write.
+struct EncodedTurn {
+    conversation: ConversationId,
+    turn_id: String,
+    fence: Option<u64>,
+    completed: bool,
+    items: Vec<String>,
+}
+
+impl EncodedTurn {
+    fn of(turn: &TurnRecord) -> Result<Self, StoreError> {
         Ok(Self {
-            id: r.get(0)?,
-            settings: r.get(1)?,
-            profile: r.get(2)?,
-            ephemeral: r.get(3)?,
-            metadata: r.get(4)?,
-            created_at_ms: r.get(5)?,
-            updated_at_ms: r.get(6)?,
-            turns: r.get(7)?,
+            conversation: turn.conversation.clone(),
+            turn_id: turn.turn_id.clone(),
+            fence: turn.fence,
+            completed: turn.completed,
+            items: turn.items.iter().map(|item| to_json(&turn.conversation, item)).collect::<Result<_, _>>()?,
         })
     }
-
-    fn decode(self) -> Result<ThreadRecord, StoreError> {
-        let id = ConversationId::from(self.id);
-        Ok(ThreadRecord {
-            settings: serde_json::from_str(&self.settings).map_err(|e| corrupt(&id, e))?,
-            metadata: serde_json::from_str(&self.metadata).map_err(|e| corrupt(&id, e))?,
-            profile: self.profile,
-            ephemeral: self.ephemeral,
-            created_at_ms: self.created_at_ms,
-            updated_at_ms: self.updated_at_ms,
-            turns: self.turns.max(0) as u64,
-            id,
-        })
-    }
-}
-
-fn corrupt(id: &ConversationId, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt { thread_id: id.to_string(), reason: e.to_string() }
 }
 
 impl ThreadStore for SqliteStore {
     fn save(&self, record: ThreadRecord) -> StoreFuture<'_, ()> {
         self.run(move |conn| {
-            let settings = serde_json::to_string(&record.settings).map_err(|e| corrupt(&record.id, e))?;
-            let metadata = serde_json::to_string(&record.metadata).map_err(|e| corrupt(&record.id, e))?;
+            let (settings, metadata) = encode_json(&record)?;
             conn.execute(
                 "INSERT INTO threads (thread_id, settings, profile, ephemeral, metadata, created_at_ms, updated_at_ms, turns)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -199,7 +186,7 @@ impl ThreadStore for SqliteStore {
     ) -> StoreFuture<'a, ()> {
         let id = id.clone();
         self.run(move |conn| {
-            let settings = serde_json::to_string(&settings).map_err(|e| corrupt(&id, e))?;
+            let settings = to_json(&id, &settings)?;
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).db()?;
             leases::check_fence(&tx, &id, fence)?;
             tx.execute("UPDATE threads SET settings = ?2 WHERE thread_id = ?1", params![id.as_str(), settings]).db()?;
@@ -210,13 +197,18 @@ impl ThreadStore for SqliteStore {
     fn load<'a>(&'a self, id: &'a ConversationId) -> StoreFuture<'a, Option<ThreadRecord>> {
         let id = id.clone();
         self.run(move |conn| {
-            let sql = format!("SELECT {RECORD_COLUMNS} FROM threads WHERE thread_id = ?1");
-            let row = conn.query_row(&sql, [id.as_str()], RawRecord::read).optional().db()?;
+            let sql = concat!("SELECT ", record_columns!(), " FROM threads WHERE thread_id = ?1");
+            let row = conn.query_row(sql, [id.as_str()], read_record).optional().db()?;
             row.map(RawRecord::decode).transpose()
         })
     }
 
-    fn record_turns(&self, turns: Vec<TurnRecord>) -> StoreFuture<'_, ()> {
+    fn record_turns<'a>(&'a self, turns: &'a [TurnRecord]) -> StoreFuture<'a, ()> {
+        // The items as the JSON text the rows hold, made here: the write runs off this thread.
+        let turns = match turns.iter().map(EncodedTurn::of).collect::<Result<Vec<_>, _>>() {
+            Ok(turns) => turns,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
         self.run_now(move |conn| {
             // The write lock from the start: the fences checked stay the leases' until the commit.
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).db()?;
@@ -247,8 +239,7 @@ impl ThreadStore for SqliteStore {
                 let mut insert = tx
                     .prepare_cached("INSERT INTO thread_items (thread_id, seq, turn_id, item) VALUES (?1, ?2, ?3, ?4)")
                     .db()?;
-                for (n, item) in turn.items.iter().enumerate() {
-                    let text = serde_json::to_string(item).map_err(|e| corrupt(&turn.conversation, e))?;
+                for (n, text) in turn.items.iter().enumerate() {
                     insert.execute(params![id, last + 1 + n as i64, turn.turn_id, text]).db()?;
                 }
             }
@@ -263,7 +254,7 @@ impl ThreadStore for SqliteStore {
             let mut query =
                 conn.prepare_cached("SELECT item FROM thread_items WHERE thread_id = ?1 ORDER BY seq").db()?;
             let rows = query.query_map([id.as_str()], |r| r.get::<_, String>(0)).db()?;
-            rows.map(|text| serde_json::from_str(&text.db()?).map_err(|e| corrupt(&id, e))).collect()
+            rows.map(|text| from_json(&id, &text.db()?)).collect()
         })
     }
 
@@ -291,13 +282,15 @@ impl ThreadStore for SqliteStore {
                 Some(c) => (c.created_at_ms, c.id.as_str().to_owned()),
                 None => (i64::MAX, String::new()),
             };
-            let sql = format!(
-                "SELECT {RECORD_COLUMNS} FROM threads
+            let sql = concat!(
+                "SELECT ",
+                record_columns!(),
+                " FROM threads
                  WHERE created_at_ms < ?1 OR (created_at_ms = ?1 AND (?2 = '' OR thread_id < ?2))
                  ORDER BY created_at_ms DESC, thread_id DESC LIMIT ?3"
             );
-            let mut query = conn.prepare_cached(&sql).db()?;
-            let rows = query.query_map(params![at, id, limit as i64], RawRecord::read).db()?;
+            let mut query = conn.prepare_cached(sql).db()?;
+            let rows = query.query_map(params![at, id, limit as i64], read_record).db()?;
             rows.map(|row| row.db().and_then(RawRecord::decode)).collect()
         })
     }
@@ -317,7 +310,7 @@ impl ThreadStore for SqliteStore {
                 .db()?;
             rows.map(|row| {
                 let (seq, turn_id, text) = row.db()?;
-                let item = serde_json::from_str(&text).map_err(|e| corrupt(&id, e))?;
+                let item = from_json(&id, &text)?;
                 Ok(StoredItem { seq: seq.max(0) as u64, turn_id, item })
             })
             .collect()

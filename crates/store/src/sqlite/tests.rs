@@ -18,7 +18,7 @@ async fn records_and_history_survive_reopening_the_file() {
     {
         let store = SqliteStore::open(&path).unwrap();
         store.save(ThreadRecord::new("a", Default::default())).await.unwrap();
-        store.record_turns(vec![TurnRecord::completed("a", "t", vec![item.clone()])]).await.unwrap();
+        store.record_turns(&[TurnRecord::completed("a", "t", vec![item.clone()])]).await.unwrap();
     }
     let store = SqliteStore::open(&path).unwrap();
     let a = ConversationId::from("a");
@@ -59,11 +59,11 @@ async fn a_full_database_fails_whole_batches_and_recovers() {
     let store = SqliteStore::open(dir.path().join("threads.db")).unwrap();
     let a = ConversationId::from("a");
     store.save(ThreadRecord::new(a.clone(), Default::default())).await.unwrap();
-    store.record_turns(vec![TurnRecord::completed(a.clone(), "t0", vec![item(0)])]).await.unwrap();
+    store.record_turns(&[TurnRecord::completed(a.clone(), "t0", vec![item(0)])]).await.unwrap();
     // No room for more pages: as a full disk would do.
     store.set_size_limit(Some(1)).await.unwrap();
     let big: Vec<Value> = (1..200).map(item).collect();
-    let err = store.record_turns(vec![TurnRecord::completed(a.clone(), "t1", big.clone())]).await.unwrap_err();
+    let err = store.record_turns(&[TurnRecord::completed(a.clone(), "t1", big.clone())]).await.unwrap_err();
     assert!(matches!(err, StoreError::Full { .. }), "{err}");
     assert!(err.to_string().contains("free disk space"), "{err}");
     // Nothing of the failed batch was kept.
@@ -71,7 +71,7 @@ async fn a_full_database_fails_whole_batches_and_recovers() {
     assert_eq!(store.load(&a).await.unwrap().unwrap().turns, 1);
     // Room again: the store goes on.
     store.set_size_limit(None).await.unwrap();
-    store.record_turns(vec![TurnRecord::completed(a.clone(), "t2", big)]).await.unwrap();
+    store.record_turns(&[TurnRecord::completed(a.clone(), "t2", big)]).await.unwrap();
     assert_eq!(store.history(&a).await.unwrap().len(), 200);
 }
 
@@ -99,7 +99,7 @@ async fn the_write_ahead_log_stays_bounded_and_is_emptied_on_close() {
     // 1,000 turns of a user message and a reply each: about 4 MB of WAL without the limits.
     for n in 0..1000 {
         let turn = TurnRecord::completed(a.clone(), format!("t{n}"), vec![item(2 * n), item(2 * n + 1)]);
-        store.record_turns(vec![turn]).await.unwrap();
+        store.record_turns(&[turn]).await.unwrap();
         largest_wal = largest_wal.max(sizes(dir.path()).1);
     }
     let (db, wal) = sizes(dir.path());

@@ -1,0 +1,62 @@
+//! A conversation's row as both SQL back-ends hold it (SQLite and PostgreSQL): its settings and
+//! metadata as JSON text, decoded and encoded here once for both.
+
+use crate::types::{ConversationId, StoreError, ThreadRecord};
+
+/// The columns a [`ThreadRecord`] is read from, in [`RawRecord`]'s order (both back-ends; a
+/// macro, so that `concat!` can build whole statements from it at compile time).
+macro_rules! record_columns {
+    () => {
+        "thread_id, settings, profile, ephemeral, metadata, created_at_ms, updated_at_ms, turns"
+    };
+}
+pub(crate) use record_columns;
+
+/// A row of `threads` as read from the database, before its JSON is decoded.
+pub(crate) struct RawRecord {
+    pub(crate) id: String,
+    pub(crate) settings: String,
+    pub(crate) profile: String,
+    pub(crate) ephemeral: bool,
+    pub(crate) metadata: String,
+    pub(crate) created_at_ms: i64,
+    pub(crate) updated_at_ms: i64,
+    pub(crate) turns: i64,
+}
+
+impl RawRecord {
+    /// The record the row holds; `Corrupt` when its JSON does not read back.
+    pub(crate) fn decode(self) -> Result<ThreadRecord, StoreError> {
+        let id = ConversationId::from(self.id);
+        Ok(ThreadRecord {
+            settings: serde_json::from_str(&self.settings).map_err(|e| corrupt(&id, e))?,
+            metadata: serde_json::from_str(&self.metadata).map_err(|e| corrupt(&id, e))?,
+            profile: self.profile,
+            ephemeral: self.ephemeral,
+            created_at_ms: self.created_at_ms,
+            updated_at_ms: self.updated_at_ms,
+            turns: self.turns.max(0) as u64,
+            id,
+        })
+    }
+}
+
+/// A record's settings and metadata as the JSON text its row holds.
+pub(crate) fn encode_json(record: &ThreadRecord) -> Result<(String, String), StoreError> {
+    Ok((to_json(&record.id, &record.settings)?, to_json(&record.id, &record.metadata)?))
+}
+
+/// A value of a conversation (settings, an item) as the JSON text a row holds.
+pub(crate) fn to_json(id: &ConversationId, value: &impl serde::Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| corrupt(id, e))
+}
+
+/// A value of a conversation read back from the JSON text of a row.
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(id: &ConversationId, text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| corrupt(id, e))
+}
+
+/// What is stored of a conversation does not read back (or cannot be written as JSON).
+fn corrupt(id: &ConversationId, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt { thread_id: id.to_string(), reason: e.to_string() }
+}
