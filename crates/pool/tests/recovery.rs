@@ -1,5 +1,6 @@
 //! Process failures: the real pinned `codex app-server` killed or stopped mid-conversation, and
-//! (with a SCRIPTED FAKE app-server, for what the real binary cannot do on demand) a crash loop.
+//! (with a SCRIPTED FAKE app-server, for what the real binary cannot do on demand) a crash loop,
+//! garbage on stdout, and health pings answered late by a process that keeps talking.
 
 use codex_pool::{AbortReason, ConversationId, Pool, PoolConfig, PoolError, SlotStatus, TurnEvent, TurnOptions};
 use codex_pool_process::ProcessConfig;
@@ -147,6 +148,8 @@ async fn a_thread_that_never_ran_a_turn_is_rebuilt_with_its_settings_and_id() {
     pool.shutdown().await;
 }
 
+/// A pool of one SCRIPTED FAKE app-server (`FAKE_SCENARIO` picks its misbehaviour): only for
+/// faults the real codex cannot produce on demand.
 fn fake_pool(scenario: &str, dir: &tempfile::TempDir) -> PoolConfig {
     init_tracing();
     let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../process/tests/fixtures/fake-app-server.sh");
