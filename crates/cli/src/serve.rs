@@ -45,9 +45,13 @@ pub struct ServeArgs {
     /// conversations of a node that died wait before another node takes them over.
     #[arg(long, value_name = "SECS", default_value_t = 15)]
     pub lease_ttl_secs: u64,
-    /// The token clients must send (`Authorization: Bearer ...`), needed beyond loopback.
-    #[arg(long, env = "CODEX_POOL_TOKEN", hide_env_values = true)]
+    /// The token clients must send (`Authorization: Bearer ...`), needed beyond loopback. Any
+    /// user can read it in `ps`: prefer --token-file.
+    #[arg(long, env = "CODEX_POOL_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
     pub token: Option<String>,
+    /// A file holding the token (a trailing newline is dropped), so it is not on the command line.
+    #[arg(long, value_name = "PATH", env = "CODEX_POOL_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     /// Where the service keeps its database and codex's folders (default: CODEX_POOL_DATA_DIR,
     /// else $XDG_DATA_HOME/codex-pool, else ~/.local/share/codex-pool).
     #[arg(long, value_name = "DIR")]
@@ -110,8 +114,18 @@ pub fn default_data_dir() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(home).join(".local/share/codex-pool"))
 }
 
+/// The token, from --token (or CODEX_POOL_TOKEN) or --token-file (or CODEX_POOL_TOKEN_FILE).
+fn token(args: &ServeArgs) -> anyhow::Result<Option<String>> {
+    let Some(path) = &args.token_file else { return Ok(args.token.clone()) };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the token file {} (--token-file)", path.display()))?;
+    let token = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
+    Ok(Some(token.to_owned()))
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let policy = policy(&args)?;
+    let token = token(&args)?;
     let data_dir = match &args.data_dir {
         Some(dir) => dir.clone(),
         None => default_data_dir()?,
@@ -135,7 +149,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.progress_timeout = Duration::from_secs(args.progress_timeout_secs);
     let mut service_config = ServiceConfig::default();
     service_config.listen = args.listen;
-    service_config.token = args.token.clone().filter(|t| !t.is_empty());
+    service_config.token = token.clone();
     service_config.max_running_turns = args.max_running_turns.max(1);
     service_config.models = backend.model.clone().into_iter().collect();
     service_config.policy = policy;
@@ -147,7 +161,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let node = config.node.as_ref().map(|n| format!("; node {} at {}", n.id, n.address)).unwrap_or_default();
     let pool = Pool::new(config, store);
     let service = Service::on(listener, pool, service_config);
-    let auth = if args.token.is_some() { " -H \"Authorization: Bearer $CODEX_POOL_TOKEN\"" } else { "" };
+    let auth = if token.is_some() { " -H \"Authorization: Bearer $CODEX_POOL_TOKEN\"" } else { "" };
     println!(
         "codex-pool serving on http://{addr} (model: {}; data: {}; store: {}{node})",
         backend.describe,

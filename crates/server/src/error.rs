@@ -125,6 +125,37 @@ pub async fn redirect_to_owner(request: axum::extract::Request, next: axum::midd
     response
 }
 
+/// Middleware: an error answer that is not JSON (axum's own rejections, such as a path
+/// parameter with an invalid percent-encoding, answer `text/plain`) is answered again in the
+/// error shape of the route's API, with a message that says what to fix (axum's text is
+/// dropped: it may quote the request).
+pub async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (code, message) = match status {
+        StatusCode::BAD_REQUEST => {
+            ("invalid_request", "the request's path or query could not be read: check its percent-encoding")
+        }
+        StatusCode::NOT_FOUND => ("not_found", "no such route; see GET /openapi.json"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is over the service's limit"),
+        s if s.is_server_error() => ("internal", "the service failed to answer; see its log"),
+        _ => ("invalid_request", "the request was refused; see GET /openapi.json for what this route takes"),
+    };
+    let mut error = ApiError::new(status, code, message);
+    error.retry_after =
+        response.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    error.into_response_for(&path)
+}
+
 impl From<PoolError> for ApiError {
     fn from(e: PoolError) -> Self {
         let message = e.to_string();

@@ -117,6 +117,12 @@ pub enum ServeError {
         /// The address asked for.
         addr: SocketAddr,
     },
+    /// The token is empty, or starts or ends with whitespace: no client could send it.
+    #[error(
+        "the token is empty or starts or ends with whitespace, which no client can send in a header; pass a \
+         token of visible characters (--token, --token-file or CODEX_POOL_TOKEN)"
+    )]
+    UnusableToken,
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}; is another service using it? Pick another with --listen")]
     Bind {
@@ -156,6 +162,7 @@ pub fn router(state: AppState, config: &ServiceConfig) -> Router {
         .fallback(system::not_found)
         .method_not_allowed_fallback(system::method_not_allowed)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(axum::middleware::from_fn(error::json_errors))
         .layer(axum::middleware::from_fn(error::redirect_to_owner))
         .layer(axum::middleware::from_fn_with_state(token, auth::require_token))
         .layer(axum::middleware::from_fn_with_state(metrics, metrics::track))
@@ -181,7 +188,12 @@ impl Service {
     /// Checks the settings and binds the address, before there is a pool (whose node may
     /// announce the address bound); then [`Service::on`].
     pub async fn listen(config: &ServiceConfig) -> Result<TcpListener, ServeError> {
-        if !config.listen.ip().is_loopback() && config.token.as_deref().is_none_or(str::is_empty) {
+        if let Some(token) = &config.token {
+            if token.trim().is_empty() || token.trim() != token {
+                return Err(ServeError::UnusableToken);
+            }
+        }
+        if !config.listen.ip().is_loopback() && config.token.is_none() {
             return Err(ServeError::TokenRequired { addr: config.listen });
         }
         TcpListener::bind(config.listen).await.map_err(|source| ServeError::Bind { addr: config.listen, source })

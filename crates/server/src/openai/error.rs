@@ -96,6 +96,12 @@ impl OpenAiError {
     pub fn status(&self) -> StatusCode {
         self.status
     }
+
+    /// Asks the client to retry after `seconds` (`Retry-After`).
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
 }
 
 fn kind_of(status: StatusCode) -> &'static str {

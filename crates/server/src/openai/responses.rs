@@ -44,7 +44,7 @@ fn why(field: &str) -> &'static str {
 pub(crate) fn served_model(state: &AppState, asked: Option<String>) -> Result<Option<String>, OpenAiError> {
     state
         .model(asked)
-        .map_err(|e| OpenAiError::new(StatusCode::BAD_REQUEST, Some("model_not_found"), e.message()).param("model"))
+        .map_err(|e| OpenAiError::new(StatusCode::NOT_FOUND, Some("model_not_found"), e.message()).param("model"))
 }
 
 /// Room for one more turn in the service (429 when it runs as many as it may).
@@ -55,6 +55,7 @@ pub(crate) fn room(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit
             Some("too_many_turns"),
             format!("{n} turns already run; retry shortly"),
         )
+        .retry_after(1)
     })
 }
 
