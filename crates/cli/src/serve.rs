@@ -80,6 +80,58 @@ pub struct ServeArgs {
     /// Let coding-agent commands reach the network (with --agent-sandbox workspace-write).
     #[arg(long)]
     pub agent_network: bool,
+    #[command(flatten)]
+    pub edge: EdgeArgs,
+}
+
+/// The limits of the HTTP edge and the names and pages it answers to.
+#[derive(Debug, Args)]
+pub struct EdgeArgs {
+    /// Seconds a connection has to send a request's line and headers, from its opening or its
+    /// previous answer (so also how long an idle keep-alive connection is kept); then closed.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub header_timeout_secs: u64,
+    /// Seconds a request's body has to arrive once its headers have (408 after).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub body_timeout_secs: u64,
+    /// Connections open at once (lowered to what the open-files limit holds). Over it, a
+    /// reserve answers /healthz and 503 to anything else; beyond, connections are closed at once.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Connections beyond --max-connections that still answer /healthz (503 to anything else).
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub reserve_connections: usize,
+    /// A name clients may reach the service by (`Host`), besides its listen address and
+    /// localhost: NAME (any port) or NAME:PORT. Repeat for more. Others get 421.
+    #[arg(long, value_name = "NAME")]
+    pub allow_host: Vec<String>,
+    /// A web page's origin (`https://app.example`) that may use the service from a browser
+    /// (CORS). Repeat for more. Requests from other pages get 403.
+    #[arg(long, value_name = "ORIGIN")]
+    pub allow_origin: Vec<String>,
+}
+
+impl EdgeArgs {
+    /// Sets the edge's part of the service's settings.
+    fn apply(&self, config: &mut ServiceConfig) -> anyhow::Result<()> {
+        anyhow::ensure!(self.header_timeout_secs >= 1, "--header-timeout-secs must be at least 1");
+        anyhow::ensure!(self.body_timeout_secs >= 1, "--body-timeout-secs must be at least 1");
+        anyhow::ensure!(self.max_connections >= 1, "--max-connections must be at least 1");
+        for origin in &self.allow_origin {
+            anyhow::ensure!(
+                (origin.starts_with("http://") || origin.starts_with("https://"))
+                    && !origin.trim_end_matches('/').split_once("://").is_some_and(|(_, a)| a.contains('/')),
+                "--allow-origin {origin:?} is not an origin; write it as scheme://host[:port], e.g. https://app.example"
+            );
+        }
+        config.header_timeout = Duration::from_secs(self.header_timeout_secs);
+        config.body_timeout = Duration::from_secs(self.body_timeout_secs);
+        config.max_connections = self.max_connections;
+        config.reserve_connections = self.reserve_connections;
+        config.allowed_hosts = self.allow_host.clone();
+        config.allowed_origins = self.allow_origin.clone();
+        Ok(())
+    }
 }
 
 /// What clients may make codex do, from the operator's flags.
@@ -153,6 +205,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     service_config.max_running_turns = args.max_running_turns.max(1);
     service_config.models = backend.model.clone().into_iter().collect();
     service_config.policy = policy;
+    args.edge.apply(&mut service_config)?;
     let listener = Service::listen(&service_config).await?;
     let addr = listener.local_addr()?;
     if shared || args.node_id.is_some() {
@@ -170,7 +223,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     println!(
         "try: id=$(curl -s{auth} -X POST http://{addr}/v1/conversations | sed -E 's/.*\"id\":\"([^\"]+)\".*/\\1/'); \
-         curl -sN{auth} http://{addr}/v1/conversations/$id/turns -d '{{\"text\":\"hello\"}}'"
+         curl -sN{auth} -H 'Content-Type: application/json' http://{addr}/v1/conversations/$id/turns -d \
+         '{{\"text\":\"hello\"}}'"
     );
     use std::io::Write;
     std::io::stdout().flush()?;

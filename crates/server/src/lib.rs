@@ -32,12 +32,15 @@
 pub mod api;
 mod auth;
 pub mod client;
+pub mod edge_metrics;
 pub mod error;
 pub mod events;
 mod extract;
+mod listener;
 pub mod metrics;
 pub mod openai;
 mod openapi;
+mod origin;
 pub mod policy;
 pub mod runs;
 mod state;
@@ -59,7 +62,7 @@ use codex_pool::Pool;
 use metrics::Metrics;
 use openai::{chat, models, responses};
 use runs::Runs;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,6 +90,24 @@ pub struct ServiceConfig {
     pub models: Vec<String>,
     /// What clients may make codex do (chat only, by default).
     pub policy: policy::AgentPolicy,
+    /// How long a connection has to send a request's line and headers, from its opening or
+    /// from its previous answer's end (so also how long an idle keep-alive connection is kept);
+    /// then it is closed. A response in flight (a stream) is never idle.
+    pub header_timeout: Duration,
+    /// How long a request's body may take to arrive, once its headers have (408 after).
+    pub body_timeout: Duration,
+    /// Connections open at once. Over it, a small reserve ([`ServiceConfig::reserve_connections`])
+    /// answers `/healthz` and 503 to anything else; beyond that, connections are closed at once.
+    /// Lowered at start to what the open-files limit holds.
+    pub max_connections: usize,
+    /// Connections beyond `max_connections` that still answer `/healthz` (503 otherwise).
+    pub reserve_connections: usize,
+    /// Names the service answers to besides its listen address and `localhost` (a name: any
+    /// port; `name:port`: that port only). Any other `Host` is refused (421).
+    pub allowed_hosts: Vec<String>,
+    /// Web pages (`https://app.example`) that may use the service from a browser, with CORS.
+    /// Requests from any other page's origin are refused (403).
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for ServiceConfig {
@@ -100,6 +121,12 @@ impl Default for ServiceConfig {
             shutdown_grace: Duration::from_secs(5),
             models: Vec::new(),
             policy: policy::AgentPolicy::default(),
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
+            max_connections: 4096,
+            reserve_connections: 16,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -136,10 +163,18 @@ pub enum ServeError {
     Serve(#[source] std::io::Error),
 }
 
-/// The routes, over the service's state.
+/// The routes, over the service's state, for a service bound to `config.listen` (the address
+/// `Host` headers are checked against).
 pub fn router(state: AppState, config: &ServiceConfig) -> Router {
     let token = Arc::new(config.token.clone());
     let metrics = state.metrics.clone();
+    let guard = Arc::new(origin::Guard::new(
+        config.listen,
+        &config.allowed_hosts,
+        &config.allowed_origins,
+        config.body_timeout,
+        metrics.edge.clone(),
+    ));
     Router::new()
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
@@ -165,6 +200,7 @@ pub fn router(state: AppState, config: &ServiceConfig) -> Router {
         .layer(axum::middleware::from_fn(error::json_errors))
         .layer(axum::middleware::from_fn(error::redirect_to_owner))
         .layer(axum::middleware::from_fn_with_state(token, auth::require_token))
+        .layer(axum::middleware::from_fn_with_state(guard, origin::guard))
         .layer(axum::middleware::from_fn_with_state(metrics, metrics::track))
         .with_state(state)
 }
@@ -196,6 +232,7 @@ impl Service {
         if !config.listen.ip().is_loopback() && config.token.is_none() {
             return Err(ServeError::TokenRequired { addr: config.listen });
         }
+        listener::raise_open_files_limit();
         TcpListener::bind(config.listen).await.map_err(|source| ServeError::Bind { addr: config.listen, source })
     }
 
@@ -216,16 +253,31 @@ impl Service {
     /// every codex process, and returns within a few seconds. The pool is started in the
     /// background; until it serves, requests that need it get 503.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
-        let Service { pool, runs, metrics, listener, config } = self;
+        let bound = self.local_addr();
+        let Service { pool, runs, metrics, listener, mut config } = self;
+        // `Host` is checked against the port bound (the one asked for may be 0), and a node's
+        // advertised address, which other nodes send clients to, is one of its names.
+        config.listen = bound;
+        if let Some(node) = &pool.config().node {
+            let authority = node.address.split_once("://").map_or(node.address.as_str(), |(_, a)| a);
+            let authority = authority.split('/').next().unwrap_or_default();
+            if split_port(authority) {
+                config.allowed_hosts.push(authority.to_owned());
+            } else {
+                let port = if node.address.starts_with("https://") { 443 } else { 80 };
+                config.allowed_hosts.push(format!("{authority}:{port}"));
+            }
+        }
         let transcripts = Arc::new(openai::transcripts::Transcripts::new());
         let state = AppState {
             pool: pool.clone(),
             runs: runs.clone(),
             models: Arc::new(config.models.clone()),
             policy: Arc::new(config.policy.clone()),
-            metrics,
+            metrics: metrics.clone(),
             transcripts: transcripts.clone(),
         };
+        let edge = metrics.edge.clone();
         let app = router(state, &config);
         let starting = {
             let pool = pool.clone();
@@ -240,14 +292,17 @@ impl Service {
                 }
             })
         };
-        let (stop_tx, mut stop_rx) = watch::channel(false);
-        let mut serving = tokio::spawn(
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop_rx.wait_for(|stop| *stop).await;
-                })
-                .into_future(),
-        );
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let limits = listener::ConnLimits {
+            max_connections: listener::fitting_cap(
+                config.max_connections.max(1),
+                config.reserve_connections,
+                listener::open_files_limit(),
+            ),
+            reserve: config.reserve_connections,
+            header_timeout: config.header_timeout,
+        };
+        let mut serving = tokio::spawn(listener::serve(listener, app, limits, edge, stop_rx));
         shutdown.await;
         tracing::info!("shutting down: no new connections; ending running turns");
         let _ = stop_tx.send(true);
@@ -255,8 +310,7 @@ impl Service {
         pool.shutdown().await;
         runs.shutdown(config.shutdown_grace).await;
         match tokio::time::timeout(config.shutdown_grace, &mut serving).await {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(e))) => Err(ServeError::Serve(e)),
+            Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(ServeError::Serve(std::io::Error::other(e))),
             Err(_) => {
                 tracing::warn!("connections still open after the grace period; closing them");
@@ -265,4 +319,10 @@ impl Service {
             }
         }
     }
+}
+
+/// Whether an authority (`host[:port]`) names its port.
+fn split_port(authority: &str) -> bool {
+    let host_end = if authority.starts_with('[') { authority.find(']').unwrap_or(0) } else { 0 };
+    authority[host_end..].contains(':')
 }

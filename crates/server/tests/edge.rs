@@ -8,6 +8,9 @@ use codex_pool_testkit::*;
 use common::*;
 use hyper::{header, Method, StatusCode};
 use serde_json::json;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_refusal_is_in_the_error_shape() {
@@ -64,5 +67,238 @@ async fn every_refusal_is_in_the_error_shape() {
         assert_eq!(answer.headers.get(header::RETRY_AFTER).map(|v| v.to_str().unwrap()), Some("1"), "{path}");
     }
     assert_eq!(all(running).await.last().unwrap().event, "turn.completed");
+    svc.stop().await;
+}
+
+/// A raw connection to the service.
+async fn connect(c: &codex_pool_server::client::Client) -> TcpStream {
+    TcpStream::connect(c.base().trim_start_matches("http://")).await.unwrap()
+}
+
+/// Reads until the service closes the connection (a bound keeps a failing test from hanging).
+async fn until_closed(socket: &mut TcpStream) -> String {
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), socket.read(&mut buffer)).await {
+            Err(_) => panic!("the service kept the connection open; it sent: {}", String::from_utf8_lossy(&seen)),
+            Ok(Ok(0)) | Ok(Err(_)) => return String::from_utf8_lossy(&seen).into_owned(),
+            Ok(Ok(n)) => seen.extend_from_slice(&buffer[..n]),
+        }
+    }
+}
+
+/// Reads one answer whose body is `Content-Length` long; returns its head and body.
+async fn one_answer(socket: &mut TcpStream) -> (String, String) {
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&seen).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                .unwrap_or(0usize);
+            if body.len() >= length {
+                return (head.to_owned(), body.to_owned());
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(30), socket.read(&mut buffer)).await.unwrap().unwrap();
+        assert!(n > 0, "closed before a whole answer: {text}");
+        seen.extend_from_slice(&buffer[..n]);
+    }
+}
+
+fn metric(text: &str, sample: &str) -> f64 {
+    text.lines().find_map(|l| l.strip_prefix(sample).map(|v| v.trim().parse().unwrap())).unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_heads_and_bodies_and_idle_connections_are_closed_but_streams_are_not() {
+    let env = Env::new().await;
+    let svc = Running::start(&env, 1, |c| {
+        c.header_timeout = Duration::from_secs(1);
+        c.body_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let c = &svc.client;
+    let host = c.base().trim_start_matches("http://").to_owned();
+
+    // Half a request line, then nothing: closed (it was held forever), with no answer.
+    let mut half = connect(c).await;
+    half.write_all(b"GET /heal").await.unwrap();
+    assert!(!until_closed(&mut half).await.contains("200"));
+
+    // A body announced and never sent: 408 in the error shape, then closed.
+    let mut slow = connect(c).await;
+    let head = format!(
+        "POST /v1/conversations HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let answer = until_closed(&mut slow).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""code":"request_timeout""#), "{answer}");
+
+    // A keep-alive connection with nothing more to ask: closed after its answer.
+    let mut idle = connect(c).await;
+    idle.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).await.unwrap();
+    assert!(until_closed(&mut idle).await.starts_with("HTTP/1.1 200"));
+
+    // A stream far longer than the timeouts is not idle: it runs to its end.
+    let id = svc.conversation().await;
+    let long = json!({"text": "long [mock:deltas=30] [mock:delay_ms=100]"});
+    let events = all(c.stream(&format!("/v1/conversations/{id}/turns"), long).await.unwrap()).await;
+    assert_eq!(events.last().unwrap().event, "turn.completed");
+    assert_eq!(events.iter().filter(|e| e.event == "text.delta").count(), 30);
+
+    let text = String::from_utf8(c.get("/metrics").await.unwrap().body.to_vec()).unwrap();
+    assert!(metric(&text, "codex_pool_http_limit_refusals_total{limit=\"header_timeout\"}") >= 2.0, "{text}");
+    assert!(metric(&text, "codex_pool_http_limit_refusals_total{limit=\"body_timeout\"}") >= 1.0, "{text}");
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_are_refused_but_healthz_answers_and_the_service_recovers() {
+    let env = Env::new().await;
+    let svc = Running::start(&env, 1, |c| {
+        c.max_connections = 3;
+        c.reserve_connections = 1;
+    })
+    .await;
+    let c = &svc.client;
+    let host = c.base().trim_start_matches("http://").to_owned();
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut socket = connect(c).await;
+        socket.write_all(get("/healthz").as_bytes()).await.unwrap();
+        assert!(one_answer(&mut socket).await.0.starts_with("HTTP/1.1 200"));
+        held.push(socket);
+    }
+    // The reserve: 503 with Retry-After in the error shape, and /healthz; each then closed.
+    let mut over = connect(c).await;
+    over.write_all(get("/v1/pool").as_bytes()).await.unwrap();
+    let answer = until_closed(&mut over).await;
+    assert!(answer.starts_with("HTTP/1.1 503") && answer.to_ascii_lowercase().contains("retry-after: 1"), "{answer}");
+    assert!(answer.contains(r#""code":"too_many_connections""#), "{answer}");
+    let mut health = connect(c).await;
+    health.write_all(get("/healthz").as_bytes()).await.unwrap();
+    assert!(until_closed(&mut health).await.starts_with("HTTP/1.1 200"));
+    // With the reserve held too, a connection is closed at once, unanswered.
+    let mut reserve = connect(c).await;
+    reserve.write_all(b"GET /hea").await.unwrap();
+    let mut beyond = connect(c).await;
+    let _ = beyond.write_all(get("/healthz").as_bytes()).await;
+    assert_eq!(until_closed(&mut beyond).await, "");
+
+    // Once they go, the service serves again.
+    drop(held);
+    drop(reserve);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let fresh = codex_pool_server::client::Client::new(c.base(), None);
+    while fresh.get("/v1/pool").await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "the service did not serve again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = String::from_utf8(fresh.get("/metrics").await.unwrap().body.to_vec()).unwrap();
+    assert!(metric(&text, "codex_pool_http_limit_refusals_total{limit=\"connections\"}") >= 2.0, "{text}");
+    svc.stop().await;
+}
+
+/// A request with the headers given, answered in full.
+async fn with_headers(
+    c: &codex_pool_server::client::Client,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> codex_pool_server::client::Answer {
+    let mut request = hyper::Request::builder().method(method).uri(format!("{}{path}", c.base()));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(http_body_util::Full::new(bytes::Bytes::from(body.to_owned()))).unwrap();
+    c.send_with(request).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_pages_cannot_drive_the_service() {
+    let env = Env::new().await;
+    let svc = Running::start(&env, 1, |c| {
+        c.models = vec!["mock-model".into()];
+        c.allowed_hosts = vec!["api.example".into()];
+        c.allowed_origins = vec!["https://app.example".into()];
+    })
+    .await;
+    let c = &svc.client;
+    let host = c.base().trim_start_matches("http://").to_owned();
+    let chat = json!({"model": "mock-model", "messages": [{"role": "user", "content": "hi"}]}).to_string();
+
+    // A CORS "simple" request: text/plain or a form, which any page may send: 415.
+    for (path, kind, field) in [
+        ("/v1/chat/completions", "text/plain", "type"),
+        ("/v1/responses", "application/x-www-form-urlencoded", "type"),
+        ("/v1/conversations", "text/plain;charset=UTF-8", "code"),
+    ] {
+        let answer = with_headers(c, Method::POST, path, &[("content-type", kind)], &chat).await;
+        assert_eq!(answer.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{path} {kind}");
+        assert!(answer.json().unwrap()["error"][field].is_string(), "{path}");
+    }
+    // A body with no content type at all, too; none and no body is fine (release).
+    let id = svc.conversation().await;
+    let answer = with_headers(c, Method::POST, "/v1/conversations", &[], "{}").await;
+    assert_eq!(answer.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let answer = with_headers(c, Method::POST, &format!("/v1/conversations/{id}/release"), &[], "").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let json_kind = [("content-type", "application/json; charset=utf-8")];
+    assert_eq!(with_headers(c, Method::POST, "/v1/chat/completions", &json_kind, &chat).await.status, StatusCode::OK);
+
+    // DNS rebinding: a page's own name in `Host`: 421. The configured name is answered.
+    let evil = format!("evil.example:{}", host.rsplit(':').next().unwrap());
+    let answer = with_headers(c, Method::GET, "/v1/conversations", &[("host", &evil)], "").await;
+    assert_eq!(answer.status, StatusCode::MISDIRECTED_REQUEST);
+    assert_eq!(answer.json().unwrap()["error"]["code"], "misdirected_request");
+    for allowed in
+        [host.as_str(), "api.example", "api.example:443", &format!("localhost:{}", host.rsplit(':').next().unwrap())]
+    {
+        let answer = with_headers(c, Method::GET, "/v1/conversations", &[("host", allowed)], "").await;
+        assert_eq!(answer.status, StatusCode::OK, "{allowed}");
+    }
+
+    // A page of another origin: 403, preflight included; the service's own pages and the
+    // allowed front end pass, the latter with CORS headers.
+    for origin in ["http://evil.example", "null"] {
+        let answer = with_headers(c, Method::GET, "/v1/conversations", &[("origin", origin)], "").await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{origin}");
+        assert_eq!(answer.json().unwrap()["error"]["code"], "forbidden_origin");
+        let preflight = [("origin", origin), ("access-control-request-method", "POST")];
+        assert_eq!(
+            with_headers(c, Method::OPTIONS, "/v1/chat/completions", &preflight, "").await.status,
+            StatusCode::FORBIDDEN
+        );
+    }
+    let own = format!("http://{host}");
+    let answer = with_headers(c, Method::GET, "/v1/conversations", &[("origin", &own)], "").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(answer.headers.get("access-control-allow-origin").is_none());
+    let front = [("origin", "https://app.example")];
+    let answer = with_headers(c, Method::GET, "/v1/conversations", &front, "").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.headers["access-control-allow-origin"], "https://app.example");
+    let preflight = [
+        ("origin", "https://app.example"),
+        ("access-control-request-method", "POST"),
+        ("access-control-request-headers", "authorization, content-type"),
+    ];
+    let answer = with_headers(c, Method::OPTIONS, "/v1/chat/completions", &preflight, "").await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT);
+    assert_eq!(answer.headers["access-control-allow-origin"], "https://app.example");
+    assert_eq!(answer.headers["access-control-allow-headers"], "authorization, content-type, last-event-id");
+
+    let text = String::from_utf8(c.get("/metrics").await.unwrap().body.to_vec()).unwrap();
+    for limit in ["content_type", "host", "origin"] {
+        let sample = format!("codex_pool_http_limit_refusals_total{{limit=\"{limit}\"}}");
+        assert!(metric(&text, &sample) >= 1.0, "{limit}: {text}");
+    }
     svc.stop().await;
 }

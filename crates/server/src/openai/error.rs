@@ -5,7 +5,6 @@ use crate::error::ApiError;
 use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -162,17 +161,7 @@ impl<S: Send + Sync> FromRequest<S> for OpenAiBody {
     type Rejection = OpenAiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, OpenAiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                OpenAiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    Some("payload_too_large"),
-                    "the request body is over the service's limit",
-                )
-            } else {
-                OpenAiError::new(StatusCode::BAD_REQUEST, Some("invalid_request"), format!("unreadable body: {e}"))
-            }
-        })?;
+        let bytes = crate::extract::read_body(req, state).await.map_err(|e| OpenAiError::from(e.api()))?;
         match serde_json::from_slice::<Value>(&bytes) {
             Ok(Value::Object(map)) => Ok(OpenAiBody(map)),
             Ok(_) => Err(OpenAiError::new(
