@@ -109,6 +109,22 @@ pub struct EdgeArgs {
     /// (CORS). Repeat for more. Requests from other pages get 403.
     #[arg(long, value_name = "ORIGIN")]
     pub allow_origin: Vec<String>,
+    /// The most bytes of a conversation's instructions and of its developer instructions, each
+    /// (chat's system and developer messages too); more is refused (413).
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 10)]
+    pub max_instructions_bytes: usize,
+    /// The most metadata pairs of a conversation (400 over it).
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub max_metadata_pairs: usize,
+    /// The most characters of a metadata key.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_metadata_key_chars: usize,
+    /// The most characters of a metadata value (as JSON text when it is not a string).
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    pub max_metadata_value_chars: usize,
+    /// The most bytes of JSON in a page of a list; a page stops early (with next_after) there.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    pub max_page_bytes: usize,
 }
 
 impl EdgeArgs {
@@ -130,6 +146,11 @@ impl EdgeArgs {
         config.reserve_connections = self.reserve_connections;
         config.allowed_hosts = self.allow_host.clone();
         config.allowed_origins = self.allow_origin.clone();
+        config.caps.instructions_bytes = self.max_instructions_bytes;
+        config.caps.metadata_pairs = self.max_metadata_pairs;
+        config.caps.metadata_key_chars = self.max_metadata_key_chars;
+        config.caps.metadata_value_chars = self.max_metadata_value_chars;
+        config.caps.page_bytes = self.max_page_bytes.max(1);
         Ok(())
     }
 }

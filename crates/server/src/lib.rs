@@ -31,6 +31,7 @@
 
 pub mod api;
 mod auth;
+pub mod caps;
 pub mod client;
 pub mod edge_metrics;
 pub mod error;
@@ -108,6 +109,8 @@ pub struct ServiceConfig {
     /// Web pages (`https://app.example`) that may use the service from a browser, with CORS.
     /// Requests from any other page's origin are refused (403).
     pub allowed_origins: Vec<String>,
+    /// Caps on a conversation's settings (instructions, metadata) and on list pages.
+    pub caps: caps::SettingsCaps,
 }
 
 impl Default for ServiceConfig {
@@ -127,6 +130,7 @@ impl Default for ServiceConfig {
             reserve_connections: 16,
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
+            caps: caps::SettingsCaps::default(),
         }
     }
 }
@@ -276,6 +280,7 @@ impl Service {
             policy: Arc::new(config.policy.clone()),
             metrics: metrics.clone(),
             transcripts: transcripts.clone(),
+            caps: Arc::new(config.caps.clone()),
         };
         let edge = metrics.edge.clone();
         let app = router(state, &config);

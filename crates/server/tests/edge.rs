@@ -302,3 +302,96 @@ async fn web_pages_cannot_drive_the_service() {
     }
     svc.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_are_capped_on_every_route_and_pages_have_a_byte_budget() {
+    let env = Env::new().await;
+    let svc = Running::start(&env, 1, |c| {
+        c.models = vec!["mock-model".into()];
+        c.caps.page_bytes = 12_000;
+    })
+    .await;
+    let c = &svc.client;
+    let over = "x".repeat((64 << 10) + 1);
+    let at = "x".repeat(64 << 10);
+    let many: serde_json::Map<String, serde_json::Value> = (0..17).map(|i| (format!("k{i}"), json!("v"))).collect();
+
+    // The native API: 413 for text over its cap, 400 for metadata, each naming the field.
+    for (body, status, field) in [
+        (json!({"instructions": over}), StatusCode::PAYLOAD_TOO_LARGE, "instructions"),
+        (json!({"developer_instructions": over}), StatusCode::PAYLOAD_TOO_LARGE, "developer_instructions"),
+        (json!({"metadata": many}), StatusCode::BAD_REQUEST, "metadata"),
+        (json!({"metadata": {"k": "v".repeat(513)}}), StatusCode::BAD_REQUEST, "metadata"),
+        (json!({"metadata": {"k".repeat(65): 1}}), StatusCode::BAD_REQUEST, "metadata"),
+    ] {
+        let (got, answer) = raw(c, Method::POST, "/v1/conversations", &body.to_string()).await;
+        assert_eq!(got, status, "{field}: {answer}");
+        assert!(answer["error"]["message"].as_str().unwrap().contains(&format!("`{field}`")), "{answer}");
+    }
+    let fits = json!({"instructions": at, "developer_instructions": at, "metadata": {"k": "v".repeat(512), "n": 1}});
+    assert_eq!(raw(c, Method::POST, "/v1/conversations", &fits.to_string()).await.0, StatusCode::CREATED);
+
+    // OpenAI's routes: the same caps, the field as `param`.
+    let system = json!([{"role": "system", "content": over}, {"role": "user", "content": "hi"}]);
+    for (path, body, status, param) in [
+        ("/v1/responses", json!({"input": "x", "instructions": over}), 413, "instructions"),
+        ("/v1/responses", json!({"input": system}), 413, "input"),
+        ("/v1/responses", json!({"input": "x", "metadata": many}), 400, "metadata"),
+        ("/v1/chat/completions", json!({"model": "mock-model", "messages": system}), 413, "messages"),
+    ] {
+        let (got, answer) = raw(c, Method::POST, path, &body.to_string()).await;
+        assert_eq!((got.as_u16(), answer["error"]["param"].as_str()), (status, Some(param)), "{path}: {answer}");
+    }
+
+    // A page stops at its byte budget, and paging still reads every conversation once.
+    let mut made = Vec::new();
+    for _ in 0..5 {
+        let body = json!({"instructions": "i".repeat(5000)});
+        made.push(c.post("/v1/conversations", body).await.unwrap().json().unwrap()["id"].as_str().unwrap().to_owned());
+    }
+    let (mut seen, mut after, mut pages) = (Vec::new(), None::<String>, 0);
+    loop {
+        let path = match &after {
+            Some(a) => format!("/v1/conversations?limit=100&after={a}"),
+            None => "/v1/conversations?limit=100".to_owned(),
+        };
+        let answer = c.get(&path).await.unwrap();
+        let page = answer.json().unwrap();
+        // Over the budget only with one entry, which a page always holds.
+        let entries = page["data"].as_array().unwrap().len();
+        assert!(answer.body.len() <= 12_000 || entries == 1, "a page of {} bytes", answer.body.len());
+        seen.extend(page["data"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap().to_owned()));
+        pages += 1;
+        match page["next_after"].as_str() {
+            Some(next) => after = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert!(pages >= 3, "{pages} pages");
+    assert_eq!(seen.len(), 6, "{seen:?}");
+    assert!(made.iter().all(|id| seen.iter().filter(|s| *s == id).count() == 1));
+
+    // Items too: large items come a few to a page, each once, in order.
+    let id = svc.conversation().await;
+    for n in 0..3 {
+        let text = format!("{n} {}", "t".repeat(5000));
+        let done = c.post(&format!("/v1/conversations/{id}/turns"), json!({"text": text, "stream": false})).await;
+        assert_eq!(done.unwrap().json().unwrap()["status"], "completed");
+    }
+    let (mut seqs, mut after, mut pages) = (Vec::new(), 0u64, 0);
+    loop {
+        let page = c.get(&format!("/v1/conversations/{id}/items?after={after}")).await.unwrap().json().unwrap();
+        seqs.extend(page["data"].as_array().unwrap().iter().map(|i| i["seq"].as_u64().unwrap()));
+        pages += 1;
+        match page["next_after"].as_u64() {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    assert!(pages >= 3 && seqs.len() >= 6, "{pages} pages, {seqs:?}");
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+
+    let text = String::from_utf8(c.get("/metrics").await.unwrap().body.to_vec()).unwrap();
+    assert!(metric(&text, "codex_pool_http_limit_refusals_total{limit=\"settings\"}") >= 9.0, "{text}");
+    svc.stop().await;
+}

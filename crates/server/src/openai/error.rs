@@ -221,23 +221,12 @@ impl Fields {
         }
     }
 
-    /// `metadata`: at most 16 string keys of at most 64 characters, with string values of at
-    /// most 512.
+    /// `metadata`: an object (its caps are checked by [`crate::AppState::check_settings`]).
     pub fn metadata(&mut self, key: &str) -> Result<Option<Map<String, Value>>, OpenAiError> {
-        let Some(value) = self.map.remove(key) else { return Ok(None) };
-        let bad = || {
-            OpenAiError::invalid(
-                key,
-                "metadata is at most 16 pairs of strings: keys up to 64 characters, values up to 512",
-            )
-        };
-        let Value::Object(map) = value else { return Err(bad()) };
-        let fits = map.len() <= 16
-            && map.iter().all(|(k, v)| k.chars().count() <= 64 && v.as_str().is_some_and(|s| s.chars().count() <= 512));
-        if fits {
-            Ok(Some(map))
-        } else {
-            Err(bad())
+        match self.map.remove(key) {
+            None => Ok(None),
+            Some(Value::Object(map)) => Ok(Some(map)),
+            Some(_) => Err(OpenAiError::invalid(key, "metadata is an object of string keys and string values")),
         }
     }
 }

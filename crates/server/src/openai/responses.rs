@@ -96,6 +96,15 @@ pub async fn create(State(state): State<AppState>, OpenAiBody(body): OpenAiBody)
         Value::Array(items) => transcript(&items, "input")?,
         _ => return Err(OpenAiError::invalid("input", "`input` is a string or a list of messages")),
     };
+    state.check_settings(
+        &[
+            ("instructions", instructions.as_deref()),
+            ("input", said.system.as_deref()),
+            ("input", said.developer.as_deref()),
+        ],
+        metadata.as_ref().map(|m| ("metadata", m)),
+        true,
+    )?;
     let model = served_model(&state, model)?;
     let room = room(&state)?;
     let mut plan = match previous {
