@@ -87,3 +87,75 @@ fn tokens_no_client_can_send_are_refused_at_start() {
         assert!(stderr.contains("no client can send"), "{args:?}: {stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sockets_beyond_the_open_files_limit_leave_the_service_reachable() {
+    use std::os::unix::process::CommandExt;
+    let model = MockModel::start(MockConfig::default()).await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let log = data.path().join("serve.log");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_codex-pool"));
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--pool-size", "1", "--model-base-url", &model.base_url()])
+        .arg("--data-dir")
+        .arg(data.path())
+        .env_remove("CODEX_POOL_TOKEN")
+        .env("CODEX_POOL_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap());
+    // SAFETY: setrlimit only, between fork and exec. A low hard limit, as `ulimit -n` gives.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit { rlim_cur: 320, rlim_max: 320 };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut first).unwrap();
+    let base = first.split_whitespace().find(|w| w.starts_with("http://")).expect(&first).to_owned();
+    let c = Client::new(&base, None);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while c.get("/readyz").await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "not ready");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // More idle, unauthenticated sockets than serve has descriptors.
+    let mut idle = Vec::new();
+    for _ in 0..400 {
+        idle.push(tokio::net::TcpStream::connect(base.trim_start_matches("http://")).await.unwrap());
+    }
+    // /healthz still answers (from the reserve, once its silent sockets are closed)...
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let fresh = Client::new(&base, None);
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(5), fresh.get("/healthz")).await;
+        if answer.is_ok_and(|a| a.is_ok_and(|a| a.status == StatusCode::OK)) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "/healthz unreachable with idle sockets open");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // ...and once they go, everything does.
+    drop(idle);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let fresh = Client::new(&base, None);
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(5), fresh.get("/v1/pool")).await;
+        if answer.is_ok_and(|a| a.is_ok()) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the service did not serve again");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // SAFETY: a plain syscall on our own child.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    assert!(child.wait().unwrap().success());
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert!(logs.contains("capping them"), "the lowered cap was not logged: {logs}");
+}
