@@ -101,7 +101,7 @@ pub struct EdgeArgs {
     /// Connections beyond --max-connections that still answer /healthz (503 to anything else).
     #[arg(long, value_name = "N", default_value_t = 16)]
     pub reserve_connections: usize,
-    /// A name clients may reach the service by (`Host`), besides its listen address and
+    /// A name clients may reach the service by (`Host`), besides IP addresses and
     /// localhost: NAME (any port) or NAME:PORT. Repeat for more. Others get 421.
     #[arg(long, value_name = "NAME")]
     pub allow_host: Vec<String>,

@@ -19,9 +19,13 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// A stable, machine-readable name: `invalid_request`, `unauthorized`, `forbidden`,
-    /// `not_found`, `conflict`, `payload_too_large`, `input_too_large`, `too_many_turns`,
-    /// `not_ready`, `unavailable`, `codex_error`, `store_error`, `owned_elsewhere` (with a
-    /// `307` to the node that serves the conversation), `lease_lost`, `internal`.
+    /// `forbidden_origin` (403: a web page's origin not allowed), `not_found`, `request_timeout`
+    /// (408: the body came too slowly), `conflict`, `payload_too_large`, `input_too_large`,
+    /// `settings_too_large` (413), `unsupported_media_type` (415: the body is not JSON),
+    /// `misdirected_request` (421: a `Host` the service does not answer to), `too_many_turns`,
+    /// `too_many_connections` (503), `not_ready`, `unavailable`, `codex_error`, `store_error`,
+    /// `owned_elsewhere` (with a `307` to the node that serves the conversation), `lease_lost`,
+    /// `internal`.
     pub code: &'static str,
     /// What happened, and how to fix it.
     pub message: String,

@@ -16,7 +16,9 @@
 //!   /v1/chat/completions`, `GET /v1/models`.
 //!
 //! Errors are `{"error": {"code", "message"}}` (OpenAI's routes: OpenAI's shape). Safe by default: loopback unless told
-//! otherwise, a token required anywhere else, bodies and running turns capped.
+//! otherwise, a token required anywhere else, bodies, settings, list pages, running turns and
+//! connections capped, every phase of an HTTP exchange timed out, and web pages kept out
+//! (`Host`, `Origin` and the JSON content type checked).
 //!
 //! ```no_run
 //! # async fn demo(pool: codex_pool::Pool) -> Result<(), codex_pool_server::ServeError> {
@@ -103,7 +105,7 @@ pub struct ServiceConfig {
     pub max_connections: usize,
     /// Connections beyond `max_connections` that still answer `/healthz` (503 otherwise).
     pub reserve_connections: usize,
-    /// Names the service answers to besides its listen address and `localhost` (a name: any
+    /// Names the service answers to besides IP addresses and `localhost` (a name: any
     /// port; `name:port`: that port only). Any other `Host` is refused (421).
     pub allowed_hosts: Vec<String>,
     /// Web pages (`https://app.example`) that may use the service from a browser, with CORS.
@@ -167,13 +169,11 @@ pub enum ServeError {
     Serve(#[source] std::io::Error),
 }
 
-/// The routes, over the service's state, for a service bound to `config.listen` (the address
-/// `Host` headers are checked against).
+/// The routes, over the service's state.
 pub fn router(state: AppState, config: &ServiceConfig) -> Router {
     let token = Arc::new(config.token.clone());
     let metrics = state.metrics.clone();
     let guard = Arc::new(origin::Guard::new(
-        config.listen,
         &config.allowed_hosts,
         &config.allowed_origins,
         config.body_timeout,
@@ -257,11 +257,8 @@ impl Service {
     /// every codex process, and returns within a few seconds. The pool is started in the
     /// background; until it serves, requests that need it get 503.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
-        let bound = self.local_addr();
         let Service { pool, runs, metrics, listener, mut config } = self;
-        // `Host` is checked against the port bound (the one asked for may be 0), and a node's
-        // advertised address, which other nodes send clients to, is one of its names.
-        config.listen = bound;
+        // A node's advertised address, which other nodes send clients to, is one of its names.
         if let Some(node) = &pool.config().node {
             let authority = node.address.split_once("://").map_or(node.address.as_str(), |(_, a)| a);
             let authority = authority.split('/').next().unwrap_or_default();

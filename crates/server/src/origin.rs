@@ -1,6 +1,7 @@
 //! What a web page may not do to the service: every request must name the service in its `Host`
-//! (its listen address, `localhost`, the node's advertised address or a name given with
-//! `--allow-host`; else 421, which defeats DNS rebinding), a request from a browser page
+//! (an IP address, `localhost`, the node's advertised address or a name given with
+//! `--allow-host`; else 421, which defeats DNS rebinding: a rebound page sends its own name),
+//! a request from a browser page
 //! (`Origin`) must come from the service itself or an origin given with `--allow-origin` (else
 //! 403; allowed origins get CORS headers and their preflights answered), and a body must be
 //! `application/json` (else 415: a form or `text/plain`, which a page may send anywhere without
@@ -12,7 +13,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,37 +26,25 @@ pub(crate) struct BodyDeadline {
     pub metrics: Arc<EdgeMetrics>,
 }
 
-/// The hosts and origins the service answers to.
+/// The hosts and origins the service answers to. Any IP literal and `localhost` are accepted
+/// with any port: DNS rebinding needs a name of the attacker's, and a port mapped by Docker or
+/// a proxy differs from the one bound; names must be configured.
 #[derive(Debug)]
 pub(crate) struct Guard {
     /// `host:port` accepted as they are (lower case).
     exact: Vec<String>,
     /// Names accepted with any port (lower case).
     names: Vec<String>,
-    /// Listening on every address: any IP literal with the service's port is accepted.
-    any_ip: bool,
-    port: u16,
     /// Cross-origin pages allowed (lower case, no trailing `/`).
     origins: Vec<String>,
     body: BodyDeadline,
 }
 
 impl Guard {
-    /// The guard of a service bound to `bound`, also answering to `hosts` (a name, any port; or
-    /// `name:port`, that port only) and to pages from `origins`.
-    pub(crate) fn new(
-        bound: SocketAddr,
-        hosts: &[String],
-        origins: &[String],
-        body_timeout: Duration,
-        metrics: Arc<EdgeMetrics>,
-    ) -> Self {
-        let port = bound.port();
-        let mut exact = vec![bound.to_string()];
-        let (mut names, any_ip) = (Vec::new(), bound.ip().is_unspecified());
-        if bound.ip().is_loopback() || any_ip {
-            exact.push(format!("localhost:{port}"));
-        }
+    /// The guard of a service answering to IP addresses, `localhost` and `hosts` (a name, any
+    /// port; or `name:port`, that port only), and to pages from `origins`.
+    pub(crate) fn new(hosts: &[String], origins: &[String], body_timeout: Duration, metrics: Arc<EdgeMetrics>) -> Self {
+        let (mut exact, mut names) = (Vec::new(), vec!["localhost".to_owned()]);
         for host in hosts.iter().map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()) {
             if split_host(&host).1.is_some() {
                 exact.push(host);
@@ -64,7 +53,7 @@ impl Guard {
             }
         }
         let origins = origins.iter().map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase()).collect();
-        Self { exact, names, any_ip, port, origins, body: BodyDeadline { within: body_timeout, metrics } }
+        Self { exact, names, origins, body: BodyDeadline { within: body_timeout, metrics } }
     }
 
     fn host_allowed(&self, host: &str) -> bool {
@@ -74,7 +63,7 @@ impl Guard {
         self.exact.contains(&host)
             || self.exact.contains(&format!("{name}:{port}"))
             || self.names.iter().any(|n| n == name)
-            || (self.any_ip && port == self.port && name.trim_matches(['[', ']']).parse::<IpAddr>().is_ok())
+            || name.strip_prefix('[').and_then(|n| n.strip_suffix(']')).unwrap_or(name).parse::<IpAddr>().is_ok()
     }
 
     /// Whether a page of `origin` may use the service reached at `host`: its own pages, and the
@@ -181,37 +170,37 @@ fn allow(headers: &mut HeaderMap, origin: &str) {
 mod tests {
     use super::*;
 
-    fn guard(bound: &str, hosts: &[&str]) -> Guard {
+    fn guard(hosts: &[&str]) -> Guard {
         let hosts: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
-        Guard::new(
-            bound.parse().unwrap(),
-            &hosts,
-            &["https://app.example".into()],
-            Duration::from_secs(1),
-            Default::default(),
-        )
+        Guard::new(&hosts, &["https://app.example".into()], Duration::from_secs(1), Default::default())
     }
 
     #[test]
     fn hosts() {
-        let g = guard("127.0.0.1:7878", &["api.example", "node1:9000"]);
-        for ok in ["127.0.0.1:7878", "localhost:7878", "LOCALHOST:7878", "api.example", "api.example:443", "node1:9000"]
-        {
+        let g = guard(&["api.example", "node1:9000"]);
+        for ok in [
+            "127.0.0.1:7878",
+            "127.0.0.1:8080",
+            "localhost:7878",
+            "LOCALHOST",
+            "10.1.2.3:7878",
+            "[::1]:7878",
+            "[fe80::1]",
+            "api.example",
+            "api.example:443",
+            "node1:9000",
+        ] {
             assert!(g.host_allowed(ok), "{ok}");
         }
-        for no in ["evil.example:7878", "127.0.0.1:7879", "localhost", "node1:9001", "10.0.0.1:7878", "[::1]:7878"] {
+        for no in ["evil.example:7878", "evil.example", "node1:9001", "localhost.evil.example", "127.0.0.1.nip.io:7878"]
+        {
             assert!(!g.host_allowed(no), "{no}");
         }
-        let any = guard("0.0.0.0:7878", &[]);
-        for ok in ["10.1.2.3:7878", "[fe80::1]:7878", "localhost:7878"] {
-            assert!(any.host_allowed(ok), "{ok}");
-        }
-        assert!(!any.host_allowed("evil.example:7878") && !any.host_allowed("10.1.2.3:80"));
     }
 
     #[test]
     fn origins() {
-        let g = guard("127.0.0.1:7878", &[]);
+        let g = guard(&[]);
         assert_eq!(g.origin_allowed("http://127.0.0.1:7878", Some("127.0.0.1:7878")), Some(false));
         assert_eq!(g.origin_allowed("https://APP.example/", Some("127.0.0.1:7878")), Some(true));
         assert_eq!(g.origin_allowed("http://evil.example", Some("127.0.0.1:7878")), None);
