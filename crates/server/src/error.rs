@@ -39,6 +39,9 @@ pub struct ApiError {
     message: String,
     retry_after: Option<u64>,
     owner: Option<OwnerAddress>,
+    /// The request's body was left unread: the connection closes after the answer
+    /// (`Connection: close`), so the client does not send its next request on it.
+    close: bool,
 }
 
 /// The address of the node that serves a conversation, on an answer that sends the client
@@ -49,7 +52,7 @@ pub struct OwnerAddress(pub String);
 impl ApiError {
     /// An error with the given status, code and message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), retry_after: None, owner: None }
+        Self { status, code, message: message.into(), retry_after: None, owner: None, close: false }
     }
 
     /// The node that serves the conversation, to send the client to.
@@ -71,6 +74,18 @@ impl ApiError {
     pub fn retry_after(mut self, seconds: u64) -> Self {
         self.retry_after = Some(seconds);
         self
+    }
+
+    /// Closes the connection after the answer (`Connection: close`): the request's body was
+    /// left unread.
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
+    }
+
+    /// Whether the connection closes after the answer.
+    pub fn closes(&self) -> bool {
+        self.close
     }
 
     /// The HTTP status.
@@ -109,6 +124,9 @@ impl IntoResponse for ApiError {
         }
         if let Some(owner) = self.owner {
             response.extensions_mut().insert(owner);
+        }
+        if self.close {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

@@ -28,12 +28,14 @@ impl BodyError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 "the request body is over the service's limit",
-            ),
+            )
+            .closing(),
             BodyError::TooSlow => ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "request_timeout",
                 "the request body did not arrive in time; send it whole, at once",
-            ),
+            )
+            .closing(),
             BodyError::Unreadable(e) => ApiError::invalid(format!("the request body could not be read: {e}")),
         }
     }

@@ -42,6 +42,8 @@ pub struct OpenAiError {
     retry_after: Option<u64>,
     /// Boxed: errors travel in `Result`s, which stay small.
     owner: Option<Box<crate::error::OwnerAddress>>,
+    /// `Connection: close` on the answer (the body was left unread).
+    close: bool,
 }
 
 impl OpenAiError {
@@ -63,6 +65,7 @@ impl OpenAiError {
             message: message.into(),
             retry_after: None,
             owner: None,
+            close: false,
         }
     }
 
@@ -119,6 +122,7 @@ impl From<ApiError> for OpenAiError {
         let mut out = OpenAiError::new(e.status(), Some(e.code()), e.message().to_owned());
         out.retry_after = e.retry_after_secs();
         out.owner = e.owner().cloned().map(Box::new);
+        out.close = e.closes();
         out
     }
 }
@@ -142,13 +146,16 @@ impl IntoResponse for OpenAiError {
         } else {
             tracing::debug!(status = %self.status, param = ?self.param, message = %self.message, "request refused");
         }
-        let (status, retry_after, owner) = (self.status, self.retry_after, self.owner.take());
+        let (status, retry_after, owner, close) = (self.status, self.retry_after, self.owner.take(), self.close);
         let mut response = (status, axum::Json(self.into_body())).into_response();
         if let Some(seconds) = retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if let Some(owner) = owner {
             response.extensions_mut().insert(*owner);
+        }
+        if close {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }
