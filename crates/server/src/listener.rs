@@ -14,6 +14,7 @@ use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
@@ -101,13 +102,27 @@ async fn connection(
     metrics.connection(true);
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(header_timeout);
-    let conn = builder.serve_connection(TokioIo::new(socket), TowerToHyperService::new(app));
+    // Whether a request ever came: a connection that never sent one is closed at once when the
+    // service stops (hyper's graceful shutdown would wait for its head until the timeout).
+    let asked = Arc::new(AtomicBool::new(false));
+    let service = {
+        let (asked, app) = (asked.clone(), TowerToHyperService::new(app));
+        hyper::service::service_fn(move |request| {
+            asked.store(true, Ordering::Relaxed);
+            hyper::service::Service::call(&app, request)
+        })
+    };
+    let conn = builder.serve_connection(TokioIo::new(socket), service);
     tokio::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,
         _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+            if asked.load(Ordering::Relaxed) {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            } else {
+                Ok(())
+            }
         }
     };
     match result {

@@ -395,3 +395,26 @@ async fn settings_are_capped_on_every_route_and_pages_have_a_byte_budget() {
     assert!(metric(&text, "codex_pool_http_limit_refusals_total{limit=\"settings\"}") >= 9.0, "{text}");
     svc.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_socket_does_not_hold_shutdown() {
+    let env = Env::new().await;
+    let svc = Running::start(&env, 1, |c| {
+        c.shutdown_grace = Duration::from_secs(60);
+        c.header_timeout = Duration::from_secs(120);
+    })
+    .await;
+    let mut silent = connect(&svc.client).await;
+    silent.write_all(b"GET /he").await.unwrap();
+    // Accepted: the client's own connection and the silent one are open.
+    loop {
+        let text = String::from_utf8(svc.client.get("/metrics").await.unwrap().body.to_vec()).unwrap();
+        if metric(&text, "codex_pool_http_connections") >= 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Stopping does not wait for its head (up to the grace period: 60 s here; `stop` allows 15).
+    svc.stop().await;
+    assert_eq!(until_closed(&mut silent).await, "");
+}
