@@ -45,9 +45,13 @@ pub struct ServeArgs {
     /// conversations of a node that died wait before another node takes them over.
     #[arg(long, value_name = "SECS", default_value_t = 15)]
     pub lease_ttl_secs: u64,
-    /// The token clients must send (`Authorization: Bearer ...`), needed beyond loopback.
-    #[arg(long, env = "CODEX_POOL_TOKEN", hide_env_values = true)]
+    /// The token clients must send (`Authorization: Bearer ...`), needed beyond loopback. Any
+    /// user can read it in `ps`: prefer --token-file.
+    #[arg(long, env = "CODEX_POOL_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
     pub token: Option<String>,
+    /// A file holding the token (a trailing newline is dropped), so it is not on the command line.
+    #[arg(long, value_name = "PATH", env = "CODEX_POOL_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     /// Where the service keeps its database and codex's folders (default: CODEX_POOL_DATA_DIR,
     /// else $XDG_DATA_HOME/codex-pool, else ~/.local/share/codex-pool).
     #[arg(long, value_name = "DIR")]
@@ -76,6 +80,79 @@ pub struct ServeArgs {
     /// Let coding-agent commands reach the network (with --agent-sandbox workspace-write).
     #[arg(long)]
     pub agent_network: bool,
+    #[command(flatten)]
+    pub edge: EdgeArgs,
+}
+
+/// The limits of the HTTP edge and the names and pages it answers to.
+#[derive(Debug, Args)]
+pub struct EdgeArgs {
+    /// Seconds a connection has to send a request's line and headers, from its opening or its
+    /// previous answer (so also how long an idle keep-alive connection is kept); then closed.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub header_timeout_secs: u64,
+    /// Seconds a request's body has to arrive once its headers have (408 after).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub body_timeout_secs: u64,
+    /// Connections open at once (lowered to what the open-files limit holds). Over it, a
+    /// reserve answers /healthz and 503 to anything else; beyond, connections are closed at once.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Connections beyond --max-connections that still answer /healthz (503 to anything else).
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub reserve_connections: usize,
+    /// A name clients may reach the service by (`Host`), besides IP addresses and
+    /// localhost: NAME (any port) or NAME:PORT. Repeat for more. Others get 421.
+    #[arg(long, value_name = "NAME")]
+    pub allow_host: Vec<String>,
+    /// A web page's origin (`https://app.example`) that may use the service from a browser
+    /// (CORS). Repeat for more. Requests from other pages get 403.
+    #[arg(long, value_name = "ORIGIN")]
+    pub allow_origin: Vec<String>,
+    /// The most bytes of a conversation's instructions and of its developer instructions, each
+    /// (chat's system and developer messages too); more is refused (413).
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 10)]
+    pub max_instructions_bytes: usize,
+    /// The most metadata pairs of a conversation (400 over it).
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub max_metadata_pairs: usize,
+    /// The most characters of a metadata key.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_metadata_key_chars: usize,
+    /// The most characters of a metadata value (as JSON text when it is not a string).
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    pub max_metadata_value_chars: usize,
+    /// The most bytes of JSON in a page of a list; a page stops early (with next_after) there.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    pub max_page_bytes: usize,
+}
+
+impl EdgeArgs {
+    /// Sets the edge's part of the service's settings.
+    fn apply(&self, config: &mut ServiceConfig) -> anyhow::Result<()> {
+        anyhow::ensure!(self.header_timeout_secs >= 1, "--header-timeout-secs must be at least 1");
+        anyhow::ensure!(self.body_timeout_secs >= 1, "--body-timeout-secs must be at least 1");
+        anyhow::ensure!(self.max_connections >= 1, "--max-connections must be at least 1");
+        for origin in &self.allow_origin {
+            anyhow::ensure!(
+                (origin.starts_with("http://") || origin.starts_with("https://"))
+                    && !origin.trim_end_matches('/').split_once("://").is_some_and(|(_, a)| a.contains('/')),
+                "--allow-origin {origin:?} is not an origin; write it as scheme://host[:port], e.g. https://app.example"
+            );
+        }
+        config.header_timeout = Duration::from_secs(self.header_timeout_secs);
+        config.body_timeout = Duration::from_secs(self.body_timeout_secs);
+        config.max_connections = self.max_connections;
+        config.reserve_connections = self.reserve_connections;
+        config.allowed_hosts = self.allow_host.clone();
+        config.allowed_origins = self.allow_origin.clone();
+        config.caps.instructions_bytes = self.max_instructions_bytes;
+        config.caps.metadata_pairs = self.max_metadata_pairs;
+        config.caps.metadata_key_chars = self.max_metadata_key_chars;
+        config.caps.metadata_value_chars = self.max_metadata_value_chars;
+        config.caps.page_bytes = self.max_page_bytes.max(1);
+        Ok(())
+    }
 }
 
 /// What clients may make codex do, from the operator's flags.
@@ -110,8 +187,18 @@ pub fn default_data_dir() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(home).join(".local/share/codex-pool"))
 }
 
+/// The token, from --token (or CODEX_POOL_TOKEN) or --token-file (or CODEX_POOL_TOKEN_FILE).
+fn token(args: &ServeArgs) -> anyhow::Result<Option<String>> {
+    let Some(path) = &args.token_file else { return Ok(args.token.clone()) };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the token file {} (--token-file)", path.display()))?;
+    let token = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
+    Ok(Some(token.to_owned()))
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let policy = policy(&args)?;
+    let token = token(&args)?;
     let data_dir = match &args.data_dir {
         Some(dir) => dir.clone(),
         None => default_data_dir()?,
@@ -135,10 +222,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.progress_timeout = Duration::from_secs(args.progress_timeout_secs);
     let mut service_config = ServiceConfig::default();
     service_config.listen = args.listen;
-    service_config.token = args.token.clone().filter(|t| !t.is_empty());
+    service_config.token = token.clone();
     service_config.max_running_turns = args.max_running_turns.max(1);
     service_config.models = backend.model.clone().into_iter().collect();
     service_config.policy = policy;
+    args.edge.apply(&mut service_config)?;
     let listener = Service::listen(&service_config).await?;
     let addr = listener.local_addr()?;
     if shared || args.node_id.is_some() {
@@ -147,7 +235,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let node = config.node.as_ref().map(|n| format!("; node {} at {}", n.id, n.address)).unwrap_or_default();
     let pool = Pool::new(config, store);
     let service = Service::on(listener, pool, service_config);
-    let auth = if args.token.is_some() { " -H \"Authorization: Bearer $CODEX_POOL_TOKEN\"" } else { "" };
+    let auth = if token.is_some() { " -H \"Authorization: Bearer $CODEX_POOL_TOKEN\"" } else { "" };
     println!(
         "codex-pool serving on http://{addr} (model: {}; data: {}; store: {}{node})",
         backend.describe,
@@ -156,7 +244,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     println!(
         "try: id=$(curl -s{auth} -X POST http://{addr}/v1/conversations | sed -E 's/.*\"id\":\"([^\"]+)\".*/\\1/'); \
-         curl -sN{auth} http://{addr}/v1/conversations/$id/turns -d '{{\"text\":\"hello\"}}'"
+         curl -sN{auth} -H 'Content-Type: application/json' http://{addr}/v1/conversations/$id/turns -d \
+         '{{\"text\":\"hello\"}}'"
     );
     use std::io::Write;
     std::io::stdout().flush()?;

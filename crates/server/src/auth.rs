@@ -14,12 +14,8 @@ pub async fn require_token(State(token): State<Arc<Option<String>>>, request: Re
     if request.uri().path() == "/healthz" {
         return next.run(request).await;
     }
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
+    let given =
+        request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer).unwrap_or_default();
     if same(given.as_bytes(), token.as_bytes()) {
         return next.run(request).await;
     }
@@ -31,6 +27,13 @@ pub async fn require_token(State(token): State<Arc<Option<String>>>, request: Re
     let mut response = error.into_response_for(request.uri().path());
     response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
     response
+}
+
+/// The credentials of a `Bearer` authorization; the scheme's name is case-insensitive (RFC
+/// 7235), and spaces may follow it.
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim_start_matches(' '))
 }
 
 /// Whether two byte strings are equal, in a time that depends on their lengths only.
@@ -50,5 +53,14 @@ mod tests {
         assert!(!super::same(b"secret", b"secreT"));
         assert!(!super::same(b"secret", b"secret!"));
         assert!(!super::same(b"", b"x"));
+    }
+
+    #[test]
+    fn the_scheme_is_case_insensitive() {
+        for value in ["Bearer t", "bearer t", "BEARER t", "bEaReR  t"] {
+            assert_eq!(super::bearer(value), Some("t"), "{value}");
+        }
+        assert_eq!(super::bearer("Basic t"), None);
+        assert_eq!(super::bearer("Bearert"), None);
     }
 }

@@ -19,9 +19,13 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// A stable, machine-readable name: `invalid_request`, `unauthorized`, `forbidden`,
-    /// `not_found`, `conflict`, `payload_too_large`, `input_too_large`, `too_many_turns`,
-    /// `not_ready`, `unavailable`, `codex_error`, `store_error`, `owned_elsewhere` (with a
-    /// `307` to the node that serves the conversation), `lease_lost`, `internal`.
+    /// `forbidden_origin` (403: a web page's origin not allowed), `not_found`, `request_timeout`
+    /// (408: the body came too slowly), `conflict`, `payload_too_large`, `input_too_large`,
+    /// `settings_too_large` (413), `unsupported_media_type` (415: the body is not JSON),
+    /// `misdirected_request` (421: a `Host` the service does not answer to), `too_many_turns`,
+    /// `too_many_connections` (503), `not_ready`, `unavailable`, `codex_error`, `store_error`,
+    /// `owned_elsewhere` (with a `307` to the node that serves the conversation), `lease_lost`,
+    /// `internal`.
     pub code: &'static str,
     /// What happened, and how to fix it.
     pub message: String,
@@ -35,6 +39,9 @@ pub struct ApiError {
     message: String,
     retry_after: Option<u64>,
     owner: Option<OwnerAddress>,
+    /// The request's body was left unread: the connection closes after the answer
+    /// (`Connection: close`), so the client does not send its next request on it.
+    close: bool,
 }
 
 /// The address of the node that serves a conversation, on an answer that sends the client
@@ -45,7 +52,7 @@ pub struct OwnerAddress(pub String);
 impl ApiError {
     /// An error with the given status, code and message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), retry_after: None, owner: None }
+        Self { status, code, message: message.into(), retry_after: None, owner: None, close: false }
     }
 
     /// The node that serves the conversation, to send the client to.
@@ -67,6 +74,18 @@ impl ApiError {
     pub fn retry_after(mut self, seconds: u64) -> Self {
         self.retry_after = Some(seconds);
         self
+    }
+
+    /// Closes the connection after the answer (`Connection: close`): the request's body was
+    /// left unread.
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
+    }
+
+    /// Whether the connection closes after the answer.
+    pub fn closes(&self) -> bool {
+        self.close
     }
 
     /// The HTTP status.
@@ -106,6 +125,9 @@ impl IntoResponse for ApiError {
         if let Some(owner) = self.owner {
             response.extensions_mut().insert(owner);
         }
+        if self.close {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }
@@ -123,6 +145,37 @@ pub async fn redirect_to_owner(request: axum::extract::Request, next: axum::midd
         }
     }
     response
+}
+
+/// Middleware: an error answer that is not JSON (axum's own rejections, such as a path
+/// parameter with an invalid percent-encoding, answer `text/plain`) is answered again in the
+/// error shape of the route's API, with a message that says what to fix (axum's text is
+/// dropped: it may quote the request).
+pub async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (code, message) = match status {
+        StatusCode::BAD_REQUEST => {
+            ("invalid_request", "the request's path or query could not be read: check its percent-encoding")
+        }
+        StatusCode::NOT_FOUND => ("not_found", "no such route; see GET /openapi.json"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is over the service's limit"),
+        s if s.is_server_error() => ("internal", "the service failed to answer; see its log"),
+        _ => ("invalid_request", "the request was refused; see GET /openapi.json for what this route takes"),
+    };
+    let mut error = ApiError::new(status, code, message);
+    error.retry_after =
+        response.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    error.into_response_for(&path)
 }
 
 impl From<PoolError> for ApiError {

@@ -16,7 +16,9 @@
 //!   /v1/chat/completions`, `GET /v1/models`.
 //!
 //! Errors are `{"error": {"code", "message"}}` (OpenAI's routes: OpenAI's shape). Safe by default: loopback unless told
-//! otherwise, a token required anywhere else, bodies and running turns capped.
+//! otherwise, a token required anywhere else, bodies, settings, list pages, running turns and
+//! connections capped, every phase of an HTTP exchange timed out, and web pages kept out
+//! (`Host`, `Origin` and the JSON content type checked).
 //!
 //! ```no_run
 //! # async fn demo(pool: codex_pool::Pool) -> Result<(), codex_pool_server::ServeError> {
@@ -31,13 +33,17 @@
 
 pub mod api;
 mod auth;
+pub mod caps;
 pub mod client;
+pub mod edge_metrics;
 pub mod error;
 pub mod events;
 mod extract;
+mod listener;
 pub mod metrics;
 pub mod openai;
 mod openapi;
+mod origin;
 pub mod policy;
 pub mod runs;
 mod state;
@@ -59,7 +65,7 @@ use codex_pool::Pool;
 use metrics::Metrics;
 use openai::{chat, models, responses};
 use runs::Runs;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,6 +93,26 @@ pub struct ServiceConfig {
     pub models: Vec<String>,
     /// What clients may make codex do (chat only, by default).
     pub policy: policy::AgentPolicy,
+    /// How long a connection has to send a request's line and headers, from its opening or
+    /// from its previous answer's end (so also how long an idle keep-alive connection is kept);
+    /// then it is closed. A response in flight (a stream) is never idle.
+    pub header_timeout: Duration,
+    /// How long a request's body may take to arrive, once its headers have (408 after).
+    pub body_timeout: Duration,
+    /// Connections open at once. Over it, a small reserve ([`ServiceConfig::reserve_connections`])
+    /// answers `/healthz` and 503 to anything else; beyond that, connections are closed at once.
+    /// Lowered at start to what the open-files limit holds.
+    pub max_connections: usize,
+    /// Connections beyond `max_connections` that still answer `/healthz` (503 otherwise).
+    pub reserve_connections: usize,
+    /// Names the service answers to besides IP addresses and `localhost` (a name: any
+    /// port; `name:port`: that port only). Any other `Host` is refused (421).
+    pub allowed_hosts: Vec<String>,
+    /// Web pages (`https://app.example`) that may use the service from a browser, with CORS.
+    /// Requests from any other page's origin are refused (403).
+    pub allowed_origins: Vec<String>,
+    /// Caps on a conversation's settings (instructions, metadata) and on list pages.
+    pub caps: caps::SettingsCaps,
 }
 
 impl Default for ServiceConfig {
@@ -100,6 +126,13 @@ impl Default for ServiceConfig {
             shutdown_grace: Duration::from_secs(5),
             models: Vec::new(),
             policy: policy::AgentPolicy::default(),
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
+            max_connections: 4096,
+            reserve_connections: 16,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            caps: caps::SettingsCaps::default(),
         }
     }
 }
@@ -117,6 +150,12 @@ pub enum ServeError {
         /// The address asked for.
         addr: SocketAddr,
     },
+    /// The token is empty, or starts or ends with whitespace: no client could send it.
+    #[error(
+        "the token is empty or starts or ends with whitespace, which no client can send in a header; pass a \
+         token of visible characters (--token, --token-file or CODEX_POOL_TOKEN)"
+    )]
+    UnusableToken,
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}; is another service using it? Pick another with --listen")]
     Bind {
@@ -134,6 +173,12 @@ pub enum ServeError {
 pub fn router(state: AppState, config: &ServiceConfig) -> Router {
     let token = Arc::new(config.token.clone());
     let metrics = state.metrics.clone();
+    let guard = Arc::new(origin::Guard::new(
+        &config.allowed_hosts,
+        &config.allowed_origins,
+        config.body_timeout,
+        metrics.edge.clone(),
+    ));
     Router::new()
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
@@ -156,8 +201,10 @@ pub fn router(state: AppState, config: &ServiceConfig) -> Router {
         .fallback(system::not_found)
         .method_not_allowed_fallback(system::method_not_allowed)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(axum::middleware::from_fn(error::json_errors))
         .layer(axum::middleware::from_fn(error::redirect_to_owner))
         .layer(axum::middleware::from_fn_with_state(token, auth::require_token))
+        .layer(axum::middleware::from_fn_with_state(guard, origin::guard))
         .layer(axum::middleware::from_fn_with_state(metrics, metrics::track))
         .with_state(state)
 }
@@ -181,9 +228,15 @@ impl Service {
     /// Checks the settings and binds the address, before there is a pool (whose node may
     /// announce the address bound); then [`Service::on`].
     pub async fn listen(config: &ServiceConfig) -> Result<TcpListener, ServeError> {
-        if !config.listen.ip().is_loopback() && config.token.as_deref().is_none_or(str::is_empty) {
+        if let Some(token) = &config.token {
+            if token.trim().is_empty() || token.trim() != token {
+                return Err(ServeError::UnusableToken);
+            }
+        }
+        if !config.listen.ip().is_loopback() && config.token.is_none() {
             return Err(ServeError::TokenRequired { addr: config.listen });
         }
+        listener::raise_open_files_limit();
         TcpListener::bind(config.listen).await.map_err(|source| ServeError::Bind { addr: config.listen, source })
     }
 
@@ -204,16 +257,29 @@ impl Service {
     /// every codex process, and returns within a few seconds. The pool is started in the
     /// background; until it serves, requests that need it get 503.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
-        let Service { pool, runs, metrics, listener, config } = self;
+        let Service { pool, runs, metrics, listener, mut config } = self;
+        // A node's advertised address, which other nodes send clients to, is one of its names.
+        if let Some(node) = &pool.config().node {
+            let authority = node.address.split_once("://").map_or(node.address.as_str(), |(_, a)| a);
+            let authority = authority.split('/').next().unwrap_or_default();
+            if split_port(authority) {
+                config.allowed_hosts.push(authority.to_owned());
+            } else {
+                let port = if node.address.starts_with("https://") { 443 } else { 80 };
+                config.allowed_hosts.push(format!("{authority}:{port}"));
+            }
+        }
         let transcripts = Arc::new(openai::transcripts::Transcripts::new());
         let state = AppState {
             pool: pool.clone(),
             runs: runs.clone(),
             models: Arc::new(config.models.clone()),
             policy: Arc::new(config.policy.clone()),
-            metrics,
+            metrics: metrics.clone(),
             transcripts: transcripts.clone(),
+            caps: Arc::new(config.caps.clone()),
         };
+        let edge = metrics.edge.clone();
         let app = router(state, &config);
         let starting = {
             let pool = pool.clone();
@@ -228,14 +294,17 @@ impl Service {
                 }
             })
         };
-        let (stop_tx, mut stop_rx) = watch::channel(false);
-        let mut serving = tokio::spawn(
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop_rx.wait_for(|stop| *stop).await;
-                })
-                .into_future(),
-        );
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let limits = listener::ConnLimits {
+            max_connections: listener::fitting_cap(
+                config.max_connections.max(1),
+                config.reserve_connections,
+                listener::open_files_limit(),
+            ),
+            reserve: config.reserve_connections,
+            header_timeout: config.header_timeout,
+        };
+        let mut serving = tokio::spawn(listener::serve(listener, app, limits, edge, stop_rx));
         shutdown.await;
         tracing::info!("shutting down: no new connections; ending running turns");
         let _ = stop_tx.send(true);
@@ -243,8 +312,7 @@ impl Service {
         pool.shutdown().await;
         runs.shutdown(config.shutdown_grace).await;
         match tokio::time::timeout(config.shutdown_grace, &mut serving).await {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(e))) => Err(ServeError::Serve(e)),
+            Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(ServeError::Serve(std::io::Error::other(e))),
             Err(_) => {
                 tracing::warn!("connections still open after the grace period; closing them");
@@ -253,4 +321,10 @@ impl Service {
             }
         }
     }
+}
+
+/// Whether an authority (`host[:port]`) names its port.
+fn split_port(authority: &str) -> bool {
+    let host_end = if authority.starts_with('[') { authority.find(']').unwrap_or(0) } else { 0 };
+    authority[host_end..].contains(':')
 }

@@ -69,6 +69,8 @@ pub struct Metrics {
     http: Mutex<BTreeMap<(String, String, u16), u64>>,
     chat_continued: AtomicU64,
     chat_new: AtomicU64,
+    /// The HTTP edge's counters (connections, limits that bit).
+    pub edge: Arc<crate::edge_metrics::EdgeMetrics>,
 }
 
 impl Metrics {
@@ -227,6 +229,7 @@ impl Metrics {
                 escape(&method)
             );
         }
+        self.edge.render(&mut out);
         out
     }
 }

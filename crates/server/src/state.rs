@@ -1,5 +1,7 @@
 //! What every handler shares: the pool and the turns the service runs.
 
+use crate::caps::{OverCap, SettingsCaps};
+use crate::edge_metrics::EdgeLimit;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::openai::transcripts::Transcripts;
@@ -24,6 +26,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Which chat transcript is which conversation (`POST /v1/chat/completions`).
     pub transcripts: Arc<Transcripts>,
+    /// Caps on conversations' settings and list pages.
+    pub caps: Arc<SettingsCaps>,
 }
 
 impl AppState {
@@ -36,6 +40,24 @@ impl AppState {
             ))),
             asked => Ok(asked.or_else(|| self.models.first().cloned())),
         }
+    }
+
+    /// Checks a new conversation's texts and metadata (`strings_only`: OpenAI's rule for
+    /// metadata values) against the caps, counting a refusal in `/metrics`.
+    pub fn check_settings(
+        &self,
+        texts: &[(&str, Option<&str>)],
+        metadata: Option<(&str, &serde_json::Map<String, serde_json::Value>)>,
+        strings_only: bool,
+    ) -> Result<(), OverCap> {
+        let checked = self.caps.texts(texts).and_then(|()| match metadata {
+            Some((field, map)) => self.caps.metadata(field, map, strings_only),
+            None => Ok(()),
+        });
+        if checked.is_err() {
+            self.metrics.edge.refused(EdgeLimit::Settings);
+        }
+        checked
     }
 
     /// 503 unless the pool serves.

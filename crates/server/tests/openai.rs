@@ -135,7 +135,7 @@ async fn responses_refuse_what_they_cannot_honour_and_name_it() {
         (json!({"input": "x", "bogus": 1}), 400, "bogus"),
         (json!({}), 400, "input"),
         (json!({"input": 5}), 400, "input"),
-        (json!({"input": "x", "model": "gpt-nope"}), 400, "model"),
+        (json!({"input": "x", "model": "gpt-nope"}), 404, "model"),
         (json!({"input": "x", "metadata": {"k": 1}}), 400, "metadata"),
         (json!({"input": "x", "stream": "yes"}), 400, "stream"),
         (

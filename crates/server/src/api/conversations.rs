@@ -1,6 +1,7 @@
 //! `/v1/conversations`: create, list, read, release (unload from codex, keep), delete, interrupt,
 //! and read a conversation's stored history.
 
+use crate::caps::within_budget;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::policy::Asked;
@@ -16,6 +17,9 @@ use utoipa::{IntoParams, ToSchema};
 
 /// The most a page holds.
 const MAX_PAGE: usize = 100;
+
+/// Items read from the store at once while a page is filled.
+const ITEMS_READ_AT_ONCE: usize = 10;
 
 /// A new conversation. Every field is optional, and these are all there are: codex's own
 /// configuration is the operator's, never a client's (an unknown field is refused, naming it).
@@ -183,6 +187,14 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateConversation>,
 ) -> Result<(StatusCode, Json<Conversation>), ApiError> {
     state.ready()?;
+    state.check_settings(
+        &[
+            ("instructions", body.instructions.as_deref()),
+            ("developer_instructions", body.developer_instructions.as_deref()),
+        ],
+        body.metadata.as_ref().map(|m| ("metadata", m)),
+        false,
+    )?;
     let settings = ThreadSettings {
         base_instructions: body.instructions,
         developer_instructions: body.developer_instructions,
@@ -207,15 +219,13 @@ pub async fn list(
     let limit = page_size(query.limit, 20)?;
     let after = query.after.as_deref().map(parse_cursor).transpose()?;
     let mut page = state.pool.conversations(after, limit + 1).await?;
-    let has_more = page.len() > limit;
+    let more_stored = page.len() > limit;
     page.truncate(limit);
-    let next_after = page.last().filter(|_| has_more).map(|c| format!("{}.{}", c.record.created_at_ms, c.record.id));
-    Ok(Json(ConversationList {
-        object: "list",
-        data: page.into_iter().map(Into::into).collect(),
-        has_more,
-        next_after,
-    }))
+    let cursors: Vec<String> = page.iter().map(|c| format!("{}.{}", c.record.created_at_ms, c.record.id)).collect();
+    let (data, cut) = within_budget(page.into_iter().map(Conversation::from).collect(), state.caps.page_bytes);
+    let has_more = more_stored || cut;
+    let next_after = if has_more { cursors.get(data.len().wrapping_sub(1)).cloned() } else { None };
+    Ok(Json(ConversationList { object: "list", data, has_more, next_after }))
 }
 
 fn parse_cursor(text: &str) -> Result<ListCursor, ApiError> {
@@ -248,11 +258,31 @@ pub async fn items(
     ApiQuery(query): ApiQuery<ItemsQuery>,
 ) -> Result<Json<ItemList>, ApiError> {
     let limit = page_size(query.limit, MAX_PAGE)?;
-    let mut page = state.pool.items(&ConversationId::from(id), query.after.unwrap_or(0), limit + 1).await?;
-    let has_more = page.len() > limit;
-    page.truncate(limit);
-    let next_after = page.last().filter(|_| has_more).map(|i| i.seq);
-    let data = page.into_iter().map(|i| Item { seq: i.seq, turn_id: i.turn_id, item: i.item }).collect();
+    let id = ConversationId::from(id);
+    // Read a few at a time, so that a page of large items is never all held at once beyond its
+    // byte budget.
+    let (mut data, mut used, mut after) = (Vec::new(), 0usize, query.after.unwrap_or(0));
+    let has_more = 'page: loop {
+        let want = (limit - data.len()).min(ITEMS_READ_AT_ONCE);
+        let batch = state.pool.items(&id, after, want + 1).await?;
+        let more_stored = batch.len() > want;
+        for stored in batch.into_iter().take(want) {
+            let item = Item { seq: stored.seq, turn_id: stored.turn_id, item: stored.item };
+            let size = serde_json::to_vec(&item).map_or(0, |v| v.len() + 1);
+            if !data.is_empty() && used + size > state.caps.page_bytes {
+                break 'page true;
+            }
+            (used, after) = (used + size, item.seq);
+            data.push(item);
+        }
+        if !more_stored {
+            break false;
+        }
+        if data.len() == limit {
+            break true;
+        }
+    };
+    let next_after = data.last().filter(|_| has_more).map(|i| i.seq);
     Ok(Json(ItemList { object: "list", data, has_more, next_after }))
 }
 

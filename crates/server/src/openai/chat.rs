@@ -86,6 +86,11 @@ pub async fn create(State(state): State<AppState>, OpenAiBody(body): OpenAiBody)
         ));
     }
     let said = transcript(&messages, "messages")?;
+    state.check_settings(
+        &[("messages", said.system.as_deref()), ("messages", said.developer.as_deref())],
+        None,
+        false,
+    )?;
     let served = served_model(&state, Some(model.clone()))?;
     let room = room(&state)?;
     let head = TranscriptKey { model: &model, system: said.system.as_deref(), developer: said.developer.as_deref() };

@@ -5,7 +5,6 @@ use crate::error::ApiError;
 use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -43,6 +42,8 @@ pub struct OpenAiError {
     retry_after: Option<u64>,
     /// Boxed: errors travel in `Result`s, which stay small.
     owner: Option<Box<crate::error::OwnerAddress>>,
+    /// `Connection: close` on the answer (the body was left unread).
+    close: bool,
 }
 
 impl OpenAiError {
@@ -64,6 +65,7 @@ impl OpenAiError {
             message: message.into(),
             retry_after: None,
             owner: None,
+            close: false,
         }
     }
 
@@ -96,6 +98,12 @@ impl OpenAiError {
     pub fn status(&self) -> StatusCode {
         self.status
     }
+
+    /// Asks the client to retry after `seconds` (`Retry-After`).
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
 }
 
 fn kind_of(status: StatusCode) -> &'static str {
@@ -114,6 +122,7 @@ impl From<ApiError> for OpenAiError {
         let mut out = OpenAiError::new(e.status(), Some(e.code()), e.message().to_owned());
         out.retry_after = e.retry_after_secs();
         out.owner = e.owner().cloned().map(Box::new);
+        out.close = e.closes();
         out
     }
 }
@@ -137,13 +146,16 @@ impl IntoResponse for OpenAiError {
         } else {
             tracing::debug!(status = %self.status, param = ?self.param, message = %self.message, "request refused");
         }
-        let (status, retry_after, owner) = (self.status, self.retry_after, self.owner.take());
+        let (status, retry_after, owner, close) = (self.status, self.retry_after, self.owner.take(), self.close);
         let mut response = (status, axum::Json(self.into_body())).into_response();
         if let Some(seconds) = retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if let Some(owner) = owner {
             response.extensions_mut().insert(*owner);
+        }
+        if close {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }
@@ -156,17 +168,7 @@ impl<S: Send + Sync> FromRequest<S> for OpenAiBody {
     type Rejection = OpenAiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, OpenAiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                OpenAiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    Some("payload_too_large"),
-                    "the request body is over the service's limit",
-                )
-            } else {
-                OpenAiError::new(StatusCode::BAD_REQUEST, Some("invalid_request"), format!("unreadable body: {e}"))
-            }
-        })?;
+        let bytes = crate::extract::read_body(req, state).await.map_err(|e| OpenAiError::from(e.api()))?;
         match serde_json::from_slice::<Value>(&bytes) {
             Ok(Value::Object(map)) => Ok(OpenAiBody(map)),
             Ok(_) => Err(OpenAiError::new(
@@ -226,23 +228,12 @@ impl Fields {
         }
     }
 
-    /// `metadata`: at most 16 string keys of at most 64 characters, with string values of at
-    /// most 512.
+    /// `metadata`: an object (its caps are checked by [`crate::AppState::check_settings`]).
     pub fn metadata(&mut self, key: &str) -> Result<Option<Map<String, Value>>, OpenAiError> {
-        let Some(value) = self.map.remove(key) else { return Ok(None) };
-        let bad = || {
-            OpenAiError::invalid(
-                key,
-                "metadata is at most 16 pairs of strings: keys up to 64 characters, values up to 512",
-            )
-        };
-        let Value::Object(map) = value else { return Err(bad()) };
-        let fits = map.len() <= 16
-            && map.iter().all(|(k, v)| k.chars().count() <= 64 && v.as_str().is_some_and(|s| s.chars().count() <= 512));
-        if fits {
-            Ok(Some(map))
-        } else {
-            Err(bad())
+        match self.map.remove(key) {
+            None => Ok(None),
+            Some(Value::Object(map)) => Ok(Some(map)),
+            Some(_) => Err(OpenAiError::invalid(key, "metadata is an object of string keys and string values")),
         }
     }
 }

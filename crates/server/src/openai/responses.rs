@@ -44,7 +44,7 @@ fn why(field: &str) -> &'static str {
 pub(crate) fn served_model(state: &AppState, asked: Option<String>) -> Result<Option<String>, OpenAiError> {
     state
         .model(asked)
-        .map_err(|e| OpenAiError::new(StatusCode::BAD_REQUEST, Some("model_not_found"), e.message()).param("model"))
+        .map_err(|e| OpenAiError::new(StatusCode::NOT_FOUND, Some("model_not_found"), e.message()).param("model"))
 }
 
 /// Room for one more turn in the service (429 when it runs as many as it may).
@@ -55,6 +55,7 @@ pub(crate) fn room(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit
             Some("too_many_turns"),
             format!("{n} turns already run; retry shortly"),
         )
+        .retry_after(1)
     })
 }
 
@@ -95,6 +96,15 @@ pub async fn create(State(state): State<AppState>, OpenAiBody(body): OpenAiBody)
         Value::Array(items) => transcript(&items, "input")?,
         _ => return Err(OpenAiError::invalid("input", "`input` is a string or a list of messages")),
     };
+    state.check_settings(
+        &[
+            ("instructions", instructions.as_deref()),
+            ("input", said.system.as_deref()),
+            ("input", said.developer.as_deref()),
+        ],
+        metadata.as_ref().map(|m| ("metadata", m)),
+        true,
+    )?;
     let model = served_model(&state, model)?;
     let room = room(&state)?;
     let mut plan = match previous {

@@ -109,6 +109,10 @@ async fn paging_items(store: &dyn ThreadStore) {
     let rest = store.items(&id, 4, 4).await.unwrap();
     assert_eq!(rest.iter().map(|i| i.item["n"].as_i64().unwrap()).collect::<Vec<_>>(), [4, 5]);
     assert!(store.items(&id, 6, 4).await.unwrap().is_empty());
+    // Past i64::MAX (where SQL's integers end) there is nothing either, not the whole history.
+    for after in [i64::MAX as u64, i64::MAX as u64 + 1, u64::MAX] {
+        assert!(store.items(&id, after, 4).await.unwrap().is_empty(), "after {after}");
+    }
     assert!(store.items(&"nobody".into(), 0, 4).await.unwrap().is_empty());
     store.delete(&id).await.unwrap();
 }

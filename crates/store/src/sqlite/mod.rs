@@ -298,13 +298,17 @@ impl ThreadStore for SqliteStore {
     fn items<'a>(&'a self, id: &'a ConversationId, after_seq: u64, limit: usize) -> StoreFuture<'a, Vec<StoredItem>> {
         let id = id.clone();
         self.run(move |conn| {
+            // Clamped, not cast: a position past i64::MAX has nothing after it (a cast wrapped
+            // it to -1, which read the history from its start).
+            let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
             let mut query = conn
                 .prepare_cached(
                     "SELECT seq, turn_id, item FROM thread_items WHERE thread_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
                 )
                 .db()?;
             let rows = query
-                .query_map(params![id.as_str(), after_seq as i64, limit as i64], |r| {
+                .query_map(params![id.as_str(), after, limit], |r| {
                     Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
                 })
                 .db()?;
