@@ -76,6 +76,22 @@ pub struct ServeArgs {
     /// Let coding-agent commands reach the network (with --agent-sandbox workspace-write).
     #[arg(long)]
     pub agent_network: bool,
+    // Memory budgets (issue 24).
+    /// Items in one turn's input (native `input`, Responses `input`, chat `messages` and their
+    /// content parts); more are refused (400, too_many_items).
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub max_input_items: usize,
+    /// Bytes of ended turns' events kept for clients to re-attach, all together; past it the
+    /// oldest go (re-attaching to them gets 410, events_expired).
+    #[arg(long, value_name = "BYTES", default_value_t = 256 << 20)]
+    pub max_retained_event_bytes: usize,
+    /// Bytes of one turn's events; a turn whose events pass it is cut (turn.failed,
+    /// events_too_large).
+    #[arg(long, value_name = "BYTES", default_value_t = 32 << 20)]
+    pub max_turn_event_bytes: usize,
+    /// How long an ended turn's events are kept for clients to re-attach.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub keep_events_secs: u64,
 }
 
 /// What clients may make codex do, from the operator's flags.
@@ -139,6 +155,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     service_config.max_running_turns = args.max_running_turns.max(1);
     service_config.models = backend.model.clone().into_iter().collect();
     service_config.policy = policy;
+    service_config.max_input_items = args.max_input_items.max(1);
+    service_config.max_retained_event_bytes = args.max_retained_event_bytes;
+    service_config.max_turn_event_bytes = args.max_turn_event_bytes.max(1);
+    service_config.keep_events_for = Duration::from_secs(args.keep_events_secs);
     let listener = Service::listen(&service_config).await?;
     let addr = listener.local_addr()?;
     if shared || args.node_id.is_some() {

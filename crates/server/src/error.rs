@@ -134,8 +134,12 @@ impl From<PoolError> for ApiError {
                 Self::new(StatusCode::CONFLICT, "conflict", message)
             }
             PoolError::InputTooLarge { .. } => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "input_too_large", message),
-            PoolError::Overloaded { .. }
-            | PoolError::Unavailable
+            // One admission limit: a turn whose process is full is told at once, as the
+            // service's own cap tells it.
+            PoolError::Overloaded { .. } => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_turns", message).retry_after(1)
+            }
+            PoolError::Unavailable
             | PoolError::NoProcess(_)
             | PoolError::ShutDown
             | PoolError::Spawn(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message).retry_after(1),

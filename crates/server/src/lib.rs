@@ -87,6 +87,16 @@ pub struct ServiceConfig {
     pub models: Vec<String>,
     /// What clients may make codex do (chat only, by default).
     pub policy: policy::AgentPolicy,
+    // Memory budgets (issue 24).
+    /// Items in one turn's input (native `input`, Responses `input`, chat `messages`); more are
+    /// refused (400, `too_many_items`).
+    pub max_input_items: usize,
+    /// Bytes (of their JSON) of ended turns' event logs kept all together; past it the oldest
+    /// go, and re-attaching to them gets 410 (`events_expired`).
+    pub max_retained_event_bytes: usize,
+    /// Bytes of one turn's events: a running turn that passes it is cut (`turn.failed`,
+    /// `events_too_large`).
+    pub max_turn_event_bytes: usize,
 }
 
 impl Default for ServiceConfig {
@@ -100,6 +110,9 @@ impl Default for ServiceConfig {
             shutdown_grace: Duration::from_secs(5),
             models: Vec::new(),
             policy: policy::AgentPolicy::default(),
+            max_input_items: 1024,
+            max_retained_event_bytes: 256 << 20,
+            max_turn_event_bytes: 32 << 20,
         }
     }
 }
@@ -190,7 +203,18 @@ impl Service {
     /// The service on a listener [`Service::listen`] bound with the same settings.
     pub fn on(listener: TcpListener, pool: Pool, config: ServiceConfig) -> Self {
         let metrics = Arc::new(Metrics::default());
-        let runs = Runs::new(config.max_running_turns, config.keep_events_for, metrics.clone());
+        // One admission limit: never more turns than the pool has room for.
+        let capacity = pool.turn_capacity();
+        if config.max_running_turns > capacity {
+            tracing::info!(asked = config.max_running_turns, capacity, "running turns capped at the pool's capacity");
+        }
+        let limits = runs::RunLimits {
+            max_turns: config.max_running_turns.min(capacity).max(1),
+            retention: config.keep_events_for,
+            retained_bytes: config.max_retained_event_bytes,
+            turn_bytes: config.max_turn_event_bytes,
+        };
+        let runs = Runs::new(limits, metrics.clone());
         Self { pool, runs, metrics, listener, config }
     }
 
@@ -213,6 +237,7 @@ impl Service {
             policy: Arc::new(config.policy.clone()),
             metrics,
             transcripts: transcripts.clone(),
+            max_input_items: config.max_input_items,
         };
         let app = router(state, &config);
         let starting = {

@@ -24,6 +24,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Which chat transcript is which conversation (`POST /v1/chat/completions`).
     pub transcripts: Arc<Transcripts>,
+    /// Items one turn's input may have (`ServiceConfig::max_input_items`).
+    pub max_input_items: usize,
 }
 
 impl AppState {
