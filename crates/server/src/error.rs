@@ -139,10 +139,9 @@ impl From<PoolError> for ApiError {
             PoolError::Overloaded { .. } => {
                 Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_turns", message).retry_after(1)
             }
-            PoolError::Unavailable
-            | PoolError::NoProcess(_)
-            | PoolError::ShutDown
-            | PoolError::Spawn(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message).retry_after(1),
+            PoolError::Unavailable | PoolError::NoProcess(_) | PoolError::ShutDown | PoolError::Spawn(_) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message).retry_after(1)
+            }
             PoolError::Store(e) => e.into(),
             PoolError::Rebuild { .. } | PoolError::Codex(_) | PoolError::History(_) => {
                 Self::new(StatusCode::BAD_GATEWAY, "codex_error", message)

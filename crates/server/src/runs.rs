@@ -207,9 +207,10 @@ impl Runs {
         // Ended tasks are reaped here, so the set holds only live ones.
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
-            drive(turn, &driven, &metrics, begun, room, Some(on_end), limits.turn_bytes).await;
-            let Some(seq) = runs.upgrade().and_then(|runs| runs.ended(key, driven.bytes())) else { return };
+            let keep = |bytes| runs.upgrade().and_then(|runs| runs.ended(key.clone(), bytes));
+            let kept = drive(turn, &driven, &metrics, begun, room, Some(on_end), limits.turn_bytes, keep).await;
             drop(driven);
+            let Some(seq) = kept else { return };
             tokio::time::sleep(limits.retention).await;
             if let Some(runs) = runs.upgrade() {
                 let mut logs = runs.logs.lock().unwrap_or_else(|p| p.into_inner());
@@ -247,8 +248,9 @@ impl Runs {
     }
 
     /// A turn's log of `bytes` ended: kept within the budget (the oldest ended logs make room),
-    /// or dropped if it is larger than the whole budget. Its place in the end order, if kept.
-    fn ended(&self, key: Key, bytes: usize) -> Option<u64> {
+    /// or dropped if it is larger than the whole budget or not to be kept (`None`: its turn was
+    /// cut). Its place in the end order, if kept.
+    fn ended(&self, key: Key, bytes: Option<usize>) -> Option<u64> {
         let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
         let (seq, evicted) = logs.ended(key, bytes);
         let retained = logs.bytes();
@@ -276,7 +278,10 @@ impl Runs {
 
 /// Reads the turn to its end, logging what clients see of it and counting it.
 /// The turn's room in the service is given back before its end is logged, so a client that
-/// reads the end and at once starts another turn finds the room.
+/// reads the end and at once starts another turn finds the room; so is the log's size given to
+/// `keep` (which decides whether the ended log is kept, and answers its place among the kept),
+/// so a client that reads the end and re-attaches finds it kept or not, as it will stay.
+#[allow(clippy::too_many_arguments)]
 async fn drive(
     mut turn: PoolTurn,
     log: &RunLog,
@@ -285,7 +290,9 @@ async fn drive(
     room: OwnedSemaphorePermit,
     mut on_end: Option<OnEnd>,
     max_bytes: usize,
-) {
+    mut keep: impl FnMut(Option<usize>) -> Option<u64>,
+) -> Option<u64> {
+    let (mut kept, cut) = (None, std::sync::atomic::AtomicBool::new(false));
     let mut mapper = Mapper::new(turn.conversation_id().clone(), turn.turn_id().to_owned());
     let mut first_text = true;
     let mut room = Some(room);
@@ -293,6 +300,7 @@ async fn drive(
         observe(&event, metrics, begun, &mut first_text);
         if event.is_terminal() {
             room.take();
+            kept = keep(Some(log.bytes() + json_size(&event)).filter(|_| !cut.load(Ordering::Relaxed)));
             log.push_then(event, on_end.take());
             log.finish();
         } else {
@@ -312,6 +320,7 @@ async fn drive(
                 "the turn's events passed {max_bytes} bytes, the most the service keeps of one turn \
                  (--max-turn-event-bytes); the turn was cut and is not kept. Ask for a shorter reply"
             );
+            cut.store(true, Ordering::Relaxed);
             record(mapper.abort("events_too_large", message));
             break;
         }
@@ -322,6 +331,7 @@ async fn drive(
         record(mapper.lost());
     }
     log.finish();
+    kept
 }
 
 /// The size of an event's JSON (its `data`, as sent), without writing it anywhere.

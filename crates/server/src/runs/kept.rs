@@ -62,15 +62,16 @@ impl<K: Clone + Eq + Hash + Ord, L: Clone> Kept<K, L> {
         }
     }
 
-    /// The log of `key` ended with `bytes` bytes: it is kept (its place in the end order is the
-    /// answer) unless it is over the budget alone; the oldest ended logs go until the rest fit.
-    pub fn ended(&mut self, key: K, bytes: usize) -> (Option<u64>, Evictions) {
+    /// The log of `key` ended with `bytes` bytes (`None`: not to be kept): it is kept (its
+    /// place in the end order is the answer) unless it is over the budget alone; the oldest
+    /// ended logs go until the rest fit.
+    pub fn ended(&mut self, key: K, bytes: Option<usize>) -> (Option<u64>, Evictions) {
         let mut evictions = Evictions::default();
-        if bytes > self.budget {
+        let Some(bytes) = bytes.filter(|b| *b <= self.budget) else {
             self.forget(&key);
             evictions.too_large += 1;
             return (None, evictions);
-        }
+        };
         let seq = self.next;
         self.next += 1;
         self.ended.insert(seq, (key, bytes));
@@ -131,24 +132,24 @@ mod tests {
     #[test]
     fn the_oldest_ended_logs_go_first_when_the_budget_is_full() {
         let mut kept = kept(100, &["a", "b", "c", "d"]);
-        assert_eq!(kept.ended("b", 40).1, Evictions::default());
-        assert_eq!(kept.ended("a", 40).1, Evictions::default());
+        assert_eq!(kept.ended("b", Some(40)).1, Evictions::default());
+        assert_eq!(kept.ended("a", Some(40)).1, Evictions::default());
         // "c" needs room: "b" ended first, so it goes; "a" stays.
-        assert_eq!(kept.ended("c", 30).1, Evictions { budget: 1, too_large: 0 });
+        assert_eq!(kept.ended("c", Some(30)).1, Evictions { budget: 1, too_large: 0 });
         assert_eq!((kept.get(&"b"), kept.get(&"a"), kept.get(&"c")), (Err(()), Ok(Some(())), Ok(Some(()))));
         assert_eq!(kept.bytes(), 70);
         // "d" is still running: kept whatever the budget.
         assert_eq!(kept.get(&"d"), Ok(Some(())));
         // Room for a big one: both older go.
-        assert_eq!(kept.ended("d", 100).1, Evictions { budget: 2, too_large: 0 });
+        assert_eq!(kept.ended("d", Some(100)).1, Evictions { budget: 2, too_large: 0 });
         assert_eq!((kept.get(&"a"), kept.get(&"c"), kept.bytes(), kept.len()), (Err(()), Err(()), 100, 1));
     }
 
     #[test]
     fn a_log_over_the_budget_alone_is_not_kept_and_expiry_frees_its_bytes() {
         let mut kept = kept(100, &["a", "b", "c"]);
-        let (a, _) = kept.ended("a", 60);
-        assert_eq!(kept.ended("b", 101), (None, Evictions { budget: 0, too_large: 1 }));
+        let (a, _) = kept.ended("a", Some(60));
+        assert_eq!(kept.ended("b", Some(101)), (None, Evictions { budget: 0, too_large: 1 }));
         assert_eq!((kept.get(&"a"), kept.get(&"b")), (Ok(Some(())), Err(())));
         kept.expire(a.unwrap());
         assert_eq!((kept.get(&"a"), kept.bytes()), (Err(()), 0));
@@ -162,7 +163,7 @@ mod tests {
         let mut kept: Kept<u32, ()> = Kept::new(0);
         for key in 0..(REMEMBERED as u32 + 10) {
             kept.insert(key, ());
-            kept.ended(key, 1);
+            kept.ended(key, Some(1));
         }
         assert_eq!(kept.get(&0), Ok(None));
         assert_eq!(kept.get(&(REMEMBERED as u32 + 9)), Err(()));
