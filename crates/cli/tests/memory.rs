@@ -58,7 +58,7 @@ async fn big_turns_and_many_items_leave_serve_within_its_budgets() {
     }
     // 60 turns of a million characters, two at a time: about 4.6 MB of events each, 276 MB in
     // all, once held for five minutes; the budget keeps 32 MiB of them. (Measured: serve levels
-    // off at 115-140 MB once the budget is full: the budget, two turns in flight, and what the
+    // off at 88-97 MB once the budget is full: the budget, two turns in flight, and what the
     // allocator keeps.)
     let text = "z".repeat(1_000_000);
     let mut series = Vec::new();
@@ -82,7 +82,7 @@ async fn big_turns_and_many_items_leave_serve_within_its_budgets() {
     assert!(retained <= budget as f64, "{metrics}");
     // The budget, two turns in flight, and room for what the allocator keeps: far below the
     // 276 MB the turns' events come to.
-    assert!(after < before + (200 << 20), "serve grew from {} MB to {} MB", before >> 20, after >> 20);
+    assert!(after < before + (150 << 20), "serve grew from {} MB to {} MB", before >> 20, after >> 20);
     let _ = served.child.kill();
     let _ = served.child.wait();
 }
