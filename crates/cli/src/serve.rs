@@ -52,7 +52,8 @@ pub struct ServeArgs {
     /// else $XDG_DATA_HOME/codex-pool, else ~/.local/share/codex-pool).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Turns running at once; more are refused (429) until one ends.
+    /// Turns running at once; more are refused (429) until one ends. Never more than the pool
+    /// runs: --pool-size times --max-turns-per-process.
     #[arg(long, default_value_t = 256)]
     pub max_running_turns: usize,
     /// End a turn that sends nothing for this many seconds.
@@ -92,6 +93,10 @@ pub struct ServeArgs {
     /// How long an ended turn's events are kept for clients to re-attach.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub keep_events_secs: u64,
+    /// Turns running at once on one codex process; a turn whose process runs this many is
+    /// refused at once (429). The service runs at most this times --pool-size turns.
+    #[arg(long, value_name = "N", default_value_t = 48)]
+    pub max_turns_per_process: usize,
 }
 
 /// What clients may make codex do, from the operator's flags.
@@ -150,6 +155,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     config.turn_timeout = Duration::from_secs(args.turn_timeout_secs);
     config.progress_timeout = Duration::from_secs(args.progress_timeout_secs);
+    config.max_turns_per_process = args.max_turns_per_process.max(1);
     let mut service_config = ServiceConfig::default();
     service_config.listen = args.listen;
     service_config.token = args.token.clone().filter(|t| !t.is_empty());

@@ -77,7 +77,9 @@ pub struct ServiceConfig {
     pub token: Option<String>,
     /// The largest request body taken (default 4 MiB: codex's 1 MiB of text, with room for JSON).
     pub max_body_bytes: usize,
-    /// Turns running at once through the service; more are refused (429) until one ends.
+    /// Turns running at once through the service; more are refused (429) until one ends. Never
+    /// more than the pool's capacity ([`codex_pool::Pool::turn_capacity`]): one limit, so a turn
+    /// the service admits is never left waiting in the pool.
     pub max_running_turns: usize,
     /// How long a turn's events are kept after it ended, for clients that re-attach.
     pub keep_events_for: Duration,
