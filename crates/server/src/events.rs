@@ -173,7 +173,7 @@ pub struct TurnResult {
 
 impl TurnResult {
     /// From the events of an ended turn.
-    pub fn from_events(events: &[ApiEvent]) -> Self {
+    pub fn from_events<E: std::borrow::Borrow<ApiEvent>>(events: &[E]) -> Self {
         let mut result = TurnResult {
             conversation_id: String::new(),
             turn_id: String::new(),
@@ -184,6 +184,7 @@ impl TurnResult {
             error: None,
         };
         for e in events {
+            let e = e.borrow();
             match e.event {
                 "text.delta" => result.text.push_str(e.data["delta"].as_str().unwrap_or_default()),
                 "item.completed" => result.items.push(e.data["item"].clone()),

@@ -28,7 +28,8 @@ pub struct RunLog {
     pub conversation: ConversationId,
     /// The codex turn id.
     pub turn_id: String,
-    events: Mutex<Vec<ApiEvent>>,
+    /// Shared with the readers: each holds the events it has yet to send, not a copy of them.
+    events: Mutex<Vec<Arc<ApiEvent>>>,
     /// The size of the events' JSON, added up as they arrive.
     bytes: AtomicUsize,
     /// How many events there are, and whether the last one is in.
@@ -60,7 +61,7 @@ impl RunLog {
     fn push_then(&self, event: ApiEvent, on_end: Option<OnEnd>) {
         self.bytes.fetch_add(json_size(&event), Ordering::Relaxed);
         let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
-        events.push(event);
+        events.push(Arc::new(event));
         if let Some(on_end) = on_end {
             on_end(&events);
         }
@@ -73,9 +74,9 @@ impl RunLog {
         self.progress.send_modify(|(_, done)| *done = true);
     }
 
-    /// Events after id `after` (ids run from 1), waiting until there are some; `None` once the
-    /// turn has ended and every event was read.
-    pub async fn next_after(&self, after: u64) -> Option<Vec<ApiEvent>> {
+    /// Events after id `after` (ids run from 1), at most [`READ_BATCH`] of them, waiting until
+    /// there are some; `None` once the turn has ended and every event was read.
+    pub async fn next_after(&self, after: u64) -> Option<Vec<Arc<ApiEvent>>> {
         let mut progress = self.progress.subscribe();
         let after = after as usize;
         let state = progress.wait_for(|(len, done)| *len > after || *done).await.ok().map(|s| *s)?;
@@ -83,17 +84,17 @@ impl RunLog {
             return None;
         }
         let events = self.events.lock().unwrap_or_else(|p| p.into_inner());
-        Some(events[after.min(events.len())..].to_vec())
+        Some(events[after.min(events.len())..].iter().take(READ_BATCH).cloned().collect())
     }
 
     /// The events so far, and whether the turn has ended.
-    pub fn snapshot(&self) -> (Vec<ApiEvent>, bool) {
+    pub fn snapshot(&self) -> (Vec<Arc<ApiEvent>>, bool) {
         let done = self.progress.borrow().1;
         (self.events.lock().unwrap_or_else(|p| p.into_inner()).clone(), done)
     }
 
     /// Every event, once the turn has ended.
-    pub async fn wait_all(&self) -> Vec<ApiEvent> {
+    pub async fn wait_all(&self) -> Vec<Arc<ApiEvent>> {
         let mut progress = self.progress.subscribe();
         let _ = progress.wait_for(|(_, done)| *done).await;
         self.events.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -105,7 +106,10 @@ type Key = (ConversationId, String);
 /// What runs once a turn has ended, before anyone reads its end: it gets every event of the
 /// turn, the terminal one last. It runs under the lock of the turn's log, so it must not read
 /// the log itself.
-pub type OnEnd = Box<dyn FnOnce(&[ApiEvent]) + Send>;
+pub type OnEnd = Box<dyn FnOnce(&[Arc<ApiEvent>]) + Send>;
+
+/// The most events a reader takes from a log at once: what it holds besides the log is bounded.
+pub const READ_BATCH: usize = 64;
 
 /// Why a turn could not be run.
 #[derive(Debug)]
@@ -187,7 +191,7 @@ impl Runs {
         let (limits, metrics, latest) = (self.limits, self.metrics.clone(), self.latest.clone());
         // A turn codex finished is kept in its conversation (a cut one leaves nothing).
         let (conversation, turn_id) = key.clone();
-        let remember: OnEnd = Box::new(move |events: &[ApiEvent]| {
+        let remember: OnEnd = Box::new(move |events: &[Arc<ApiEvent>]| {
             let kept = events
                 .last()
                 .is_some_and(|end| end.event == "turn.completed" || end.data["error"]["kind"] == "model_error");
@@ -196,7 +200,7 @@ impl Runs {
             }
         });
         let on_end: OnEnd = match on_end {
-            Some(then) => Box::new(move |events: &[ApiEvent]| {
+            Some(then) => Box::new(move |events: &[Arc<ApiEvent>]| {
                 remember(events);
                 then(events);
             }),

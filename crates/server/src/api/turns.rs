@@ -179,14 +179,15 @@ pub(crate) fn options() -> TurnOptions {
 
 /// A turn's events from after `after`, as SSE, ending after the terminal one.
 fn sse(log: Arc<RunLog>, after: u64) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let events = stream::unfold((log, after, VecDeque::<ApiEvent>::new()), |(log, mut after, mut ready)| async move {
-        if ready.is_empty() {
-            ready.extend(log.next_after(after).await?);
-        }
-        let event = ready.pop_front()?;
-        after = event.id;
-        let sse = Event::default().id(event.id.to_string()).event(event.event).data(event.data.to_string());
-        Some((Ok(sse), (log, after, ready)))
-    });
+    let events =
+        stream::unfold((log, after, VecDeque::<Arc<ApiEvent>>::new()), |(log, mut after, mut ready)| async move {
+            if ready.is_empty() {
+                ready.extend(log.next_after(after).await?);
+            }
+            let event = ready.pop_front()?;
+            after = event.id;
+            let sse = Event::default().id(event.id.to_string()).event(event.event).data(event.data.to_string());
+            Some((Ok(sse), (log, after, ready)))
+        });
     Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }

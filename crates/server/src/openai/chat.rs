@@ -195,7 +195,7 @@ async fn start(
 fn reindex(state: &AppState, before: (u64, u64), id: ConversationId, said: Transcript, model: String) -> OnEnd {
     let (key, turns_before) = before;
     let transcripts = state.transcripts.clone();
-    Box::new(move |events: &[crate::events::ApiEvent]| {
+    Box::new(move |events: &[std::sync::Arc<crate::events::ApiEvent>]| {
         let reply = Reply::of(events);
         match reply.ending() {
             Some(Ending::Completed { interrupted: false, .. }) => {
