@@ -56,7 +56,8 @@ pub struct ServeArgs {
     /// else $XDG_DATA_HOME/codex-pool, else ~/.local/share/codex-pool).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Turns running at once; more are refused (429) until one ends.
+    /// Turns running at once; more are refused (429) until one ends. Never more than the pool
+    /// runs: --pool-size times --max-turns-per-process.
     #[arg(long, default_value_t = 256)]
     pub max_running_turns: usize,
     /// End a turn that sends nothing for this many seconds.
@@ -82,6 +83,32 @@ pub struct ServeArgs {
     pub agent_network: bool,
     #[command(flatten)]
     pub edge: EdgeArgs,
+    #[command(flatten)]
+    pub budgets: BudgetArgs,
+}
+
+/// What the service may hold in memory for clients, and how many turns it admits.
+#[derive(Debug, Args)]
+pub struct BudgetArgs {
+    /// Items in one turn's input (native `input`, Responses `input`, chat `messages` and their
+    /// content parts); more are refused (400, too_many_items).
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub max_input_items: usize,
+    /// Bytes of ended turns' events kept for clients to re-attach, all together; past it the
+    /// oldest go (re-attaching to them gets 410, events_expired).
+    #[arg(long, value_name = "BYTES", default_value_t = 256 << 20)]
+    pub max_retained_event_bytes: usize,
+    /// Bytes of one turn's events; a turn whose events pass it is cut (turn.failed,
+    /// events_too_large).
+    #[arg(long, value_name = "BYTES", default_value_t = 32 << 20)]
+    pub max_turn_event_bytes: usize,
+    /// How long an ended turn's events are kept for clients to re-attach.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub keep_events_secs: u64,
+    /// Turns running at once on one codex process; a turn whose process runs this many is
+    /// refused at once (429). The service runs at most this times --pool-size turns.
+    #[arg(long, value_name = "N", default_value_t = 48)]
+    pub max_turns_per_process: usize,
 }
 
 /// The limits of the HTTP edge and the names and pages it answers to.
@@ -197,6 +224,7 @@ fn token(args: &ServeArgs) -> anyhow::Result<Option<String>> {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    few_malloc_arenas();
     let policy = policy(&args)?;
     let token = token(&args)?;
     let data_dir = match &args.data_dir {
@@ -220,6 +248,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     config.turn_timeout = Duration::from_secs(args.turn_timeout_secs);
     config.progress_timeout = Duration::from_secs(args.progress_timeout_secs);
+    config.max_turns_per_process = args.budgets.max_turns_per_process.max(1);
     let mut service_config = ServiceConfig::default();
     service_config.listen = args.listen;
     service_config.token = token.clone();
@@ -227,6 +256,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     service_config.models = backend.model.clone().into_iter().collect();
     service_config.policy = policy;
     args.edge.apply(&mut service_config)?;
+    service_config.max_input_items = args.budgets.max_input_items.max(1);
+    service_config.max_retained_event_bytes = args.budgets.max_retained_event_bytes;
+    service_config.max_turn_event_bytes = args.budgets.max_turn_event_bytes.max(1);
+    service_config.keep_events_for = Duration::from_secs(args.budgets.keep_events_secs);
     let listener = Service::listen(&service_config).await?;
     let addr = listener.local_addr()?;
     if shared || args.node_id.is_some() {
@@ -256,6 +289,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     result?;
     println!("codex-pool stopped");
     Ok(())
+}
+
+/// Caps glibc's malloc at two arenas (its default is eight per core). Turns' large events are
+/// allocated and freed on whichever thread runs them; with many arenas, freed memory stays
+/// scattered over all of them, and serve's memory crept up by about 1 MB per big turn under a
+/// full event budget (`bench --soak-secs`), where with two it stays level.
+fn few_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: a malloc tuning call, made before the runtime's threads allocate much.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
 }
 
 /// This node, when several share the store.

@@ -55,9 +55,11 @@ pub struct PoolConfig {
     /// A turn whose last progress (anything but codex announcing it will retry the model) is
     /// this old is interrupted and ends as `model_unreachable`, naming the model's address.
     pub progress_timeout: Duration,
-    /// Turns running at once on one process; more wait up to `overload_wait`, then fail.
+    /// Turns running at once on one process; more wait up to `overload_wait`, then fail (or
+    /// fail at once, with [`crate::TurnOptions::refuse_when_full`], as the service asks).
     pub max_turns_per_process: usize,
-    /// How long a turn waits for room on its process before failing with an overload error.
+    /// How long a turn waits for room on its process before failing with an overload error
+    /// (Rust callers that would rather wait than retry; the service never waits).
     pub overload_wait: Duration,
     /// Threads unused for this long are unloaded from codex (and rebuilt from the store on their
     /// next turn).

@@ -28,6 +28,11 @@ pub struct TurnOptions {
     pub approval_policy: Option<ApprovalPolicy>,
     /// JSON Schema for the final message.
     pub output_schema: Option<Value>,
+    /// Refuse the turn at once ([`PoolError::Overloaded`]) when its process runs
+    /// `max_turns_per_process` turns, rather than wait up to `overload_wait` for room. Services
+    /// set it, to tell their client to retry at once; the default (`false`) waits. Not kept for
+    /// later turns.
+    pub refuse_when_full: bool,
 }
 
 /// What the pool knows of a conversation: its stored record, and what runs where now.
@@ -134,7 +139,7 @@ impl Pool {
         let mut loaded = claimed.loaded;
         for attempt in 1.. {
             let placement = inner.placer.place(id, &claimed.settings, claimed.ephemeral, loaded.take()).await?;
-            let permit = match inner.turn_permit(&placement.slot.turn_permits).await {
+            let permit = match inner.turn_permit(&placement.slot.turn_permits, !options.refuse_when_full).await {
                 Ok(permit) => permit,
                 Err(Some(e)) => return Err(e),
                 Err(None) => {
@@ -337,15 +342,20 @@ impl Drop for ClaimGuard<'_> {
 }
 
 impl PoolInner {
-    /// Room for a turn on a process: at once, or after a wait of at most `overload_wait`
-    /// (counted); `Err(None)` when the wait was in vain.
+    /// Room for a turn on a process: at once, or (`wait`) after a wait of at most
+    /// `overload_wait` (counted); `Err(None)` when there is none, or the wait was in vain.
     async fn turn_permit(
         &self,
         permits: &std::sync::Arc<tokio::sync::Semaphore>,
+        wait: bool,
     ) -> Result<tokio::sync::OwnedSemaphorePermit, Option<PoolError>> {
         match permits.clone().try_acquire_owned() {
             Ok(permit) => return Ok(permit),
             Err(tokio::sync::TryAcquireError::Closed) => return Err(Some(PoolError::ShutDown)),
+            Err(tokio::sync::TryAcquireError::NoPermits) if !wait => {
+                self.counters.refused_full();
+                return Err(None);
+            }
             Err(tokio::sync::TryAcquireError::NoPermits) => {}
         }
         let begun = std::time::Instant::now();

@@ -12,6 +12,7 @@ pub(crate) struct Counters {
     queue_waits: AtomicU64,
     queue_wait_us: AtomicU64,
     queue_timeouts: AtomicU64,
+    refused_full: AtomicU64,
 }
 
 /// A snapshot of the pool's counters.
@@ -27,6 +28,9 @@ pub struct PoolCounters {
     pub queue_wait_seconds: f64,
     /// Turns that waited in vain and were refused as overloaded.
     pub queue_timeouts: u64,
+    /// Turns refused at once because their process was full (they asked not to wait:
+    /// [`TurnOptions::refuse_when_full`](crate::TurnOptions::refuse_when_full)).
+    pub refused_full: u64,
 }
 
 impl Counters {
@@ -43,12 +47,18 @@ impl Counters {
         }
     }
 
+    /// A turn found its process full and did not wait.
+    pub(crate) fn refused_full(&self) {
+        self.refused_full.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> PoolCounters {
         PoolCounters {
             rebuilds: self.rebuilds.load(Ordering::Relaxed),
             queue_waits: self.queue_waits.load(Ordering::Relaxed),
             queue_wait_seconds: self.queue_wait_us.load(Ordering::Relaxed) as f64 / 1e6,
             queue_timeouts: self.queue_timeouts.load(Ordering::Relaxed),
+            refused_full: self.refused_full.load(Ordering::Relaxed),
         }
     }
 }

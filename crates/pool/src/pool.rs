@@ -157,6 +157,13 @@ impl Pool {
         &self.inner.config
     }
 
+    /// Turns the pool runs at once at most: `max_turns_per_process` on each of its processes.
+    /// A conversation's turns run on its own process, so a turn can find its process full
+    /// before the pool is.
+    pub fn turn_capacity(&self) -> usize {
+        self.inner.config.size.saturating_mul(self.inner.config.max_turns_per_process)
+    }
+
     /// The store that holds every conversation.
     pub fn store(&self) -> &Arc<dyn ThreadStore> {
         &self.inner.store

@@ -187,11 +187,14 @@ impl From<PoolError> for ApiError {
                 Self::new(StatusCode::CONFLICT, "conflict", message)
             }
             PoolError::InputTooLarge { .. } => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "input_too_large", message),
-            PoolError::Overloaded { .. }
-            | PoolError::Unavailable
-            | PoolError::NoProcess(_)
-            | PoolError::ShutDown
-            | PoolError::Spawn(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message).retry_after(1),
+            // One admission limit: a turn whose process is full is told at once, as the
+            // service's own cap tells it.
+            PoolError::Overloaded { .. } => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_turns", message).retry_after(1)
+            }
+            PoolError::Unavailable | PoolError::NoProcess(_) | PoolError::ShutDown | PoolError::Spawn(_) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message).retry_after(1)
+            }
             PoolError::Store(e) => e.into(),
             PoolError::Rebuild { .. } | PoolError::Codex(_) | PoolError::History(_) => {
                 Self::new(StatusCode::BAD_GATEWAY, "codex_error", message)

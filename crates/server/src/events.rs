@@ -135,6 +135,12 @@ impl Mapper {
         })
     }
 
+    /// A terminal event for a turn the service cut (`kind` says why, `message` what to do).
+    pub fn abort(&mut self, kind: &str, message: String) -> ApiEvent {
+        let data = self.failure(kind, message);
+        self.event("turn.failed", data)
+    }
+
     /// A terminal event for a turn whose stream ended without one (never expected).
     pub fn lost(&mut self) -> ApiEvent {
         let data = self.failure("internal", "the turn's events ended without an end".to_owned());
@@ -159,7 +165,7 @@ pub struct TurnResult {
     /// Tokens the turn used.
     pub usage: Usage,
     /// For a failed turn: `kind` (`model_error`, `process_exited`, `timeout`, `model_unreachable`,
-    /// `shutdown`, `consumer_lagged`, `store_failed`) and `message`.
+    /// `shutdown`, `consumer_lagged`, `store_failed`, `events_too_large`) and `message`.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub error: Option<Value>,
@@ -167,7 +173,7 @@ pub struct TurnResult {
 
 impl TurnResult {
     /// From the events of an ended turn.
-    pub fn from_events(events: &[ApiEvent]) -> Self {
+    pub fn from_events<E: std::borrow::Borrow<ApiEvent>>(events: &[E]) -> Self {
         let mut result = TurnResult {
             conversation_id: String::new(),
             turn_id: String::new(),
@@ -178,6 +184,7 @@ impl TurnResult {
             error: None,
         };
         for e in events {
+            let e = e.borrow();
             match e.event {
                 "text.delta" => result.text.push_str(e.data["delta"].as_str().unwrap_or_default()),
                 "item.completed" => result.items.push(e.data["item"].clone()),

@@ -83,7 +83,9 @@ pub struct ServiceConfig {
     pub token: Option<String>,
     /// The largest request body taken (default 4 MiB: codex's 1 MiB of text, with room for JSON).
     pub max_body_bytes: usize,
-    /// Turns running at once through the service; more are refused (429) until one ends.
+    /// Turns running at once through the service; more are refused (429) until one ends. Never
+    /// more than the pool's capacity ([`codex_pool::Pool::turn_capacity`]): one limit, so a turn
+    /// the service admits is never left waiting in the pool.
     pub max_running_turns: usize,
     /// How long a turn's events are kept after it ended, for clients that re-attach.
     pub keep_events_for: Duration,
@@ -113,6 +115,15 @@ pub struct ServiceConfig {
     pub allowed_origins: Vec<String>,
     /// Caps on a conversation's settings (instructions, metadata) and on list pages.
     pub caps: caps::SettingsCaps,
+    /// Items in one turn's input (native `input`, Responses `input`, chat `messages`); more are
+    /// refused (400, `too_many_items`).
+    pub max_input_items: usize,
+    /// Bytes (of their JSON) of ended turns' event logs kept all together; past it the oldest
+    /// go, and re-attaching to them gets 410 (`events_expired`).
+    pub max_retained_event_bytes: usize,
+    /// Bytes of one turn's events: a running turn that passes it is cut (`turn.failed`,
+    /// `events_too_large`).
+    pub max_turn_event_bytes: usize,
 }
 
 impl Default for ServiceConfig {
@@ -133,6 +144,9 @@ impl Default for ServiceConfig {
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
             caps: caps::SettingsCaps::default(),
+            max_input_items: 1024,
+            max_retained_event_bytes: 256 << 20,
+            max_turn_event_bytes: 32 << 20,
         }
     }
 }
@@ -243,7 +257,18 @@ impl Service {
     /// The service on a listener [`Service::listen`] bound with the same settings.
     pub fn on(listener: TcpListener, pool: Pool, config: ServiceConfig) -> Self {
         let metrics = Arc::new(Metrics::default());
-        let runs = Runs::new(config.max_running_turns, config.keep_events_for, metrics.clone());
+        // One admission limit: never more turns than the pool has room for.
+        let capacity = pool.turn_capacity();
+        if config.max_running_turns > capacity {
+            tracing::info!(asked = config.max_running_turns, capacity, "running turns capped at the pool's capacity");
+        }
+        let limits = runs::RunLimits {
+            max_turns: config.max_running_turns.min(capacity).max(1),
+            retention: config.keep_events_for,
+            retained_bytes: config.max_retained_event_bytes,
+            turn_bytes: config.max_turn_event_bytes,
+        };
+        let runs = Runs::new(limits, metrics.clone());
         Self { pool, runs, metrics, listener, config }
     }
 
@@ -278,6 +303,7 @@ impl Service {
             metrics: metrics.clone(),
             transcripts: transcripts.clone(),
             caps: Arc::new(config.caps.clone()),
+            max_input_items: config.max_input_items,
         };
         let edge = metrics.edge.clone();
         let app = router(state, &config);

@@ -71,6 +71,20 @@ pub struct Metrics {
     chat_new: AtomicU64,
     /// The HTTP edge's counters (connections, limits that bit).
     pub edge: Arc<crate::edge_metrics::EdgeMetrics>,
+    /// Memory budgets and admission.
+    budgets: Budgets,
+}
+
+/// What the memory budgets and the admission gate did: requests refused by a limit, event logs
+/// kept and dropped.
+#[derive(Debug, Default)]
+struct Budgets {
+    /// Refusals by the limit that refused.
+    refusals: Mutex<BTreeMap<&'static str, u64>>,
+    /// Bytes of ended turns' event logs kept now.
+    retained_bytes: AtomicU64,
+    /// Ended turns' logs dropped before their retention was over, by why.
+    evicted: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -100,6 +114,49 @@ impl Metrics {
             ChatOutcome::Continued => self.chat_continued.fetch_add(1, Ordering::Relaxed),
             ChatOutcome::New => self.chat_new.fetch_add(1, Ordering::Relaxed),
         };
+    }
+
+    /// A request (or a running turn) was refused by `limit` (the setting's name).
+    pub fn limit_refused(&self, limit: &'static str) {
+        *self.budgets.refusals.lock().unwrap_or_else(|p| p.into_inner()).entry(limit).or_default() += 1;
+    }
+
+    /// The ended turns' event logs now hold `bytes`.
+    pub fn events_retained(&self, bytes: usize) {
+        self.budgets.retained_bytes.store(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// `n` ended turns' logs were dropped early, because of `why` (`budget`, `too_large`).
+    pub fn events_evicted(&self, why: &'static str, n: u64) {
+        if n > 0 {
+            *self.budgets.evicted.lock().unwrap_or_else(|p| p.into_inner()).entry(why).or_default() += n;
+        }
+    }
+
+    fn render_budgets(&self, out: &mut String, pool: &PoolStats) {
+        let b = &self.budgets;
+        header(out, "codex_pool_limit_refusals_total", "Requests or turns refused by a limit, by limit.", "counter");
+        let mut refusals = b.refusals.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // The pool counts the turns it found no room for on their process.
+        refusals.insert("max_turns_per_process", pool.counters.refused_full);
+        for (limit, n) in refusals {
+            let _ = writeln!(out, "codex_pool_limit_refusals_total{{limit=\"{limit}\"}} {n}");
+        }
+        gauge(
+            out,
+            "codex_pool_events_retained_bytes",
+            "Bytes (of their JSON) of ended turns' event logs kept for clients to re-attach.",
+            b.retained_bytes.load(Ordering::Relaxed) as f64,
+        );
+        header(
+            out,
+            "codex_pool_events_evicted_total",
+            "Ended turns' event logs dropped before their retention ended: budget (room for newer), too_large.",
+            "counter",
+        );
+        for (why, n) in b.evicted.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(out, "codex_pool_events_evicted_total{{reason=\"{why}\"}} {n}");
+        }
     }
 
     fn http_answered(&self, route: String, method: String, status: u16) {
@@ -230,6 +287,7 @@ impl Metrics {
             );
         }
         self.edge.render(&mut out);
+        self.render_budgets(&mut out, pool);
         out
     }
 }

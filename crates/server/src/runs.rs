@@ -2,12 +2,21 @@
 //! the HTTP connection that asked for it: a client that goes away never cuts a turn, which runs
 //! to its end and is recorded. The turn's events go to a log that clients read from any point
 //! (`Last-Event-ID`), while the turn runs and for a while after it ended.
+//!
+//! What the logs hold is bounded: a running turn's log by [`RunLimits::turn_bytes`] (a turn whose
+//! events pass it is cut, ending `turn.failed` with kind `events_too_large`), the ended turns'
+//! logs all together by [`RunLimits::retained_bytes`] (the oldest go first), each ended log by
+//! [`RunLimits::retention`]. Sizes are those of the events' JSON, counted once as they arrive.
+
+mod kept;
 
 use crate::events::{ApiEvent, Mapper};
 use crate::metrics::Metrics;
 use codex_pool::{ConversationId, PoolTurn};
+use kept::Kept;
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
@@ -19,14 +28,28 @@ pub struct RunLog {
     pub conversation: ConversationId,
     /// The codex turn id.
     pub turn_id: String,
-    events: Mutex<Vec<ApiEvent>>,
+    /// Shared with the readers: each holds the events it has yet to send, not a copy of them.
+    events: Mutex<Vec<Arc<ApiEvent>>>,
+    /// The size of the events' JSON, added up as they arrive.
+    bytes: AtomicUsize,
     /// How many events there are, and whether the last one is in.
     progress: watch::Sender<(usize, bool)>,
 }
 
 impl RunLog {
     fn new(conversation: ConversationId, turn_id: String) -> Self {
-        Self { conversation, turn_id, events: Mutex::new(Vec::new()), progress: watch::channel((0, false)).0 }
+        Self {
+            conversation,
+            turn_id,
+            events: Mutex::new(Vec::new()),
+            bytes: AtomicUsize::new(0),
+            progress: watch::channel((0, false)).0,
+        }
+    }
+
+    /// The size of its events' JSON so far.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     fn push(&self, event: ApiEvent) {
@@ -36,8 +59,9 @@ impl RunLog {
     /// Adds an event, running `on_end` (if any) on every event so far before any reader can
     /// see the new one: readers wait on `progress`, or on the lock `on_end` runs under.
     fn push_then(&self, event: ApiEvent, on_end: Option<OnEnd>) {
+        self.bytes.fetch_add(json_size(&event), Ordering::Relaxed);
         let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
-        events.push(event);
+        events.push(Arc::new(event));
         if let Some(on_end) = on_end {
             on_end(&events);
         }
@@ -50,9 +74,9 @@ impl RunLog {
         self.progress.send_modify(|(_, done)| *done = true);
     }
 
-    /// Events after id `after` (ids run from 1), waiting until there are some; `None` once the
-    /// turn has ended and every event was read.
-    pub async fn next_after(&self, after: u64) -> Option<Vec<ApiEvent>> {
+    /// Events after id `after` (ids run from 1), at most [`READ_BATCH`] of them, waiting until
+    /// there are some; `None` once the turn has ended and every event was read.
+    pub async fn next_after(&self, after: u64) -> Option<Vec<Arc<ApiEvent>>> {
         let mut progress = self.progress.subscribe();
         let after = after as usize;
         let state = progress.wait_for(|(len, done)| *len > after || *done).await.ok().map(|s| *s)?;
@@ -60,17 +84,17 @@ impl RunLog {
             return None;
         }
         let events = self.events.lock().unwrap_or_else(|p| p.into_inner());
-        Some(events[after.min(events.len())..].to_vec())
+        Some(events[after.min(events.len())..].iter().take(READ_BATCH).cloned().collect())
     }
 
     /// The events so far, and whether the turn has ended.
-    pub fn snapshot(&self) -> (Vec<ApiEvent>, bool) {
+    pub fn snapshot(&self) -> (Vec<Arc<ApiEvent>>, bool) {
         let done = self.progress.borrow().1;
         (self.events.lock().unwrap_or_else(|p| p.into_inner()).clone(), done)
     }
 
     /// Every event, once the turn has ended.
-    pub async fn wait_all(&self) -> Vec<ApiEvent> {
+    pub async fn wait_all(&self) -> Vec<Arc<ApiEvent>> {
         let mut progress = self.progress.subscribe();
         let _ = progress.wait_for(|(_, done)| *done).await;
         self.events.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -82,7 +106,10 @@ type Key = (ConversationId, String);
 /// What runs once a turn has ended, before anyone reads its end: it gets every event of the
 /// turn, the terminal one last. It runs under the lock of the turn's log, so it must not read
 /// the log itself.
-pub type OnEnd = Box<dyn FnOnce(&[ApiEvent]) + Send>;
+pub type OnEnd = Box<dyn FnOnce(&[Arc<ApiEvent>]) + Send>;
+
+/// The most events a reader takes from a log at once: what it holds besides the log is bounded.
+pub const READ_BATCH: usize = 64;
 
 /// Why a turn could not be run.
 #[derive(Debug)]
@@ -91,32 +118,48 @@ pub enum RunRefused {
     TooMany(usize),
 }
 
+/// A turn's log that was kept and is no longer: its turn ended longer ago than the retention,
+/// or the budget of ended logs needed its room, or it was too large to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expired;
+
+/// How many turns run at once, and what of their events is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct RunLimits {
+    /// Turns running at once.
+    pub max_turns: usize,
+    /// How long an ended turn's events are kept.
+    pub retention: Duration,
+    /// Bytes (of the events' JSON) of all ended turns' logs kept; the oldest go first.
+    pub retained_bytes: usize,
+    /// Bytes of one turn's events: a running turn that passes it is cut (`events_too_large`).
+    pub turn_bytes: usize,
+}
+
 /// The turns the service runs, and their logs.
 pub struct Runs {
-    logs: Mutex<HashMap<Key, Arc<RunLog>>>,
+    logs: Mutex<Kept<Key, Arc<RunLog>>>,
     /// The last turn the service ran of each conversation that its conversation kept.
     latest: Arc<Mutex<HashMap<ConversationId, String>>>,
     tasks: Mutex<JoinSet<()>>,
     /// Room for turns; each running turn holds one permit.
     room: Arc<Semaphore>,
     max_turns: usize,
-    /// How long a turn's events are kept after it ended.
-    retention: Duration,
+    limits: RunLimits,
     /// Where turns are counted.
     metrics: Arc<Metrics>,
 }
 
 impl Runs {
-    /// At most `max_turns` at once; logs kept `retention` after their turn ended; turns counted
-    /// in `metrics`.
-    pub fn new(max_turns: usize, retention: Duration, metrics: Arc<Metrics>) -> Arc<Self> {
+    /// Turns and their logs within `limits`; turns counted in `metrics`.
+    pub fn new(limits: RunLimits, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Self {
-            logs: Mutex::new(HashMap::new()),
+            logs: Mutex::new(Kept::new(limits.retained_bytes)),
             latest: Arc::default(),
             tasks: Mutex::new(JoinSet::new()),
-            room: Arc::new(Semaphore::new(max_turns)),
-            max_turns,
-            retention,
+            room: Arc::new(Semaphore::new(limits.max_turns)),
+            max_turns: limits.max_turns,
+            limits,
             metrics,
         })
     }
@@ -145,10 +188,10 @@ impl Runs {
         let key = (log.conversation.clone(), log.turn_id.clone());
         self.logs.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), log.clone());
         let (runs, driven) = (Arc::downgrade(self), log.clone());
-        let (retention, metrics, latest) = (self.retention, self.metrics.clone(), self.latest.clone());
+        let (limits, metrics, latest) = (self.limits, self.metrics.clone(), self.latest.clone());
         // A turn codex finished is kept in its conversation (a cut one leaves nothing).
         let (conversation, turn_id) = key.clone();
-        let remember: OnEnd = Box::new(move |events: &[ApiEvent]| {
+        let remember: OnEnd = Box::new(move |events: &[Arc<ApiEvent>]| {
             let kept = events
                 .last()
                 .is_some_and(|end| end.event == "turn.completed" || end.data["error"]["kind"] == "model_error");
@@ -157,7 +200,7 @@ impl Runs {
             }
         });
         let on_end: OnEnd = match on_end {
-            Some(then) => Box::new(move |events: &[ApiEvent]| {
+            Some(then) => Box::new(move |events: &[Arc<ApiEvent>]| {
                 remember(events);
                 then(events);
             }),
@@ -168,10 +211,15 @@ impl Runs {
         // Ended tasks are reaped here, so the set holds only live ones.
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
-            drive(turn, &driven, &metrics, begun, room, Some(on_end)).await;
-            tokio::time::sleep(retention).await;
+            let keep = |bytes| runs.upgrade().and_then(|runs| runs.ended(key.clone(), bytes));
+            let kept = drive(turn, &driven, &metrics, begun, room, Some(on_end), limits.turn_bytes, keep).await;
+            drop(driven);
+            let Some(seq) = kept else { return };
+            tokio::time::sleep(limits.retention).await;
             if let Some(runs) = runs.upgrade() {
-                runs.logs.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+                let mut logs = runs.logs.lock().unwrap_or_else(|p| p.into_inner());
+                logs.expire(seq);
+                runs.metrics.events_retained(logs.bytes());
             }
         });
         log
@@ -196,10 +244,25 @@ impl Runs {
         self.latest.lock().unwrap_or_else(|p| p.into_inner()).get(conversation).cloned()
     }
 
-    /// The log of a turn, while it is kept.
-    pub fn log(&self, conversation: &ConversationId, turn_id: &str) -> Option<Arc<RunLog>> {
+    /// The log of a turn, while it is kept: `Ok(None)` for a turn it does not know, `Err` for
+    /// one whose log it kept and no longer does.
+    pub fn log(&self, conversation: &ConversationId, turn_id: &str) -> Result<Option<Arc<RunLog>>, Expired> {
         let logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
-        logs.get(&(conversation.clone(), turn_id.to_owned())).cloned()
+        logs.get(&(conversation.clone(), turn_id.to_owned())).map_err(|()| Expired)
+    }
+
+    /// A turn's log of `bytes` ended: kept within the budget (the oldest ended logs make room),
+    /// or dropped if it is larger than the whole budget or not to be kept (`None`: its turn was
+    /// cut). Its place in the end order, if kept.
+    fn ended(&self, key: Key, bytes: Option<usize>) -> Option<u64> {
+        let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
+        let (seq, evicted) = logs.ended(key, bytes);
+        let retained = logs.bytes();
+        drop(logs);
+        self.metrics.events_retained(retained);
+        self.metrics.events_evicted("budget", evicted.budget);
+        self.metrics.events_evicted("too_large", evicted.too_large);
+        seq
     }
 
     /// Turns running now.
@@ -219,7 +282,10 @@ impl Runs {
 
 /// Reads the turn to its end, logging what clients see of it and counting it.
 /// The turn's room in the service is given back before its end is logged, so a client that
-/// reads the end and at once starts another turn finds the room.
+/// reads the end and at once starts another turn finds the room; so is the log's size given to
+/// `keep` (which decides whether the ended log is kept, and answers its place among the kept),
+/// so a client that reads the end and re-attaches finds it kept or not, as it will stay.
+#[allow(clippy::too_many_arguments)]
 async fn drive(
     mut turn: PoolTurn,
     log: &RunLog,
@@ -227,7 +293,10 @@ async fn drive(
     begun: Instant,
     room: OwnedSemaphorePermit,
     mut on_end: Option<OnEnd>,
-) {
+    max_bytes: usize,
+    mut keep: impl FnMut(Option<usize>) -> Option<u64>,
+) -> Option<u64> {
+    let (mut kept, cut) = (None, std::sync::atomic::AtomicBool::new(false));
     let mut mapper = Mapper::new(turn.conversation_id().clone(), turn.turn_id().to_owned());
     let mut first_text = true;
     let mut room = Some(room);
@@ -235,6 +304,7 @@ async fn drive(
         observe(&event, metrics, begun, &mut first_text);
         if event.is_terminal() {
             room.take();
+            kept = keep(Some(log.bytes() + json_size(&event)).filter(|_| !cut.load(Ordering::Relaxed)));
             log.push_then(event, on_end.take());
             log.finish();
         } else {
@@ -245,6 +315,19 @@ async fn drive(
         for api_event in mapper.map(event) {
             record(api_event);
         }
+        if !mapper.ended() && log.bytes() > max_bytes {
+            // Dropping the turn below abandons it: codex is interrupted, nothing is recorded.
+            metrics.limit_refused("max_turn_event_bytes");
+            tracing::warn!(conversation = %log.conversation, turn = %log.turn_id, bytes = log.bytes(), limit = max_bytes,
+                "a turn's events passed the per-turn limit: the turn is cut");
+            let message = format!(
+                "the turn's events passed {max_bytes} bytes, the most the service keeps of one turn \
+                 (--max-turn-event-bytes); the turn was cut and is not kept. Ask for a shorter reply"
+            );
+            cut.store(true, Ordering::Relaxed);
+            record(mapper.abort("events_too_large", message));
+            break;
+        }
     }
     if !mapper.ended() {
         // The pool ends every turn with one terminal event; should that ever fail, clients
@@ -252,6 +335,25 @@ async fn drive(
         record(mapper.lost());
     }
     log.finish();
+    kept
+}
+
+/// The size of an event's JSON (its `data`, as sent), without writing it anywhere.
+fn json_size(event: &ApiEvent) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, &event.data);
+    // The SSE framing: `id`, `event` and `data` lines.
+    count.0 + event.event.len() + 32
 }
 
 /// Counts what an event says: the first text, the end.

@@ -28,6 +28,8 @@ pub struct AppState {
     pub transcripts: Arc<Transcripts>,
     /// Caps on conversations' settings and list pages.
     pub caps: Arc<SettingsCaps>,
+    /// Items one turn's input may have (`ServiceConfig::max_input_items`).
+    pub max_input_items: usize,
 }
 
 impl AppState {

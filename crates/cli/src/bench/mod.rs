@@ -16,6 +16,7 @@ mod nodes;
 mod openai;
 mod report;
 mod result;
+mod soak;
 
 use crate::backend::{codex_process_config, MockChild};
 use anyhow::Context;
@@ -110,6 +111,22 @@ pub struct BenchArgs {
     /// and through the raw client) and report the median and 90th percentile of each.
     #[arg(long)]
     pub trace_hops: bool,
+    /// Soak instead: a real `serve` child held N seconds under --sse-clients readers and a
+    /// stream of big turns, its memory printed every 5 s and in a final line.
+    #[arg(long, value_name = "N")]
+    soak_secs: Option<u64>,
+    /// Soak: SSE readers held open (re-attached to long-running turns).
+    #[arg(long, default_value_t = 2000)]
+    sse_clients: usize,
+    /// Soak: characters of each big turn's message.
+    #[arg(long, default_value_t = 1_000_000)]
+    big_turn_bytes: usize,
+    /// Soak: serve's --keep-events-secs.
+    #[arg(long, default_value_t = 60)]
+    keep_events_secs: u64,
+    /// Soak: serve's --max-retained-event-bytes.
+    #[arg(long, default_value_t = 256 << 20)]
+    max_retained_event_bytes: usize,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -118,6 +135,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "--convs, --turns and --pool-size must be positive"
     );
     let bin = codex_pool_process::find_checked(args.codex_bin.as_deref())?;
+    if let Some(secs) = args.soak_secs {
+        return soak::run(&args, secs, &bin).await;
+    }
     let shared = scratch()?;
     let ca_out = args.tls.then(|| shared.path().join("mock-ca.pem"));
     let mock = MockChild::spawn(args.deltas, ca_out.as_deref()).await?;

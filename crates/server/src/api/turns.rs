@@ -5,7 +5,7 @@
 use crate::error::ApiError;
 use crate::events::{ApiEvent, TurnResult};
 use crate::extract::{ApiJson, ApiQuery};
-use crate::runs::{RunLog, RunRefused};
+use crate::runs::{Expired, RunLog, RunRefused};
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -20,6 +20,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::OwnedSemaphorePermit;
 use utoipa::{IntoParams, ToSchema};
 
 /// A new turn: the user's message, as `text` or as `input` items (not both).
@@ -81,6 +82,18 @@ pub async fn start(
     let begun = std::time::Instant::now();
     let input = match (body.text, body.input) {
         (Some(text), None) => vec![UserInput::text(text)],
+        (None, Some(items)) if items.len() > state.max_input_items => {
+            state.metrics.limit_refused("max_input_items");
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "too_many_items",
+                format!(
+                    "`input` has {} items, over the limit of {} (--max-input-items); join text items into one",
+                    items.len(),
+                    state.max_input_items
+                ),
+            ));
+        }
         (None, Some(items)) if !items.is_empty() => items
             .into_iter()
             .map(|i| match i {
@@ -90,11 +103,8 @@ pub async fn start(
             .collect(),
         _ => return Err(ApiError::invalid("send the message as `text` or as a non-empty `input`, not both")),
     };
-    let room = state.runs.reserve().map_err(|RunRefused::TooMany(n)| {
-        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_turns", format!("{n} turns already run; retry shortly"))
-            .retry_after(1)
-    })?;
-    let turn = state.pool.start_turn(&ConversationId::from(id), input, TurnOptions::default()).await?;
+    let room = room(&state)?;
+    let turn = state.pool.start_turn(&ConversationId::from(id), input, options()).await?;
     let log = state.runs.run(turn, room, begun);
     if body.stream.unwrap_or(true) {
         Ok(sse(log, 0).into_response())
@@ -111,7 +121,9 @@ pub async fn start(
     responses((status = 200, description = "The turn's events (SSE)", content_type = "text/event-stream"),
               (status = 307, description = "Another node serves the conversation: `Location` is this path on it",
                body = crate::error::ErrorBody),
-              (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+              (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
+              (status = 410, description = "The turn's events are no longer kept (`events_expired`)",
+               body = crate::error::ErrorBody)))]
 pub async fn events(
     State(state): State<AppState>,
     Path((id, turn_id)): Path<(String, String)>,
@@ -127,7 +139,17 @@ pub async fn events(
         None => query.after.unwrap_or(0),
     };
     let conversation = ConversationId::from(id.as_str());
-    let Some(log) = state.runs.log(&conversation, &turn_id) else {
+    let expired = || {
+        ApiError::new(
+            StatusCode::GONE,
+            "events_expired",
+            format!(
+                "the events of turn {turn_id} are no longer kept (its turn ended too long ago, newer turns needed \
+                 the room, or it was too large); read what the conversation kept: GET /v1/conversations/{id}/items"
+            ),
+        )
+    };
+    let Some(log) = state.runs.log(&conversation, &turn_id).map_err(|Expired| expired())? else {
         // Turns run, and keep their events, on the node that serves the conversation.
         state.pool.check_served_here(&conversation).await?;
         return Err(ApiError::not_found(format!(
@@ -137,16 +159,35 @@ pub async fn events(
     Ok(sse(log, after).into_response())
 }
 
+/// Room for one more turn in the service: 429 with `Retry-After` when it runs as many as it
+/// may (`max_running_turns`, never more than the pool's capacity).
+pub(crate) fn room(state: &AppState) -> Result<OwnedSemaphorePermit, ApiError> {
+    state.runs.reserve().map_err(|RunRefused::TooMany(n)| {
+        state.metrics.limit_refused("max_running_turns");
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_turns", format!("{n} turns already run; retry shortly"))
+            .retry_after(1)
+    })
+}
+
+/// The options of every turn the service starts: a turn whose process is full is refused at
+/// once (429), never left waiting in the pool.
+pub(crate) fn options() -> TurnOptions {
+    let mut options = TurnOptions::default();
+    options.refuse_when_full = true;
+    options
+}
+
 /// A turn's events from after `after`, as SSE, ending after the terminal one.
 fn sse(log: Arc<RunLog>, after: u64) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let events = stream::unfold((log, after, VecDeque::<ApiEvent>::new()), |(log, mut after, mut ready)| async move {
-        if ready.is_empty() {
-            ready.extend(log.next_after(after).await?);
-        }
-        let event = ready.pop_front()?;
-        after = event.id;
-        let sse = Event::default().id(event.id.to_string()).event(event.event).data(event.data.to_string());
-        Some((Ok(sse), (log, after, ready)))
-    });
+    let events =
+        stream::unfold((log, after, VecDeque::<Arc<ApiEvent>>::new()), |(log, mut after, mut ready)| async move {
+            if ready.is_empty() {
+                ready.extend(log.next_after(after).await?);
+            }
+            let event = ready.pop_front()?;
+            after = event.id;
+            let sse = Event::default().id(event.id.to_string()).event(event.event).data(event.data.to_string());
+            Some((Ok(sse), (log, after, ready)))
+        });
     Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }

@@ -7,7 +7,7 @@
 
 use crate::metrics::ChatOutcome;
 use crate::openai::error::{Fields, OpenAiBody, OpenAiError};
-use crate::openai::input::{transcript, Role, Transcript};
+use crate::openai::input::{check_items, transcript, Role, Transcript};
 use crate::openai::now_secs;
 use crate::openai::reply::{self, Ending, Render, Reply, Step};
 use crate::openai::responses::{room, served_model};
@@ -20,7 +20,7 @@ use axum::http::StatusCode;
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use codex_pool::{ConversationId, PoolError, PoolTurn, Profile, TurnOptions};
+use codex_pool::{ConversationId, PoolError, PoolTurn, Profile};
 use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_protocol::types::UserInput;
 use serde_json::{json, Map, Value};
@@ -85,6 +85,8 @@ pub async fn create(State(state): State<AppState>, OpenAiBody(body): OpenAiBody)
             "stored chat completions are not offered; the transcript is kept as a conversation (/v1/conversations)",
         ));
     }
+    check_items(&messages, "messages", state.max_input_items)
+        .inspect_err(|_| state.metrics.limit_refused("max_input_items"))?;
     let said = transcript(&messages, "messages")?;
     state.check_settings(
         &[("messages", said.system.as_deref()), ("messages", said.developer.as_deref())],
@@ -156,7 +158,7 @@ async fn start(
         let current = state.pool.conversation(&id).await?;
         match current {
             Some(info) if info.record.turns == turns => {
-                match state.pool.start_turn(&id, input.clone(), TurnOptions::default()).await {
+                match state.pool.start_turn(&id, input.clone(), crate::api::turns::options()).await {
                     Ok(turn) => return Ok((id, turn, ChatOutcome::Continued, turns)),
                     // Deleted meanwhile: a new conversation takes over.
                     Err(PoolError::UnknownThread(_)) => {}
@@ -181,7 +183,7 @@ async fn start(
     let mut metadata = Map::new();
     metadata.insert(CREATED_BY.0.to_owned(), json!(CREATED_BY.1));
     let id = state.pool.create_thread_with_history(settings, Profile::Chat, metadata, said.history_items()).await?;
-    match state.pool.start_turn(&id, input, TurnOptions::default()).await {
+    match state.pool.start_turn(&id, input, crate::api::turns::options()).await {
         Ok(turn) => Ok((id, turn, ChatOutcome::New, 0)),
         Err(e) => {
             let _ = state.pool.delete_thread(&id).await;
@@ -198,7 +200,7 @@ async fn start(
 fn reindex(state: &AppState, before: (u64, u64), id: ConversationId, said: Transcript, model: String) -> OnEnd {
     let (key, turns_before) = before;
     let transcripts = state.transcripts.clone();
-    Box::new(move |events: &[crate::events::ApiEvent]| {
+    Box::new(move |events: &[std::sync::Arc<crate::events::ApiEvent>]| {
         let reply = Reply::of(events);
         match reply.ending() {
             Some(Ending::Completed { interrupted: false, .. }) => {

@@ -119,6 +119,26 @@ pub fn transcript(messages: &[Value], param: &str) -> Result<Transcript, OpenAiE
     Ok(t)
 }
 
+/// Refuses (400, `too_many_items`) a list of messages at `param` with more than `max` messages
+/// and content parts in all: each one becomes a JSON item that the service and codex hold
+/// several copies of, so their number is bounded apart from their size.
+pub fn check_items(messages: &[Value], param: &str, max: usize) -> Result<(), OpenAiError> {
+    let items = messages.len()
+        + messages.iter().filter_map(|m| m.get("content").and_then(Value::as_array)).map(Vec::len).sum::<usize>();
+    if items <= max {
+        return Ok(());
+    }
+    Err(OpenAiError::new(
+        axum::http::StatusCode::BAD_REQUEST,
+        Some("too_many_items"),
+        format!(
+            "`{param}` has {items} messages and content parts, over the limit of {max} (--max-input-items); \
+             join text parts, or start from a shorter history"
+        ),
+    )
+    .param(param))
+}
+
 fn join(into: &mut Option<String>, text: String) {
     match into {
         Some(all) => {
@@ -182,6 +202,15 @@ mod tests {
         assert_eq!((t.system.as_deref(), t.developer.as_deref(), t.last.as_str()), (Some("sys"), Some("dev"), "a\nb"));
         assert_eq!(t.history, vec![(Role::User, "hi".into()), (Role::Assistant, "echo: hi".into())]);
         assert_eq!(t.history_items()[1]["content"][0]["type"], "output_text");
+    }
+
+    #[test]
+    fn counts_messages_and_their_parts_against_the_item_limit() {
+        let parts: Vec<Value> = (0..9).map(|_| json!({"type": "text", "text": "a"})).collect();
+        let messages = vec![json!({"role": "system", "content": "s"}), json!({"role": "user", "content": parts})];
+        assert!(check_items(&messages, "input", 11).is_ok());
+        let e = format!("{:?}", check_items(&messages, "input", 10).unwrap_err());
+        assert!(e.contains("too_many_items") && e.contains("11 messages and content parts"), "{e}");
     }
 
     #[test]

@@ -120,10 +120,10 @@ impl Reply {
     }
 
     /// A whole turn's events, read.
-    pub fn of(events: &[ApiEvent]) -> Self {
+    pub fn of<E: std::borrow::Borrow<ApiEvent>>(events: &[E]) -> Self {
         let mut reply = Reply::default();
         for e in events {
-            reply.step(e);
+            reply.step(e.borrow());
         }
         reply
     }

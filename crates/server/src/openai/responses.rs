@@ -7,7 +7,7 @@
 //! forked from it (given the history up to it). Ids: `resp_<conversation>_<turn>`.
 
 use crate::openai::error::{Fields, OpenAiBody, OpenAiError};
-use crate::openai::input::{transcript, Transcript};
+use crate::openai::input::{check_items, transcript, Transcript};
 use crate::openai::reply::{self, Render, Reply, Step};
 use crate::openai::wire::{self, output_message, response, text_part, ResponseHead};
 use crate::openai::{now_secs, parse_response_id, response_id};
@@ -49,14 +49,7 @@ pub(crate) fn served_model(state: &AppState, asked: Option<String>) -> Result<Op
 
 /// Room for one more turn in the service (429 when it runs as many as it may).
 pub(crate) fn room(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, OpenAiError> {
-    state.runs.reserve().map_err(|crate::runs::RunRefused::TooMany(n)| {
-        OpenAiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            Some("too_many_turns"),
-            format!("{n} turns already run; retry shortly"),
-        )
-        .retry_after(1)
-    })
+    Ok(crate::api::turns::room(state)?)
 }
 
 /// Where a response's turn runs.
@@ -93,7 +86,11 @@ pub async fn create(State(state): State<AppState>, OpenAiBody(body): OpenAiBody)
     let stream = f.boolean("stream")?.unwrap_or(false);
     let said = match input {
         Value::String(text) => Transcript { last: text, ..Transcript::default() },
-        Value::Array(items) => transcript(&items, "input")?,
+        Value::Array(items) => {
+            check_items(&items, "input", state.max_input_items)
+                .inspect_err(|_| state.metrics.limit_refused("max_input_items"))?;
+            transcript(&items, "input")?
+        }
         _ => return Err(OpenAiError::invalid("input", "`input` is a string or a list of messages")),
     };
     state.check_settings(
@@ -187,7 +184,7 @@ async fn starting(
     Ok(Plan {
         conversation: id,
         created: true,
-        options: TurnOptions::default(),
+        options: crate::api::turns::options(),
         head: head(model, base_instructions, metadata, store),
     })
 }
@@ -229,7 +226,7 @@ async fn continuing(
     if metadata.as_ref().is_some_and(|m| *m != record.metadata) {
         return Err(OpenAiError::unsupported("metadata", "metadata is the conversation's, set when it starts"));
     }
-    let mut options = TurnOptions::default();
+    let mut options = crate::api::turns::options();
     if model.is_some() && model != record.settings.model {
         options.model.clone_from(&model);
     }
@@ -273,7 +270,7 @@ pub async fn retrieve(State(state): State<AppState>, Path(id): Path<String>) -> 
     let info = state.pool.conversation(&conversation).await?.ok_or_else(unknown)?;
     let items = state.pool.all_items(&conversation).await?;
     let head = stored_head(&info, &id, &turn, &items);
-    if let Some(log) = state.runs.log(&conversation, &turn) {
+    if let Ok(Some(log)) = state.runs.log(&conversation, &turn) {
         let (events, _) = log.snapshot();
         let reply = Reply::of(&events);
         return Ok(Json(response(&head, reply.messages(), reply.ending())));

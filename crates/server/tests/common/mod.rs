@@ -25,8 +25,17 @@ pub struct Running {
 
 impl Running {
     pub async fn start(env: &Env, size: usize, tune: impl FnOnce(&mut ServiceConfig)) -> Self {
+        Self::start_with(env, |p| p.size = size, tune).await
+    }
+
+    /// [`Running::start`], with the pool's settings tuned too.
+    pub async fn start_with(
+        env: &Env,
+        tune_pool: impl FnOnce(&mut PoolConfig),
+        tune: impl FnOnce(&mut ServiceConfig),
+    ) -> Self {
         let mut config = PoolConfig::new(env.config());
-        config.size = size;
+        tune_pool(&mut config);
         let pool = Pool::new(config, Arc::new(MemoryStore::new()));
         let mut service = ServiceConfig::default();
         service.listen = "127.0.0.1:0".parse().unwrap();
