@@ -228,8 +228,9 @@ impl Pool {
         }
     }
 
-    /// Deletes a conversation: unloads it from codex and forgets it, in the store too, with its
-    /// history. Fails with [`PoolError::ThreadBusy`] while a turn runs.
+    /// Deletes a conversation: deletes its codex thread (for a coding-agent conversation, codex's
+    /// rollout file of it too) and forgets it, in the store too, with its history. Fails with
+    /// [`PoolError::ThreadBusy`] while a turn runs.
     pub async fn delete_thread(&self, id: &ConversationId) -> Result<(), PoolError> {
         let inner = &self.inner;
         let known = match inner.routing.claim_delete(id).await {
@@ -244,7 +245,7 @@ impl Pool {
                     ownership.forget(id);
                 }
                 if let Some(loaded) = inner.routing.finish_delete(id, true) {
-                    inner.placer.unload(&loaded, "delete").await;
+                    inner.placer.delete(&loaded).await;
                 }
                 if known || existed {
                     Ok(())

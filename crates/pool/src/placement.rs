@@ -207,6 +207,19 @@ impl Placer {
             tracing::debug!(codex_thread_id = %loaded.codex_id, why, error = %e, "unsubscribe failed");
         }
     }
+
+    /// Deletes a codex thread for good: `thread/delete` removes its rollout file and its rows
+    /// in codex's databases; an ephemeral thread (nothing on disk, and codex refuses to delete
+    /// it) is unsubscribed instead.
+    pub(crate) async fn delete(&self, loaded: &Loaded) {
+        let Some(handle) = self.live_handle(loaded) else { return };
+        if let Err(e) = handle.delete_thread(&loaded.codex_id).await {
+            tracing::debug!(codex_thread_id = %loaded.codex_id, error = %e, "thread/delete refused; unsubscribing");
+            if let Err(e) = handle.unsubscribe(&loaded.codex_id).await {
+                tracing::debug!(codex_thread_id = %loaded.codex_id, error = %e, "unsubscribe failed");
+            }
+        }
+    }
 }
 
 /// `thread/start` params for a conversation: its settings, in memory only if it is ephemeral,

@@ -8,7 +8,7 @@ use crate::error::{ExitReason, ProcessError};
 use crate::stats::{ProcessStats, SharedStats};
 use crate::turn::TurnStream;
 use codex_pool_protocol::methods::{
-    Request, ThreadFork, ThreadForkParams, ThreadIdParams, ThreadInjectItems, ThreadInjectItemsParams,
+    Request, ThreadDelete, ThreadDeleteResponse, ThreadFork, ThreadForkParams, ThreadIdParams, ThreadInjectItems, ThreadInjectItemsParams,
     ThreadLoadedList, ThreadLoadedListParams, ThreadResponse, ThreadResume, ThreadResumeParams, ThreadStart,
     ThreadStartParams, ThreadStartResponse, ThreadUnsubscribe, ThreadUnsubscribeResponse, TurnStartParams,
 };
@@ -218,6 +218,11 @@ impl AppServerHandle {
     /// `thread/unsubscribe`.
     pub async fn unsubscribe(&self, thread_id: &CodexThreadId) -> Result<ThreadUnsubscribeResponse, ProcessError> {
         self.request::<ThreadUnsubscribe>(&ThreadIdParams { thread_id: thread_id.clone() }).await
+    }
+
+    /// `thread/delete`: unloads the thread and removes codex's copy of it on disk.
+    pub async fn delete_thread(&self, thread_id: &CodexThreadId) -> Result<ThreadDeleteResponse, ProcessError> {
+        self.request::<ThreadDelete>(&ThreadIdParams { thread_id: thread_id.clone() }).await
     }
 
     pub(crate) fn send(&self, cmd: Command) -> Result<(), ProcessError> {

@@ -55,6 +55,11 @@ request!(
     ThreadUnsubscribe, "thread/unsubscribe", ThreadIdParams, ThreadUnsubscribeResponse
 );
 request!(
+    /// `thread/delete`: unloads a thread and removes what codex keeps of it on disk (its rollout
+    /// file and its rows in codex's state databases).
+    ThreadDelete, "thread/delete", ThreadIdParams, ThreadDeleteResponse
+);
+request!(
     /// `thread/read`: reads a thread's metadata and, optionally, its turns.
     ThreadRead, "thread/read", ThreadReadParams, ThreadReadResponse
 );
@@ -266,6 +271,10 @@ pub struct ThreadUnsubscribeResponse {
     /// What happened.
     pub status: UnsubscribeStatus,
 }
+
+/// Result of `thread/delete` (empty).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ThreadDeleteResponse {}
 
 /// Params of `thread/read`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
