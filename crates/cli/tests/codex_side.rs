@@ -1,0 +1,182 @@
+//! What a client can make codex and the fake model do inside `codex-pool serve`: directives that
+//! would exhaust memory, the service's secrets in codex's environment, a model stream that stalls.
+//! The real binary on its built-in fake model, the real pinned codex.
+
+mod common;
+
+use codex_pool_server::client::{Client, SseEvent};
+use common::Served;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// `codex-pool serve` on its built-in fake model (which runs inside it), with `envs` and `args`
+/// (one process unless they say `--pool-size`).
+fn serve_builtin(data_dir: &std::path::Path, token: Option<&str>, envs: &[(&str, &str)], args: &[&str]) -> Served {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_codex-pool"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .args(if args.contains(&"--pool-size") { &[][..] } else { &["--pool-size", "1"][..] })
+        .envs(envs.iter().copied())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut first).unwrap();
+    let addr = first.split_whitespace().find(|w| w.starts_with("http://")).expect(&first).to_owned();
+    Served { child, client: Client::new(&addr, token.map(str::to_owned)) }
+}
+
+async fn conversation(client: &Client, body: Value) -> String {
+    let created = client.post("/v1/conversations", body).await.unwrap().json().unwrap();
+    created["id"].as_str().expect("created").to_owned()
+}
+
+async fn turn(client: &Client, id: &str, text: &str) -> Vec<SseEvent> {
+    let mut events = client.stream(&format!("/v1/conversations/{id}/turns"), json!({"text": text})).await.unwrap();
+    let mut seen = Vec::new();
+    while let Some(e) = tokio::time::timeout(Duration::from_secs(90), events.next()).await.unwrap().unwrap() {
+        seen.push(e);
+    }
+    seen
+}
+
+fn last(events: &[SseEvent]) -> &SseEvent {
+    events.last().expect("the turn sent events")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directive_with_a_huge_count_is_clamped_and_the_service_lives_on() {
+    let data = tempfile::tempdir().unwrap();
+    let served = serve_builtin(data.path(), None, &[], &[]);
+    served.ready().await;
+    let client = &served.client;
+    let id = conversation(client, json!({})).await;
+    // Unclamped, this made the fake model (inside serve) allocate terabytes and abort. The text
+    // is long enough for no piece to be empty (codex passes no empty delta on).
+    let text = format!("{} [mock:deltas=1000000000000]", "x".repeat(2 * codex_pool_mock_model::MAX_DELTAS));
+    let events = turn(client, &id, &text).await;
+    assert_eq!(last(&events).event, "turn.completed", "{:?}", last(&events).data);
+    let deltas = events.iter().filter(|e| e.event == "text.delta").count();
+    assert_eq!(deltas, codex_pool_mock_model::MAX_DELTAS, "the clamped number of deltas");
+    let reply: String = events.iter().filter(|e| e.event == "text.delta").filter_map(|e| e.data["delta"].as_str()).collect();
+    assert_eq!(reply, format!("echo: {text}"));
+    assert!(client.get("/healthz").await.is_ok(), "the service lives on");
+    let events = turn(client, &id, "again").await;
+    assert_eq!(last(&events).event, "turn.completed", "{:?}", last(&events).data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codex_processes_get_none_of_the_services_secrets() {
+    let data = tempfile::tempdir().unwrap();
+    let db = data.path().join("threads.db");
+    let secrets = [
+        ("CODEX_POOL_TOKEN", "token-canary-5b1f"),
+        ("DATABASE_URL", "postgres://pool:password-canary-77c2@127.0.0.1:1/pool"),
+        ("SOME_SERVICE_SECRET", "canary-90ad"),
+    ];
+    let served =
+        serve_builtin(data.path(), Some("token-canary-5b1f"), &secrets, &["--pool-size", "2", "--db", db.to_str().unwrap()]);
+    served.ready().await;
+    let client = &served.client;
+    common_wait_all(client).await;
+    let pool = client.get("/v1/pool").await.unwrap().json().unwrap();
+    let pids: Vec<u64> = pool["processes"].as_array().unwrap().iter().map(|p| p["pid"].as_u64().unwrap()).collect();
+    assert_eq!(pids.len(), 2, "{pool}");
+    // A turn works: codex found what it needs.
+    let id = conversation(client, json!({})).await;
+    assert_eq!(last(&turn(client, &id, "hello").await).event, "turn.completed");
+    for pid in pids {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        let environ = String::from_utf8_lossy(&environ);
+        let names: Vec<&str> = environ.split('\0').filter_map(|kv| kv.split_once('=').map(|(k, _)| k)).collect();
+        for (name, value) in secrets {
+            assert!(!names.contains(&name), "codex {pid} has {name}: {names:?}");
+            assert!(!environ.contains(value), "codex {pid} has the value of {name}");
+        }
+        for needed in ["PATH", "HOME", "CODEX_HOME"] {
+            assert!(names.contains(&needed), "codex {pid} lacks {needed}: {names:?}");
+        }
+    }
+}
+
+async fn common_wait_all(client: &Client) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let pool = client.get("/v1/pool").await.unwrap().json().unwrap();
+        let processes = pool["processes"].as_array().cloned().unwrap_or_default();
+        if !processes.is_empty() && processes.iter().all(|p| p["healthy"] == true && p["pid"].is_u64()) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "not every process serves: {pool}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_stream_that_stalls_mid_reply_ends_as_model_stalled() {
+    let data = tempfile::tempdir().unwrap();
+    let served = serve_builtin(data.path(), None, &[], &["--progress-timeout-secs", "3"]);
+    served.ready().await;
+    let client = &served.client;
+    let id = conversation(client, json!({})).await;
+    let events = turn(client, &id, "a long answer [mock:deltas=8] [mock:stall_after=3]").await;
+    let end = last(&events);
+    assert_eq!(end.event, "turn.failed", "{:?}", end.data);
+    assert_eq!(end.data["error"]["kind"], "model_stalled", "{:?}", end.data);
+    let message = end.data["error"]["message"].as_str().unwrap();
+    assert!(message.contains("stalled") && message.contains("after 3 text deltas"), "{message}");
+    assert!(!message.contains("retrying requests"), "{message}");
+    // The conversation goes on.
+    assert_eq!(last(&turn(client, &id, "next").await).event, "turn.completed");
+}
+
+/// Files under `dir` whose bytes hold `marker`, as paths relative to `dir`.
+fn files_holding(dir: &std::path::Path, marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if std::fs::read(&path).is_ok_and(|b| b.windows(marker.len()).any(|w| w == marker.as_bytes())) {
+                found.push(path.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// What codex 0.169.0 keeps of a deleted thread that no client can remove: the write-ahead logs
+/// of its own databases (it deletes the rows, but the logs keep the pages as they were until
+/// codex checkpoints them; opening codex's databases behind its back is not ours to do).
+const CODEX_KEEPS: [&str; 2] = ["codex-home/state_5.sqlite-wal", "codex-home/thread_history_1.sqlite-wal"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_removes_every_copy_of_a_coding_agent_conversation_but_codexs_database_logs() {
+    let data = tempfile::tempdir().unwrap();
+    let served = serve_builtin(data.path(), None, &[], &["--allow-profile", "codex"]);
+    served.ready().await;
+    let client = &served.client;
+    let marker = "transcript-canary-b41d";
+    let (agent, chat) = (conversation(client, json!({"profile": "codex"})).await, conversation(client, json!({})).await);
+    for id in [&agent, &chat] {
+        let events = turn(client, id, &format!("remember {marker}")).await;
+        assert_eq!(last(&events).event, "turn.completed", "{:?}", last(&events).data);
+    }
+    let before = files_holding(data.path(), marker);
+    assert!(before.iter().any(|f| f.contains("/sessions/") && f.ends_with(".jsonl")), "codex's rollout: {before:?}");
+    for id in [&agent, &chat] {
+        let answer = client.send(hyper::Method::DELETE, &format!("/v1/conversations/{id}"), None).await.unwrap();
+        assert!(answer.status.is_success(), "{}", answer.status);
+    }
+    let after = files_holding(data.path(), marker);
+    println!("before the deletes: {before:?}; after: {after:?}");
+    let left: Vec<&String> = after.iter().filter(|f| !CODEX_KEEPS.contains(&f.as_str())).collect();
+    assert!(left.is_empty(), "deleted text left in {left:?} (all: {after:?})");
+}
