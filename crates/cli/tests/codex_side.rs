@@ -14,6 +14,17 @@ use std::time::Duration;
 /// `codex-pool serve` on its built-in fake model (which runs inside it), with `envs` and `args`
 /// (one process unless they say `--pool-size`).
 fn serve_builtin(data_dir: &std::path::Path, token: Option<&str>, envs: &[(&str, &str)], args: &[&str]) -> Served {
+    serve_logged(data_dir, token, envs, args, Stdio::inherit())
+}
+
+/// [`serve_builtin`] with its log (stderr) where asked.
+fn serve_logged(
+    data_dir: &std::path::Path,
+    token: Option<&str>,
+    envs: &[(&str, &str)],
+    args: &[&str],
+    stderr: Stdio,
+) -> Served {
     let mut child = Command::new(env!("CARGO_BIN_EXE_codex-pool"))
         .args(["serve", "--listen", "127.0.0.1:0"])
         .arg("--data-dir")
@@ -22,6 +33,7 @@ fn serve_builtin(data_dir: &std::path::Path, token: Option<&str>, envs: &[(&str,
         .args(if args.contains(&"--pool-size") { &[][..] } else { &["--pool-size", "1"][..] })
         .envs(envs.iter().copied())
         .stdout(Stdio::piped())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let mut first = String::new();
@@ -179,4 +191,35 @@ async fn delete_removes_every_copy_of_a_coding_agent_conversation_but_codexs_dat
     println!("before the deletes: {before:?}; after: {after:?}");
     let left: Vec<&String> = after.iter().filter(|f| !CODEX_KEEPS.contains(&f.as_str())).collect();
     assert!(left.is_empty(), "deleted text left in {left:?} (all: {after:?})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_image_url_is_the_clients_error_with_what_to_send_instead() {
+    let data = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("serve.log");
+    let served = serve_logged(data.path(), None, &[], &[], Stdio::from(std::fs::File::create(&log).unwrap()));
+    served.ready().await;
+    let client = &served.client;
+    let id = conversation(client, json!({})).await;
+    let path = format!("/v1/conversations/{id}/turns");
+    for url in ["https://example.com/private-cat.png", "http://example.com/private-cat.png"] {
+        let body = json!({"stream": false, "input": [{"type": "text", "text": "look"}, {"type": "image", "url": url}]});
+        let answer = client.send(hyper::Method::POST, &path, Some(body.to_string().into())).await.unwrap();
+        let error = answer.json().unwrap();
+        assert_eq!(answer.status, hyper::StatusCode::BAD_REQUEST, "{error}");
+        assert_eq!(error["error"]["code"], "invalid_request", "{error}");
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains("data:image/png;base64") && !message.contains("private-cat"), "{message}");
+    }
+    // The same image inline is taken, and the conversation goes on.
+    let inline = "data:image/png;base64,iVBORw0KGgo=";
+    let body = json!({"stream": false, "input": [{"type": "text", "text": "look"}, {"type": "image", "url": inline}]});
+    let answer = client.send(hyper::Method::POST, &path, Some(body.to_string().into())).await.unwrap();
+    assert_eq!(answer.status, hyper::StatusCode::OK);
+    assert_eq!(answer.json().unwrap()["status"], "completed");
+    let (status, _, _) = served.terminate();
+    assert!(status.success());
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(!log.contains("WARN"), "a client's error is no warning: {log}");
 }

@@ -272,8 +272,23 @@ impl std::fmt::Debug for AppServerHandle {
     }
 }
 
-/// Refuses input with more text than codex takes ([`MAX_INPUT_CHARS`]), before it is sent.
+/// Refuses input codex would refuse or drop, before it is sent: more text than codex takes
+/// ([`MAX_INPUT_CHARS`]), and an image by URL that is not a `data:` URL (codex 0.169.0 refuses
+/// `http:` and `https:` ones, "remote image URLs are not supported", and silently drops others).
 pub fn check_input(input: &[UserInput]) -> Result<(), ProcessError> {
+    let images = input.iter().filter_map(|i| match i {
+        UserInput::Image { url } => Some(url),
+        _ => None,
+    });
+    for (n, url) in images.enumerate() {
+        if !url.get(..5).is_some_and(|scheme| scheme.eq_ignore_ascii_case("data:")) {
+            return Err(ProcessError::InvalidInput(format!(
+                "image {} of the input is not a `data:` URL; codex takes no remote image: send it inline, as \
+                 `data:image/png;base64,...` (or image/jpeg, image/gif, image/webp)",
+                n + 1
+            )));
+        }
+    }
     let chars: usize = input
         .iter()
         .map(|i| match i {

@@ -134,6 +134,7 @@ impl From<PoolError> for ApiError {
                 Self::new(StatusCode::CONFLICT, "conflict", message)
             }
             PoolError::InputTooLarge { .. } => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "input_too_large", message),
+            PoolError::InvalidRequest(_) => Self::invalid(message),
             PoolError::Overloaded { .. }
             | PoolError::Unavailable
             | PoolError::NoProcess(_)
