@@ -85,33 +85,41 @@ async fn a_directive_with_a_huge_count_is_clamped_and_the_service_lives_on() {
 async fn codex_processes_get_none_of_the_services_secrets() {
     let data = tempfile::tempdir().unwrap();
     let db = data.path().join("threads.db");
+    // An MCP server named by a bare command (`sh`, found on PATH) that writes down the
+    // environment codex gave it.
+    let scripts = tempfile::tempdir().unwrap();
+    let script = scripts.path().join("mcp-env.sh");
+    let dump = scripts.path().join("mcp-env.txt");
+    std::fs::write(&script, format!("env > {}\n", dump.display())).unwrap();
+    let mcp = format!("envdump=sh {}", script.display());
     let secrets = [
         ("CODEX_POOL_TOKEN", "token-canary-5b1f"),
         ("DATABASE_URL", "postgres://pool:password-canary-77c2@127.0.0.1:1/pool"),
         ("SOME_SERVICE_SECRET", "canary-90ad"),
     ];
-    let served =
-        serve_builtin(data.path(), Some("token-canary-5b1f"), &secrets, &["--pool-size", "2", "--db", db.to_str().unwrap()]);
+    let args = ["--pool-size", "2", "--db", db.to_str().unwrap(), "--allow-profile", "codex", "--allow-mcp", &mcp];
+    let served = serve_builtin(data.path(), Some("token-canary-5b1f"), &secrets, &args);
     served.ready().await;
     let client = &served.client;
     common_wait_all(client).await;
     let pool = client.get("/v1/pool").await.unwrap().json().unwrap();
     let pids: Vec<u64> = pool["processes"].as_array().unwrap().iter().map(|p| p["pid"].as_u64().unwrap()).collect();
     assert_eq!(pids.len(), 2, "{pool}");
-    // A turn works: codex found what it needs.
+    // Turns work: codex found what it needs; the coding agent's MCP server was started.
     let id = conversation(client, json!({})).await;
     assert_eq!(last(&turn(client, &id, "hello").await).event, "turn.completed");
-    for pid in pids {
-        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
-        let environ = String::from_utf8_lossy(&environ);
+    let agent = conversation(client, json!({"profile": "codex", "tools": ["envdump"]})).await;
+    assert_eq!(last(&turn(client, &agent, "hello").await).event, "turn.completed");
+    let mcp_env = std::fs::read_to_string(&dump).expect("codex started the MCP server by its bare name");
+    let environs = pids.iter().map(|pid| (format!("codex {pid}"), std::fs::read(format!("/proc/{pid}/environ")).unwrap()));
+    for (who, environ) in environs.chain([("the MCP server".to_owned(), mcp_env.into_bytes())]) {
+        let environ = String::from_utf8_lossy(&environ).replace('\n', "\0");
         let names: Vec<&str> = environ.split('\0').filter_map(|kv| kv.split_once('=').map(|(k, _)| k)).collect();
         for (name, value) in secrets {
-            assert!(!names.contains(&name), "codex {pid} has {name}: {names:?}");
-            assert!(!environ.contains(value), "codex {pid} has the value of {name}");
+            assert!(!names.contains(&name), "{who} has {name}: {names:?}");
+            assert!(!environ.contains(value), "{who} has the value of {name}");
         }
-        for needed in ["PATH", "HOME", "CODEX_HOME"] {
-            assert!(names.contains(&needed), "codex {pid} lacks {needed}: {names:?}");
-        }
+        assert!(names.contains(&"PATH"), "{who} lacks PATH: {names:?}");
     }
 }
 
