@@ -74,7 +74,8 @@ async fn a_directive_with_a_huge_count_is_clamped_and_the_service_lives_on() {
     assert_eq!(last(&events).event, "turn.completed", "{:?}", last(&events).data);
     let deltas = events.iter().filter(|e| e.event == "text.delta").count();
     assert_eq!(deltas, codex_pool_mock_model::MAX_DELTAS, "the clamped number of deltas");
-    let reply: String = events.iter().filter(|e| e.event == "text.delta").filter_map(|e| e.data["delta"].as_str()).collect();
+    let reply: String =
+        events.iter().filter(|e| e.event == "text.delta").filter_map(|e| e.data["delta"].as_str()).collect();
     assert_eq!(reply, format!("echo: {text}"));
     assert!(client.get("/healthz").await.is_ok(), "the service lives on");
     let events = turn(client, &id, "again").await;
@@ -111,7 +112,8 @@ async fn codex_processes_get_none_of_the_services_secrets() {
     let agent = conversation(client, json!({"profile": "codex", "tools": ["envdump"]})).await;
     assert_eq!(last(&turn(client, &agent, "hello").await).event, "turn.completed");
     let mcp_env = std::fs::read_to_string(&dump).expect("codex started the MCP server by its bare name");
-    let environs = pids.iter().map(|pid| (format!("codex {pid}"), std::fs::read(format!("/proc/{pid}/environ")).unwrap()));
+    let environs =
+        pids.iter().map(|pid| (format!("codex {pid}"), std::fs::read(format!("/proc/{pid}/environ")).unwrap()));
     for (who, environ) in environs.chain([("the MCP server".to_owned(), mcp_env.into_bytes())]) {
         let environ = String::from_utf8_lossy(&environ).replace('\n', "\0");
         let names: Vec<&str> = environ.split('\0').filter_map(|kv| kv.split_once('=').map(|(k, _)| k)).collect();
@@ -184,7 +186,8 @@ async fn delete_removes_every_copy_of_a_coding_agent_conversation_but_codexs_dat
     served.ready().await;
     let client = &served.client;
     let marker = "transcript-canary-b41d";
-    let (agent, chat) = (conversation(client, json!({"profile": "codex"})).await, conversation(client, json!({})).await);
+    let (agent, chat) =
+        (conversation(client, json!({"profile": "codex"})).await, conversation(client, json!({})).await);
     for id in [&agent, &chat] {
         let events = turn(client, id, &format!("remember {marker}")).await;
         assert_eq!(last(&events).event, "turn.completed", "{:?}", last(&events).data);

@@ -55,8 +55,7 @@ impl Directives {
                 "deltas" => d.deltas = value.trim().parse().ok(),
                 "delay_ms" => d.delay_ms = value.trim().parse().ok(),
                 "fail" => {
-                    d.failure =
-                        value.trim().parse().ok().filter(|code| (400..=599).contains(code)).map(Failure::Status)
+                    d.failure = value.trim().parse().ok().filter(|code| (400..=599).contains(code)).map(Failure::Status)
                 }
                 "stall_after" => d.failure = value.trim().parse().ok().map(Failure::StallAfter),
                 "cut" => d.failure = Some(Failure::Cut),
@@ -119,13 +118,7 @@ impl Plan {
                     Some(other) => other.to_string(),
                     None => String::new(),
                 };
-                return Plan {
-                    text: format!("tool output: {output}"),
-                    deltas,
-                    delay,
-                    failure: None,
-                    tool_call: None,
-                };
+                return Plan { text: format!("tool output: {output}"), deltas, delay, failure: None, tool_call: None };
             }
         }
         let user = last_user_text(input).unwrap_or_default();
@@ -255,11 +248,13 @@ mod tests {
         assert_eq!(plan.pieces().len(), MAX_DELTAS);
         assert_eq!(plan.pieces().collect::<String>(), plan.text);
         // Too big for usize: not a number, so the default.
-        let body = json!({"input": [{"type": "message", "role": "user", "content": "[mock:deltas=99999999999999999999999]"}]});
+        let body =
+            json!({"input": [{"type": "message", "role": "user", "content": "[mock:deltas=99999999999999999999999]"}]});
         assert_eq!(Plan::for_request(&body, 4, Duration::ZERO).deltas, 4);
         assert_eq!(Plan::for_request(&body, usize::MAX, Duration::MAX).deltas, MAX_DELTAS, "defaults too");
         // Pieces split on character boundaries, multi-byte ones included.
-        let plan = Plan { text: "aé€😀b".into(), deltas: 3, delay: Duration::ZERO, failure: None, tool_call: None };
+        let plan =
+            Plan { text: "aé€😀b".into(), deltas: 3, delay: Duration::ZERO, failure: None, tool_call: None };
         assert_eq!(plan.pieces().collect::<Vec<_>>(), ["a", "é€", "😀b"]);
         let plan = Plan { text: "ab".into(), deltas: 4, ..plan };
         assert_eq!(plan.pieces().collect::<Vec<_>>(), ["", "a", "", "b"]);

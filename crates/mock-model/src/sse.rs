@@ -19,7 +19,9 @@ enum Phase {
     ToolCall,
     MessageAdded,
     /// The deltas; `slept` once the delay before the next one has passed.
-    Deltas { slept: bool },
+    Deltas {
+        slept: bool,
+    },
     MessageDone,
     Completed,
     /// Cut the connection (an error ends the body).

@@ -351,7 +351,10 @@ mod tests {
         let cmd = ProcessConfig { ca: Some(ca), ..config }.command();
         assert_eq!(has(&cmd, "SSL_CERT_FILE"), Some(Some("/w/tls/auto.pem".into())));
         assert_eq!(has(&cmd, "SSL_CERT_DIR"), Some(Some("/w/tls/empty".into())));
-        assert!(!matches!(has(&cmd, "CODEX_CA_CERTIFICATE"), Some(Some(_))), "removed: it would win over SSL_CERT_FILE");
+        assert!(
+            !matches!(has(&cmd, "CODEX_CA_CERTIFICATE"), Some(Some(_))),
+            "removed: it would win over SSL_CERT_FILE"
+        );
         let args: Vec<String> = cmd.as_std().get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         let exclude = args.iter().position(|a| a.starts_with("shell_environment_policy.exclude=")).unwrap();
         assert_eq!(args[exclude - 1], "-c");

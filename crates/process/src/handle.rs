@@ -8,9 +8,10 @@ use crate::error::{ExitReason, ProcessError};
 use crate::stats::{ProcessStats, SharedStats};
 use crate::turn::TurnStream;
 use codex_pool_protocol::methods::{
-    Request, ThreadDelete, ThreadDeleteResponse, ThreadFork, ThreadForkParams, ThreadIdParams, ThreadInjectItems, ThreadInjectItemsParams,
-    ThreadLoadedList, ThreadLoadedListParams, ThreadResponse, ThreadResume, ThreadResumeParams, ThreadStart,
-    ThreadStartParams, ThreadStartResponse, ThreadUnsubscribe, ThreadUnsubscribeResponse, TurnStartParams,
+    Request, ThreadDelete, ThreadDeleteResponse, ThreadFork, ThreadForkParams, ThreadIdParams, ThreadInjectItems,
+    ThreadInjectItemsParams, ThreadLoadedList, ThreadLoadedListParams, ThreadResponse, ThreadResume,
+    ThreadResumeParams, ThreadStart, ThreadStartParams, ThreadStartResponse, ThreadUnsubscribe,
+    ThreadUnsubscribeResponse, TurnStartParams,
 };
 use codex_pool_protocol::types::UserInput;
 use codex_pool_protocol::CodexThreadId;
