@@ -174,34 +174,98 @@ fn files_holding(dir: &std::path::Path, marker: &str) -> Vec<String> {
     found
 }
 
-/// What codex 0.169.0 keeps of a deleted thread that no client can remove: the write-ahead logs
-/// of its own databases (it deletes the rows, but the logs keep the pages as they were until
-/// codex checkpoints them; opening codex's databases behind its back is not ours to do).
-const CODEX_KEEPS: [&str; 2] = ["codex-home/state_5.sqlite-wal", "codex-home/thread_history_1.sqlite-wal"];
+/// What codex 0.169.0 keeps of a deleted thread that no client can remove: it deletes the
+/// thread's rows from its databases, but the bytes stay in their write-ahead logs until codex
+/// checkpoints them, and then in the databases' free space (codex does not use `secure_delete`);
+/// writing to codex's databases behind its back is not ours to do.
+const CODEX_DATABASES: [&str; 2] = ["codex-home/state_5.sqlite", "codex-home/thread_history_1.sqlite"];
+
+/// Whether `file` (relative to the data folder) is one of [`CODEX_DATABASES`] or its log.
+fn codex_database(file: &str) -> bool {
+    CODEX_DATABASES.iter().any(|db| file == *db || file.strip_prefix(db) == Some("-wal"))
+}
+
+/// Rows of codex's databases under `data` (read from a copy) that hold `marker`: none may.
+fn codex_rows_holding(data: &std::path::Path, marker: &str) -> Vec<String> {
+    let copy = tempfile::tempdir().unwrap();
+    let mut found = Vec::new();
+    for db in CODEX_DATABASES {
+        let name = db.rsplit('/').next().unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let from = data.join(format!("{db}{suffix}"));
+            if from.exists() {
+                std::fs::copy(&from, copy.path().join(format!("{name}{suffix}"))).unwrap();
+            }
+        }
+        let conn = rusqlite::Connection::open(copy.path().join(name)).unwrap();
+        let mut tables = conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").unwrap();
+        let tables: Vec<String> = tables.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+        for table in tables {
+            let mut columns = conn.prepare(&format!("SELECT name FROM pragma_table_info('{table}')")).unwrap();
+            let columns: Vec<String> = columns.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+            for column in columns {
+                let sql = format!("SELECT COUNT(*) FROM \"{table}\" WHERE CAST(\"{column}\" AS TEXT) LIKE ?1");
+                let n: i64 = conn.query_row(&sql, [format!("%{marker}%")], |r| r.get(0)).unwrap();
+                if n > 0 {
+                    found.push(format!("{name}: {table}.{column} ({n} rows)"));
+                }
+            }
+        }
+    }
+    found
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_removes_every_copy_of_a_coding_agent_conversation_but_codexs_database_logs() {
     let data = tempfile::tempdir().unwrap();
-    let served = serve_builtin(data.path(), None, &[], &["--allow-profile", "codex"]);
+    let args = ["--allow-profile", "codex"];
+    let served = serve_builtin(data.path(), None, &[], &args);
     served.ready().await;
     let client = &served.client;
-    let marker = "transcript-canary-b41d";
-    let (agent, chat) =
-        (conversation(client, json!({"profile": "codex"})).await, conversation(client, json!({})).await);
-    for id in [&agent, &chat] {
-        let events = turn(client, id, &format!("remember {marker}")).await;
-        assert_eq!(last(&events).event, "turn.completed", "{:?}", last(&events).data);
-    }
-    let before = files_holding(data.path(), marker);
-    assert!(before.iter().any(|f| f.contains("/sessions/") && f.ends_with(".jsonl")), "codex's rollout: {before:?}");
-    for id in [&agent, &chat] {
+    let delete = |id: String| async move {
         let answer = client.send(hyper::Method::DELETE, &format!("/v1/conversations/{id}"), None).await.unwrap();
         assert!(answer.status.is_success(), "{}", answer.status);
-    }
-    let after = files_holding(data.path(), marker);
-    println!("before the deletes: {before:?}; after: {after:?}");
-    let left: Vec<&String> = after.iter().filter(|f| !CODEX_KEEPS.contains(&f.as_str())).collect();
-    assert!(left.is_empty(), "deleted text left in {left:?} (all: {after:?})");
+    };
+    let completes = |id: String, text: &'static str| async move {
+        let events = turn(client, &id, text).await;
+        assert_eq!(last(&events).event, "turn.completed", "{:?}", last(&events).data);
+    };
+    // Files holding the text, but for codex's databases, in which no row may hold it.
+    let left = |marker: &str| -> Vec<String> {
+        let mut left: Vec<String> =
+            files_holding(data.path(), marker).into_iter().filter(|f| !codex_database(f)).collect();
+        left.extend(codex_rows_holding(data.path(), marker));
+        left
+    };
+
+    // A coding-agent conversation released between turns has two codex threads on disk, the
+    // second rebuilt with the whole history; a chat conversation has none.
+    let (agent, chat) =
+        (conversation(client, json!({"profile": "codex"})).await, conversation(client, json!({})).await);
+    completes(agent.clone(), "remember transcript-canary-b41d").await;
+    completes(chat.clone(), "remember transcript-canary-b41d").await;
+    let released = client.post(&format!("/v1/conversations/{agent}/release"), json!({})).await.unwrap();
+    assert!(released.status.is_success(), "{}", released.status);
+    completes(agent.clone(), "and go on").await;
+    let before = left("transcript-canary-b41d");
+    let rollouts = before.iter().filter(|f| f.contains("/sessions/") && f.ends_with(".jsonl")).count();
+    assert_eq!(rollouts, 2, "codex's rollouts, one per load: {before:?}");
+    assert!(before.iter().any(|f| f.ends_with("rows)")), "codex's rows hold it too: {before:?}");
+    delete(agent).await;
+    delete(chat).await;
+    assert_eq!(left("transcript-canary-b41d"), Vec::<String>::new(), "deleted text left");
+
+    // One that outlived the service it was created in: its thread is not loaded when deleted.
+    let agent = conversation(client, json!({"profile": "codex"})).await;
+    completes(agent.clone(), "remember restart-canary-0c55").await;
+    let (status, _, _) = served.terminate();
+    assert!(status.success());
+    let served = serve_builtin(data.path(), None, &[], &args);
+    served.ready().await;
+    let client = &served.client;
+    let answer = client.send(hyper::Method::DELETE, &format!("/v1/conversations/{agent}"), None).await.unwrap();
+    assert!(answer.status.is_success(), "{}", answer.status);
+    assert_eq!(left("restart-canary-0c55"), Vec::<String>::new(), "deleted text left");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,7 +17,8 @@ use codex_pool_protocol::methods::{ThreadSettings, ThreadStartParams};
 use codex_pool_protocol::CodexThreadId;
 use codex_pool_store::{ConversationId, ThreadRecord, ThreadStore, TurnRecord};
 use serde_json::{Map, Value};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// A conversation loaded on a live process, ready for a turn.
 pub(crate) struct Placement {
@@ -35,6 +36,9 @@ pub(crate) struct Placer {
     writer: Arc<StoreWriter>,
     counters: Arc<Counters>,
     ownership: Option<Arc<Ownership>>,
+    /// The codex threads rebuilt for coding-agent conversations since the pool started: codex
+    /// keeps each on disk after it is unloaded, so a delete deletes them all.
+    rebuilt_durable: Mutex<HashMap<ConversationId, Vec<CodexThreadId>>>,
 }
 
 /// The turn id under which the history a conversation was created with is stored (see
@@ -51,7 +55,16 @@ impl Placer {
         counters: Arc<Counters>,
         ownership: Option<Arc<Ownership>>,
     ) -> Self {
-        Self { slots, strategy: config.strategy.build(), routing, store, writer, counters, ownership }
+        Self {
+            slots,
+            strategy: config.strategy.build(),
+            routing,
+            store,
+            writer,
+            counters,
+            ownership,
+            rebuilt_durable: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The process of a codex thread, if it still serves.
@@ -189,6 +202,9 @@ impl Placer {
                         "conversation rebuilt from the store"
                     );
                     self.counters.rebuilt();
+                    if !ephemeral {
+                        self.durable().entry(id.clone()).or_default().push(codex_id.clone());
+                    }
                     let loaded = Loaded { slot: slot.index, generation, codex_id: codex_id.clone() };
                     self.routing.set_loaded(id, Some(loaded));
                     return Ok(Placement { slot, handle, codex_id });
@@ -208,17 +224,34 @@ impl Placer {
         }
     }
 
-    /// Deletes a codex thread for good: `thread/delete` removes its rollout file and its rows
-    /// in codex's databases; an ephemeral thread (nothing on disk, and codex refuses to delete
-    /// it) is unsubscribed instead.
-    pub(crate) async fn delete(&self, loaded: &Loaded) {
-        let Some(handle) = self.live_handle(loaded) else { return };
-        if let Err(e) = handle.delete_thread(&loaded.codex_id).await {
-            tracing::debug!(codex_thread_id = %loaded.codex_id, error = %e, "thread/delete refused; unsubscribing");
-            if let Err(e) = handle.unsubscribe(&loaded.codex_id).await {
-                tracing::debug!(codex_thread_id = %loaded.codex_id, error = %e, "unsubscribe failed");
+    /// Deletes a conversation's codex threads for good: the loaded one, and those codex keeps on
+    /// disk for a coding-agent conversation (its first thread, whose id is the conversation's,
+    /// and those rebuilt since the pool started). `thread/delete` removes a thread's rollout
+    /// file and its rows in codex's databases, loaded or not (the processes share `CODEX_HOME`);
+    /// an ephemeral thread (nothing on disk, and codex refuses to delete it) is unsubscribed.
+    pub(crate) async fn delete(&self, id: &ConversationId, loaded: Option<&Loaded>) {
+        if let Some((loaded, handle)) = loaded.and_then(|l| Some((l, self.live_handle(l)?))) {
+            if let Err(e) = handle.delete_thread(&loaded.codex_id).await {
+                tracing::debug!(codex_thread_id = %loaded.codex_id, error = %e, "thread/delete refused; unsubscribing");
+                if let Err(e) = handle.unsubscribe(&loaded.codex_id).await {
+                    tracing::debug!(codex_thread_id = %loaded.codex_id, error = %e, "unsubscribe failed");
+                }
             }
         }
+        let mut on_disk = self.durable().remove(id).unwrap_or_default();
+        on_disk.push(CodexThreadId::from(id.as_str()));
+        on_disk.retain(|c| loaded.is_none_or(|l| l.codex_id != *c));
+        let Some((handle, _)) = self.slots.iter().find_map(|s| s.ready()) else { return };
+        for codex_id in on_disk {
+            // A chat conversation's first thread was never on disk: codex says so.
+            if let Err(e) = handle.delete_thread(&codex_id).await {
+                tracing::debug!(%codex_id, error = %e, "thread/delete of an unloaded thread refused");
+            }
+        }
+    }
+
+    fn durable(&self) -> std::sync::MutexGuard<'_, HashMap<ConversationId, Vec<CodexThreadId>>> {
+        self.rebuilt_durable.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
