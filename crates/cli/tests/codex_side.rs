@@ -255,9 +255,12 @@ async fn delete_removes_every_copy_of_a_coding_agent_conversation_but_codexs_dat
     delete(chat).await;
     assert_eq!(left("transcript-canary-b41d"), Vec::<String>::new(), "deleted text left");
 
-    // One that outlived the service it was created in: its thread is not loaded when deleted.
+    // One rebuilt, then outliving the service: none of its threads is loaded when deleted.
     let agent = conversation(client, json!({"profile": "codex"})).await;
     completes(agent.clone(), "remember restart-canary-0c55").await;
+    let released = client.post(&format!("/v1/conversations/{agent}/release"), json!({})).await.unwrap();
+    assert!(released.status.is_success(), "{}", released.status);
+    completes(agent.clone(), "and go on").await;
     let (status, _, _) = served.terminate();
     assert!(status.success());
     let served = serve_builtin(data.path(), None, &[], &args);

@@ -17,8 +17,7 @@ use codex_pool_protocol::methods::{ThreadSettings, ThreadStartParams};
 use codex_pool_protocol::CodexThreadId;
 use codex_pool_store::{ConversationId, ThreadRecord, ThreadStore, TurnRecord};
 use serde_json::{Map, Value};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// A conversation loaded on a live process, ready for a turn.
 pub(crate) struct Placement {
@@ -36,9 +35,6 @@ pub(crate) struct Placer {
     writer: Arc<StoreWriter>,
     counters: Arc<Counters>,
     ownership: Option<Arc<Ownership>>,
-    /// The codex threads rebuilt for coding-agent conversations since the pool started: codex
-    /// keeps each on disk after it is unloaded, so a delete deletes them all.
-    rebuilt_durable: Mutex<HashMap<ConversationId, Vec<CodexThreadId>>>,
 }
 
 /// The turn id under which the history a conversation was created with is stored (see
@@ -55,16 +51,7 @@ impl Placer {
         counters: Arc<Counters>,
         ownership: Option<Arc<Ownership>>,
     ) -> Self {
-        Self {
-            slots,
-            strategy: config.strategy.build(),
-            routing,
-            store,
-            writer,
-            counters,
-            ownership,
-            rebuilt_durable: Mutex::new(HashMap::new()),
-        }
+        Self { slots, strategy: config.strategy.build(), routing, store, writer, counters, ownership }
     }
 
     /// The process of a codex thread, if it still serves.
@@ -110,6 +97,9 @@ impl Placer {
             match rebuild_on(&handle, &settings, ephemeral, &history).await {
                 Ok(codex_id) => {
                     let id = ConversationId::from(codex_id.as_str());
+                    if !ephemeral {
+                        name_on_disk(&handle, &codex_id, &id).await;
+                    }
                     let record = ThreadRecord {
                         ephemeral,
                         profile: profile.name().to_owned(),
@@ -203,7 +193,7 @@ impl Placer {
                     );
                     self.counters.rebuilt();
                     if !ephemeral {
-                        self.durable().entry(id.clone()).or_default().push(codex_id.clone());
+                        name_on_disk(&handle, &codex_id, id).await;
                     }
                     let loaded = Loaded { slot: slot.index, generation, codex_id: codex_id.clone() };
                     self.routing.set_loaded(id, Some(loaded));
@@ -225,8 +215,8 @@ impl Placer {
     }
 
     /// Deletes a conversation's codex threads for good: the loaded one, and those codex keeps on
-    /// disk for a coding-agent conversation (its first thread, whose id is the conversation's,
-    /// and those rebuilt since the pool started). `thread/delete` removes a thread's rollout
+    /// disk for a coding-agent conversation (every one named after it, see [`name_on_disk`], and
+    /// its first, whose id is the conversation's). `thread/delete` removes a thread's rollout
     /// file and its rows in codex's databases, loaded or not (the processes share `CODEX_HOME`);
     /// an ephemeral thread (nothing on disk, and codex refuses to delete it) is unsubscribed.
     pub(crate) async fn delete(&self, id: &ConversationId, loaded: Option<&Loaded>) {
@@ -238,10 +228,17 @@ impl Placer {
                 }
             }
         }
-        let mut on_disk = self.durable().remove(id).unwrap_or_default();
+        let Some((handle, _)) = self.slots.iter().find_map(|s| s.ready()) else { return };
+        let mut on_disk = match handle.threads_named(&disk_name(id)).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(conversation = %id, error = %e, "cannot list codex's threads of a deleted conversation");
+                Vec::new()
+            }
+        };
         on_disk.push(CodexThreadId::from(id.as_str()));
         on_disk.retain(|c| loaded.is_none_or(|l| l.codex_id != *c));
-        let Some((handle, _)) = self.slots.iter().find_map(|s| s.ready()) else { return };
+        on_disk.dedup();
         for codex_id in on_disk {
             // A chat conversation's first thread was never on disk: codex says so.
             if let Err(e) = handle.delete_thread(&codex_id).await {
@@ -249,9 +246,19 @@ impl Placer {
             }
         }
     }
+}
 
-    fn durable(&self) -> std::sync::MutexGuard<'_, HashMap<ConversationId, Vec<CodexThreadId>>> {
-        self.rebuilt_durable.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+/// The name of every codex thread of a conversation that codex keeps on disk (coding-agent
+/// conversations): how a delete finds them all, and how codex's own tools list them.
+fn disk_name(id: &ConversationId) -> String {
+    format!("codex-pool {id}")
+}
+
+/// Names a codex thread kept on disk after its conversation (see [`disk_name`]). A thread left
+/// unnamed is found by a delete only if it is the conversation's first (same id) or loaded.
+async fn name_on_disk(handle: &AppServerHandle, codex_id: &CodexThreadId, id: &ConversationId) {
+    if let Err(e) = handle.set_thread_name(codex_id, &disk_name(id)).await {
+        tracing::warn!(conversation = %id, %codex_id, error = %e, "cannot name a codex thread; a delete may miss it");
     }
 }
 

@@ -9,9 +9,9 @@ use crate::stats::{ProcessStats, SharedStats};
 use crate::turn::TurnStream;
 use codex_pool_protocol::methods::{
     Request, ThreadDelete, ThreadDeleteResponse, ThreadFork, ThreadForkParams, ThreadIdParams, ThreadInjectItems,
-    ThreadInjectItemsParams, ThreadLoadedList, ThreadLoadedListParams, ThreadResponse, ThreadResume,
-    ThreadResumeParams, ThreadStart, ThreadStartParams, ThreadStartResponse, ThreadUnsubscribe,
-    ThreadUnsubscribeResponse, TurnStartParams,
+    ThreadInjectItemsParams, ThreadList, ThreadListParams, ThreadLoadedList, ThreadLoadedListParams, ThreadResponse,
+    ThreadResume, ThreadResumeParams, ThreadSetName, ThreadSetNameParams, ThreadStart, ThreadStartParams,
+    ThreadStartResponse, ThreadUnsubscribe, ThreadUnsubscribeResponse, TurnStartParams,
 };
 use codex_pool_protocol::types::UserInput;
 use codex_pool_protocol::CodexThreadId;
@@ -224,6 +224,32 @@ impl AppServerHandle {
     /// `thread/delete`: unloads the thread and removes codex's copy of it on disk.
     pub async fn delete_thread(&self, thread_id: &CodexThreadId) -> Result<ThreadDeleteResponse, ProcessError> {
         self.request::<ThreadDelete>(&ThreadIdParams { thread_id: thread_id.clone() }).await
+    }
+
+    /// `thread/name/set`.
+    pub async fn set_thread_name(&self, thread_id: &CodexThreadId, name: &str) -> Result<(), ProcessError> {
+        let params = ThreadSetNameParams { thread_id: thread_id.clone(), name: name.to_owned() };
+        self.request::<ThreadSetName>(&params).await.map(|_| ())
+    }
+
+    /// The ids of the threads codex keeps on disk named exactly `name` (every page of
+    /// `thread/list`, read from codex's state database).
+    pub async fn threads_named(&self, name: &str) -> Result<Vec<CodexThreadId>, ProcessError> {
+        let mut params = ThreadListParams {
+            search_term: Some(name.to_owned()),
+            limit: Some(100),
+            use_state_db_only: Some(true),
+            ..Default::default()
+        };
+        let mut ids = Vec::new();
+        loop {
+            let page = self.request::<ThreadList>(&params).await?;
+            ids.extend(page.data.into_iter().filter(|t| t.name.as_deref() == Some(name)).map(|t| t.id));
+            match page.next_cursor {
+                Some(cursor) if params.cursor.as_ref() != Some(&cursor) => params.cursor = Some(cursor),
+                _ => return Ok(ids),
+            }
+        }
     }
 
     pub(crate) fn send(&self, cmd: Command) -> Result<(), ProcessError> {

@@ -299,6 +299,16 @@ fn what_we_send_fits_the_schema() {
     );
     sends("ThreadUnsubscribeParams", &ThreadIdParams { thread_id: "t".into() });
     sends("ThreadDeleteParams", &ThreadIdParams { thread_id: "t".into() });
+    sends("ThreadSetNameParams", &ThreadSetNameParams { thread_id: "t".into(), name: "n".into() });
+    sends(
+        "ThreadListParams",
+        &ThreadListParams {
+            search_term: Some("n".into()),
+            cursor: Some("c".into()),
+            limit: Some(5),
+            use_state_db_only: Some(true),
+        },
+    );
     sends("ThreadReadParams", &ThreadReadParams { thread_id: "t".into(), include_turns: true });
     sends("ThreadLoadedListParams", &ThreadLoadedListParams { cursor: Some("c".into()), limit: Some(5) });
     let mut turn = TurnStartParams::new(
@@ -347,6 +357,8 @@ fn what_we_read_decodes_from_the_schema() {
     reads::<ThreadResponse>("ThreadForkResponse");
     reads::<ThreadUnsubscribeResponse>("ThreadUnsubscribeResponse");
     reads::<ThreadDeleteResponse>("ThreadDeleteResponse");
+    reads::<ThreadSetNameResponse>("ThreadSetNameResponse");
+    reads::<ThreadListResponse>("ThreadListResponse");
     reads::<ThreadReadResponse>("ThreadReadResponse");
     reads::<ThreadLoadedListResponse>("ThreadLoadedListResponse");
     reads::<TurnStartResponse>("TurnStartResponse");
@@ -404,6 +416,8 @@ fn every_method_we_use_exists_and_every_server_request_is_known() {
         ThreadInjectItems::METHOD,
         ThreadUnsubscribe::METHOD,
         ThreadDelete::METHOD,
+        ThreadSetName::METHOD,
+        ThreadList::METHOD,
         ThreadRead::METHOD,
         ThreadLoadedList::METHOD,
         TurnStart::METHOD,

@@ -1,6 +1,9 @@
 //! Client requests: each method is a type implementing [`Request`], naming its wire method, its
 //! params and its response.
 
+pub use crate::stored::{
+    ThreadDeleteResponse, ThreadListParams, ThreadListResponse, ThreadSetNameParams, ThreadSetNameResponse,
+};
 use crate::types::{ApprovalPolicy, CodexThreadId, SandboxMode, Thread, Turn, UserInput};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -58,6 +61,14 @@ request!(
     /// `thread/delete`: unloads a thread and removes what codex keeps of it on disk (its rollout
     /// file and its rows in codex's state databases).
     ThreadDelete, "thread/delete", ThreadIdParams, ThreadDeleteResponse
+);
+request!(
+    /// `thread/name/set`: names a thread (the title codex's own tools list it by).
+    ThreadSetName, "thread/name/set", ThreadSetNameParams, ThreadSetNameResponse
+);
+request!(
+    /// `thread/list`: the threads codex keeps on disk, newest first, a page at a time.
+    ThreadList, "thread/list", ThreadListParams, ThreadListResponse
 );
 request!(
     /// `thread/read`: reads a thread's metadata and, optionally, its turns.
@@ -271,10 +282,6 @@ pub struct ThreadUnsubscribeResponse {
     /// What happened.
     pub status: UnsubscribeStatus,
 }
-
-/// Result of `thread/delete` (empty).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ThreadDeleteResponse {}
 
 /// Params of `thread/read`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
