@@ -8,14 +8,20 @@
 //!
 //! The last user message can steer it with directives, written anywhere in the text:
 //!
-//! | directive | effect |
-//! |---|---|
-//! | `[mock:deltas=N]` | stream the reply in N pieces |
-//! | `[mock:delay_ms=N]` | wait N ms before each piece |
-//! | `[mock:fail=500]`, `[mock:fail=429]` | answer with that HTTP status instead |
-//! | `[mock:cut]` | cut the stream in the middle (no `response.completed`) |
-//! | `[mock:hang]` | send `response.created`, then nothing until the client goes away |
-//! | `[mock:tool=NAME ARGS]` | call tool NAME with the JSON arguments ARGS instead of answering |
+//! | directive | effect | bound |
+//! |---|---|---|
+//! | `[mock:deltas=N]` | stream the reply in N pieces | 1 to 10,000 ([`MAX_DELTAS`]) |
+//! | `[mock:delay_ms=N]` | wait N ms before each piece | 60,000 ([`MAX_DELAY`]) |
+//! | `[mock:fail=500]`, `[mock:fail=429]` | answer with that HTTP status instead | 400 to 599, others ignored |
+//! | `[mock:cut]` | cut the stream in the middle (no `response.completed`) | |
+//! | `[mock:hang]` | send `response.created`, then nothing until the client goes away | |
+//! | `[mock:stall_after=N]` | send N deltas, then nothing until the client goes away | the reply's deltas |
+//! | `[mock:tool=NAME ARGS]` | call tool NAME with the JSON arguments ARGS instead of answering | the message |
+//!
+//! A bigger value is clamped to the bound (so is [`MockConfig::deltas`] and [`MockConfig::delay`]),
+//! a value that is not a number is ignored, and the reply is made one event at a time as it is
+//! sent: no message can make the fake model hold more than its reply text, which is bounded by the
+//! message it echoes.
 //!
 //! With [`MockConfig::tls`] it serves HTTPS instead: it makes its own CA and a server certificate
 //! for `localhost` and `127.0.0.1` at start, and writes the CA to a file ([`MockModel::ca_path`])
@@ -57,7 +63,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use reply::{last_user_text, Directives, Failure, Plan};
+pub use reply::{last_user_text, Directives, Failure, Pieces, Plan, MAX_DELAY, MAX_DELTAS};
 pub use rustls::pki_types::CertificateDer;
 
 /// How the fake model behaves by default (directives in a message override per request).

@@ -3,6 +3,14 @@
 use serde_json::Value;
 use std::time::Duration;
 
+/// The most deltas one reply is streamed in (`[mock:deltas=N]` and [`crate::MockConfig::deltas`]
+/// above it are clamped to it): every delta is an event that codex and the pool carry.
+pub const MAX_DELTAS: usize = 10_000;
+
+/// The longest wait before one delta (`[mock:delay_ms=N]` and [`crate::MockConfig::delay`] above
+/// it are clamped to it).
+pub const MAX_DELAY: Duration = Duration::from_secs(60);
+
 /// How a request should fail instead of answering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
@@ -12,6 +20,8 @@ pub enum Failure {
     Cut,
     /// Start the stream, then send nothing more.
     Hang,
+    /// Send this many deltas, then nothing more (a stream that stalls mid-reply).
+    StallAfter(usize),
 }
 
 /// Directives found in a user message (`[mock:key=value]`).
@@ -21,14 +31,16 @@ pub struct Directives {
     pub deltas: Option<usize>,
     /// `delay_ms=N`
     pub delay_ms: Option<u64>,
-    /// `fail=CODE`, `cut`, `hang`
+    /// `fail=CODE` (400 to 599), `cut`, `hang`, `stall_after=N`
     pub failure: Option<Failure>,
     /// `tool=NAME ARGS`
     pub tool: Option<(String, String)>,
 }
 
 impl Directives {
-    /// Parses every `[mock:...]` directive in `text`; unknown ones are ignored.
+    /// Parses every `[mock:...]` directive in `text`; unknown ones, and values out of range
+    /// (a status outside 400..=599, a number that is not one), are ignored. Counts and delays
+    /// are clamped where they are used ([`Plan::for_request`]).
     pub fn parse(text: &str) -> Self {
         let mut d = Directives::default();
         let mut rest = text;
@@ -42,7 +54,10 @@ impl Directives {
             match key.trim() {
                 "deltas" => d.deltas = value.trim().parse().ok(),
                 "delay_ms" => d.delay_ms = value.trim().parse().ok(),
-                "fail" => d.failure = value.trim().parse().ok().map(Failure::Status),
+                "fail" => {
+                    d.failure = value.trim().parse().ok().filter(|code| (400..=599).contains(code)).map(Failure::Status)
+                }
+                "stall_after" => d.failure = value.trim().parse().ok().map(Failure::StallAfter),
                 "cut" => d.failure = Some(Failure::Cut),
                 "hang" => d.failure = Some(Failure::Hang),
                 "tool" => {
@@ -78,9 +93,9 @@ fn balanced(s: &str) -> Option<&str> {
 pub struct Plan {
     /// The text of the assistant message (empty for a tool call).
     pub text: String,
-    /// How many deltas carry it.
+    /// How many deltas carry it (1 to [`MAX_DELTAS`]).
     pub deltas: usize,
-    /// Delay before each delta.
+    /// Delay before each delta (at most [`MAX_DELAY`]).
     pub delay: Duration,
     /// Fail instead of answering.
     pub failure: Option<Failure>,
@@ -89,8 +104,11 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Plans the answer to a Responses API request body.
+    /// Plans the answer to a Responses API request body, `deltas` and `delay` being the defaults
+    /// that directives override; counts and delays are clamped to [`MAX_DELTAS`] and [`MAX_DELAY`].
     pub fn for_request(body: &Value, deltas: usize, delay: Duration) -> Self {
+        let deltas = deltas.clamp(1, MAX_DELTAS);
+        let delay = delay.min(MAX_DELAY);
         let input = body.get("input").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
         // After a tool call, codex sends its output as the last input item: answer with it.
         if let Some(last) = input.last() {
@@ -100,34 +118,88 @@ impl Plan {
                     Some(other) => other.to_string(),
                     None => String::new(),
                 };
-                return Plan {
-                    text: format!("tool output: {output}"),
-                    deltas: deltas.max(1),
-                    delay,
-                    failure: None,
-                    tool_call: None,
-                };
+                return Plan { text: format!("tool output: {output}"), deltas, delay, failure: None, tool_call: None };
             }
         }
         let user = last_user_text(input).unwrap_or_default();
         let d = Directives::parse(&user);
         Plan {
             text: format!("echo: {user}"),
-            deltas: d.deltas.unwrap_or(deltas).max(1),
-            delay: d.delay_ms.map(Duration::from_millis).unwrap_or(delay),
+            deltas: d.deltas.unwrap_or(deltas).clamp(1, MAX_DELTAS),
+            delay: d.delay_ms.map(Duration::from_millis).unwrap_or(delay).min(MAX_DELAY),
             failure: d.failure,
             tool_call: d.tool,
         }
     }
 
     /// The reply text split into `deltas` pieces on character boundaries (some may be empty
-    /// when the text is shorter than the count).
-    pub fn pieces(&self) -> Vec<String> {
-        let chars: Vec<char> = self.text.chars().collect();
-        let n = self.deltas.max(1);
-        (0..n).map(|i| chars[i * chars.len() / n..(i + 1) * chars.len() / n].iter().collect()).collect()
+    /// when the text is shorter than the count), made one at a time as they are read.
+    pub fn pieces(&self) -> Pieces<'_> {
+        Pieces { text: &self.text, cursor: Cursor::new(&self.text, self.deltas) }
     }
 }
+
+/// Where the next piece of a reply starts; owned, so a stream can keep it beside the text.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Cursor {
+    /// Characters in the text.
+    total: usize,
+    /// Pieces in all.
+    count: usize,
+    /// The next piece's number.
+    next: usize,
+    /// Where the next piece starts: its byte offset and its character number.
+    at: usize,
+    chars: usize,
+}
+
+impl Cursor {
+    pub(crate) fn new(text: &str, count: usize) -> Self {
+        Self { total: text.chars().count(), count: count.max(1), next: 0, at: 0, chars: 0 }
+    }
+
+    /// How many pieces were taken.
+    pub(crate) fn taken(&self) -> usize {
+        self.next
+    }
+
+    /// The next piece of `text` (the text the cursor was made for).
+    pub(crate) fn take<'a>(&mut self, text: &'a str) -> Option<&'a str> {
+        if self.next == self.count {
+            return None;
+        }
+        self.next += 1;
+        // Piece i ends at character (i + 1) * total / count; in u128, so no product overflows.
+        let end = (self.next as u128 * self.total as u128 / self.count as u128) as usize;
+        let rest = &text[self.at..];
+        let len = rest.char_indices().nth(end - self.chars).map_or(rest.len(), |(i, _)| i);
+        self.at += len;
+        self.chars = end;
+        Some(&rest[..len])
+    }
+}
+
+/// The pieces of a reply, borrowed from its text one at a time (see [`Plan::pieces`]).
+#[derive(Debug, Clone)]
+pub struct Pieces<'a> {
+    text: &'a str,
+    cursor: Cursor,
+}
+
+impl<'a> Iterator for Pieces<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        self.cursor.take(self.text)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.cursor.count - self.cursor.next;
+        (left, Some(left))
+    }
+}
+
+impl ExactSizeIterator for Pieces<'_> {}
 
 /// The text of the last `user` message in a Responses API `input` array.
 pub fn last_user_text(input: &[Value]) -> Option<String> {
@@ -161,6 +233,31 @@ mod tests {
         let d = Directives::parse(r#"run [mock:tool=shell {"command":["echo","[x]"]}] please"#);
         assert_eq!(d.tool, Some(("shell".into(), r#"{"command":["echo","[x]"]}"#.into())));
         assert_eq!(Directives::parse("plain"), Directives::default());
+        assert_eq!(Directives::parse("[mock:stall_after=3]").failure, Some(Failure::StallAfter(3)));
+        assert_eq!(Directives::parse("[mock:fail=200]").failure, None, "only error statuses");
+        assert_eq!(Directives::parse("[mock:fail=70000]").failure, None);
+    }
+
+    #[test]
+    fn huge_counts_and_delays_are_clamped_and_pieces_made_lazily() {
+        let body = json!({"input": [{"type": "message", "role": "user",
+            "content": "x [mock:deltas=1000000000000] [mock:delay_ms=18446744073709551615]"}]});
+        let plan = Plan::for_request(&body, 4, Duration::ZERO);
+        assert_eq!(plan.deltas, MAX_DELTAS);
+        assert_eq!(plan.delay, MAX_DELAY);
+        assert_eq!(plan.pieces().len(), MAX_DELTAS);
+        assert_eq!(plan.pieces().collect::<String>(), plan.text);
+        // Too big for usize: not a number, so the default.
+        let body =
+            json!({"input": [{"type": "message", "role": "user", "content": "[mock:deltas=99999999999999999999999]"}]});
+        assert_eq!(Plan::for_request(&body, 4, Duration::ZERO).deltas, 4);
+        assert_eq!(Plan::for_request(&body, usize::MAX, Duration::MAX).deltas, MAX_DELTAS, "defaults too");
+        // Pieces split on character boundaries, multi-byte ones included.
+        let plan =
+            Plan { text: "aé€😀b".into(), deltas: 3, delay: Duration::ZERO, failure: None, tool_call: None };
+        assert_eq!(plan.pieces().collect::<Vec<_>>(), ["a", "é€", "😀b"]);
+        let plan = Plan { text: "ab".into(), deltas: 4, ..plan };
+        assert_eq!(plan.pieces().collect::<Vec<_>>(), ["", "a", "", "b"]);
     }
 
     #[test]
@@ -172,7 +269,7 @@ mod tests {
         ]});
         let plan = Plan::for_request(&body, 3, Duration::ZERO);
         assert_eq!(plan.text, "echo: second");
-        assert_eq!(plan.pieces().concat(), "echo: second");
+        assert_eq!(plan.pieces().collect::<String>(), "echo: second");
         assert_eq!(plan.pieces().len(), 3);
     }
 

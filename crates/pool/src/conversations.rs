@@ -233,8 +233,10 @@ impl Pool {
         }
     }
 
-    /// Deletes a conversation: unloads it from codex and forgets it, in the store too, with its
-    /// history. Fails with [`PoolError::ThreadBusy`] while a turn runs.
+    /// Deletes a conversation: deletes its codex threads (for a coding-agent conversation,
+    /// codex's rollout files of them too: the loaded one, its first, and those rebuilt since the
+    /// pool started) and forgets it, in the store
+    /// too, with its history. Fails with [`PoolError::ThreadBusy`] while a turn runs.
     pub async fn delete_thread(&self, id: &ConversationId) -> Result<(), PoolError> {
         let inner = &self.inner;
         let known = match inner.routing.claim_delete(id).await {
@@ -248,9 +250,8 @@ impl Pool {
                 if let Some(ownership) = &inner.ownership {
                     ownership.forget(id);
                 }
-                if let Some(loaded) = inner.routing.finish_delete(id, true) {
-                    inner.placer.unload(&loaded, "delete").await;
-                }
+                let loaded = inner.routing.finish_delete(id, true);
+                inner.placer.delete(id, loaded.as_ref()).await;
                 if known || existed {
                     Ok(())
                 } else {

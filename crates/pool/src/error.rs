@@ -2,6 +2,7 @@
 
 use codex_pool_process::ca::CaError;
 use codex_pool_process::{ProcessError, SpawnError};
+use codex_pool_protocol::RpcError;
 use codex_pool_store::{ConversationId, StoreError};
 
 /// What can go wrong in the pool.
@@ -42,6 +43,11 @@ pub enum PoolError {
         /// The most codex takes in one turn.
         limit: usize,
     },
+    /// The input or the turn's settings are not something codex takes: an image that is not a
+    /// `data:` URL, or a turn codex refused as an invalid request. Nothing was sent, or codex
+    /// took nothing; the conversation is unchanged. The message says what to send instead.
+    #[error("{0}")]
+    InvalidRequest(String),
     /// The conversation could not be rebuilt on a live process from its stored history.
     #[error("conversation {thread_id} could not be rebuilt on a codex process: {source}")]
     Rebuild {
@@ -75,6 +81,20 @@ impl PoolError {
             ProcessError::ThreadBusy { .. } => PoolError::ThreadBusy(conversation.clone()),
             ProcessError::NoActiveTurn { .. } => PoolError::NoActiveTurn(conversation.clone()),
             ProcessError::InputTooLarge { chars, limit } => PoolError::InputTooLarge { chars, limit },
+            ProcessError::InvalidInput(message) => PoolError::InvalidRequest(message),
+            // What a turn carries is the client's: codex refusing it as invalid is the client's error.
+            ProcessError::Rpc { method: "turn/start", error } if error.code == RpcError::INVALID_REQUEST => {
+                PoolError::InvalidRequest(format!("codex refused the turn: {}", error.message))
+            }
+            ProcessError::Rpc { method: "turn/start", error } if error.code == RpcError::INVALID_PARAMS => {
+                // Its message may quote the input: kept out of the answer.
+                tracing::debug!(message = %error.message, "codex refused turn/start's params");
+                PoolError::InvalidRequest(
+                    "codex refused the turn's parameters as invalid (JSON-RPC -32602): check the input items and \
+                     the turn's settings against the API reference"
+                        .to_owned(),
+                )
+            }
             e => PoolError::Codex(e),
         }
     }
@@ -82,5 +102,24 @@ impl PoolError {
     /// A process error about no conversation in particular.
     pub(crate) fn codex(e: ProcessError) -> Self {
         PoolError::Codex(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codex_refusing_a_turn_as_invalid_is_the_clients_error() {
+        let id = ConversationId::from("c");
+        let rpc = |method, code, message: &str| ProcessError::Rpc { method, error: RpcError::new(code, message) };
+        let remote = "remote image URLs are not supported; use an inline data URL instead";
+        let e = PoolError::from_process(&id, rpc("turn/start", -32600, remote));
+        assert!(matches!(&e, PoolError::InvalidRequest(m) if m.contains(remote)), "{e:?}");
+        let e = PoolError::from_process(&id, rpc("turn/start", -32602, "invalid type: string \"secret prompt\""));
+        assert!(matches!(&e, PoolError::InvalidRequest(m) if !m.contains("secret")), "{e:?}");
+        // Not the client's: another method, another code.
+        assert!(matches!(PoolError::from_process(&id, rpc("thread/start", -32600, "x")), PoolError::Codex(_)));
+        assert!(matches!(PoolError::from_process(&id, rpc("turn/start", -32603, "x")), PoolError::Codex(_)));
     }
 }

@@ -97,6 +97,9 @@ impl Placer {
             match rebuild_on(&handle, &settings, ephemeral, &history).await {
                 Ok(codex_id) => {
                     let id = ConversationId::from(codex_id.as_str());
+                    if !ephemeral {
+                        name_on_disk(&handle, &codex_id, &id).await;
+                    }
                     let record = ThreadRecord {
                         ephemeral,
                         profile: profile.name().to_owned(),
@@ -189,6 +192,9 @@ impl Placer {
                         "conversation rebuilt from the store"
                     );
                     self.counters.rebuilt();
+                    if !ephemeral {
+                        name_on_disk(&handle, &codex_id, id).await;
+                    }
                     let loaded = Loaded { slot: slot.index, generation, codex_id: codex_id.clone() };
                     self.routing.set_loaded(id, Some(loaded));
                     return Ok(Placement { slot, handle, codex_id });
@@ -206,6 +212,53 @@ impl Placer {
         if let Err(e) = handle.unsubscribe(&loaded.codex_id).await {
             tracing::debug!(codex_thread_id = %loaded.codex_id, why, error = %e, "unsubscribe failed");
         }
+    }
+
+    /// Deletes a conversation's codex threads for good: the loaded one, and those codex keeps on
+    /// disk for a coding-agent conversation (every one named after it, see [`name_on_disk`], and
+    /// its first, whose id is the conversation's). `thread/delete` removes a thread's rollout
+    /// file and its rows in codex's databases, loaded or not (the processes share `CODEX_HOME`);
+    /// an ephemeral thread (nothing on disk, and codex refuses to delete it) is unsubscribed.
+    pub(crate) async fn delete(&self, id: &ConversationId, loaded: Option<&Loaded>) {
+        if let Some((loaded, handle)) = loaded.and_then(|l| Some((l, self.live_handle(l)?))) {
+            if let Err(e) = handle.delete_thread(&loaded.codex_id).await {
+                tracing::debug!(codex_thread_id = %loaded.codex_id, error = %e, "thread/delete refused; unsubscribing");
+                if let Err(e) = handle.unsubscribe(&loaded.codex_id).await {
+                    tracing::debug!(codex_thread_id = %loaded.codex_id, error = %e, "unsubscribe failed");
+                }
+            }
+        }
+        let Some((handle, _)) = self.slots.iter().find_map(|s| s.ready()) else { return };
+        let mut on_disk = match handle.threads_named(&disk_name(id)).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(conversation = %id, error = %e, "cannot list codex's threads of a deleted conversation");
+                Vec::new()
+            }
+        };
+        on_disk.push(CodexThreadId::from(id.as_str()));
+        on_disk.retain(|c| loaded.is_none_or(|l| l.codex_id != *c));
+        on_disk.dedup();
+        for codex_id in on_disk {
+            // A chat conversation's first thread was never on disk: codex says so.
+            if let Err(e) = handle.delete_thread(&codex_id).await {
+                tracing::debug!(%codex_id, error = %e, "thread/delete of an unloaded thread refused");
+            }
+        }
+    }
+}
+
+/// The name of every codex thread of a conversation that codex keeps on disk (coding-agent
+/// conversations): how a delete finds them all, and how codex's own tools list them.
+fn disk_name(id: &ConversationId) -> String {
+    format!("codex-pool {id}")
+}
+
+/// Names a codex thread kept on disk after its conversation (see [`disk_name`]). A thread left
+/// unnamed is found by a delete only if it is the conversation's first (same id) or loaded.
+async fn name_on_disk(handle: &AppServerHandle, codex_id: &CodexThreadId, id: &ConversationId) {
+    if let Err(e) = handle.set_thread_name(codex_id, &disk_name(id)).await {
+        tracing::warn!(conversation = %id, %codex_id, error = %e, "cannot name a codex thread; a delete may miss it");
     }
 }
 

@@ -97,6 +97,58 @@ pub const BASE_OVERRIDES: &[(&str, &str)] = &[
 /// overrides, so one of the user's for the same key wins.
 pub const TOOL_ENV_EXCLUDE: (&str, &str) = ("shell_environment_policy.exclude", r#"["SSL_CERT_FILE", "SSL_CERT_DIR"]"#);
 
+/// The variables of the service's environment that codex is started with, when set: what it
+/// and the commands it runs need to find programs, speak the user's language and time zone,
+/// write temporary files, trust certificates and reach the network through a proxy. Nothing else
+/// of the service's environment reaches codex (not `CODEX_POOL_TOKEN`, not `DATABASE_URL`):
+/// codex and everything it starts get [`ProcessConfig::env`] on top of these, and `HOME`,
+/// `CODEX_HOME` and `RUST_LOG` of the pool's.
+pub const INHERITED_ENV: &[&str] = &[
+    "PATH",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TMPDIR",
+    "TERM",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "CODEX_CA_CERTIFICATE",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+];
+
+/// The prefix of the locale variables codex inherits too (`LC_ALL`, `LC_CTYPE`, ...).
+pub const INHERITED_ENV_PREFIX: &str = "LC_";
+
+/// The variables codex's own OpenAI provider reads an API key from; inherited only when codex
+/// uses that provider ([`ProcessConfig::provider_url`] is `None`).
+pub const OPENAI_KEY_ENV: &[&str] = &["OPENAI_API_KEY", "CODEX_API_KEY", "OPENAI_BASE_URL"];
+
+/// The variables of `vars` codex is started with (see [`INHERITED_ENV`]); `openai` adds
+/// [`OPENAI_KEY_ENV`].
+pub fn inherited_env(
+    vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+    openai: bool,
+) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    vars.into_iter()
+        .filter(|(key, _)| {
+            let key = key.to_string_lossy();
+            INHERITED_ENV.contains(&&*key)
+                || key.starts_with(INHERITED_ENV_PREFIX)
+                || (openai && OPENAI_KEY_ENV.contains(&&*key))
+        })
+        .collect()
+}
+
 /// Everything needed to start and drive one process.
 #[derive(Clone)]
 pub struct ProcessConfig {
@@ -112,7 +164,9 @@ pub struct ProcessConfig {
     pub home_dir: Option<PathBuf>,
     /// `-c key=value` overrides, values in TOML. Starts with [`BASE_OVERRIDES`].
     pub overrides: Vec<(String, String)>,
-    /// Extra environment variables for the process.
+    /// Extra environment variables for the process. codex gets these and, of the service's own
+    /// environment, only [`INHERITED_ENV`]: a variable codex needs beyond those (a model
+    /// provider's API key, say) goes here.
     pub env: Vec<(String, String)>,
     /// The root certificates codex trusts: `SSL_CERT_FILE` and `SSL_CERT_DIR` (and no
     /// `CODEX_CA_CERTIFICATE`, which would win over them). `None` leaves the inherited
@@ -192,12 +246,14 @@ impl ProcessConfig {
         }
     }
 
-    /// The command that starts the process: `codex app-server -c ...` with `HOME`, `CODEX_HOME`,
-    /// the root certificates, the working directory, piped stdio, its own process group, and
+    /// The command that starts the process: `codex app-server -c ...` with a clean environment
+    /// (the [`INHERITED_ENV`] variables of ours, `HOME`, `CODEX_HOME`, the root certificates,
+    /// [`ProcessConfig::env`]), the working directory, piped stdio, its own process group, and
     /// death with its parent.
     pub fn command(&self) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(&self.codex_bin);
         cmd.arg("app-server");
+        cmd.env_clear().envs(inherited_env(std::env::vars_os(), self.provider_url.is_none()));
         if let Some(ca) = &self.ca {
             cmd.env(SSL_CERT_FILE_ENV, &ca.cert_file).env(SSL_CERT_DIR_ENV, &ca.cert_dir).env_remove(CODEX_CA_CERT_ENV);
             let (key, value) = TOOL_ENV_EXCLUDE;
@@ -206,9 +262,11 @@ impl ProcessConfig {
         for (key, value) in &self.overrides {
             cmd.arg("-c").arg(format!("{key}={value}"));
         }
-        if let Some(home) = &self.home_dir {
-            cmd.env("HOME", home);
-        }
+        match (&self.home_dir, std::env::var_os("HOME")) {
+            (Some(home), _) => cmd.env("HOME", home),
+            (None, Some(inherited)) => cmd.env("HOME", inherited),
+            (None, None) => &mut cmd,
+        };
         cmd.env("CODEX_HOME", &self.codex_home)
             .env("RUST_LOG", std::env::var("CODEX_POOL_CODEX_LOG").unwrap_or_else(|_| "warn".to_owned()))
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -287,16 +345,40 @@ mod tests {
             cmd.as_std().get_envs().find(|(k, _)| *k == key).map(|(_, v)| v.map(ToOwned::to_owned))
         }
         let plain = config.command();
-        assert_eq!(has(&plain, "SSL_CERT_FILE"), None);
+        assert_eq!(has(&plain, "SSL_CERT_FILE"), std::env::var_os("SSL_CERT_FILE").map(Some), "inherited as is");
         assert!(!plain.as_std().get_args().any(|a| a.to_string_lossy().starts_with("shell_environment_policy")));
         let ca = CaFiles { cert_file: "/w/tls/auto.pem".into(), cert_dir: "/w/tls/empty".into() };
         let cmd = ProcessConfig { ca: Some(ca), ..config }.command();
         assert_eq!(has(&cmd, "SSL_CERT_FILE"), Some(Some("/w/tls/auto.pem".into())));
         assert_eq!(has(&cmd, "SSL_CERT_DIR"), Some(Some("/w/tls/empty".into())));
-        assert_eq!(has(&cmd, "CODEX_CA_CERTIFICATE"), Some(None), "removed: it would win over SSL_CERT_FILE");
+        assert!(
+            !matches!(has(&cmd, "CODEX_CA_CERTIFICATE"), Some(Some(_))),
+            "removed: it would win over SSL_CERT_FILE"
+        );
         let args: Vec<String> = cmd.as_std().get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         let exclude = args.iter().position(|a| a.starts_with("shell_environment_policy.exclude=")).unwrap();
         assert_eq!(args[exclude - 1], "-c");
         assert!(exclude < args.iter().position(|a| a.starts_with("skills.")).unwrap(), "before the other overrides");
+    }
+
+    #[test]
+    fn codex_inherits_only_the_listed_variables() {
+        let vars = [
+            ("PATH", "/bin"),
+            ("LC_ALL", "C.UTF-8"),
+            ("https_proxy", "http://proxy:3128"),
+            ("CODEX_POOL_TOKEN", "secret"),
+            ("DATABASE_URL", "postgres://u:pw@db/x"),
+            ("OPENAI_API_KEY", "sk-x"),
+            ("AWS_SECRET_ACCESS_KEY", "x"),
+        ]
+        .map(|(k, v)| (k.into(), v.into()));
+        let names = |openai| -> Vec<String> {
+            inherited_env(vars.clone(), openai).into_iter().map(|(k, _)| k.to_string_lossy().into_owned()).collect()
+        };
+        assert_eq!(names(false), ["PATH", "LC_ALL", "https_proxy"]);
+        assert_eq!(names(true), ["PATH", "LC_ALL", "https_proxy", "OPENAI_API_KEY"]);
+        let cmd = ProcessConfig::new("codex".into(), "/h".into(), "/w/empty".into()).command();
+        assert!(cmd.as_std().get_envs().any(|(k, _)| k == "CODEX_HOME"));
     }
 }

@@ -206,6 +206,10 @@ pub enum ProcessError {
         /// The most codex accepts in one turn.
         limit: usize,
     },
+    /// The input has something codex refuses or would drop (see [`crate::check_input`]); it was
+    /// not sent. The message says what to send instead and quotes nothing of the input.
+    #[error("{0}")]
+    InvalidInput(String),
     /// The server's answer did not have the shape the protocol says.
     #[error("codex answered {method} with an unexpected shape: {reason}")]
     BadResponse {

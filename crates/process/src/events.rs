@@ -17,6 +17,10 @@ pub enum AbortReason {
     /// codex kept retrying the model (it could not reach it, or it kept failing) and made no
     /// progress for the progress timeout; the turn was interrupted.
     ModelUnreachable,
+    /// The model's stream went silent: no event at all (no retry announced either) for the
+    /// progress timeout, codex still waiting on a stream it believed alive; the turn was
+    /// interrupted.
+    ModelStalled,
     /// The pool or process is shutting down; the turn was interrupted.
     Shutdown,
     /// The consumer fell too far behind; the turn was interrupted to bound memory.
@@ -42,6 +46,7 @@ impl AbortReason {
             AbortReason::ProcessExited => "process_exited",
             AbortReason::Timeout => "timeout",
             AbortReason::ModelUnreachable => "model_unreachable",
+            AbortReason::ModelStalled => "model_stalled",
             AbortReason::Shutdown => "shutdown",
             AbortReason::ConsumerLagged => "consumer_lagged",
             AbortReason::StoreFailed => "store_failed",

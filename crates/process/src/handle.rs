@@ -8,9 +8,10 @@ use crate::error::{ExitReason, ProcessError};
 use crate::stats::{ProcessStats, SharedStats};
 use crate::turn::TurnStream;
 use codex_pool_protocol::methods::{
-    Request, ThreadFork, ThreadForkParams, ThreadIdParams, ThreadInjectItems, ThreadInjectItemsParams,
-    ThreadLoadedList, ThreadLoadedListParams, ThreadResponse, ThreadResume, ThreadResumeParams, ThreadStart,
-    ThreadStartParams, ThreadStartResponse, ThreadUnsubscribe, ThreadUnsubscribeResponse, TurnStartParams,
+    Request, ThreadDelete, ThreadDeleteResponse, ThreadFork, ThreadForkParams, ThreadIdParams, ThreadInjectItems,
+    ThreadInjectItemsParams, ThreadList, ThreadListParams, ThreadLoadedList, ThreadLoadedListParams, ThreadResponse,
+    ThreadResume, ThreadResumeParams, ThreadSetName, ThreadSetNameParams, ThreadStart, ThreadStartParams,
+    ThreadStartResponse, ThreadUnsubscribe, ThreadUnsubscribeResponse, TurnStartParams,
 };
 use codex_pool_protocol::types::UserInput;
 use codex_pool_protocol::CodexThreadId;
@@ -220,6 +221,37 @@ impl AppServerHandle {
         self.request::<ThreadUnsubscribe>(&ThreadIdParams { thread_id: thread_id.clone() }).await
     }
 
+    /// `thread/delete`: unloads the thread and removes codex's copy of it on disk.
+    pub async fn delete_thread(&self, thread_id: &CodexThreadId) -> Result<ThreadDeleteResponse, ProcessError> {
+        self.request::<ThreadDelete>(&ThreadIdParams { thread_id: thread_id.clone() }).await
+    }
+
+    /// `thread/name/set`.
+    pub async fn set_thread_name(&self, thread_id: &CodexThreadId, name: &str) -> Result<(), ProcessError> {
+        let params = ThreadSetNameParams { thread_id: thread_id.clone(), name: name.to_owned() };
+        self.request::<ThreadSetName>(&params).await.map(|_| ())
+    }
+
+    /// The ids of the threads codex keeps on disk named exactly `name` (every page of
+    /// `thread/list`, read from codex's state database).
+    pub async fn threads_named(&self, name: &str) -> Result<Vec<CodexThreadId>, ProcessError> {
+        let mut params = ThreadListParams {
+            search_term: Some(name.to_owned()),
+            limit: Some(100),
+            use_state_db_only: Some(true),
+            ..Default::default()
+        };
+        let mut ids = Vec::new();
+        loop {
+            let page = self.request::<ThreadList>(&params).await?;
+            ids.extend(page.data.into_iter().filter(|t| t.name.as_deref() == Some(name)).map(|t| t.id));
+            match page.next_cursor {
+                Some(cursor) if params.cursor.as_ref() != Some(&cursor) => params.cursor = Some(cursor),
+                _ => return Ok(ids),
+            }
+        }
+    }
+
     pub(crate) fn send(&self, cmd: Command) -> Result<(), ProcessError> {
         self.inner.commands.send(cmd).map_err(|e| match e {
             ProcessError::ShuttingDown => self.gone(),
@@ -267,8 +299,23 @@ impl std::fmt::Debug for AppServerHandle {
     }
 }
 
-/// Refuses input with more text than codex takes ([`MAX_INPUT_CHARS`]), before it is sent.
+/// Refuses input codex would refuse or drop, before it is sent: more text than codex takes
+/// ([`MAX_INPUT_CHARS`]), and an image by URL that is not a `data:` URL (codex 0.169.0 refuses
+/// `http:` and `https:` ones, "remote image URLs are not supported", and silently drops others).
 pub fn check_input(input: &[UserInput]) -> Result<(), ProcessError> {
+    let images = input.iter().filter_map(|i| match i {
+        UserInput::Image { url } => Some(url),
+        _ => None,
+    });
+    for (n, url) in images.enumerate() {
+        if !url.get(..5).is_some_and(|scheme| scheme.eq_ignore_ascii_case("data:")) {
+            return Err(ProcessError::InvalidInput(format!(
+                "image {} of the input is not a `data:` URL; codex takes no remote image: send it inline, as \
+                 `data:image/png;base64,...` (or image/jpeg, image/gif, image/webp)",
+                n + 1
+            )));
+        }
+    }
     let chars: usize = input
         .iter()
         .map(|i| match i {

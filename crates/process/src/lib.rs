@@ -57,7 +57,9 @@ mod turn;
 
 pub use actor::ProcessState;
 pub use ca::{CaBundle, CaFiles, CaKind, CaSetup, ModelHosts, ResolvedCa, SystemRoots};
-pub use config::{toml_string, ModelProvider, ProcessConfig, BASE_OVERRIDES, TOOL_ENV_EXCLUDE};
+pub use config::{
+    inherited_env, toml_string, ModelProvider, ProcessConfig, BASE_OVERRIDES, INHERITED_ENV, TOOL_ENV_EXCLUDE,
+};
 pub use discovery::{find_checked, find_codex, PINNED_CODEX_VERSION};
 pub use error::{DiscoveryError, ExitReason, ProcessError, SpawnError};
 pub use events::{AbortReason, TurnEvent};

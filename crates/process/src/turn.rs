@@ -29,7 +29,9 @@ pub(crate) struct Abandoned {
 /// then `None`. Two optional watchdogs end a turn that hangs, interrupting it in codex:
 /// [`TurnStream::with_silence_timeout`] (no event at all) ends it with [`AbortReason::Timeout`],
 /// so a long turn that keeps producing events is never cut; [`TurnStream::with_progress_timeout`]
-/// (nothing but codex's own retry announcements) ends it with [`AbortReason::ModelUnreachable`].
+/// (nothing but codex's own retry announcements) ends it with [`AbortReason::ModelUnreachable`],
+/// or, when codex announced no retry since the turn last moved (the model's stream went silent),
+/// with [`AbortReason::ModelStalled`].
 /// Dropping the stream before its end interrupts the turn.
 pub struct TurnStream {
     thread_id: CodexThreadId,
@@ -42,6 +44,10 @@ pub struct TurnStream {
     endpoint: Option<Arc<str>>,
     /// The last error codex said it would retry, for that message.
     last_retry: Option<TurnError>,
+    /// Whether codex announced a retry since the last progress (unreachable, not stalled).
+    retrying: bool,
+    /// Text deltas so far, for the message of a stalled stream.
+    text_deltas: u64,
     finished: bool,
     abandoned: bool,
 }
@@ -128,6 +134,8 @@ impl TurnStream {
             watchdog: Watchdog::new(),
             endpoint,
             last_retry: None,
+            retrying: false,
+            text_deltas: 0,
             finished: false,
             abandoned: false,
         }
@@ -152,7 +160,9 @@ impl TurnStream {
 
     /// Sets the progress timeout: the longest time codex may spend only announcing retries of
     /// the model (an unreachable or failing endpoint) before the turn is interrupted and ended
-    /// with [`AbortReason::ModelUnreachable`], naming the endpoint and codex's last error.
+    /// with [`AbortReason::ModelUnreachable`], naming the endpoint and codex's last error; or
+    /// sending nothing at all (a model stream that stalled), ended with
+    /// [`AbortReason::ModelStalled`].
     pub fn with_progress_timeout(mut self, timeout: Duration) -> Self {
         self.watchdog.progress = Some(timeout);
         self.watchdog.timer = None;
@@ -198,8 +208,16 @@ impl TurnStream {
     fn take(&mut self, event: TurnEvent) -> TurnEvent {
         self.backlog.fetch_sub(1, Ordering::Relaxed);
         self.watchdog.saw(&event);
-        if let TurnEvent::Error { error, will_retry: true } = &event {
-            self.last_retry = Some(error.clone());
+        match &event {
+            TurnEvent::Error { error, will_retry: true } => {
+                self.last_retry = Some(error.clone());
+                self.retrying = true;
+            }
+            TurnEvent::AgentMessageDelta { .. } => {
+                self.text_deltas += 1;
+                self.retrying = false;
+            }
+            _ => self.retrying = false,
         }
         if event.is_terminal() {
             self.finish();
@@ -231,7 +249,10 @@ impl TurnStream {
                     Expired::Silence(d) => {
                         (AbortReason::Timeout, format!("the turn produced no event for {d:?}; it was interrupted"))
                     }
-                    Expired::Progress(d) => (AbortReason::ModelUnreachable, self.unreachable_message(d)),
+                    Expired::Progress(d) if self.retrying => {
+                        (AbortReason::ModelUnreachable, self.unreachable_message(d))
+                    }
+                    Expired::Progress(d) => (AbortReason::ModelStalled, self.stalled_message(d)),
                 };
                 self.abandon(reason);
                 self.finish();
@@ -250,6 +271,19 @@ impl TurnStream {
             None => String::new(),
         };
         format!("codex made no progress for {limit:?}, retrying requests to {endpoint}{why}; the turn was interrupted")
+    }
+
+    fn stalled_message(&self, limit: Duration) -> String {
+        let endpoint = self.endpoint.as_deref().unwrap_or("the model provider");
+        let after = match self.text_deltas {
+            0 => "before any text".to_owned(),
+            1 => "after 1 text delta".to_owned(),
+            n => format!("after {n} text deltas"),
+        };
+        format!(
+            "the model's stream stalled: codex got no event from {endpoint} for {limit:?}, {after}, and was not \
+             retrying; the turn was interrupted"
+        )
     }
 
     fn abandon(&mut self, reason: AbortReason) {

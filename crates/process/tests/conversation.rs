@@ -236,3 +236,31 @@ async fn a_panicking_request_handler_still_gets_the_request_answered() {
         .any(|e| matches!(e, TurnEvent::ServerRequest { answer, .. } if answer.get("error").is_some())));
     server.shutdown(SHUTDOWN).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codex_refuses_remote_image_urls_so_they_are_refused_before_they_are_sent() {
+    use codex_pool_process::ProcessError;
+    use codex_pool_protocol::methods::TurnStart;
+    let env = Env::new().await;
+    let server = env.spawn().await;
+    let codex = server.handle().clone();
+    let thread = codex.start_thread(&ThreadStartParams::default()).await.unwrap().thread;
+    let image = |url: &str| vec![UserInput::text("look"), UserInput::Image { url: url.to_owned() }];
+    // What codex itself answers, sent around the check: an invalid request (-32600).
+    for url in ["https://example.com/cat.png", "http://example.com/cat.png"] {
+        let raw = codex.request::<TurnStart>(&TurnStartParams::new(&thread.id, image(url))).await;
+        let Err(ProcessError::Rpc { error, .. }) = raw else { panic!("codex took {url}: {raw:?}") };
+        assert_eq!(error.code, -32600, "{error:?}");
+        assert!(error.message.contains("remote image URLs are not supported"), "{error:?}");
+    }
+    // The check refuses every URL but `data:` before anything is sent, without quoting it.
+    for url in ["https://example.com/cat.png", "ftp://example.com/cat.png", "cat.png"] {
+        let err = codex.start_turn(TurnStartParams::new(&thread.id, image(url))).await.unwrap_err();
+        let ProcessError::InvalidInput(message) = &err else { panic!("{err:?}") };
+        assert!(message.contains("data:image/png;base64") && !message.contains("cat.png"), "{message}");
+    }
+    // The thread goes on.
+    let turn = codex.start_turn(TurnStartParams::new(&thread.id, vec![UserInput::text("after")])).await.unwrap();
+    assert_eq!(finish(turn).await.0, "echo: after");
+    server.shutdown(SHUTDOWN).await;
+}

@@ -298,6 +298,17 @@ fn what_we_send_fits_the_schema() {
         &ThreadForkParams { thread_id: "t".into(), settings: full_settings(), exclude_turns: true },
     );
     sends("ThreadUnsubscribeParams", &ThreadIdParams { thread_id: "t".into() });
+    sends("ThreadDeleteParams", &ThreadIdParams { thread_id: "t".into() });
+    sends("ThreadSetNameParams", &ThreadSetNameParams { thread_id: "t".into(), name: "n".into() });
+    sends(
+        "ThreadListParams",
+        &ThreadListParams {
+            search_term: Some("n".into()),
+            cursor: Some("c".into()),
+            limit: Some(5),
+            use_state_db_only: Some(true),
+        },
+    );
     sends("ThreadReadParams", &ThreadReadParams { thread_id: "t".into(), include_turns: true });
     sends("ThreadLoadedListParams", &ThreadLoadedListParams { cursor: Some("c".into()), limit: Some(5) });
     let mut turn = TurnStartParams::new(
@@ -345,6 +356,9 @@ fn what_we_read_decodes_from_the_schema() {
     reads::<ThreadResponse>("ThreadResumeResponse");
     reads::<ThreadResponse>("ThreadForkResponse");
     reads::<ThreadUnsubscribeResponse>("ThreadUnsubscribeResponse");
+    reads::<ThreadDeleteResponse>("ThreadDeleteResponse");
+    reads::<ThreadSetNameResponse>("ThreadSetNameResponse");
+    reads::<ThreadListResponse>("ThreadListResponse");
     reads::<ThreadReadResponse>("ThreadReadResponse");
     reads::<ThreadLoadedListResponse>("ThreadLoadedListResponse");
     reads::<TurnStartResponse>("TurnStartResponse");
@@ -401,6 +415,9 @@ fn every_method_we_use_exists_and_every_server_request_is_known() {
         ThreadFork::METHOD,
         ThreadInjectItems::METHOD,
         ThreadUnsubscribe::METHOD,
+        ThreadDelete::METHOD,
+        ThreadSetName::METHOD,
+        ThreadList::METHOD,
         ThreadRead::METHOD,
         ThreadLoadedList::METHOD,
         TurnStart::METHOD,

@@ -16,6 +16,7 @@ pub mod jsonrpc;
 pub mod methods;
 pub mod notifications;
 pub mod server_requests;
+mod stored;
 pub mod types;
 
 pub use jsonrpc::{Incoming, RequestId, RpcError};

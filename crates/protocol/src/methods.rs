@@ -1,6 +1,9 @@
 //! Client requests: each method is a type implementing [`Request`], naming its wire method, its
 //! params and its response.
 
+pub use crate::stored::{
+    ThreadDeleteResponse, ThreadListParams, ThreadListResponse, ThreadSetNameParams, ThreadSetNameResponse,
+};
 use crate::types::{ApprovalPolicy, CodexThreadId, SandboxMode, Thread, Turn, UserInput};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -53,6 +56,19 @@ request!(
 request!(
     /// `thread/unsubscribe`: stops this connection's interest in a thread.
     ThreadUnsubscribe, "thread/unsubscribe", ThreadIdParams, ThreadUnsubscribeResponse
+);
+request!(
+    /// `thread/delete`: unloads a thread and removes what codex keeps of it on disk (its rollout
+    /// file and its rows in codex's state databases).
+    ThreadDelete, "thread/delete", ThreadIdParams, ThreadDeleteResponse
+);
+request!(
+    /// `thread/name/set`: names a thread (the title codex's own tools list it by).
+    ThreadSetName, "thread/name/set", ThreadSetNameParams, ThreadSetNameResponse
+);
+request!(
+    /// `thread/list`: the threads codex keeps on disk, newest first, a page at a time.
+    ThreadList, "thread/list", ThreadListParams, ThreadListResponse
 );
 request!(
     /// `thread/read`: reads a thread's metadata and, optionally, its turns.

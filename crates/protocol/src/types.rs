@@ -65,6 +65,9 @@ pub struct Thread {
     /// Whether the thread lives only in memory.
     #[serde(default)]
     pub ephemeral: bool,
+    /// Its name, once named (`thread/name/set`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Turns, when the response includes them (`thread/read` with `includeTurns`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub turns: Vec<Turn>,

@@ -187,6 +187,7 @@ impl From<PoolError> for ApiError {
                 Self::new(StatusCode::CONFLICT, "conflict", message)
             }
             PoolError::InputTooLarge { .. } => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "input_too_large", message),
+            PoolError::InvalidRequest(_) => Self::invalid(message),
             // One admission limit: a turn whose process is full is told at once, as the
             // service's own cap tells it.
             PoolError::Overloaded { .. } => {

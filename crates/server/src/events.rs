@@ -165,7 +165,8 @@ pub struct TurnResult {
     /// Tokens the turn used.
     pub usage: Usage,
     /// For a failed turn: `kind` (`model_error`, `process_exited`, `timeout`, `model_unreachable`,
-    /// `shutdown`, `consumer_lagged`, `store_failed`, `events_too_large`) and `message`.
+    /// `model_stalled`, `shutdown`, `consumer_lagged`, `store_failed`, `lease_lost`, `ca_bundle_replaced`,
+    /// `events_too_large`) and `message`.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub error: Option<Value>,

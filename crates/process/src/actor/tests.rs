@@ -187,6 +187,28 @@ async fn retries_that_make_no_progress_end_the_turn_naming_the_endpoint() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_stream_that_goes_silent_after_some_text_ends_as_stalled_not_unreachable() {
+    let mut rig = rig();
+    let mut turn = start(&mut rig, "u1", true)
+        .await
+        .with_silence_timeout(Duration::from_secs(120))
+        .with_progress_timeout(Duration::from_secs(30));
+    assert!(matches!(turn.next().await, Some(TurnEvent::Started { .. })));
+    for piece in ["a", "b", "c"] {
+        rig.peer.delta("u1", piece).await;
+        assert!(matches!(turn.next().await, Some(TurnEvent::AgentMessageDelta { .. })));
+    }
+    // Then nothing at all: no retry announced, the model's stream is simply silent.
+    let began = tokio::time::Instant::now();
+    let end = turn.next().await.unwrap();
+    assert_eq!(began.elapsed(), Duration::from_secs(30));
+    let TurnEvent::Aborted { reason: AbortReason::ModelStalled, message } = end else { panic!("{end:?}") };
+    assert!(message.contains("stalled") && message.contains("after 3 text deltas"), "{message}");
+    assert!(message.contains("http://127.0.0.1:9/v1") && !message.contains("retrying requests"), "{message}");
+    rig.peer.expect("turn/interrupt").await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_new_turn_waits_for_an_abandoned_one_until_codex_ends_it() {
     let mut rig = rig();
     let turn = start(&mut rig, "u1", true).await;

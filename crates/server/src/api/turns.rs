@@ -44,7 +44,8 @@ pub enum InputItem {
         /// The text.
         text: String,
     },
-    /// An image, by URL (`https:` or `data:`).
+    /// An image, inline as a `data:` URL (`data:image/png;base64,...`); codex takes no remote
+    /// image, so any other URL is refused (400).
     Image {
         /// The image's URL.
         url: String,

@@ -26,7 +26,9 @@ const WAL_SIZE_LIMIT: i64 = 1 << 20;
 
 /// A [`ThreadStore`] in one SQLite file (WAL mode). Queries run on tokio's blocking pool, so no
 /// async task waits on disk. Leases and heartbeats use this machine's clock. The write-ahead log is checkpointed every ~1 MiB and cut back to
-/// 1 MiB, and emptied by [`ThreadStore::close`], so the files grow with the history only.
+/// 1 MiB, and emptied by [`ThreadStore::close`], so the files grow with the history only. A
+/// delete leaves no copy of what it deleted: `secure_delete` zeroes the rows, and the log is
+/// checkpointed and emptied right after.
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -50,6 +52,9 @@ impl SqliteStore {
     }
 
     fn init(mut conn: Connection) -> Result<Self, StoreError> {
+        // Deleted rows are overwritten with zeros, not left in free space for anyone who reads
+        // the file.
+        conn.pragma_update(None, "secure_delete", "ON").db()?;
         migrate(&mut conn)?;
         Ok(Self { conn: Arc::new(Mutex::new(conn)) })
     }
@@ -266,6 +271,9 @@ impl ThreadStore for SqliteStore {
             tx.execute("DELETE FROM thread_items WHERE thread_id = ?1", [id.as_str()]).db()?;
             tx.execute("DELETE FROM leases WHERE thread_id = ?1", [id.as_str()]).db()?;
             tx.commit().db()?;
+            // The log still holds the pages as they were before the delete: copy the zeroed ones
+            // into the database and empty it, so no earlier copy of the text is left.
+            conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").db()?;
             Ok(n > 0)
         })
     }

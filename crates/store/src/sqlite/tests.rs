@@ -112,3 +112,33 @@ async fn the_write_ahead_log_stays_bounded_and_is_emptied_on_close() {
     assert_eq!(sizes(dir.path()).1, 0, "the log is emptied on close");
     assert_eq!(store.history(&a).await.unwrap().len(), 2000, "and the store goes on");
 }
+
+#[tokio::test]
+async fn a_delete_leaves_no_copy_of_the_text_in_the_database_or_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("threads.db");
+    let marker = "deleted-text-canary-3f9e";
+    let item = |text: &str| serde_json::json!({"type": "message", "role": "user", "content": [{"text": text}]});
+    let store = SqliteStore::open(&path).unwrap();
+    for id in ["gone", "kept"] {
+        store.save(ThreadRecord::new(id, Default::default())).await.unwrap();
+    }
+    // Some text big enough for overflow pages, some small, in several writes.
+    let big = format!("{marker} {}", "x".repeat(20_000));
+    for text in [marker, big.as_str(), marker] {
+        store.record_turns(&[TurnRecord::completed("gone", "t", vec![item(text)])]).await.unwrap();
+        store.record_turns(&[TurnRecord::completed("kept", "t", vec![item("other")])]).await.unwrap();
+    }
+    let holding = || -> Vec<String> {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| std::fs::read(p).unwrap().windows(marker.len()).any(|w| w == marker.as_bytes()))
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert!(!holding().is_empty(), "the text was written");
+    assert!(store.delete(&ConversationId::from("gone")).await.unwrap());
+    assert_eq!(holding(), Vec::<String>::new(), "no file holds the deleted text");
+    assert_eq!(store.history(&ConversationId::from("kept")).await.unwrap().len(), 3);
+}
