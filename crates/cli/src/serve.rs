@@ -136,6 +136,9 @@ pub struct EdgeArgs {
     /// (CORS). Repeat for more. Requests from other pages get 403.
     #[arg(long, value_name = "ORIGIN")]
     pub allow_origin: Vec<String>,
+    /// The largest request body taken, in bytes (413 over it).
+    #[arg(long, value_name = "BYTES", default_value_t = 4 << 20)]
+    pub max_body_bytes: usize,
     /// The most bytes of a conversation's instructions and of its developer instructions, each
     /// (chat's system and developer messages too); more is refused (413).
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 10)]
@@ -167,6 +170,8 @@ impl EdgeArgs {
                 "--allow-origin {origin:?} is not an origin; write it as scheme://host[:port], e.g. https://app.example"
             );
         }
+        anyhow::ensure!(self.max_body_bytes >= 1024, "--max-body-bytes must be at least 1024");
+        config.max_body_bytes = self.max_body_bytes;
         config.header_timeout = Duration::from_secs(self.header_timeout_secs);
         config.body_timeout = Duration::from_secs(self.body_timeout_secs);
         config.max_connections = self.max_connections;

@@ -1,11 +1,11 @@
 //! `codex-pool serve` at its HTTP edge, as an operator starts it and a careless or hostile client
 //! reaches it: the token from a file, tokens no client can send, the `Bearer` scheme in any case,
-//! a history position past what SQLite's integers hold.
+//! a history position past what SQLite's integers hold, the body limit as a flag.
 
 mod common;
 
 use codex_pool_mock_model::{MockConfig, MockModel};
-use codex_pool_server::client::Client;
+use codex_pool_server::client::{Client, ClientError};
 use common::serve_with;
 use hyper::{Method, StatusCode};
 use serde_json::json;
@@ -24,7 +24,7 @@ async fn the_token_comes_from_a_file_and_stays_out_of_ps() {
         None,
         Stdio::inherit(),
         &[],
-        &["--token-file", file.to_str().unwrap()],
+        &["--token-file", file.to_str().unwrap(), "--max-body-bytes", "4096"],
     );
     let pid = served.child.id();
     let c = Client::new(served.client.base(), Some(TOKEN.into()));
@@ -47,6 +47,19 @@ async fn the_token_comes_from_a_file_and_stays_out_of_ps() {
             .unwrap();
         assert_eq!(anonymous.send_with(request).await.unwrap().status, StatusCode::OK, "{scheme}");
     }
+
+    // --max-body-bytes: a body over it is 413 and makes nothing.
+    let big =
+        c.post("/v1/conversations", json!({"metadata": {"k": "x".repeat(500)}, "instructions": "y".repeat(5000)}));
+    match big.await {
+        Err(ClientError::Status { status, body }) => {
+            assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+            assert_eq!(body["error"]["code"], "payload_too_large");
+        }
+        other => panic!("a body over --max-body-bytes: {other:?}"),
+    }
+    let listed = c.get("/v1/conversations").await.unwrap().json().unwrap();
+    assert_eq!(listed["data"], json!([]), "{listed}");
 
     // A position past i64::MAX reads nothing (it wrapped to -1: the whole history).
     let id = c.post("/v1/conversations", json!({})).await.unwrap().json().unwrap()["id"].as_str().unwrap().to_owned();
