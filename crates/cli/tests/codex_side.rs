@@ -7,8 +7,7 @@ mod common;
 use codex_pool_server::client::{Client, SseEvent};
 use common::Served;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 /// `codex-pool serve` on its built-in fake model (which runs inside it), with `envs` and `args`
@@ -25,21 +24,7 @@ fn serve_logged(
     args: &[&str],
     stderr: Stdio,
 ) -> Served {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_codex-pool"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(args)
-        .args(if args.contains(&"--pool-size") { &[][..] } else { &["--pool-size", "1"][..] })
-        .envs(envs.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut first).unwrap();
-    let addr = first.split_whitespace().find(|w| w.starts_with("http://")).expect(&first).to_owned();
-    Served { child, client: Client::new(&addr, token.map(str::to_owned)) }
+    common::serve_on(data_dir, token, stderr, envs, args)
 }
 
 async fn conversation(client: &Client, body: Value) -> String {

@@ -26,10 +26,25 @@ pub fn serve_with(
     envs: &[(&str, &str)],
     args: &[&str],
 ) -> Served {
+    let args: Vec<&str> = ["--model-base-url", model_url].into_iter().chain(args.iter().copied()).collect();
+    serve_on(data_dir, token, stderr, envs, &args)
+}
+
+/// `serve` on a loopback port with the given arguments and nothing else chosen (its built-in fake
+/// model unless they say otherwise; one process unless they say `--pool-size`), the token (if
+/// any) in `CODEX_POOL_TOKEN`.
+pub fn serve_on(
+    data_dir: &std::path::Path,
+    token: Option<&str>,
+    stderr: Stdio,
+    envs: &[(&str, &str)],
+    args: &[&str],
+) -> Served {
     let mut child = Command::new(env!("CARGO_BIN_EXE_codex-pool"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--pool-size", "1", "--model-base-url", model_url])
+        .args(["serve", "--listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(data_dir)
+        .args(if args.contains(&"--pool-size") { &[][..] } else { &["--pool-size", "1"][..] })
         .args(args)
         .envs(token.map(|t| ("CODEX_POOL_TOKEN", t)))
         .envs(envs.iter().copied())
