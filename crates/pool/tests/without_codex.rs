@@ -2,11 +2,11 @@
 //! time: faults the real binary cannot produce on demand (a process that dies mid-turn, a store
 //! that fails a write, a turn that waits for room), each in well under a second of real time.
 
-use codex_pool::{AbortReason, Pool, PoolConfig, PoolError, PoolTurn, Spawner, TurnEvent, TurnOptions};
+use codex_pool::{AbortReason, NodeConfig, Pool, PoolConfig, PoolError, PoolTurn, Spawner, TurnEvent, TurnOptions};
 use codex_pool_process::{BoxFuture, ModelProvider, ProcessConfig};
 use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_protocol::types::{TurnStatus, UserInput};
-use codex_pool_store::{MemoryStore, ThreadStore};
+use codex_pool_store::{MemoryStore, NodeId, StoreError, ThreadStore};
 use codex_pool_testkit::scripted::{message, ScriptedCodex};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -191,5 +191,34 @@ async fn a_store_write_that_fails_ends_the_turn_as_store_failed_and_keeps_nothin
     assert_eq!(injected.len(), 1, "{injected:?}");
     assert_eq!(injected[0].params["items"], json!([message("user", "first"), message("assistant", "one")]));
     assert_eq!(texts(&pool.store().history(&id).await.unwrap()), ["first", "one", "third", "three"]);
+    pool.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_lost_mid_turn_ends_the_turn_as_lease_lost_and_keeps_nothing_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let codex = ScriptedCodex::new();
+    let store = Arc::new(MemoryStore::new());
+    let pool = pool_with(&codex, &dir, store.clone(), |c| c.node = Some(NodeConfig::new("here", "http://here")));
+    pool.ensure_started().await.unwrap();
+    let id = pool.create_thread(ThreadSettings::default()).await.unwrap();
+    let end = answered(&pool, &codex, &id, "first", "one").await;
+    assert!(matches!(end, TurnEvent::Completed { .. }), "{end:?}");
+
+    let turn = start(&pool, &id, "second").await;
+    let scripted = codex.next_turn().await;
+    // Another node takes the conversation over while the turn runs (as it may once this node's
+    // lease has expired): a new fence.
+    assert!(store.release_lease(&id, &NodeId::from("here")).await.unwrap());
+    store.acquire_lease(&id, &NodeId::from("there"), Duration::from_secs(60)).await.unwrap();
+    scripted.reply("two");
+    let (_, end) = turn.collect_text().await;
+    assert!(matches!(end, TurnEvent::Aborted { reason: AbortReason::LeaseLost, .. }), "{end:?}");
+    assert_eq!(texts(&pool.store().history(&id).await.unwrap()), ["first", "one"]);
+
+    // The conversation is the other node's now: this one refuses its next turn.
+    let refused = pool.start_turn(&id, vec![UserInput::text("third")], TurnOptions::default()).await;
+    assert!(matches!(refused, Err(PoolError::Store(StoreError::OwnedElsewhere { .. }))), "{:?}", refused.err());
+    assert_eq!(codex.received_of("turn/start").len(), 2);
     pool.shutdown().await;
 }
