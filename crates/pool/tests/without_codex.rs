@@ -222,3 +222,36 @@ async fn a_lease_lost_mid_turn_ends_the_turn_as_lease_lost_and_keeps_nothing_of_
     assert_eq!(codex.received_of("turn/start").len(), 2);
     pool.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_turn_whose_process_dies_as_it_starts_runs_on_another_process_with_its_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let codex = ScriptedCodex::new();
+    let pool = pool_with(&codex, &dir, Arc::new(MemoryStore::new()), |c| c.size = 2);
+    pool.ensure_started().await.unwrap();
+    let id = pool.create_thread(ThreadSettings::default()).await.unwrap();
+    let end = answered(&pool, &codex, &id, "first", "one").await;
+    assert!(matches!(end, TurnEvent::Completed { .. }), "{end:?}");
+    let first = pool.slot_of(&id).unwrap();
+
+    // Its process dies on `turn/start`, before answering: the pool places the turn again, on
+    // the process that still serves, rebuilt from the store; the caller sees one turn.
+    codex.die_on_next_turn_start();
+    let turn = start(&pool, &id, "second").await;
+    let scripted = codex.next_turn().await;
+    assert_ne!(pool.slot_of(&id), Some(first));
+    let starts = codex.received_of("turn/start");
+    assert_eq!(starts.len(), 3, "{starts:?}");
+    assert_eq!((starts[1].process, starts[2].process), (starts[0].process, scripted.process));
+    assert_ne!(scripted.process, starts[0].process);
+    let injected = codex.received_of("thread/inject_items");
+    assert_eq!(injected.len(), 1, "{injected:?}");
+    assert_eq!(injected[0].process, scripted.process);
+    assert_eq!(texts(injected[0].params["items"].as_array().unwrap()), ["first", "one"]);
+    scripted.reply("two");
+    let (text, end) = turn.collect_text().await;
+    assert_eq!(text, "two");
+    assert!(matches!(end, TurnEvent::Completed { status: TurnStatus::Completed, .. }), "{end:?}");
+    assert_eq!(texts(&pool.store().history(&id).await.unwrap()), ["first", "one", "second", "two"]);
+    pool.shutdown().await;
+}

@@ -9,7 +9,7 @@
 
 use codex_pool_process::{AppServer, ExitReason, ProcessConfig, SpawnError};
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, Lines};
@@ -37,6 +37,7 @@ struct Shared {
     received: Mutex<Vec<Received>>,
     spawned: AtomicUsize,
     threads: AtomicUsize,
+    die_on_turn_start: AtomicBool,
     turns_tx: mpsc::UnboundedSender<ScriptedTurn>,
     turns_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<ScriptedTurn>>,
 }
@@ -129,6 +130,7 @@ impl ScriptedCodex {
             received: Mutex::default(),
             spawned: AtomicUsize::new(0),
             threads: AtomicUsize::new(0),
+            die_on_turn_start: AtomicBool::new(false),
             turns_tx,
             turns_rx: tokio::sync::Mutex::new(turns_rx),
         };
@@ -150,6 +152,11 @@ impl ScriptedCodex {
         };
         tokio::spawn(peer.run(ended_tx));
         AppServer::connect(config, client_in, client_out, ended).await
+    }
+
+    /// Makes the process that gets the next `turn/start` die at once, without answering it.
+    pub fn die_on_next_turn_start(&self) {
+        self.inner.die_on_turn_start.store(true, Ordering::SeqCst);
     }
 
     /// Processes spawned so far.
@@ -252,6 +259,10 @@ impl Peer {
                 let done = json!({"method": "turn/completed", "params": {"threadId": thread_id, "turn": turn}});
                 let _ = script.send(Script::Send(done));
                 json!({})
+            }
+            "turn/start" if self.shared.die_on_turn_start.swap(false, Ordering::SeqCst) => {
+                let _ = script.send(Script::Die);
+                return None;
             }
             "turn/start" => {
                 self.turns += 1;
