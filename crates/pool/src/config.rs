@@ -3,8 +3,9 @@
 use crate::ownership::NodeConfig;
 use crate::profile::Profile;
 use crate::strategy::Strategy;
-use codex_pool_process::{CaBundle, ProcessConfig, SystemRoots};
+use codex_pool_process::{AppServer, BoxFuture, CaBundle, ProcessConfig, SpawnError, SystemRoots};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// `CODEX_POOL_SIZE`: number of processes (default 3).
@@ -97,6 +98,60 @@ pub struct PoolConfig {
     /// node at a time, under a lease with a fence (see [`NodeConfig`]). `None` (the default): the
     /// pool is alone on its store and takes no leases.
     pub node: Option<NodeConfig>,
+    /// How each slot gets its process: the pinned codex binary (the default), or a function
+    /// (a scripted peer in tests, for faults the real binary cannot produce on demand).
+    pub spawner: Spawner,
+}
+
+/// Starts one process for a slot, from the slot's process settings (its label and root
+/// certificates filled in). Implemented by every `Fn(ProcessConfig) -> BoxFuture<...>`.
+pub trait Spawn: Send + Sync {
+    /// Starts the process and performs its handshake.
+    fn spawn(&self, process: ProcessConfig) -> BoxFuture<Result<AppServer, SpawnError>>;
+}
+
+impl<F> Spawn for F
+where
+    F: Fn(ProcessConfig) -> BoxFuture<Result<AppServer, SpawnError>> + Send + Sync,
+{
+    fn spawn(&self, process: ProcessConfig) -> BoxFuture<Result<AppServer, SpawnError>> {
+        self(process)
+    }
+}
+
+/// How the pool starts its processes (see [`PoolConfig::spawner`]).
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub enum Spawner {
+    /// [`AppServer::spawn`]: the codex binary of [`ProcessConfig::codex_bin`] as a child process.
+    #[default]
+    Codex,
+    /// Another way to get a process, such as [`AppServer::connect`] to a scripted peer.
+    Custom(Arc<dyn Spawn>),
+}
+
+impl Spawner {
+    /// A spawner that calls `spawn` for each process.
+    pub fn custom(spawn: impl Spawn + 'static) -> Self {
+        Spawner::Custom(Arc::new(spawn))
+    }
+
+    /// Starts one process.
+    pub(crate) async fn spawn(&self, process: ProcessConfig) -> Result<AppServer, SpawnError> {
+        match self {
+            Spawner::Codex => AppServer::spawn(process).await,
+            Spawner::Custom(spawn) => spawn.spawn(process).await,
+        }
+    }
+}
+
+impl std::fmt::Debug for Spawner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Spawner::Codex => f.write_str("Codex"),
+            Spawner::Custom(_) => f.write_str("Custom(..)"),
+        }
+    }
 }
 
 impl PoolConfig {
@@ -129,6 +184,7 @@ impl PoolConfig {
             stable_after: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
             node: None,
+            spawner: Spawner::Codex,
         }
     }
 

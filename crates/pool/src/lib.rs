@@ -45,7 +45,7 @@ mod supervisor;
 mod tls;
 mod turn;
 
-pub use config::{ConfigError, PoolConfig, ENV_MODEL, ENV_POOL_SIZE, ENV_STRATEGY};
+pub use config::{ConfigError, PoolConfig, Spawn, Spawner, ENV_MODEL, ENV_POOL_SIZE, ENV_STRATEGY};
 pub use conversations::{ConversationInfo, TurnOptions};
 pub use counters::PoolCounters;
 pub use error::PoolError;

@@ -214,7 +214,7 @@ pub(crate) async fn supervise(
         let mut replaced = false;
         let born = Instant::now();
         let spawned = tokio::select! {
-            r = AppServer::spawn(process) => Some(r),
+            r = config.spawner.spawn(process) => Some(r),
             _ = shutdown.changed() => None,
         };
         let reason = match spawned {

@@ -125,6 +125,39 @@ impl AppServer {
         }
     }
 
+    /// Drives a peer that is not a child process of this one, over `stdout` (what it writes) and
+    /// `stdin` (what it reads), and performs the same handshake as [`AppServer::spawn`]. `ended`
+    /// stands for the OS's word on the process: the peer sets it when it is gone (a child's
+    /// reaper does that for [`AppServer::spawn`]). No signal reaches such a peer (its pid is 0);
+    /// [`AppServer::shutdown`] closes `stdin` and waits for `ended`. For a scripted peer in tests
+    /// (faults the real binary cannot produce on demand) and for codex reached by other means.
+    pub async fn connect<R, W>(
+        config: ProcessConfig,
+        stdout: R,
+        stdin: W,
+        ended: watch::Receiver<Option<ExitReason>>,
+    ) -> Result<Self, SpawnError>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let stderr_tail: StderrTail = Arc::new(Mutex::new(VecDeque::new()));
+        let label = config.label.clone();
+        let conn = Connection { stdout, stdin, reaped: ended, stderr_tail, pid: 0, label };
+        let (handle, tasks) = wire(&config, conn);
+        let mut server = AppServer { handle, tasks, init: None };
+        match server.handshake(&config).await {
+            Ok(init) => {
+                server.init = Some(init);
+                Ok(server)
+            }
+            Err(err) => {
+                server.shutdown(Duration::from_millis(200)).await;
+                Err(err)
+            }
+        }
+    }
+
     async fn handshake(&self, config: &ProcessConfig) -> Result<InitializeResponse, SpawnError> {
         let params = InitializeParams {
             client_info: ClientInfo { name: "codex-pool".to_owned(), version: env!("CARGO_PKG_VERSION").to_owned() },

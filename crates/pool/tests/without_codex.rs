@@ -1,0 +1,257 @@
+//! The pool over a scripted peer that plays codex ([`codex_pool_testkit::scripted`]), on paused
+//! time: faults the real binary cannot produce on demand (a process that dies mid-turn, a store
+//! that fails a write, a turn that waits for room), each in well under a second of real time.
+
+use codex_pool::{AbortReason, NodeConfig, Pool, PoolConfig, PoolError, PoolTurn, Spawner, TurnEvent, TurnOptions};
+use codex_pool_process::{BoxFuture, ModelProvider, ProcessConfig};
+use codex_pool_protocol::methods::ThreadSettings;
+use codex_pool_protocol::types::{TurnStatus, UserInput};
+use codex_pool_store::{MemoryStore, NodeId, StoreError, ThreadStore};
+use codex_pool_testkit::scripted::{message, ScriptedCodex};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[path = "without_codex/failing_store.rs"]
+mod failing_store;
+use failing_store::FailingStore;
+
+/// A pool of one scripted process over `store`.
+fn pool(codex: &ScriptedCodex, dir: &tempfile::TempDir, store: Arc<dyn ThreadStore>) -> Pool {
+    pool_with(codex, dir, store, |_| {})
+}
+
+/// [`pool`], its settings changed by `change`.
+fn pool_with(
+    codex: &ScriptedCodex,
+    dir: &tempfile::TempDir,
+    store: Arc<dyn ThreadStore>,
+    change: impl FnOnce(&mut PoolConfig),
+) -> Pool {
+    let process = ProcessConfig::new("codex".into(), dir.path().join("home"), dir.path().join("work"))
+        .with_provider(&ModelProvider::new("mock", "http://127.0.0.1:9/v1"));
+    let mut config = PoolConfig::new(process);
+    config.size = 1;
+    let codex = codex.clone();
+    config.spawner = Spawner::custom(move |process| -> BoxFuture<_> {
+        let codex = codex.clone();
+        Box::pin(async move { codex.spawn(process).await })
+    });
+    change(&mut config);
+    Pool::new(config, store)
+}
+
+async fn start(pool: &Pool, id: &codex_pool::ConversationId, text: &str) -> PoolTurn {
+    pool.start_turn(id, vec![UserInput::text(text)], TurnOptions::default()).await.unwrap()
+}
+
+/// The texts of a history's messages, in order.
+fn texts(items: &[Value]) -> Vec<String> {
+    items.iter().map(|item| item["content"][0]["text"].as_str().unwrap_or_default().to_owned()).collect()
+}
+
+/// Runs a turn the scripted codex answers with `reply`; returns its end.
+async fn answered(
+    pool: &Pool,
+    codex: &ScriptedCodex,
+    id: &codex_pool::ConversationId,
+    text: &str,
+    reply: &str,
+) -> TurnEvent {
+    let turn = start(pool, id, text).await;
+    let scripted = codex.next_turn().await;
+    assert_eq!(scripted.text(), text);
+    scripted.reply(reply);
+    let (got, end) = turn.collect_text().await;
+    assert_eq!(got, reply);
+    end
+}
+
+/// Waits until the pool's only slot serves its `generation`th process (a minute at most, of
+/// paused time).
+async fn serving(pool: &Pool, generation: u64) {
+    let serves = async {
+        while !(pool.is_ready() && pool.stats().slots[0].generation == generation) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), serves).await.expect("a new process serves");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_process_that_dies_mid_turn_is_replaced_and_the_next_turn_is_rebuilt_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let codex = ScriptedCodex::new();
+    let pool = pool(&codex, &dir, Arc::new(MemoryStore::new()));
+    pool.ensure_started().await.unwrap();
+    let id = pool.create_thread(ThreadSettings::default()).await.unwrap();
+    let end = answered(&pool, &codex, &id, "first", "one").await;
+    assert!(matches!(end, TurnEvent::Completed { status: TurnStatus::Completed, .. }), "{end:?}");
+
+    let mut turn = start(&pool, &id, "second").await;
+    let scripted = codex.next_turn().await;
+    assert!(matches!(turn.next().await, Some(TurnEvent::Started { .. })));
+    scripted.delta("half an ans");
+    assert!(matches!(turn.next().await, Some(TurnEvent::AgentMessageDelta { .. })));
+    scripted.kill_process();
+    let end = turn.next().await.unwrap();
+    assert!(matches!(end, TurnEvent::Aborted { reason: AbortReason::ProcessExited, .. }), "{end:?}");
+    assert!(turn.next().await.is_none());
+
+    // The supervisor starts another process (after its backoff); the conversation's next turn
+    // runs there, on a thread rebuilt from the store: the kept turn, not the aborted one.
+    serving(&pool, 2).await;
+    assert_eq!((codex.spawned(), pool.stats().slots[0].restarts), (2, 1));
+    let end = answered(&pool, &codex, &id, "third", "three").await;
+    assert!(matches!(end, TurnEvent::Completed { status: TurnStatus::Completed, .. }), "{end:?}");
+    let injected = codex.received_of("thread/inject_items");
+    assert_eq!(injected.len(), 1, "{injected:?}");
+    assert_eq!(injected[0].process, 1);
+    let items = injected[0].params["items"].as_array().unwrap();
+    assert_eq!(texts(items), ["first", "one"]);
+    assert_eq!(texts(&pool.store().history(&id).await.unwrap()), ["first", "one", "third", "three"]);
+    pool.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_turn_waits_for_room_on_its_process_and_a_service_turn_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let codex = ScriptedCodex::new();
+    let wait = Duration::from_secs(5);
+    let pool = pool_with(&codex, &dir, Arc::new(MemoryStore::new()), |c| {
+        c.max_turns_per_process = 1;
+        c.overload_wait = wait;
+    });
+    pool.ensure_started().await.unwrap();
+    let a = pool.create_thread(ThreadSettings::default()).await.unwrap();
+    let b = pool.create_thread(ThreadSettings::default()).await.unwrap();
+    let running = start(&pool, &a, "long").await;
+    let scripted = codex.next_turn().await;
+
+    // The service's way: refused at once, without waiting.
+    let mut refuse = TurnOptions::default();
+    refuse.refuse_when_full = true;
+    let began = tokio::time::Instant::now();
+    let refused = pool.start_turn(&b, vec![UserInput::text("now")], refuse).await;
+    assert!(matches!(refused, Err(PoolError::Overloaded { limit: 1, .. })), "{:?}", refused.err());
+    assert_eq!(began.elapsed(), Duration::ZERO);
+
+    // A Rust caller's way: it waits for room, up to `overload_wait`, then is refused.
+    let began = tokio::time::Instant::now();
+    let waited = pool.start_turn(&b, vec![UserInput::text("later")], TurnOptions::default()).await;
+    assert!(matches!(waited, Err(PoolError::Overloaded { limit: 1, .. })), "{:?}", waited.err());
+    assert_eq!(began.elapsed(), wait);
+
+    // Room made while it waits: it runs.
+    let waiting = {
+        let pool = pool.clone();
+        let b = b.clone();
+        tokio::spawn(async move { start(&pool, &b, "after").await })
+    };
+    tokio::time::sleep(wait / 2).await;
+    assert!(!waiting.is_finished(), "the turn did not wait for room");
+    scripted.reply("done");
+    let (_, end) = running.collect_text().await;
+    assert!(matches!(end, TurnEvent::Completed { .. }), "{end:?}");
+    let turn = waiting.await.unwrap();
+    let scripted = codex.next_turn().await;
+    assert_eq!(scripted.text(), "after");
+    scripted.reply("ran");
+    assert_eq!(turn.collect_text().await.0, "ran");
+    assert_eq!(codex.received_of("turn/start").len(), 2, "refused turns never reached codex");
+    pool.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_write_that_fails_ends_the_turn_as_store_failed_and_keeps_nothing_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let codex = ScriptedCodex::new();
+    let fail = Arc::new(AtomicBool::new(false));
+    let store = Arc::new(FailingStore { inner: MemoryStore::new(), fail_records: fail.clone() });
+    let pool = pool(&codex, &dir, store);
+    pool.ensure_started().await.unwrap();
+    let id = pool.create_thread(ThreadSettings::default()).await.unwrap();
+    let end = answered(&pool, &codex, &id, "first", "one").await;
+    assert!(matches!(end, TurnEvent::Completed { .. }), "{end:?}");
+
+    fail.store(true, Ordering::SeqCst);
+    let end = answered(&pool, &codex, &id, "second", "two").await;
+    let TurnEvent::Aborted { reason: AbortReason::StoreFailed, message: why } = &end else { panic!("{end:?}") };
+    assert!(why.contains("send it again"), "{why}");
+    assert_eq!(texts(&pool.store().history(&id).await.unwrap()), ["first", "one"]);
+
+    // codex's copy held the dropped turn: the next turn runs on a thread rebuilt from the store.
+    fail.store(false, Ordering::SeqCst);
+    let end = answered(&pool, &codex, &id, "third", "three").await;
+    assert!(matches!(end, TurnEvent::Completed { .. }), "{end:?}");
+    let starts = codex.received_of("turn/start");
+    assert_ne!(starts[1].params["threadId"], starts[2].params["threadId"], "the thread was rebuilt");
+    let injected = codex.received_of("thread/inject_items");
+    assert_eq!(injected.len(), 1, "{injected:?}");
+    assert_eq!(injected[0].params["items"], json!([message("user", "first"), message("assistant", "one")]));
+    assert_eq!(texts(&pool.store().history(&id).await.unwrap()), ["first", "one", "third", "three"]);
+    pool.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_lost_mid_turn_ends_the_turn_as_lease_lost_and_keeps_nothing_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let codex = ScriptedCodex::new();
+    let store = Arc::new(MemoryStore::new());
+    let pool = pool_with(&codex, &dir, store.clone(), |c| c.node = Some(NodeConfig::new("here", "http://here")));
+    pool.ensure_started().await.unwrap();
+    let id = pool.create_thread(ThreadSettings::default()).await.unwrap();
+    let end = answered(&pool, &codex, &id, "first", "one").await;
+    assert!(matches!(end, TurnEvent::Completed { .. }), "{end:?}");
+
+    let turn = start(&pool, &id, "second").await;
+    let scripted = codex.next_turn().await;
+    // Another node takes the conversation over while the turn runs (as it may once this node's
+    // lease has expired): a new fence.
+    assert!(store.release_lease(&id, &NodeId::from("here")).await.unwrap());
+    store.acquire_lease(&id, &NodeId::from("there"), Duration::from_secs(60)).await.unwrap();
+    scripted.reply("two");
+    let (_, end) = turn.collect_text().await;
+    assert!(matches!(end, TurnEvent::Aborted { reason: AbortReason::LeaseLost, .. }), "{end:?}");
+    assert_eq!(texts(&pool.store().history(&id).await.unwrap()), ["first", "one"]);
+
+    // The conversation is the other node's now: this one refuses its next turn.
+    let refused = pool.start_turn(&id, vec![UserInput::text("third")], TurnOptions::default()).await;
+    assert!(matches!(refused, Err(PoolError::Store(StoreError::OwnedElsewhere { .. }))), "{:?}", refused.err());
+    assert_eq!(codex.received_of("turn/start").len(), 2);
+    pool.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_turn_whose_process_dies_as_it_starts_runs_on_another_process_with_its_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let codex = ScriptedCodex::new();
+    let pool = pool_with(&codex, &dir, Arc::new(MemoryStore::new()), |c| c.size = 2);
+    pool.ensure_started().await.unwrap();
+    let id = pool.create_thread(ThreadSettings::default()).await.unwrap();
+    let end = answered(&pool, &codex, &id, "first", "one").await;
+    assert!(matches!(end, TurnEvent::Completed { .. }), "{end:?}");
+    let first = pool.slot_of(&id).unwrap();
+
+    // Its process dies on `turn/start`, before answering: the pool places the turn again, on
+    // the process that still serves, rebuilt from the store; the caller sees one turn.
+    codex.die_on_next_turn_start();
+    let turn = start(&pool, &id, "second").await;
+    let scripted = codex.next_turn().await;
+    assert_ne!(pool.slot_of(&id), Some(first));
+    let starts = codex.received_of("turn/start");
+    assert_eq!(starts.len(), 3, "{starts:?}");
+    assert_eq!((starts[1].process, starts[2].process), (starts[0].process, scripted.process));
+    assert_ne!(scripted.process, starts[0].process);
+    let injected = codex.received_of("thread/inject_items");
+    assert_eq!(injected.len(), 1, "{injected:?}");
+    assert_eq!(injected[0].process, scripted.process);
+    assert_eq!(texts(injected[0].params["items"].as_array().unwrap()), ["first", "one"]);
+    scripted.reply("two");
+    let (text, end) = turn.collect_text().await;
+    assert_eq!(text, "two");
+    assert!(matches!(end, TurnEvent::Completed { status: TurnStatus::Completed, .. }), "{end:?}");
+    assert_eq!(texts(&pool.store().history(&id).await.unwrap()), ["first", "one", "second", "two"]);
+    pool.shutdown().await;
+}
