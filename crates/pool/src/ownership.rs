@@ -122,17 +122,16 @@ impl Ownership {
 
     /// Fails with [`StoreError::OwnedElsewhere`] if another node holds the conversation's lease
     /// (for requests about a turn, which runs where the lease is). Costs nothing when this node
-    /// holds it; else it asks the store by taking the lease and giving it straight back.
+    /// holds it; else it reads the holder from the store, taking nothing (so it cannot undo a
+    /// lease a turn takes meanwhile).
     pub(crate) async fn check_elsewhere(&self, id: &ConversationId) -> Result<(), StoreError> {
         if self.held().contains_key(id) {
             return Ok(());
         }
-        self.store.acquire_lease(id, &self.node.id, self.ttl).await?;
-        if !self.held().contains_key(id) {
-            // Not taken for a turn meanwhile: give it back.
-            self.store.release_lease(id, &self.node.id).await?;
+        match self.store.lease_holder(id).await? {
+            Some(holder) if holder.node != self.node.id => Err(holder.owned_elsewhere(id)),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Takes the lease on a conversation this node has just created.
@@ -247,3 +246,6 @@ pub(crate) async fn renew(ownership: Arc<Ownership>, routing: Arc<Routing>, mut 
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -18,7 +18,8 @@
 //! node at a time. A node announces itself with [`ThreadStore::register_node`], and repeats it
 //! as its heartbeat. Before it serves a turn it takes the conversation's [`Lease`]
 //! ([`ThreadStore::acquire_lease`]), keeps it with [`ThreadStore::renew_leases`] and gives it up
-//! with [`ThreadStore::release_lease`]. Every change of owner gives the lease a larger fence; the
+//! with [`ThreadStore::release_lease`]; [`ThreadStore::lease_holder`] only reads who holds it.
+//! Every change of owner gives the lease a larger fence; the
 //! node puts it on its writes ([`TurnRecord::fence`]), and the store refuses a write whose fence
 //! is no longer the conversation's ([`StoreError::Fenced`]).
 //!
@@ -58,7 +59,7 @@ mod types;
 
 pub use memory::MemoryStore;
 pub use open::{is_postgres_url, open_store};
-pub use ownership::{Lease, NodeId, NodeInfo, NodeStatus, Renewal};
+pub use ownership::{Lease, LeaseHolder, NodeId, NodeInfo, NodeStatus, Renewal};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use types::{now_ms, ConversationId, ListCursor, StoreError, StoredItem, ThreadRecord, TurnRecord};
@@ -124,6 +125,9 @@ pub trait ThreadStore: Send + Sync + 'static {
         node: &'a NodeId,
         ttl: Duration,
     ) -> StoreFuture<'a, Lease>;
+    /// Who holds an unexpired lease on a conversation, if anyone: a read, which takes nothing
+    /// and gives nothing back (so it cannot undo a lease a turn takes meanwhile).
+    fn lease_holder<'a>(&'a self, conversation: &'a ConversationId) -> StoreFuture<'a, Option<LeaseHolder>>;
     /// Extends, to `ttl` from now, the leases `node` still holds among `conversations` (expired
     /// ones too, if nobody took them over: their fences are unchanged), and says which it lost.
     fn renew_leases<'a>(

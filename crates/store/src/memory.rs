@@ -2,8 +2,8 @@
 
 use crate::ownership::ttl_ms;
 use crate::{
-    now_ms, ConversationId, Lease, ListCursor, NodeId, NodeInfo, NodeStatus, Renewal, StoreError, StoreFuture,
-    StoredItem, ThreadRecord, ThreadStore, TurnRecord,
+    now_ms, ConversationId, Lease, LeaseHolder, ListCursor, NodeId, NodeInfo, NodeStatus, Renewal, StoreError,
+    StoreFuture, StoredItem, ThreadRecord, ThreadStore, TurnRecord,
 };
 use codex_pool_protocol::methods::ThreadSettings;
 use serde_json::Value;
@@ -206,6 +206,18 @@ impl ThreadStore for MemoryStore {
             let lease = Lease { conversation: conversation.clone(), node: node.clone(), fence, expires_at_ms };
             state.leases.insert(conversation.clone(), lease.clone());
             Ok(lease)
+        })
+    }
+
+    fn lease_holder<'a>(&'a self, conversation: &'a ConversationId) -> StoreFuture<'a, Option<LeaseHolder>> {
+        self.with(|state| {
+            let now = now_ms();
+            Ok(state.leases.get(conversation).filter(|lease| lease.expires_at_ms > now).map(|lease| LeaseHolder {
+                node: lease.node.clone(),
+                address: state.nodes.get(&lease.node).map(|(address, _)| address.clone()),
+                fence: lease.fence,
+                expires_at_ms: lease.expires_at_ms,
+            }))
         })
     }
 

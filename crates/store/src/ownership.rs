@@ -1,7 +1,7 @@
 //! Who serves which conversation when several nodes share one store: nodes, their leases and
 //! fences (the rule is in the crate's documentation).
 
-use crate::ConversationId;
+use crate::{ConversationId, StoreError};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -87,6 +87,33 @@ pub struct Lease {
     /// When it runs out unless renewed, by the store's clock (ms since the epoch). A node should
     /// count its own deadline from when it asked, by its own clock, so a slow answer errs short.
     pub expires_at_ms: i64,
+}
+
+/// Who holds a conversation's unexpired lease, as
+/// [`ThreadStore::lease_holder`](crate::ThreadStore::lease_holder) reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LeaseHolder {
+    /// The node that holds it.
+    pub node: NodeId,
+    /// The address that node announced last (`None` if it never registered).
+    pub address: Option<String>,
+    /// The lease's fence.
+    pub fence: u64,
+    /// When it runs out unless renewed, by the store's clock (ms since the epoch).
+    pub expires_at_ms: i64,
+}
+
+impl LeaseHolder {
+    /// The error a node other than the holder gets for a turn of `conversation`
+    /// ([`StoreError::OwnedElsewhere`], naming the holder and its address).
+    pub fn owned_elsewhere(&self, conversation: &ConversationId) -> StoreError {
+        StoreError::OwnedElsewhere {
+            thread_id: conversation.to_string(),
+            node: self.node.clone(),
+            address: self.address.clone(),
+        }
+    }
 }
 
 /// What [`ThreadStore::renew_leases`](crate::ThreadStore::renew_leases) found.

@@ -4,7 +4,7 @@
 use super::db::Db;
 use super::errors::BACKEND;
 use crate::ownership::ttl_ms;
-use crate::{ConversationId, Lease, NodeId, NodeInfo, NodeStatus, Renewal, StoreError};
+use crate::{ConversationId, Lease, LeaseHolder, NodeId, NodeInfo, NodeStatus, Renewal, StoreError};
 use std::time::Duration;
 
 /// Milliseconds since the epoch of a `timestamptz` expression.
@@ -51,6 +51,14 @@ const ACQUIRE: &str = concat!(
     ms!("l.expires_at"),
     ", l.node_id, n.address FROM leases l LEFT JOIN nodes n ON n.node_id = l.node_id
      WHERE l.thread_id = $1 AND NOT EXISTS (SELECT 1 FROM taken)"
+);
+
+/// Who holds an unexpired lease, and its address: a read.
+const HOLDER: &str = concat!(
+    "SELECT l.node_id, n.address, l.fence, ",
+    ms!("l.expires_at"),
+    " FROM leases l LEFT JOIN nodes n ON n.node_id = l.node_id
+     WHERE l.thread_id = $1 AND l.expires_at > now()"
 );
 
 /// Renews the node's leases among those named (expired ones too: nobody took them), and says
@@ -116,6 +124,16 @@ pub(super) async fn acquire(
         backend: BACKEND,
         message: format!("the lease on {conversation} kept changing hands while {node} asked for it"),
     })
+}
+
+pub(super) async fn holder(db: &Db, conversation: &ConversationId) -> Result<Option<LeaseHolder>, StoreError> {
+    let rows = db.query(HOLDER, &[&conversation.as_str()]).await?;
+    Ok(rows.first().map(|row| LeaseHolder {
+        node: NodeId::new(row.get::<_, String>(0)),
+        address: row.get(1),
+        fence: row.get::<_, i64>(2).max(0) as u64,
+        expires_at_ms: row.get(3),
+    }))
 }
 
 pub(super) async fn renew(

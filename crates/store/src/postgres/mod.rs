@@ -11,8 +11,8 @@ mod threads;
 mod turns;
 
 use crate::{
-    ConversationId, Lease, ListCursor, NodeId, NodeInfo, NodeStatus, Renewal, StoreError, StoreFuture, StoredItem,
-    ThreadRecord, ThreadStore, TurnRecord,
+    ConversationId, Lease, LeaseHolder, ListCursor, NodeId, NodeInfo, NodeStatus, Renewal, StoreError, StoreFuture,
+    StoredItem, ThreadRecord, ThreadStore, TurnRecord,
 };
 use codex_pool_protocol::methods::ThreadSettings;
 use config::Target;
@@ -127,6 +127,10 @@ impl ThreadStore for PostgresStore {
         ttl: Duration,
     ) -> StoreFuture<'a, Lease> {
         Box::pin(leases::acquire(&self.db, conversation, node, ttl))
+    }
+
+    fn lease_holder<'a>(&'a self, conversation: &'a ConversationId) -> StoreFuture<'a, Option<LeaseHolder>> {
+        Box::pin(leases::holder(&self.db, conversation))
     }
 
     fn renew_leases<'a>(

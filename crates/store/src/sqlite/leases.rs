@@ -2,7 +2,7 @@
 //! orders them against the writes they fence).
 
 use super::schema::Db;
-use crate::{now_ms, ConversationId, Lease, NodeId, NodeInfo, NodeStatus, Renewal, StoreError};
+use crate::{now_ms, ConversationId, Lease, LeaseHolder, NodeId, NodeInfo, NodeStatus, Renewal, StoreError};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 /// Refuses a write to `id` with `fence` unless that is the conversation's lease's fence (a
@@ -96,6 +96,25 @@ pub(super) fn acquire(
     .db()?;
     tx.commit().db()?;
     Ok(Lease { conversation: conversation.clone(), node: node.clone(), fence: fence.max(0) as u64, expires_at_ms })
+}
+
+pub(super) fn holder(conn: &Connection, conversation: &ConversationId) -> Result<Option<LeaseHolder>, StoreError> {
+    conn.prepare_cached(
+        "SELECT l.node_id, n.address, l.fence, l.expires_at_ms
+         FROM leases l LEFT JOIN nodes n ON n.node_id = l.node_id
+         WHERE l.thread_id = ?1 AND l.expires_at_ms > ?2",
+    )
+    .db()?
+    .query_row(params![conversation.as_str(), now_ms()], |r| {
+        Ok(LeaseHolder {
+            node: NodeId::new(r.get::<_, String>(0)?),
+            address: r.get(1)?,
+            fence: r.get::<_, i64>(2)?.max(0) as u64,
+            expires_at_ms: r.get(3)?,
+        })
+    })
+    .optional()
+    .db()
 }
 
 /// One statement: the ids go in as a JSON array.

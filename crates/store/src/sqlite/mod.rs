@@ -8,8 +8,8 @@ mod tests;
 use crate::ownership::ttl_ms;
 use crate::row::{encode_json, from_json, record_columns, to_json, RawRecord};
 use crate::{
-    now_ms, ConversationId, Lease, ListCursor, NodeId, NodeInfo, NodeStatus, Renewal, StoreError, StoreFuture,
-    StoredItem, ThreadRecord, ThreadStore, TurnRecord,
+    now_ms, ConversationId, Lease, LeaseHolder, ListCursor, NodeId, NodeInfo, NodeStatus, Renewal, StoreError,
+    StoreFuture, StoredItem, ThreadRecord, ThreadStore, TurnRecord,
 };
 use codex_pool_protocol::methods::ThreadSettings;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -346,6 +346,11 @@ impl ThreadStore for SqliteStore {
     ) -> StoreFuture<'a, Lease> {
         let (conversation, node) = (conversation.clone(), node.clone());
         self.run_now(move |conn| leases::acquire(conn, &conversation, &node, ttl_ms(ttl)))
+    }
+
+    fn lease_holder<'a>(&'a self, conversation: &'a ConversationId) -> StoreFuture<'a, Option<LeaseHolder>> {
+        let conversation = conversation.clone();
+        self.run(move |conn| leases::holder(conn, &conversation))
     }
 
     fn renew_leases<'a>(
