@@ -169,8 +169,8 @@ impl Ownership {
         self.store.register_node(&self.node).await
     }
 
-    /// Announces the node and renews every lease it holds, in two round trips, but gives back
-    /// those no turn asked for in `idle_after` (unless one runs); returns the conversations it
+    /// Announces the node and renews every lease it holds, but gives back those no turn asked
+    /// for in `idle_after` (unless one runs), in three round trips at most; returns the conversations it
     /// no longer holds: given back, or taken over by another node after the lease ran out.
     async fn renew_once(&self, routing: &Routing) -> Result<Vec<ConversationId>, StoreError> {
         self.register().await?;
@@ -187,9 +187,7 @@ impl Ownership {
             }
             unused
         };
-        for id in &unused {
-            self.store.release_lease(id, &self.node.id).await?;
-        }
+        self.store.release_leases(&self.node.id, &unused).await?;
         let ids: Vec<ConversationId> = self.held().keys().cloned().collect();
         if ids.is_empty() {
             return Ok(unused);
@@ -208,16 +206,13 @@ impl Ownership {
         Ok(unused.into_iter().chain(renewal.lost).collect())
     }
 
-    /// Gives every lease back (at shutdown, once nothing runs), so other nodes take the
-    /// conversations over at once.
+    /// Gives every lease back (at shutdown, once nothing runs), in one round trip, so other
+    /// nodes take the conversations over at once.
     pub(crate) async fn release_all(&self) {
         let ids: Vec<ConversationId> = self.held().drain().map(|(id, _)| id).collect();
-        for id in &ids {
-            if let Err(e) = self.store.release_lease(id, &self.node.id).await {
-                tracing::warn!(conversation = %id, error = %e, "could not give a lease back; it runs out on its own");
-            }
-        }
-        if !ids.is_empty() {
+        if let Err(e) = self.store.release_leases(&self.node.id, &ids).await {
+            tracing::warn!(node = %self.node.id, leases = ids.len(), error = %e, "could not give the leases back; they run out on their own");
+        } else if !ids.is_empty() {
             tracing::info!(node = %self.node.id, leases = ids.len(), "leases given back");
         }
     }

@@ -18,7 +18,7 @@
 //! node at a time. A node announces itself with [`ThreadStore::register_node`], and repeats it
 //! as its heartbeat. Before it serves a turn it takes the conversation's [`Lease`]
 //! ([`ThreadStore::acquire_lease`]), keeps it with [`ThreadStore::renew_leases`] and gives it up
-//! with [`ThreadStore::release_lease`]; [`ThreadStore::lease_holder`] only reads who holds it.
+//! with [`ThreadStore::release_lease`] (or many at once, [`ThreadStore::release_leases`]); [`ThreadStore::lease_holder`] only reads who holds it.
 //! Every change of owner gives the lease a larger fence; the
 //! node puts it on its writes ([`TurnRecord::fence`]), and the store refuses a write whose fence
 //! is no longer the conversation's ([`StoreError::Fenced`]).
@@ -139,6 +139,9 @@ pub trait ThreadStore: Send + Sync + 'static {
     /// Gives up `node`'s lease on a conversation, so another node can take it at once. Returns
     /// whether `node` held it. Its fence is never given out again.
     fn release_lease<'a>(&'a self, conversation: &'a ConversationId, node: &'a NodeId) -> StoreFuture<'a, bool>;
+    /// Gives up `node`'s leases among `conversations` at once (one statement; PostgreSQL: one
+    /// round trip), as [`ThreadStore::release_lease`] does for one. Returns how many `node` held.
+    fn release_leases<'a>(&'a self, node: &'a NodeId, conversations: &'a [ConversationId]) -> StoreFuture<'a, u64>;
     /// Writes out what the backend still buffers and shrinks its files (called at shutdown);
     /// the store stays usable.
     fn close(&self) -> StoreFuture<'_, ()> {

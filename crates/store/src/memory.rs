@@ -249,6 +249,19 @@ impl ThreadStore for MemoryStore {
             Ok(held)
         })
     }
+
+    fn release_leases<'a>(&'a self, node: &'a NodeId, conversations: &'a [ConversationId]) -> StoreFuture<'a, u64> {
+        self.with(|state| {
+            let mut released = 0;
+            for id in conversations {
+                if state.leases.get(id).is_some_and(|lease| &lease.node == node) {
+                    state.leases.remove(id);
+                    released += 1;
+                }
+            }
+            Ok(released)
+        })
+    }
 }
 
 #[cfg(test)]

@@ -1,11 +1,13 @@
 //! [`Ownership`] against a store whose calls a test can hold at a chosen point.
 
 use super::{NodeConfig, Ownership};
+use crate::routing::Routing;
 use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_store::{
-    ConversationId, Lease, LeaseHolder, ListCursor, MemoryStore, NodeId, NodeInfo, NodeStatus, Renewal, StoreFuture,
-    StoredItem, ThreadRecord, ThreadStore, TurnRecord,
+    ConversationId, Lease, LeaseHolder, ListCursor, MemoryStore, NodeId, NodeInfo, NodeStatus, PostgresStore, Renewal,
+    StoreFuture, StoredItem, ThreadRecord, ThreadStore, TurnRecord,
 };
+use codex_pool_testkit::postgres::TestPostgres;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,6 +94,12 @@ impl ThreadStore for HeldReleases {
             self.inner.release_lease(conversation, node).await
         })
     }
+    fn release_leases<'a>(&'a self, node: &'a NodeId, conversations: &'a [ConversationId]) -> StoreFuture<'a, u64> {
+        Box::pin(async move {
+            self.hold().await;
+            self.inner.release_leases(node, conversations).await
+        })
+    }
 }
 
 /// Asking whether another node serves a conversation, while a turn takes its lease here, must
@@ -138,4 +146,34 @@ async fn asking_names_the_other_node_and_takes_nothing() {
     store.acquire_lease(&taken, &"node-b".into(), Duration::from_secs(600)).await.unwrap();
     let err = ownership.check_elsewhere(&taken).await.unwrap_err();
     assert!(err.to_string().contains("node-b at http://b:1"), "{err}");
+}
+
+/// Leases unused for `idle_after` are given back in one round trip, and so is every lease at
+/// shutdown, however many there are.
+#[tokio::test]
+async fn leases_are_given_back_in_one_round_trip() {
+    let Some(server) = TestPostgres::shared() else { return };
+    let db = server.database().await;
+    let store = PostgresStore::open(db.url()).await.unwrap();
+    // Every lease is unused as soon as it is taken.
+    let ownership = Ownership::new(&NodeConfig::new("node-a", "http://a:1"), Duration::ZERO, Arc::new(store.clone()));
+    let ids: Vec<ConversationId> = (0..4).map(|n| ConversationId::from(format!("idle-{n}"))).collect();
+    for id in &ids {
+        ownership.fence(id).await.unwrap();
+    }
+    let before = store.round_trips();
+    let mut gone = ownership.renew_once(&Routing::new(1, 16)).await.unwrap();
+    assert_eq!(store.round_trips() - before, 2, "the heartbeat, then the four leases given back");
+    gone.sort();
+    assert_eq!((gone, ownership.count()), (ids.clone(), 0));
+    for id in &ids {
+        assert_eq!(store.lease_holder(id).await.unwrap(), None);
+        ownership.fence(id).await.unwrap();
+    }
+    let before = store.round_trips();
+    ownership.release_all().await;
+    assert_eq!(store.round_trips() - before, 1, "all four at once");
+    for id in &ids {
+        assert_eq!(store.lease_holder(id).await.unwrap(), None);
+    }
 }

@@ -15,6 +15,7 @@ pub(super) async fn exercise(store: &dyn ThreadStore) {
     fences_refuse_the_writes_of_a_node_that_was_taken_over(store).await;
     renewals_say_what_was_lost(store).await;
     released_and_deleted_leases_never_give_a_fence_back(store).await;
+    many_leases_are_given_back_at_once(store).await;
     nodes_count_the_conversations_they_hold(store).await;
 }
 
@@ -191,6 +192,22 @@ async fn released_and_deleted_leases_never_give_a_fence_back(store: &dyn ThreadS
     assert!(matches!(refused, Err(StoreError::Fenced { .. })), "{refused:?}");
     assert!(store.history(&id).await.unwrap().is_empty());
     store.delete(&id).await.unwrap();
+}
+
+async fn many_leases_are_given_back_at_once(store: &dyn ThreadStore) {
+    let ids: Vec<ConversationId> = ["m1", "m2", "m3", "m-never"].map(ConversationId::from).into();
+    let first = store.acquire_lease(&ids[0], &a(), LONG).await.unwrap().fence;
+    store.acquire_lease(&ids[1], &a(), SPENT).await.unwrap();
+    store.acquire_lease(&ids[2], &b(), LONG).await.unwrap();
+    assert_eq!(store.release_leases(&a(), &[]).await.unwrap(), 0);
+    // A's two (one of them run out) go; B's is not A's to give back; one was never held.
+    assert_eq!(store.release_leases(&a(), &ids).await.unwrap(), 2);
+    assert_eq!(store.renew_leases(&a(), &ids, LONG).await.unwrap().renewed, [] as [ConversationId; 0]);
+    assert_eq!(store.lease_holder(&ids[2]).await.unwrap().map(|h| h.node), Some(b()));
+    // Released: B takes one at once, with a new fence.
+    assert!(store.acquire_lease(&ids[0], &b(), LONG).await.unwrap().fence > first);
+    assert_eq!(store.release_leases(&b(), &ids).await.unwrap(), 2);
+    assert_eq!(store.renew_leases(&b(), &ids, LONG).await.unwrap().renewed, [] as [ConversationId; 0]);
 }
 
 async fn nodes_count_the_conversations_they_hold(store: &dyn ThreadStore) {

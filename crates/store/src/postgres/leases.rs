@@ -76,6 +76,8 @@ const RENEW: &str = concat!(
 
 const RELEASE: &str = "DELETE FROM leases WHERE thread_id = $1 AND node_id = $2";
 
+const RELEASE_MANY: &str = "DELETE FROM leases WHERE node_id = $1 AND thread_id = ANY($2::text[])";
+
 pub(super) async fn register_node(db: &Db, node: &NodeInfo) -> Result<(), StoreError> {
     db.execute(REGISTER_NODE, &[&node.id.as_str(), &node.address]).await?;
     Ok(())
@@ -154,4 +156,13 @@ pub(super) async fn renew(
 
 pub(super) async fn release(db: &Db, conversation: &ConversationId, node: &NodeId) -> Result<bool, StoreError> {
     Ok(db.execute(RELEASE, &[&conversation.as_str(), &node.as_str()]).await? > 0)
+}
+
+/// No round trip for none.
+pub(super) async fn release_many(db: &Db, node: &NodeId, conversations: &[ConversationId]) -> Result<u64, StoreError> {
+    if conversations.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<&str> = conversations.iter().map(ConversationId::as_str).collect();
+    db.execute(RELEASE_MANY, &[&node.as_str(), &ids]).await
 }

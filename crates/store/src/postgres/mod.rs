@@ -145,4 +145,8 @@ impl ThreadStore for PostgresStore {
     fn release_lease<'a>(&'a self, conversation: &'a ConversationId, node: &'a NodeId) -> StoreFuture<'a, bool> {
         Box::pin(leases::release(&self.db, conversation, node))
     }
+
+    fn release_leases<'a>(&'a self, node: &'a NodeId, conversations: &'a [ConversationId]) -> StoreFuture<'a, u64> {
+        Box::pin(leases::release_many(&self.db, node, conversations))
+    }
 }

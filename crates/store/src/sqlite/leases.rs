@@ -150,3 +150,22 @@ pub(super) fn release(conn: &Connection, conversation: &ConversationId, node: &N
         .db()?;
     Ok(n > 0)
 }
+
+/// One statement: the ids go in as a JSON array.
+pub(super) fn release_many(
+    conn: &Connection,
+    node: &NodeId,
+    conversations: &[ConversationId],
+) -> Result<u64, StoreError> {
+    if conversations.is_empty() {
+        return Ok(0);
+    }
+    let ids = serde_json::to_string(conversations)
+        .map_err(|e| StoreError::Backend { backend: super::schema::BACKEND, message: e.to_string() })?;
+    let n = conn
+        .prepare_cached("DELETE FROM leases WHERE node_id = ?1 AND thread_id IN (SELECT value FROM json_each(?2))")
+        .db()?
+        .execute(params![node.as_str(), ids])
+        .db()?;
+    Ok(n as u64)
+}

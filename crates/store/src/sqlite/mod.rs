@@ -368,6 +368,11 @@ impl ThreadStore for SqliteStore {
         self.run(move |conn| leases::release(conn, &conversation, &node))
     }
 
+    fn release_leases<'a>(&'a self, node: &'a NodeId, conversations: &'a [ConversationId]) -> StoreFuture<'a, u64> {
+        let (node, conversations) = (node.clone(), conversations.to_vec());
+        self.run(move |conn| leases::release_many(conn, &node, &conversations))
+    }
+
     fn close(&self) -> StoreFuture<'_, ()> {
         // Copies the log into the database and truncates it to nothing.
         self.run(|conn| conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").db())
