@@ -10,6 +10,10 @@
 //! refuses it once the fence is not the conversation's any more. So a node that was paused or
 //! cut off past its lease cannot write, even if it does not know yet.
 
+mod leases;
+
+pub(crate) use leases::{Leases, TurnLease};
+
 use crate::routing::Routing;
 use codex_pool_store::{ConversationId, NodeId, NodeInfo, StoreError, ThreadStore};
 use std::collections::HashMap;
@@ -48,11 +52,11 @@ struct Held {
     used: Instant,
 }
 
-/// The fence a turn runs under.
+/// A lease as [`Ownership::fence`] found or took it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Fence {
-    /// The number its writes carry.
-    pub value: u64,
+pub(crate) struct Taken {
+    /// The fence its writes carry.
+    pub fence: u64,
     /// The lease is new to this node (or came back under another fence): another node may have
     /// served the conversation meanwhile, so codex's copy here, if any, is stale.
     pub changed: bool,
@@ -96,14 +100,14 @@ impl Ownership {
     /// The fence for a turn of `id`: the lease held, if more than half its time is left; else
     /// taken (or renewed) in the store. Fails with [`StoreError::OwnedElsewhere`] while another
     /// node holds it.
-    pub(crate) async fn fence(&self, id: &ConversationId) -> Result<Fence, StoreError> {
+    pub(crate) async fn fence(&self, id: &ConversationId) -> Result<Taken, StoreError> {
         let asked = Instant::now();
         let known = {
             let mut held = self.held();
             let known = held.get_mut(id);
             if let Some(h) = known.filter(|h| h.until > asked + self.ttl / 2) {
                 h.used = asked;
-                return Ok(Fence { value: h.fence, changed: false });
+                return Ok(Taken { fence: h.fence, changed: false });
             }
             held.get(id).copied()
         };
@@ -117,7 +121,7 @@ impl Ownership {
             }
         };
         self.held().insert(id.clone(), Held { fence: lease.fence, until: asked + self.ttl, used: asked });
-        Ok(Fence { value: lease.fence, changed: known.map(|h| h.fence) != Some(lease.fence) })
+        Ok(Taken { fence: lease.fence, changed: known.map(|h| h.fence) != Some(lease.fence) })
     }
 
     /// Fails with [`StoreError::OwnedElsewhere`] if another node holds the conversation's lease
@@ -132,11 +136,6 @@ impl Ownership {
             Some(holder) if holder.node != self.node.id => Err(holder.owned_elsewhere(id)),
             _ => Ok(()),
         }
-    }
-
-    /// Takes the lease on a conversation this node has just created.
-    pub(crate) async fn take_new(&self, id: &ConversationId) -> Result<u64, StoreError> {
-        Ok(self.fence(id).await?.value)
     }
 
     /// A write under `fence` was refused: the lease is gone, whatever this node thought.
@@ -220,7 +219,7 @@ impl Ownership {
 
 /// Runs until shutdown: announces the node and renews its leases every third of a lease's time
 /// (at once on start). What it no longer holds, the routing table forgets (if idle).
-pub(crate) async fn renew(ownership: Arc<Ownership>, routing: Arc<Routing>, mut shutdown: watch::Receiver<bool>) {
+async fn renew(ownership: Arc<Ownership>, routing: Arc<Routing>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval((ownership.ttl / 3).max(Duration::from_millis(100)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -121,7 +121,7 @@ async fn asking_who_serves_a_conversation_never_undoes_a_turns_lease() {
         done = &mut check => Some(done.unwrap()),
     };
     // Meanwhile a turn takes the lease.
-    let fence = ownership.fence(&id).await.unwrap().value;
+    let fence = ownership.fence(&id).await.unwrap().fence;
     store.gate.notify_one();
     let answered = match answered {
         Some(answered) => answered,
