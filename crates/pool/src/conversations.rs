@@ -11,7 +11,7 @@ use codex_pool_process::hops::hop;
 use codex_pool_protocol::methods::{ThreadSettings, TurnStartParams};
 use codex_pool_protocol::types::{ApprovalPolicy, UserInput};
 use codex_pool_protocol::CodexThreadId;
-use codex_pool_store::{ConversationId, ListCursor, StoredItem, ThreadRecord};
+use codex_pool_store::{ConversationId, Fence, ListCursor, StoredItem, ThreadRecord};
 use serde_json::{Map, Value};
 use std::sync::atomic::Ordering;
 
@@ -401,7 +401,7 @@ impl PoolInner {
 
     /// Per-turn model and approval overrides stick for later turns (as codex does), so they are
     /// kept with the conversation's settings, for rebuilds after a crash or an eviction.
-    fn remember_options(&self, id: &ConversationId, options: &TurnOptions, fence: Option<u64>) {
+    fn remember_options(&self, id: &ConversationId, options: &TurnOptions, fence: Option<Fence>) {
         if options.model.is_none() && options.approval_policy.is_none() {
             return;
         }

@@ -15,7 +15,7 @@ mod leases;
 pub(crate) use leases::{Leases, TurnLease};
 
 use crate::routing::Routing;
-use codex_pool_store::{ConversationId, NodeId, NodeInfo, StoreError, ThreadStore};
+use codex_pool_store::{ConversationId, Fence, NodeId, NodeInfo, StoreError, ThreadStore};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -45,7 +45,7 @@ impl NodeConfig {
 /// A lease this node holds, as far as it knows.
 #[derive(Debug, Clone, Copy)]
 struct Held {
-    fence: u64,
+    fence: Fence,
     /// When it runs out, counted from when it was asked for (so a slow answer errs short).
     until: Instant,
     /// When a turn last asked for it.
@@ -56,7 +56,7 @@ struct Held {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Taken {
     /// The fence its writes carry.
-    pub fence: u64,
+    pub fence: Fence,
     /// The lease is new to this node (or came back under another fence): another node may have
     /// served the conversation meanwhile, so codex's copy here, if any, is stale.
     pub changed: bool,
@@ -139,7 +139,7 @@ impl Ownership {
     }
 
     /// A write under `fence` was refused: the lease is gone, whatever this node thought.
-    pub(crate) fn lost(&self, id: &ConversationId, fence: u64) {
+    pub(crate) fn lost(&self, id: &ConversationId, fence: Fence) {
         let mut held = self.held();
         if held.get(id).is_some_and(|h| h.fence == fence) {
             held.remove(id);

@@ -59,7 +59,7 @@ mod types;
 
 pub use memory::MemoryStore;
 pub use open::{is_postgres_url, open_store};
-pub use ownership::{Lease, LeaseHolder, NodeId, NodeInfo, NodeStatus, Renewal};
+pub use ownership::{Fence, Lease, LeaseHolder, NodeId, NodeInfo, NodeStatus, Renewal};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use types::{now_ms, ConversationId, ListCursor, StoreError, StoredItem, ThreadRecord, TurnRecord};
@@ -86,7 +86,7 @@ pub trait ThreadStore: Send + Sync + 'static {
         &'a self,
         id: &'a ConversationId,
         settings: ThreadSettings,
-        fence: Option<u64>,
+        fence: Option<Fence>,
     ) -> StoreFuture<'a, ()>;
     /// The record of a conversation.
     fn load<'a>(&'a self, id: &'a ConversationId) -> StoreFuture<'a, Option<ThreadRecord>>;

@@ -2,7 +2,7 @@
 
 use crate::ownership::ttl_ms;
 use crate::{
-    now_ms, ConversationId, Lease, LeaseHolder, ListCursor, NodeId, NodeInfo, NodeStatus, Renewal, StoreError,
+    now_ms, ConversationId, Fence, Lease, LeaseHolder, ListCursor, NodeId, NodeInfo, NodeStatus, Renewal, StoreError,
     StoreFuture, StoredItem, ThreadRecord, ThreadStore, TurnRecord,
 };
 use codex_pool_protocol::methods::ThreadSettings;
@@ -35,7 +35,7 @@ struct Stored {
 impl State {
     /// Whether a write to `id` with `fence` may happen: no fence, an unknown conversation (the
     /// write is skipped anyway), or the conversation's lease has that fence.
-    fn fence_allows(&self, id: &ConversationId, fence: Option<u64>) -> Result<(), StoreError> {
+    fn fence_allows(&self, id: &ConversationId, fence: Option<Fence>) -> Result<(), StoreError> {
         match fence {
             Some(fence)
                 if self.threads.contains_key(id) && self.leases.get(id).is_none_or(|lease| lease.fence != fence) =>
@@ -78,7 +78,7 @@ impl ThreadStore for MemoryStore {
         &'a self,
         id: &'a ConversationId,
         settings: ThreadSettings,
-        fence: Option<u64>,
+        fence: Option<Fence>,
     ) -> StoreFuture<'a, ()> {
         self.with(|state| {
             state.fence_allows(id, fence)?;
@@ -200,7 +200,7 @@ impl ThreadStore for MemoryStore {
                 }
                 _ => {
                     state.last_fence += 1;
-                    state.last_fence
+                    Fence::new(state.last_fence)
                 }
             };
             let lease = Lease { conversation: conversation.clone(), node: node.clone(), fence, expires_at_ms };

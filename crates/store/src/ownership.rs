@@ -40,6 +40,40 @@ impl From<&str> for NodeId {
     }
 }
 
+/// A lease's fencing number: the same while a node keeps the lease, larger after every change
+/// of owner, never reused for the conversation (there may be gaps). Every history write made
+/// under a lease carries it ([`TurnRecord::fence`](crate::TurnRecord::fence)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Fence(u64);
+
+impl Fence {
+    /// A fence from its number.
+    pub const fn new(number: u64) -> Self {
+        Self(number)
+    }
+
+    /// Its number.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+
+    /// From a database's integer column (never negative).
+    pub(crate) fn from_db(number: i64) -> Self {
+        Self(number.max(0) as u64)
+    }
+
+    /// As a database's integer column.
+    pub(crate) fn to_db(self) -> i64 {
+        self.0 as i64
+    }
+}
+
+impl fmt::Display for Fence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// A node as it announces itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -81,9 +115,8 @@ pub struct Lease {
     pub conversation: ConversationId,
     /// The node that holds it.
     pub node: NodeId,
-    /// The fencing number: the same while the node keeps the lease, larger after every change
-    /// of owner, never reused for the conversation (there may be gaps).
-    pub fence: u64,
+    /// The fencing number its writes carry.
+    pub fence: Fence,
     /// When it runs out unless renewed, by the store's clock (ms since the epoch). A node should
     /// count its own deadline from when it asked, by its own clock, so a slow answer errs short.
     pub expires_at_ms: i64,
@@ -99,7 +132,7 @@ pub struct LeaseHolder {
     /// The address that node announced last (`None` if it never registered).
     pub address: Option<String>,
     /// The lease's fence.
-    pub fence: u64,
+    pub fence: Fence,
     /// When it runs out unless renewed, by the store's clock (ms since the epoch).
     pub expires_at_ms: i64,
 }

@@ -4,7 +4,7 @@
 use super::{NodeConfig, Ownership};
 use crate::pool::NodeStats;
 use crate::routing::Routing;
-use codex_pool_store::{ConversationId, StoreError, ThreadStore};
+use codex_pool_store::{ConversationId, Fence, StoreError, ThreadStore};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -17,14 +17,14 @@ pub(crate) struct Leases(Option<Arc<Ownership>>);
 /// The lease a turn runs under (several nodes): the fence its writes carry.
 #[derive(Clone)]
 pub(crate) struct TurnLease {
-    fence: u64,
+    fence: Fence,
     changed: bool,
     owner: Arc<Ownership>,
 }
 
 impl TurnLease {
     /// The fence the turn's writes carry.
-    pub(crate) fn fence(&self) -> u64 {
+    pub(crate) fn fence(&self) -> Fence {
         self.fence
     }
 
@@ -86,7 +86,7 @@ impl Leases {
 
     /// Takes the lease on a conversation this node has just created: the fence its first
     /// writes carry (`None` for a pool alone).
-    pub(crate) async fn take_new(&self, id: &ConversationId) -> Result<Option<u64>, StoreError> {
+    pub(crate) async fn take_new(&self, id: &ConversationId) -> Result<Option<Fence>, StoreError> {
         match &self.0 {
             Some(ownership) => Ok(Some(ownership.fence(id).await?.fence)),
             None => Ok(None),

@@ -4,8 +4,8 @@ use super::{NodeConfig, Ownership};
 use crate::routing::Routing;
 use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_store::{
-    ConversationId, Lease, LeaseHolder, ListCursor, MemoryStore, NodeId, NodeInfo, NodeStatus, PostgresStore, Renewal,
-    StoreFuture, StoredItem, ThreadRecord, ThreadStore, TurnRecord,
+    ConversationId, Fence, Lease, LeaseHolder, ListCursor, MemoryStore, NodeId, NodeInfo, NodeStatus, PostgresStore,
+    Renewal, StoreFuture, StoredItem, ThreadRecord, ThreadStore, TurnRecord,
 };
 use codex_pool_testkit::postgres::TestPostgres;
 use serde_json::{json, Value};
@@ -38,7 +38,7 @@ impl ThreadStore for HeldReleases {
         &'a self,
         id: &'a ConversationId,
         settings: ThreadSettings,
-        fence: Option<u64>,
+        fence: Option<Fence>,
     ) -> StoreFuture<'a, ()> {
         self.inner.update_settings(id, settings, fence)
     }

@@ -51,7 +51,7 @@ async fn a_held_lease_is_refused_to_others(store: &dyn ThreadStore) {
     let id = ConversationId::from("held");
     let lease = store.acquire_lease(&id, &a(), LONG).await.unwrap();
     assert_eq!((&lease.conversation, &lease.node), (&id, &a()));
-    assert!(lease.fence > 0 && lease.expires_at_ms > now_ms() - 60_000);
+    assert!(lease.fence > Fence::new(0) && lease.expires_at_ms > now_ms() - 60_000);
     // Taking it again renews it: same fence.
     let again = store.acquire_lease(&id, &a(), LONG).await.unwrap();
     assert_eq!(again.fence, lease.fence);

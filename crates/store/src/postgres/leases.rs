@@ -4,7 +4,7 @@
 use super::db::Db;
 use super::errors::BACKEND;
 use crate::ownership::ttl_ms;
-use crate::{ConversationId, Lease, LeaseHolder, NodeId, NodeInfo, NodeStatus, Renewal, StoreError};
+use crate::{ConversationId, Fence, Lease, LeaseHolder, NodeId, NodeInfo, NodeStatus, Renewal, StoreError};
 use std::time::Duration;
 
 /// Milliseconds since the epoch of a `timestamptz` expression.
@@ -112,7 +112,7 @@ pub(super) async fn acquire(
             None => Ok(Lease {
                 conversation: conversation.clone(),
                 node: node.clone(),
-                fence: fence.max(0) as u64,
+                fence: Fence::from_db(fence),
                 expires_at_ms,
             }),
             Some(owner) => Err(StoreError::OwnedElsewhere {
@@ -133,7 +133,7 @@ pub(super) async fn holder(db: &Db, conversation: &ConversationId) -> Result<Opt
     Ok(rows.first().map(|row| LeaseHolder {
         node: NodeId::new(row.get::<_, String>(0)),
         address: row.get(1),
-        fence: row.get::<_, i64>(2).max(0) as u64,
+        fence: Fence::from_db(row.get(2)),
         expires_at_ms: row.get(3),
     }))
 }

@@ -11,8 +11,8 @@ mod threads;
 mod turns;
 
 use crate::{
-    ConversationId, Lease, LeaseHolder, ListCursor, NodeId, NodeInfo, NodeStatus, Renewal, StoreError, StoreFuture,
-    StoredItem, ThreadRecord, ThreadStore, TurnRecord,
+    ConversationId, Fence, Lease, LeaseHolder, ListCursor, NodeId, NodeInfo, NodeStatus, Renewal, StoreError,
+    StoreFuture, StoredItem, ThreadRecord, ThreadStore, TurnRecord,
 };
 use codex_pool_protocol::methods::ThreadSettings;
 use config::Target;
@@ -79,7 +79,7 @@ impl ThreadStore for PostgresStore {
         &'a self,
         id: &'a ConversationId,
         settings: ThreadSettings,
-        fence: Option<u64>,
+        fence: Option<Fence>,
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move { threads::update_settings(&self.db, id, &settings, fence).await })
     }

@@ -8,7 +8,7 @@ mod tests;
 use crate::ownership::ttl_ms;
 use crate::row::{encode_json, from_json, record_columns, to_json, RawRecord};
 use crate::{
-    now_ms, ConversationId, Lease, LeaseHolder, ListCursor, NodeId, NodeInfo, NodeStatus, Renewal, StoreError,
+    now_ms, ConversationId, Fence, Lease, LeaseHolder, ListCursor, NodeId, NodeInfo, NodeStatus, Renewal, StoreError,
     StoreFuture, StoredItem, ThreadRecord, ThreadStore, TurnRecord,
 };
 use codex_pool_protocol::methods::ThreadSettings;
@@ -140,7 +140,7 @@ fn read_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRecord> {
 struct EncodedTurn {
     conversation: ConversationId,
     turn_id: String,
-    fence: Option<u64>,
+    fence: Option<Fence>,
     completed: bool,
     items: Vec<String>,
 }
@@ -187,7 +187,7 @@ impl ThreadStore for SqliteStore {
         &'a self,
         id: &'a ConversationId,
         settings: ThreadSettings,
-        fence: Option<u64>,
+        fence: Option<Fence>,
     ) -> StoreFuture<'a, ()> {
         let id = id.clone();
         self.run(move |conn| {
