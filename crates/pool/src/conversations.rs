@@ -2,7 +2,7 @@
 //! from codex, keep in the store) and delete them, and read what the pool knows of them.
 
 use crate::error::PoolError;
-use crate::ownership::Ownership;
+use crate::ownership::TurnLease;
 use crate::pool::{Pool, PoolInner};
 use crate::profile::Profile;
 use crate::routing::{Claimed, Refused, Routing, ThreadState};
@@ -11,10 +11,9 @@ use codex_pool_process::hops::hop;
 use codex_pool_protocol::methods::{ThreadSettings, TurnStartParams};
 use codex_pool_protocol::types::{ApprovalPolicy, UserInput};
 use codex_pool_protocol::CodexThreadId;
-use codex_pool_store::{ConversationId, ListCursor, StoredItem, ThreadRecord};
+use codex_pool_store::{ConversationId, Fence, ListCursor, StoredItem, ThreadRecord};
 use serde_json::{Map, Value};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 /// Per-turn options (they stick for later turns of the conversation, as codex does).
 #[derive(Debug, Clone, Default)]
@@ -162,7 +161,7 @@ impl Pool {
             match placement.handle.start_turn(params).await {
                 Ok(stream) => {
                     hop(id.as_str(), "pool.stream");
-                    inner.remember_options(id, &options, lease.as_ref().map(|(fence, _)| *fence));
+                    inner.remember_options(id, &options, lease.as_ref().map(TurnLease::fence));
                     guard.armed = false;
                     let stream = stream
                         .with_silence_timeout(inner.config.turn_timeout)
@@ -247,9 +246,7 @@ impl Pool {
         inner.writer.flush().await;
         match inner.store.delete(id).await {
             Ok(existed) => {
-                if let Some(ownership) = &inner.ownership {
-                    ownership.forget(id);
-                }
+                inner.leases.forget(id);
                 let loaded = inner.routing.finish_delete(id, true);
                 inner.placer.delete(id, loaded.as_ref()).await;
                 if known || existed {
@@ -387,28 +384,24 @@ impl PoolInner {
     /// Several nodes: fails with `StoreError::OwnedElsewhere` if another node serves the
     /// conversation (its turns run there).
     async fn check_elsewhere(&self, id: &ConversationId) -> Result<(), PoolError> {
-        match &self.ownership {
-            Some(ownership) => Ok(ownership.check_elsewhere(id).await?),
-            None => Ok(()),
-        }
+        Ok(self.leases.check_elsewhere(id).await?)
     }
 
     /// Several nodes: this node's lease on the conversation (its fence, for the turn's writes),
     /// taken or renewed if need be; fails with `StoreError::OwnedElsewhere` while another node
     /// holds it. A lease new to this node means another node may have served the conversation
     /// meanwhile: what this node knew of it is forgotten, and read from the store again.
-    async fn lease(&self, id: &ConversationId) -> Result<Option<(u64, Arc<Ownership>)>, PoolError> {
-        let Some(ownership) = &self.ownership else { return Ok(None) };
-        let fence = ownership.fence(id).await?;
-        if fence.changed {
+    async fn lease(&self, id: &ConversationId) -> Result<Option<TurnLease>, PoolError> {
+        let lease = self.leases.for_turn(id).await?;
+        if lease.as_ref().is_some_and(TurnLease::changed) {
             self.routing.evict_if_idle(id);
         }
-        Ok(Some((fence.value, ownership.clone())))
+        Ok(lease)
     }
 
     /// Per-turn model and approval overrides stick for later turns (as codex does), so they are
     /// kept with the conversation's settings, for rebuilds after a crash or an eviction.
-    fn remember_options(&self, id: &ConversationId, options: &TurnOptions, fence: Option<u64>) {
+    fn remember_options(&self, id: &ConversationId, options: &TurnOptions, fence: Option<Fence>) {
         if options.model.is_none() && options.approval_policy.is_none() {
             return;
         }

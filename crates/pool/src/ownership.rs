@@ -10,8 +10,12 @@
 //! refuses it once the fence is not the conversation's any more. So a node that was paused or
 //! cut off past its lease cannot write, even if it does not know yet.
 
+mod leases;
+
+pub(crate) use leases::{Leases, TurnLease};
+
 use crate::routing::Routing;
-use codex_pool_store::{ConversationId, NodeId, NodeInfo, StoreError, ThreadStore};
+use codex_pool_store::{ConversationId, Fence, NodeId, NodeInfo, StoreError, ThreadStore};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -41,18 +45,18 @@ impl NodeConfig {
 /// A lease this node holds, as far as it knows.
 #[derive(Debug, Clone, Copy)]
 struct Held {
-    fence: u64,
+    fence: Fence,
     /// When it runs out, counted from when it was asked for (so a slow answer errs short).
     until: Instant,
     /// When a turn last asked for it.
     used: Instant,
 }
 
-/// The fence a turn runs under.
+/// A lease as [`Ownership::fence`] found or took it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Fence {
-    /// The number its writes carry.
-    pub value: u64,
+pub(crate) struct Taken {
+    /// The fence its writes carry.
+    pub fence: Fence,
     /// The lease is new to this node (or came back under another fence): another node may have
     /// served the conversation meanwhile, so codex's copy here, if any, is stale.
     pub changed: bool,
@@ -96,14 +100,14 @@ impl Ownership {
     /// The fence for a turn of `id`: the lease held, if more than half its time is left; else
     /// taken (or renewed) in the store. Fails with [`StoreError::OwnedElsewhere`] while another
     /// node holds it.
-    pub(crate) async fn fence(&self, id: &ConversationId) -> Result<Fence, StoreError> {
+    pub(crate) async fn fence(&self, id: &ConversationId) -> Result<Taken, StoreError> {
         let asked = Instant::now();
         let known = {
             let mut held = self.held();
             let known = held.get_mut(id);
             if let Some(h) = known.filter(|h| h.until > asked + self.ttl / 2) {
                 h.used = asked;
-                return Ok(Fence { value: h.fence, changed: false });
+                return Ok(Taken { fence: h.fence, changed: false });
             }
             held.get(id).copied()
         };
@@ -117,31 +121,25 @@ impl Ownership {
             }
         };
         self.held().insert(id.clone(), Held { fence: lease.fence, until: asked + self.ttl, used: asked });
-        Ok(Fence { value: lease.fence, changed: known.map(|h| h.fence) != Some(lease.fence) })
+        Ok(Taken { fence: lease.fence, changed: known.map(|h| h.fence) != Some(lease.fence) })
     }
 
     /// Fails with [`StoreError::OwnedElsewhere`] if another node holds the conversation's lease
     /// (for requests about a turn, which runs where the lease is). Costs nothing when this node
-    /// holds it; else it asks the store by taking the lease and giving it straight back.
+    /// holds it; else it reads the holder from the store, taking nothing (so it cannot undo a
+    /// lease a turn takes meanwhile).
     pub(crate) async fn check_elsewhere(&self, id: &ConversationId) -> Result<(), StoreError> {
         if self.held().contains_key(id) {
             return Ok(());
         }
-        self.store.acquire_lease(id, &self.node.id, self.ttl).await?;
-        if !self.held().contains_key(id) {
-            // Not taken for a turn meanwhile: give it back.
-            self.store.release_lease(id, &self.node.id).await?;
+        match self.store.lease_holder(id).await? {
+            Some(holder) if holder.node != self.node.id => Err(holder.owned_elsewhere(id)),
+            _ => Ok(()),
         }
-        Ok(())
-    }
-
-    /// Takes the lease on a conversation this node has just created.
-    pub(crate) async fn take_new(&self, id: &ConversationId) -> Result<u64, StoreError> {
-        Ok(self.fence(id).await?.value)
     }
 
     /// A write under `fence` was refused: the lease is gone, whatever this node thought.
-    pub(crate) fn lost(&self, id: &ConversationId, fence: u64) {
+    pub(crate) fn lost(&self, id: &ConversationId, fence: Fence) {
         let mut held = self.held();
         if held.get(id).is_some_and(|h| h.fence == fence) {
             held.remove(id);
@@ -170,8 +168,8 @@ impl Ownership {
         self.store.register_node(&self.node).await
     }
 
-    /// Announces the node and renews every lease it holds, in two round trips, but gives back
-    /// those no turn asked for in `idle_after` (unless one runs); returns the conversations it
+    /// Announces the node and renews every lease it holds, but gives back those no turn asked
+    /// for in `idle_after` (unless one runs), in three round trips at most; returns the conversations it
     /// no longer holds: given back, or taken over by another node after the lease ran out.
     async fn renew_once(&self, routing: &Routing) -> Result<Vec<ConversationId>, StoreError> {
         self.register().await?;
@@ -188,9 +186,7 @@ impl Ownership {
             }
             unused
         };
-        for id in &unused {
-            self.store.release_lease(id, &self.node.id).await?;
-        }
+        self.store.release_leases(&self.node.id, &unused).await?;
         let ids: Vec<ConversationId> = self.held().keys().cloned().collect();
         if ids.is_empty() {
             return Ok(unused);
@@ -209,16 +205,13 @@ impl Ownership {
         Ok(unused.into_iter().chain(renewal.lost).collect())
     }
 
-    /// Gives every lease back (at shutdown, once nothing runs), so other nodes take the
-    /// conversations over at once.
+    /// Gives every lease back (at shutdown, once nothing runs), in one round trip, so other
+    /// nodes take the conversations over at once.
     pub(crate) async fn release_all(&self) {
         let ids: Vec<ConversationId> = self.held().drain().map(|(id, _)| id).collect();
-        for id in &ids {
-            if let Err(e) = self.store.release_lease(id, &self.node.id).await {
-                tracing::warn!(conversation = %id, error = %e, "could not give a lease back; it runs out on its own");
-            }
-        }
-        if !ids.is_empty() {
+        if let Err(e) = self.store.release_leases(&self.node.id, &ids).await {
+            tracing::warn!(node = %self.node.id, leases = ids.len(), error = %e, "could not give the leases back; they run out on their own");
+        } else if !ids.is_empty() {
             tracing::info!(node = %self.node.id, leases = ids.len(), "leases given back");
         }
     }
@@ -226,7 +219,7 @@ impl Ownership {
 
 /// Runs until shutdown: announces the node and renews its leases every third of a lease's time
 /// (at once on start). What it no longer holds, the routing table forgets (if idle).
-pub(crate) async fn renew(ownership: Arc<Ownership>, routing: Arc<Routing>, mut shutdown: watch::Receiver<bool>) {
+async fn renew(ownership: Arc<Ownership>, routing: Arc<Routing>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval((ownership.ttl / 3).max(Duration::from_millis(100)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -247,3 +240,6 @@ pub(crate) async fn renew(ownership: Arc<Ownership>, routing: Arc<Routing>, mut 
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

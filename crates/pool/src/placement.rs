@@ -6,7 +6,7 @@
 use crate::config::PoolConfig;
 use crate::counters::Counters;
 use crate::error::PoolError;
-use crate::ownership::Ownership;
+use crate::ownership::Leases;
 use crate::profile::Profile;
 use crate::routing::{Loaded, Routing};
 use crate::store_writer::StoreWriter;
@@ -34,7 +34,7 @@ pub(crate) struct Placer {
     store: Arc<dyn ThreadStore>,
     writer: Arc<StoreWriter>,
     counters: Arc<Counters>,
-    ownership: Option<Arc<Ownership>>,
+    leases: Leases,
 }
 
 /// The turn id under which the history a conversation was created with is stored (see
@@ -49,9 +49,9 @@ impl Placer {
         store: Arc<dyn ThreadStore>,
         writer: Arc<StoreWriter>,
         counters: Arc<Counters>,
-        ownership: Option<Arc<Ownership>>,
+        leases: Leases,
     ) -> Self {
-        Self { slots, strategy: config.strategy.build(), routing, store, writer, counters, ownership }
+        Self { slots, strategy: config.strategy.build(), routing, store, writer, counters, leases }
     }
 
     /// The process of a codex thread, if it still serves.
@@ -129,10 +129,7 @@ impl Placer {
     /// the store takes its lease first.
     async fn save_new(&self, record: ThreadRecord, history: Vec<Value>) -> Result<(), PoolError> {
         let id = record.id.clone();
-        let fence = match &self.ownership {
-            Some(ownership) => Some(ownership.take_new(&id).await?),
-            None => None,
-        };
+        let fence = self.leases.take_new(&id).await?;
         if let Err(e) = self.store.save(record).await {
             self.let_go(&id).await;
             return Err(e.into());
@@ -152,9 +149,7 @@ impl Placer {
 
     /// Gives back this node's lease on a conversation it no longer holds (several nodes only).
     pub(crate) async fn let_go(&self, id: &ConversationId) {
-        if let Some(ownership) = &self.ownership {
-            ownership.release(id).await;
-        }
+        self.leases.release(id).await;
     }
 
     /// Makes sure a (claimed) conversation is loaded on a live process: where it is, or else

@@ -6,7 +6,7 @@
 use crate::config::PoolConfig;
 use crate::counters::{Counters, PoolCounters};
 use crate::error::PoolError;
-use crate::ownership::Ownership;
+use crate::ownership::Leases;
 use crate::placement::Placer;
 use crate::routing::{Loaded, Routing, ThreadState};
 use crate::store_writer::StoreWriter;
@@ -55,8 +55,8 @@ pub(crate) struct PoolInner {
     pub writer: Arc<StoreWriter>,
     pub tls: Arc<TlsRoots>,
     pub counters: Arc<Counters>,
-    /// This node's leases, when several nodes share the store.
-    pub ownership: Option<Arc<Ownership>>,
+    /// This node's leases (none when the pool is alone on its store).
+    pub leases: Leases,
     lifecycle: Mutex<Lifecycle>,
     shutdown: watch::Sender<bool>,
 }
@@ -121,10 +121,7 @@ impl Pool {
         }
         let writer = Arc::new(StoreWriter::new(store.clone()));
         let counters = Arc::new(Counters::default());
-        let ownership = config
-            .node
-            .as_ref()
-            .map(|node| Arc::new(Ownership::new(node, config.idle_unsubscribe_after, store.clone())));
+        let leases = Leases::new(config.node.as_ref(), config.idle_unsubscribe_after, store.clone());
         let placer = Arc::new(Placer::new(
             &config,
             slots.clone(),
@@ -132,7 +129,7 @@ impl Pool {
             store.clone(),
             writer.clone(),
             counters.clone(),
-            ownership.clone(),
+            leases.clone(),
         ));
         let tls = Arc::new(TlsRoots::new(&config));
         Pool {
@@ -145,7 +142,7 @@ impl Pool {
                 placer,
                 writer,
                 counters,
-                ownership,
+                leases,
                 lifecycle: Mutex::new(Lifecycle::New(senders)),
                 shutdown: watch::channel(false).0,
             }),
@@ -183,9 +180,7 @@ impl Pool {
         let inner = &self.inner;
         inner.check_open()?;
         inner.tls.resolve().await?;
-        if let Some(ownership) = &inner.ownership {
-            ownership.register().await?;
-        }
+        inner.leases.register().await?;
         inner.start()?;
         for slot in &inner.slots {
             let mut rx = slot.state.clone();
@@ -220,10 +215,10 @@ impl Pool {
         // Turns end (and are recorded) when their consumers read or drop them: give them a moment.
         let mut running = inner.routing.running();
         let _ = tokio::time::timeout(SHUTDOWN_RECORD_WAIT, running.wait_for(|n| *n == 0)).await;
-        if let Some(ownership) = &inner.ownership {
+        if inner.leases.shared() {
             // Written first, under the leases; then other nodes may take the conversations.
             inner.writer.flush().await;
-            ownership.release_all().await;
+            inner.leases.release_all().await;
         }
         inner.writer.close().await;
         tracing::info!("pool shut down");
@@ -256,18 +251,14 @@ impl Pool {
             slots,
             ca: inner.tls.stats(),
             counters: inner.counters.snapshot(),
-            node: inner.ownership.as_ref().map(|o| NodeStats {
-                id: o.node().id.to_string(),
-                address: o.node().address.clone(),
-                leases: o.count(),
-            }),
+            node: inner.leases.stats(),
         }
     }
 
     /// The nodes sharing the store (with their heartbeats and leases); empty for a pool alone
     /// on its store.
     pub async fn nodes(&self) -> Result<Vec<NodeStatus>, PoolError> {
-        if self.inner.ownership.is_none() {
+        if !self.inner.leases.shared() {
             return Ok(Vec::new());
         }
         Ok(self.inner.store.nodes().await?)
@@ -340,13 +331,7 @@ impl PoolInner {
             self.config.idle_unsubscribe_after,
             self.shutdown.subscribe(),
         )));
-        if let Some(ownership) = &self.ownership {
-            tasks.push(tokio::spawn(crate::ownership::renew(
-                ownership.clone(),
-                self.routing.clone(),
-                self.shutdown.subscribe(),
-            )));
-        }
+        tasks.push(tokio::spawn(self.leases.clone().renew(self.routing.clone(), self.shutdown.subscribe())));
         *lifecycle = Lifecycle::Running(tasks);
         Ok(())
     }

@@ -4,7 +4,7 @@
 //! writer learns the outcome from its [`WriteTicket`].
 
 use codex_pool_protocol::methods::ThreadSettings;
-use codex_pool_store::{ConversationId, StoreError, ThreadStore, TurnRecord};
+use codex_pool_store::{ConversationId, Fence, StoreError, ThreadStore, TurnRecord};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -17,7 +17,7 @@ enum Op {
     /// What a turn added; the outcome goes to the ticket.
     Turn(TurnRecord, oneshot::Sender<Result<(), StoreError>>),
     /// The conversation's settings changed (under the lease with this fence, if any).
-    Settings(ConversationId, ThreadSettings, Option<u64>),
+    Settings(ConversationId, ThreadSettings, Option<Fence>),
     /// Answer once everything queued before is written.
     Flush(oneshot::Sender<()>),
     /// Write everything queued before, then stop.
@@ -82,7 +82,7 @@ impl StoreWriter {
 
     /// Queues new settings of a conversation, written under `fence` (see
     /// [`TurnRecord::fence`]).
-    pub(crate) fn update_settings(&self, id: ConversationId, settings: ThreadSettings, fence: Option<u64>) {
+    pub(crate) fn update_settings(&self, id: ConversationId, settings: ThreadSettings, fence: Option<Fence>) {
         let _ = self.ops.send(Op::Settings(id, settings, fence));
     }
 
@@ -157,7 +157,7 @@ async fn write_turns(store: &dyn ThreadStore, turns: &mut Vec<Queued>) {
         if let Err(StoreError::Fenced { thread_id, fence }) = &outcome {
             let refused = |r: &TurnRecord| r.conversation.as_str() == thread_id && r.fence == Some(*fence);
             if records.iter().any(refused) {
-                tracing::warn!(conversation = %thread_id, fence, "a turn's write was refused: another node holds the conversation now");
+                tracing::warn!(conversation = %thread_id, fence = %fence, "a turn's write was refused: another node holds the conversation now");
                 let batch = std::mem::take(&mut records).into_iter().zip(std::mem::take(&mut tickets));
                 for (record, ticket) in batch {
                     if refused(&record) {
@@ -202,7 +202,7 @@ mod tests {
         let old = store.acquire_lease(&x, &NodeId::new("a"), Duration::ZERO).await.unwrap();
         let new = store.acquire_lease(&x, &NodeId::new("b"), Duration::from_secs(60)).await.unwrap();
         assert_ne!(old.fence, new.fence);
-        let turn = |id: &ConversationId, fence: Option<u64>, text: &str| TurnRecord {
+        let turn = |id: &ConversationId, fence: Option<Fence>, text: &str| TurnRecord {
             fence,
             ..TurnRecord::completed(id.clone(), text, vec![json!({"type": "message", "text": text})])
         };

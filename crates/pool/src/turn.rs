@@ -2,7 +2,7 @@
 //! turn's record in the store.
 
 use crate::history::own_items;
-use crate::ownership::Ownership;
+use crate::ownership::TurnLease;
 use crate::routing::Routing;
 use crate::store_writer::{StoreWriter, WriteTicket};
 use crate::tls::TurnTls;
@@ -63,9 +63,8 @@ pub(crate) struct TurnClaim {
     input: Vec<UserInput>,
     /// The turn's history items so far.
     items: Vec<Value>,
-    /// The fence of this node's lease on the conversation, and the leases' owner (several
-    /// nodes only).
-    lease: Option<(u64, Arc<Ownership>)>,
+    /// This node's lease on the conversation (several nodes only).
+    lease: Option<TurnLease>,
     _permit: OwnedSemaphorePermit,
     /// The first text delta was seen (for the hop trace).
     first_delta: bool,
@@ -79,7 +78,7 @@ impl TurnClaim {
         conversation: ConversationId,
         input: Vec<UserInput>,
         permit: OwnedSemaphorePermit,
-        lease: Option<(u64, Arc<Ownership>)>,
+        lease: Option<TurnLease>,
     ) -> Self {
         Self {
             routing,
@@ -99,7 +98,7 @@ impl TurnClaim {
         let mut items = std::mem::take(&mut self.items);
         own_items(&mut items, &self.input);
         let record = TurnRecord {
-            fence: self.lease.as_ref().map(|(fence, _)| *fence),
+            fence: self.lease.as_ref().map(TurnLease::fence),
             ..TurnRecord::completed(self.conversation.clone(), turn_id, items)
         };
         self.writer.record(record)
@@ -178,9 +177,9 @@ impl PoolTurn {
                             claim.end(None);
                             end
                         }
-                        Err(StoreError::Fenced { fence, .. }) => {
-                            if let Some((_, ownership)) = &claim.lease {
-                                ownership.lost(&self.conversation, fence);
+                        Err(StoreError::Fenced { .. }) => {
+                            if let Some(lease) = &claim.lease {
+                                lease.lost(&self.conversation);
                             }
                             claim.distrust_codex_thread();
                             claim.end(None);

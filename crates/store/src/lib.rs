@@ -18,7 +18,8 @@
 //! node at a time. A node announces itself with [`ThreadStore::register_node`], and repeats it
 //! as its heartbeat. Before it serves a turn it takes the conversation's [`Lease`]
 //! ([`ThreadStore::acquire_lease`]), keeps it with [`ThreadStore::renew_leases`] and gives it up
-//! with [`ThreadStore::release_lease`]. Every change of owner gives the lease a larger fence; the
+//! with [`ThreadStore::release_lease`] (or many at once, [`ThreadStore::release_leases`]); [`ThreadStore::lease_holder`] only reads who holds it.
+//! Every change of owner gives the lease a larger fence; the
 //! node puts it on its writes ([`TurnRecord::fence`]), and the store refuses a write whose fence
 //! is no longer the conversation's ([`StoreError::Fenced`]).
 //!
@@ -58,7 +59,7 @@ mod types;
 
 pub use memory::MemoryStore;
 pub use open::{is_postgres_url, open_store};
-pub use ownership::{Lease, NodeId, NodeInfo, NodeStatus, Renewal};
+pub use ownership::{Fence, Lease, LeaseHolder, NodeId, NodeInfo, NodeStatus, Renewal};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use types::{now_ms, ConversationId, ListCursor, StoreError, StoredItem, ThreadRecord, TurnRecord};
@@ -85,7 +86,7 @@ pub trait ThreadStore: Send + Sync + 'static {
         &'a self,
         id: &'a ConversationId,
         settings: ThreadSettings,
-        fence: Option<u64>,
+        fence: Option<Fence>,
     ) -> StoreFuture<'a, ()>;
     /// The record of a conversation.
     fn load<'a>(&'a self, id: &'a ConversationId) -> StoreFuture<'a, Option<ThreadRecord>>;
@@ -124,6 +125,9 @@ pub trait ThreadStore: Send + Sync + 'static {
         node: &'a NodeId,
         ttl: Duration,
     ) -> StoreFuture<'a, Lease>;
+    /// Who holds an unexpired lease on a conversation, if anyone: a read, which takes nothing
+    /// and gives nothing back (so it cannot undo a lease a turn takes meanwhile).
+    fn lease_holder<'a>(&'a self, conversation: &'a ConversationId) -> StoreFuture<'a, Option<LeaseHolder>>;
     /// Extends, to `ttl` from now, the leases `node` still holds among `conversations` (expired
     /// ones too, if nobody took them over: their fences are unchanged), and says which it lost.
     fn renew_leases<'a>(
@@ -135,6 +139,9 @@ pub trait ThreadStore: Send + Sync + 'static {
     /// Gives up `node`'s lease on a conversation, so another node can take it at once. Returns
     /// whether `node` held it. Its fence is never given out again.
     fn release_lease<'a>(&'a self, conversation: &'a ConversationId, node: &'a NodeId) -> StoreFuture<'a, bool>;
+    /// Gives up `node`'s leases among `conversations` at once (one statement; PostgreSQL: one
+    /// round trip), as [`ThreadStore::release_lease`] does for one. Returns how many `node` held.
+    fn release_leases<'a>(&'a self, node: &'a NodeId, conversations: &'a [ConversationId]) -> StoreFuture<'a, u64>;
     /// Writes out what the backend still buffers and shrinks its files (called at shutdown);
     /// the store stays usable.
     fn close(&self) -> StoreFuture<'_, ()> {

@@ -2,8 +2,8 @@
 
 use crate::ownership::ttl_ms;
 use crate::{
-    now_ms, ConversationId, Lease, ListCursor, NodeId, NodeInfo, NodeStatus, Renewal, StoreError, StoreFuture,
-    StoredItem, ThreadRecord, ThreadStore, TurnRecord,
+    now_ms, ConversationId, Fence, Lease, LeaseHolder, ListCursor, NodeId, NodeInfo, NodeStatus, Renewal, StoreError,
+    StoreFuture, StoredItem, ThreadRecord, ThreadStore, TurnRecord,
 };
 use codex_pool_protocol::methods::ThreadSettings;
 use serde_json::Value;
@@ -35,7 +35,7 @@ struct Stored {
 impl State {
     /// Whether a write to `id` with `fence` may happen: no fence, an unknown conversation (the
     /// write is skipped anyway), or the conversation's lease has that fence.
-    fn fence_allows(&self, id: &ConversationId, fence: Option<u64>) -> Result<(), StoreError> {
+    fn fence_allows(&self, id: &ConversationId, fence: Option<Fence>) -> Result<(), StoreError> {
         match fence {
             Some(fence)
                 if self.threads.contains_key(id) && self.leases.get(id).is_none_or(|lease| lease.fence != fence) =>
@@ -78,7 +78,7 @@ impl ThreadStore for MemoryStore {
         &'a self,
         id: &'a ConversationId,
         settings: ThreadSettings,
-        fence: Option<u64>,
+        fence: Option<Fence>,
     ) -> StoreFuture<'a, ()> {
         self.with(|state| {
             state.fence_allows(id, fence)?;
@@ -200,12 +200,24 @@ impl ThreadStore for MemoryStore {
                 }
                 _ => {
                     state.last_fence += 1;
-                    state.last_fence
+                    Fence::new(state.last_fence)
                 }
             };
             let lease = Lease { conversation: conversation.clone(), node: node.clone(), fence, expires_at_ms };
             state.leases.insert(conversation.clone(), lease.clone());
             Ok(lease)
+        })
+    }
+
+    fn lease_holder<'a>(&'a self, conversation: &'a ConversationId) -> StoreFuture<'a, Option<LeaseHolder>> {
+        self.with(|state| {
+            let now = now_ms();
+            Ok(state.leases.get(conversation).filter(|lease| lease.expires_at_ms > now).map(|lease| LeaseHolder {
+                node: lease.node.clone(),
+                address: state.nodes.get(&lease.node).map(|(address, _)| address.clone()),
+                fence: lease.fence,
+                expires_at_ms: lease.expires_at_ms,
+            }))
         })
     }
 
@@ -235,6 +247,19 @@ impl ThreadStore for MemoryStore {
                 state.leases.remove(conversation);
             }
             Ok(held)
+        })
+    }
+
+    fn release_leases<'a>(&'a self, node: &'a NodeId, conversations: &'a [ConversationId]) -> StoreFuture<'a, u64> {
+        self.with(|state| {
+            let mut released = 0;
+            for id in conversations {
+                if state.leases.get(id).is_some_and(|lease| &lease.node == node) {
+                    state.leases.remove(id);
+                    released += 1;
+                }
+            }
+            Ok(released)
         })
     }
 }

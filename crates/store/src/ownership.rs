@@ -1,7 +1,7 @@
 //! Who serves which conversation when several nodes share one store: nodes, their leases and
 //! fences (the rule is in the crate's documentation).
 
-use crate::ConversationId;
+use crate::{ConversationId, StoreError};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -37,6 +37,40 @@ impl From<String> for NodeId {
 impl From<&str> for NodeId {
     fn from(id: &str) -> Self {
         Self(id.to_owned())
+    }
+}
+
+/// A lease's fencing number: the same while a node keeps the lease, larger after every change
+/// of owner, never reused for the conversation (there may be gaps). Every history write made
+/// under a lease carries it ([`TurnRecord::fence`](crate::TurnRecord::fence)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Fence(u64);
+
+impl Fence {
+    /// A fence from its number.
+    pub const fn new(number: u64) -> Self {
+        Self(number)
+    }
+
+    /// Its number.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+
+    /// From a database's integer column (never negative).
+    pub(crate) fn from_db(number: i64) -> Self {
+        Self(number.max(0) as u64)
+    }
+
+    /// As a database's integer column.
+    pub(crate) fn to_db(self) -> i64 {
+        self.0 as i64
+    }
+}
+
+impl fmt::Display for Fence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
     }
 }
 
@@ -81,12 +115,38 @@ pub struct Lease {
     pub conversation: ConversationId,
     /// The node that holds it.
     pub node: NodeId,
-    /// The fencing number: the same while the node keeps the lease, larger after every change
-    /// of owner, never reused for the conversation (there may be gaps).
-    pub fence: u64,
+    /// The fencing number its writes carry.
+    pub fence: Fence,
     /// When it runs out unless renewed, by the store's clock (ms since the epoch). A node should
     /// count its own deadline from when it asked, by its own clock, so a slow answer errs short.
     pub expires_at_ms: i64,
+}
+
+/// Who holds a conversation's unexpired lease, as
+/// [`ThreadStore::lease_holder`](crate::ThreadStore::lease_holder) reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LeaseHolder {
+    /// The node that holds it.
+    pub node: NodeId,
+    /// The address that node announced last (`None` if it never registered).
+    pub address: Option<String>,
+    /// The lease's fence.
+    pub fence: Fence,
+    /// When it runs out unless renewed, by the store's clock (ms since the epoch).
+    pub expires_at_ms: i64,
+}
+
+impl LeaseHolder {
+    /// The error a node other than the holder gets for a turn of `conversation`
+    /// ([`StoreError::OwnedElsewhere`], naming the holder and its address).
+    pub fn owned_elsewhere(&self, conversation: &ConversationId) -> StoreError {
+        StoreError::OwnedElsewhere {
+            thread_id: conversation.to_string(),
+            node: self.node.clone(),
+            address: self.address.clone(),
+        }
+    }
 }
 
 /// What [`ThreadStore::renew_leases`](crate::ThreadStore::renew_leases) found.

@@ -126,7 +126,7 @@ pub enum StoreError {
         /// The conversation.
         thread_id: String,
         /// The fence the refused write carried.
-        fence: u64,
+        fence: crate::Fence,
     },
     /// Any other failure of the backend.
     #[error("the thread store failed ({backend}: {message})")]
@@ -191,7 +191,7 @@ pub struct TurnRecord {
     /// The fence of the writer's lease on the conversation ([`Lease::fence`](crate::Lease::fence)):
     /// the turn is written only while that is still the conversation's fence, else the whole
     /// batch fails with [`StoreError::Fenced`]. `None` (one node alone): no lease is checked.
-    pub fence: Option<u64>,
+    pub fence: Option<crate::Fence>,
 }
 
 impl TurnRecord {
@@ -201,7 +201,7 @@ impl TurnRecord {
     }
 
     /// The same turn, written only under the lease with this fence.
-    pub fn with_fence(self, fence: u64) -> Self {
+    pub fn with_fence(self, fence: crate::Fence) -> Self {
         Self { fence: Some(fence), ..self }
     }
 }

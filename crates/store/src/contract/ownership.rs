@@ -11,9 +11,11 @@ const SPENT: Duration = Duration::ZERO;
 pub(super) async fn exercise(store: &dyn ThreadStore) {
     nodes_announce_themselves(store).await;
     a_held_lease_is_refused_to_others(store).await;
+    the_holder_is_read_without_taking_the_lease(store).await;
     fences_refuse_the_writes_of_a_node_that_was_taken_over(store).await;
     renewals_say_what_was_lost(store).await;
     released_and_deleted_leases_never_give_a_fence_back(store).await;
+    many_leases_are_given_back_at_once(store).await;
     nodes_count_the_conversations_they_hold(store).await;
 }
 
@@ -49,7 +51,7 @@ async fn a_held_lease_is_refused_to_others(store: &dyn ThreadStore) {
     let id = ConversationId::from("held");
     let lease = store.acquire_lease(&id, &a(), LONG).await.unwrap();
     assert_eq!((&lease.conversation, &lease.node), (&id, &a()));
-    assert!(lease.fence > 0 && lease.expires_at_ms > now_ms() - 60_000);
+    assert!(lease.fence > Fence::new(0) && lease.expires_at_ms > now_ms() - 60_000);
     // Taking it again renews it: same fence.
     let again = store.acquire_lease(&id, &a(), LONG).await.unwrap();
     assert_eq!(again.fence, lease.fence);
@@ -69,6 +71,37 @@ async fn a_held_lease_is_refused_to_others(store: &dyn ThreadStore) {
     assert!(matches!(&err, StoreError::OwnedElsewhere { address: None, .. }), "{err}");
     assert!(store.release_lease(&"held-by-x".into(), &unknown).await.unwrap());
     assert!(store.release_lease(&id, &a()).await.unwrap());
+}
+
+async fn the_holder_is_read_without_taking_the_lease(store: &dyn ThreadStore) {
+    let id = ConversationId::from("read");
+    assert_eq!(store.lease_holder(&id).await.unwrap(), None, "nobody holds it");
+    let lease = store.acquire_lease(&id, &a(), LONG).await.unwrap();
+    let holder = store.lease_holder(&id).await.unwrap().expect("A holds it");
+    assert_eq!((&holder.node, holder.address.as_deref(), holder.fence), (&a(), Some("http://a:1"), lease.fence));
+    assert!(holder.expires_at_ms >= lease.expires_at_ms);
+    let err = holder.owned_elsewhere(&id);
+    assert!(matches!(&err, StoreError::OwnedElsewhere { node, .. } if node == &a()), "{err}");
+    assert!(err.to_string().contains("node-a at http://a:1"), "{err}");
+    // Reading took nothing: still A's, same fence, B refused.
+    assert_eq!(store.acquire_lease(&id, &a(), LONG).await.unwrap().fence, lease.fence);
+    assert!(matches!(store.acquire_lease(&id, &b(), LONG).await, Err(StoreError::OwnedElsewhere { .. })));
+    assert!(store.release_lease(&id, &a()).await.unwrap());
+    assert_eq!(store.lease_holder(&id).await.unwrap(), None, "released");
+    // A lease run out is nobody's, but reading it does not take it from its node: A renews it
+    // with its fence.
+    let lapsed = store.acquire_lease(&id, &b(), SPENT).await.unwrap();
+    assert_eq!(store.lease_holder(&id).await.unwrap(), None, "run out");
+    let renewed = store.renew_leases(&b(), std::slice::from_ref(&id), LONG).await.unwrap().renewed;
+    assert_eq!(renewed, std::slice::from_ref(&id));
+    let holder = store.lease_holder(&id).await.unwrap().expect("B renewed it");
+    assert_eq!((&holder.node, holder.fence), (&b(), lapsed.fence));
+    assert!(store.release_lease(&id, &b()).await.unwrap());
+    // An owner that never registered is named without an address.
+    let unknown = NodeId::from("node-x");
+    store.acquire_lease(&id, &unknown, LONG).await.unwrap();
+    assert_eq!(store.lease_holder(&id).await.unwrap().map(|h| (h.node, h.address)), Some((unknown.clone(), None)));
+    assert!(store.release_lease(&id, &unknown).await.unwrap());
 }
 
 async fn fences_refuse_the_writes_of_a_node_that_was_taken_over(store: &dyn ThreadStore) {
@@ -159,6 +192,22 @@ async fn released_and_deleted_leases_never_give_a_fence_back(store: &dyn ThreadS
     assert!(matches!(refused, Err(StoreError::Fenced { .. })), "{refused:?}");
     assert!(store.history(&id).await.unwrap().is_empty());
     store.delete(&id).await.unwrap();
+}
+
+async fn many_leases_are_given_back_at_once(store: &dyn ThreadStore) {
+    let ids: Vec<ConversationId> = ["m1", "m2", "m3", "m-never"].map(ConversationId::from).into();
+    let first = store.acquire_lease(&ids[0], &a(), LONG).await.unwrap().fence;
+    store.acquire_lease(&ids[1], &a(), SPENT).await.unwrap();
+    store.acquire_lease(&ids[2], &b(), LONG).await.unwrap();
+    assert_eq!(store.release_leases(&a(), &[]).await.unwrap(), 0);
+    // A's two (one of them run out) go; B's is not A's to give back; one was never held.
+    assert_eq!(store.release_leases(&a(), &ids).await.unwrap(), 2);
+    assert_eq!(store.renew_leases(&a(), &ids, LONG).await.unwrap().renewed, [] as [ConversationId; 0]);
+    assert_eq!(store.lease_holder(&ids[2]).await.unwrap().map(|h| h.node), Some(b()));
+    // Released: B takes one at once, with a new fence.
+    assert!(store.acquire_lease(&ids[0], &b(), LONG).await.unwrap().fence > first);
+    assert_eq!(store.release_leases(&b(), &ids).await.unwrap(), 2);
+    assert_eq!(store.renew_leases(&b(), &ids, LONG).await.unwrap().renewed, [] as [ConversationId; 0]);
 }
 
 async fn nodes_count_the_conversations_they_hold(store: &dyn ThreadStore) {

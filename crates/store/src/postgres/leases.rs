@@ -4,7 +4,7 @@
 use super::db::Db;
 use super::errors::BACKEND;
 use crate::ownership::ttl_ms;
-use crate::{ConversationId, Lease, NodeId, NodeInfo, NodeStatus, Renewal, StoreError};
+use crate::{ConversationId, Fence, Lease, LeaseHolder, NodeId, NodeInfo, NodeStatus, Renewal, StoreError};
 use std::time::Duration;
 
 /// Milliseconds since the epoch of a `timestamptz` expression.
@@ -53,6 +53,14 @@ const ACQUIRE: &str = concat!(
      WHERE l.thread_id = $1 AND NOT EXISTS (SELECT 1 FROM taken)"
 );
 
+/// Who holds an unexpired lease, and its address: a read.
+const HOLDER: &str = concat!(
+    "SELECT l.node_id, n.address, l.fence, ",
+    ms!("l.expires_at"),
+    " FROM leases l LEFT JOIN nodes n ON n.node_id = l.node_id
+     WHERE l.thread_id = $1 AND l.expires_at > now()"
+);
+
 /// Renews the node's leases among those named (expired ones too: nobody took them), and says
 /// which those were and until when.
 const RENEW: &str = concat!(
@@ -67,6 +75,8 @@ const RENEW: &str = concat!(
 );
 
 const RELEASE: &str = "DELETE FROM leases WHERE thread_id = $1 AND node_id = $2";
+
+const RELEASE_MANY: &str = "DELETE FROM leases WHERE node_id = $1 AND thread_id = ANY($2::text[])";
 
 pub(super) async fn register_node(db: &Db, node: &NodeInfo) -> Result<(), StoreError> {
     db.execute(REGISTER_NODE, &[&node.id.as_str(), &node.address]).await?;
@@ -102,7 +112,7 @@ pub(super) async fn acquire(
             None => Ok(Lease {
                 conversation: conversation.clone(),
                 node: node.clone(),
-                fence: fence.max(0) as u64,
+                fence: Fence::from_db(fence),
                 expires_at_ms,
             }),
             Some(owner) => Err(StoreError::OwnedElsewhere {
@@ -116,6 +126,16 @@ pub(super) async fn acquire(
         backend: BACKEND,
         message: format!("the lease on {conversation} kept changing hands while {node} asked for it"),
     })
+}
+
+pub(super) async fn holder(db: &Db, conversation: &ConversationId) -> Result<Option<LeaseHolder>, StoreError> {
+    let rows = db.query(HOLDER, &[&conversation.as_str()]).await?;
+    Ok(rows.first().map(|row| LeaseHolder {
+        node: NodeId::new(row.get::<_, String>(0)),
+        address: row.get(1),
+        fence: Fence::from_db(row.get(2)),
+        expires_at_ms: row.get(3),
+    }))
 }
 
 pub(super) async fn renew(
@@ -136,4 +156,13 @@ pub(super) async fn renew(
 
 pub(super) async fn release(db: &Db, conversation: &ConversationId, node: &NodeId) -> Result<bool, StoreError> {
     Ok(db.execute(RELEASE, &[&conversation.as_str(), &node.as_str()]).await? > 0)
+}
+
+/// No round trip for none.
+pub(super) async fn release_many(db: &Db, node: &NodeId, conversations: &[ConversationId]) -> Result<u64, StoreError> {
+    if conversations.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<&str> = conversations.iter().map(ConversationId::as_str).collect();
+    db.execute(RELEASE_MANY, &[&node.as_str(), &ids]).await
 }

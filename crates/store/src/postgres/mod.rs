@@ -11,8 +11,8 @@ mod threads;
 mod turns;
 
 use crate::{
-    ConversationId, Lease, ListCursor, NodeId, NodeInfo, NodeStatus, Renewal, StoreError, StoreFuture, StoredItem,
-    ThreadRecord, ThreadStore, TurnRecord,
+    ConversationId, Fence, Lease, LeaseHolder, ListCursor, NodeId, NodeInfo, NodeStatus, Renewal, StoreError,
+    StoreFuture, StoredItem, ThreadRecord, ThreadStore, TurnRecord,
 };
 use codex_pool_protocol::methods::ThreadSettings;
 use config::Target;
@@ -79,7 +79,7 @@ impl ThreadStore for PostgresStore {
         &'a self,
         id: &'a ConversationId,
         settings: ThreadSettings,
-        fence: Option<u64>,
+        fence: Option<Fence>,
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move { threads::update_settings(&self.db, id, &settings, fence).await })
     }
@@ -129,6 +129,10 @@ impl ThreadStore for PostgresStore {
         Box::pin(leases::acquire(&self.db, conversation, node, ttl))
     }
 
+    fn lease_holder<'a>(&'a self, conversation: &'a ConversationId) -> StoreFuture<'a, Option<LeaseHolder>> {
+        Box::pin(leases::holder(&self.db, conversation))
+    }
+
     fn renew_leases<'a>(
         &'a self,
         node: &'a NodeId,
@@ -140,5 +144,9 @@ impl ThreadStore for PostgresStore {
 
     fn release_lease<'a>(&'a self, conversation: &'a ConversationId, node: &'a NodeId) -> StoreFuture<'a, bool> {
         Box::pin(leases::release(&self.db, conversation, node))
+    }
+
+    fn release_leases<'a>(&'a self, node: &'a NodeId, conversations: &'a [ConversationId]) -> StoreFuture<'a, u64> {
+        Box::pin(leases::release_many(&self.db, node, conversations))
     }
 }

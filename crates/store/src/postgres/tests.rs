@@ -135,6 +135,22 @@ async fn a_server_that_went_away_is_unavailable() {
 }
 
 #[tokio::test]
+async fn many_leases_are_given_back_in_one_round_trip() {
+    let Some(db) = database().await else { return };
+    let store = open(&db).await;
+    let node = NodeId::from("node-a");
+    let ids: Vec<ConversationId> = (0..5).map(|n| ConversationId::from(format!("given-back-{n}"))).collect();
+    for id in &ids {
+        store.acquire_lease(id, &node, Duration::from_secs(60)).await.unwrap();
+    }
+    let before = store.round_trips();
+    assert_eq!(store.release_leases(&node, &ids).await.unwrap(), 5);
+    assert_eq!(store.round_trips() - before, 1);
+    assert_eq!(store.release_leases(&node, &[]).await.unwrap(), 0);
+    assert_eq!(store.round_trips() - before, 1, "none to give back costs nothing");
+}
+
+#[tokio::test]
 async fn only_one_of_two_nodes_racing_for_a_lease_gets_it() {
     let Some(db) = database().await else { return };
     let (a, b) = (open(&db).await, open(&db).await);

@@ -85,10 +85,10 @@ pub(super) async fn update_settings(
     db: &Db,
     id: &ConversationId,
     settings: &ThreadSettings,
-    fence: Option<u64>,
+    fence: Option<crate::Fence>,
 ) -> Result<(), StoreError> {
     let text = to_json(id, settings)?;
-    let fence_param = fence.map(|f| f as i64);
+    let fence_param = fence.map(crate::Fence::to_db);
     let rows = db.query(UPDATE_SETTINGS, &[&id.as_str(), &text, &fence_param]).await?;
     let (allowed, exists): (bool, bool) = rows.first().map(|r| (r.get(0), r.get(1))).unwrap_or((true, false));
     match fence {

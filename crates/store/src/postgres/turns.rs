@@ -76,7 +76,7 @@ impl<'a> Batch<'a> {
                 batch.counts.push(0);
                 batch.threads.len() - 1
             });
-            if let Some(fence) = turn.fence.map(|f| f as i64) {
+            if let Some(fence) = turn.fence.map(crate::Fence::to_db) {
                 if fences.insert((id, fence)) {
                     batch.check_threads.push(id);
                     batch.check_fences.push(fence);
@@ -118,7 +118,7 @@ pub(super) async fn record_turns(db: &Db, turns: &[TurnRecord]) -> Result<(), St
         )
         .await?;
     match rows.first() {
-        Some(row) => Err(StoreError::Fenced { thread_id: row.get(0), fence: row.get::<_, i64>(1) as u64 }),
+        Some(row) => Err(StoreError::Fenced { thread_id: row.get(0), fence: crate::Fence::from_db(row.get(1)) }),
         None => Ok(()),
     }
 }

@@ -2,13 +2,13 @@
 //! orders them against the writes they fence).
 
 use super::schema::Db;
-use crate::{now_ms, ConversationId, Lease, NodeId, NodeInfo, NodeStatus, Renewal, StoreError};
+use crate::{now_ms, ConversationId, Fence, Lease, LeaseHolder, NodeId, NodeInfo, NodeStatus, Renewal, StoreError};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 /// Refuses a write to `id` with `fence` unless that is the conversation's lease's fence (a
 /// conversation that does not exist is let through: its write is skipped anyway). Run inside
 /// the write's transaction.
-pub(super) fn check_fence(conn: &Connection, id: &ConversationId, fence: Option<u64>) -> Result<(), StoreError> {
+pub(super) fn check_fence(conn: &Connection, id: &ConversationId, fence: Option<Fence>) -> Result<(), StoreError> {
     let Some(fence) = fence else { return Ok(()) };
     let refused: bool = conn
         .prepare_cached(
@@ -16,7 +16,7 @@ pub(super) fn check_fence(conn: &Connection, id: &ConversationId, fence: Option<
                 AND NOT EXISTS (SELECT 1 FROM leases WHERE thread_id = ?1 AND fence = ?2)",
         )
         .db()?
-        .query_row(params![id.as_str(), fence as i64], |r| r.get(0))
+        .query_row(params![id.as_str(), fence.to_db()], |r| r.get(0))
         .db()?;
     if refused {
         return Err(StoreError::Fenced { thread_id: id.to_string(), fence });
@@ -95,7 +95,26 @@ pub(super) fn acquire(
     )
     .db()?;
     tx.commit().db()?;
-    Ok(Lease { conversation: conversation.clone(), node: node.clone(), fence: fence.max(0) as u64, expires_at_ms })
+    Ok(Lease { conversation: conversation.clone(), node: node.clone(), fence: Fence::from_db(fence), expires_at_ms })
+}
+
+pub(super) fn holder(conn: &Connection, conversation: &ConversationId) -> Result<Option<LeaseHolder>, StoreError> {
+    conn.prepare_cached(
+        "SELECT l.node_id, n.address, l.fence, l.expires_at_ms
+         FROM leases l LEFT JOIN nodes n ON n.node_id = l.node_id
+         WHERE l.thread_id = ?1 AND l.expires_at_ms > ?2",
+    )
+    .db()?
+    .query_row(params![conversation.as_str(), now_ms()], |r| {
+        Ok(LeaseHolder {
+            node: NodeId::new(r.get::<_, String>(0)?),
+            address: r.get(1)?,
+            fence: Fence::from_db(r.get(2)?),
+            expires_at_ms: r.get(3)?,
+        })
+    })
+    .optional()
+    .db()
 }
 
 /// One statement: the ids go in as a JSON array.
@@ -130,4 +149,23 @@ pub(super) fn release(conn: &Connection, conversation: &ConversationId, node: &N
         )
         .db()?;
     Ok(n > 0)
+}
+
+/// One statement: the ids go in as a JSON array.
+pub(super) fn release_many(
+    conn: &Connection,
+    node: &NodeId,
+    conversations: &[ConversationId],
+) -> Result<u64, StoreError> {
+    if conversations.is_empty() {
+        return Ok(0);
+    }
+    let ids = serde_json::to_string(conversations)
+        .map_err(|e| StoreError::Backend { backend: super::schema::BACKEND, message: e.to_string() })?;
+    let n = conn
+        .prepare_cached("DELETE FROM leases WHERE node_id = ?1 AND thread_id IN (SELECT value FROM json_each(?2))")
+        .db()?
+        .execute(params![node.as_str(), ids])
+        .db()?;
+    Ok(n as u64)
 }

@@ -8,8 +8,8 @@ mod tests;
 use crate::ownership::ttl_ms;
 use crate::row::{encode_json, from_json, record_columns, to_json, RawRecord};
 use crate::{
-    now_ms, ConversationId, Lease, ListCursor, NodeId, NodeInfo, NodeStatus, Renewal, StoreError, StoreFuture,
-    StoredItem, ThreadRecord, ThreadStore, TurnRecord,
+    now_ms, ConversationId, Fence, Lease, LeaseHolder, ListCursor, NodeId, NodeInfo, NodeStatus, Renewal, StoreError,
+    StoreFuture, StoredItem, ThreadRecord, ThreadStore, TurnRecord,
 };
 use codex_pool_protocol::methods::ThreadSettings;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -140,7 +140,7 @@ fn read_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRecord> {
 struct EncodedTurn {
     conversation: ConversationId,
     turn_id: String,
-    fence: Option<u64>,
+    fence: Option<Fence>,
     completed: bool,
     items: Vec<String>,
 }
@@ -187,7 +187,7 @@ impl ThreadStore for SqliteStore {
         &'a self,
         id: &'a ConversationId,
         settings: ThreadSettings,
-        fence: Option<u64>,
+        fence: Option<Fence>,
     ) -> StoreFuture<'a, ()> {
         let id = id.clone();
         self.run(move |conn| {
@@ -348,6 +348,11 @@ impl ThreadStore for SqliteStore {
         self.run_now(move |conn| leases::acquire(conn, &conversation, &node, ttl_ms(ttl)))
     }
 
+    fn lease_holder<'a>(&'a self, conversation: &'a ConversationId) -> StoreFuture<'a, Option<LeaseHolder>> {
+        let conversation = conversation.clone();
+        self.run(move |conn| leases::holder(conn, &conversation))
+    }
+
     fn renew_leases<'a>(
         &'a self,
         node: &'a NodeId,
@@ -361,6 +366,11 @@ impl ThreadStore for SqliteStore {
     fn release_lease<'a>(&'a self, conversation: &'a ConversationId, node: &'a NodeId) -> StoreFuture<'a, bool> {
         let (conversation, node) = (conversation.clone(), node.clone());
         self.run(move |conn| leases::release(conn, &conversation, &node))
+    }
+
+    fn release_leases<'a>(&'a self, node: &'a NodeId, conversations: &'a [ConversationId]) -> StoreFuture<'a, u64> {
+        let (node, conversations) = (node.clone(), conversations.to_vec());
+        self.run(move |conn| leases::release_many(conn, &node, &conversations))
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {
