@@ -2,8 +2,8 @@
 
 use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_store::{
-    ConversationId, Lease, ListCursor, MemoryStore, NodeId, NodeInfo, NodeStatus, Renewal, StoreError, StoreFuture,
-    StoredItem, ThreadRecord, ThreadStore, TurnRecord,
+    ConversationId, Fence, Lease, LeaseHolder, ListCursor, MemoryStore, NodeId, NodeInfo, NodeStatus, Renewal,
+    StoreError, StoreFuture, StoredItem, ThreadRecord, ThreadStore, TurnRecord,
 };
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +25,7 @@ impl ThreadStore for FailingStore {
         &'a self,
         id: &'a ConversationId,
         settings: ThreadSettings,
-        fence: Option<u64>,
+        fence: Option<Fence>,
     ) -> StoreFuture<'a, ()> {
         self.inner.update_settings(id, settings, fence)
     }
@@ -78,5 +78,11 @@ impl ThreadStore for FailingStore {
     }
     fn release_lease<'a>(&'a self, conversation: &'a ConversationId, node: &'a NodeId) -> StoreFuture<'a, bool> {
         self.inner.release_lease(conversation, node)
+    }
+    fn lease_holder<'a>(&'a self, conversation: &'a ConversationId) -> StoreFuture<'a, Option<LeaseHolder>> {
+        self.inner.lease_holder(conversation)
+    }
+    fn release_leases<'a>(&'a self, node: &'a NodeId, conversations: &'a [ConversationId]) -> StoreFuture<'a, u64> {
+        self.inner.release_leases(node, conversations)
     }
 }
