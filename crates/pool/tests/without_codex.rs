@@ -9,13 +9,10 @@ use codex_pool_protocol::types::{TurnStatus, UserInput};
 use codex_pool_store::{MemoryStore, NodeId, StoreError, ThreadStore};
 use codex_pool_testkit::scripted::{message, ScriptedCodex};
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-#[path = "without_codex/failing_store.rs"]
-mod failing_store;
-use failing_store::FailingStore;
+use codex_pool_testkit::stores::HookedStore;
 
 /// A pool of one scripted process over `store`.
 fn pool(codex: &ScriptedCodex, dir: &tempfile::TempDir, store: Arc<dyn ThreadStore>) -> Pool {
@@ -167,22 +164,21 @@ async fn a_turn_waits_for_room_on_its_process_and_a_service_turn_is_refused_at_o
 async fn a_store_write_that_fails_ends_the_turn_as_store_failed_and_keeps_nothing_of_it() {
     let dir = tempfile::tempdir().unwrap();
     let codex = ScriptedCodex::new();
-    let fail = Arc::new(AtomicBool::new(false));
-    let store = Arc::new(FailingStore { inner: MemoryStore::new(), fail_records: fail.clone() });
-    let pool = pool(&codex, &dir, store);
+    let store = Arc::new(HookedStore::new());
+    let pool = pool(&codex, &dir, store.clone());
     pool.ensure_started().await.unwrap();
     let id = pool.create_thread(ThreadSettings::default()).await.unwrap();
     let end = answered(&pool, &codex, &id, "first", "one").await;
     assert!(matches!(end, TurnEvent::Completed { .. }), "{end:?}");
 
-    fail.store(true, Ordering::SeqCst);
+    store.fail_records(true);
     let end = answered(&pool, &codex, &id, "second", "two").await;
     let TurnEvent::Aborted { reason: AbortReason::StoreFailed, message: why } = &end else { panic!("{end:?}") };
     assert!(why.contains("send it again"), "{why}");
     assert_eq!(texts(&pool.store().history(&id).await.unwrap()), ["first", "one"]);
 
     // codex's copy held the dropped turn: the next turn runs on a thread rebuilt from the store.
-    fail.store(false, Ordering::SeqCst);
+    store.fail_records(false);
     let end = answered(&pool, &codex, &id, "third", "three").await;
     assert!(matches!(end, TurnEvent::Completed { .. }), "{end:?}");
     let starts = codex.received_of("turn/start");

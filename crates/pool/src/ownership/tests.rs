@@ -1,112 +1,21 @@
-//! [`Ownership`] against a store whose calls a test can hold at a chosen point.
+//! [`Ownership`] against a store whose calls a test can hold at a chosen point
+//! ([`HookedStore`]).
 
 use super::{NodeConfig, Ownership};
 use crate::routing::Routing;
-use codex_pool_protocol::methods::ThreadSettings;
-use codex_pool_store::{
-    ConversationId, Fence, Lease, LeaseHolder, ListCursor, MemoryStore, NodeId, NodeInfo, NodeStatus, PostgresStore,
-    Renewal, StoreFuture, StoredItem, ThreadRecord, ThreadStore, TurnRecord,
-};
+use codex_pool_store::{ConversationId, MemoryStore, NodeInfo, PostgresStore, ThreadRecord, ThreadStore, TurnRecord};
 use codex_pool_testkit::postgres::TestPostgres;
-use serde_json::{json, Value};
+use codex_pool_testkit::stores::HookedStore;
+use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
-
-/// A memory store whose lease releases wait, once entered, until the test lets them through.
-#[derive(Default)]
-struct HeldReleases {
-    inner: MemoryStore,
-    /// Notified when a release starts.
-    releasing: Notify,
-    /// Lets a waiting release go on.
-    gate: Notify,
-}
-
-impl HeldReleases {
-    async fn hold(&self) {
-        self.releasing.notify_one();
-        self.gate.notified().await;
-    }
-}
-
-impl ThreadStore for HeldReleases {
-    fn save(&self, record: ThreadRecord) -> StoreFuture<'_, ()> {
-        self.inner.save(record)
-    }
-    fn update_settings<'a>(
-        &'a self,
-        id: &'a ConversationId,
-        settings: ThreadSettings,
-        fence: Option<Fence>,
-    ) -> StoreFuture<'a, ()> {
-        self.inner.update_settings(id, settings, fence)
-    }
-    fn load<'a>(&'a self, id: &'a ConversationId) -> StoreFuture<'a, Option<ThreadRecord>> {
-        self.inner.load(id)
-    }
-    fn record_turns<'a>(&'a self, turns: &'a [TurnRecord]) -> StoreFuture<'a, ()> {
-        self.inner.record_turns(turns)
-    }
-    fn history<'a>(&'a self, id: &'a ConversationId) -> StoreFuture<'a, Vec<Value>> {
-        self.inner.history(id)
-    }
-    fn delete<'a>(&'a self, id: &'a ConversationId) -> StoreFuture<'a, bool> {
-        self.inner.delete(id)
-    }
-    fn count(&self) -> StoreFuture<'_, u64> {
-        self.inner.count()
-    }
-    fn list(&self, after: Option<ListCursor>, limit: usize) -> StoreFuture<'_, Vec<ThreadRecord>> {
-        self.inner.list(after, limit)
-    }
-    fn items<'a>(&'a self, id: &'a ConversationId, after_seq: u64, limit: usize) -> StoreFuture<'a, Vec<StoredItem>> {
-        self.inner.items(id, after_seq, limit)
-    }
-    fn register_node<'a>(&'a self, node: &'a NodeInfo) -> StoreFuture<'a, ()> {
-        self.inner.register_node(node)
-    }
-    fn nodes(&self) -> StoreFuture<'_, Vec<NodeStatus>> {
-        self.inner.nodes()
-    }
-    fn acquire_lease<'a>(
-        &'a self,
-        conversation: &'a ConversationId,
-        node: &'a NodeId,
-        ttl: Duration,
-    ) -> StoreFuture<'a, Lease> {
-        self.inner.acquire_lease(conversation, node, ttl)
-    }
-    fn lease_holder<'a>(&'a self, conversation: &'a ConversationId) -> StoreFuture<'a, Option<LeaseHolder>> {
-        self.inner.lease_holder(conversation)
-    }
-    fn renew_leases<'a>(
-        &'a self,
-        node: &'a NodeId,
-        conversations: &'a [ConversationId],
-        ttl: Duration,
-    ) -> StoreFuture<'a, Renewal> {
-        self.inner.renew_leases(node, conversations, ttl)
-    }
-    fn release_lease<'a>(&'a self, conversation: &'a ConversationId, node: &'a NodeId) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            self.hold().await;
-            self.inner.release_lease(conversation, node).await
-        })
-    }
-    fn release_leases<'a>(&'a self, node: &'a NodeId, conversations: &'a [ConversationId]) -> StoreFuture<'a, u64> {
-        Box::pin(async move {
-            self.hold().await;
-            self.inner.release_leases(node, conversations).await
-        })
-    }
-}
 
 /// Asking whether another node serves a conversation, while a turn takes its lease here, must
 /// not give that lease back: the turn's writes would then be refused (fenced).
 #[tokio::test]
 async fn asking_who_serves_a_conversation_never_undoes_a_turns_lease() {
-    let store = Arc::new(HeldReleases::default());
+    let store = Arc::new(HookedStore::new());
+    store.hold_releases(true);
     let ownership =
         Arc::new(Ownership::new(&NodeConfig::new("node-a", "http://a:1"), Duration::from_secs(600), store.clone()));
     let id = ConversationId::from("asked");
@@ -117,12 +26,12 @@ async fn asking_who_serves_a_conversation_never_undoes_a_turns_lease() {
     });
     // The check answers, or stops where it would give a lease back.
     let answered = tokio::select! {
-        _ = store.releasing.notified() => None,
+        _ = store.release_started() => None,
         done = &mut check => Some(done.unwrap()),
     };
     // Meanwhile a turn takes the lease.
     let fence = ownership.fence(&id).await.unwrap().fence;
-    store.gate.notify_one();
+    store.let_release();
     let answered = match answered {
         Some(answered) => answered,
         None => check.await.unwrap(),

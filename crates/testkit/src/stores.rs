@@ -1,4 +1,6 @@
-//! A store whose turn records fail on demand; everything else is the memory store's.
+//! A memory store whose calls a test can fail or hold at a chosen point, for faults a real
+//! database does not give on demand: a turn record refused (a full disk), a lease release held
+//! mid-call (to run something else in that gap).
 
 use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_store::{
@@ -7,17 +9,56 @@ use codex_pool_store::{
 };
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
 
-/// [`MemoryStore`], but `record_turns` fails while `fail_records` is set (as a full disk or a
-/// lost database would).
-pub struct FailingStore {
-    pub inner: MemoryStore,
-    pub fail_records: Arc<AtomicBool>,
+/// [`MemoryStore`], with two switches: `record_turns` fails while [`HookedStore::fail_records`]
+/// is set, and lease releases (`release_lease`, `release_leases`) wait, once entered, for
+/// [`HookedStore::let_release`] while [`HookedStore::hold_releases`] is set.
+#[derive(Default)]
+pub struct HookedStore {
+    inner: MemoryStore,
+    fail_records: AtomicBool,
+    hold_releases: AtomicBool,
+    releasing: Notify,
+    gate: Notify,
 }
 
-impl ThreadStore for FailingStore {
+impl HookedStore {
+    /// A memory store with both switches off.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes `record_turns` fail (as a full disk would) or work again.
+    pub fn fail_records(&self, fail: bool) {
+        self.fail_records.store(fail, Ordering::SeqCst);
+    }
+
+    /// Makes lease releases wait for [`HookedStore::let_release`] once entered, or not.
+    pub fn hold_releases(&self, hold: bool) {
+        self.hold_releases.store(hold, Ordering::SeqCst);
+    }
+
+    /// Waits until a held release has started.
+    pub async fn release_started(&self) {
+        self.releasing.notified().await;
+    }
+
+    /// Lets one held release go on.
+    pub fn let_release(&self) {
+        self.gate.notify_one();
+    }
+
+    async fn before_release(&self) {
+        if self.hold_releases.load(Ordering::SeqCst) {
+            self.releasing.notify_one();
+            self.gate.notified().await;
+        }
+    }
+}
+
+impl ThreadStore for HookedStore {
     fn save(&self, record: ThreadRecord) -> StoreFuture<'_, ()> {
         self.inner.save(record)
     }
@@ -68,6 +109,9 @@ impl ThreadStore for FailingStore {
     ) -> StoreFuture<'a, Lease> {
         self.inner.acquire_lease(conversation, node, ttl)
     }
+    fn lease_holder<'a>(&'a self, conversation: &'a ConversationId) -> StoreFuture<'a, Option<LeaseHolder>> {
+        self.inner.lease_holder(conversation)
+    }
     fn renew_leases<'a>(
         &'a self,
         node: &'a NodeId,
@@ -77,12 +121,15 @@ impl ThreadStore for FailingStore {
         self.inner.renew_leases(node, conversations, ttl)
     }
     fn release_lease<'a>(&'a self, conversation: &'a ConversationId, node: &'a NodeId) -> StoreFuture<'a, bool> {
-        self.inner.release_lease(conversation, node)
-    }
-    fn lease_holder<'a>(&'a self, conversation: &'a ConversationId) -> StoreFuture<'a, Option<LeaseHolder>> {
-        self.inner.lease_holder(conversation)
+        Box::pin(async move {
+            self.before_release().await;
+            self.inner.release_lease(conversation, node).await
+        })
     }
     fn release_leases<'a>(&'a self, node: &'a NodeId, conversations: &'a [ConversationId]) -> StoreFuture<'a, u64> {
-        self.inner.release_leases(node, conversations)
+        Box::pin(async move {
+            self.before_release().await;
+            self.inner.release_leases(node, conversations).await
+        })
     }
 }
