@@ -373,6 +373,9 @@ impl PoolInner {
                 Ok(claimed) => return Ok(claimed),
                 Err(Refused::Busy) => return Err(PoolError::ThreadBusy(id.clone())),
                 Err(Refused::Unknown) => {
+                    // Settings a turn changed before the conversation was unloaded may still be
+                    // queued: they are in the store before it is read.
+                    self.writer.flush().await;
                     let record = self.store.load(id).await?.ok_or_else(|| PoolError::UnknownThread(id.clone()))?;
                     self.routing.insert_stored(record);
                 }

@@ -251,3 +251,41 @@ async fn a_turn_whose_process_dies_as_it_starts_runs_on_another_process_with_its
     assert_eq!(texts(&pool.store().history(&id).await.unwrap()), ["first", "one", "second", "two"]);
     pool.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_conversation_is_unloaded_forgotten_and_rebuilt_with_the_settings_a_turn_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let codex = ScriptedCodex::new();
+    let idle_after = Duration::from_secs(600);
+    let pool = pool_with(&codex, &dir, Arc::new(MemoryStore::new()), |c| c.idle_unsubscribe_after = idle_after);
+    pool.ensure_started().await.unwrap();
+    let id = pool.create_thread(ThreadSettings::default()).await.unwrap();
+    // A turn that changes the model: it sticks for later turns, rebuilds included.
+    let mut options = TurnOptions::default();
+    options.model = Some("other-model".into());
+    let turn = pool.start_turn(&id, vec![UserInput::text("first")], options).await.unwrap();
+    codex.next_turn().await.reply("one");
+    turn.collect_text().await;
+    assert_eq!(pool.stats().threads, 1);
+
+    // Idle past `idle_after`: unloaded from codex, and the pool keeps nothing of it.
+    tokio::time::sleep(idle_after).await;
+    let forgotten = async {
+        while pool.stats().threads > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(1), forgotten).await.expect("the idle conversation is forgotten");
+    assert_eq!(codex.received_of("thread/unsubscribe").len(), 1);
+    assert_eq!(pool.codex_thread_id(&id), None);
+
+    // Its next turn reads it from the store: the model the first turn chose, the history.
+    let end = answered(&pool, &codex, &id, "second", "two").await;
+    assert!(matches!(end, TurnEvent::Completed { status: TurnStatus::Completed, .. }), "{end:?}");
+    let started = codex.received_of("thread/start");
+    assert_eq!(started.len(), 2, "created, then rebuilt");
+    assert_eq!(started[1].params["model"], "other-model", "{}", started[1].params);
+    let injected = codex.received_of("thread/inject_items");
+    assert_eq!(texts(injected[0].params["items"].as_array().unwrap()), ["first", "one"]);
+    pool.shutdown().await;
+}
