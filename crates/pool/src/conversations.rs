@@ -140,8 +140,8 @@ impl Pool {
             let placement = inner.placer.place(id, &claimed.settings, claimed.ephemeral, loaded.take()).await?;
             let permit = match inner.turn_permit(&placement.slot.turn_permits, !options.refuse_when_full).await {
                 Ok(permit) => permit,
-                Err(Some(e)) => return Err(e),
-                Err(None) => {
+                Err(NoRoom::ShutDown) => return Err(PoolError::ShutDown),
+                Err(NoRoom::Full) => {
                     return Err(PoolError::Overloaded {
                         thread_id: id.clone(),
                         limit: inner.config.max_turns_per_process,
@@ -339,20 +339,29 @@ impl Drop for ClaimGuard<'_> {
     }
 }
 
+/// Why a turn got no room on its process.
+enum NoRoom {
+    /// The process runs as many turns as it may, and no room was made within the wait (or the
+    /// turn would not wait).
+    Full,
+    /// The pool is shutting down.
+    ShutDown,
+}
+
 impl PoolInner {
     /// Room for a turn on a process: at once, or (`wait`) after a wait of at most
-    /// `overload_wait` (counted); `Err(None)` when there is none, or the wait was in vain.
+    /// `overload_wait` (counted).
     async fn turn_permit(
         &self,
         permits: &std::sync::Arc<tokio::sync::Semaphore>,
         wait: bool,
-    ) -> Result<tokio::sync::OwnedSemaphorePermit, Option<PoolError>> {
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, NoRoom> {
         match permits.clone().try_acquire_owned() {
             Ok(permit) => return Ok(permit),
-            Err(tokio::sync::TryAcquireError::Closed) => return Err(Some(PoolError::ShutDown)),
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(NoRoom::ShutDown),
             Err(tokio::sync::TryAcquireError::NoPermits) if !wait => {
                 self.counters.refused_full();
-                return Err(None);
+                return Err(NoRoom::Full);
             }
             Err(tokio::sync::TryAcquireError::NoPermits) => {}
         }
@@ -361,8 +370,8 @@ impl PoolInner {
         self.counters.waited(begun.elapsed(), matches!(waited, Ok(Ok(_))));
         match waited {
             Ok(Ok(permit)) => Ok(permit),
-            Ok(Err(_)) => Err(Some(PoolError::ShutDown)),
-            Err(_) => Err(None),
+            Ok(Err(_)) => Err(NoRoom::ShutDown),
+            Err(_) => Err(NoRoom::Full),
         }
     }
 
