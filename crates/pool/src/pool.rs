@@ -188,7 +188,8 @@ impl Pool {
         }
         let stats = self.stats();
         if stats.ready == 0 {
-            let reasons: Vec<String> = stats.slots.iter().filter_map(|s| s.down_reason.clone()).collect();
+            let reasons: Vec<String> =
+                stats.slots.iter().filter_map(|s| s.down_reason.as_ref()).map(|r| r.to_string()).collect();
             return Err(PoolError::NoProcess(reasons.join("; ")));
         }
         if stats.ready < stats.size {

@@ -2,8 +2,10 @@
 //! time: faults the real binary cannot produce on demand (a process that dies mid-turn, a store
 //! that fails a write, a turn that waits for room), each in well under a second of real time.
 
-use codex_pool::{AbortReason, NodeConfig, Pool, PoolConfig, PoolError, PoolTurn, Spawner, TurnEvent, TurnOptions};
-use codex_pool_process::{BoxFuture, ModelProvider, ProcessConfig};
+use codex_pool::{
+    AbortReason, DownReason, NodeConfig, Pool, PoolConfig, PoolError, PoolTurn, Spawner, TurnEvent, TurnOptions,
+};
+use codex_pool_process::{BoxFuture, ExitReason, ModelProvider, ProcessConfig};
 use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_protocol::types::{TurnStatus, UserInput};
 use codex_pool_store::{MemoryStore, NodeId, StoreError, ThreadStore};
@@ -95,6 +97,21 @@ async fn a_process_that_dies_mid_turn_is_replaced_and_the_next_turn_is_rebuilt_f
     let end = turn.next().await.unwrap();
     assert!(matches!(end, TurnEvent::Aborted { reason: AbortReason::ProcessExited, .. }), "{end:?}");
     assert!(turn.next().await.is_none());
+    // Down, and why, typed: it exited (its output closed before the OS reported the kill).
+    let down = async {
+        loop {
+            let slot = pool.stats().slots.remove(0);
+            if let Some(reason) = slot.down_reason {
+                return reason;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    let reason = tokio::time::timeout(Duration::from_secs(1), down).await.expect("the slot is down");
+    assert!(
+        matches!(reason, DownReason::Exited(ExitReason::StdoutClosed { .. } | ExitReason::Signal(_))),
+        "{reason:?}"
+    );
 
     // The supervisor starts another process (after its backoff); the conversation's next turn
     // runs there, on a thread rebuilt from the store: the kept turn, not the aborted one.
