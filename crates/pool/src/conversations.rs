@@ -46,6 +46,14 @@ pub struct ConversationInfo {
     pub loaded: Option<(usize, CodexThreadId)>,
 }
 
+impl ConversationInfo {
+    /// The profile it was created with, as stored; a name the pool does not know (a corrupt or
+    /// hand-edited record) is [`PoolError::CorruptProfile`], never taken for another profile.
+    pub fn profile(&self) -> Result<Profile, PoolError> {
+        self.record.profile.parse().map_err(|_| PoolError::CorruptProfile { thread_id: self.record.id.clone() })
+    }
+}
+
 impl Pool {
     /// Creates a conversation with the pool's default profile (see [`Pool::create_thread_with`]).
     pub async fn create_thread(&self, settings: ThreadSettings) -> Result<ConversationId, PoolError> {

@@ -3,12 +3,13 @@
 //! that fails a write, a turn that waits for room), each in well under a second of real time.
 
 use codex_pool::{
-    AbortReason, DownReason, NodeConfig, Pool, PoolConfig, PoolError, PoolTurn, Spawner, TurnEvent, TurnOptions,
+    AbortReason, DownReason, NodeConfig, Pool, PoolConfig, PoolError, PoolTurn, Profile, Spawner, TurnEvent,
+    TurnOptions,
 };
 use codex_pool_process::{BoxFuture, ExitReason, ModelProvider, ProcessConfig};
 use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_protocol::types::{TurnStatus, UserInput};
-use codex_pool_store::{MemoryStore, NodeId, StoreError, ThreadStore};
+use codex_pool_store::{ConversationId, MemoryStore, NodeId, StoreError, ThreadRecord, ThreadStore};
 use codex_pool_testkit::scripted::{message, ScriptedCodex};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -305,4 +306,26 @@ async fn an_idle_conversation_is_unloaded_forgotten_and_rebuilt_with_the_setting
     let injected = codex.received_of("thread/inject_items");
     assert_eq!(texts(injected[0].params["items"].as_array().unwrap()), ["first", "one"]);
     pool.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stored_profile_the_pool_does_not_know_is_an_error_not_chat() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let pool = pool(&ScriptedCodex::new(), &dir, store.clone());
+    let mut record = ThreadRecord::new(ConversationId::from("coding"), ThreadSettings::default());
+    record.profile = "codex".into();
+    store.save(record.clone()).await.unwrap();
+    record.id = "corrupt".into();
+    record.profile = "c0dex\u{0}".into();
+    store.save(record).await.unwrap();
+
+    let info = pool.conversation(&"coding".into()).await.unwrap().unwrap();
+    assert_eq!(info.profile().unwrap(), Profile::Codex);
+    let info = pool.conversation(&"corrupt".into()).await.unwrap().unwrap();
+    let err = info.profile().unwrap_err();
+    assert!(matches!(&err, PoolError::CorruptProfile { thread_id } if thread_id.as_str() == "corrupt"), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("set its profile") && message.contains("chat or codex"), "{message}");
+    assert!(!message.contains("c0dex"), "the stored value is not repeated: {message}");
 }
