@@ -81,7 +81,8 @@ pub struct PoolStats {
     pub ready: usize,
     /// The selection strategy.
     pub strategy: &'static str,
-    /// Conversations the pool routes (in memory).
+    /// Conversations the pool routes (in memory): those in use; one unloaded from codex (idle, over
+    /// the cap, released) is not counted until its next turn.
     pub threads: usize,
     /// Of those, loaded on a process.
     pub loaded_threads: usize,

@@ -404,7 +404,8 @@ impl Routing {
         self.lock().threads.get(id).is_some_and(|e| matches!(e.state, ThreadState::TurnRunning { .. }))
     }
 
-    /// Conversations known, and of those, loaded on a slot's current process.
+    /// Conversations in the table (in use: not unloaded), and of those, loaded on a slot's current
+    /// process.
     pub(crate) fn counts(&self) -> (usize, usize) {
         let table = self.lock();
         (table.threads.len(), table.slots.iter().map(|s| s.loaded).sum())
