@@ -31,6 +31,7 @@
 mod config;
 mod conversations;
 mod counters;
+mod down;
 mod error;
 mod history;
 mod ownership;
@@ -48,6 +49,7 @@ mod turn;
 pub use config::{ConfigError, PoolConfig, Spawn, Spawner, ENV_MODEL, ENV_POOL_SIZE, ENV_STRATEGY};
 pub use conversations::{ConversationInfo, TurnOptions};
 pub use counters::PoolCounters;
+pub use down::{DownReason, Hang};
 pub use error::PoolError;
 pub use ownership::NodeConfig;
 pub use placement::INITIAL_HISTORY_TURN;
