@@ -69,11 +69,11 @@ pub struct EventsQuery {
     responses(
         (status = 200, description = "The turn's events (SSE), or its result with `stream: false`", body = TurnResult,
          content_type = "application/json"),
-        (status = 307, description = "Another node serves the conversation: `Location` is this path on it",
+        (status = 503, description = "Not ready; or another node serves the conversation and the request, forwarded to it, could not be answered (`owned_elsewhere`, `owner_unreachable`; `Retry-After`)",
          body = crate::error::ErrorBody),
         (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
         (status = 409, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody),
-        (status = 429, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
+        (status = 429, body = crate::error::ErrorBody)))]
 pub async fn start(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -120,7 +120,7 @@ pub async fn start(
     params(("id" = String, Path, description = "The conversation"), ("turn_id" = String, Path, description = "The turn"),
            ("Last-Event-ID" = Option<u64>, Header, description = "The id of the last event already read"), EventsQuery),
     responses((status = 200, description = "The turn's events (SSE)", content_type = "text/event-stream"),
-              (status = 307, description = "Another node serves the conversation: `Location` is this path on it",
+              (status = 503, description = "Not ready; or another node serves the conversation and the request, forwarded to it, could not be answered (`owned_elsewhere`, `owner_unreachable`; `Retry-After`)",
                body = crate::error::ErrorBody),
               (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
               (status = 410, description = "The turn's events are no longer kept (`events_expired`)",
