@@ -26,8 +26,13 @@ const LEASE_SECS: u64 = 3;
 const TOKEN: &str = "nodes-token";
 
 fn node(db: &str, model: &str, id: &str, data: &std::path::Path) -> Served {
+    node_with(db, model, id, data, &[])
+}
+
+fn node_with(db: &str, model: &str, id: &str, data: &std::path::Path, more: &[&str]) -> Served {
     let lease = LEASE_SECS.to_string();
-    let args = ["--db", db, "--node-id", id, "--lease-ttl-secs", &lease];
+    let mut args = vec!["--db", db, "--node-id", id, "--lease-ttl-secs", &lease];
+    args.extend(more);
     serve_with(data, model, Some(TOKEN), Stdio::inherit(), &[], &args)
 }
 
@@ -69,7 +74,7 @@ async fn any_node_answers_as_the_owner_would() {
     let model = MockModel::start(MockConfig::default()).await.unwrap();
     let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let a = node(db.url(), &model.base_url(), "a", dirs[0].path());
-    let b = node(db.url(), &model.base_url(), "b", dirs[1].path());
+    let b = node_with(db.url(), &model.base_url(), "b", dirs[1].path(), &["--max-running-turns", "1"]);
     a.ready().await;
     b.ready().await;
     let x = create(&a.client).await;
@@ -92,6 +97,15 @@ async fn any_node_answers_as_the_owner_would() {
     assert_eq!(metric(&a.client, "codex_pool_turns_started_total").await, 2.0);
     assert_eq!(metric(&b.client, "codex_pool_turns_started_total").await, 0.0);
     assert_eq!(metric(&b.client, &forwarded("ok")).await, 1.0);
+
+    // B, full (one turn at a time, and one runs), still forwards a turn that runs on A.
+    let y = create(&b.client).await;
+    let busy = json!({"text": "busy b [mock:deltas=20] [mock:delay_ms=100]"});
+    let mut on_b = b.client.stream(&format!("/v1/conversations/{y}/turns"), busy).await.unwrap();
+    assert_eq!(on_b.next().await.unwrap().unwrap().event, "turn.started");
+    let (status, body, _) = turn(&b.client, &x, "while b is full").await;
+    assert_eq!((status, &body["text"]), (StatusCode::OK, &json!("echo: while b is full")), "{body}");
+    assert_eq!(all(on_b).await.last().unwrap().event, "turn.completed");
 
     // A streamed turn through B; the stream picked up again through B after `Last-Event-ID`,
     // and the turn interrupted through B: each as A answers it.
@@ -161,7 +175,11 @@ async fn any_node_answers_as_the_owner_would() {
     let read_back = b.client.get(&format!("/v1/responses/{}", answer["id"].as_str().unwrap())).await.unwrap();
     let read_back = read_back.json().unwrap();
     assert_eq!((&read_back["status"], &read_back["usage"]), (&json!("completed"), &answer["usage"]), "{read_back}");
-    assert_eq!(metric(&b.client, "codex_pool_turns_started_total").await, 0.0);
+    assert_eq!(
+        metric(&b.client, "codex_pool_turns_started_total").await,
+        1.0,
+        "only its own conversation's turn ran on B"
+    );
 
     // Released through B: A unloads it.
     let loaded = |pool: Value| {

@@ -104,8 +104,9 @@ pub async fn start(
             .collect(),
         _ => return Err(ApiError::invalid("send the message as `text` or as a non-empty `input`, not both")),
     };
-    let room = room(&state)?;
-    let turn = state.pool.start_turn(&ConversationId::from(id), input, options()).await?;
+    let id = ConversationId::from(id);
+    let room = room_for(&state, &id).await?;
+    let turn = state.pool.start_turn(&id, input, options()).await?;
     let log = state.runs.run(turn, room, begun);
     if body.stream.unwrap_or(true) {
         Ok(sse(log, 0).into_response())
@@ -163,11 +164,32 @@ pub async fn events(
 /// Room for one more turn in the service: 429 with `Retry-After` when it runs as many as it
 /// may (`max_running_turns`, never more than the pool's capacity).
 pub(crate) fn room(state: &AppState) -> Result<OwnedSemaphorePermit, ApiError> {
-    state.runs.reserve().map_err(|RunRefused::TooMany(n)| {
-        state.metrics.limit_refused("max_running_turns");
-        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_turns", format!("{n} turns already run; retry shortly"))
-            .retry_after(1)
-    })
+    state.runs.reserve().map_err(|RunRefused::TooMany(n)| too_many(state, n))
+}
+
+/// [`room`] for a turn of `conversation`: when this node is full, a conversation another node
+/// serves is forwarded there all the same (its turn takes that node's room, not this one's).
+pub(crate) async fn room_for(
+    state: &AppState,
+    conversation: &ConversationId,
+) -> Result<OwnedSemaphorePermit, ApiError> {
+    match state.runs.reserve() {
+        Ok(room) => Ok(room),
+        Err(RunRefused::TooMany(n)) => {
+            state.pool.check_served_here(conversation).await?;
+            Err(too_many(state, n))
+        }
+    }
+}
+
+fn too_many(state: &AppState, running: usize) -> ApiError {
+    state.metrics.limit_refused("max_running_turns");
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_turns",
+        format!("{running} turns already run; retry shortly"),
+    )
+    .retry_after(1)
 }
 
 /// The options of every turn the service starts: a turn whose process is full is refused at

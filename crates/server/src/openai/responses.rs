@@ -103,7 +103,10 @@ pub async fn create(State(state): State<AppState>, OpenAiBody(body): OpenAiBody)
         true,
     )?;
     let model = served_model(&state, model)?;
-    let room = room(&state)?;
+    let room = match previous.as_deref().and_then(parse_response_id) {
+        Some((conversation, _)) => crate::api::turns::room_for(&state, &conversation).await?,
+        None => room(&state)?,
+    };
     let mut plan = match previous {
         Some(previous) => continuing(&state, previous, &said, instructions, metadata, store, model).await?,
         None => starting(&state, &said, instructions, metadata, store, model).await?,
