@@ -12,7 +12,7 @@ use codex_pool_mock_model::{MockConfig, MockModel};
 use codex_pool_server::client::{Client, SseEvent};
 use codex_pool_testkit::postgres::TestPostgres;
 use codex_pool_testkit::{kill, last_user_text, messages};
-use common::{serve_with, Served};
+use common::{python_script, serve_with, venv, Served};
 use http_body_util::Full;
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -188,6 +188,24 @@ async fn any_node_answers_as_the_owner_would() {
     let before = loaded(a.client.get("/v1/pool").await.unwrap().json().unwrap());
     b.client.post(&format!("/v1/conversations/{x}/release"), json!({})).await.unwrap();
     assert_eq!(loaded(a.client.get("/v1/pool").await.unwrap().json().unwrap()), before - 1);
+
+    // The official `openai` package, with the token, continues through B what it began on A
+    // (streamed and not): one conversation, every turn on A.
+    let Some(venv) = venv() else { return };
+    let turns_on_a = metric(&a.client, "codex_pool_turns_started_total").await;
+    let script = python_script("nodes_client.py").display().to_string();
+    let args = [script, format!("{}/v1", a.client.base()), format!("{}/v1", b.client.base()), TOKEN.to_owned()];
+    let python = venv.join("bin/python");
+    let out = tokio::task::spawn_blocking(move || std::process::Command::new(python).args(args).output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let seen: Value = serde_json::from_str(&stdout).unwrap();
+    let conversation = |key: &str| seen[key].as_str().unwrap().split('_').nth(1).unwrap().to_owned();
+    assert_eq!((conversation("second"), conversation("third")), (conversation("first"), conversation("first")));
+    assert_eq!(metric(&a.client, "codex_pool_turns_started_total").await, turns_on_a + 3.0);
+    assert_eq!(metric(&b.client, "codex_pool_turns_started_total").await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
