@@ -209,6 +209,37 @@ async fn any_node_answers_as_the_owner_would() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_alive_but_out_of_reach_is_waited_for_then_retry_after() {
+    let Some(server) = TestPostgres::shared() else { return };
+    let db = server.database().await;
+    let model = MockModel::start(MockConfig::default()).await.unwrap();
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    // A renews its leases, but tells the other nodes an address where nothing listens.
+    let a = node_with(db.url(), &model.base_url(), "a", dirs[0].path(), &["--advertise", "http://127.0.0.1:1"]);
+    let b = node(db.url(), &model.base_url(), "b", dirs[1].path());
+    a.ready().await;
+    b.ready().await;
+    let x = create(&a.client).await;
+    let (status, body, _) = turn(&a.client, &x, "on a").await;
+    assert_eq!((status, &body["status"]), (StatusCode::OK, &json!("completed")), "{body}");
+
+    // B waits as long as a lease lasts, the lease is still A's: 503, retry when it may run out.
+    let (status, body, headers) = turn(&b.client, &x, "through b").await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (StatusCode::SERVICE_UNAVAILABLE, &json!("owner_unreachable")),
+        "{body}"
+    );
+    let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=LEASE_SECS).contains(&retry), "{retry}");
+    assert_eq!(metric(&b.client, &forwarded("unreachable")).await, 1.0);
+    assert_eq!(metric(&b.client, "codex_pool_turns_started_total").await, 0.0);
+    // Nothing of it reached the conversation.
+    let items = a.client.get(&format!("/v1/conversations/{x}/items")).await.unwrap().json().unwrap();
+    assert!(!items.to_string().contains("through b"), "{items}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_share_conversations_and_hand_them_on_when_one_dies_or_stalls() {
     let Some(server) = TestPostgres::shared() else { return };
     let db = server.database().await;

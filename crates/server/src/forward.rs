@@ -231,8 +231,9 @@ fn now_ms() -> i64 {
 }
 
 /// The headers that go on to the next hop: all but the hop-by-hop ones (and those `Connection`
-/// names), `Host` and `Content-Length` (the client sets them for its own request), `Origin` (this
-/// node checked it; the owner would compare it with its own name) and a forwarded-by header.
+/// names), `Host` and `Content-Length` (the client sets them for its own request), `Expect` (the
+/// body is here already), `Origin` (this node checked it; the owner would compare it with its own
+/// name) and a forwarded-by header.
 fn end_to_end(headers: &HeaderMap) -> HeaderMap {
     let named: Vec<String> = headers
         .get_all(header::CONNECTION)
@@ -252,6 +253,7 @@ fn end_to_end(headers: &HeaderMap) -> HeaderMap {
                 | "trailer"
                 | "transfer-encoding"
                 | "upgrade"
+                | "expect"
                 | "host"
                 | "origin"
                 | "content-length"
@@ -284,6 +286,7 @@ mod tests {
             ("content-length", "12"),
             ("te", "trailers"),
             ("upgrade", "h2c"),
+            ("expect", "100-continue"),
             ("x-codex-pool-forwarded-by", "z"),
         ] {
             headers.append(HeaderName::from_static(name), HeaderValue::from_static(value));
