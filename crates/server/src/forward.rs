@@ -32,7 +32,7 @@ use codex_pool_store::ConversationId;
 use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,12 +52,17 @@ pub(crate) struct Forwarder {
 }
 
 impl Forwarder {
-    /// The forwarder of a service on `pool`, connecting to other nodes within `connect_timeout`.
-    pub(crate) fn new(pool: Pool, metrics: Arc<Metrics>, connect_timeout: Duration) -> Self {
+    /// The forwarder of a service on `pool`, connecting to other nodes within `connect_timeout`
+    /// and keeping an idle connection to one for half of `header_timeout` (the time a node keeps
+    /// an idle connection open: reusing one the other end is closing fails the request).
+    pub(crate) fn new(pool: Pool, metrics: Arc<Metrics>, connect_timeout: Duration, header_timeout: Duration) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(header_timeout / 2)
+            .pool_timer(TokioTimer::new())
+            .build(connector);
         let node_config = pool.config().node.as_ref();
         let node = node_config.and_then(|n| HeaderValue::from_str(n.id.as_str()).ok());
         let lease_ttl = node_config.map_or(Duration::ZERO, |n| n.lease_ttl);

@@ -193,8 +193,12 @@ pub enum ServeError {
 pub fn router(state: AppState, config: &ServiceConfig) -> Router {
     let token = Arc::new(config.token.clone());
     let metrics = state.metrics.clone();
-    let forwarder =
-        Arc::new(forward::Forwarder::new(state.pool.clone(), metrics.clone(), config.forward_connect_timeout));
+    let forwarder = Arc::new(forward::Forwarder::new(
+        state.pool.clone(),
+        metrics.clone(),
+        config.forward_connect_timeout,
+        config.header_timeout,
+    ));
     let guard = Arc::new(origin::Guard::new(
         &config.allowed_hosts,
         &config.allowed_origins,
