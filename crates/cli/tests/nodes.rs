@@ -188,6 +188,16 @@ async fn any_node_answers_as_the_owner_would() {
     let before = loaded(a.client.get("/v1/pool").await.unwrap().json().unwrap());
     b.client.post(&format!("/v1/conversations/{x}/release"), json!({})).await.unwrap();
     assert_eq!(loaded(a.client.get("/v1/pool").await.unwrap().json().unwrap()), before - 1);
+    // Deleted through B: A, which took it again for a turn (a released conversation goes to
+    // the first node asked), unloads it and deletes it.
+    let (status, body, _) = turn(&a.client, &x, "loaded again").await;
+    assert_eq!((status, &body["text"]), (StatusCode::OK, &json!("echo: loaded again")), "{body}");
+    assert_eq!(loaded(a.client.get("/v1/pool").await.unwrap().json().unwrap()), before);
+    let answer = b.client.send(Method::DELETE, &format!("/v1/conversations/{x}"), None).await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.json());
+    assert_eq!(loaded(a.client.get("/v1/pool").await.unwrap().json().unwrap()), before - 1);
+    let answer = a.client.send(Method::GET, &format!("/v1/conversations/{x}"), None).await.unwrap();
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
 
     // The official `openai` package, with the token, continues through B what it began on A
     // (streamed and not): one conversation, every turn on A.
