@@ -218,6 +218,8 @@ async fn continuing(
         ));
     }
     let (id, turn) = parse_response_id(&previous).ok_or_else(unknown)?;
+    // Another node serves it: forwarded there before its history is read here for nothing.
+    state.pool.check_served_here(&id).await?;
     let info = state.pool.conversation(&id).await?.ok_or_else(unknown)?;
     let record = &info.record;
     if instructions.as_ref().is_some_and(|i| Some(i) != record.settings.base_instructions.as_ref()) {
