@@ -73,6 +73,8 @@ pub struct Metrics {
     pub edge: Arc<crate::edge_metrics::EdgeMetrics>,
     /// Memory budgets and admission.
     budgets: Budgets,
+    /// Requests forwarded to the node that serves their conversation.
+    forwards: Forwards,
 }
 
 /// What the memory budgets and the admission gate did: requests refused by a limit, event logs
@@ -288,7 +290,61 @@ impl Metrics {
         }
         self.edge.render(&mut out);
         self.render_budgets(&mut out, pool);
+        self.render_forwards(&mut out);
         out
+    }
+}
+
+// Forwarding between nodes (the forward middleware), kept apart from the rest.
+
+/// How a request about a conversation another node serves went, as `/metrics` labels it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardOutcome {
+    /// Forwarded, and the owner answered (whatever its status).
+    Ok,
+    /// The owner could not be reached (connection refused or timed out, or it failed before
+    /// answering).
+    Unreachable,
+    /// A forwarded request reached a node that does not serve the conversation either: answered
+    /// 503, never forwarded again.
+    Loop,
+}
+
+/// Forwarded requests by outcome.
+#[derive(Debug, Default)]
+struct Forwards {
+    ok: AtomicU64,
+    unreachable: AtomicU64,
+    looped: AtomicU64,
+}
+
+impl Metrics {
+    /// A request about a conversation another node serves went this way.
+    pub fn forwarded(&self, outcome: ForwardOutcome) {
+        let counter = match outcome {
+            ForwardOutcome::Ok => &self.forwards.ok,
+            ForwardOutcome::Unreachable => &self.forwards.unreachable,
+            ForwardOutcome::Loop => &self.forwards.looped,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render_forwards(&self, out: &mut String) {
+        header(
+            out,
+            "codex_pool_forwarded_requests_total",
+            "Requests about a conversation another node serves, by outcome: forwarded and answered (ok), the \
+             owner not reached (unreachable), a forwarded request this node does not serve either (loop).",
+            "counter",
+        );
+        let f = &self.forwards;
+        for (outcome, n) in [("ok", &f.ok), ("unreachable", &f.unreachable), ("loop", &f.looped)] {
+            let _ = writeln!(
+                out,
+                "codex_pool_forwarded_requests_total{{outcome=\"{outcome}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
     }
 }
 

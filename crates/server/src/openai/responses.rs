@@ -67,11 +67,11 @@ struct Plan {
     responses(
         (status = 200, description = "The Response (JSON), or its events (`text/event-stream`) with `stream: true`",
          content_type = "application/json", body = Object),
-        (status = 307, description = "Another node serves the conversation `previous_response_id` continues: \
-         `Location` is this path on it", body = crate::openai::error::OpenAiErrorBody),
         (status = 400, body = crate::openai::error::OpenAiErrorBody), (status = 404, body = crate::openai::error::OpenAiErrorBody),
         (status = 409, body = crate::openai::error::OpenAiErrorBody), (status = 429, body = crate::openai::error::OpenAiErrorBody),
-        (status = 503, body = crate::openai::error::OpenAiErrorBody)))]
+        (status = 503, description = "Not ready; or another node serves the conversation `previous_response_id` \
+         continues, and the request, forwarded to it, could not be answered (`owned_elsewhere`, `owner_unreachable`; \
+         `Retry-After`)", body = crate::openai::error::OpenAiErrorBody)))]
 pub async fn create(State(state): State<AppState>, OpenAiBody(body): OpenAiBody) -> Result<Response, OpenAiError> {
     state.ready()?;
     let begun = Instant::now();
@@ -103,7 +103,10 @@ pub async fn create(State(state): State<AppState>, OpenAiBody(body): OpenAiBody)
         true,
     )?;
     let model = served_model(&state, model)?;
-    let room = room(&state)?;
+    let room = match previous.as_deref().and_then(parse_response_id) {
+        Some((conversation, _)) => crate::api::turns::room_for(&state, &conversation).await?,
+        None => room(&state)?,
+    };
     let mut plan = match previous {
         Some(previous) => continuing(&state, previous, &said, instructions, metadata, store, model).await?,
         None => starting(&state, &said, instructions, metadata, store, model).await?,
@@ -215,6 +218,8 @@ async fn continuing(
         ));
     }
     let (id, turn) = parse_response_id(&previous).ok_or_else(unknown)?;
+    // Another node serves it: forwarded there before its history is read here for nothing.
+    state.pool.check_served_here(&id).await?;
     let info = state.pool.conversation(&id).await?.ok_or_else(unknown)?;
     let record = &info.record;
     if instructions.as_ref().is_some_and(|i| Some(i) != record.settings.base_instructions.as_ref()) {
@@ -268,9 +273,15 @@ pub async fn retrieve(State(state): State<AppState>, Path(id): Path<String>) -> 
     let unknown = || OpenAiError::not_found(None, format!("no response {id:?} is kept here"));
     let (conversation, turn) = parse_response_id(&id).ok_or_else(unknown)?;
     let info = state.pool.conversation(&conversation).await?.ok_or_else(unknown)?;
+    let kept = state.runs.log(&conversation, &turn);
+    if !matches!(kept, Ok(Some(_))) {
+        // The node that serves the conversation keeps its turns' events (a running turn's too):
+        // asked there (forwarded), as if asked of it.
+        state.pool.check_served_here(&conversation).await?;
+    }
     let items = state.pool.all_items(&conversation).await?;
     let head = stored_head(&info, &id, &turn, &items);
-    if let Ok(Some(log)) = state.runs.log(&conversation, &turn) {
+    if let Ok(Some(log)) = kept {
         let (events, _) = log.snapshot();
         let reply = Reply::of(&events);
         return Ok(Json(response(&head, reply.messages(), reply.ending())));
