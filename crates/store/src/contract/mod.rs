@@ -1,6 +1,7 @@
 //! The contract every [`ThreadStore`] keeps, as one test run against each of them.
 
 mod ownership;
+mod transcripts;
 
 use crate::*;
 use serde_json::json;
@@ -66,6 +67,7 @@ pub(crate) async fn exercise(store: &dyn ThreadStore) {
     listing(store).await;
     paging_items(store).await;
     ownership::exercise(store).await;
+    transcripts::exercise(store).await;
 }
 
 /// The list runs newest first, page by page, and carries profile and metadata.

@@ -108,7 +108,8 @@ pub(super) async fn history(db: &Db, id: &ConversationId) -> Result<Vec<Value>, 
 
 /// Three statements in one transaction (five round trips with its start and end): the
 /// conversation's row first, which waits for a write to it in flight and stops later ones, then
-/// its items and its lease, read after that write.
+/// its items and its lease, read after that write (its chat transcript entries go with the row,
+/// by their foreign key).
 pub(super) async fn delete(db: &Db, id: &ConversationId) -> Result<bool, StoreError> {
     db.timed(async {
         let mut client = db.client().await?;

@@ -4,12 +4,13 @@ mod leases;
 mod schema;
 #[cfg(test)]
 mod tests;
+mod transcripts;
 
 use crate::ownership::ttl_ms;
 use crate::row::{encode_json, from_json, record_columns, to_json, RawRecord};
 use crate::{
     now_ms, ConversationId, Fence, Lease, LeaseHolder, ListCursor, NodeId, NodeInfo, NodeStatus, Renewal, StoreError,
-    StoreFuture, StoredItem, ThreadRecord, ThreadStore, TurnRecord,
+    StoreFuture, StoredItem, ThreadRecord, ThreadStore, TranscriptEntry, TranscriptKey, TurnRecord,
 };
 use codex_pool_protocol::methods::ThreadSettings;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -270,6 +271,7 @@ impl ThreadStore for SqliteStore {
             let n = tx.execute("DELETE FROM threads WHERE thread_id = ?1", [id.as_str()]).db()?;
             tx.execute("DELETE FROM thread_items WHERE thread_id = ?1", [id.as_str()]).db()?;
             tx.execute("DELETE FROM leases WHERE thread_id = ?1", [id.as_str()]).db()?;
+            tx.execute("DELETE FROM chat_transcripts WHERE thread_id = ?1", [id.as_str()]).db()?;
             tx.commit().db()?;
             // The log still holds the pages as they were before the delete: copy the zeroed ones
             // into the database and empty it, so no earlier copy of the text is left.
@@ -371,6 +373,16 @@ impl ThreadStore for SqliteStore {
     fn release_leases<'a>(&'a self, node: &'a NodeId, conversations: &'a [ConversationId]) -> StoreFuture<'a, u64> {
         let (node, conversations) = (node.clone(), conversations.to_vec());
         self.run(move |conn| leases::release_many(conn, &node, &conversations))
+    }
+
+    fn take_transcript<'a>(&'a self, key: &'a TranscriptKey) -> StoreFuture<'a, Option<TranscriptEntry>> {
+        let key = *key;
+        self.run_now(move |conn| transcripts::take(conn, &key))
+    }
+
+    fn put_transcript<'a>(&'a self, key: &'a TranscriptKey, entry: &'a TranscriptEntry) -> StoreFuture<'a, ()> {
+        let (key, entry) = (*key, entry.clone());
+        self.run_now(move |conn| transcripts::put(conn, &key, &entry))
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {
