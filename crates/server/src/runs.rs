@@ -14,7 +14,6 @@ use crate::events::{ApiEvent, Mapper};
 use crate::metrics::Metrics;
 use codex_pool::{ConversationId, PoolTurn};
 use kept::Kept;
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -137,8 +136,6 @@ pub struct RunLimits {
 /// The turns the service runs, and their logs.
 pub struct Runs {
     logs: Mutex<Kept<Key, Arc<RunLog>>>,
-    /// The last turn the service ran of each conversation that its conversation kept.
-    latest: Arc<Mutex<HashMap<ConversationId, String>>>,
     tasks: Mutex<JoinSet<()>>,
     /// Room for turns; each running turn holds one permit.
     room: Arc<Semaphore>,
@@ -153,7 +150,6 @@ impl Runs {
     pub fn new(limits: RunLimits, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Self {
             logs: Mutex::new(Kept::new(limits.retained_bytes)),
-            latest: Arc::default(),
             tasks: Mutex::new(JoinSet::new()),
             room: Arc::new(Semaphore::new(limits.max_turns)),
             max_turns: limits.max_turns,
@@ -186,31 +182,14 @@ impl Runs {
         let key = (log.conversation.clone(), log.turn_id.clone());
         self.logs.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), log.clone());
         let (runs, driven) = (Arc::downgrade(self), log.clone());
-        let (limits, metrics, latest) = (self.limits, self.metrics.clone(), self.latest.clone());
-        // A turn codex finished is kept in its conversation (a cut one leaves nothing).
-        let (conversation, turn_id) = key.clone();
-        let remember = move |events: &[Arc<ApiEvent>]| {
-            let kept = events
-                .last()
-                .is_some_and(|end| end.event == "turn.completed" || end.data["error"]["kind"] == "model_error");
-            if kept {
-                latest.lock().unwrap_or_else(|p| p.into_inner()).insert(conversation, turn_id);
-            }
-        };
-        let on_end: OnEnd = Box::new(move |events: &[Arc<ApiEvent>]| {
-            remember(events);
-            match on_end {
-                Some(then) => then(events),
-                None => Box::pin(std::future::ready(())),
-            }
-        });
+        let (limits, metrics) = (self.limits, self.metrics.clone());
         metrics.turn_started();
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         // Ended tasks are reaped here, so the set holds only live ones.
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
             let keep = |bytes| runs.upgrade().and_then(|runs| runs.ended(key.clone(), bytes));
-            let kept = drive(turn, &driven, &metrics, begun, room, Some(on_end), limits.turn_bytes, keep).await;
+            let kept = drive(turn, &driven, &metrics, begun, room, on_end, limits.turn_bytes, keep).await;
             drop(driven);
             let Some(seq) = kept else { return };
             tokio::time::sleep(limits.retention).await;
@@ -234,12 +213,6 @@ impl Runs {
             log.wait_all().await;
             then.await;
         });
-    }
-
-    /// The last turn the service ran of a conversation and its conversation kept, if the
-    /// service ran one since it started.
-    pub fn latest_turn(&self, conversation: &ConversationId) -> Option<String> {
-        self.latest.lock().unwrap_or_else(|p| p.into_inner()).get(conversation).cloned()
     }
 
     /// The log of a turn, while it is kept: `Ok(None)` for a turn it does not know, `Err` for

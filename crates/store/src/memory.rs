@@ -110,6 +110,9 @@ impl ThreadStore for MemoryStore {
                     stored.record.turns += 1;
                     stored.record.updated_at_ms = stored.record.updated_at_ms.max(now);
                 }
+                if turn.is_last_turn() {
+                    stored.record.last_turn = Some(turn.turn_id.clone());
+                }
             }
             Ok(())
         })

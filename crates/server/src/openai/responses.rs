@@ -237,10 +237,11 @@ async fn continuing(
         true,
     );
     head.previous_response_id = Some(previous);
-    // The service ran the conversation's latest turn itself: no need to read its history.
-    if state.runs.latest_turn(&id).as_deref() == Some(turn.as_str()) {
+    // The conversation's latest turn, as its record says: no need to read its history.
+    if record.last_turn.as_deref() == Some(turn.as_str()) {
         return Ok(Plan { conversation: id, created: false, options, head });
     }
+    // Records written before the last turn was kept: the history says.
     let items = state.pool.all_items(&id).await?;
     let last_of_turn = items.iter().rposition(|i| i.turn_id == turn).ok_or_else(unknown)?;
     if last_of_turn + 1 == items.len() {

@@ -52,6 +52,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
            turns     bigint NOT NULL
        );
        CREATE INDEX chat_transcripts_thread ON chat_transcripts (thread_id);"#,
+    // 3: each conversation's last turn (ThreadRecord::last_turn), written with the turn.
+    r#"ALTER TABLE threads ADD COLUMN last_turn text;"#,
 ];
 
 /// The advisory lock that lets one process at a time migrate a database ("codexpoo").

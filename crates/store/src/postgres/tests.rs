@@ -37,7 +37,7 @@ async fn records_and_history_survive_reopening_and_migrations_run_once() {
     assert_eq!(store.load(&a).await.unwrap().unwrap().turns, 1);
     assert_eq!(store.history(&a).await.unwrap(), vec![item], "items come back exactly, NUL and u64 included");
     let one_version = "DO $$ BEGIN
-        IF (SELECT array_agg(version) FROM codex_pool_schema) <> '{2}' THEN RAISE 'not one version row'; END IF;
+        IF (SELECT array_agg(version) FROM codex_pool_schema) <> '{3}' THEN RAISE 'not one version row'; END IF;
     END $$";
     db.execute(one_version).await.expect("one version row");
 }
@@ -76,7 +76,7 @@ async fn a_newer_schema_is_refused() {
     drop(open(&db).await);
     db.execute("UPDATE codex_pool_schema SET version = 99").await.unwrap();
     let err = PostgresStore::open(db.url()).await.err().expect("refused");
-    assert!(matches!(err, StoreError::NewerSchema { found: 99, known: 2 }), "{err}");
+    assert!(matches!(err, StoreError::NewerSchema { found: 99, known: 3 }), "{err}");
 }
 
 #[tokio::test]

@@ -134,6 +134,7 @@ fn read_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRecord> {
         created_at_ms: r.get(5)?,
         updated_at_ms: r.get(6)?,
         turns: r.get(7)?,
+        last_turn: r.get(8)?,
     })
 }
 
@@ -143,6 +144,7 @@ struct EncodedTurn {
     turn_id: String,
     fence: Option<Fence>,
     completed: bool,
+    last_turn: bool,
     items: Vec<String>,
 }
 
@@ -153,6 +155,7 @@ impl EncodedTurn {
             turn_id: turn.turn_id.clone(),
             fence: turn.fence,
             completed: turn.completed,
+            last_turn: turn.is_last_turn(),
             items: turn.items.iter().map(|item| to_json(&turn.conversation, item)).collect::<Result<_, _>>()?,
         })
     }
@@ -163,11 +166,11 @@ impl ThreadStore for SqliteStore {
         self.run(move |conn| {
             let (settings, metadata) = encode_json(&record)?;
             conn.execute(
-                "INSERT INTO threads (thread_id, settings, profile, ephemeral, metadata, created_at_ms, updated_at_ms, turns)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                "INSERT INTO threads (thread_id, settings, profile, ephemeral, metadata, created_at_ms, updated_at_ms, turns,
+                 last_turn) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT(thread_id) DO UPDATE SET settings = excluded.settings, profile = excluded.profile,
                  ephemeral = excluded.ephemeral, metadata = excluded.metadata,
-                 updated_at_ms = excluded.updated_at_ms, turns = excluded.turns",
+                 updated_at_ms = excluded.updated_at_ms, turns = excluded.turns, last_turn = excluded.last_turn",
                 params![
                     record.id.as_str(),
                     settings,
@@ -176,7 +179,8 @@ impl ThreadStore for SqliteStore {
                     metadata,
                     record.created_at_ms,
                     record.updated_at_ms,
-                    record.turns as i64
+                    record.turns as i64,
+                    record.last_turn
                 ],
             )
             .db()?;
@@ -228,10 +232,17 @@ impl ThreadStore for SqliteStore {
                 // pool's own CPU per turn.
                 let exists = tx
                     .prepare_cached(
-                        "UPDATE threads SET turns = turns + ?2, updated_at_ms = max(updated_at_ms, ?3) WHERE thread_id = ?1",
+                        "UPDATE threads SET turns = turns + ?2, updated_at_ms = max(updated_at_ms, ?3),
+                         last_turn = CASE WHEN ?4 THEN ?5 ELSE last_turn END WHERE thread_id = ?1",
                     )
                     .db()?
-                    .execute(params![id, turn.completed as i64, if turn.completed { now } else { 0 }])
+                    .execute(params![
+                        id,
+                        turn.completed as i64,
+                        if turn.completed { now } else { 0 },
+                        turn.last_turn,
+                        turn.turn_id
+                    ])
                     .db()?
                     > 0;
                 if !exists || turn.items.is_empty() {

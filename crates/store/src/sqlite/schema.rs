@@ -51,6 +51,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
          turns     INTEGER NOT NULL
      ) WITHOUT ROWID;
      CREATE INDEX chat_transcripts_thread ON chat_transcripts (thread_id);",
+    // 4: each conversation's last turn (ThreadRecord::last_turn), written with the turn.
+    "ALTER TABLE threads ADD COLUMN last_turn TEXT;",
 ];
 
 pub(super) const BACKEND: &str = "sqlite";

@@ -32,14 +32,14 @@ async fn a_newer_schema_is_refused() {
     let path = dir.path().join("threads.db");
     Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
     let err = SqliteStore::open(&path).err().expect("refused");
-    assert!(matches!(err, StoreError::NewerSchema { found: 99, known: 3 }), "{err}");
+    assert!(matches!(err, StoreError::NewerSchema { found: 99, known: 4 }), "{err}");
     assert!(err.to_string().contains("upgrade codex-pool"), "{err}");
 }
 
 #[tokio::test]
 async fn a_corrupt_row_is_a_clear_error() {
     let store = SqliteStore::open_in_memory().unwrap();
-    store.raw("INSERT INTO threads VALUES ('x', 'not json', 'chat', 0, '{}', 0, 0, 0)");
+    store.raw("INSERT INTO threads VALUES ('x', 'not json', 'chat', 0, '{}', 0, 0, 0, NULL)");
     let x = ConversationId::from("x");
     let err = store.load(&x).await.unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");

@@ -1,7 +1,8 @@
-//! A Chat Completions transcript on several `codex-pool serve` nodes of one store (SQLite with
-//! `--node-id`): the real binary, codex and the fake model. The store says which conversation a
+//! OpenAI's APIs on several `codex-pool serve` nodes of one store (SQLite with `--node-id`): the
+//! real binary, codex and the fake model. The store says which conversation a Chat Completions
 //! transcript is, so a transcript resent to any node, or to a node restarted, goes on in its
-//! conversation, and the model is sent each message once.
+//! conversation, and the model is sent each message once; and it says which turn is a
+//! conversation's latest, so a response continued from an earlier one forks on any node.
 
 mod common;
 
@@ -114,4 +115,41 @@ async fn a_transcript_sent_to_one_node_then_another_stays_one_conversation_even_
     let (after, _) = chat(&a.client, &said, "five").await;
     assert_eq!(after, id, "continued by the restarted node");
     assert_eq!(model_request_ending_with(&model, "five").iter().filter(|t| *t == "one").count(), 1);
+}
+
+/// A response's id, and its conversation (`resp_<conversation>_<turn>`).
+async fn respond(client: &Client, input: &str, previous: Option<&str>) -> (String, String) {
+    let mut body = json!({"model": "mock-model", "input": input});
+    if let Some(previous) = previous {
+        body["previous_response_id"] = json!(previous);
+    }
+    let answer: Value = client.post("/v1/responses", body).await.unwrap().json().unwrap();
+    let id = answer["id"].as_str().unwrap_or_else(|| panic!("{answer}")).to_owned();
+    let conversation = id.trim_start_matches("resp_").split('_').next().unwrap().to_owned();
+    (id, conversation)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_continued_from_an_earlier_turn_forks_whichever_node_ran_the_later_one() {
+    let model = MockModel::start(MockConfig::default()).await.unwrap();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let db = dirs[2].path().join("threads.db");
+    let db = db.to_str().unwrap();
+    let a = node(db, &model.base_url(), "a", dirs[0].path());
+    let b = node(db, &model.base_url(), "b", dirs[1].path());
+    a.ready().await;
+    b.ready().await;
+
+    let (first, id) = respond(&a.client, "first", None).await;
+    release(&a.client, &id).await;
+    let (_, on_b) = respond(&b.client, "second, on b", Some(&first)).await;
+    assert_eq!(on_b, id, "the latest response continues its conversation");
+    release(&b.client, &id).await;
+    // Node a ran `first`, but `first` is no longer the conversation's latest turn: going on
+    // from it forks, and the fork's history ends with it.
+    let (_, forked) = respond(&a.client, "third, from first", Some(&first)).await;
+    assert_ne!(forked, id, "an earlier response forks");
+    let sent = model_request_ending_with(&model, "third, from first");
+    assert!(sent.iter().any(|t| t == "first"), "{sent:?}");
+    assert!(!sent.iter().any(|t| t == "second, on b"), "the fork holds nothing after `first`: {sent:?}");
 }
