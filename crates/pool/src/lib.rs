@@ -32,6 +32,7 @@ mod config;
 mod conversations;
 mod counters;
 mod error;
+mod fork;
 mod history;
 mod ownership;
 mod placement;
@@ -49,6 +50,7 @@ pub use config::{ConfigError, PoolConfig, Spawn, Spawner, ENV_MODEL, ENV_POOL_SI
 pub use conversations::{ConversationInfo, TurnOptions};
 pub use counters::PoolCounters;
 pub use error::PoolError;
+pub use fork::Fork;
 pub use ownership::NodeConfig;
 pub use placement::INITIAL_HISTORY_TURN;
 pub use pool::{NodeStats, Pool, PoolStats};
