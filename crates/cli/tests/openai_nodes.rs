@@ -8,6 +8,7 @@ mod common;
 
 use codex_pool_mock_model::{MockConfig, MockModel};
 use codex_pool_server::client::Client;
+use codex_pool_testkit::postgres::TestPostgres;
 use common::{serve_with, Served};
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -68,10 +69,24 @@ fn model_request_ending_with(model: &MockModel, last: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transcript_sent_to_one_node_then_another_stays_one_conversation_even_across_a_restart() {
-    let model = MockModel::start(MockConfig::default()).await.unwrap();
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let db = dirs[2].path().join("threads.db");
-    let db = db.to_str().unwrap();
+    transcript_across_nodes(db.to_str().unwrap(), &dirs).await;
+}
+
+/// The same on PostgreSQL (a throwaway server on loopback).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transcript_stays_one_conversation_across_nodes_on_postgresql_too() {
+    let Some(server) = TestPostgres::shared() else { return };
+    let db = server.database().await;
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    transcript_across_nodes(db.url(), &dirs).await;
+}
+
+/// One transcript through nodes a and b of the store `db` (their data in `dirs`), then through a
+/// restarted: one conversation throughout.
+async fn transcript_across_nodes(db: &str, dirs: &[tempfile::TempDir]) {
+    let model = MockModel::start(MockConfig::default()).await.unwrap();
     let a = node(db, &model.base_url(), "a", dirs[0].path());
     let b = node(db, &model.base_url(), "b", dirs[1].path());
     a.ready().await;
