@@ -37,7 +37,7 @@ impl Pool {
         if last_of_turn + 1 == items.len() {
             return Ok(Fork::Latest);
         }
-        let profile = record.profile.parse::<Profile>().unwrap_or_default();
+        let profile = Profile::stored(&record)?;
         let history = items.into_iter().take(last_of_turn + 1).map(|i| i.item).collect();
         let fork = self.create_thread_with_history(record.settings, profile, record.metadata, history).await?;
         tracing::debug!(conversation = %id, %fork, "going on from an earlier turn: forked");
