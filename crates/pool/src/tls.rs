@@ -7,7 +7,7 @@
 //! [`AbortReason::CaBundleReplaced`], which tells the caller to send them again.
 
 use crate::config::PoolConfig;
-use codex_pool_process::ca::{CaError, CaSetup, Diagnosis, ModelHosts};
+use codex_pool_process::ca::{CaError, CaSetup, Diagnosis, HttpsHost, ModelHosts, VerifyError};
 use codex_pool_process::{AbortReason, CaFiles, ResolvedCa, TurnEvent};
 use serde::Serialize;
 use std::sync::Mutex;
@@ -141,13 +141,13 @@ impl TlsRoots {
     }
 
     /// Switches the pool to the system roots; the supervisors replace their processes.
-    fn fall_back(&self, setup: &CaSetup, host: &str, error: &str) {
+    fn fall_back(&self, setup: &CaSetup, host: &HttpsHost, error: &VerifyError) {
         let why = format!("codex could not verify {host} with the reduced CA bundle ({error}); the system roots do");
         match setup.system_roots(None) {
             Ok(system) => {
                 tracing::warn!(
-                    host,
-                    error,
+                    %host,
+                    %error,
                     "the reduced CA bundle rejects the model's certificate: codex processes restart with the system roots"
                 );
                 self.state.send_modify(|s| {
@@ -158,7 +158,7 @@ impl TlsRoots {
                 });
             }
             Err(e) => {
-                tracing::warn!(host, error = %e, "the reduced CA bundle rejects the model's certificate, and the system roots cannot be set")
+                tracing::warn!(%host, error = %e, "the reduced CA bundle rejects the model's certificate, and the system roots cannot be set")
             }
         }
     }
