@@ -50,7 +50,7 @@ impl ConversationInfo {
     /// The profile it was created with, as stored; a name the pool does not know (a corrupt or
     /// hand-edited record) is [`PoolError::CorruptProfile`], never taken for another profile.
     pub fn profile(&self) -> Result<Profile, PoolError> {
-        self.record.profile.parse().map_err(|_| PoolError::CorruptProfile { thread_id: self.record.id.clone() })
+        Profile::stored(&self.record)
     }
 }
 

@@ -9,7 +9,9 @@
 //! conversations of both kinds share one pool; a conversation's own settings win over its
 //! profile's (for example `config.mcp_servers` to give a chat conversation an MCP server).
 
+use crate::error::PoolError;
 use codex_pool_protocol::methods::ThreadSettings;
+use codex_pool_store::ThreadRecord;
 use serde_json::{Map, Value};
 use std::str::FromStr;
 
@@ -48,6 +50,12 @@ pub enum Profile {
 }
 
 impl Profile {
+    /// A stored conversation's profile, read strictly: a name the pool does not know (a corrupt
+    /// or hand-edited record) is [`PoolError::CorruptProfile`], never taken for another profile.
+    pub(crate) fn stored(record: &ThreadRecord) -> Result<Self, PoolError> {
+        record.profile.parse().map_err(|_| PoolError::CorruptProfile { thread_id: record.id.clone() })
+    }
+
     /// The name as configured (`chat`, `codex`; `default` is taken for `codex` too).
     pub fn name(self) -> &'static str {
         match self {

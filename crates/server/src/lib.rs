@@ -307,14 +307,12 @@ impl Service {
                 config.allowed_hosts.push(format!("{authority}:{port}"));
             }
         }
-        let transcripts = Arc::new(openai::transcripts::Transcripts::new());
         let state = AppState {
             pool: pool.clone(),
             runs: runs.clone(),
             models: Arc::new(config.models.clone()),
             policy: Arc::new(config.policy.clone()),
             metrics: metrics.clone(),
-            transcripts: transcripts.clone(),
             caps: Arc::new(config.caps.clone()),
             max_input_items: config.max_input_items,
         };
@@ -325,11 +323,6 @@ impl Service {
             tokio::spawn(async move {
                 if let Err(e) = pool.ensure_started().await {
                     tracing::error!(error = %e, "the pool could not start; requests get 503 until a process serves");
-                }
-                // Chat transcripts are matched to their conversations again, as they were.
-                match openai::transcripts::rebuild(&pool, &transcripts).await {
-                    Ok(n) => tracing::debug!(conversations = n, "chat transcripts indexed"),
-                    Err(e) => tracing::warn!(error = %e, "chat transcripts could not be indexed from the store"),
                 }
             })
         };

@@ -1,6 +1,6 @@
 //! `GET /metrics`: what the service and its pool did, in Prometheus' text format (0.0.4), written
 //! by hand (counters, gauges and histograms need nothing more). The service counts what passes
-//! through it (turns, HTTP requests, chat transcripts); the pool's own facts (processes, loaded
+//! through it (turns, HTTP requests, chat requests); the pool's own facts (processes, loaded
 //! threads, restarts, rebuilds, waits for room) are read from [`codex_pool::PoolStats`] when
 //! scraped.
 
@@ -166,9 +166,8 @@ impl Metrics {
         *http.entry((route, method, status)).or_default() += 1;
     }
 
-    /// Everything, as Prometheus text: the service's counters and the pool's snapshot;
-    /// `chat_indexed` is how many conversations chat transcripts are matched to.
-    pub fn render(&self, pool: &PoolStats, service_turns: usize, chat_indexed: usize) -> String {
+    /// Everything, as Prometheus text: the service's counters and the pool's snapshot.
+    pub fn render(&self, pool: &PoolStats, service_turns: usize) -> String {
         let mut out = String::with_capacity(4096);
         header(&mut out, "codex_pool_turns_started_total", "Turns started through the service.", "counter");
         let _ = writeln!(out, "codex_pool_turns_started_total {}", self.turns_started.load(Ordering::Relaxed));
@@ -266,12 +265,6 @@ impl Metrics {
             out,
             "codex_pool_chat_requests_total{{conversation=\"new\"}} {}",
             self.chat_new.load(Ordering::Relaxed)
-        );
-        gauge(
-            &mut out,
-            "codex_pool_chat_transcripts",
-            "Conversations a chat transcript can continue now.",
-            chat_indexed as f64,
         );
         header(
             &mut out,

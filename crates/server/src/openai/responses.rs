@@ -17,7 +17,7 @@ use axum::http::StatusCode;
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use codex_pool::{ConversationId, ConversationInfo, Profile, StoredItem, TurnOptions};
+use codex_pool::{ConversationId, ConversationInfo, Fork, Profile, StoredItem, TurnOptions};
 use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_protocol::types::UserInput;
 use serde_json::{json, Map, Value};
@@ -242,24 +242,16 @@ async fn continuing(
         true,
     );
     head.previous_response_id = Some(previous);
-    // The service ran the conversation's latest turn itself: no need to read its history.
-    if state.runs.latest_turn(&id).as_deref() == Some(turn.as_str()) {
-        return Ok(Plan { conversation: id, created: false, options, head });
-    }
-    let items = state.pool.all_items(&id).await?;
-    let last_of_turn = items.iter().rposition(|i| i.turn_id == turn).ok_or_else(unknown)?;
-    if last_of_turn + 1 == items.len() {
+    // The conversation's latest turn, as its record says: no need to read its history.
+    if record.last_turn.as_deref() == Some(turn.as_str()) {
         return Ok(Plan { conversation: id, created: false, options, head });
     }
     // An earlier response: a new conversation goes on from it, the original is left as it is.
-    let profile = record.profile.parse::<Profile>().unwrap_or_default();
-    let history = items.into_iter().take(last_of_turn + 1).map(|i| i.item).collect();
-    let fork = state
-        .pool
-        .create_thread_with_history(record.settings.clone(), profile, record.metadata.clone(), history)
-        .await?;
-    tracing::debug!(conversation = %id, %fork, "a response continued from an earlier turn: forked");
-    Ok(Plan { conversation: fork, created: true, options, head })
+    match state.pool.fork_at(&id, &turn).await? {
+        Fork::Latest => Ok(Plan { conversation: id, created: false, options, head }),
+        Fork::New(fork) => Ok(Plan { conversation: fork, created: true, options, head }),
+        Fork::NoSuchTurn => Err(unknown()),
+    }
 }
 
 /// Reads a response back: from the turn's events while the service keeps them (status and usage
