@@ -154,7 +154,7 @@ pub enum ModelHosts {
 
 impl ModelHosts {
     /// The hosts of a provider's base URL; `None` is codex's built-in OpenAI provider
-    /// ([`OPENAI_HOSTS`]).
+    /// (`api.openai.com`, `chatgpt.com`, `auth.openai.com`).
     pub fn of_provider(base_url: Option<&str>) -> Result<Self, CaError> {
         let Some(url) = base_url else {
             return Ok(ModelHosts::Https(
