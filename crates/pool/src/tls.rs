@@ -7,9 +7,9 @@
 //! [`AbortReason::CaBundleReplaced`], which tells the caller to send them again.
 
 use crate::config::PoolConfig;
-use codex_pool_process::ca::{CaError, CaSetup, Diagnosis, ModelHosts};
+use codex_pool_process::ca::{CaError, CaSetup, Diagnosis, HttpsHost, ModelHosts, VerifyError};
 use codex_pool_process::{AbortReason, CaFiles, ResolvedCa, TurnEvent};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, OnceCell};
@@ -141,13 +141,13 @@ impl TlsRoots {
     }
 
     /// Switches the pool to the system roots; the supervisors replace their processes.
-    fn fall_back(&self, setup: &CaSetup, host: &str, error: &str) {
+    fn fall_back(&self, setup: &CaSetup, host: &HttpsHost, error: &VerifyError) {
         let why = format!("codex could not verify {host} with the reduced CA bundle ({error}); the system roots do");
         match setup.system_roots(None) {
             Ok(system) => {
                 tracing::warn!(
-                    host,
-                    error,
+                    %host,
+                    %error,
                     "the reduced CA bundle rejects the model's certificate: codex processes restart with the system roots"
                 );
                 self.state.send_modify(|s| {
@@ -158,7 +158,7 @@ impl TlsRoots {
                 });
             }
             Err(e) => {
-                tracing::warn!(host, error = %e, "the reduced CA bundle rejects the model's certificate, and the system roots cannot be set")
+                tracing::warn!(%host, error = %e, "the reduced CA bundle rejects the model's certificate, and the system roots cannot be set")
             }
         }
     }
@@ -230,14 +230,47 @@ impl TurnTls {
     }
 }
 
-/// Whether codex says it could not reach the model: "Reconnecting..." / "Connection failed"
-/// (how a certificate it cannot verify shows), or the turn gave up on it.
+/// Whether codex says it could not reach the model, or the turn gave up on it. codex 0.169
+/// reports a certificate it cannot verify as an `error` whose `codexErrorInfo` is a connection
+/// kind with no HTTP status (`{"responseStreamDisconnected": {"httpStatusCode": null}}`: no
+/// response came); a status means the server answered, so TLS worked.
 fn connection_failed(event: &TurnEvent) -> bool {
-    let says = |s: &str| s.contains("Connection failed") || s.contains("Reconnecting");
     match event {
-        TurnEvent::Error { error, .. } => says(&error.message) || error.additional_details.as_deref().is_some_and(says),
+        TurnEvent::Error { error, .. } => error
+            .codex_error_info
+            .as_ref()
+            .and_then(|info| ConnectionFailure::deserialize(info).ok())
+            .is_some_and(|failure| failure.no_response()),
         TurnEvent::Aborted { reason, .. } => *reason == AbortReason::ModelUnreachable,
         _ => false,
+    }
+}
+
+/// The connection kinds of codex's `CodexErrorInfo` (app-server protocol v2); its other kinds
+/// (`contextWindowExceeded`, `unauthorized`, ...) do not deserialize as one.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum ConnectionFailure {
+    HttpConnectionFailed(HttpStatus),
+    ResponseStreamConnectionFailed(HttpStatus),
+    ResponseStreamDisconnected(HttpStatus),
+    ResponseTooManyFailedAttempts(HttpStatus),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HttpStatus {
+    #[serde(default)]
+    http_status_code: Option<u16>,
+}
+
+impl ConnectionFailure {
+    fn no_response(&self) -> bool {
+        let (ConnectionFailure::HttpConnectionFailed(s)
+        | ConnectionFailure::ResponseStreamConnectionFailed(s)
+        | ConnectionFailure::ResponseStreamDisconnected(s)
+        | ConnectionFailure::ResponseTooManyFailedAttempts(s)) = self;
+        s.http_status_code.is_none()
     }
 }
 
@@ -252,24 +285,32 @@ mod tests {
         (TurnTls { alarm, state, spawned_epoch: spawned, alarmed: false }, alarms, tx)
     }
 
-    fn error(message: &str, details: Option<&str>) -> TurnEvent {
-        let error =
-            TurnError { message: message.into(), codex_error_info: None, additional_details: details.map(Into::into) };
+    fn error(message: &str, info: serde_json::Value) -> TurnEvent {
+        let error = TurnError { message: message.into(), codex_error_info: Some(info), additional_details: None };
         TurnEvent::Error { error, will_retry: true }
     }
 
     #[test]
     fn a_failed_connection_is_reported_once_per_turn() {
         let (mut tls, mut alarms, _state) = turn_tls(1, 1);
-        tls.observe(&mut error("mock failure 500", None));
-        assert!(alarms.try_recv().is_err(), "not a connection failure");
-        tls.observe(&mut error(
-            "Reconnecting... waiting for network",
-            Some("Connection failed: error sending request"),
-        ));
-        tls.observe(&mut error("Reconnecting... 1/2", None));
+        // The server answered (TLS worked), or something else went wrong: no check.
+        let answered = serde_json::json!({"responseStreamConnectionFailed": {"httpStatusCode": 502}});
+        tls.observe(&mut error("Reconnecting... 1/5 (unexpected status 502 Bad Gateway)", answered));
+        tls.observe(&mut error("Connection failed", serde_json::json!("contextWindowExceeded")));
+        let no_info = TurnError { message: "Reconnecting...".into(), codex_error_info: None, additional_details: None };
+        tls.observe(&mut TurnEvent::Error { error: no_info, will_retry: true });
+        assert!(alarms.try_recv().is_err(), "not a failed connection");
+        // What codex 0.169 sends when it cannot verify the model's certificate.
+        let no_response = serde_json::json!({"responseStreamDisconnected": {"httpStatusCode": null}});
+        tls.observe(&mut error("Reconnecting... waiting for network", no_response.clone()));
+        tls.observe(&mut error("Reconnecting... 1/2", serde_json::json!({"httpConnectionFailed": {}})));
         assert!(alarms.try_recv().is_ok());
         assert!(alarms.try_recv().is_err(), "once per turn");
+        // A turn that gave up on the model is one too.
+        let (mut tls, mut alarms, _state) = turn_tls(1, 1);
+        let message = "model unreachable".to_owned();
+        tls.observe(&mut TurnEvent::Aborted { reason: AbortReason::ModelUnreachable, message });
+        assert!(alarms.try_recv().is_ok());
     }
 
     #[test]

@@ -8,24 +8,25 @@
 //!
 //! - a provider reached over plain `http://` needs no roots: a minimal bundle of one placeholder
 //!   certificate (with [`CaBundle::Auto`]);
-//! - [`CaBundle::Auto`] for `https://`: our own handshake with each host codex talks to, verified
-//!   against the system roots, and a bundle of just the roots that anchor the chains presented;
-//!   without network (or behind a proxy), the system roots;
+//! - [`CaBundle::Auto`] for `https://`: our own handshake with each host codex talks to, the
+//!   chain verified against the system roots by rustls-webpki (what codex's rustls client runs),
+//!   and a bundle of just the roots that anchor the paths it builds; without network (or behind
+//!   a proxy), the system roots;
 //! - [`CaBundle::System`]: codex's default;
 //! - [`CaBundle::Path`]: the user's own file.
 //!
 //! [`CaSetup::diagnose`] tells whether a connection failure comes from a reduced bundle (it
 //! rejects a chain the system roots accept), so the pool can fall back to the system roots.
 
-mod der;
 mod pem;
 mod probe;
 mod system;
 
-pub use der::{names, select_roots, DerError, Names};
 pub use pem::{encode as encode_pem, placeholder, read_certs, PemError};
-pub use probe::{fetch_chain, Presented, ProbeError};
-pub use system::{CODEX_CA_CERT_ENV, SSL_CERT_DIR_ENV, SSL_CERT_FILE_ENV};
+pub use probe::VerifyError;
+pub(crate) use system::{CODEX_CA_CERT_ENV, SSL_CERT_DIR_ENV, SSL_CERT_FILE_ENV};
+
+use probe::{fetch_chain, Presented, ProbeError};
 
 use rustls::pki_types::CertificateDer;
 use std::path::{Path, PathBuf};
@@ -35,7 +36,7 @@ use std::time::Duration;
 /// traffic with an API key (`api.openai.com/v1`), model traffic with a ChatGPT login
 /// (`chatgpt.com/backend-api/codex`, also over websocket), login and token refresh
 /// (`auth.openai.com`). From codex-rs `model-provider-info` and `login`.
-pub const OPENAI_HOSTS: &[&str] = &["api.openai.com", "chatgpt.com", "auth.openai.com"];
+pub(crate) const OPENAI_HOSTS: &[&str] = &["api.openai.com", "chatgpt.com", "auth.openai.com"];
 
 /// Which roots codex gets for an `https` provider (`--ca-bundle`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -88,7 +89,7 @@ pub enum SystemRoots {
 
 impl SystemRoots {
     /// The files that hold the system roots.
-    pub fn files(&self) -> Vec<PathBuf> {
+    fn files(&self) -> Vec<PathBuf> {
         match self {
             SystemRoots::Inherited => system::default_files(|n| std::env::var(n).ok()),
             SystemRoots::File(path) => vec![path.clone()],
@@ -96,7 +97,7 @@ impl SystemRoots {
     }
 
     /// Every system root.
-    pub fn load(&self) -> Result<Vec<CertificateDer<'static>>, CaError> {
+    fn load(&self) -> Result<Vec<CertificateDer<'static>>, CaError> {
         let files = self.files();
         let mut roots = Vec::new();
         for file in &files {
@@ -153,41 +154,36 @@ pub enum ModelHosts {
 
 impl ModelHosts {
     /// The hosts of a provider's base URL; `None` is codex's built-in OpenAI provider
-    /// ([`OPENAI_HOSTS`]).
+    /// (`api.openai.com`, `chatgpt.com`, `auth.openai.com`).
     pub fn of_provider(base_url: Option<&str>) -> Result<Self, CaError> {
         let Some(url) = base_url else {
             return Ok(ModelHosts::Https(
                 OPENAI_HOSTS.iter().map(|h| HttpsHost { host: (*h).to_owned(), port: 443 }).collect(),
             ));
         };
-        let bad = |why: &str| CaError::BadUrl { url: url.to_owned(), why: why.to_owned() };
-        let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("it has no scheme"))?;
-        let https = match scheme.to_ascii_lowercase().as_str() {
-            "http" => false,
-            "https" => true,
-            _ => return Err(bad("the scheme is neither http nor https")),
+        let bad = |why: String| CaError::BadUrl { url: url.to_owned(), why };
+        let uri: http::Uri = url.parse().map_err(|e: http::uri::InvalidUri| bad(e.to_string()))?;
+        let https = match uri.scheme() {
+            Some(s) if *s == http::uri::Scheme::HTTP => false,
+            Some(s) if *s == http::uri::Scheme::HTTPS => true,
+            Some(_) => return Err(bad("the scheme is neither http nor https".into())),
+            None => return Err(bad("it has no scheme".into())),
         };
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-        let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
-        let (host, port) = match authority.strip_prefix('[') {
-            Some(v6) => {
-                let (host, after) = v6.split_once(']').ok_or_else(|| bad("an IPv6 address lacks its `]`"))?;
-                (host, after.strip_prefix(':'))
-            }
-            None => match authority.rsplit_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (authority, None),
-            },
-        };
+        let raw_host = uri.host().unwrap_or_default();
+        // An IPv6 address comes in brackets.
+        let host = raw_host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
-            return Err(bad("it has no host"));
+            return Err(bad("it has no host".into()));
         }
         if !https {
             return Ok(ModelHosts::PlainHttp);
         }
-        let port = match port {
-            Some(p) => p.parse().map_err(|_| bad("the port is not a number"))?,
-            None => 443,
+        // `http::Uri` keeps a port it cannot read (`HOST:abc`) in the authority and gives none.
+        let authority = uri.authority().map_or("", |a| a.as_str());
+        let port = match (uri.port_u16(), authority.rsplit_once(raw_host)) {
+            (Some(port), _) => port,
+            (None, Some((_, ""))) => 443,
+            (None, _) => return Err(bad("the port is not a number".into())),
         };
         Ok(ModelHosts::Https(vec![HttpsHost { host: host.to_owned(), port }]))
     }
@@ -245,12 +241,32 @@ pub enum Diagnosis {
     /// The bundle codex has rejects the chain of `host`, which the system roots accept.
     BundleRejects {
         /// The host.
-        host: String,
+        host: HttpsHost,
         /// Why the bundle rejects it.
-        error: String,
+        error: VerifyError,
     },
-    /// Something else (the host is down, the system roots reject it too, ...).
+    /// Something else (the host is down, the system roots reject it too, ...), said for the
+    /// logs.
     NotTheBundle(String),
+}
+
+/// Why `auto` found no reduced bundle; codex then gets the system roots, and this is the note.
+#[derive(Debug, thiserror::Error)]
+enum NoReducedBundle {
+    #[error(
+        "connections to {0} go through a proxy (HTTPS_PROXY or ALL_PROXY), whose roots cannot be probed; \
+         add the host to NO_PROXY, or give --ca-bundle PATH"
+    )]
+    Proxied(HttpsHost),
+    #[error("{0}")]
+    SystemRoots(CaError),
+    #[error("no TLS handshake with {host}: {source}; check that this machine reaches it, or give --ca-bundle PATH")]
+    NoHandshake { host: HttpsHost, source: ProbeError },
+    #[error(
+        "the system roots do not verify {host}: {source}; add the CA that issued its certificate to the \
+         system roots, or give --ca-bundle PATH"
+    )]
+    NotVerified { host: HttpsHost, source: VerifyError },
 }
 
 /// Why the roots could not be set up.
@@ -344,7 +360,7 @@ impl CaSetup {
                     let files = Some(self.files(file)?);
                     Ok(ResolvedCa { kind: CaKind::Auto, files, roots: Some(roots.len()), note: None })
                 }
-                Err(why) => self.system_roots(Some(why)),
+                Err(why) => self.system_roots(Some(why.to_string())),
             },
         }
     }
@@ -359,25 +375,23 @@ impl CaSetup {
     }
 
     /// The roots that anchor every host's chain, or why they cannot be found.
-    async fn auto(&self, hosts: &[HttpsHost]) -> Result<Vec<CertificateDer<'static>>, String> {
+    async fn auto(&self, hosts: &[HttpsHost]) -> Result<Vec<CertificateDer<'static>>, NoReducedBundle> {
         if let Some(h) = hosts.iter().find(|h| system::proxied(&h.host, |n| std::env::var(n).ok())) {
-            return Err(format!(
-                "connections to {h} go through a proxy (HTTPS_PROXY or ALL_PROXY), whose roots cannot be probed"
-            ));
+            return Err(NoReducedBundle::Proxied(h.clone()));
         }
-        let system = self.system.load().map_err(|e| e.to_string())?;
+        let system = self.system.load().map_err(NoReducedBundle::SystemRoots)?;
         let mut kept: Vec<CertificateDer<'static>> = Vec::new();
         for (host, presented) in self.fetch_all(hosts).await {
-            let presented = presented.map_err(|e| format!("no TLS handshake with {host}: {e}"))?;
-            presented.verify(&system).map_err(|e| format!("the system roots do not verify {host}: {e}"))?;
-            let anchors = select_roots(&presented.chain(), &system);
-            if anchors.is_empty() {
-                return Err(format!("no system root is named as the issuer of the chain of {host}"));
-            }
-            for root in anchors {
-                if !kept.contains(&root) {
-                    kept.push(root);
-                }
+            let presented = match presented {
+                Ok(p) => p,
+                Err(source) => return Err(NoReducedBundle::NoHandshake { host, source }),
+            };
+            let anchor = match presented.verify(&system) {
+                Ok(anchor) => anchor,
+                Err(source) => return Err(NoReducedBundle::NotVerified { host, source }),
+            };
+            if !kept.contains(&anchor) {
+                kept.push(anchor);
             }
         }
         Ok(kept)
@@ -417,10 +431,8 @@ impl CaSetup {
             match presented {
                 Err(e) => seen.push(format!("{host}: {e}")),
                 Ok(p) => match (p.verify(&bundle), p.verify(&system)) {
-                    (Err(e), Ok(())) => {
-                        return Diagnosis::BundleRejects { host: host.to_string(), error: e.to_string() }
-                    }
-                    (Ok(()), _) => seen.push(format!("{host}: the bundle verifies it")),
+                    (Err(error), Ok(_)) => return Diagnosis::BundleRejects { host, error },
+                    (Ok(_), _) => seen.push(format!("{host}: the bundle verifies it")),
                     (Err(e), Err(_)) => seen.push(format!("{host}: the system roots reject it too ({e})")),
                 },
             }

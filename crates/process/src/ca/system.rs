@@ -4,14 +4,14 @@
 use std::path::PathBuf;
 
 /// codex's own variable for a CA file; it wins over `SSL_CERT_FILE`.
-pub const CODEX_CA_CERT_ENV: &str = "CODEX_CA_CERTIFICATE";
+pub(crate) const CODEX_CA_CERT_ENV: &str = "CODEX_CA_CERTIFICATE";
 /// OpenSSL's (and rustls-native-certs') variable for a CA file.
-pub const SSL_CERT_FILE_ENV: &str = "SSL_CERT_FILE";
+pub(crate) const SSL_CERT_FILE_ENV: &str = "SSL_CERT_FILE";
 /// OpenSSL's (and rustls-native-certs') variable for a folder of hashed CA files.
-pub const SSL_CERT_DIR_ENV: &str = "SSL_CERT_DIR";
+pub(crate) const SSL_CERT_DIR_ENV: &str = "SSL_CERT_DIR";
 
 /// The usual system bundles (Debian/Ubuntu, RHEL/Fedora, openSUSE, Alpine and the BSDs).
-pub const BUNDLE_FILES: &[&str] = &[
+pub(crate) const BUNDLE_FILES: &[&str] = &[
     "/etc/ssl/certs/ca-certificates.crt",
     "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
     "/etc/pki/tls/certs/ca-bundle.crt",
@@ -25,7 +25,7 @@ pub const BUNDLE_FILES: &[&str] = &[
 /// The files whose certificates codex trusts when nothing is set for it, read from this
 /// process's environment (which codex inherits): `CODEX_CA_CERTIFICATE` if set, plus
 /// `SSL_CERT_FILE` if set, else the first usual bundle that exists.
-pub fn default_files(var: impl Fn(&str) -> Option<String>) -> Vec<PathBuf> {
+pub(crate) fn default_files(var: impl Fn(&str) -> Option<String>) -> Vec<PathBuf> {
     let set = |name: &str| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
     let mut files: Vec<PathBuf> = set(CODEX_CA_CERT_ENV).into_iter().collect();
     match set(SSL_CERT_FILE_ENV) {
@@ -37,7 +37,7 @@ pub fn default_files(var: impl Fn(&str) -> Option<String>) -> Vec<PathBuf> {
 
 /// Whether connections to `host` go through a proxy that this process's environment (which
 /// codex inherits) names: `HTTPS_PROXY` or `ALL_PROXY` (any case), unless `NO_PROXY` covers it.
-pub fn proxied(host: &str, var: impl Fn(&str) -> Option<String>) -> bool {
+pub(crate) fn proxied(host: &str, var: impl Fn(&str) -> Option<String>) -> bool {
     let set = |names: &[&str]| names.iter().find_map(|n| var(n).filter(|v| !v.trim().is_empty()));
     if set(&["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]).is_none() {
         return false;

@@ -54,7 +54,7 @@ async fn a_plain_http_provider_gets_one_placeholder_and_an_empty_folder() {
     let files = resolved.files.unwrap();
     let certs = read_certs(&files.cert_file).unwrap();
     assert_eq!(certs.len(), 1);
-    assert!(names(&certs[0]).unwrap().subject.windows(11).any(|w| w == b"placeholder"));
+    assert!(certs[0].windows(11).any(|w| w == b"placeholder"), "the placeholder's name says what it is");
     assert_eq!(std::fs::read_dir(&files.cert_dir).unwrap().count(), 0);
     // An explicit setting is kept even for plain http.
     let system = setup(dir.path(), CaBundle::System, ModelHosts::PlainHttp, SystemRoots::Inherited);
@@ -123,8 +123,8 @@ async fn diagnose_blames_a_bundle_that_lacks_the_root_the_system_has() {
     let resolved = path.resolve().await.unwrap();
     assert!(resolved.is_reduced());
     let Diagnosis::BundleRejects { host, error } = path.diagnose(&resolved).await else { panic!("not blamed") };
-    assert_eq!(host, mock.addr().to_string());
-    assert!(error.contains("UnknownIssuer"), "{error}");
+    assert_eq!(host.to_string(), mock.addr().to_string());
+    assert_eq!(error, VerifyError::Chain(webpki::Error::UnknownIssuer));
     // When the system roots reject it too, the bundle is not to blame.
     let blind = CaSetup { system: SystemRoots::File(lacking), ..path.clone() };
     assert!(matches!(blind.diagnose(&resolved).await, Diagnosis::NotTheBundle(why) if why.contains("reject it too")));
