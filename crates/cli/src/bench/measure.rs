@@ -148,6 +148,7 @@ impl Usage {
             health: None,
             chat: None,
             store_round_trips: None,
+            forwarded: None,
         }
     }
 }
