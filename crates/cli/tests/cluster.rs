@@ -37,10 +37,15 @@ impl Cluster {
     fn start(model_url: &str, serve_args: &[&str]) -> Cluster {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let dir = tempfile::Builder::new().prefix("codex-pool-cluster-test-").tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // Free ports when asked (held together, so they differ); the programs bind them a moment later.
+        let held: Vec<std::net::TcpListener> =
+            (0..4).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+        let ports: Vec<String> = held.iter().map(|l| l.local_addr().unwrap().port().to_string()).collect();
+        drop(held);
         let mut command = Command::new(root.join("deploy/cluster"));
         command
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--model-base-url", model_url, "--dir"])
+            .args(["--listen", &format!("127.0.0.1:{}", ports[0]), "--node-ports", &ports[1..].join(",")])
+            .args(["--model-base-url", model_url, "--dir"])
             .arg(dir.path())
             .arg("--")
             .args(serve_args)
