@@ -103,6 +103,11 @@ impl Balancer {
         Ok(Balancer { child, base })
     }
 
+    /// CPU it used so far.
+    pub fn cpu(&self) -> Duration {
+        self.child.id().map_or(Duration::ZERO, super::measure::proc_cpu)
+    }
+
     /// Stops it.
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;

@@ -75,6 +75,7 @@ pub async fn run(
     }
     let node_clients: Vec<Client> = started.iter().map(|n| n.client.clone()).collect();
     let forwarded_before = forwarded(&node_clients).await;
+    let balancer_cpu_before = balancer.as_ref().map(Balancer::cpu);
     let pids: Vec<u32> = started.iter().flat_map(|n| n.pool.stats().slots).filter_map(|s| s.pid).collect();
     let trips = || started.iter().map(|n| n.store.round_trips()).sum::<u64>();
     let trips_before = trips();
@@ -88,6 +89,7 @@ pub async fn run(
     let usage = clock.stop(&pids, mock).await;
     let store_round_trips = trips() - trips_before;
     let forwarded = forwarded(&node_clients).await - forwarded_before;
+    let balancer_cpu = balancer.as_ref().zip(balancer_cpu_before).map(|(b, before)| b.cpu().saturating_sub(before));
     if let Some(balancer) = balancer {
         balancer.stop().await;
     }
@@ -103,6 +105,7 @@ pub async fn run(
         errors,
         store_round_trips: Some(store_round_trips),
         forwarded: Some(forwarded),
+        balancer_cpu,
         ..usage.into_result()
     })
 }

@@ -32,6 +32,8 @@ pub(super) struct RunResult {
     /// Requests the nodes forwarded to a conversation's owner while the turns ran (`--nodes`
     /// only; `balancer.rs`).
     pub(super) forwarded: Option<u64>,
+    /// CPU HAProxy used while the turns ran (`--via balancer` only).
+    pub(super) balancer_cpu: Option<Duration>,
 }
 
 impl RunResult {
@@ -69,6 +71,9 @@ impl RunResult {
         if let Some(forwarded) = self.forwarded {
             out["forwarded_requests"] = json!(forwarded);
             out["forwarded_share"] = json!(round(forwarded as f64 / turns.max(1) as f64));
+        }
+        if let Some(cpu) = self.balancer_cpu {
+            out["balancer_cpu_ms_per_turn"] = json!(round(per_turn(cpu)));
         }
         if let Some((continued, new)) = self.chat {
             out["chat_continued"] = json!(continued);
@@ -134,6 +139,10 @@ impl RunResult {
             (a, b) => a.or(b),
         };
         self.store_round_trips = match (self.store_round_trips, other.store_round_trips) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        self.balancer_cpu = match (self.balancer_cpu, other.balancer_cpu) {
             (Some(a), Some(b)) => Some(a + b),
             (a, b) => a.or(b),
         };
