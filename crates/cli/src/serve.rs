@@ -136,6 +136,10 @@ pub struct EdgeArgs {
     /// (CORS). Repeat for more. Requests from other pages get 403.
     #[arg(long, value_name = "ORIGIN")]
     pub allow_origin: Vec<String>,
+    /// Milliseconds another node has to accept a request forwarded to it (the node that serves
+    /// the request's conversation); past it, that node is taken as unreachable.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub forward_connect_timeout_ms: u64,
     /// The largest request body taken, in bytes (413 over it).
     #[arg(long, value_name = "BYTES", default_value_t = 4 << 20)]
     pub max_body_bytes: usize,
@@ -172,6 +176,8 @@ impl EdgeArgs {
         }
         anyhow::ensure!(self.max_body_bytes >= 1024, "--max-body-bytes must be at least 1024");
         config.max_body_bytes = self.max_body_bytes;
+        anyhow::ensure!(self.forward_connect_timeout_ms >= 1, "--forward-connect-timeout-ms must be at least 1");
+        config.forward_connect_timeout = Duration::from_millis(self.forward_connect_timeout_ms);
         config.header_timeout = Duration::from_secs(self.header_timeout_secs);
         config.body_timeout = Duration::from_secs(self.body_timeout_secs);
         config.max_connections = self.max_connections;

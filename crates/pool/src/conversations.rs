@@ -46,6 +46,14 @@ pub struct ConversationInfo {
     pub loaded: Option<(usize, CodexThreadId)>,
 }
 
+impl ConversationInfo {
+    /// The profile it was created with, as stored; a name the pool does not know (a corrupt or
+    /// hand-edited record) is [`PoolError::CorruptProfile`], never taken for another profile.
+    pub fn profile(&self) -> Result<Profile, PoolError> {
+        self.record.profile.parse().map_err(|_| PoolError::CorruptProfile { thread_id: self.record.id.clone() })
+    }
+}
+
 impl Pool {
     /// Creates a conversation with the pool's default profile (see [`Pool::create_thread_with`]).
     pub async fn create_thread(&self, settings: ThreadSettings) -> Result<ConversationId, PoolError> {
@@ -140,8 +148,8 @@ impl Pool {
             let placement = inner.placer.place(id, &claimed.settings, claimed.ephemeral, loaded.take()).await?;
             let permit = match inner.turn_permit(&placement.slot.turn_permits, !options.refuse_when_full).await {
                 Ok(permit) => permit,
-                Err(Some(e)) => return Err(e),
-                Err(None) => {
+                Err(NoRoom::ShutDown) => return Err(PoolError::ShutDown),
+                Err(NoRoom::Full) => {
                     return Err(PoolError::Overloaded {
                         thread_id: id.clone(),
                         limit: inner.config.max_turns_per_process,
@@ -339,20 +347,29 @@ impl Drop for ClaimGuard<'_> {
     }
 }
 
+/// Why a turn got no room on its process.
+enum NoRoom {
+    /// The process runs as many turns as it may, and no room was made within the wait (or the
+    /// turn would not wait).
+    Full,
+    /// The pool is shutting down.
+    ShutDown,
+}
+
 impl PoolInner {
     /// Room for a turn on a process: at once, or (`wait`) after a wait of at most
-    /// `overload_wait` (counted); `Err(None)` when there is none, or the wait was in vain.
+    /// `overload_wait` (counted).
     async fn turn_permit(
         &self,
         permits: &std::sync::Arc<tokio::sync::Semaphore>,
         wait: bool,
-    ) -> Result<tokio::sync::OwnedSemaphorePermit, Option<PoolError>> {
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, NoRoom> {
         match permits.clone().try_acquire_owned() {
             Ok(permit) => return Ok(permit),
-            Err(tokio::sync::TryAcquireError::Closed) => return Err(Some(PoolError::ShutDown)),
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(NoRoom::ShutDown),
             Err(tokio::sync::TryAcquireError::NoPermits) if !wait => {
                 self.counters.refused_full();
-                return Err(None);
+                return Err(NoRoom::Full);
             }
             Err(tokio::sync::TryAcquireError::NoPermits) => {}
         }
@@ -361,8 +378,8 @@ impl PoolInner {
         self.counters.waited(begun.elapsed(), matches!(waited, Ok(Ok(_))));
         match waited {
             Ok(Ok(permit)) => Ok(permit),
-            Ok(Err(_)) => Err(Some(PoolError::ShutDown)),
-            Err(_) => Err(None),
+            Ok(Err(_)) => Err(NoRoom::ShutDown),
+            Err(_) => Err(NoRoom::Full),
         }
     }
 
@@ -373,6 +390,9 @@ impl PoolInner {
                 Ok(claimed) => return Ok(claimed),
                 Err(Refused::Busy) => return Err(PoolError::ThreadBusy(id.clone())),
                 Err(Refused::Unknown) => {
+                    // Settings a turn changed before the conversation was unloaded may still be
+                    // queued: they are in the store before it is read.
+                    self.writer.flush().await;
                     let record = self.store.load(id).await?.ok_or_else(|| PoolError::UnknownThread(id.clone()))?;
                     self.routing.insert_stored(record);
                 }

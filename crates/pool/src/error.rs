@@ -71,6 +71,16 @@ pub enum PoolError {
     /// The thread store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The store holds a conversation under a profile name the pool does not know (the value is
+    /// not repeated: a corrupt record may hold anything).
+    #[error(
+        "conversation {thread_id} is stored with a profile that is neither chat nor codex; set its profile in the \
+         store (the `profile` column of its row in `threads`) to chat or codex"
+    )]
+    CorruptProfile {
+        /// The conversation.
+        thread_id: ConversationId,
+    },
 }
 
 impl PoolError {

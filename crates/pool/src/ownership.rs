@@ -28,7 +28,8 @@ use tokio::time::Instant;
 pub struct NodeConfig {
     /// Its id, unique among the nodes sharing the store.
     pub id: NodeId,
-    /// Where clients and other nodes reach it (`http://host:port`): redirects point there.
+    /// Where clients and other nodes reach it (`http://host:port`): other nodes forward its
+    /// conversations' requests there.
     pub address: String,
     /// How long a lease lasts unless renewed: how long a dead node's conversations wait before
     /// another node takes them over. Renewed every third of it.

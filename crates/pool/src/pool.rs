@@ -81,7 +81,8 @@ pub struct PoolStats {
     pub ready: usize,
     /// The selection strategy.
     pub strategy: &'static str,
-    /// Conversations the pool routes (in memory).
+    /// Conversations the pool routes (in memory): those in use; one unloaded from codex (idle, over
+    /// the cap, released) is not counted until its next turn.
     pub threads: usize,
     /// Of those, loaded on a process.
     pub loaded_threads: usize,
@@ -188,7 +189,8 @@ impl Pool {
         }
         let stats = self.stats();
         if stats.ready == 0 {
-            let reasons: Vec<String> = stats.slots.iter().filter_map(|s| s.down_reason.clone()).collect();
+            let reasons: Vec<String> =
+                stats.slots.iter().filter_map(|s| s.down_reason.as_ref()).map(|r| r.to_string()).collect();
             return Err(PoolError::NoProcess(reasons.join("; ")));
         }
         if stats.ready < stats.size {

@@ -2,6 +2,7 @@
 //! when it dies or hangs, with exponential backoff so a crash loop never spins.
 
 use crate::config::PoolConfig;
+use crate::down::{DownReason, Hang};
 use crate::routing::Routing;
 use crate::tls::CaState;
 use codex_pool_process::{AppServer, AppServerHandle, ProcessError, ProcessStats};
@@ -20,7 +21,7 @@ pub(crate) enum SlotState {
     /// Serving; `generation` counts the processes this slot has had.
     Ready { handle: AppServerHandle, generation: u64 },
     /// Dead or not started; a restart follows after the backoff.
-    Down { reason: String, generation: u64 },
+    Down { reason: DownReason, generation: u64 },
     /// Shut down for good.
     Stopped,
 }
@@ -116,9 +117,9 @@ pub struct SlotStats {
     pub slot: usize,
     /// Where its process stands.
     pub state: SlotStatus,
-    /// Why it is down, when it is.
+    /// Why it is down, when it is (serialized as its message).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub down_reason: Option<String>,
+    pub down_reason: Option<DownReason>,
     /// OS pid of the current process.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
@@ -177,8 +178,8 @@ impl Slot {
 
 /// Why a running process stopped being served.
 enum Ended {
-    Exited(String),
-    Hung(String),
+    Exited(codex_pool_process::ExitReason),
+    Hung(Hang),
     /// The pool's root certificates changed: the process must be replaced to get them.
     CaReplaced,
     Shutdown,
@@ -222,7 +223,7 @@ pub(crate) async fn supervise(
             Some(Err(e)) => {
                 slot.spawn_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(slot = slot.index, error = %e, "codex process failed to start");
-                e.to_string()
+                DownReason::SpawnFailed(Arc::new(e))
             }
             Some(Ok(server)) => {
                 let handle = server.handle().clone();
@@ -230,20 +231,21 @@ pub(crate) async fn supervise(
                 slot.healthy.store(true, Ordering::Relaxed);
                 state.send_replace(SlotState::Ready { handle: handle.clone(), generation });
                 let ended = tokio::select! {
-                    why = handle.exited() => Ended::Exited(why.to_string()),
+                    why = handle.exited() => Ended::Exited(why),
                     why = watch_health(&handle, &config, &slot) => Ended::Hung(why),
                     _ = roots_changed(&mut tls) => Ended::CaReplaced,
                     _ = shutdown.changed() => Ended::Shutdown,
                 };
                 match ended {
                     Ended::Shutdown => {
-                        state.send_replace(SlotState::Down { reason: "shutting down".into(), generation });
+                        state.send_replace(SlotState::Down { reason: DownReason::ShuttingDown, generation });
                         server.shutdown(config.shutdown_grace).await;
                         break;
                     }
                     Ended::Hung(why) => {
                         tracing::warn!(slot = slot.index, process = handle.label(), reason = %why, "codex process hung; killing it");
                         slot.healthy.store(false, Ordering::Relaxed);
+                        let why = DownReason::Hung(why);
                         state.send_replace(SlotState::Down { reason: why.clone(), generation });
                         kill(&handle, server).await;
                         why
@@ -258,7 +260,7 @@ pub(crate) async fn supervise(
                         );
                         replaced = true;
                         slot.healthy.store(false, Ordering::Relaxed);
-                        let why = "replaced: the pool's CA bundle changed".to_owned();
+                        let why = DownReason::CaReplaced;
                         state.send_replace(SlotState::Down { reason: why.clone(), generation });
                         kill(&handle, server).await;
                         why
@@ -266,6 +268,7 @@ pub(crate) async fn supervise(
                     Ended::Exited(why) => {
                         tracing::warn!(slot = slot.index, process = handle.label(), reason = %why, "codex process died");
                         slot.healthy.store(false, Ordering::Relaxed);
+                        let why = DownReason::Exited(why);
                         state.send_replace(SlotState::Down { reason: why.clone(), generation });
                         server.shutdown(Duration::from_millis(200)).await;
                         why
@@ -327,7 +330,7 @@ pub(crate) fn backoff(config: &PoolConfig, failures_in_a_row: u32) -> Duration {
 /// Pings the process until it is hung: a ping unanswered within the health timeout while codex
 /// wrote nothing for that long either (a process busy streaming turns may answer slowly, but it
 /// talks; a stopped or wedged one is silent). Returns why. Records how long each answer took.
-async fn watch_health(handle: &AppServerHandle, config: &PoolConfig, slot: &Slot) -> String {
+async fn watch_health(handle: &AppServerHandle, config: &PoolConfig, slot: &Slot) -> Hang {
     let mut tick = tokio::time::interval(config.health_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
@@ -352,9 +355,9 @@ async fn watch_health(handle: &AppServerHandle, config: &PoolConfig, slot: &Slot
             }
             Err(ProcessError::Timeout { timeout, .. }) => {
                 slot.healthy.store(false, Ordering::Relaxed);
-                return format!("no answer to a health check and no output for {timeout:?}");
+                return Hang::Silent(timeout);
             }
-            Err(ProcessError::StdinBacklog) => return "codex stopped reading its input".to_owned(),
+            Err(ProcessError::StdinBacklog) => return Hang::NotReading,
             // Exit (and shutdown) are reported by `exited()`; stay pending so it wins the race.
             Err(ProcessError::Exited(_) | ProcessError::ShuttingDown) => std::future::pending::<()>().await,
             // Any answer, even an error, means codex is alive.

@@ -198,6 +198,7 @@ async fn idle_threads_are_unloaded_and_rebuilt_on_their_next_turn() {
     let thread = pool.create_thread(ThreadSettings::default()).await.unwrap();
     turn_text(&pool, &thread, "first").await;
     wait_until("the idle thread is unloaded", Duration::from_secs(5), || pool.stats().loaded_threads == 0).await;
+    wait_until("and the pool forgets it", Duration::from_secs(5), || pool.stats().threads == 0).await;
     let (text, _) = turn_text(&pool, &thread, "second").await;
     assert_eq!(text, "echo: second");
     assert_ne!(pool.codex_thread_id(&thread).unwrap().as_str(), thread.as_str(), "rebuilt on a new codex thread");

@@ -2,11 +2,14 @@
 //! time: faults the real binary cannot produce on demand (a process that dies mid-turn, a store
 //! that fails a write, a turn that waits for room), each in well under a second of real time.
 
-use codex_pool::{AbortReason, NodeConfig, Pool, PoolConfig, PoolError, PoolTurn, Spawner, TurnEvent, TurnOptions};
-use codex_pool_process::{BoxFuture, ModelProvider, ProcessConfig};
+use codex_pool::{
+    AbortReason, DownReason, NodeConfig, Pool, PoolConfig, PoolError, PoolTurn, Profile, Spawner, TurnEvent,
+    TurnOptions,
+};
+use codex_pool_process::{BoxFuture, ExitReason, ModelProvider, ProcessConfig};
 use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_protocol::types::{TurnStatus, UserInput};
-use codex_pool_store::{MemoryStore, NodeId, StoreError, ThreadStore};
+use codex_pool_store::{ConversationId, MemoryStore, NodeId, StoreError, ThreadRecord, ThreadStore};
 use codex_pool_testkit::scripted::{message, ScriptedCodex};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -95,6 +98,21 @@ async fn a_process_that_dies_mid_turn_is_replaced_and_the_next_turn_is_rebuilt_f
     let end = turn.next().await.unwrap();
     assert!(matches!(end, TurnEvent::Aborted { reason: AbortReason::ProcessExited, .. }), "{end:?}");
     assert!(turn.next().await.is_none());
+    // Down, and why, typed: it exited (its output closed before the OS reported the kill).
+    let down = async {
+        loop {
+            let slot = pool.stats().slots.remove(0);
+            if let Some(reason) = slot.down_reason {
+                return reason;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    let reason = tokio::time::timeout(Duration::from_secs(1), down).await.expect("the slot is down");
+    assert!(
+        matches!(reason, DownReason::Exited(ExitReason::StdoutClosed { .. } | ExitReason::Signal(_))),
+        "{reason:?}"
+    );
 
     // The supervisor starts another process (after its backoff); the conversation's next turn
     // runs there, on a thread rebuilt from the store: the kept turn, not the aborted one.
@@ -250,4 +268,64 @@ async fn a_turn_whose_process_dies_as_it_starts_runs_on_another_process_with_its
     assert!(matches!(end, TurnEvent::Completed { status: TurnStatus::Completed, .. }), "{end:?}");
     assert_eq!(texts(&pool.store().history(&id).await.unwrap()), ["first", "one", "second", "two"]);
     pool.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_conversation_is_unloaded_forgotten_and_rebuilt_with_the_settings_a_turn_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let codex = ScriptedCodex::new();
+    let idle_after = Duration::from_secs(600);
+    let pool = pool_with(&codex, &dir, Arc::new(MemoryStore::new()), |c| c.idle_unsubscribe_after = idle_after);
+    pool.ensure_started().await.unwrap();
+    let id = pool.create_thread(ThreadSettings::default()).await.unwrap();
+    // A turn that changes the model: it sticks for later turns, rebuilds included.
+    let mut options = TurnOptions::default();
+    options.model = Some("other-model".into());
+    let turn = pool.start_turn(&id, vec![UserInput::text("first")], options).await.unwrap();
+    codex.next_turn().await.reply("one");
+    turn.collect_text().await;
+    assert_eq!(pool.stats().threads, 1);
+
+    // Idle past `idle_after`: unloaded from codex, and the pool keeps nothing of it.
+    tokio::time::sleep(idle_after).await;
+    let forgotten = async {
+        while pool.stats().threads > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(1), forgotten).await.expect("the idle conversation is forgotten");
+    assert_eq!(codex.received_of("thread/unsubscribe").len(), 1);
+    assert_eq!(pool.codex_thread_id(&id), None);
+
+    // Its next turn reads it from the store: the model the first turn chose, the history.
+    let end = answered(&pool, &codex, &id, "second", "two").await;
+    assert!(matches!(end, TurnEvent::Completed { status: TurnStatus::Completed, .. }), "{end:?}");
+    let started = codex.received_of("thread/start");
+    assert_eq!(started.len(), 2, "created, then rebuilt");
+    assert_eq!(started[1].params["model"], "other-model", "{}", started[1].params);
+    let injected = codex.received_of("thread/inject_items");
+    assert_eq!(texts(injected[0].params["items"].as_array().unwrap()), ["first", "one"]);
+    pool.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stored_profile_the_pool_does_not_know_is_an_error_not_chat() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let pool = pool(&ScriptedCodex::new(), &dir, store.clone());
+    let mut record = ThreadRecord::new(ConversationId::from("coding"), ThreadSettings::default());
+    record.profile = "codex".into();
+    store.save(record.clone()).await.unwrap();
+    record.id = "corrupt".into();
+    record.profile = "c0dex\u{0}".into();
+    store.save(record).await.unwrap();
+
+    let info = pool.conversation(&"coding".into()).await.unwrap().unwrap();
+    assert_eq!(info.profile().unwrap(), Profile::Codex);
+    let info = pool.conversation(&"corrupt".into()).await.unwrap().unwrap();
+    let err = info.profile().unwrap_err();
+    assert!(matches!(&err, PoolError::CorruptProfile { thread_id } if thread_id.as_str() == "corrupt"), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("set its profile") && message.contains("chat or codex"), "{message}");
+    assert!(!message.contains("c0dex"), "the stored value is not repeated: {message}");
 }

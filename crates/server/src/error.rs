@@ -24,8 +24,9 @@ pub struct ErrorDetail {
     /// `settings_too_large` (413), `unsupported_media_type` (415: the body is not JSON),
     /// `misdirected_request` (421: a `Host` the service does not answer to), `too_many_turns`,
     /// `too_many_connections` (503), `not_ready`, `unavailable`, `codex_error`, `store_error`,
-    /// `owned_elsewhere` (with a `307` to the node that serves the conversation), `lease_lost`,
-    /// `internal`.
+    /// `owned_elsewhere` (503: another node serves the conversation and the request could not be
+    /// forwarded to it), `owner_unreachable` (503 or 502: the node that serves it did not answer),
+    /// `lease_lost`, `internal`.
     pub code: &'static str,
     /// What happened, and how to fix it.
     pub message: String,
@@ -38,16 +39,24 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     retry_after: Option<u64>,
-    owner: Option<OwnerAddress>,
+    /// Boxed: errors travel in `Result`s, which stay small.
+    owner: Option<Box<OwnerAddress>>,
     /// The request's body was left unread: the connection closes after the answer
     /// (`Connection: close`), so the client does not send its next request on it.
     close: bool,
 }
 
-/// The address of the node that serves a conversation, on an answer that sends the client
-/// there: [`redirect_to_owner`] makes it the `Location`, with the request's own path.
+/// The node that serves a conversation, on an answer that says another node serves it: the
+/// service forwards the request there rather than answering it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OwnerAddress(pub String);
+pub struct OwnerAddress {
+    /// The conversation.
+    pub conversation: String,
+    /// The node's id.
+    pub node: String,
+    /// Where it said it can be reached (`http://host:port`).
+    pub address: String,
+}
 
 impl ApiError {
     /// An error with the given status, code and message.
@@ -55,9 +64,9 @@ impl ApiError {
         Self { status, code, message: message.into(), retry_after: None, owner: None, close: false }
     }
 
-    /// The node that serves the conversation, to send the client to.
+    /// The node that serves the conversation, to forward the request to.
     pub fn owner(&self) -> Option<&OwnerAddress> {
-        self.owner.as_ref()
+        self.owner.as_deref()
     }
 
     /// 400: the request cannot be understood (malformed JSON, unknown fields, bad values).
@@ -123,28 +132,13 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if let Some(owner) = self.owner {
-            response.extensions_mut().insert(owner);
+            response.extensions_mut().insert(*owner);
         }
         if self.close {
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }
-}
-
-/// Middleware: an answer that names the node serving a conversation ([`OwnerAddress`]) gets
-/// `Location: <that node's address><this request's path and query>`, so a `307` sends the
-/// client, with its method and body, to the node that can serve it.
-pub async fn redirect_to_owner(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let path = request.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
-    let mut response = next.run(request).await;
-    if let Some(OwnerAddress(address)) = response.extensions().get::<OwnerAddress>().cloned() {
-        let location = format!("{}{path}", address.trim_end_matches('/'));
-        if let Ok(value) = HeaderValue::from_str(&location) {
-            response.headers_mut().insert(header::LOCATION, value);
-        }
-    }
-    response
 }
 
 /// Middleware: an error answer that is not JSON (axum's own rejections, such as a path
@@ -212,16 +206,18 @@ impl From<StoreError> for ApiError {
             StoreError::Busy { .. } | StoreError::Unavailable { .. } => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "store_error", message).retry_after(1)
             }
-            // Another node serves the conversation: the client is sent there (a 307 keeps the
-            // method and body). A node that never announced an address cannot be sent to: retry
-            // once its lease runs out.
-            StoreError::OwnedElsewhere { address: Some(address), node, .. } => {
+            // Another node serves the conversation: the request is forwarded there (the answer
+            // below is what the client gets when it cannot be: a request forwarded already). A
+            // node that never announced an address cannot be forwarded to: retry once its lease
+            // runs out.
+            StoreError::OwnedElsewhere { address: Some(address), node, thread_id } => {
                 let mut error = Self::new(
-                    StatusCode::TEMPORARY_REDIRECT,
+                    StatusCode::SERVICE_UNAVAILABLE,
                     "owned_elsewhere",
-                    format!("node {node} serves this conversation; send the request to {address}"),
-                );
-                error.owner = Some(OwnerAddress(address));
+                    format!("node {node} serves this conversation, and it just moved there; retry"),
+                )
+                .retry_after(1);
+                error.owner = Some(Box::new(OwnerAddress { conversation: thread_id, node: node.to_string(), address }));
                 error
             }
             StoreError::OwnedElsewhere { address: None, .. } => {

@@ -8,8 +8,9 @@
 //!   `item.completed`, `text.delta`, `reasoning.delta`, then `turn.completed` or `turn.failed`)
 //!   or answered whole; `GET .../turns/{turn_id}/events` picks a stream up after
 //!   `Last-Event-ID`; `POST .../interrupt` stops it.
-//! - Several nodes on one store: a request about a conversation another node serves gets `307`
-//!   to that node; `GET /v1/nodes` lists them.
+//! - Several nodes on one store: a request about a conversation another node serves is
+//!   forwarded to that node and its answer streamed back ([`forward`]), so any node answers any
+//!   request; `GET /v1/nodes` lists them.
 //! - `GET /v1/pool`, `GET /healthz`, `GET /readyz`, `GET /openapi.json`, `GET /metrics`
 //!   (Prometheus text).
 //! - OpenAI's API ([`openai`]): `POST /v1/responses`, `GET /v1/responses/{id}`, `POST
@@ -39,6 +40,7 @@ pub mod edge_metrics;
 pub mod error;
 pub mod events;
 mod extract;
+pub mod forward;
 mod listener;
 pub mod metrics;
 pub mod openai;
@@ -124,6 +126,9 @@ pub struct ServiceConfig {
     /// Bytes of one turn's events: a running turn that passes it is cut (`turn.failed`,
     /// `events_too_large`).
     pub max_turn_event_bytes: usize,
+    /// How long a node has to accept the connection of a request forwarded to it (the node that
+    /// serves its conversation); past it, the node is taken as unreachable (see [`forward`]).
+    pub forward_connect_timeout: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -147,6 +152,7 @@ impl Default for ServiceConfig {
             max_input_items: 1024,
             max_retained_event_bytes: 256 << 20,
             max_turn_event_bytes: 32 << 20,
+            forward_connect_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -187,6 +193,12 @@ pub enum ServeError {
 pub fn router(state: AppState, config: &ServiceConfig) -> Router {
     let token = Arc::new(config.token.clone());
     let metrics = state.metrics.clone();
+    let forwarder = Arc::new(forward::Forwarder::new(
+        state.pool.clone(),
+        metrics.clone(),
+        config.forward_connect_timeout,
+        config.header_timeout,
+    ));
     let guard = Arc::new(origin::Guard::new(
         &config.allowed_hosts,
         &config.allowed_origins,
@@ -214,9 +226,10 @@ pub fn router(state: AppState, config: &ServiceConfig) -> Router {
         .route("/metrics", get(system::metrics))
         .fallback(system::not_found)
         .method_not_allowed_fallback(system::method_not_allowed)
-        .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(axum::middleware::from_fn(error::json_errors))
-        .layer(axum::middleware::from_fn(error::redirect_to_owner))
+        .layer(axum::middleware::from_fn_with_state(forwarder, forward::forward_to_owner))
+        // Outside the forward, which reads bodies within it too.
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(token, auth::require_token))
         .layer(axum::middleware::from_fn_with_state(guard, origin::guard))
         .layer(axum::middleware::from_fn_with_state(metrics, metrics::track))
@@ -294,14 +307,12 @@ impl Service {
                 config.allowed_hosts.push(format!("{authority}:{port}"));
             }
         }
-        let transcripts = Arc::new(openai::transcripts::Transcripts::new());
         let state = AppState {
             pool: pool.clone(),
             runs: runs.clone(),
             models: Arc::new(config.models.clone()),
             policy: Arc::new(config.policy.clone()),
             metrics: metrics.clone(),
-            transcripts: transcripts.clone(),
             caps: Arc::new(config.caps.clone()),
             max_input_items: config.max_input_items,
         };
@@ -312,11 +323,6 @@ impl Service {
             tokio::spawn(async move {
                 if let Err(e) = pool.ensure_started().await {
                     tracing::error!(error = %e, "the pool could not start; requests get 503 until a process serves");
-                }
-                // Chat transcripts are matched to their conversations again, as they were.
-                match openai::transcripts::rebuild(&pool, &transcripts).await {
-                    Ok(n) => tracing::debug!(conversations = n, "chat transcripts indexed"),
-                    Err(e) => tracing::warn!(error = %e, "chat transcripts could not be indexed from the store"),
                 }
             })
         };

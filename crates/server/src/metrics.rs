@@ -1,6 +1,6 @@
 //! `GET /metrics`: what the service and its pool did, in Prometheus' text format (0.0.4), written
 //! by hand (counters, gauges and histograms need nothing more). The service counts what passes
-//! through it (turns, HTTP requests, chat transcripts); the pool's own facts (processes, loaded
+//! through it (turns, HTTP requests, chat requests); the pool's own facts (processes, loaded
 //! threads, restarts, rebuilds, waits for room) are read from [`codex_pool::PoolStats`] when
 //! scraped.
 
@@ -73,6 +73,8 @@ pub struct Metrics {
     pub edge: Arc<crate::edge_metrics::EdgeMetrics>,
     /// Memory budgets and admission.
     budgets: Budgets,
+    /// Requests forwarded to the node that serves their conversation.
+    forwards: Forwards,
 }
 
 /// What the memory budgets and the admission gate did: requests refused by a limit, event logs
@@ -164,9 +166,8 @@ impl Metrics {
         *http.entry((route, method, status)).or_default() += 1;
     }
 
-    /// Everything, as Prometheus text: the service's counters and the pool's snapshot;
-    /// `chat_indexed` is how many conversations chat transcripts are matched to.
-    pub fn render(&self, pool: &PoolStats, service_turns: usize, chat_indexed: usize) -> String {
+    /// Everything, as Prometheus text: the service's counters and the pool's snapshot.
+    pub fn render(&self, pool: &PoolStats, service_turns: usize) -> String {
         let mut out = String::with_capacity(4096);
         header(&mut out, "codex_pool_turns_started_total", "Turns started through the service.", "counter");
         let _ = writeln!(out, "codex_pool_turns_started_total {}", self.turns_started.load(Ordering::Relaxed));
@@ -265,12 +266,6 @@ impl Metrics {
             "codex_pool_chat_requests_total{{conversation=\"new\"}} {}",
             self.chat_new.load(Ordering::Relaxed)
         );
-        gauge(
-            &mut out,
-            "codex_pool_chat_transcripts",
-            "Conversations a chat transcript can continue now.",
-            chat_indexed as f64,
-        );
         header(
             &mut out,
             "codex_pool_http_requests_total",
@@ -288,7 +283,61 @@ impl Metrics {
         }
         self.edge.render(&mut out);
         self.render_budgets(&mut out, pool);
+        self.render_forwards(&mut out);
         out
+    }
+}
+
+// Forwarding between nodes (the forward middleware), kept apart from the rest.
+
+/// How a request about a conversation another node serves went, as `/metrics` labels it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardOutcome {
+    /// Forwarded, and the owner answered (whatever its status).
+    Ok,
+    /// The owner could not be reached (connection refused or timed out, or it failed before
+    /// answering).
+    Unreachable,
+    /// A forwarded request reached a node that does not serve the conversation either: answered
+    /// 503, never forwarded again.
+    Loop,
+}
+
+/// Forwarded requests by outcome.
+#[derive(Debug, Default)]
+struct Forwards {
+    ok: AtomicU64,
+    unreachable: AtomicU64,
+    looped: AtomicU64,
+}
+
+impl Metrics {
+    /// A request about a conversation another node serves went this way.
+    pub fn forwarded(&self, outcome: ForwardOutcome) {
+        let counter = match outcome {
+            ForwardOutcome::Ok => &self.forwards.ok,
+            ForwardOutcome::Unreachable => &self.forwards.unreachable,
+            ForwardOutcome::Loop => &self.forwards.looped,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render_forwards(&self, out: &mut String) {
+        header(
+            out,
+            "codex_pool_forwarded_requests_total",
+            "Requests about a conversation another node serves, by outcome: forwarded and answered (ok), the \
+             owner not reached (unreachable), a forwarded request this node does not serve either (loop).",
+            "counter",
+        );
+        let f = &self.forwards;
+        for (outcome, n) in [("ok", &f.ok), ("unreachable", &f.unreachable), ("loop", &f.looped)] {
+            let _ = writeln!(
+                out,
+                "codex_pool_forwarded_requests_total{{outcome=\"{outcome}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
     }
 }
 

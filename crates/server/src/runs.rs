@@ -14,7 +14,6 @@ use crate::events::{ApiEvent, Mapper};
 use crate::metrics::Metrics;
 use codex_pool::{ConversationId, PoolTurn};
 use kept::Kept;
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -53,18 +52,13 @@ impl RunLog {
     }
 
     fn push(&self, event: ApiEvent) {
-        self.push_then(event, None);
+        self.push_arc(Arc::new(event));
     }
 
-    /// Adds an event, running `on_end` (if any) on every event so far before any reader can
-    /// see the new one: readers wait on `progress`, or on the lock `on_end` runs under.
-    fn push_then(&self, event: ApiEvent, on_end: Option<OnEnd>) {
+    fn push_arc(&self, event: Arc<ApiEvent>) {
         self.bytes.fetch_add(json_size(&event), Ordering::Relaxed);
         let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
-        events.push(Arc::new(event));
-        if let Some(on_end) = on_end {
-            on_end(&events);
-        }
+        events.push(event);
         let n = events.len();
         drop(events);
         self.progress.send_modify(|(len, _)| *len = n);
@@ -104,9 +98,12 @@ impl RunLog {
 type Key = (ConversationId, String);
 
 /// What runs once a turn has ended, before anyone reads its end: it gets every event of the
-/// turn, the terminal one last. It runs under the lock of the turn's log, so it must not read
-/// the log itself.
-pub type OnEnd = Box<dyn FnOnce(&[Arc<ApiEvent>]) + Send>;
+/// turn, the terminal one last, and answers what to wait for (a store write) before the end is
+/// logged.
+pub type OnEnd = Box<dyn FnOnce(&[Arc<ApiEvent>]) -> EndWork + Send>;
+
+/// What an [`OnEnd`] does after it has read the events.
+pub type EndWork = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The most events a reader takes from a log at once: what it holds besides the log is bounded.
 pub const READ_BATCH: usize = 64;
@@ -139,8 +136,6 @@ pub struct RunLimits {
 /// The turns the service runs, and their logs.
 pub struct Runs {
     logs: Mutex<Kept<Key, Arc<RunLog>>>,
-    /// The last turn the service ran of each conversation that its conversation kept.
-    latest: Arc<Mutex<HashMap<ConversationId, String>>>,
     tasks: Mutex<JoinSet<()>>,
     /// Room for turns; each running turn holds one permit.
     room: Arc<Semaphore>,
@@ -155,7 +150,6 @@ impl Runs {
     pub fn new(limits: RunLimits, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Self {
             logs: Mutex::new(Kept::new(limits.retained_bytes)),
-            latest: Arc::default(),
             tasks: Mutex::new(JoinSet::new()),
             room: Arc::new(Semaphore::new(limits.max_turns)),
             max_turns: limits.max_turns,
@@ -188,31 +182,14 @@ impl Runs {
         let key = (log.conversation.clone(), log.turn_id.clone());
         self.logs.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), log.clone());
         let (runs, driven) = (Arc::downgrade(self), log.clone());
-        let (limits, metrics, latest) = (self.limits, self.metrics.clone(), self.latest.clone());
-        // A turn codex finished is kept in its conversation (a cut one leaves nothing).
-        let (conversation, turn_id) = key.clone();
-        let remember: OnEnd = Box::new(move |events: &[Arc<ApiEvent>]| {
-            let kept = events
-                .last()
-                .is_some_and(|end| end.event == "turn.completed" || end.data["error"]["kind"] == "model_error");
-            if kept {
-                latest.lock().unwrap_or_else(|p| p.into_inner()).insert(conversation, turn_id);
-            }
-        });
-        let on_end: OnEnd = match on_end {
-            Some(then) => Box::new(move |events: &[Arc<ApiEvent>]| {
-                remember(events);
-                then(events);
-            }),
-            None => remember,
-        };
+        let (limits, metrics) = (self.limits, self.metrics.clone());
         metrics.turn_started();
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         // Ended tasks are reaped here, so the set holds only live ones.
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
             let keep = |bytes| runs.upgrade().and_then(|runs| runs.ended(key.clone(), bytes));
-            let kept = drive(turn, &driven, &metrics, begun, room, Some(on_end), limits.turn_bytes, keep).await;
+            let kept = drive(turn, &driven, &metrics, begun, room, on_end, limits.turn_bytes, keep).await;
             drop(driven);
             let Some(seq) = kept else { return };
             tokio::time::sleep(limits.retention).await;
@@ -236,12 +213,6 @@ impl Runs {
             log.wait_all().await;
             then.await;
         });
-    }
-
-    /// The last turn the service ran of a conversation and its conversation kept, if the
-    /// service ran one since it started.
-    pub fn latest_turn(&self, conversation: &ConversationId) -> Option<String> {
-        self.latest.lock().unwrap_or_else(|p| p.into_inner()).get(conversation).cloned()
     }
 
     /// The log of a turn, while it is kept: `Ok(None)` for a turn it does not know, `Err` for
@@ -292,28 +263,16 @@ async fn drive(
     metrics: &Metrics,
     begun: Instant,
     room: OwnedSemaphorePermit,
-    mut on_end: Option<OnEnd>,
+    on_end: Option<OnEnd>,
     max_bytes: usize,
-    mut keep: impl FnMut(Option<usize>) -> Option<u64>,
+    keep: impl FnMut(Option<usize>) -> Option<u64>,
 ) -> Option<u64> {
-    let (mut kept, cut) = (None, std::sync::atomic::AtomicBool::new(false));
     let mut mapper = Mapper::new(turn.conversation_id().clone(), turn.turn_id().to_owned());
-    let mut first_text = true;
-    let mut room = Some(room);
-    let mut record = |event: ApiEvent| {
-        observe(&event, metrics, begun, &mut first_text);
-        if event.is_terminal() {
-            room.take();
-            kept = keep(Some(log.bytes() + json_size(&event)).filter(|_| !cut.load(Ordering::Relaxed)));
-            log.push_then(event, on_end.take());
-            log.finish();
-        } else {
-            log.push(event);
-        }
-    };
+    let mut recorder =
+        Recorder { log, metrics, begun, first_text: true, room: Some(room), on_end, keep, kept: None, cut: false };
     while let Some(event) = turn.next().await {
         for api_event in mapper.map(event) {
-            record(api_event);
+            recorder.record(api_event).await;
         }
         if !mapper.ended() && log.bytes() > max_bytes {
             // Dropping the turn below abandons it: codex is interrupted, nothing is recorded.
@@ -324,18 +283,54 @@ async fn drive(
                 "the turn's events passed {max_bytes} bytes, the most the service keeps of one turn \
                  (--max-turn-event-bytes); the turn was cut and is not kept. Ask for a shorter reply"
             );
-            cut.store(true, Ordering::Relaxed);
-            record(mapper.abort("events_too_large", message));
+            recorder.cut = true;
+            recorder.record(mapper.abort("events_too_large", message)).await;
             break;
         }
     }
     if !mapper.ended() {
         // The pool ends every turn with one terminal event; should that ever fail, clients
         // still get an end.
-        record(mapper.lost());
+        recorder.record(mapper.lost()).await;
     }
     log.finish();
-    kept
+    recorder.kept
+}
+
+/// What [`drive`] does with each event, the end's work included.
+struct Recorder<'a, K> {
+    log: &'a RunLog,
+    metrics: &'a Metrics,
+    begun: Instant,
+    first_text: bool,
+    room: Option<OwnedSemaphorePermit>,
+    on_end: Option<OnEnd>,
+    keep: K,
+    kept: Option<u64>,
+    cut: bool,
+}
+
+impl<K: FnMut(Option<usize>) -> Option<u64>> Recorder<'_, K> {
+    /// Logs an event; the terminal one after `on_end`'s work, with the turn's room given back
+    /// and its log's size given to `keep` first.
+    async fn record(&mut self, event: ApiEvent) {
+        observe(&event, self.metrics, self.begun, &mut self.first_text);
+        if !event.is_terminal() {
+            self.log.push(event);
+            return;
+        }
+        let event = Arc::new(event);
+        if let Some(on_end) = self.on_end.take() {
+            let mut events = self.log.snapshot().0;
+            events.push(event.clone());
+            on_end(&events).await;
+        }
+        self.room.take();
+        let bytes = Some(self.log.bytes() + json_size(&event)).filter(|_| !self.cut);
+        self.kept = (self.keep)(bytes);
+        self.log.push_arc(event);
+        self.log.finish();
+    }
 }
 
 /// The size of an event's JSON (its `data`, as sent), without writing it anywhere.

@@ -4,7 +4,6 @@ use crate::caps::{OverCap, SettingsCaps};
 use crate::edge_metrics::EdgeLimit;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::openai::transcripts::Transcripts;
 use crate::policy::AgentPolicy;
 use crate::runs::Runs;
 use axum::http::StatusCode;
@@ -24,8 +23,6 @@ pub struct AppState {
     pub policy: Arc<AgentPolicy>,
     /// What the service counts (`GET /metrics`).
     pub metrics: Arc<Metrics>,
-    /// Which chat transcript is which conversation (`POST /v1/chat/completions`).
-    pub transcripts: Arc<Transcripts>,
     /// Caps on conversations' settings and list pages.
     pub caps: Arc<SettingsCaps>,
     /// Items one turn's input may have (`ServiceConfig::max_input_items`).

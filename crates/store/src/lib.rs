@@ -12,6 +12,14 @@
 //! nodes share; [`MemoryStore`] keeps records for the life of the process. [`open_store`] picks
 //! SQLite or PostgreSQL from a path or URL. Other databases implement [`ThreadStore`].
 //!
+//! ## The chat transcript index
+//!
+//! Chat Completions clients send a whole transcript each time; the store says which
+//! conversation a transcript is ([`ThreadStore::take_transcript`],
+//! [`ThreadStore::put_transcript`]), under a [`TranscriptKey`]: a SHA-256 hash that every node
+//! computes alike ([`TranscriptHasher`]). A take removes the entry, so two requests with the
+//! same transcript never continue one conversation; entries go with their conversation.
+//!
 //! ## Several nodes on one store
 //!
 //! When several nodes (codex-pool processes) share a store, each conversation is served by one
@@ -55,6 +63,7 @@ mod ownership;
 mod postgres;
 mod row;
 mod sqlite;
+mod transcripts;
 mod types;
 
 pub use memory::MemoryStore;
@@ -62,6 +71,7 @@ pub use open::{is_postgres_url, open_store};
 pub use ownership::{Fence, Lease, LeaseHolder, NodeId, NodeInfo, NodeStatus, Renewal};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub use transcripts::{TranscriptEntry, TranscriptHasher, TranscriptKey};
 pub use types::{now_ms, ConversationId, ListCursor, StoreError, StoredItem, ThreadRecord, TurnRecord};
 
 use codex_pool_protocol::methods::ThreadSettings;
@@ -99,7 +109,8 @@ pub trait ThreadStore: Send + Sync + 'static {
     fn record_turns<'a>(&'a self, turns: &'a [TurnRecord]) -> StoreFuture<'a, ()>;
     /// A conversation's history, oldest item first (empty for an unknown id).
     fn history<'a>(&'a self, id: &'a ConversationId) -> StoreFuture<'a, Vec<Value>>;
-    /// Forgets a conversation, its history and its lease. Returns whether it existed.
+    /// Forgets a conversation, its history, its lease and its transcript index entries. Returns
+    /// whether it existed.
     fn delete<'a>(&'a self, id: &'a ConversationId) -> StoreFuture<'a, bool>;
     /// How many conversations are stored.
     fn count(&self) -> StoreFuture<'_, u64>;
@@ -142,6 +153,14 @@ pub trait ThreadStore: Send + Sync + 'static {
     /// Gives up `node`'s leases among `conversations` at once (one statement; PostgreSQL: one
     /// round trip), as [`ThreadStore::release_lease`] does for one. Returns how many `node` held.
     fn release_leases<'a>(&'a self, node: &'a NodeId, conversations: &'a [ConversationId]) -> StoreFuture<'a, u64>;
+    /// Takes the entry indexed under a chat transcript's key out of the index, if any: one call,
+    /// atomic (PostgreSQL: one statement), so of two callers with the same key at most one gets
+    /// the entry, on any node.
+    fn take_transcript<'a>(&'a self, key: &'a TranscriptKey) -> StoreFuture<'a, Option<TranscriptEntry>>;
+    /// Indexes a conversation under a chat transcript's key, replacing what the key held, and
+    /// any other entry of the conversation (a conversation has one transcript). Does nothing
+    /// for an unknown conversation (deleted meanwhile): no entry outlives its conversation.
+    fn put_transcript<'a>(&'a self, key: &'a TranscriptKey, entry: &'a TranscriptEntry) -> StoreFuture<'a, ()>;
     /// Writes out what the backend still buffers and shrinks its files (called at shutdown);
     /// the store stays usable.
     fn close(&self) -> StoreFuture<'_, ()> {

@@ -3,7 +3,7 @@
 use crate::ownership::ttl_ms;
 use crate::{
     now_ms, ConversationId, Fence, Lease, LeaseHolder, ListCursor, NodeId, NodeInfo, NodeStatus, Renewal, StoreError,
-    StoreFuture, StoredItem, ThreadRecord, ThreadStore, TurnRecord,
+    StoreFuture, StoredItem, ThreadRecord, ThreadStore, TranscriptEntry, TranscriptKey, TurnRecord,
 };
 use codex_pool_protocol::methods::ThreadSettings;
 use serde_json::Value;
@@ -23,6 +23,7 @@ struct State {
     threads: HashMap<ConversationId, Stored>,
     leases: HashMap<ConversationId, Lease>,
     nodes: HashMap<NodeId, (String, i64)>,
+    transcripts: HashMap<TranscriptKey, TranscriptEntry>,
     /// The last fence given out (fences are never reused, whatever is deleted).
     last_fence: u64,
 }
@@ -109,6 +110,9 @@ impl ThreadStore for MemoryStore {
                     stored.record.turns += 1;
                     stored.record.updated_at_ms = stored.record.updated_at_ms.max(now);
                 }
+                if turn.is_last_turn() {
+                    stored.record.last_turn = Some(turn.turn_id.clone());
+                }
             }
             Ok(())
         })
@@ -123,6 +127,7 @@ impl ThreadStore for MemoryStore {
     fn delete<'a>(&'a self, id: &'a ConversationId) -> StoreFuture<'a, bool> {
         self.with(|state| {
             state.leases.remove(id);
+            state.transcripts.retain(|_, entry| &entry.conversation != id);
             Ok(state.threads.remove(id).is_some())
         })
     }
@@ -260,6 +265,20 @@ impl ThreadStore for MemoryStore {
                 }
             }
             Ok(released)
+        })
+    }
+
+    fn take_transcript<'a>(&'a self, key: &'a TranscriptKey) -> StoreFuture<'a, Option<TranscriptEntry>> {
+        self.with(|state| Ok(state.transcripts.remove(key)))
+    }
+
+    fn put_transcript<'a>(&'a self, key: &'a TranscriptKey, entry: &'a TranscriptEntry) -> StoreFuture<'a, ()> {
+        self.with(|state| {
+            if state.threads.contains_key(&entry.conversation) {
+                state.transcripts.retain(|_, held| held.conversation != entry.conversation);
+                state.transcripts.insert(*key, entry.clone());
+            }
+            Ok(())
         })
     }
 }

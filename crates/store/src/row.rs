@@ -7,7 +7,7 @@ use crate::types::{ConversationId, StoreError, ThreadRecord};
 /// macro, so that `concat!` can build whole statements from it at compile time).
 macro_rules! record_columns {
     () => {
-        "thread_id, settings, profile, ephemeral, metadata, created_at_ms, updated_at_ms, turns"
+        "thread_id, settings, profile, ephemeral, metadata, created_at_ms, updated_at_ms, turns, last_turn"
     };
 }
 pub(crate) use record_columns;
@@ -22,6 +22,7 @@ pub(crate) struct RawRecord {
     pub(crate) created_at_ms: i64,
     pub(crate) updated_at_ms: i64,
     pub(crate) turns: i64,
+    pub(crate) last_turn: Option<String>,
 }
 
 impl RawRecord {
@@ -36,6 +37,7 @@ impl RawRecord {
             created_at_ms: self.created_at_ms,
             updated_at_ms: self.updated_at_ms,
             turns: self.turns.max(0) as u64,
+            last_turn: self.last_turn,
             id,
         })
     }

@@ -158,6 +158,10 @@ pub struct ThreadRecord {
     pub updated_at_ms: i64,
     /// Turns completed so far.
     pub turns: u64,
+    /// The last turn recorded that codex finished or that added to the history (`None` before
+    /// any, and in records stored before codex-pool kept it): written with the turn, so a
+    /// caller knows whether a turn is the conversation's latest without reading its history.
+    pub last_turn: Option<String>,
 }
 
 impl ThreadRecord {
@@ -173,6 +177,7 @@ impl ThreadRecord {
             created_at_ms: now,
             updated_at_ms: now,
             turns: 0,
+            last_turn: None,
         }
     }
 }
@@ -195,6 +200,12 @@ pub struct TurnRecord {
 }
 
 impl TurnRecord {
+    /// Whether writing it makes it its conversation's [`ThreadRecord::last_turn`]: codex
+    /// finished it, or it added items.
+    pub fn is_last_turn(&self) -> bool {
+        self.completed || !self.items.is_empty()
+    }
+
     /// A turn codex finished.
     pub fn completed(conversation: impl Into<ConversationId>, turn_id: impl Into<String>, items: Vec<Value>) -> Self {
         Self { conversation: conversation.into(), turn_id: turn_id.into(), items, completed: true, fence: None }

@@ -5,7 +5,7 @@
 use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_store::{
     ConversationId, Fence, Lease, LeaseHolder, ListCursor, MemoryStore, NodeId, NodeInfo, NodeStatus, Renewal,
-    StoreError, StoreFuture, StoredItem, ThreadRecord, ThreadStore, TurnRecord,
+    StoreError, StoreFuture, StoredItem, ThreadRecord, ThreadStore, TranscriptEntry, TranscriptKey, TurnRecord,
 };
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -131,5 +131,11 @@ impl ThreadStore for HookedStore {
             self.before_release().await;
             self.inner.release_leases(node, conversations).await
         })
+    }
+    fn take_transcript<'a>(&'a self, key: &'a TranscriptKey) -> StoreFuture<'a, Option<TranscriptEntry>> {
+        self.inner.take_transcript(key)
+    }
+    fn put_transcript<'a>(&'a self, key: &'a TranscriptKey, entry: &'a TranscriptEntry) -> StoreFuture<'a, ()> {
+        self.inner.put_transcript(key, entry)
     }
 }

@@ -1,17 +1,25 @@
-//! The routing table: every conversation the pool knows, where codex holds it now, and what is
+//! The routing table: every conversation in use, where codex holds it now, and what is
 //! happening to it. It is the one owner of these facts, and of the counts made from them (turns
 //! running and threads loaded, per process), so they never disagree.
 //!
 //! A conversation is in exactly one [`ThreadState`]; every change of state goes through a method
 //! here, under one short lock that is never held across an `.await`. Whoever waits for a state
 //! to change waits on a notification, not a timer.
+//!
+//! The table holds the conversations in use, not every one ever served: one unloaded from codex
+//! (idle, over a cap, released) is dropped, and its next turn reads it from the store again.
+//! Beside the map, the idle ones are kept ordered by last use ([`idle`]), so the reaper takes
+//! what has idled out and sleeps until the next one would, without walking the table.
 
 use crate::store_writer::WriteTicket;
 use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_protocol::CodexThreadId;
 use codex_pool_store::{ConversationId, ThreadRecord};
+use idle::IdleIndex;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use table::{Entry, Table};
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
@@ -36,17 +44,6 @@ pub(crate) enum ThreadState {
     Deleting,
 }
 
-/// What the pool knows of one conversation.
-struct Entry {
-    settings: ThreadSettings,
-    ephemeral: bool,
-    loaded: Option<Loaded>,
-    state: ThreadState,
-    last_used: Instant,
-    /// The store's answer about the last turn, which its consumer did not wait for.
-    unconfirmed: Option<WriteTicket>,
-}
-
 /// Load of one process slot, as the routing table sees it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct SlotLoad {
@@ -56,33 +53,6 @@ pub(crate) struct SlotLoad {
     pub loaded: usize,
     /// Turns running on it.
     pub running: usize,
-}
-
-struct Table {
-    threads: HashMap<ConversationId, Entry>,
-    slots: Vec<SlotLoad>,
-    /// codex threads no conversation uses any more, still loaded on a process: the reaper
-    /// unloads them.
-    orphans: Vec<Loaded>,
-}
-
-impl Table {
-    fn count(&mut self, loaded: &Option<Loaded>, delta: isize) {
-        if let Some(l) = loaded {
-            let slot = &mut self.slots[l.slot];
-            if slot.generation == l.generation {
-                slot.loaded = slot.loaded.saturating_add_signed(delta);
-            }
-        }
-    }
-
-    fn set_loaded(&mut self, id: &ConversationId, loaded: Option<Loaded>) -> Option<Loaded> {
-        let entry = self.threads.get_mut(id)?;
-        let old = std::mem::replace(&mut entry.loaded, loaded.clone());
-        self.count(&old, -1);
-        self.count(&loaded, 1);
-        old
-    }
 }
 
 /// What a turn gets with its claim: what is needed to place the conversation.
@@ -116,15 +86,18 @@ pub(crate) struct Routing {
 
 impl Routing {
     pub(crate) fn new(slots: usize, cap: usize) -> Self {
+        let reap = Arc::new(Notify::new());
         Self {
             table: Mutex::new(Table {
                 threads: HashMap::new(),
+                idle: IdleIndex::new(slots + 1),
                 slots: vec![SlotLoad::default(); slots],
                 orphans: Vec::new(),
+                reap: reap.clone(),
             }),
             unloaded: Notify::new(),
             running: watch::channel(0).0,
-            reap: Arc::new(Notify::new()),
+            reap,
             cap,
         }
     }
@@ -159,15 +132,7 @@ impl Routing {
     /// A conversation just created on a process.
     pub(crate) fn insert_created(&self, id: ConversationId, settings: ThreadSettings, ephemeral: bool, loaded: Loaded) {
         let mut table = self.lock();
-        let entry = Entry {
-            settings,
-            ephemeral,
-            loaded: None,
-            state: ThreadState::Idle,
-            last_used: Instant::now(),
-            unconfirmed: None,
-        };
-        table.threads.insert(id.clone(), entry);
+        table.insert(id.clone(), Entry::new(settings, ephemeral));
         table.set_loaded(&id, Some(loaded));
         self.wake_if_over_cap(&table);
     }
@@ -175,14 +140,9 @@ impl Routing {
     /// A conversation read from the store, unless the pool knows it already.
     pub(crate) fn insert_stored(&self, record: ThreadRecord) {
         let mut table = self.lock();
-        table.threads.entry(record.id).or_insert_with(|| Entry {
-            settings: record.settings,
-            ephemeral: record.ephemeral,
-            loaded: None,
-            state: ThreadState::Idle,
-            last_used: Instant::now(),
-            unconfirmed: None,
-        });
+        if !table.threads.contains_key(&record.id) {
+            table.insert(record.id, Entry::new(record.settings, record.ephemeral));
+        }
     }
 
     /// Runs `decide` under the table's lock until it answers; `None` means the conversation is
@@ -204,8 +164,7 @@ impl Routing {
     pub(crate) async fn claim_turn(&self, id: &ConversationId) -> Result<Claimed, Refused> {
         let claimed = self
             .decide(|table| {
-                let Some(entry) = table.threads.get_mut(id) else { return Some(Err(Refused::Unknown)) };
-                match entry.state {
+                let claim = |entry: &mut Entry| match entry.state {
                     ThreadState::Idle => {
                         entry.state = ThreadState::TurnRunning { slot: None };
                         Some(Ok(Claimed {
@@ -217,7 +176,8 @@ impl Routing {
                     }
                     ThreadState::TurnRunning { .. } | ThreadState::Deleting => Some(Err(Refused::Busy)),
                     ThreadState::Unloading => None,
-                }
+                };
+                table.change(id, claim).unwrap_or(Some(Err(Refused::Unknown)))
             })
             .await;
         if claimed.is_ok() {
@@ -243,11 +203,14 @@ impl Routing {
     /// the store's answer about the turn when nobody waited for it.
     pub(crate) fn end_turn(&self, id: &ConversationId, unconfirmed: Option<WriteTicket>) {
         let mut table = self.lock();
-        let Some(entry) = table.threads.get_mut(id) else { return };
-        let ThreadState::TurnRunning { slot } = entry.state else { return };
-        entry.state = ThreadState::Idle;
-        entry.last_used = Instant::now();
-        entry.unconfirmed = unconfirmed;
+        let ended = table.change(id, |entry| {
+            let ThreadState::TurnRunning { slot } = entry.state else { return None };
+            entry.state = ThreadState::Idle;
+            entry.last_used = Instant::now();
+            entry.unconfirmed = unconfirmed;
+            Some(slot)
+        });
+        let Some(Some(slot)) = ended else { return };
         if let Some(slot) = slot {
             table.slots[slot].running -= 1;
         }
@@ -284,7 +247,7 @@ impl Routing {
             return;
         }
         let old = table.set_loaded(id, None);
-        table.threads.remove(id);
+        table.remove(id);
         if let Some(old) = old {
             table.orphans.push(old);
             drop(table);
@@ -303,40 +266,52 @@ impl Routing {
         }
     }
 
-    /// Picks the threads to unload: on each slot, the least recently used idle ones past the
-    /// cap, and every one idle for `idle_after`. They become `Unloading`, held by no codex thread;
-    /// the caller unloads each, then calls [`Routing::unloaded`].
-    pub(crate) fn take_idle(&self, idle_after: std::time::Duration) -> Vec<(ConversationId, Loaded)> {
+    /// Picks the conversations to unload: on each slot, the least recently used idle ones past
+    /// the cap, and every one idle for `idle_after` (held by a codex thread or not). They become
+    /// `Unloading`, held by no codex thread; the caller unloads the thread each one had, then
+    /// calls [`Routing::unloaded`], which forgets it. Nothing here walks the table: the idle
+    /// index gives the oldest first.
+    pub(crate) fn take_idle(&self, idle_after: Duration) -> Vec<(ConversationId, Option<Loaded>)> {
         let mut table = self.lock();
-        let Table { threads, slots, .. } = &mut *table;
-        let mut per_slot: Vec<Vec<(&ConversationId, Instant)>> = vec![Vec::new(); slots.len()];
-        for (id, e) in threads.iter() {
-            if let Some(l) = e.loaded.as_ref().filter(|l| slots[l.slot].generation == l.generation) {
-                if e.state == ThreadState::Idle {
-                    per_slot[l.slot].push((id, e.last_used));
+        let mut picked = Vec::new();
+        for (slot, load) in table.slots.iter().enumerate() {
+            let mut over = load.loaded.saturating_sub(self.cap);
+            for id in table.idle.oldest_on(slot) {
+                if over == 0 {
+                    break;
                 }
+                // One held on a process that is gone counts for nothing, but goes too.
+                if table.threads[id].loaded.as_ref().is_some_and(|l| l.generation == load.generation) {
+                    over -= 1;
+                }
+                picked.push(id.clone());
             }
         }
-        let mut picked = Vec::new();
-        for (slot, mut idle) in per_slot.into_iter().enumerate() {
-            idle.sort_by_key(|(_, used)| *used);
-            let mut over = slots[slot].loaded.saturating_sub(self.cap);
-            for (id, used) in idle {
-                if over > 0 || used.elapsed() >= idle_after {
-                    over = over.saturating_sub(1);
-                    picked.push(id.clone());
-                }
-            }
+        if let Some(cutoff) = Instant::now().checked_sub(idle_after) {
+            picked.extend(table.idle.used_before(cutoff).cloned());
         }
         let mut unloading = Vec::new();
         for id in picked {
-            let entry = table.threads.get_mut(&id).expect("picked from the table");
-            entry.state = ThreadState::Unloading;
-            if let Some(old) = table.set_loaded(&id, None) {
+            let taken = table.change(&id, |entry| {
+                let idle = entry.state == ThreadState::Idle;
+                if idle {
+                    entry.state = ThreadState::Unloading;
+                }
+                idle
+            });
+            if taken == Some(true) {
+                let old = table.set_loaded(&id, None);
                 unloading.push((id, old));
             }
         }
         unloading
+    }
+
+    /// When the least recently used idle conversation will have been idle for `idle_after`
+    /// (`None` when none is idle): the reaper sleeps until then, or until woken.
+    pub(crate) fn next_expiry(&self, idle_after: Duration) -> Option<Instant> {
+        // An expiry past what an `Instant` holds never comes.
+        self.lock().idle.oldest().and_then(|used| used.checked_add(idle_after))
     }
 
     /// Takes the conversation for unloading on request: `Idle` becomes `Unloading`, held by no
@@ -344,24 +319,30 @@ impl Routing {
     /// [`Routing::unloaded`]. A conversation being unloaded already is waited for.
     pub(crate) async fn claim_unload(&self, id: &ConversationId) -> Result<Option<Loaded>, Refused> {
         self.decide(|table| {
-            let Some(entry) = table.threads.get_mut(id) else { return Some(Err(Refused::Unknown)) };
-            match entry.state {
+            let claim = |entry: &mut Entry| match entry.state {
                 ThreadState::Idle => {
                     entry.state = ThreadState::Unloading;
-                    Some(Ok(table.set_loaded(id, None)))
+                    Some(Ok(()))
                 }
                 ThreadState::TurnRunning { .. } | ThreadState::Deleting => Some(Err(Refused::Busy)),
                 ThreadState::Unloading => None,
+            };
+            match table.change(id, claim) {
+                None => Some(Err(Refused::Unknown)),
+                Some(Some(Ok(()))) => Some(Ok(table.set_loaded(id, None))),
+                Some(Some(Err(refused))) => Some(Err(refused)),
+                Some(None) => None,
             }
         })
         .await
     }
 
-    /// The reaper is done unloading the conversation: it is `Idle` again.
+    /// The conversation is unloaded: the table forgets it (settings included: the store has
+    /// them), and its next turn reads it from the store again.
     pub(crate) fn unloaded(&self, id: &ConversationId) {
         let mut table = self.lock();
-        if let Some(entry) = table.threads.get_mut(id).filter(|e| e.state == ThreadState::Unloading) {
-            entry.state = ThreadState::Idle;
+        if table.threads.get(id).is_some_and(|e| e.state == ThreadState::Unloading) {
+            table.remove(id);
         }
         drop(table);
         self.unloaded.notify_waiters();
@@ -371,15 +352,15 @@ impl Routing {
     /// knew it. A conversation being unloaded is waited for.
     pub(crate) async fn claim_delete(&self, id: &ConversationId) -> Result<bool, Refused> {
         self.decide(|table| {
-            let Some(entry) = table.threads.get_mut(id) else { return Some(Ok(false)) };
-            match entry.state {
+            let claim = |entry: &mut Entry| match entry.state {
                 ThreadState::Idle => {
                     entry.state = ThreadState::Deleting;
                     Some(Ok(true))
                 }
                 ThreadState::TurnRunning { .. } | ThreadState::Deleting => Some(Err(Refused::Busy)),
                 ThreadState::Unloading => None,
-            }
+            };
+            table.change(id, claim).unwrap_or(Some(Ok(false)))
         })
         .await
     }
@@ -389,13 +370,14 @@ impl Routing {
     pub(crate) fn finish_delete(&self, id: &ConversationId, deleted: bool) -> Option<Loaded> {
         let mut table = self.lock();
         if !deleted {
-            if let Some(entry) = table.threads.get_mut(id) {
+            table.change(id, |entry| {
                 entry.state = ThreadState::Idle;
-            }
+                entry.last_used = Instant::now();
+            });
             return None;
         }
         let old = table.set_loaded(id, None);
-        table.threads.remove(id);
+        table.remove(id);
         old
     }
 
@@ -406,10 +388,10 @@ impl Routing {
         id: &ConversationId,
         update: impl FnOnce(&mut ThreadSettings),
     ) -> Option<ThreadSettings> {
-        let mut table = self.lock();
-        let entry = table.threads.get_mut(id)?;
-        update(&mut entry.settings);
-        Some(entry.settings.clone())
+        self.lock().change(id, |entry| {
+            update(&mut entry.settings);
+            entry.settings.clone()
+        })
     }
 
     /// Where the conversation is loaded and its state.
@@ -422,12 +404,15 @@ impl Routing {
         self.lock().threads.get(id).is_some_and(|e| matches!(e.state, ThreadState::TurnRunning { .. }))
     }
 
-    /// Conversations known, and of those, loaded on a slot's current process.
+    /// Conversations in the table (in use: not unloaded), and of those, loaded on a slot's current
+    /// process.
     pub(crate) fn counts(&self) -> (usize, usize) {
         let table = self.lock();
         (table.threads.len(), table.slots.iter().map(|s| s.loaded).sum())
     }
 }
 
+mod idle;
+mod table;
 #[cfg(test)]
 mod tests;

@@ -55,7 +55,7 @@ async fn idle_and_over_cap_threads_are_unloaded_and_a_turn_waits_for_it() {
     }
     // Three on slot 0, whose cap is 2: the least recently used goes.
     let picked = r.take_idle(Duration::from_secs(3600));
-    assert_eq!(picked, vec![(ConversationId::from("a"), loaded(0, 1, "a"))]);
+    assert_eq!(picked, vec![(ConversationId::from("a"), Some(loaded(0, 1, "a")))]);
     assert_eq!(r.loads()[0].loaded, 2);
     // A turn of `a` waits until the unload is done.
     let waiting = {
@@ -65,10 +65,93 @@ async fn idle_and_over_cap_threads_are_unloaded_and_a_turn_waits_for_it() {
     tokio::task::yield_now().await;
     assert!(!waiting.is_finished());
     r.unloaded(&"a".into());
-    assert_eq!(waiting.await.unwrap(), Some(None), "claimed, and held by no codex thread");
+    assert_eq!(waiting.await.unwrap(), None, "forgotten: the turn reads it from the store");
     // Idle long enough: the rest go too.
     tokio::time::advance(Duration::from_secs(3600)).await;
     assert_eq!(r.take_idle(Duration::from_secs(3600)).len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_conversation_idle_past_idle_after_is_unloaded_and_forgotten() {
+    let idle_after = Duration::from_secs(600);
+    let r = Routing::new(1, 16);
+    r.slot_restarted(0, 1);
+    let (a, b) = (ConversationId::from("a"), ConversationId::from("b"));
+    r.insert_created(a.clone(), Default::default(), true, loaded(0, 1, "x"));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    r.insert_created(b.clone(), Default::default(), true, loaded(0, 1, "y"));
+    tokio::time::advance(idle_after - Duration::from_millis(500)).await;
+    assert_eq!(r.take_idle(idle_after), vec![(a.clone(), Some(loaded(0, 1, "x")))], "only `a` is idle that long");
+    r.unloaded(&a);
+    assert!(r.get(&a).is_none(), "unloaded and forgotten: its next turn reads it from the store");
+    assert!(matches!(r.claim_turn(&a).await, Err(Refused::Unknown)));
+    assert_eq!(r.counts(), (1, 1));
+    // A released one is forgotten too.
+    let _ = r.claim_unload(&b).await.ok().unwrap();
+    r.unloaded(&b);
+    assert_eq!(r.counts(), (0, 0));
+    assert_eq!(r.next_expiry(idle_after), None, "nothing left to expire");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_touched_conversation_moves_to_the_back_and_the_next_expiry_follows() {
+    let idle_after = Duration::from_secs(60);
+    let r = Routing::new(1, 2);
+    r.slot_restarted(0, 1);
+    let begun = Instant::now();
+    for (n, id) in ["a", "b", "c"].iter().enumerate() {
+        if n > 0 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        r.insert_created((*id).into(), Default::default(), true, loaded(0, 1, id));
+    }
+    assert_eq!(r.next_expiry(idle_after), Some(begun + idle_after), "`a` first");
+    // A turn of `a`: it is used last now, and `b` is next to expire (and to go over the cap).
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let _ = r.claim_turn(&"a".into()).await.ok().unwrap();
+    assert_eq!(r.next_expiry(idle_after), Some(begun + Duration::from_secs(1) + idle_after));
+    r.end_turn(&"a".into(), None);
+    assert_eq!(r.take_idle(idle_after), vec![(ConversationId::from("b"), Some(loaded(0, 1, "b")))]);
+    r.unloaded(&"b".into());
+    assert_eq!(r.next_expiry(idle_after), Some(begun + Duration::from_secs(2) + idle_after), "then `c`");
+    tokio::time::advance(idle_after - Duration::from_secs(1)).await;
+    let expired: Vec<ConversationId> = r.take_idle(idle_after).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(expired, ["c".into()], "`a`, touched, is not idle that long");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_conversation_becoming_idle_when_none_was_wakes_the_reaper() {
+    let r = routing();
+    let wake = r.reap_signal();
+    let a = ConversationId::from("a");
+    r.insert_created(a.clone(), Default::default(), true, loaded(0, 1, "x"));
+    let _ = r.claim_turn(&a).await.ok().unwrap();
+    assert_eq!(r.next_expiry(Duration::from_secs(1)), None);
+    // Whatever woke it before, it sleeps now with no expiry to wait for.
+    let _ = tokio::time::timeout(Duration::ZERO, wake.notified()).await;
+    assert!(tokio::time::timeout(Duration::ZERO, wake.notified()).await.is_err());
+    r.end_turn(&a, None);
+    assert!(tokio::time::timeout(Duration::ZERO, wake.notified()).await.is_ok(), "woken: it has an expiry again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn conversations_held_on_a_dead_process_are_forgotten_too() {
+    let r = routing();
+    for id in ["a", "b", "c"] {
+        r.insert_created(id.into(), Default::default(), true, loaded(0, 1, id));
+    }
+    // Slot 0 restarts: three stale threads; then three on the new process, one over the cap.
+    r.slot_restarted(0, 2);
+    for id in ["d", "e", "f"] {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        r.insert_created(id.into(), Default::default(), true, loaded(0, 2, id));
+    }
+    let picked: Vec<ConversationId> = r.take_idle(Duration::from_secs(3600)).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(picked, ["a".into(), "b".into(), "c".into(), "d".into()]);
+    for id in &picked {
+        r.unloaded(id);
+    }
+    assert_eq!(r.counts(), (2, 2));
 }
 
 #[tokio::test]

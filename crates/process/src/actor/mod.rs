@@ -132,8 +132,11 @@ impl<W: AsyncWrite + Unpin> Actor<W> {
     /// Runs until the process has exited and its stdout is drained.
     pub(crate) async fn run<R: AsyncBufRead + Unpin>(mut self, inputs: Inputs<R>) {
         let Inputs { mut commands, mut abandoned, mut reaped, mut stdout } = inputs;
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Sleeps until the next abandoned turn's grace runs out (re-armed when that changes);
+        // with no abandoned turn, nothing wakes the actor but its inputs.
+        let grace_ends = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(grace_ends);
+        let mut armed: Option<Instant> = None;
         loop {
             tokio::select! {
                 Some(cmd) = commands.recv() => self.on_command(cmd),
@@ -159,9 +162,19 @@ impl<W: AsyncWrite + Unpin> Actor<W> {
                         tracing::debug!(process = %self.label, error = %e, "stdin closed");
                     }
                 }
-                _ = tick.tick() => self.housekeeping(),
+                () = &mut grace_ends, if armed.is_some() => {
+                    armed = None;
+                    self.turns.expire(Instant::now(), &mut self.effects);
+                }
             }
             self.carry_out();
+            let next = self.turns.next_deadline();
+            if next != armed {
+                if let Some(deadline) = next {
+                    grace_ends.as_mut().reset(deadline);
+                }
+                armed = next;
+            }
             if self.exited && self.stdout_closed {
                 break;
             }
@@ -429,11 +442,6 @@ impl<W: AsyncWrite + Unpin> Actor<W> {
         };
         let event = TurnEvent::ServerRequest { method: request.method, params: request.params, answer };
         self.turns.emit(&thread_id, turn_id.as_deref(), event, &mut self.effects);
-    }
-
-    fn housekeeping(&mut self) {
-        self.pending.sweep_orphaned();
-        self.turns.expire(Instant::now(), &mut self.effects);
     }
 
     fn begin_shutdown(&mut self) {

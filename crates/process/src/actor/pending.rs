@@ -45,11 +45,17 @@ impl Pending {
     }
 }
 
+/// Below this many requests in flight, the table is not swept for orphans.
+const SWEEP_FLOOR: usize = 64;
+
 /// The table of requests in flight. Ids are integers, allocated here, never reused.
 #[derive(Default)]
 pub(crate) struct PendingRequests {
     last_id: i64,
     waiting: HashMap<i64, Pending>,
+    /// The size at which the table is next swept for requests whose callers went away: twice
+    /// what was left after the last sweep, so the sweeps cost O(1) per request, on no timer.
+    sweep_at: usize,
 }
 
 impl PendingRequests {
@@ -61,6 +67,10 @@ impl PendingRequests {
 
     /// Records a request that was written with `id`.
     pub(crate) fn insert(&mut self, id: i64, pending: Pending) {
+        if self.waiting.len() >= self.sweep_at.max(SWEEP_FLOOR) {
+            self.sweep_orphaned();
+            self.sweep_at = self.waiting.len() * 2;
+        }
         self.waiting.insert(id, pending);
     }
 
@@ -74,7 +84,7 @@ impl PendingRequests {
 
     /// Forgets requests whose callers went away. A `turn/start` is kept even then: its answer
     /// names the turn, which is interrupted when the stream finds nobody to take it.
-    pub(crate) fn sweep_orphaned(&mut self) {
+    fn sweep_orphaned(&mut self) {
         self.waiting.retain(|_, pending| matches!(pending, Pending::TurnStart { .. }) || !pending.is_orphaned());
     }
 
@@ -82,6 +92,36 @@ impl PendingRequests {
     pub(crate) fn fail_all(&mut self, err: &ProcessError) {
         for (_, pending) in self.waiting.drain() {
             pending.fail(err.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::oneshot;
+
+    #[test]
+    fn requests_whose_callers_went_away_do_not_pile_up() {
+        let mut pending = PendingRequests::default();
+        let mut waiting = Vec::new();
+        for n in 0..10_000 {
+            let (reply, answer) = oneshot::channel();
+            let id = pending.next_id();
+            pending.insert(id, Pending::Call { method: "thread/read", reply });
+            // One caller in ten still waits; the others timed out and went away.
+            if n % 10 == 0 {
+                waiting.push((id, answer));
+            }
+        }
+        assert!(
+            pending.waiting.len() < 3 * waiting.len(),
+            "{} kept for {} callers",
+            pending.waiting.len(),
+            waiting.len()
+        );
+        for (id, _) in &waiting {
+            assert!(pending.take(&RequestId::Integer(*id)).is_some(), "a waiting caller's request was dropped");
         }
     }
 }

@@ -9,7 +9,7 @@ use crate::stats::SharedStats;
 use crate::turn::{Abandoned, TurnStream};
 use codex_pool_protocol::methods::TurnStartParams;
 use codex_pool_protocol::CodexThreadId;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,6 +95,9 @@ impl Retired {
 /// Every running turn of a process, by thread.
 pub(crate) struct TurnRegistry {
     turns: HashMap<CodexThreadId, ActiveTurn>,
+    /// Abandoned turns by when their grace runs out, earliest first: the actor sleeps until the
+    /// first one.
+    deadlines: BTreeSet<(Instant, CodexThreadId)>,
     retired: Retired,
     stats: Arc<SharedStats>,
     abandon: mpsc::UnboundedSender<Abandoned>,
@@ -111,7 +114,16 @@ impl TurnRegistry {
         max_backlog: usize,
         grace: Duration,
     ) -> Self {
-        Self { turns: HashMap::new(), retired: Retired::default(), stats, abandon, endpoint, max_backlog, grace }
+        Self {
+            turns: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            retired: Retired::default(),
+            stats,
+            abandon,
+            endpoint,
+            max_backlog,
+            grace,
+        }
     }
 
     fn count(&self) {
@@ -326,7 +338,9 @@ impl TurnRegistry {
         if let Some(message) = message {
             turn.deliver(std::iter::once(TurnEvent::Aborted { reason, message }));
         }
-        turn.abandoned_until = Some(Instant::now() + self.grace);
+        let deadline = Instant::now() + self.grace;
+        turn.abandoned_until = Some(deadline);
+        self.deadlines.insert((deadline, thread_id.clone()));
         turn.interrupt.get_or_insert_with(Vec::new);
         if turn.confirmed {
             self.confirm(thread_id, effects);
@@ -335,20 +349,21 @@ impl TurnRegistry {
 
     /// Ends turns whose consumers are gone and which codex did not end within the grace.
     pub(crate) fn expire(&mut self, now: Instant, effects: &mut Vec<Effect>) {
-        let expired: Vec<CodexThreadId> = self
-            .turns
-            .iter()
-            .filter(|(_, t)| t.abandoned_until.is_some_and(|deadline| deadline <= now))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for thread_id in expired {
+        while self.deadlines.first().is_some_and(|(deadline, _)| *deadline <= now) {
+            let Some((_, thread_id)) = self.deadlines.pop_first() else { break };
             tracing::warn!(%thread_id, "codex did not end an interrupted turn in time; releasing the thread");
             self.remove(&thread_id, None, effects);
         }
     }
 
+    /// When the next abandoned turn's grace runs out, if any turn is abandoned.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.first().map(|(deadline, _)| *deadline)
+    }
+
     /// Ends every turn with `event` (the process is going away).
     pub(crate) fn end_all(&mut self, event: impl Fn() -> TurnEvent, err: impl Fn() -> ProcessError) {
+        self.deadlines.clear();
         for (_, turn) in self.turns.drain() {
             let mut turn = turn;
             if turn.is_live() {
@@ -373,6 +388,9 @@ impl TurnRegistry {
     /// waited for it goes out now.
     fn remove(&mut self, thread_id: &CodexThreadId, event: Option<TurnEvent>, effects: &mut Vec<Effect>) {
         let Some(mut turn) = self.turns.remove(thread_id) else { return };
+        if let Some(deadline) = turn.abandoned_until {
+            self.deadlines.remove(&(deadline, thread_id.clone()));
+        }
         if let Some(id) = turn.turn_id.take() {
             self.retired.insert(id);
         }

@@ -293,6 +293,8 @@ pub async fn items(
 pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Done>, ApiError> {
     state.ready()?;
     let id = ConversationId::from(id);
+    // Where it is served, so that node unloads it (forwarded there).
+    state.pool.check_served_here(&id).await?;
     state.pool.delete_thread(&id).await?;
     Ok(Json(Done { id: id.to_string(), done: "deleted" }))
 }
@@ -304,6 +306,8 @@ pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Re
 pub async fn release(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Done>, ApiError> {
     state.ready()?;
     let id = ConversationId::from(id);
+    // Where it is loaded (forwarded there): this node has nothing of it to release.
+    state.pool.check_served_here(&id).await?;
     state.pool.release_thread(&id).await?;
     Ok(Json(Done { id: id.to_string(), done: "released" }))
 }
@@ -313,7 +317,7 @@ pub async fn release(State(state): State<AppState>, Path(id): Path<String>) -> R
 #[utoipa::path(post, path = "/v1/conversations/{id}/interrupt", tag = "turns",
     params(("id" = String, Path, description = "The conversation")),
     responses((status = 200, body = Done),
-              (status = 307, description = "Another node serves the conversation: `Location` is this path on it",
+              (status = 503, description = "Not ready; or another node serves the conversation and the request, forwarded to it, could not be answered (`owned_elsewhere`, `owner_unreachable`; `Retry-After`)",
                body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
 pub async fn interrupt(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Done>, ApiError> {

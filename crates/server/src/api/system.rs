@@ -161,7 +161,7 @@ pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 #[utoipa::path(get, path = "/metrics", tag = "service",
     responses((status = 200, description = "Prometheus text (0.0.4)", content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    crate::metrics::answer(state.metrics.render(&state.pool.stats(), state.runs.running(), state.transcripts.len()))
+    crate::metrics::answer(state.metrics.render(&state.pool.stats(), state.runs.running()))
 }
 
 /// Anything else: 404, in the route's error shape.

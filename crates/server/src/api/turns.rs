@@ -69,11 +69,11 @@ pub struct EventsQuery {
     responses(
         (status = 200, description = "The turn's events (SSE), or its result with `stream: false`", body = TurnResult,
          content_type = "application/json"),
-        (status = 307, description = "Another node serves the conversation: `Location` is this path on it",
+        (status = 503, description = "Not ready; or another node serves the conversation and the request, forwarded to it, could not be answered (`owned_elsewhere`, `owner_unreachable`; `Retry-After`)",
          body = crate::error::ErrorBody),
         (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
         (status = 409, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody),
-        (status = 429, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
+        (status = 429, body = crate::error::ErrorBody)))]
 pub async fn start(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -104,8 +104,9 @@ pub async fn start(
             .collect(),
         _ => return Err(ApiError::invalid("send the message as `text` or as a non-empty `input`, not both")),
     };
-    let room = room(&state)?;
-    let turn = state.pool.start_turn(&ConversationId::from(id), input, options()).await?;
+    let id = ConversationId::from(id);
+    let room = room_for(&state, &id).await?;
+    let turn = state.pool.start_turn(&id, input, options()).await?;
     let log = state.runs.run(turn, room, begun);
     if body.stream.unwrap_or(true) {
         Ok(sse(log, 0).into_response())
@@ -120,7 +121,7 @@ pub async fn start(
     params(("id" = String, Path, description = "The conversation"), ("turn_id" = String, Path, description = "The turn"),
            ("Last-Event-ID" = Option<u64>, Header, description = "The id of the last event already read"), EventsQuery),
     responses((status = 200, description = "The turn's events (SSE)", content_type = "text/event-stream"),
-              (status = 307, description = "Another node serves the conversation: `Location` is this path on it",
+              (status = 503, description = "Not ready; or another node serves the conversation and the request, forwarded to it, could not be answered (`owned_elsewhere`, `owner_unreachable`; `Retry-After`)",
                body = crate::error::ErrorBody),
               (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
               (status = 410, description = "The turn's events are no longer kept (`events_expired`)",
@@ -163,11 +164,32 @@ pub async fn events(
 /// Room for one more turn in the service: 429 with `Retry-After` when it runs as many as it
 /// may (`max_running_turns`, never more than the pool's capacity).
 pub(crate) fn room(state: &AppState) -> Result<OwnedSemaphorePermit, ApiError> {
-    state.runs.reserve().map_err(|RunRefused::TooMany(n)| {
-        state.metrics.limit_refused("max_running_turns");
-        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_turns", format!("{n} turns already run; retry shortly"))
-            .retry_after(1)
-    })
+    state.runs.reserve().map_err(|RunRefused::TooMany(n)| too_many(state, n))
+}
+
+/// [`room`] for a turn of `conversation`: when this node is full, a conversation another node
+/// serves is forwarded there all the same (its turn takes that node's room, not this one's).
+pub(crate) async fn room_for(
+    state: &AppState,
+    conversation: &ConversationId,
+) -> Result<OwnedSemaphorePermit, ApiError> {
+    match state.runs.reserve() {
+        Ok(room) => Ok(room),
+        Err(RunRefused::TooMany(n)) => {
+            state.pool.check_served_here(conversation).await?;
+            Err(too_many(state, n))
+        }
+    }
+}
+
+fn too_many(state: &AppState, running: usize) -> ApiError {
+    state.metrics.limit_refused("max_running_turns");
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_turns",
+        format!("{running} turns already run; retry shortly"),
+    )
+    .retry_after(1)
 }
 
 /// The options of every turn the service starts: a turn whose process is full is refused at

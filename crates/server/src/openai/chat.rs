@@ -1,6 +1,6 @@
 //! `POST /v1/chat/completions`: Chat Completions on the pool. The request's messages but the
 //! last are matched against the transcripts of the conversations this route runs
-//! ([`Transcripts`](crate::openai::transcripts::Transcripts)): when they are one's, the last
+//! ([`transcripts`](crate::openai::transcripts), an index in the store): when they are one's, the last
 //! (user) message runs as its next turn, on its codex thread; otherwise a new conversation
 //! starts, its system and developer messages as its instructions and the earlier messages given
 //! to codex as history. Either way the model is sent each message once.
@@ -11,9 +11,9 @@ use crate::openai::input::{check_items, transcript, Role, Transcript};
 use crate::openai::now_secs;
 use crate::openai::reply::{self, Ending, Render, Reply, Step};
 use crate::openai::responses::{room, served_model};
-use crate::openai::transcripts::{TranscriptKey, CREATED_BY};
+use crate::openai::transcripts::{self, TranscriptHead, CREATED_BY};
 use crate::openai::wire::{self, chat_chunk, chat_completion, chat_usage};
-use crate::runs::OnEnd;
+use crate::runs::{EndWork, OnEnd};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -23,6 +23,7 @@ use axum::Json;
 use codex_pool::{ConversationId, PoolError, PoolTurn, Profile};
 use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_protocol::types::UserInput;
+use codex_pool_store::TranscriptKey;
 use serde_json::{json, Map, Value};
 use std::time::Instant;
 
@@ -95,8 +96,8 @@ pub async fn create(State(state): State<AppState>, OpenAiBody(body): OpenAiBody)
     )?;
     let served = served_model(&state, Some(model.clone()))?;
     let room = room(&state)?;
-    let head = TranscriptKey { model: &model, system: said.system.as_deref(), developer: said.developer.as_deref() };
-    let key = state.transcripts.key(&head, &said.history);
+    let head = TranscriptHead { model: &model, system: said.system.as_deref(), developer: said.developer.as_deref() };
+    let key = transcripts::key(&head, &said.history);
     let (id, turn, outcome, turns) = start(&state, key, &said, served).await?;
     state.metrics.chat_request(outcome);
     let completion_id = format!("chatcmpl-{id}_{}", turn.turn_id());
@@ -147,31 +148,24 @@ fn stream_options(options: Option<Value>, stream: bool) -> Result<bool, OpenAiEr
 /// a new conversation given the earlier messages.
 async fn start(
     state: &AppState,
-    key: u64,
+    key: TranscriptKey,
     said: &Transcript,
     model: Option<String>,
 ) -> Result<(ConversationId, PoolTurn, ChatOutcome, u64), OpenAiError> {
     let input = vec![UserInput::text(said.last.clone())];
-    if let Some((id, turns)) = state.transcripts.take(key) {
-        // Only as the transcript left it: a turn through the native API since would be news to
-        // the client (and a deleted conversation is gone).
-        let current = state.pool.conversation(&id).await?;
-        match current {
-            Some(info) if info.record.turns == turns => {
-                match state.pool.start_turn(&id, input.clone(), crate::api::turns::options()).await {
-                    Ok(turn) => return Ok((id, turn, ChatOutcome::Continued, turns)),
-                    // Deleted meanwhile: a new conversation takes over.
-                    Err(PoolError::UnknownThread(_)) => {}
-                    // A turn runs on it through the native API: a new conversation, this one kept.
-                    Err(PoolError::ThreadBusy(_)) => state.transcripts.put(key, id, turns),
-                    Err(e) => {
-                        state.transcripts.put(key, id, turns);
-                        return Err(e.into());
-                    }
-                }
+    if let Some((id, turns)) = transcripts::take(&state.pool, &key).await? {
+        match continue_turn(state, &id, turns, input.clone()).await {
+            Ok(Some(turn)) => return Ok((id, turn, ChatOutcome::Continued, turns)),
+            // Gone, or gone on without the transcript: a new conversation takes over.
+            Ok(None) => {}
+            // A turn runs on it through the native API: a new conversation, this one kept.
+            Err(PoolError::ThreadBusy(_)) => transcripts::put(&state.pool, key, id, turns).await,
+            // Any other error (another node serves it, the store failed): the entry goes back,
+            // so the request tried again, here or on that node, finds it.
+            Err(e) => {
+                transcripts::put(&state.pool, key, id, turns).await;
+                return Err(e.into());
             }
-            Some(_) => tracing::debug!(conversation = %id, "a chat conversation went on elsewhere; starting a new one"),
-            None => {}
         }
     }
     let settings = ThreadSettings {
@@ -192,33 +186,69 @@ async fn start(
     }
 }
 
+/// The next turn of a conversation a transcript's entry named, if it is as the transcript left
+/// it (`turns` turns): a turn through the native API since would be news to the client. `None`
+/// when it is not, or was deleted.
+async fn continue_turn(
+    state: &AppState,
+    id: &ConversationId,
+    turns: u64,
+    input: Vec<UserInput>,
+) -> Result<Option<PoolTurn>, PoolError> {
+    match state.pool.conversation(id).await? {
+        Some(info) if info.record.turns == turns => {}
+        Some(_) => {
+            tracing::debug!(conversation = %id, "a chat conversation went on elsewhere; starting a new one");
+            return Ok(None);
+        }
+        None => return Ok(None),
+    }
+    match state.pool.start_turn(id, input, crate::api::turns::options()).await {
+        Ok(turn) => Ok(Some(turn)),
+        // Deleted meanwhile.
+        Err(PoolError::UnknownThread(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Once the turn has ended (before its end reaches the client), indexes the conversation under
 /// its transcript: with the new message and the reply when the turn completed; as it was when
 /// the turn left nothing (aborted); not at all when it holds a failed or interrupted turn that no
 /// client transcript will match. `before` is the transcript's key and the conversation's turns
 /// before this one.
-fn reindex(state: &AppState, before: (u64, u64), id: ConversationId, said: Transcript, model: String) -> OnEnd {
+fn reindex(
+    state: &AppState,
+    before: (TranscriptKey, u64),
+    id: ConversationId,
+    said: Transcript,
+    model: String,
+) -> OnEnd {
     let (key, turns_before) = before;
-    let transcripts = state.transcripts.clone();
-    Box::new(move |events: &[std::sync::Arc<crate::events::ApiEvent>]| {
+    let pool = state.pool.clone();
+    Box::new(move |events: &[std::sync::Arc<crate::events::ApiEvent>]| -> EndWork {
         let reply = Reply::of(events);
-        match reply.ending() {
+        let entry = match reply.ending() {
             Some(Ending::Completed { interrupted: false, .. }) => {
                 let mut turns = said.history;
                 turns.push((Role::User, said.last));
                 turns.push((Role::Assistant, reply.text()));
-                let head = TranscriptKey {
+                let head = TranscriptHead {
                     model: &model,
                     system: said.system.as_deref(),
                     developer: said.developer.as_deref(),
                 };
-                transcripts.put(transcripts.key(&head, &turns), id, turns_before + 1);
+                Some((transcripts::key(&head, &turns), turns_before + 1))
             }
             Some(Ending::Failed { kind, .. }) if kind != "model_error" && kind != "internal" => {
-                transcripts.put(key, id, turns_before)
+                Some((key, turns_before))
             }
-            _ => {}
-        }
+            _ => None,
+        };
+        Box::pin(async move {
+            if let Some((key, turns)) = entry {
+                transcripts::put(&pool, key, id, turns).await;
+            }
+        })
     })
 }
 

@@ -141,7 +141,8 @@ impl From<codex_pool_store::StoreError> for OpenAiError {
 
 impl IntoResponse for OpenAiError {
     fn into_response(mut self) -> Response {
-        if self.status.is_server_error() {
+        // An answer that names the conversation's node is forwarded there, not answered.
+        if self.status.is_server_error() && self.owner.is_none() {
             tracing::warn!(status = %self.status, code = ?self.code, message = %self.message, "request failed");
         } else {
             tracing::debug!(status = %self.status, param = ?self.param, message = %self.message, "request refused");

@@ -17,7 +17,7 @@ use axum::http::StatusCode;
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use codex_pool::{ConversationId, ConversationInfo, Profile, StoredItem, TurnOptions};
+use codex_pool::{ConversationId, ConversationInfo, Fork, Profile, StoredItem, TurnOptions};
 use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_protocol::types::UserInput;
 use serde_json::{json, Map, Value};
@@ -67,11 +67,11 @@ struct Plan {
     responses(
         (status = 200, description = "The Response (JSON), or its events (`text/event-stream`) with `stream: true`",
          content_type = "application/json", body = Object),
-        (status = 307, description = "Another node serves the conversation `previous_response_id` continues: \
-         `Location` is this path on it", body = crate::openai::error::OpenAiErrorBody),
         (status = 400, body = crate::openai::error::OpenAiErrorBody), (status = 404, body = crate::openai::error::OpenAiErrorBody),
         (status = 409, body = crate::openai::error::OpenAiErrorBody), (status = 429, body = crate::openai::error::OpenAiErrorBody),
-        (status = 503, body = crate::openai::error::OpenAiErrorBody)))]
+        (status = 503, description = "Not ready; or another node serves the conversation `previous_response_id` \
+         continues, and the request, forwarded to it, could not be answered (`owned_elsewhere`, `owner_unreachable`; \
+         `Retry-After`)", body = crate::openai::error::OpenAiErrorBody)))]
 pub async fn create(State(state): State<AppState>, OpenAiBody(body): OpenAiBody) -> Result<Response, OpenAiError> {
     state.ready()?;
     let begun = Instant::now();
@@ -103,7 +103,10 @@ pub async fn create(State(state): State<AppState>, OpenAiBody(body): OpenAiBody)
         true,
     )?;
     let model = served_model(&state, model)?;
-    let room = room(&state)?;
+    let room = match previous.as_deref().and_then(parse_response_id) {
+        Some((conversation, _)) => crate::api::turns::room_for(&state, &conversation).await?,
+        None => room(&state)?,
+    };
     let mut plan = match previous {
         Some(previous) => continuing(&state, previous, &said, instructions, metadata, store, model).await?,
         None => starting(&state, &said, instructions, metadata, store, model).await?,
@@ -215,6 +218,8 @@ async fn continuing(
         ));
     }
     let (id, turn) = parse_response_id(&previous).ok_or_else(unknown)?;
+    // Another node serves it: forwarded there before its history is read here for nothing.
+    state.pool.check_served_here(&id).await?;
     let info = state.pool.conversation(&id).await?.ok_or_else(unknown)?;
     let record = &info.record;
     if instructions.as_ref().is_some_and(|i| Some(i) != record.settings.base_instructions.as_ref()) {
@@ -237,24 +242,16 @@ async fn continuing(
         true,
     );
     head.previous_response_id = Some(previous);
-    // The service ran the conversation's latest turn itself: no need to read its history.
-    if state.runs.latest_turn(&id).as_deref() == Some(turn.as_str()) {
-        return Ok(Plan { conversation: id, created: false, options, head });
-    }
-    let items = state.pool.all_items(&id).await?;
-    let last_of_turn = items.iter().rposition(|i| i.turn_id == turn).ok_or_else(unknown)?;
-    if last_of_turn + 1 == items.len() {
+    // The conversation's latest turn, as its record says: no need to read its history.
+    if record.last_turn.as_deref() == Some(turn.as_str()) {
         return Ok(Plan { conversation: id, created: false, options, head });
     }
     // An earlier response: a new conversation goes on from it, the original is left as it is.
-    let profile = record.profile.parse::<Profile>().unwrap_or_default();
-    let history = items.into_iter().take(last_of_turn + 1).map(|i| i.item).collect();
-    let fork = state
-        .pool
-        .create_thread_with_history(record.settings.clone(), profile, record.metadata.clone(), history)
-        .await?;
-    tracing::debug!(conversation = %id, %fork, "a response continued from an earlier turn: forked");
-    Ok(Plan { conversation: fork, created: true, options, head })
+    match state.pool.fork_at(&id, &turn).await? {
+        Fork::Latest => Ok(Plan { conversation: id, created: false, options, head }),
+        Fork::New(fork) => Ok(Plan { conversation: fork, created: true, options, head }),
+        Fork::NoSuchTurn => Err(unknown()),
+    }
 }
 
 /// Reads a response back: from the turn's events while the service keeps them (status and usage
@@ -268,9 +265,15 @@ pub async fn retrieve(State(state): State<AppState>, Path(id): Path<String>) -> 
     let unknown = || OpenAiError::not_found(None, format!("no response {id:?} is kept here"));
     let (conversation, turn) = parse_response_id(&id).ok_or_else(unknown)?;
     let info = state.pool.conversation(&conversation).await?.ok_or_else(unknown)?;
+    let kept = state.runs.log(&conversation, &turn);
+    if !matches!(kept, Ok(Some(_))) {
+        // The node that serves the conversation keeps its turns' events (a running turn's too):
+        // asked there (forwarded), as if asked of it.
+        state.pool.check_served_here(&conversation).await?;
+    }
     let items = state.pool.all_items(&conversation).await?;
     let head = stored_head(&info, &id, &turn, &items);
-    if let Ok(Some(log)) = state.runs.log(&conversation, &turn) {
+    if let Ok(Some(log)) = kept {
         let (events, _) = log.snapshot();
         let reply = Reply::of(&events);
         return Ok(Json(response(&head, reply.messages(), reply.ending())));

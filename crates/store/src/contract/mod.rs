@@ -1,6 +1,7 @@
 //! The contract every [`ThreadStore`] keeps, as one test run against each of them.
 
 mod ownership;
+mod transcripts;
 
 use crate::*;
 use serde_json::json;
@@ -16,7 +17,7 @@ pub(crate) async fn exercise(store: &dyn ThreadStore) {
     let a = store.load(&a_id).await.unwrap().unwrap();
     assert_eq!(a.settings, settings);
     assert!(a.ephemeral);
-    assert_eq!(a.turns, 0);
+    assert_eq!((a.turns, a.last_turn.as_deref()), (0, None));
 
     let item =
         |n: u32| json!({"type": "message", "role": "user", "content": [{"type": "input_text", "text": n.to_string()}]});
@@ -36,6 +37,19 @@ pub(crate) async fn exercise(store: &dyn ThreadStore) {
     assert_eq!(store.load(&gone).await.unwrap(), None);
     let a2 = store.load(&a_id).await.unwrap().unwrap();
     assert_eq!(a2.turns, 2, "the unfinished turn is not counted");
+    assert_eq!(a2.last_turn.as_deref(), Some("t3"), "the last turn, written with it");
+    assert_eq!(store.load(&b_id).await.unwrap().unwrap().last_turn.as_deref(), Some("t1"));
+    // An unfinished turn that added items is the last; one that added nothing is not; a
+    // finished turn is, even without items.
+    store
+        .record_turns(&[TurnRecord { completed: false, ..TurnRecord::completed("b", "t2", vec![item(11)]) }])
+        .await
+        .unwrap();
+    assert_eq!(store.load(&b_id).await.unwrap().unwrap().last_turn.as_deref(), Some("t2"));
+    store.record_turns(&[TurnRecord { completed: false, ..TurnRecord::completed("b", "t3", vec![]) }]).await.unwrap();
+    assert_eq!(store.load(&b_id).await.unwrap().unwrap().last_turn.as_deref(), Some("t2"));
+    store.record_turns(&[TurnRecord::completed("b", "t4", vec![])]).await.unwrap();
+    assert_eq!(store.load(&b_id).await.unwrap().unwrap().last_turn.as_deref(), Some("t4"));
     assert!(a2.updated_at_ms >= a.updated_at_ms);
 
     // Saving new settings keeps the history and the creation time.
@@ -66,6 +80,7 @@ pub(crate) async fn exercise(store: &dyn ThreadStore) {
     listing(store).await;
     paging_items(store).await;
     ownership::exercise(store).await;
+    transcripts::exercise(store).await;
 }
 
 /// The list runs newest first, page by page, and carries profile and metadata.

@@ -8,11 +8,12 @@ mod schema;
 #[cfg(test)]
 mod tests;
 mod threads;
+mod transcripts;
 mod turns;
 
 use crate::{
     ConversationId, Fence, Lease, LeaseHolder, ListCursor, NodeId, NodeInfo, NodeStatus, Renewal, StoreError,
-    StoreFuture, StoredItem, ThreadRecord, ThreadStore, TurnRecord,
+    StoreFuture, StoredItem, ThreadRecord, ThreadStore, TranscriptEntry, TranscriptKey, TurnRecord,
 };
 use codex_pool_protocol::methods::ThreadSettings;
 use config::Target;
@@ -148,5 +149,13 @@ impl ThreadStore for PostgresStore {
 
     fn release_leases<'a>(&'a self, node: &'a NodeId, conversations: &'a [ConversationId]) -> StoreFuture<'a, u64> {
         Box::pin(leases::release_many(&self.db, node, conversations))
+    }
+
+    fn take_transcript<'a>(&'a self, key: &'a TranscriptKey) -> StoreFuture<'a, Option<TranscriptEntry>> {
+        Box::pin(transcripts::take(&self.db, key))
+    }
+
+    fn put_transcript<'a>(&'a self, key: &'a TranscriptKey, entry: &'a TranscriptEntry) -> StoreFuture<'a, ()> {
+        Box::pin(transcripts::put(&self.db, key, entry))
     }
 }

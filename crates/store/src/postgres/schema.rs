@@ -43,6 +43,17 @@ pub(super) const MIGRATIONS: &[&str] = &[
        );
        CREATE INDEX leases_node ON leases (node_id, expires_at);
        CREATE SEQUENCE lease_fences;"#,
+    // 2: the chat transcript index: a transcript's key (SHA-256, 32 bytes) to its conversation
+    // and the conversation's turns then; entries go with their conversation (the foreign key
+    // cascades, in the delete's own statement).
+    r#"CREATE TABLE chat_transcripts (
+           key       bytea PRIMARY KEY,
+           thread_id text COLLATE "C" NOT NULL REFERENCES threads (thread_id) ON DELETE CASCADE,
+           turns     bigint NOT NULL
+       );
+       CREATE INDEX chat_transcripts_thread ON chat_transcripts (thread_id);"#,
+    // 3: each conversation's last turn (ThreadRecord::last_turn), written with the turn.
+    r#"ALTER TABLE threads ADD COLUMN last_turn text;"#,
 ];
 
 /// The advisory lock that lets one process at a time migrate a database ("codexpoo").

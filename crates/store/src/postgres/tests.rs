@@ -37,7 +37,7 @@ async fn records_and_history_survive_reopening_and_migrations_run_once() {
     assert_eq!(store.load(&a).await.unwrap().unwrap().turns, 1);
     assert_eq!(store.history(&a).await.unwrap(), vec![item], "items come back exactly, NUL and u64 included");
     let one_version = "DO $$ BEGIN
-        IF (SELECT array_agg(version) FROM codex_pool_schema) <> '{1}' THEN RAISE 'not one version row'; END IF;
+        IF (SELECT array_agg(version) FROM codex_pool_schema) <> '{3}' THEN RAISE 'not one version row'; END IF;
     END $$";
     db.execute(one_version).await.expect("one version row");
 }
@@ -76,7 +76,7 @@ async fn a_newer_schema_is_refused() {
     drop(open(&db).await);
     db.execute("UPDATE codex_pool_schema SET version = 99").await.unwrap();
     let err = PostgresStore::open(db.url()).await.err().expect("refused");
-    assert!(matches!(err, StoreError::NewerSchema { found: 99, known: 1 }), "{err}");
+    assert!(matches!(err, StoreError::NewerSchema { found: 99, known: 3 }), "{err}");
 }
 
 #[tokio::test]
@@ -311,4 +311,24 @@ async fn open_store_picks_the_backend_from_the_target() {
     let postgres = crate::open_store(db.url()).await.unwrap();
     postgres.save(ThreadRecord::new("a", Default::default())).await.unwrap();
     assert_eq!(open(&db).await.count().await.unwrap(), 1, "it went to PostgreSQL");
+}
+
+#[tokio::test]
+async fn a_database_of_the_previous_schema_gains_the_transcript_index_and_keeps_its_conversations() {
+    let Some(db) = database().await else { return };
+    db.execute(super::schema::MIGRATIONS[0]).await.unwrap();
+    db.execute("CREATE TABLE codex_pool_schema (version bigint NOT NULL); INSERT INTO codex_pool_schema VALUES (1)")
+        .await
+        .unwrap();
+    db.execute(
+        "INSERT INTO threads (thread_id, settings, profile, created_at_ms, updated_at_ms) VALUES ('a', '{}', 'chat', 1, 1)",
+    )
+    .await
+    .unwrap();
+    let store = open(&db).await;
+    assert!(store.load(&"a".into()).await.unwrap().is_some(), "the conversation stayed");
+    let key = crate::TranscriptHasher::new().text("hi").finish();
+    store.put_transcript(&key, &crate::TranscriptEntry::new("a", 1)).await.unwrap();
+    assert!(store.delete(&"a".into()).await.unwrap());
+    assert_eq!(store.take_transcript(&key).await.unwrap(), None, "the foreign key took the entry with it");
 }

@@ -9,11 +9,11 @@ use serde_json::Value;
 use tokio_postgres::Row;
 
 const SAVE: &str =
-    "INSERT INTO threads (thread_id, settings, profile, ephemeral, metadata, created_at_ms, updated_at_ms, turns)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    "INSERT INTO threads (thread_id, settings, profile, ephemeral, metadata, created_at_ms, updated_at_ms, turns, last_turn)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
      ON CONFLICT (thread_id) DO UPDATE SET settings = excluded.settings, profile = excluded.profile,
      ephemeral = excluded.ephemeral, metadata = excluded.metadata,
-     updated_at_ms = excluded.updated_at_ms, turns = excluded.turns";
+     updated_at_ms = excluded.updated_at_ms, turns = excluded.turns, last_turn = excluded.last_turn";
 
 /// With a fence ($3), the update happens only while the conversation's lease has it; the
 /// lease row is locked (`FOR SHARE`) so a takeover waits for this statement, or this one sees
@@ -57,6 +57,7 @@ fn record(row: &Row) -> Result<ThreadRecord, StoreError> {
         created_at_ms: row.get(5),
         updated_at_ms: row.get(6),
         turns: row.get(7),
+        last_turn: row.get(8),
     }
     .decode()
 }
@@ -75,6 +76,7 @@ pub(super) async fn save(db: &Db, record: ThreadRecord) -> Result<(), StoreError
             &record.created_at_ms,
             &record.updated_at_ms,
             &turns,
+            &record.last_turn,
         ],
     )
     .await?;
@@ -108,7 +110,8 @@ pub(super) async fn history(db: &Db, id: &ConversationId) -> Result<Vec<Value>, 
 
 /// Three statements in one transaction (five round trips with its start and end): the
 /// conversation's row first, which waits for a write to it in flight and stops later ones, then
-/// its items and its lease, read after that write.
+/// its items and its lease, read after that write (its chat transcript entries go with the row,
+/// by their foreign key).
 pub(super) async fn delete(db: &Db, id: &ConversationId) -> Result<bool, StoreError> {
     db.timed(async {
         let mut client = db.client().await?;

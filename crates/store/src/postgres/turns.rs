@@ -15,7 +15,8 @@ use std::collections::{HashMap, HashSet};
 /// 3. `refused`: the checks whose fence is not the lease's; if there is one, nothing below
 ///    writes, and it is returned;
 /// 4. `counted`: per conversation, `turns` and `updated_at_ms` (the database's clock) bumped and
-///    `next_seq` moved past the new items; the row lock orders concurrent writers;
+///    `next_seq` moved past the new items, `last_turn` set to the batch's last turn of it that
+///    codex finished or that added items (if any); the row lock orders concurrent writers;
 /// 5. `added`: the items, at `seq` = the conversation's first new position + their place
 ///    among its items in the batch.
 const RECORD_TURNS: &str = "WITH checks AS (
@@ -35,8 +36,9 @@ const RECORD_TURNS: &str = "WITH checks AS (
              updated_at_ms = CASE WHEN u.completed > 0
                  THEN greatest(t.updated_at_ms, (extract(epoch FROM now()) * 1000)::bigint)
                  ELSE t.updated_at_ms END,
-             next_seq = t.next_seq + u.items
-         FROM unnest($3::text[], $4::bigint[], $5::bigint[]) AS u(thread_id, completed, items)
+             next_seq = t.next_seq + u.items,
+             last_turn = COALESCE(u.last_turn, t.last_turn)
+         FROM unnest($3::text[], $4::bigint[], $5::bigint[], $10::text[]) AS u(thread_id, completed, items, last_turn)
          WHERE t.thread_id = u.thread_id AND NOT EXISTS (SELECT 1 FROM refused)
          RETURNING t.thread_id, t.next_seq - u.items AS first_seq
      ),
@@ -56,6 +58,7 @@ struct Batch<'a> {
     threads: Vec<&'a str>,
     completed: Vec<i64>,
     counts: Vec<i64>,
+    last_turns: Vec<Option<&'a str>>,
     item_threads: Vec<&'a str>,
     item_positions: Vec<i64>,
     item_turns: Vec<&'a str>,
@@ -74,6 +77,7 @@ impl<'a> Batch<'a> {
                 batch.threads.push(id);
                 batch.completed.push(0);
                 batch.counts.push(0);
+                batch.last_turns.push(None);
                 batch.threads.len() - 1
             });
             if let Some(fence) = turn.fence.map(crate::Fence::to_db) {
@@ -83,6 +87,9 @@ impl<'a> Batch<'a> {
                 }
             }
             batch.completed[n] += i64::from(turn.completed);
+            if turn.is_last_turn() {
+                batch.last_turns[n] = Some(&turn.turn_id);
+            }
             for item in &turn.items {
                 let text = to_json(&turn.conversation, item)?;
                 batch.item_threads.push(id);
@@ -114,6 +121,7 @@ pub(super) async fn record_turns(db: &Db, turns: &[TurnRecord]) -> Result<(), St
                 &batch.item_positions,
                 &batch.item_turns,
                 &batch.item_texts,
+                &batch.last_turns,
             ],
         )
         .await?;

@@ -4,12 +4,13 @@ mod leases;
 mod schema;
 #[cfg(test)]
 mod tests;
+mod transcripts;
 
 use crate::ownership::ttl_ms;
 use crate::row::{encode_json, from_json, record_columns, to_json, RawRecord};
 use crate::{
     now_ms, ConversationId, Fence, Lease, LeaseHolder, ListCursor, NodeId, NodeInfo, NodeStatus, Renewal, StoreError,
-    StoreFuture, StoredItem, ThreadRecord, ThreadStore, TurnRecord,
+    StoreFuture, StoredItem, ThreadRecord, ThreadStore, TranscriptEntry, TranscriptKey, TurnRecord,
 };
 use codex_pool_protocol::methods::ThreadSettings;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -133,6 +134,7 @@ fn read_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRecord> {
         created_at_ms: r.get(5)?,
         updated_at_ms: r.get(6)?,
         turns: r.get(7)?,
+        last_turn: r.get(8)?,
     })
 }
 
@@ -142,6 +144,7 @@ struct EncodedTurn {
     turn_id: String,
     fence: Option<Fence>,
     completed: bool,
+    last_turn: bool,
     items: Vec<String>,
 }
 
@@ -152,6 +155,7 @@ impl EncodedTurn {
             turn_id: turn.turn_id.clone(),
             fence: turn.fence,
             completed: turn.completed,
+            last_turn: turn.is_last_turn(),
             items: turn.items.iter().map(|item| to_json(&turn.conversation, item)).collect::<Result<_, _>>()?,
         })
     }
@@ -162,11 +166,11 @@ impl ThreadStore for SqliteStore {
         self.run(move |conn| {
             let (settings, metadata) = encode_json(&record)?;
             conn.execute(
-                "INSERT INTO threads (thread_id, settings, profile, ephemeral, metadata, created_at_ms, updated_at_ms, turns)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                "INSERT INTO threads (thread_id, settings, profile, ephemeral, metadata, created_at_ms, updated_at_ms, turns,
+                 last_turn) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT(thread_id) DO UPDATE SET settings = excluded.settings, profile = excluded.profile,
                  ephemeral = excluded.ephemeral, metadata = excluded.metadata,
-                 updated_at_ms = excluded.updated_at_ms, turns = excluded.turns",
+                 updated_at_ms = excluded.updated_at_ms, turns = excluded.turns, last_turn = excluded.last_turn",
                 params![
                     record.id.as_str(),
                     settings,
@@ -175,7 +179,8 @@ impl ThreadStore for SqliteStore {
                     metadata,
                     record.created_at_ms,
                     record.updated_at_ms,
-                    record.turns as i64
+                    record.turns as i64,
+                    record.last_turn
                 ],
             )
             .db()?;
@@ -227,10 +232,17 @@ impl ThreadStore for SqliteStore {
                 // pool's own CPU per turn.
                 let exists = tx
                     .prepare_cached(
-                        "UPDATE threads SET turns = turns + ?2, updated_at_ms = max(updated_at_ms, ?3) WHERE thread_id = ?1",
+                        "UPDATE threads SET turns = turns + ?2, updated_at_ms = max(updated_at_ms, ?3),
+                         last_turn = CASE WHEN ?4 THEN ?5 ELSE last_turn END WHERE thread_id = ?1",
                     )
                     .db()?
-                    .execute(params![id, turn.completed as i64, if turn.completed { now } else { 0 }])
+                    .execute(params![
+                        id,
+                        turn.completed as i64,
+                        if turn.completed { now } else { 0 },
+                        turn.last_turn,
+                        turn.turn_id
+                    ])
                     .db()?
                     > 0;
                 if !exists || turn.items.is_empty() {
@@ -270,6 +282,7 @@ impl ThreadStore for SqliteStore {
             let n = tx.execute("DELETE FROM threads WHERE thread_id = ?1", [id.as_str()]).db()?;
             tx.execute("DELETE FROM thread_items WHERE thread_id = ?1", [id.as_str()]).db()?;
             tx.execute("DELETE FROM leases WHERE thread_id = ?1", [id.as_str()]).db()?;
+            tx.execute("DELETE FROM chat_transcripts WHERE thread_id = ?1", [id.as_str()]).db()?;
             tx.commit().db()?;
             // The log still holds the pages as they were before the delete: copy the zeroed ones
             // into the database and empty it, so no earlier copy of the text is left.
@@ -371,6 +384,16 @@ impl ThreadStore for SqliteStore {
     fn release_leases<'a>(&'a self, node: &'a NodeId, conversations: &'a [ConversationId]) -> StoreFuture<'a, u64> {
         let (node, conversations) = (node.clone(), conversations.to_vec());
         self.run(move |conn| leases::release_many(conn, &node, &conversations))
+    }
+
+    fn take_transcript<'a>(&'a self, key: &'a TranscriptKey) -> StoreFuture<'a, Option<TranscriptEntry>> {
+        let key = *key;
+        self.run_now(move |conn| transcripts::take(conn, &key))
+    }
+
+    fn put_transcript<'a>(&'a self, key: &'a TranscriptKey, entry: &'a TranscriptEntry) -> StoreFuture<'a, ()> {
+        let (key, entry) = (*key, entry.clone());
+        self.run_now(move |conn| transcripts::put(conn, &key, &entry))
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {

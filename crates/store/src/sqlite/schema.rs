@@ -4,7 +4,7 @@ use crate::StoreError;
 use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 
 /// The schema, one step per version (`PRAGMA user_version` says how many have run).
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: conversations, and the history of each, item by item.
     "CREATE TABLE threads (
          thread_id     TEXT PRIMARY KEY,
@@ -43,6 +43,16 @@ const MIGRATIONS: &[&str] = &[
          last INTEGER NOT NULL
      );
      INSERT INTO lease_fences VALUES (1, 0);",
+    // 3: the chat transcript index: a transcript's key (SHA-256, 32 bytes) to its conversation
+    // and the conversation's turns then. Entries go with their conversation (`delete`).
+    "CREATE TABLE chat_transcripts (
+         key       BLOB PRIMARY KEY,
+         thread_id TEXT NOT NULL,
+         turns     INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     CREATE INDEX chat_transcripts_thread ON chat_transcripts (thread_id);",
+    // 4: each conversation's last turn (ThreadRecord::last_turn), written with the turn.
+    "ALTER TABLE threads ADD COLUMN last_turn TEXT;",
 ];
 
 pub(super) const BACKEND: &str = "sqlite";

@@ -32,14 +32,14 @@ async fn a_newer_schema_is_refused() {
     let path = dir.path().join("threads.db");
     Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
     let err = SqliteStore::open(&path).err().expect("refused");
-    assert!(matches!(err, StoreError::NewerSchema { found: 99, known: 2 }), "{err}");
+    assert!(matches!(err, StoreError::NewerSchema { found: 99, known: 4 }), "{err}");
     assert!(err.to_string().contains("upgrade codex-pool"), "{err}");
 }
 
 #[tokio::test]
 async fn a_corrupt_row_is_a_clear_error() {
     let store = SqliteStore::open_in_memory().unwrap();
-    store.raw("INSERT INTO threads VALUES ('x', 'not json', 'chat', 0, '{}', 0, 0, 0)");
+    store.raw("INSERT INTO threads VALUES ('x', 'not json', 'chat', 0, '{}', 0, 0, 0, NULL)");
     let x = ConversationId::from("x");
     let err = store.load(&x).await.unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
@@ -141,4 +141,42 @@ async fn a_delete_leaves_no_copy_of_the_text_in_the_database_or_its_log() {
     assert!(store.delete(&ConversationId::from("gone")).await.unwrap());
     assert_eq!(holding(), Vec::<String>::new(), "no file holds the deleted text");
     assert_eq!(store.history(&ConversationId::from("kept")).await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn a_database_of_the_previous_schema_gains_the_transcript_index_and_keeps_its_conversations() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("threads.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        for step in &schema::MIGRATIONS[..2] {
+            conn.execute_batch(step).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 2).unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    store.save(ThreadRecord::new("a", Default::default())).await.unwrap();
+    let key = crate::TranscriptHasher::new().text("hi").finish();
+    store.put_transcript(&key, &crate::TranscriptEntry::new("a", 1)).await.unwrap();
+    assert_eq!(store.take_transcript(&key).await.unwrap(), Some(crate::TranscriptEntry::new("a", 1)));
+}
+
+/// Two nodes on one file (each its own connection): what one indexes, the other finds, under
+/// the key it computes itself; of two takes at once, one gets the entry.
+#[tokio::test]
+async fn two_nodes_on_one_file_share_the_transcript_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("threads.db");
+    let (a, b) = (SqliteStore::open(&path).unwrap(), SqliteStore::open(&path).unwrap());
+    a.save(ThreadRecord::new("c", Default::default())).await.unwrap();
+    // Each node hashes the transcript itself.
+    let key = || crate::TranscriptHasher::new().text("model").optional(None).text("hi").finish();
+    let (key_a, key_b) = (key(), key());
+    a.put_transcript(&key_a, &crate::TranscriptEntry::new("c", 1)).await.unwrap();
+    assert_eq!(b.take_transcript(&key_b).await.unwrap(), Some(crate::TranscriptEntry::new("c", 1)));
+    for round in 0..10 {
+        b.put_transcript(&key_b, &crate::TranscriptEntry::new("c", round)).await.unwrap();
+        let (x, y) = tokio::join!(a.take_transcript(&key_a), b.take_transcript(&key_b));
+        assert_eq!([x.unwrap(), y.unwrap()].into_iter().flatten().count(), 1, "round {round}");
+    }
 }
