@@ -68,7 +68,7 @@ where
 }
 
 /// CPU time used so far by a process, from /proc (0 when it is gone).
-fn proc_cpu(pid: u32) -> Duration {
+pub(super) fn proc_cpu(pid: u32) -> Duration {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return Duration::ZERO };
     // Fields after the command name (which may hold spaces) start after the last ')'.
     let fields: Vec<&str> =
@@ -148,6 +148,8 @@ impl Usage {
             health: None,
             chat: None,
             store_round_trips: None,
+            forwarded: None,
+            balancer_cpu: None,
         }
     }
 }

@@ -8,6 +8,7 @@
 //! `--http`, `--responses` and `--chat`, through the service: its native API, OpenAI's Responses
 //! API and Chat Completions.
 
+mod balancer;
 mod direct;
 pub mod hops;
 mod http;
@@ -71,6 +72,15 @@ pub struct BenchArgs {
     /// conversations).
     #[arg(long, value_name = "URL")]
     db: Option<String>,
+    /// How --nodes' requests reach the nodes: `owner` (each conversation's to the node that
+    /// owns it, N nodes against one), `balancer` (every request through HAProxy with
+    /// deploy/haproxy.cfg, N nodes against one), or `other` (each to a node that does not own
+    /// the conversation, so every turn is forwarded, against each to its owner, N nodes both).
+    #[arg(long, value_name = "owner|balancer|other", default_value = "owner", requires = "nodes")]
+    via: balancer::Via,
+    /// The HAProxy configuration of `--via balancer` (default: the example deployment's).
+    #[arg(long, value_name = "PATH", default_value_os_t = balancer::default_config())]
+    haproxy_config: PathBuf,
     /// Repeat the load this many times; with --direct or --versus, the runs alternate (who goes
     /// first rotates too) and the figures pool all rounds of a mode.
     #[arg(long, default_value_t = 1)]
@@ -161,8 +171,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             args.db.as_deref().is_some_and(codex_pool_store::is_postgres_url),
             "--nodes needs --db postgres://... (the store the nodes share)"
         );
-        arms.push(Arm::Nodes(1));
-        arms.push(Arm::Nodes(n));
+        anyhow::ensure!(
+            args.via != balancer::Via::Balancer || n <= 3,
+            "--via balancer: {} names at most 3 nodes",
+            args.haproxy_config.display()
+        );
+        match args.via {
+            balancer::Via::Other => arms.push(Arm::Nodes(n, balancer::Via::Owner)),
+            via => arms.push(Arm::Nodes(1, via)),
+        }
+        arms.push(Arm::Nodes(n, args.via));
     }
     if args.versus.is_some() || args.versus_ca_bundle.is_some() {
         let profile = args.versus.unwrap_or(args.profile);
@@ -178,9 +196,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 }
                 Arm::Direct => run_direct(&args, &system, &bin, &mock).await.context("direct run")?,
                 Arm::Http(api) => http::run(&args, &system, &bin, &mock, *api).await.context("service run")?,
-                Arm::Nodes(n) => {
+                Arm::Nodes(n, via) => {
                     let db = args.db.as_deref().unwrap_or_default();
-                    nodes::run(&args, &system, &bin, &mock, (*n, db)).await.context("nodes run")?
+                    nodes::run(&args, &system, &bin, &mock, (*n, db, *via)).await.context("nodes run")?
                 }
             };
             absorb(&mut results[i], result);
@@ -214,8 +232,8 @@ enum Arm {
     Direct,
     /// Through the service (HTTP + SSE), with --profile and --ca-bundle, by one of its APIs.
     Http(Api),
-    /// Through this many services sharing the PostgreSQL store of --db.
-    Nodes(usize),
+    /// Through this many services sharing the PostgreSQL store of --db, reached this way.
+    Nodes(usize, balancer::Via),
 }
 
 /// A pool as every arm but the raw client runs it, its files under `dir`.

@@ -2,9 +2,11 @@
 //! PostgreSQL store, the pool's processes split between them, and through one node with all of
 //! them on the same store: what coordinating several nodes costs. The nodes run in this process
 //! (their CPU is the client's), each with a store of its own on the database, as separate
-//! machines would; the client sends each conversation to the node that created it, as a load
-//! balancer hashing on the conversation id does.
+//! machines would; the client sends each conversation's requests to the node that created it
+//! (its owner), or (`--via`, see `balancer.rs`) through HAProxy, or to another node than the
+//! owner, which forwards them.
 
+use super::balancer::{forwarded, Balancer, Via};
 use super::http::{http_turn, wait_ready};
 use super::measure::CpuClock;
 use super::{drive, pool_config, scratch, BenchArgs, RunResult};
@@ -26,13 +28,13 @@ struct Node {
     serving: tokio::task::JoinHandle<Result<(), codex_pool_server::ServeError>>,
 }
 
-/// Runs the load through `nodes` nodes on the database at `db`.
+/// Runs the load through `nodes` nodes on the database at `db`, the requests reaching them `via`.
 pub async fn run(
     args: &BenchArgs,
     system: &SystemRoots,
     bin: &std::path::Path,
     mock: &MockChild,
-    (nodes, db): (usize, &str),
+    (nodes, db, via): (usize, &str, Via),
 ) -> anyhow::Result<RunResult> {
     anyhow::ensure!(
         args.pool_size % nodes == 0,
@@ -50,14 +52,30 @@ pub async fn run(
     for node in &started {
         wait_ready(&node.client, t0, "a node").await?;
     }
+    let balancer = match via {
+        Via::Balancer => {
+            let addresses: Vec<String> = started.iter().map(|n| n.client.base().to_owned()).collect();
+            Some(Balancer::start(&args.haproxy_config, &addresses).await?)
+        }
+        Via::Owner | Via::Other => None,
+    };
     let ready = t0.elapsed();
     let ca_bundle = started[0].pool.stats().ca.bundle;
     let mut conversations = Vec::new();
     for c in 0..args.convs {
-        let client = started[c % nodes].client.clone();
-        let created = client.post("/v1/conversations", json!({})).await?.json()?;
+        // Created on the node that is to own it (or wherever the balancer sends it); its turns
+        // go to that node, through the balancer, or to the next node.
+        let (owner, client) = match &balancer {
+            Some(lb) => (Client::new(&lb.base, None), Client::new(&lb.base, None)),
+            None if via == Via::Other => (started[c % nodes].client.clone(), started[(c + 1) % nodes].client.clone()),
+            None => (started[c % nodes].client.clone(), started[c % nodes].client.clone()),
+        };
+        let created = owner.post("/v1/conversations", json!({})).await?.json()?;
         conversations.push((client, created["id"].as_str().unwrap_or_default().to_owned()));
     }
+    let node_clients: Vec<Client> = started.iter().map(|n| n.client.clone()).collect();
+    let forwarded_before = forwarded(&node_clients).await;
+    let balancer_cpu_before = balancer.as_ref().map(Balancer::cpu);
     let pids: Vec<u32> = started.iter().flat_map(|n| n.pool.stats().slots).filter_map(|s| s.pid).collect();
     let trips = || started.iter().map(|n| n.store.round_trips()).sum::<u64>();
     let trips_before = trips();
@@ -70,6 +88,11 @@ pub async fn run(
     let wall = begun.elapsed();
     let usage = clock.stop(&pids, mock).await;
     let store_round_trips = trips() - trips_before;
+    let forwarded = forwarded(&node_clients).await - forwarded_before;
+    let balancer_cpu = balancer.as_ref().zip(balancer_cpu_before).map(|(b, before)| b.cpu().saturating_sub(before));
+    if let Some(balancer) = balancer {
+        balancer.stop().await;
+    }
     for node in started {
         let _ = node.stop.send(());
         node.serving.await??;
@@ -81,6 +104,8 @@ pub async fn run(
         samples,
         errors,
         store_round_trips: Some(store_round_trips),
+        forwarded: Some(forwarded),
+        balancer_cpu,
         ..usage.into_result()
     })
 }

@@ -1,5 +1,6 @@
 //! The JSON line of a benchmark: the pool's figures, then each other arm's beside them.
 
+use super::balancer::Via;
 use super::http::Api;
 use super::result::{round, RunResult};
 use super::{hops, Arm, BenchArgs};
@@ -14,7 +15,13 @@ pub(super) fn line(args: &BenchArgs, arms: &[Arm], mut results: Vec<Option<RunRe
     let mut take = |arm: Arm| arms.iter().skip(1).position(|a| *a == arm).and_then(|i| results[i + 1].take());
     let direct = take(Arm::Direct);
     let service = take(Arm::Http(Api::Native));
-    let nodes = args.nodes.map(|n| (n, take(Arm::Nodes(1)), take(Arm::Nodes(n))));
+    let nodes = args.nodes.map(|n| {
+        let base = match args.via {
+            Via::Other => Arm::Nodes(n, Via::Owner),
+            via => Arm::Nodes(1, via),
+        };
+        (n, take(base), take(Arm::Nodes(n, args.via)))
+    });
     let openai = [("responses", take(Arm::Http(Api::Responses))), ("chat", take(Arm::Http(Api::Chat)))];
     let versus_profile = args.versus.unwrap_or(args.profile);
     let rounds = args.rounds.max(1);
@@ -65,16 +72,22 @@ pub(super) fn line(args: &BenchArgs, arms: &[Arm], mut results: Vec<Option<RunRe
         });
         line[name] = o;
     }
-    // N nodes beside one node, both on the shared store.
-    if let Some((n, Some(one), Some(many))) = nodes {
-        let (one, many) = (one.json(total), many.json(total));
+    // N nodes beside one node, both on the shared store (or, --via other, N nodes every turn
+    // forwarded beside N nodes each turn sent to its owner).
+    if let Some((n, Some(base), Some(many))) = nodes {
+        let (base, many) = (base.json(total), many.json(total));
+        let (base_name, many_name, ratio_name) = match args.via {
+            Via::Other => (format!("nodes_{n}_owner"), format!("nodes_{n}_other"), format!("nodes_{n}_other_vs_owner")),
+            _ => ("nodes_1".to_owned(), format!("nodes_{n}"), format!("nodes_{n}_vs_1")),
+        };
         let get = |v: &Value, key: &str| v[key].as_f64().unwrap_or(0.0);
-        line[format!("nodes_{n}_vs_1")] = json!({
-            "throughput_ratio": round(get(&many, "turns_per_s") / get(&one, "turns_per_s").max(f64::MIN_POSITIVE)),
-            "lat_p50_added_ms": round(get(&many, "lat_p50_ms") - get(&one, "lat_p50_ms")),
+        line["via"] = json!(args.via.name());
+        line[ratio_name] = json!({
+            "throughput_ratio": round(get(&many, "turns_per_s") / get(&base, "turns_per_s").max(f64::MIN_POSITIVE)),
+            "lat_p50_added_ms": round(get(&many, "lat_p50_ms") - get(&base, "lat_p50_ms")),
         });
-        line["nodes_1"] = one;
-        line[format!("nodes_{n}")] = many;
+        line[base_name] = base;
+        line[many_name] = many;
     }
     if let Some(versus) = versus {
         let v = versus.json(total);

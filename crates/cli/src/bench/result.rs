@@ -29,6 +29,11 @@ pub(super) struct RunResult {
     pub(super) chat: Option<(u64, u64)>,
     /// Round trips the nodes made to the shared store while the turns ran (`--nodes` only).
     pub(super) store_round_trips: Option<u64>,
+    /// Requests the nodes forwarded to a conversation's owner while the turns ran (`--nodes`
+    /// only; `balancer.rs`).
+    pub(super) forwarded: Option<u64>,
+    /// CPU HAProxy used while the turns ran (`--via balancer` only).
+    pub(super) balancer_cpu: Option<Duration>,
 }
 
 impl RunResult {
@@ -62,6 +67,13 @@ impl RunResult {
         }
         if let Some(trips) = self.store_round_trips {
             out["store_round_trips_per_turn"] = json!(round(trips as f64 / turns.max(1) as f64));
+        }
+        if let Some(forwarded) = self.forwarded {
+            out["forwarded_requests"] = json!(forwarded);
+            out["forwarded_share"] = json!(round(forwarded as f64 / turns.max(1) as f64));
+        }
+        if let Some(cpu) = self.balancer_cpu {
+            out["balancer_cpu_ms_per_turn"] = json!(round(per_turn(cpu)));
         }
         if let Some((continued, new)) = self.chat {
             out["chat_continued"] = json!(continued);
@@ -127,6 +139,14 @@ impl RunResult {
             (a, b) => a.or(b),
         };
         self.store_round_trips = match (self.store_round_trips, other.store_round_trips) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        self.balancer_cpu = match (self.balancer_cpu, other.balancer_cpu) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        self.forwarded = match (self.forwarded, other.forwarded) {
             (Some(a), Some(b)) => Some(a + b),
             (a, b) => a.or(b),
         };
