@@ -5,15 +5,14 @@ use crate::error::PoolError;
 use crate::ownership::TurnLease;
 use crate::pool::{Pool, PoolInner};
 use crate::profile::Profile;
-use crate::routing::{Claimed, Refused, Routing, ThreadState};
-use crate::turn::{PoolTurn, TurnClaim};
+use crate::routing::{Refused, ThreadState};
+use crate::turn::{Held, PoolTurn, Running};
 use codex_pool_process::hops::hop;
-use codex_pool_protocol::methods::{ThreadSettings, TurnStartParams};
+use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_protocol::types::{ApprovalPolicy, UserInput};
 use codex_pool_protocol::CodexThreadId;
-use codex_pool_store::{ConversationId, Fence, ListCursor, StoredItem, ThreadRecord};
+use codex_pool_store::{ConversationId, ListCursor, StoredItem, ThreadRecord};
 use serde_json::{Map, Value};
-use std::sync::atomic::Ordering;
 
 /// Per-turn options (they stick for later turns of the conversation, as codex does).
 #[derive(Debug, Clone, Default)]
@@ -124,74 +123,17 @@ impl Pool {
         codex_pool_process::check_input(&input).map_err(|e| PoolError::from_process(id, e))?;
         // Several nodes: the lease first, so what is read next is what its last owner left.
         let lease = inner.lease(id).await?;
-        let mut claimed = match inner.claim_turn(id).await {
-            Err(e @ PoolError::UnknownThread(_)) => {
-                inner.placer.let_go(id).await;
-                return Err(e);
-            }
-            claimed => claimed?,
-        };
-        // From here on the conversation is `TurnRunning`; the guard makes it `Idle` again on
-        // every early return (and if this future is dropped).
-        let mut guard = ClaimGuard { routing: &inner.routing, id, sent: false, armed: true };
-        if let Some(ticket) = claimed.unconfirmed.take() {
-            // The previous turn's consumer left before the store answered: if the store did not
-            // keep it, codex's copy of the conversation holds a turn the store lacks.
-            if let Err(e) = ticket.await {
-                tracing::warn!(conversation = %id, error = %e, "the last turn was not kept; rebuilding from the store");
-                inner.routing.forget_codex_thread(id);
-                claimed.loaded = None;
-            }
-        }
-        let mut loaded = claimed.loaded;
-        for attempt in 1.. {
-            let placement = inner.placer.place(id, &claimed.settings, claimed.ephemeral, loaded.take()).await?;
-            let permit = match inner.turn_permit(&placement.slot.turn_permits, !options.refuse_when_full).await {
-                Ok(permit) => permit,
-                Err(NoRoom::ShutDown) => return Err(PoolError::ShutDown),
-                Err(NoRoom::Full) => {
-                    return Err(PoolError::Overloaded {
-                        thread_id: id.clone(),
-                        limit: inner.config.max_turns_per_process,
-                    })
-                }
-            };
-            inner.routing.turn_placed(id, placement.slot.index);
-            hop(id.as_str(), "pool.placed");
-            let mut params = TurnStartParams::new(&placement.codex_id, input.clone());
-            params.model.clone_from(&options.model);
-            params.effort.clone_from(&options.effort);
-            params.approval_policy = options.approval_policy;
-            params.output_schema.clone_from(&options.output_schema);
-            // The roots its process was spawned with, read before the turn can reach it.
-            let ca_epoch = placement.slot.ca_epoch.load(Ordering::Relaxed);
-            guard.sent = true;
-            match placement.handle.start_turn(params).await {
-                Ok(stream) => {
-                    hop(id.as_str(), "pool.stream");
-                    inner.remember_options(id, &options, lease.as_ref().map(TurnLease::fence));
-                    guard.armed = false;
-                    let stream = stream
-                        .with_silence_timeout(inner.config.turn_timeout)
-                        .with_progress_timeout(inner.config.progress_timeout);
-                    let claim =
-                        TurnClaim::new(inner.routing.clone(), inner.writer.clone(), id.clone(), input, permit, lease);
-                    let tls = inner.tls.for_turn(ca_epoch);
-                    return Ok(PoolTurn::new(id.clone(), stream, claim, tls));
-                }
-                // Its process died under it: place it again (rebuilt elsewhere).
-                Err(e) if e.is_process_gone() && attempt <= inner.slots.len() => {
-                    inner.routing.forget_codex_thread(id);
-                    guard.sent = false;
-                }
-                Err(e) => {
-                    // codex answered: it did not take the turn. Anything else: it may have.
-                    guard.sent = e.rpc().is_none();
-                    return Err(PoolError::from_process(id, e));
-                }
-            }
-        }
-        unreachable!("the loop returns")
+        let (claim, mut claimed) = inner.claim_turn(id).await?;
+        let loaded = inner.trusted_thread(id, &mut claimed).await;
+        let sent = inner.place_and_send(claim, &claimed, loaded, &input, &options).await?;
+        inner.remember_options(id, &options, lease.as_ref().map(TurnLease::fence));
+        let stream = sent
+            .stream
+            .with_silence_timeout(inner.config.turn_timeout)
+            .with_progress_timeout(inner.config.progress_timeout);
+        let held = Held::new(sent.claim, lease, sent.permit);
+        let running = Running::new(held, inner.writer.clone(), input);
+        Ok(PoolTurn::new(id.clone(), stream, running, inner.tls.for_turn(sent.ca_epoch)))
     }
 
     /// Interrupts the running turn of a conversation. With several nodes, a turn running on
@@ -326,115 +268,10 @@ impl Pool {
     }
 }
 
-/// Makes a claimed conversation `Idle` again on an early return. Once a `turn/start` may have
-/// reached codex, codex's copy of the conversation is not trusted either: the next turn
-/// rebuilds it from the store.
-struct ClaimGuard<'a> {
-    routing: &'a Routing,
-    id: &'a ConversationId,
-    sent: bool,
-    armed: bool,
-}
-
-impl Drop for ClaimGuard<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            if self.sent {
-                self.routing.forget_codex_thread(self.id);
-            }
-            self.routing.end_turn(self.id, None);
-        }
-    }
-}
-
-/// Why a turn got no room on its process.
-enum NoRoom {
-    /// The process runs as many turns as it may, and no room was made within the wait (or the
-    /// turn would not wait).
-    Full,
-    /// The pool is shutting down.
-    ShutDown,
-}
-
 impl PoolInner {
-    /// Room for a turn on a process: at once, or (`wait`) after a wait of at most
-    /// `overload_wait` (counted).
-    async fn turn_permit(
-        &self,
-        permits: &std::sync::Arc<tokio::sync::Semaphore>,
-        wait: bool,
-    ) -> Result<tokio::sync::OwnedSemaphorePermit, NoRoom> {
-        match permits.clone().try_acquire_owned() {
-            Ok(permit) => return Ok(permit),
-            Err(tokio::sync::TryAcquireError::Closed) => return Err(NoRoom::ShutDown),
-            Err(tokio::sync::TryAcquireError::NoPermits) if !wait => {
-                self.counters.refused_full();
-                return Err(NoRoom::Full);
-            }
-            Err(tokio::sync::TryAcquireError::NoPermits) => {}
-        }
-        let begun = std::time::Instant::now();
-        let waited = tokio::time::timeout(self.config.overload_wait, permits.clone().acquire_owned()).await;
-        self.counters.waited(begun.elapsed(), matches!(waited, Ok(Ok(_))));
-        match waited {
-            Ok(Ok(permit)) => Ok(permit),
-            Ok(Err(_)) => Err(NoRoom::ShutDown),
-            Err(_) => Err(NoRoom::Full),
-        }
-    }
-
-    /// Takes the conversation for a turn, reading it from the store if the pool does not know it.
-    async fn claim_turn(&self, id: &ConversationId) -> Result<Claimed, PoolError> {
-        for _ in 0..2 {
-            match self.routing.claim_turn(id).await {
-                Ok(claimed) => return Ok(claimed),
-                Err(Refused::Busy) => return Err(PoolError::ThreadBusy(id.clone())),
-                Err(Refused::Unknown) => {
-                    // Settings a turn changed before the conversation was unloaded may still be
-                    // queued: they are in the store before it is read.
-                    self.writer.flush().await;
-                    let record = self.store.load(id).await?.ok_or_else(|| PoolError::UnknownThread(id.clone()))?;
-                    self.routing.insert_stored(record);
-                }
-            }
-        }
-        Err(PoolError::UnknownThread(id.clone()))
-    }
-
     /// Several nodes: fails with `StoreError::OwnedElsewhere` if another node serves the
     /// conversation (its turns run there).
     async fn check_elsewhere(&self, id: &ConversationId) -> Result<(), PoolError> {
         Ok(self.leases.check_elsewhere(id).await?)
-    }
-
-    /// Several nodes: this node's lease on the conversation (its fence, for the turn's writes),
-    /// taken or renewed if need be; fails with `StoreError::OwnedElsewhere` while another node
-    /// holds it. A lease new to this node means another node may have served the conversation
-    /// meanwhile: what this node knew of it is forgotten, and read from the store again.
-    async fn lease(&self, id: &ConversationId) -> Result<Option<TurnLease>, PoolError> {
-        let lease = self.leases.for_turn(id).await?;
-        if lease.as_ref().is_some_and(TurnLease::changed) {
-            self.routing.evict_if_idle(id);
-        }
-        Ok(lease)
-    }
-
-    /// Per-turn model and approval overrides stick for later turns (as codex does), so they are
-    /// kept with the conversation's settings, for rebuilds after a crash or an eviction.
-    fn remember_options(&self, id: &ConversationId, options: &TurnOptions, fence: Option<Fence>) {
-        if options.model.is_none() && options.approval_policy.is_none() {
-            return;
-        }
-        let settings = self.routing.update_settings(id, |settings| {
-            if options.model.is_some() {
-                settings.model.clone_from(&options.model);
-            }
-            if options.approval_policy.is_some() {
-                settings.approval_policy = options.approval_policy;
-            }
-        });
-        if let Some(settings) = settings {
-            self.writer.update_settings(id.clone(), settings, fence);
-        }
     }
 }

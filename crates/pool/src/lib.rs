@@ -41,6 +41,7 @@ mod pool;
 mod profile;
 mod reaper;
 mod routing;
+mod start;
 mod store_writer;
 mod strategy;
 mod supervisor;

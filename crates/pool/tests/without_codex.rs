@@ -329,3 +329,97 @@ async fn a_stored_profile_the_pool_does_not_know_is_an_error_not_chat() {
     assert!(message.contains("set its profile") && message.contains("chat or codex"), "{message}");
     assert!(!message.contains("c0dex"), "the stored value is not repeated: {message}");
 }
+
+/// How many codex threads the scripted processes started: created and rebuilt conversations.
+fn threads_started(codex: &ScriptedCodex) -> usize {
+    codex.received_of("thread/start").len()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_turn_given_up_before_codex_got_it_keeps_the_thread_and_one_dropped_mid_turn_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let codex = ScriptedCodex::new();
+    let pool = pool_with(&codex, &dir, Arc::new(MemoryStore::new()), |c| {
+        c.max_turns_per_process = 1;
+        c.overload_wait = Duration::from_secs(60);
+    });
+    pool.ensure_started().await.unwrap();
+    let a = pool.create_thread(ThreadSettings::default()).await.unwrap();
+    let b = pool.create_thread(ThreadSettings::default()).await.unwrap();
+
+    // A turn of `b` waits for room behind `a`'s, and its caller gives up: nothing reached
+    // codex, so `b` is idle again on the same codex thread.
+    let running = start(&pool, &a, "hold").await;
+    let scripted = codex.next_turn().await;
+    let waiting = {
+        let (pool, b) = (pool.clone(), b.clone());
+        tokio::spawn(async move { start(&pool, &b, "given up").await })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!waiting.is_finished(), "the turn did not wait for room");
+    assert!(pool.conversation(&b).await.unwrap().unwrap().running);
+    waiting.abort();
+    assert!(waiting.await.unwrap_err().is_cancelled());
+    assert!(!pool.conversation(&b).await.unwrap().unwrap().running, "given back");
+    scripted.reply("held");
+    assert!(matches!(running.collect_text().await.1, TurnEvent::Completed { .. }));
+    let end = answered(&pool, &codex, &b, "first", "one").await;
+    assert!(matches!(end, TurnEvent::Completed { .. }), "{end:?}");
+    assert_eq!(threads_started(&codex), 2, "b ran on the thread it was created on");
+
+    // A turn dropped while codex runs it: nothing of it is kept, and codex's copy, which holds
+    // half of it, is dropped: the next turn runs on a thread rebuilt from the store.
+    let mut turn = start(&pool, &b, "second").await;
+    let scripted = codex.next_turn().await;
+    assert!(matches!(turn.next().await, Some(TurnEvent::Started { .. })));
+    scripted.delta("half an ans");
+    assert!(matches!(turn.next().await, Some(TurnEvent::AgentMessageDelta { .. })));
+    drop(turn);
+    assert!(!pool.conversation(&b).await.unwrap().unwrap().running, "given back");
+    let end = answered(&pool, &codex, &b, "third", "three").await;
+    assert!(matches!(end, TurnEvent::Completed { .. }), "{end:?}");
+    assert_eq!(threads_started(&codex), 3, "b was rebuilt");
+    let injected = codex.received_of("thread/inject_items");
+    assert_eq!(texts(injected[0].params["items"].as_array().unwrap()), ["first", "one"]);
+    assert_eq!(texts(&pool.store().history(&b).await.unwrap()), ["first", "one", "third", "three"]);
+    pool.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_turn_dropped_after_codex_finished_it_is_kept_if_the_store_keeps_it_and_rebuilt_if_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let codex = ScriptedCodex::new();
+    let store = Arc::new(HookedStore::new());
+    let pool = pool(&codex, &dir, store.clone());
+    pool.ensure_started().await.unwrap();
+    let id = pool.create_thread(ThreadSettings::default()).await.unwrap();
+
+    // codex finishes the turn, and its consumer drops it without reading the end: the turn is
+    // kept, and the next one runs on the same codex thread.
+    let turn = start(&pool, &id, "first").await;
+    codex.next_turn().await.reply("one");
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    drop(turn);
+    let end = answered(&pool, &codex, &id, "second", "two").await;
+    assert!(matches!(end, TurnEvent::Completed { .. }), "{end:?}");
+    assert_eq!(threads_started(&codex), 1, "no rebuild");
+    assert_eq!(texts(&pool.store().history(&id).await.unwrap()), ["first", "one", "second", "two"]);
+
+    // The same, but the store fails the record: the next turn learns it before it runs, and
+    // runs on a thread rebuilt from the store, without the lost turn.
+    store.fail_records(true);
+    let turn = start(&pool, &id, "lost").await;
+    codex.next_turn().await.reply("lost too");
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    drop(turn);
+    // The writer tries (and fails) before the store works again.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    store.fail_records(false);
+    let end = answered(&pool, &codex, &id, "third", "three").await;
+    assert!(matches!(end, TurnEvent::Completed { .. }), "{end:?}");
+    assert_eq!(threads_started(&codex), 2, "rebuilt");
+    let injected = codex.received_of("thread/inject_items");
+    assert_eq!(texts(injected[0].params["items"].as_array().unwrap()), ["first", "one", "second", "two"]);
+    assert_eq!(texts(&pool.store().history(&id).await.unwrap()), ["first", "one", "second", "two", "third", "three"]);
+    pool.shutdown().await;
+}

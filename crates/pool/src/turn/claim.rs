@@ -1,0 +1,133 @@
+//! A conversation's claim for one turn, and what a turn holds with it once codex may run it.
+//! The claim is the one place a turn gives its conversation back: what that does depends on
+//! the state the turn ended in, which each state sets as it is entered ([`Ending`]).
+
+use crate::history::own_items;
+use crate::ownership::TurnLease;
+use crate::routing::Routing;
+use crate::store_writer::{StoreWriter, WriteTicket};
+use codex_pool_protocol::types::UserInput;
+use codex_pool_store::{ConversationId, TurnRecord};
+use serde_json::Value;
+use std::sync::Arc;
+use tokio::sync::OwnedSemaphorePermit;
+
+/// A conversation taken for one turn: `TurnRunning` in the routing table from
+/// [`Routing::claim_turn`] until the claim is dropped, which makes it `Idle` again as its
+/// [`Ending`] says. A new claim ends as [`Ending::Kept`]; each state of the turn sets the end
+/// it needs as it is entered ([`Claim::ending`]), so whatever drops it (an error, a caller that
+/// gave up, the end of the turn) gives the conversation back right.
+pub(crate) struct Claim {
+    routing: Arc<Routing>,
+    conversation: ConversationId,
+    ending: Ending,
+}
+
+/// How a claim gives its conversation back: what the turn left in codex's copy of it.
+pub(crate) enum Ending {
+    /// codex's copy holds what the store holds (nothing reached codex, codex refused the turn,
+    /// or the store kept it): it serves the next turn.
+    Kept,
+    /// codex's copy may hold what the store does not (a `turn/start` that may have reached
+    /// codex, a turn codex did not finish, a turn the store did not keep): the next turn
+    /// rebuilds the conversation from the store, and the reaper unloads the old thread.
+    Rebuild,
+    /// codex finished the turn and its record is being written, with nobody left to wait for
+    /// the store's answer: the next turn waits for it (and rebuilds if the turn was not kept).
+    Unconfirmed(WriteTicket),
+}
+
+impl Claim {
+    /// The claim on `conversation`, which [`Routing::claim_turn`] has just made `TurnRunning`.
+    pub(crate) fn new(routing: Arc<Routing>, conversation: ConversationId) -> Self {
+        Self { routing, conversation, ending: Ending::Kept }
+    }
+
+    /// The conversation claimed.
+    pub(crate) fn conversation(&self) -> &ConversationId {
+        &self.conversation
+    }
+
+    /// The claim, ending as `ending` from now on.
+    pub(crate) fn ending(mut self, ending: Ending) -> Self {
+        self.ending = ending;
+        self
+    }
+
+    /// Gives the conversation back now, as `ending` says.
+    pub(crate) fn end(self, ending: Ending) {
+        drop(self.ending(ending));
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let unconfirmed = match std::mem::replace(&mut self.ending, Ending::Kept) {
+            Ending::Kept => None,
+            Ending::Rebuild => {
+                self.routing.forget_codex_thread(&self.conversation);
+                None
+            }
+            Ending::Unconfirmed(ticket) => Some(ticket),
+        };
+        self.routing.end_turn(&self.conversation, unconfirmed);
+    }
+}
+
+/// What a turn holds from the moment codex may run it to its end: its claim, room on its
+/// process, and (several nodes) the lease whose fence its writes carry.
+pub(crate) struct Held {
+    pub claim: Claim,
+    pub lease: Option<TurnLease>,
+    /// Room on its process, given back when the turn ends.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Held {
+    pub(crate) fn new(claim: Claim, lease: Option<TurnLease>, permit: OwnedSemaphorePermit) -> Self {
+        Self { claim, lease, _permit: permit }
+    }
+}
+
+/// A turn codex runs: what it holds, and what the store is to keep of it so far. Its claim ends
+/// as [`Ending::Rebuild`]: a turn dropped here was not finished by codex, so nothing of it is
+/// kept, and codex's copy is not trusted.
+pub(crate) struct Running {
+    held: Held,
+    writer: Arc<StoreWriter>,
+    /// The turn's input: how its own user message is told from what codex records before it.
+    input: Vec<UserInput>,
+    /// The turn's history items so far.
+    items: Vec<Value>,
+    /// The first text delta was seen (for the hop trace).
+    pub first_delta: bool,
+}
+
+impl Running {
+    pub(crate) fn new(held: Held, writer: Arc<StoreWriter>, input: Vec<UserInput>) -> Self {
+        let held = Held { claim: held.claim.ending(Ending::Rebuild), ..held };
+        Self { held, writer, input, items: Vec::new(), first_delta: false }
+    }
+
+    /// codex recorded `item` in the turn.
+    pub(crate) fn push(&mut self, item: Value) {
+        self.items.push(item);
+    }
+
+    /// codex finished the turn: its record is queued; the store's answer comes with the ticket.
+    pub(crate) fn record(self, turn_id: &str) -> (Held, WriteTicket) {
+        let Self { held, writer, input, mut items, .. } = self;
+        own_items(&mut items, &input);
+        let record = TurnRecord {
+            fence: held.lease.as_ref().map(TurnLease::fence),
+            ..TurnRecord::completed(held.claim.conversation.clone(), turn_id, items)
+        };
+        let ticket = writer.record(record);
+        (held, ticket)
+    }
+
+    /// The turn ended without codex finishing it: nothing of it is kept.
+    pub(crate) fn abandon(self) {
+        self.held.claim.end(Ending::Rebuild);
+    }
+}

@@ -1,0 +1,249 @@
+//! A turn run by the pool: the process's event stream, named after the conversation, and the
+//! turn's record in the store.
+
+mod claim;
+
+pub(crate) use claim::{Claim, Ending, Held, Running};
+
+use crate::store_writer::WriteTicket;
+use crate::tls::TurnTls;
+use codex_pool_process::hops::hop;
+use codex_pool_process::{AbortReason, TurnEvent, TurnStream};
+use codex_pool_protocol::CodexThreadId;
+use codex_pool_store::{ConversationId, StoreError};
+use serde_json::Value;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// The events of one turn started through the pool. Same contract as [`TurnStream`]: events,
+/// then exactly one terminal event, then `None`. Events name the conversation, never the codex
+/// thread that runs it ([`PoolTurn::codex_thread_id`] says which, when asked). Dropping it
+/// interrupts the turn.
+///
+/// What codex recorded in the turn ([`TurnEvent::ResponseItem`]s) is kept in the store once
+/// codex has finished the turn (`completed`, with any status: completed, interrupted or
+/// failed), and the terminal event comes only once the store has it: a `completed` event means
+/// the turn is kept. If the store fails, the turn ends with [`AbortReason::StoreFailed`]
+/// instead and is dropped everywhere (codex's copy too), so the conversation goes on as if it
+/// had not happened. A turn dropped after codex finished it is still kept. A turn codex did not
+/// finish for us (`aborted`: its process died, it timed out, the consumer lagged or went away,
+/// the pool shut down) leaves nothing, in the store or in codex, so the conversation never holds
+/// half a turn (a tool call without its output, say); its caller can send the input again.
+pub struct PoolTurn {
+    conversation: ConversationId,
+    codex_thread: CodexThreadId,
+    stream: TurnStream,
+    phase: Phase,
+    /// Reports failed model connections and explains an end caused by new root certificates
+    /// (only while the pool's bundle is reduced).
+    tls: Option<TurnTls>,
+}
+
+/// Where the turn is, with what it holds there. Each poll takes the phase by value and puts
+/// back the next one; dropping the turn in a phase ends its claim as that phase requires (in
+/// `Drop`, one `match`).
+enum Phase {
+    /// codex runs the turn; events flow.
+    Streaming(Running),
+    /// codex finished the turn; its record is being written. `end` follows once it is.
+    Recording { held: Held, ticket: WriteTicket, end: TurnEvent },
+    /// The terminal event was yielded: the turn holds nothing (so a finished turn kept around
+    /// holds no claim, no room and no lease).
+    Done,
+}
+
+impl PoolTurn {
+    pub(crate) fn new(
+        conversation: ConversationId,
+        stream: TurnStream,
+        running: Running,
+        tls: Option<TurnTls>,
+    ) -> Self {
+        let codex_thread = stream.thread_id().clone();
+        Self { conversation, codex_thread, stream, phase: Phase::Streaming(running), tls }
+    }
+
+    /// The conversation the turn belongs to.
+    pub fn conversation_id(&self) -> &ConversationId {
+        &self.conversation
+    }
+
+    /// The codex thread running the turn (for diagnostics; events never name it).
+    pub fn codex_thread_id(&self) -> &CodexThreadId {
+        &self.codex_thread
+    }
+
+    /// The turn id codex assigned.
+    pub fn turn_id(&self) -> &str {
+        self.stream.turn_id()
+    }
+
+    /// The next event, or `None` after the terminal one.
+    pub async fn next(&mut self) -> Option<TurnEvent> {
+        std::future::poll_fn(|cx| self.poll_event(cx)).await
+    }
+
+    /// Reads to the end; returns the reply text and the terminal event.
+    pub async fn collect_text(self) -> (String, TurnEvent) {
+        codex_pool_process::events::collect_text(self).await
+    }
+
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<TurnEvent>> {
+        loop {
+            match std::mem::replace(&mut self.phase, Phase::Done) {
+                Phase::Done => return Poll::Ready(None),
+                Phase::Recording { held, mut ticket, end } => {
+                    let Poll::Ready(outcome) = Pin::new(&mut ticket).poll(cx) else {
+                        self.phase = Phase::Recording { held, ticket, end };
+                        return Poll::Pending;
+                    };
+                    hop(self.conversation.as_str(), "turn.recorded");
+                    return Poll::Ready(Some(self.recorded(held, outcome, end)));
+                }
+                Phase::Streaming(running) => {
+                    let Poll::Ready(polled) = futures_core::Stream::poll_next(Pin::new(&mut self.stream), cx) else {
+                        self.phase = Phase::Streaming(running);
+                        return Poll::Pending;
+                    };
+                    // A stream always ends with a terminal event; one that did not leaves
+                    // nothing kept.
+                    let Some(event) = polled else {
+                        running.abandon();
+                        return Poll::Ready(None);
+                    };
+                    if let Some(event) = self.observe(running, event) {
+                        return Poll::Ready(Some(event));
+                    }
+                    // Completed: wait for the store.
+                }
+            }
+        }
+    }
+
+    /// Takes note of an event of the running turn and moves to the next phase; returns the
+    /// event as the consumer sees it, or `None` when it is held back until the turn's record
+    /// is written.
+    fn observe(&mut self, mut running: Running, mut event: TurnEvent) -> Option<TurnEvent> {
+        if let Some(tls) = &mut self.tls {
+            tls.observe(&mut event);
+        }
+        match &mut event {
+            TurnEvent::Started { thread_id, .. } => *thread_id = self.conversation.to_string(),
+            TurnEvent::AgentMessageDelta { .. } if !running.first_delta => {
+                running.first_delta = true;
+                hop(self.conversation.as_str(), "turn.first_delta");
+            }
+            TurnEvent::ResponseItem { item } => running.push(item.clone()),
+            TurnEvent::Notification { params, .. } | TurnEvent::ServerRequest { params, .. } => {
+                name_conversation(params, &self.conversation)
+            }
+            TurnEvent::Completed { turn_id, .. } => {
+                hop(self.conversation.as_str(), "turn.completed");
+                let (held, ticket) = running.record(turn_id);
+                self.phase = Phase::Recording { held, ticket, end: event };
+                return None;
+            }
+            TurnEvent::Aborted { .. } => {
+                running.abandon();
+                return Some(event);
+            }
+            _ => {}
+        }
+        self.phase = Phase::Streaming(running);
+        Some(event)
+    }
+
+    /// The store answered about the turn's record: the terminal event the consumer gets, and
+    /// the conversation given back (without codex's copy when the turn was not kept).
+    fn recorded(&self, held: Held, outcome: Result<(), StoreError>, end: TurnEvent) -> TurnEvent {
+        match outcome {
+            Ok(()) => {
+                held.claim.end(Ending::Kept);
+                end
+            }
+            Err(StoreError::Fenced { .. }) => {
+                if let Some(lease) = &held.lease {
+                    lease.lost(&self.conversation);
+                }
+                held.claim.end(Ending::Rebuild);
+                TurnEvent::Aborted {
+                    reason: AbortReason::LeaseLost,
+                    message: "another node took this conversation over while the turn ran (this node had not \
+                              renewed its lease in time); nothing of the turn was kept: send it again"
+                        .to_owned(),
+                }
+            }
+            Err(e) => {
+                held.claim.end(Ending::Rebuild);
+                TurnEvent::Aborted {
+                    reason: AbortReason::StoreFailed,
+                    message: format!(
+                        "codex finished the turn but the store could not keep it ({e}); the turn was dropped, \
+                         send it again once the store is back"
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// Names the conversation where codex's params name its thread.
+fn name_conversation(params: &mut Value, conversation: &ConversationId) {
+    for key in ["threadId", "conversationId"] {
+        if let Some(id) = params.get_mut(key).filter(|v| v.is_string()) {
+            *id = Value::String(conversation.to_string());
+        }
+    }
+}
+
+impl Drop for PoolTurn {
+    fn drop(&mut self) {
+        loop {
+            match std::mem::replace(&mut self.phase, Phase::Done) {
+                Phase::Streaming(running) => match self.stream.try_next() {
+                    // Dropped before the end was read: what has already arrived still counts
+                    // (codex may have finished the turn).
+                    Some(event) => drop(self.observe(running, event)),
+                    // Not finished by codex: nothing of it is kept, and codex's copy is not
+                    // trusted. The stream abandons the turn if it still runs.
+                    None => return running.abandon(),
+                },
+                // The next turn of the conversation learns whether the store kept this one.
+                Phase::Recording { held, ticket, .. } => return held.claim.end(Ending::Unconfirmed(ticket)),
+                Phase::Done => return,
+            }
+        }
+    }
+}
+
+impl futures_core::Stream for PoolTurn {
+    type Item = TurnEvent;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<TurnEvent>> {
+        self.get_mut().poll_event(cx)
+    }
+}
+
+impl std::fmt::Debug for PoolTurn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolTurn")
+            .field("conversation", &self.conversation)
+            .field("codex_thread", &self.codex_thread)
+            .field("turn_id", &self.stream.turn_id())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn codex_thread_ids_in_params_become_the_conversation() {
+        let mut params = json!({"threadId": "codex-2", "turnId": "u", "item": {"threadId": "kept"}});
+        name_conversation(&mut params, &ConversationId::from("conv"));
+        assert_eq!(params, json!({"threadId": "conv", "turnId": "u", "item": {"threadId": "kept"}}));
+    }
+}
