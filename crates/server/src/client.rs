@@ -93,7 +93,11 @@ pub struct EventStream {
 impl Client {
     /// A client of the service at `base` (e.g. `http://127.0.0.1:7878`), sending `token` if given.
     pub fn new(base: &str, token: Option<String>) -> Self {
-        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
+        // A request's head and body may go out as two writes: with Nagle's algorithm the second
+        // waits for the service's delayed ACK.
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector);
         Self { http, base: base.trim_end_matches('/').to_owned(), token }
     }
 

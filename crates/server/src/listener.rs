@@ -62,7 +62,15 @@ pub(crate) async fn serve(
             accepted = listener.accept() => accepted,
         };
         let socket = match accepted {
-            Ok((socket, _peer)) => socket,
+            Ok((socket, _peer)) => {
+                // Each server-sent event is a small write of its own: with Nagle's algorithm, one
+                // written while the last is unacknowledged waits for the client's delayed ACK
+                // (40 ms on Linux), and so did every turn's first event.
+                if let Err(e) = socket.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+                }
+                socket
+            }
             Err(e) => {
                 metrics.accept_error();
                 if last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
