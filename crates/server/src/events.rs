@@ -206,3 +206,6 @@ impl TurnResult {
         result
     }
 }
+
+#[cfg(test)]
+mod tests;
