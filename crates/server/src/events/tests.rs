@@ -7,22 +7,33 @@ use serde_json::json;
 
 /// What goes on the wire for an event: its SSE `id`, `event` and `data`.
 fn wire(event: &ApiEvent) -> String {
-    format!("{} {} {}", event.id, event.event, event.data)
+    let data = serde_json::to_string(&event.body).unwrap();
+    assert_eq!(event.wire_size(), data.len() + event.body.name().len() + 32, "{data}");
+    format!("{} {} {}", event.id, event.body.name(), data)
 }
 
 fn mapper() -> Mapper {
     Mapper::new(ConversationId::from("c1"), "u1".to_owned())
 }
 
-fn call(input: i64, output: i64) -> TurnEvent {
-    let last = TokenUsageBreakdown {
+fn usage(input: i64, output: i64, calls: i64) -> TokenUsageBreakdown {
+    TokenUsageBreakdown {
         input_tokens: input,
-        cached_input_tokens: 1,
+        cached_input_tokens: calls,
         output_tokens: output,
-        reasoning_output_tokens: 2,
+        reasoning_output_tokens: 2 * calls,
         total_tokens: input + output,
-    };
+    }
+}
+
+/// A model call's usage: the turn's end carries their sum, so the service shows none of them.
+fn call(input: i64, output: i64) -> TurnEvent {
+    let last = usage(input, output, 1);
     TurnEvent::TokenUsage { usage: ThreadTokenUsage { last, total: last, model_context_window: None } }
+}
+
+fn completed(status: TurnStatus, error: Option<TurnError>, usage: TokenUsageBreakdown) -> TurnEvent {
+    TurnEvent::Completed { turn_id: "u1".into(), status, error, usage }
 }
 
 #[test]
@@ -38,7 +49,7 @@ fn a_completed_turn_is_written_as_it_always_was() {
         call(10, 3),
         TurnEvent::ItemCompleted { item },
         call(5, 4),
-        TurnEvent::Completed { turn_id: "u1".into(), status: TurnStatus::Completed, error: None },
+        completed(TurnStatus::Completed, None, usage(15, 7, 2)),
     ];
     let written: Vec<String> = events.into_iter().flat_map(|e| m.map(e)).map(|e| wire(&e)).collect();
     assert_eq!(
@@ -63,10 +74,10 @@ fn a_completed_turn_is_written_as_it_always_was() {
 fn failed_cut_and_interrupted_turns_are_written_as_they_always_were() {
     let failed = TurnError { message: "bad".into(), codex_error_info: None, additional_details: Some("very".into()) };
     let ends = [
-        TurnEvent::Completed { turn_id: "u1".into(), status: TurnStatus::Failed, error: Some(failed) },
-        TurnEvent::Completed { turn_id: "u1".into(), status: TurnStatus::Failed, error: None },
+        completed(TurnStatus::Failed, Some(failed), usage(1, 1, 1)),
+        completed(TurnStatus::Failed, None, TokenUsageBreakdown::default()),
         TurnEvent::Aborted { reason: AbortReason::LeaseLost, message: "taken".into() },
-        TurnEvent::Completed { turn_id: "u1".into(), status: TurnStatus::Interrupted, error: None },
+        completed(TurnStatus::Interrupted, None, TokenUsageBreakdown::default()),
     ];
     let written: Vec<String> = ends.into_iter().flat_map(|e| mapper().map(e)).map(|e| wire(&e)).collect();
     let failed = |kind: &str, message: &str| {
@@ -91,7 +102,7 @@ fn failed_cut_and_interrupted_turns_are_written_as_they_always_were() {
     m.map(TurnEvent::Started { thread_id: "t".into(), turn_id: "u1".into() });
     assert!(!m.ended());
     assert_eq!(
-        wire(&m.abort("events_too_large", "too big".into())),
+        wire(&m.abort(FailureKind::EventsTooLarge, "too big".into())),
         failed("events_too_large", "too big").replacen('1', "2", 1)
     );
     assert_eq!(wire(&mapper().lost()), failed("internal", "the turn's events ended without an end"));
@@ -106,7 +117,7 @@ fn a_whole_turn_is_answered_as_it_always_was() {
         TurnEvent::AgentMessageDelta { item_id: "m1".into(), delta: "y".into() },
         TurnEvent::ItemCompleted { item: json!({"id": "m1", "type": "agentMessage", "text": "hey"}) },
         call(3, 2),
-        TurnEvent::Completed { turn_id: "u1".into(), status: TurnStatus::Completed, error: None },
+        completed(TurnStatus::Completed, None, usage(3, 2, 1)),
     ]
     .into_iter()
     .flat_map(|e| m.map(e))
@@ -119,7 +130,7 @@ fn a_whole_turn_is_answered_as_it_always_was() {
             r#""usage":{"input_tokens":3,"cached_input_tokens":1,"output_tokens":2,"reasoning_output_tokens":2,"total_tokens":5}}"#
         )
     );
-    let failed = TurnResult::from_events(&[mapper().abort("timeout", "slow".into())]);
+    let failed = TurnResult::from_events(&[mapper().abort(FailureKind::Aborted(AbortReason::Timeout), "slow".into())]);
     assert_eq!(
         serde_json::to_string(&failed).unwrap(),
         concat!(
