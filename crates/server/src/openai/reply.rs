@@ -57,7 +57,7 @@ impl Reply {
     /// The steps an event makes.
     pub fn step(&mut self, event: &ApiEvent) -> Vec<Step> {
         let mut steps = Vec::new();
-        let ending = match &event.body {
+        match &event.body {
             EventBody::TextDelta { item_id: item, delta } => {
                 if self.open.as_ref().is_some_and(|(id, _)| id != item) {
                     steps.extend(self.close());
@@ -70,27 +70,30 @@ impl Reply {
                 });
                 self.messages[*n].push_str(delta);
                 steps.push(Step::Delta(*n, delta.clone()));
-                return steps;
             }
             EventBody::ItemCompleted { item } => {
                 let id = item["id"].as_str();
                 if self.open.as_ref().is_some_and(|(open, _)| Some(open.as_str()) == id) {
                     steps.extend(self.close());
                 }
-                return steps;
-            }
-            EventBody::TurnStarted { .. } | EventBody::ItemStarted { .. } | EventBody::ReasoningDelta { .. } => {
-                return steps
             }
             EventBody::TurnCompleted { status, usage, .. } => {
-                Ending::Completed { interrupted: *status == Finished::Interrupted, usage: *usage }
+                let interrupted = *status == Finished::Interrupted;
+                self.end(Ending::Completed { interrupted, usage: *usage }, &mut steps);
             }
-            EventBody::TurnFailed { error, .. } => Ending::Failed { kind: error.kind, message: error.message.clone() },
-        };
+            EventBody::TurnFailed { error, .. } => {
+                self.end(Ending::Failed { kind: error.kind, message: error.message.clone() }, &mut steps);
+            }
+            // Nothing OpenAI's shapes show.
+            EventBody::TurnStarted { .. } | EventBody::ItemStarted { .. } | EventBody::ReasoningDelta { .. } => {}
+        }
+        steps
+    }
+
+    fn end(&mut self, ending: Ending, steps: &mut Vec<Step>) {
         steps.extend(self.close());
         self.ended = Some(ending.clone());
         steps.push(Step::End(ending));
-        steps
     }
 
     fn close(&mut self) -> Option<Step> {
