@@ -52,11 +52,13 @@ impl RunLog {
     }
 
     fn push(&self, event: ApiEvent) {
-        self.push_arc(Arc::new(event));
+        let size = event.wire_size();
+        self.push_sized(Arc::new(event), size);
     }
 
-    fn push_arc(&self, event: Arc<ApiEvent>) {
-        self.bytes.fetch_add(event.wire_size(), Ordering::Relaxed);
+    /// Logs an event whose wire size is `size`.
+    fn push_sized(&self, event: Arc<ApiEvent>, size: usize) {
+        self.bytes.fetch_add(size, Ordering::Relaxed);
         let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
         events.push(event);
         let n = events.len();
@@ -326,9 +328,9 @@ impl<K: FnMut(Option<usize>) -> Option<u64>> Recorder<'_, K> {
             on_end(&events).await;
         }
         self.room.take();
-        let bytes = Some(self.log.bytes() + event.wire_size()).filter(|_| !self.cut);
-        self.kept = (self.keep)(bytes);
-        self.log.push_arc(event);
+        let size = event.wire_size();
+        self.kept = (self.keep)(Some(self.log.bytes() + size).filter(|_| !self.cut));
+        self.log.push_sized(event, size);
         self.log.finish();
     }
 }
