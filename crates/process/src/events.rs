@@ -1,7 +1,7 @@
 //! The events of one turn: a single typed stream, serializable as is (one JSON object per event,
 //! tagged by `type`), so an SSE endpoint can forward it unchanged.
 
-use codex_pool_protocol::types::{ThreadTokenUsage, TurnError, TurnStatus};
+use codex_pool_protocol::types::{ThreadTokenUsage, TokenUsageBreakdown, TurnError, TurnStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -146,6 +146,10 @@ pub enum TurnEvent {
         /// What went wrong, for a failed or interrupted turn.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<TurnError>,
+        /// Tokens the turn used: every model call of it (its [`TurnEvent::TokenUsage`] events),
+        /// added up by the [`TurnStream`](crate::TurnStream) that yields this event.
+        #[serde(default)]
+        usage: TokenUsageBreakdown,
     },
     /// Terminal: the turn ended without codex finishing it.
     Aborted {

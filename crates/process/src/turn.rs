@@ -2,7 +2,7 @@
 //! event, and the watchdog that ends a turn which has gone silent or stopped making progress.
 
 use crate::events::{AbortReason, TurnEvent};
-use codex_pool_protocol::types::TurnError;
+use codex_pool_protocol::types::{TokenUsageBreakdown, TurnError};
 use codex_pool_protocol::CodexThreadId;
 use std::future::Future;
 use std::pin::Pin;
@@ -48,6 +48,8 @@ pub struct TurnStream {
     retrying: bool,
     /// Text deltas so far, for the message of a stalled stream.
     text_deltas: u64,
+    /// Tokens of the turn's model calls so far, given to its end.
+    usage: TokenUsageBreakdown,
     finished: bool,
     abandoned: bool,
 }
@@ -136,6 +138,7 @@ impl TurnStream {
             last_retry: None,
             retrying: false,
             text_deltas: 0,
+            usage: TokenUsageBreakdown::default(),
             finished: false,
             abandoned: false,
         }
@@ -205,8 +208,14 @@ impl TurnStream {
     }
 
     /// Books an event that left the channel.
-    fn take(&mut self, event: TurnEvent) -> TurnEvent {
+    fn take(&mut self, mut event: TurnEvent) -> TurnEvent {
         self.backlog.fetch_sub(1, Ordering::Relaxed);
+        // The turn's usage is added up here, once, and carried by its end.
+        match &mut event {
+            TurnEvent::TokenUsage { usage } => self.usage += usage.last,
+            TurnEvent::Completed { usage, .. } => *usage = self.usage,
+            _ => {}
+        }
         self.watchdog.saw(&event);
         match &event {
             TurnEvent::Error { error, will_retry: true } => {
@@ -318,5 +327,52 @@ impl std::fmt::Debug for TurnStream {
             .field("turn_id", &self.turn_id)
             .field("finished", &self.finished)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use codex_pool_protocol::types::{ThreadTokenUsage, TurnStatus};
+
+    fn call(input: i64, output: i64) -> TurnEvent {
+        let last = TokenUsageBreakdown {
+            input_tokens: input,
+            cached_input_tokens: 1,
+            output_tokens: output,
+            reasoning_output_tokens: 0,
+            total_tokens: input + output,
+        };
+        // `total` is the thread's so far: never what a turn used.
+        let total = TokenUsageBreakdown { total_tokens: 1000, ..last };
+        TurnEvent::TokenUsage { usage: ThreadTokenUsage { last, total, model_context_window: None } }
+    }
+
+    #[tokio::test]
+    async fn the_end_carries_the_usage_of_every_model_call_of_the_turn() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (abandon, _abandoned) = mpsc::unbounded_channel();
+        let end = TurnEvent::Completed {
+            turn_id: "u".into(),
+            status: TurnStatus::Completed,
+            error: None,
+            usage: TokenUsageBreakdown::default(),
+        };
+        let events = [call(10, 3), call(5, 4), end];
+        let backlog = Arc::new(AtomicUsize::new(events.len()));
+        for event in events {
+            tx.send(event).unwrap();
+        }
+        let stream = TurnStream::new("t".into(), rx, backlog, abandon, None);
+        let (_, end) = stream.collect_text().await;
+        let TurnEvent::Completed { usage, .. } = end else { panic!("{end:?}") };
+        let expected = TokenUsageBreakdown {
+            input_tokens: 15,
+            cached_input_tokens: 2,
+            output_tokens: 7,
+            reasoning_output_tokens: 0,
+            total_tokens: 22,
+        };
+        assert_eq!(usage, expected);
     }
 }

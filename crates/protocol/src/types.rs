@@ -185,6 +185,16 @@ pub struct TokenUsageBreakdown {
     pub total_tokens: i64,
 }
 
+impl std::ops::AddAssign for TokenUsageBreakdown {
+    fn add_assign(&mut self, other: Self) {
+        self.input_tokens += other.input_tokens;
+        self.cached_input_tokens += other.cached_input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.reasoning_output_tokens += other.reasoning_output_tokens;
+        self.total_tokens += other.total_tokens;
+    }
+}
+
 /// Token usage of a thread: the last turn and the running total.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

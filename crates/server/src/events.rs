@@ -2,34 +2,183 @@
 //! `item.started`, `item.completed`, `text.delta`, `reasoning.delta`, then exactly one of
 //! `turn.completed` and `turn.failed`), each with an id (its place in the turn, from 1) for
 //! `Last-Event-ID`.
+//!
+//! The events keep their types until they are written ([`wire`]): the run log, the metrics and
+//! the OpenAI routes match on [`EventBody`]. A new event is a new variant of it: its name in
+//! [`EventBody::name`], its JSON in `wire.rs` (`impl Serialize for EventBody`), what the pool's
+//! event makes of it in [`Mapper::map`]; the compiler then points at every reader that must
+//! decide what to do with it.
 
-use codex_pool::{ConversationId, TurnEvent};
+mod wire;
+
+use codex_pool::{AbortReason, ConversationId, TurnEvent};
 use codex_pool_protocol::types::{TokenUsageBreakdown, TurnStatus};
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use utoipa::ToSchema;
+pub use wire::TurnResult;
 
-/// One event of a turn, as the service sends it (an SSE event named `event`, with `data`).
-#[derive(Debug, Clone, Serialize, ToSchema)]
+/// One event of a turn, as the service logs it: its place in the turn and what it says.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ApiEvent {
     /// Its place in the turn, from 1: the SSE `id`.
     pub id: u64,
-    /// Its name: the SSE `event`, and `data.type`.
-    pub event: &'static str,
-    /// What it says; always has `type`.
-    #[schema(value_type = Object)]
-    pub data: Value,
+    /// What it says.
+    pub body: EventBody,
 }
 
 impl ApiEvent {
     /// Whether it ends the turn.
     pub fn is_terminal(&self) -> bool {
-        matches!(self.event, "turn.completed" | "turn.failed")
+        self.body.is_terminal()
+    }
+}
+
+/// What an event says, one variant per event name on the wire.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventBody {
+    /// `turn.started`: codex took the turn up.
+    TurnStarted {
+        /// The conversation.
+        conversation_id: ConversationId,
+        /// The turn.
+        turn_id: String,
+    },
+    /// `item.started`: an item began, as codex describes it.
+    ItemStarted {
+        /// The item.
+        item: Value,
+    },
+    /// `item.completed`: an item is whole, as codex describes it.
+    ItemCompleted {
+        /// The item.
+        item: Value,
+    },
+    /// `text.delta`: more of the reply.
+    TextDelta {
+        /// The message item it belongs to.
+        item_id: String,
+        /// The text.
+        delta: String,
+    },
+    /// `reasoning.delta`: more of the model's reasoning (raw, or its summary).
+    ReasoningDelta {
+        /// The reasoning item.
+        item_id: String,
+        /// The text.
+        delta: String,
+        /// Whether it is of the summary.
+        summary: bool,
+    },
+    /// `turn.completed`: codex finished the turn.
+    TurnCompleted {
+        /// The conversation.
+        conversation_id: ConversationId,
+        /// The turn.
+        turn_id: String,
+        /// How: `completed`, or `interrupted`.
+        status: Finished,
+        /// Tokens it used.
+        usage: Usage,
+    },
+    /// `turn.failed`: the turn ended without a reply.
+    TurnFailed {
+        /// The conversation.
+        conversation_id: ConversationId,
+        /// The turn.
+        turn_id: String,
+        /// Why.
+        error: Failure,
+    },
+}
+
+impl EventBody {
+    /// Its name: the SSE `event`, and `data.type`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventBody::TurnStarted { .. } => "turn.started",
+            EventBody::ItemStarted { .. } => "item.started",
+            EventBody::ItemCompleted { .. } => "item.completed",
+            EventBody::TextDelta { .. } => "text.delta",
+            EventBody::ReasoningDelta { .. } => "reasoning.delta",
+            EventBody::TurnCompleted { .. } => "turn.completed",
+            EventBody::TurnFailed { .. } => "turn.failed",
+        }
+    }
+
+    /// Whether it ends the turn.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, EventBody::TurnCompleted { .. } | EventBody::TurnFailed { .. })
+    }
+}
+
+/// How codex finished a turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    /// To its end (`completed`).
+    Completed,
+    /// It was stopped (`interrupted`).
+    Interrupted,
+}
+
+impl Finished {
+    /// As it is written: `completed` or `interrupted`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Finished::Completed => "completed",
+            Finished::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// Why a turn failed, and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    /// Why.
+    pub kind: FailureKind,
+    /// What happened, for people.
+    pub message: String,
+}
+
+/// Why a turn failed: written as a string (`model_error`, `process_exited`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// codex failed the turn: the model answered with an error (`model_error`).
+    ModelError,
+    /// The pool ended it before codex finished it (named as the reason is: `process_exited`, ...).
+    Aborted(AbortReason),
+    /// The service cut it: its events passed the per-turn limit (`events_too_large`).
+    EventsTooLarge,
+    /// Its events ended without an end, which the pool never does (`internal`).
+    Internal,
+}
+
+impl FailureKind {
+    /// As it is written (`model_error`, `process_exited`, `events_too_large`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::ModelError => "model_error",
+            FailureKind::Aborted(reason) => reason.as_str(),
+            FailureKind::EventsTooLarge => "events_too_large",
+            FailureKind::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for FailureKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 
 /// Token usage of a turn: every model call of it, added up.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Usage {
     /// Input tokens.
     pub input_tokens: i64,
@@ -43,13 +192,15 @@ pub struct Usage {
     pub total_tokens: i64,
 }
 
-impl Usage {
-    fn add(&mut self, call: &TokenUsageBreakdown) {
-        self.input_tokens += call.input_tokens;
-        self.cached_input_tokens += call.cached_input_tokens;
-        self.output_tokens += call.output_tokens;
-        self.reasoning_output_tokens += call.reasoning_output_tokens;
-        self.total_tokens += call.total_tokens;
+impl From<TokenUsageBreakdown> for Usage {
+    fn from(u: TokenUsageBreakdown) -> Self {
+        Self {
+            input_tokens: u.input_tokens,
+            cached_input_tokens: u.cached_input_tokens,
+            output_tokens: u.output_tokens,
+            reasoning_output_tokens: u.reasoning_output_tokens,
+            total_tokens: u.total_tokens,
+        }
     }
 }
 
@@ -58,23 +209,19 @@ pub struct Mapper {
     conversation: ConversationId,
     turn_id: String,
     last_id: u64,
-    usage: Usage,
     ended: bool,
 }
 
 impl Mapper {
     /// For the turn `turn_id` of `conversation`.
     pub fn new(conversation: ConversationId, turn_id: String) -> Self {
-        Self { conversation, turn_id, last_id: 0, usage: Usage::default(), ended: false }
+        Self { conversation, turn_id, last_id: 0, ended: false }
     }
 
-    fn event(&mut self, name: &'static str, mut data: Value) -> ApiEvent {
+    fn event(&mut self, body: EventBody) -> ApiEvent {
         self.last_id += 1;
-        data["type"] = json!(name);
-        if name == "turn.completed" || name == "turn.failed" {
-            self.ended = true;
-        }
-        ApiEvent { id: self.last_id, event: name, data }
+        self.ended |= body.is_terminal();
+        ApiEvent { id: self.last_id, body }
     }
 
     /// Whether the terminal event went out.
@@ -82,27 +229,22 @@ impl Mapper {
         self.ended
     }
 
-    /// The service's events for one of the pool's (none for what clients need not see: codex's
-    /// retry announcements, raw history items, passed-through notifications).
-    pub fn map(&mut self, event: TurnEvent) -> Vec<ApiEvent> {
-        let (name, data) = match event {
+    /// The service's event for one of the pool's (none for what clients need not see: codex's
+    /// retry announcements, token counts (the end carries the turn's), raw history items,
+    /// passed-through notifications).
+    pub fn map(&mut self, event: TurnEvent) -> Option<ApiEvent> {
+        let body = match event {
             TurnEvent::Started { .. } => {
-                ("turn.started", json!({"conversation_id": self.conversation, "turn_id": self.turn_id}))
+                EventBody::TurnStarted { conversation_id: self.conversation.clone(), turn_id: self.turn_id.clone() }
             }
-            TurnEvent::ItemStarted { item } => ("item.started", json!({"item": item})),
-            TurnEvent::ItemCompleted { item } => ("item.completed", json!({"item": item})),
-            TurnEvent::AgentMessageDelta { item_id, delta } => {
-                ("text.delta", json!({"item_id": item_id, "delta": delta}))
-            }
+            TurnEvent::ItemStarted { item } => EventBody::ItemStarted { item },
+            TurnEvent::ItemCompleted { item } => EventBody::ItemCompleted { item },
+            TurnEvent::AgentMessageDelta { item_id, delta } => EventBody::TextDelta { item_id, delta },
             TurnEvent::ReasoningDelta { item_id, delta } => {
-                ("reasoning.delta", json!({"item_id": item_id, "delta": delta, "summary": false}))
+                EventBody::ReasoningDelta { item_id, delta, summary: false }
             }
             TurnEvent::ReasoningSummaryDelta { item_id, delta } => {
-                ("reasoning.delta", json!({"item_id": item_id, "delta": delta, "summary": true}))
-            }
-            TurnEvent::TokenUsage { usage } => {
-                self.usage.add(&usage.last);
-                return Vec::new();
+                EventBody::ReasoningDelta { item_id, delta, summary: true }
             }
             TurnEvent::Completed { status: TurnStatus::Failed, error, .. } => {
                 let message = match error {
@@ -112,97 +254,40 @@ impl Mapper {
                     },
                     None => "the model failed the turn".to_owned(),
                 };
-                ("turn.failed", self.failure("model_error", message))
+                self.failure(FailureKind::ModelError, message)
             }
-            TurnEvent::Completed { status, .. } => {
-                let status = if status == TurnStatus::Interrupted { "interrupted" } else { "completed" };
-                (
-                    "turn.completed",
-                    json!({"conversation_id": self.conversation, "turn_id": self.turn_id, "status": status, "usage": self.usage}),
-                )
-            }
-            TurnEvent::Aborted { reason, message } => ("turn.failed", self.failure(reason.as_str(), message)),
-            _ => return Vec::new(),
+            TurnEvent::Completed { status, usage, .. } => EventBody::TurnCompleted {
+                conversation_id: self.conversation.clone(),
+                turn_id: self.turn_id.clone(),
+                status: if status == TurnStatus::Interrupted { Finished::Interrupted } else { Finished::Completed },
+                usage: usage.into(),
+            },
+            TurnEvent::Aborted { reason, message } => self.failure(FailureKind::Aborted(reason), message),
+            _ => return None,
         };
-        vec![self.event(name, data)]
+        Some(self.event(body))
     }
 
-    fn failure(&self, kind: &str, message: String) -> Value {
-        json!({
-            "conversation_id": self.conversation,
-            "turn_id": self.turn_id,
-            "error": {"kind": kind, "message": message},
-        })
+    fn failure(&self, kind: FailureKind, message: String) -> EventBody {
+        EventBody::TurnFailed {
+            conversation_id: self.conversation.clone(),
+            turn_id: self.turn_id.clone(),
+            error: Failure { kind, message },
+        }
     }
 
     /// A terminal event for a turn the service cut (`kind` says why, `message` what to do).
-    pub fn abort(&mut self, kind: &str, message: String) -> ApiEvent {
-        let data = self.failure(kind, message);
-        self.event("turn.failed", data)
+    pub fn abort(&mut self, kind: FailureKind, message: String) -> ApiEvent {
+        let body = self.failure(kind, message);
+        self.event(body)
     }
 
     /// A terminal event for a turn whose stream ended without one (never expected).
     pub fn lost(&mut self) -> ApiEvent {
-        let data = self.failure("internal", "the turn's events ended without an end".to_owned());
-        self.event("turn.failed", data)
+        let body = self.failure(FailureKind::Internal, "the turn's events ended without an end".to_owned());
+        self.event(body)
     }
 }
 
-/// What a whole turn came to, for a client that asked not to stream it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TurnResult {
-    /// The conversation.
-    pub conversation_id: String,
-    /// The turn.
-    pub turn_id: String,
-    /// `completed`, `interrupted` or `failed`.
-    pub status: String,
-    /// The reply: every text delta, joined.
-    pub text: String,
-    /// Every item the turn completed, as codex describes it.
-    #[schema(value_type = Vec<Object>)]
-    pub items: Vec<Value>,
-    /// Tokens the turn used.
-    pub usage: Usage,
-    /// For a failed turn: `kind` (`model_error`, `process_exited`, `timeout`, `model_unreachable`,
-    /// `model_stalled`, `shutdown`, `consumer_lagged`, `store_failed`, `lease_lost`, `ca_bundle_replaced`,
-    /// `events_too_large`) and `message`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub error: Option<Value>,
-}
-
-impl TurnResult {
-    /// From the events of an ended turn.
-    pub fn from_events<E: std::borrow::Borrow<ApiEvent>>(events: &[E]) -> Self {
-        let mut result = TurnResult {
-            conversation_id: String::new(),
-            turn_id: String::new(),
-            status: "failed".to_owned(),
-            text: String::new(),
-            items: Vec::new(),
-            usage: Usage::default(),
-            error: None,
-        };
-        for e in events {
-            let e = e.borrow();
-            match e.event {
-                "text.delta" => result.text.push_str(e.data["delta"].as_str().unwrap_or_default()),
-                "item.completed" => result.items.push(e.data["item"].clone()),
-                "turn.completed" => {
-                    result.status = e.data["status"].as_str().unwrap_or("completed").to_owned();
-                    result.usage = serde_json::from_value(e.data["usage"].clone()).unwrap_or_default();
-                }
-                "turn.failed" => result.error = Some(e.data["error"].clone()),
-                _ => {}
-            }
-            if let Some(id) = e.data["conversation_id"].as_str() {
-                result.conversation_id = id.to_owned();
-            }
-            if let Some(id) = e.data["turn_id"].as_str() {
-                result.turn_id = id.to_owned();
-            }
-        }
-        result
-    }
-}
+#[cfg(test)]
+mod tests;

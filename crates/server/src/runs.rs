@@ -10,7 +10,7 @@
 
 mod kept;
 
-use crate::events::{ApiEvent, Mapper};
+use crate::events::{ApiEvent, EventBody, FailureKind, Mapper};
 use crate::metrics::Metrics;
 use codex_pool::{ConversationId, PoolTurn};
 use kept::Kept;
@@ -52,11 +52,13 @@ impl RunLog {
     }
 
     fn push(&self, event: ApiEvent) {
-        self.push_arc(Arc::new(event));
+        let size = event.wire_size();
+        self.push_sized(Arc::new(event), size);
     }
 
-    fn push_arc(&self, event: Arc<ApiEvent>) {
-        self.bytes.fetch_add(json_size(&event), Ordering::Relaxed);
+    /// Logs an event whose wire size is `size`.
+    fn push_sized(&self, event: Arc<ApiEvent>, size: usize) {
+        self.bytes.fetch_add(size, Ordering::Relaxed);
         let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
         events.push(event);
         let n = events.len();
@@ -271,7 +273,7 @@ async fn drive(
     let mut recorder =
         Recorder { log, metrics, begun, first_text: true, room: Some(room), on_end, keep, kept: None, cut: false };
     while let Some(event) = turn.next().await {
-        for api_event in mapper.map(event) {
+        if let Some(api_event) = mapper.map(event) {
             recorder.record(api_event).await;
         }
         if !mapper.ended() && log.bytes() > max_bytes {
@@ -284,7 +286,7 @@ async fn drive(
                  (--max-turn-event-bytes); the turn was cut and is not kept. Ask for a shorter reply"
             );
             recorder.cut = true;
-            recorder.record(mapper.abort("events_too_large", message)).await;
+            recorder.record(mapper.abort(FailureKind::EventsTooLarge, message)).await;
             break;
         }
     }
@@ -326,44 +328,22 @@ impl<K: FnMut(Option<usize>) -> Option<u64>> Recorder<'_, K> {
             on_end(&events).await;
         }
         self.room.take();
-        let bytes = Some(self.log.bytes() + json_size(&event)).filter(|_| !self.cut);
-        self.kept = (self.keep)(bytes);
-        self.log.push_arc(event);
+        let size = event.wire_size();
+        self.kept = (self.keep)(Some(self.log.bytes() + size).filter(|_| !self.cut));
+        self.log.push_sized(event, size);
         self.log.finish();
     }
 }
 
-/// The size of an event's JSON (its `data`, as sent), without writing it anywhere.
-fn json_size(event: &ApiEvent) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    let _ = serde_json::to_writer(&mut count, &event.data);
-    // The SSE framing: `id`, `event` and `data` lines.
-    count.0 + event.event.len() + 32
-}
-
 /// Counts what an event says: the first text, the end.
 fn observe(event: &ApiEvent, metrics: &Metrics, begun: Instant, first_text: &mut bool) {
-    match event.event {
-        "text.delta" if *first_text => {
+    match &event.body {
+        EventBody::TextDelta { .. } if *first_text => {
             *first_text = false;
             metrics.first_token(begun.elapsed());
         }
-        "turn.completed" => {
-            metrics.turn_ended(false, event.data["status"].as_str().unwrap_or("completed"), begun.elapsed())
-        }
-        "turn.failed" => {
-            metrics.turn_ended(true, event.data["error"]["kind"].as_str().unwrap_or("internal"), begun.elapsed())
-        }
+        EventBody::TurnCompleted { status, .. } => metrics.turn_ended(false, status.as_str(), begun.elapsed()),
+        EventBody::TurnFailed { error, .. } => metrics.turn_ended(true, error.kind.as_str(), begun.elapsed()),
         _ => {}
     }
 }

@@ -66,7 +66,9 @@ async fn responses_stream_in_order_continue_fork_and_read_back() {
     assert_eq!(events[0].data["response"]["id"], first, "one id throughout");
     assert_eq!(done["output"][0]["content"][0]["text"], "echo: hi [mock:deltas=3]");
     assert_eq!((done["status"].as_str(), done["instructions"].as_str()), (Some("completed"), Some("You are Ada.")));
-    assert!(done["usage"]["total_tokens"].is_i64(), "{done}");
+    // The model's counts for its one call: 10 tokens in, one out per delta.
+    let usage = (done["usage"]["input_tokens"].as_i64(), done["usage"]["total_tokens"].as_i64());
+    assert_eq!(usage, (Some(10), Some(13)), "{done}");
     let item_id = events[2].data["item"]["id"].clone();
     assert!(events[3..8].iter().all(|e| e.data["item_id"] == item_id), "deltas name their item");
 
@@ -239,6 +241,7 @@ async fn a_growing_chat_transcript_is_one_conversation() {
     assert!(chunks.last().unwrap().data.is_null(), "[DONE] ends it");
     let usage = &chunks[chunks.len() - 2].data;
     assert!(usage["choices"].as_array().unwrap().is_empty() && usage["usage"]["total_tokens"].is_i64(), "{usage}");
+    assert_eq!(usage["usage"]["prompt_tokens"], 10, "the model's count: {usage}");
     assert!(chunks[0].data["id"].as_str().unwrap().contains(&conversation), "continued the same conversation");
     // The model got each message once: codex holds the history, the request added one message.
     let msgs = sent_for(&env, "line two");

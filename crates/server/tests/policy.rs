@@ -93,5 +93,8 @@ async fn the_coding_agent_works_where_allowed_and_cannot_write_outside_its_direc
     let command = result["items"].as_array().unwrap().iter().find(|i| i["type"] == "commandExecution").cloned();
     assert_eq!(command.as_ref().map(|c| c["status"].clone()), Some(json!("declined")), "{result}");
     assert!(result["text"].as_str().unwrap().contains("rejected"), "{result}");
+    // Two model calls (the tool call, then the answer), 10 tokens in each: the turn's usage adds
+    // them up.
+    assert_eq!(result["usage"]["input_tokens"], 20, "{result}");
     svc.stop().await;
 }

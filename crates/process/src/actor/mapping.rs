@@ -35,7 +35,9 @@ pub(crate) fn route(n: ServerNotification) -> Routed {
             return Routed::TurnStarted { thread_id: t.thread_id, turn_id: t.turn.id }
         }
         ServerNotification::TurnCompleted(t) => {
-            let event = TurnEvent::Completed { turn_id: t.turn.id.clone(), status: t.turn.status, error: t.turn.error };
+            let (turn_id, status, error) = (t.turn.id.clone(), t.turn.status, t.turn.error);
+            // The usage is the turn stream's to add up: it sees every call's.
+            let event = TurnEvent::Completed { turn_id, status, error, usage: Default::default() };
             return Routed::TurnCompleted { thread_id: t.thread_id, turn_id: t.turn.id, event };
         }
         ServerNotification::AgentMessageDelta(d) => {

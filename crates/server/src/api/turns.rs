@@ -209,8 +209,7 @@ fn sse(log: Arc<RunLog>, after: u64) -> Sse<impl Stream<Item = Result<Event, Inf
             }
             let event = ready.pop_front()?;
             after = event.id;
-            let sse = Event::default().id(event.id.to_string()).event(event.event).data(event.data.to_string());
-            Some((Ok(sse), (log, after, ready)))
+            Some((Ok(event.to_sse()), (log, after, ready)))
         });
     Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }

@@ -5,6 +5,7 @@
 //! starts, its system and developer messages as its instructions and the earlier messages given
 //! to codex as history. Either way the model is sent each message once.
 
+use crate::events::{ApiEvent, FailureKind};
 use crate::metrics::ChatOutcome;
 use crate::openai::error::{Fields, OpenAiBody, OpenAiError};
 use crate::openai::input::{check_items, transcript, Role, Transcript};
@@ -113,13 +114,13 @@ pub async fn create(State(state): State<AppState>, OpenAiBody(body): OpenAiBody)
         Some(Ending::Completed { usage, .. }) => {
             Ok(Json(chat_completion(&completion_id, created, &model, &reply.text(), usage)).into_response())
         }
-        Some(Ending::Failed { kind, message }) => Err(failed(kind, message)),
-        None => Err(failed("internal", "the turn ended without an end")),
+        Some(Ending::Failed { kind, message }) => Err(failed(*kind, message)),
+        None => Err(failed(FailureKind::Internal, "the turn ended without an end")),
     }
 }
 
-fn failed(kind: &str, message: &str) -> OpenAiError {
-    OpenAiError::new(StatusCode::BAD_GATEWAY, Some(kind), format!("the turn failed ({kind}): {message}"))
+fn failed(kind: FailureKind, message: &str) -> OpenAiError {
+    OpenAiError::new(StatusCode::BAD_GATEWAY, Some(kind.as_str()), format!("the turn failed ({kind}): {message}"))
 }
 
 /// `stream_options`: only `include_usage`, only when streaming.
@@ -225,7 +226,7 @@ fn reindex(
 ) -> OnEnd {
     let (key, turns_before) = before;
     let pool = state.pool.clone();
-    Box::new(move |events: &[std::sync::Arc<crate::events::ApiEvent>]| -> EndWork {
+    Box::new(move |events: &[std::sync::Arc<ApiEvent>]| -> EndWork {
         let reply = Reply::of(events);
         let entry = match reply.ending() {
             Some(Ending::Completed { interrupted: false, .. }) => {
@@ -239,10 +240,14 @@ fn reindex(
                 };
                 Some((transcripts::key(&head, &turns), turns_before + 1))
             }
-            Some(Ending::Failed { kind, .. }) if kind != "model_error" && kind != "internal" => {
+            // Cut short: the conversation holds nothing of the turn.
+            Some(Ending::Failed { kind: FailureKind::Aborted(_) | FailureKind::EventsTooLarge, .. }) => {
                 Some((key, turns_before))
             }
-            _ => None,
+            // It holds a turn no client's transcript will match.
+            Some(Ending::Failed { kind: FailureKind::ModelError | FailureKind::Internal, .. })
+            | Some(Ending::Completed { interrupted: true, .. })
+            | None => None,
         };
         Box::pin(async move {
             if let Some((key, turns)) = entry {
@@ -288,7 +293,7 @@ impl Render for Chunks {
                 out
             }
             Step::End(Ending::Failed { kind, message }) => {
-                let error = serde_json::to_string(&failed(&kind, &message).into_body()).unwrap_or_default();
+                let error = serde_json::to_string(&failed(kind, &message).into_body()).unwrap_or_default();
                 vec![Event::default().data(error), Event::default().data("[DONE]")]
             }
         }

@@ -2,7 +2,7 @@
 //! messages that open, grow and close, then one end. Both OpenAI routes, streamed or not, read
 //! turns through this.
 
-use crate::events::{ApiEvent, Usage};
+use crate::events::{ApiEvent, EventBody, FailureKind, Finished, Usage};
 use crate::runs::RunLog;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream};
@@ -36,8 +36,8 @@ pub enum Ending {
     },
     /// It failed: `kind` (`model_error`, `process_exited`, ...) and what happened.
     Failed {
-        /// Why, as the native API names it.
-        kind: String,
+        /// Why.
+        kind: FailureKind,
         /// What happened.
         message: String,
     },
@@ -57,10 +57,8 @@ impl Reply {
     /// The steps an event makes.
     pub fn step(&mut self, event: &ApiEvent) -> Vec<Step> {
         let mut steps = Vec::new();
-        match event.event {
-            "text.delta" => {
-                let item = event.data["item_id"].as_str().unwrap_or_default();
-                let delta = event.data["delta"].as_str().unwrap_or_default();
+        match &event.body {
+            EventBody::TextDelta { item_id: item, delta } => {
                 if self.open.as_ref().is_some_and(|(id, _)| id != item) {
                     steps.extend(self.close());
                 }
@@ -71,33 +69,31 @@ impl Reply {
                     (item.to_owned(), n)
                 });
                 self.messages[*n].push_str(delta);
-                steps.push(Step::Delta(*n, delta.to_owned()));
+                steps.push(Step::Delta(*n, delta.clone()));
             }
-            "item.completed" => {
-                let id = event.data["item"]["id"].as_str();
+            EventBody::ItemCompleted { item } => {
+                let id = item["id"].as_str();
                 if self.open.as_ref().is_some_and(|(open, _)| Some(open.as_str()) == id) {
                     steps.extend(self.close());
                 }
             }
-            "turn.completed" | "turn.failed" => {
-                steps.extend(self.close());
-                let ending = if event.event == "turn.completed" {
-                    Ending::Completed {
-                        interrupted: event.data["status"] == "interrupted",
-                        usage: serde_json::from_value(event.data["usage"].clone()).unwrap_or_default(),
-                    }
-                } else {
-                    Ending::Failed {
-                        kind: event.data["error"]["kind"].as_str().unwrap_or("internal").to_owned(),
-                        message: event.data["error"]["message"].as_str().unwrap_or_default().to_owned(),
-                    }
-                };
-                self.ended = Some(ending.clone());
-                steps.push(Step::End(ending));
+            EventBody::TurnCompleted { status, usage, .. } => {
+                let interrupted = *status == Finished::Interrupted;
+                self.end(Ending::Completed { interrupted, usage: *usage }, &mut steps);
             }
-            _ => {}
+            EventBody::TurnFailed { error, .. } => {
+                self.end(Ending::Failed { kind: error.kind, message: error.message.clone() }, &mut steps);
+            }
+            // Nothing OpenAI's shapes show.
+            EventBody::TurnStarted { .. } | EventBody::ItemStarted { .. } | EventBody::ReasoningDelta { .. } => {}
         }
         steps
+    }
+
+    fn end(&mut self, ending: Ending, steps: &mut Vec<Step>) {
+        steps.extend(self.close());
+        self.ended = Some(ending.clone());
+        steps.push(Step::End(ending));
     }
 
     fn close(&mut self) -> Option<Step> {
@@ -169,27 +165,30 @@ pub fn sse<R: Render>(log: Arc<RunLog>, mut render: R) -> Sse<impl Stream<Item =
 #[cfg(test)]
 mod tests {
     use super::*;
+    use codex_pool::ConversationId;
     use serde_json::json;
 
-    fn ev(event: &'static str, data: serde_json::Value) -> ApiEvent {
-        ApiEvent { id: 0, event, data }
+    fn ev(body: EventBody) -> ApiEvent {
+        ApiEvent { id: 0, body }
+    }
+
+    fn delta(item_id: &str, delta: &str) -> ApiEvent {
+        ev(EventBody::TextDelta { item_id: item_id.into(), delta: delta.into() })
     }
 
     #[test]
     fn messages_open_grow_and_close_then_the_turn_ends() {
         let mut r = Reply::default();
         let mut steps = Vec::new();
+        let (conversation_id, turn_id) = (ConversationId::from("c"), "u".to_owned());
+        let usage = Usage { input_tokens: 3, output_tokens: 2, total_tokens: 5, ..Usage::default() };
         for e in [
-            ev("turn.started", json!({})),
-            ev("text.delta", json!({"item_id": "a", "delta": "he"})),
-            ev("text.delta", json!({"item_id": "a", "delta": "y"})),
-            ev("item.completed", json!({"item": {"id": "a"}})),
-            ev("text.delta", json!({"item_id": "b", "delta": "!"})),
-            ev(
-                "turn.completed",
-                json!({"status": "completed", "usage": {"input_tokens": 3, "cached_input_tokens": 0,
-                "output_tokens": 2, "reasoning_output_tokens": 0, "total_tokens": 5}}),
-            ),
+            ev(EventBody::TurnStarted { conversation_id: conversation_id.clone(), turn_id: turn_id.clone() }),
+            delta("a", "he"),
+            delta("a", "y"),
+            ev(EventBody::ItemCompleted { item: json!({"id": "a"}) }),
+            delta("b", "!"),
+            ev(EventBody::TurnCompleted { conversation_id, turn_id, status: Finished::Completed, usage }),
         ] {
             steps.extend(r.step(&e));
         }

@@ -1,0 +1,175 @@
+//! Where a turn's events become bytes: an SSE event each ([`ApiEvent::to_sse`]), their size in
+//! the run log's budget ([`ApiEvent::wire_size`]), and a whole turn's answer ([`TurnResult`]).
+//!
+//! An event's JSON has its keys in alphabetical order, `type` among them: the service first
+//! wrote them as `serde_json::Value`s, whose maps sort, and clients may rely on the bytes.
+
+use super::{ApiEvent, EventBody, Failure, Usage};
+use axum::response::sse::Event;
+use serde::ser::{SerializeStruct, Serializer};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+impl ApiEvent {
+    /// The event as sent: `id`, `event` (its name) and `data` (its JSON).
+    pub fn to_sse(&self) -> Event {
+        let data = serde_json::to_string(&self.body).unwrap_or_default();
+        Event::default().id(self.id.to_string()).event(self.body.name()).data(data)
+    }
+
+    /// The bytes it takes when sent (its JSON, and the SSE lines around it), counted without
+    /// writing it anywhere.
+    pub fn wire_size(&self) -> usize {
+        struct Count(usize);
+        impl std::io::Write for Count {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0 += buf.len();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut count = Count(0);
+        let _ = serde_json::to_writer(&mut count, &self.body);
+        // The SSE framing: `id`, `event` and `data` lines.
+        count.0 + self.body.name().len() + 32
+    }
+}
+
+/// The event's `data`.
+impl Serialize for EventBody {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let name = self.name();
+        // Keys in alphabetical order (see the module's documentation).
+        match self {
+            EventBody::TurnStarted { conversation_id, turn_id } => {
+                let mut m = s.serialize_struct(name, 3)?;
+                m.serialize_field("conversation_id", conversation_id)?;
+                m.serialize_field("turn_id", turn_id)?;
+                m.serialize_field("type", name)?;
+                m.end()
+            }
+            EventBody::ItemStarted { item } | EventBody::ItemCompleted { item } => {
+                let mut m = s.serialize_struct(name, 2)?;
+                m.serialize_field("item", item)?;
+                m.serialize_field("type", name)?;
+                m.end()
+            }
+            EventBody::TextDelta { item_id, delta } => {
+                let mut m = s.serialize_struct(name, 3)?;
+                m.serialize_field("delta", delta)?;
+                m.serialize_field("item_id", item_id)?;
+                m.serialize_field("type", name)?;
+                m.end()
+            }
+            EventBody::ReasoningDelta { item_id, delta, summary } => {
+                let mut m = s.serialize_struct(name, 4)?;
+                m.serialize_field("delta", delta)?;
+                m.serialize_field("item_id", item_id)?;
+                m.serialize_field("summary", summary)?;
+                m.serialize_field("type", name)?;
+                m.end()
+            }
+            EventBody::TurnCompleted { conversation_id, turn_id, status, usage } => {
+                let mut m = s.serialize_struct(name, 5)?;
+                m.serialize_field("conversation_id", conversation_id)?;
+                m.serialize_field("status", status.as_str())?;
+                m.serialize_field("turn_id", turn_id)?;
+                m.serialize_field("type", name)?;
+                m.serialize_field("usage", &SortedUsage(usage))?;
+                m.end()
+            }
+            EventBody::TurnFailed { conversation_id, turn_id, error } => {
+                let mut m = s.serialize_struct(name, 4)?;
+                m.serialize_field("conversation_id", conversation_id)?;
+                m.serialize_field("error", error)?;
+                m.serialize_field("turn_id", turn_id)?;
+                m.serialize_field("type", name)?;
+                m.end()
+            }
+        }
+    }
+}
+
+/// [`Usage`] with its keys in alphabetical order, as events write it.
+struct SortedUsage<'a>(&'a Usage);
+
+impl Serialize for SortedUsage<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let u = self.0;
+        let mut m = s.serialize_struct("Usage", 5)?;
+        m.serialize_field("cached_input_tokens", &u.cached_input_tokens)?;
+        m.serialize_field("input_tokens", &u.input_tokens)?;
+        m.serialize_field("output_tokens", &u.output_tokens)?;
+        m.serialize_field("reasoning_output_tokens", &u.reasoning_output_tokens)?;
+        m.serialize_field("total_tokens", &u.total_tokens)?;
+        m.end()
+    }
+}
+
+/// What a whole turn came to, for a client that asked not to stream it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TurnResult {
+    /// The conversation.
+    pub conversation_id: String,
+    /// The turn.
+    pub turn_id: String,
+    /// `completed`, `interrupted` or `failed`.
+    pub status: String,
+    /// The reply: every text delta, joined.
+    pub text: String,
+    /// Every item the turn completed, as codex describes it.
+    #[schema(value_type = Vec<Object>)]
+    pub items: Vec<Value>,
+    /// Tokens the turn used.
+    pub usage: Usage,
+    /// For a failed turn: `kind` (`model_error`, `process_exited`, `timeout`, `model_unreachable`,
+    /// `model_stalled`, `shutdown`, `consumer_lagged`, `store_failed`, `lease_lost`, `ca_bundle_replaced`,
+    /// `events_too_large`) and `message`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub error: Option<Failure>,
+}
+
+impl TurnResult {
+    /// From the events of an ended turn.
+    pub fn from_events<E: std::borrow::Borrow<ApiEvent>>(events: &[E]) -> Self {
+        let mut result = TurnResult {
+            conversation_id: String::new(),
+            turn_id: String::new(),
+            status: "failed".to_owned(),
+            text: String::new(),
+            items: Vec::new(),
+            usage: Usage::default(),
+            error: None,
+        };
+        for e in events {
+            let (conversation, turn) = match &e.borrow().body {
+                EventBody::TextDelta { delta, .. } => {
+                    result.text.push_str(delta);
+                    continue;
+                }
+                EventBody::ItemCompleted { item } => {
+                    result.items.push(item.clone());
+                    continue;
+                }
+                EventBody::ItemStarted { .. } | EventBody::ReasoningDelta { .. } => continue,
+                EventBody::TurnStarted { conversation_id, turn_id } => (conversation_id, turn_id),
+                EventBody::TurnCompleted { conversation_id, turn_id, status, usage } => {
+                    result.status = status.as_str().to_owned();
+                    result.usage = *usage;
+                    (conversation_id, turn_id)
+                }
+                EventBody::TurnFailed { conversation_id, turn_id, error } => {
+                    result.error = Some(error.clone());
+                    (conversation_id, turn_id)
+                }
+            };
+            result.conversation_id = conversation.to_string();
+            result.turn_id.clone_from(turn);
+        }
+        result
+    }
+}
