@@ -1,7 +1,6 @@
 //! `codex-pool`: run conversations on a pool of `codex app-server` processes.
 
 mod backend;
-mod bench;
 mod chat;
 mod doctor;
 mod mock;
@@ -32,7 +31,7 @@ enum Command {
     /// Serve the fake OpenAI Responses API model that tests and demos use.
     MockModel(mock::MockArgs),
     /// Measure the pool on the real codex and the fake model; prints one JSON line.
-    Bench(bench::BenchArgs),
+    Bench(codex_pool_bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -58,7 +57,7 @@ fn init_logs(hops: bool) {
     let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter);
     let hops = hops.then(|| {
         let only_hops = |m: &tracing::Metadata<'_>| m.target() == codex_pool_process::hops::HOPS_TARGET;
-        bench::hops::layer().with_filter(tracing_subscriber::filter::filter_fn(only_hops))
+        codex_pool_bench::hops::layer().with_filter(tracing_subscriber::filter::filter_fn(only_hops))
     });
     tracing_subscriber::registry().with(logs).with(hops).init();
 }
@@ -71,9 +70,19 @@ fn run(command: Command) -> anyhow::Result<()> {
             Command::Doctor(args) => doctor::run(args).await,
             Command::Chat(args) => chat::run(args).await,
             Command::MockModel(args) => mock::run(args).await,
-            Command::Bench(args) => bench::run(args).await,
+            Command::Bench(args) => bench(&args).await,
         }
     })
+}
+
+/// `codex-pool bench`: the benchmark (`codex-pool-bench`) with this executable as the fake
+/// model's and the soak's, its lines on stdout.
+async fn bench(args: &codex_pool_bench::BenchArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let exe = std::env::current_exe().context("locating the codex-pool executable")?;
+    let report = codex_pool_bench::run(args, &exe, &mut |line| println!("{line}")).await?;
+    println!("{report}");
+    Ok(())
 }
 
 /// An error as a command prints it: the message, then each cause on a line of its own, then

@@ -3,7 +3,7 @@
 //! replies by id and notifications by `threadId`. It does what any client must, and nothing more,
 //! so the pool's overhead shows as a ratio against it.
 
-use anyhow::{anyhow, Context};
+use crate::error::{expect_some, BenchError, IoContext};
 use codex_pool_process::hops::hop;
 use codex_pool_process::ProcessConfig;
 use serde_json::{json, Value};
@@ -29,12 +29,12 @@ pub struct DirectClient {
 
 impl DirectClient {
     /// Spawns codex exactly as the pool does and performs the handshake.
-    pub async fn spawn(config: &ProcessConfig) -> anyhow::Result<Self> {
+    pub async fn spawn(config: &ProcessConfig) -> Result<Self, BenchError> {
         config.prepare_dirs()?;
-        let mut child = config.command().spawn().context("spawning codex")?;
-        let stdin = child.stdin.take().context("stdin")?;
-        let stdout = child.stdout.take().context("stdout")?;
-        let stderr = child.stderr.take().context("stderr")?;
+        let mut child = config.command().spawn().doing("spawning codex")?;
+        let stdin = expect_some(child.stdin.take(), "codex has no stdin")?;
+        let stdout = expect_some(child.stdout.take(), "codex has no stdout")?;
+        let stderr = expect_some(child.stderr.take(), "codex has no stderr")?;
         tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(_)) = lines.next_line().await {}
@@ -63,34 +63,34 @@ impl DirectClient {
         Ok(client)
     }
 
-    async fn write(&self, msg: &Value) -> anyhow::Result<()> {
+    async fn write(&self, msg: &Value) -> Result<(), BenchError> {
         let mut line = serde_json::to_vec(msg)?;
         line.push(b'\n');
-        self.stdin.lock().await.write_all(&line).await?;
+        self.stdin.lock().await.write_all(&line).await.doing("writing to codex")?;
         Ok(())
     }
 
     /// Sends a request and waits for its result.
-    pub async fn request(&self, method: &str, params: Value) -> anyhow::Result<Value> {
+    pub async fn request(&self, method: &str, params: Value) -> Result<Value, BenchError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending.lock().expect("pending").insert(id, tx);
         self.write(&json!({"id": id, "method": method, "params": params})).await?;
-        let reply = rx.await.map_err(|_| anyhow!("codex went away"))?;
+        let reply = rx.await.map_err(|_| BenchError::Child("codex went away".to_owned()))?;
         match reply.get("error") {
-            Some(e) => Err(anyhow!("{method}: {e}")),
+            Some(e) => Err(BenchError::Child(format!("{method}: {e}"))),
             None => Ok(reply.get("result").cloned().unwrap_or(Value::Null)),
         }
     }
 
     /// `thread/start`; returns the thread id.
-    pub async fn start_thread(&self, params: Value) -> anyhow::Result<String> {
+    pub async fn start_thread(&self, params: Value) -> Result<String, BenchError> {
         let result = self.request("thread/start", params).await?;
-        result["thread"]["id"].as_str().map(str::to_owned).context("thread/start without an id")
+        expect_some(result["thread"]["id"].as_str().map(str::to_owned), "thread/start without an id")
     }
 
     /// Runs one turn to `turn/completed`; returns (time to first delta, reply text).
-    pub async fn turn(&self, thread_id: &str, text: &str) -> anyhow::Result<(Option<std::time::Duration>, String)> {
+    pub async fn turn(&self, thread_id: &str, text: &str) -> Result<(Option<std::time::Duration>, String), BenchError> {
         let started = std::time::Instant::now();
         hop(thread_id, "direct.start");
         let (tx, mut rx) = mpsc::unbounded_channel();

@@ -6,11 +6,12 @@
 //! (its owner), or (`--via`, see `balancer.rs`) through HAProxy, or to another node than the
 //! owner, which forwards them.
 
-use super::balancer::{forwarded, Balancer, Via};
-use super::http::{http_turn, wait_ready};
-use super::measure::CpuClock;
-use super::{drive, pool_config, scratch, BenchArgs, RunResult};
-use crate::backend::MockChild;
+use crate::balancer::{forwarded, Balancer, Via};
+use crate::error::{BenchError, IoContext};
+use crate::http::{http_turn, wait_ready};
+use crate::measure::CpuClock;
+use crate::mock_child::MockChild;
+use crate::{drive, pool_config, scratch, BenchArgs, RunResult};
 use codex_pool::{NodeConfig, Pool};
 use codex_pool_process::ca::SystemRoots;
 use codex_pool_server::client::Client;
@@ -35,18 +36,17 @@ pub async fn run(
     bin: &std::path::Path,
     mock: &MockChild,
     (nodes, db, via): (usize, &str, Via),
-) -> anyhow::Result<RunResult> {
-    anyhow::ensure!(
-        args.pool_size % nodes == 0,
-        "--pool-size {} does not split evenly over {nodes} nodes",
-        args.pool_size
-    );
+) -> Result<RunResult, BenchError> {
+    if args.pool_size % nodes != 0 {
+        let size = args.pool_size;
+        return Err(BenchError::Flags(format!("--pool-size {size} does not split evenly over {nodes} nodes")));
+    }
     let dir = scratch()?;
     let t0 = Instant::now();
     let mut started = Vec::new();
     for k in 0..nodes {
         let node_dir = dir.path().join(format!("node-{k}"));
-        std::fs::create_dir_all(&node_dir)?;
+        std::fs::create_dir_all(&node_dir).doing("creating a node's directory")?;
         started.push(start_node(args, system, bin, mock, &node_dir, (k, nodes), db).await?);
     }
     for node in &started {
@@ -119,13 +119,13 @@ async fn start_node(
     dir: &std::path::Path,
     (k, n): (usize, usize),
     db: &str,
-) -> anyhow::Result<Node> {
+) -> Result<Node, BenchError> {
     let store = PostgresStore::open(db).await?;
     let mut service = ServiceConfig::default();
-    service.listen = "127.0.0.1:0".parse()?;
+    service.listen = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
     service.max_running_turns = args.convs.max(1);
     let listener = Service::listen(&service).await?;
-    let address = format!("http://{}", listener.local_addr()?);
+    let address = format!("http://{}", listener.local_addr().doing("reading a node's address")?);
     let mut config = pool_config(args, (args.profile, &args.ca_bundle, system), bin, mock, dir);
     config.size = args.pool_size / n;
     config.node = Some(NodeConfig::new(format!("bench-{n}-{k}-{}", std::process::id()), address.clone()));

@@ -1,43 +1,43 @@
 //! The figures of one run of the benchmark, rounds added up, as the JSON line shows them.
 
-use super::measure::{percentile, Sample};
+use crate::measure::{percentile, Sample};
 use codex_pool::Pool;
 use serde_json::{json, Value};
 use std::time::Duration;
 
 /// Figures of one run.
-pub(super) struct RunResult {
+pub(crate) struct RunResult {
     /// The bundle codex had: `minimal`, `auto`, `system` or a path.
-    pub(super) ca_bundle: String,
-    pub(super) ready: Duration,
-    pub(super) wall: Duration,
-    pub(super) samples: Vec<Sample>,
-    pub(super) errors: usize,
-    pub(super) client_cpu: Duration,
+    pub(crate) ca_bundle: String,
+    pub(crate) ready: Duration,
+    pub(crate) wall: Duration,
+    pub(crate) samples: Vec<Sample>,
+    pub(crate) errors: usize,
+    pub(crate) client_cpu: Duration,
     /// The share of `client_cpu` spent by the HTTP client that drove the service (HTTP arms);
     /// the rest is the service's (and its pool's).
-    pub(super) http_client_cpu: Option<Duration>,
-    pub(super) codex_cpu: Duration,
-    pub(super) request_bytes: u64,
-    pub(super) requests: u64,
-    pub(super) rss_mb: f64,
-    pub(super) codex_rss_mb: f64,
+    pub(crate) http_client_cpu: Option<Duration>,
+    pub(crate) codex_cpu: Duration,
+    pub(crate) request_bytes: u64,
+    pub(crate) requests: u64,
+    pub(crate) rss_mb: f64,
+    pub(crate) codex_rss_mb: f64,
     /// Health checks answered during the run, the slowest answer, the checks answered late by a
     /// busy process, and the processes replaced (pool runs only).
-    pub(super) health: Option<Health>,
+    pub(crate) health: Option<Health>,
     /// Chat requests that continued a conversation, and that started one (`--chat` only).
-    pub(super) chat: Option<(u64, u64)>,
+    pub(crate) chat: Option<(u64, u64)>,
     /// Round trips the nodes made to the shared store while the turns ran (`--nodes` only).
-    pub(super) store_round_trips: Option<u64>,
+    pub(crate) store_round_trips: Option<u64>,
     /// Requests the nodes forwarded to a conversation's owner while the turns ran (`--nodes`
     /// only; `balancer.rs`).
-    pub(super) forwarded: Option<u64>,
+    pub(crate) forwarded: Option<u64>,
     /// CPU HAProxy used while the turns ran (`--via balancer` only).
-    pub(super) balancer_cpu: Option<Duration>,
+    pub(crate) balancer_cpu: Option<Duration>,
 }
 
 impl RunResult {
-    pub(super) fn json(&self, turns: usize) -> Value {
+    pub(crate) fn json(&self, turns: usize) -> Value {
         let lat: Vec<f64> = self.samples.iter().map(|s| s.latency.as_secs_f64() * 1e3).collect();
         let ttft: Vec<f64> = self.samples.iter().filter_map(|s| s.ttft).map(|d| d.as_secs_f64() * 1e3).collect();
         let per_turn = |d: Duration| d.as_secs_f64() * 1e3 / turns.max(1) as f64;
@@ -85,15 +85,15 @@ impl RunResult {
 
 /// The pool's health checks during a run.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Health {
-    pub(super) checks: u64,
-    pub(super) slowest_ms: f64,
-    pub(super) busy: u64,
-    pub(super) restarts: u64,
+pub(crate) struct Health {
+    pub(crate) checks: u64,
+    pub(crate) slowest_ms: f64,
+    pub(crate) busy: u64,
+    pub(crate) restarts: u64,
 }
 
 impl Health {
-    pub(super) fn of(pool: &Pool) -> Self {
+    pub(crate) fn of(pool: &Pool) -> Self {
         let slots = pool.stats().slots;
         Health {
             checks: slots.iter().map(|s| s.health_checks).sum(),
@@ -104,7 +104,7 @@ impl Health {
     }
 }
 
-pub(super) fn round(x: f64) -> f64 {
+pub(crate) fn round(x: f64) -> f64 {
     if x.is_finite() {
         (x * 100.0).round() / 100.0
     } else {
@@ -157,7 +157,7 @@ impl RunResult {
     }
 }
 
-pub(super) fn absorb(total: &mut Option<RunResult>, round: RunResult) {
+pub(crate) fn absorb(total: &mut Option<RunResult>, round: RunResult) {
     match total {
         Some(t) => t.absorb(round),
         None => *total = Some(round),

@@ -2,7 +2,7 @@
 //! and reports how long each hand-off took: the median and 90th percentile of the time between
 //! consecutive hops of a turn, over all turns.
 
-use super::measure::percentile;
+use crate::measure::percentile;
 use codex_pool_process::hops::HOPS_TARGET;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;

@@ -1,7 +1,8 @@
 //! What the benchmark measures: CPU time of this process, of a client thread in it and of the
 //! codex processes, resident memory, and the fake model's request counters.
 
-use crate::backend::MockChild;
+use crate::error::{BenchError, IoContext};
+use crate::mock_child::MockChild;
 use std::time::Duration;
 
 /// One completed turn.
@@ -48,27 +49,32 @@ fn thread_cpu() -> Duration {
 /// drive the service from there, so that the client's share of this process's CPU can be told
 /// from the service's. The thread ends when `work` has, or when this future is dropped and
 /// `work` ends.
-pub async fn on_client_thread<T, F, Fut>(work: F) -> anyhow::Result<(T, Duration)>
+pub async fn on_client_thread<T, F, Fut>(work: F) -> Result<(T, Duration), BenchError>
 where
     T: Send + 'static,
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = T>,
 {
     let (done, result) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new().name("bench-client".into()).spawn(move || {
-        let outcome = tokio::runtime::Builder::new_current_thread().enable_all().build().map(|runtime| {
-            let begun = thread_cpu();
-            let output = runtime.block_on(work());
-            drop(runtime);
-            (output, thread_cpu().saturating_sub(begun))
-        });
-        let _ = done.send(outcome);
-    })?;
-    Ok(result.await.map_err(|_| anyhow::anyhow!("the bench's client thread ended without an answer"))??)
+    std::thread::Builder::new()
+        .name("bench-client".into())
+        .spawn(move || {
+            let outcome = tokio::runtime::Builder::new_current_thread().enable_all().build().map(|runtime| {
+                let begun = thread_cpu();
+                let output = runtime.block_on(work());
+                drop(runtime);
+                (output, thread_cpu().saturating_sub(begun))
+            });
+            let _ = done.send(outcome);
+        })
+        .doing("starting the bench's client thread")?;
+    let outcome =
+        result.await.map_err(|_| BenchError::Child("the bench's client thread ended without an answer".to_owned()))?;
+    outcome.doing("starting the runtime of the bench's client thread")
 }
 
 /// CPU time used so far by a process, from /proc (0 when it is gone).
-pub(super) fn proc_cpu(pid: u32) -> Duration {
+pub(crate) fn proc_cpu(pid: u32) -> Duration {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return Duration::ZERO };
     // Fields after the command name (which may hold spaces) start after the last ')'.
     let fields: Vec<&str> =
@@ -131,8 +137,8 @@ impl CpuClock {
 }
 
 impl Usage {
-    pub fn into_result(self) -> super::RunResult {
-        super::RunResult {
+    pub fn into_result(self) -> crate::RunResult {
+        crate::RunResult {
             ca_bundle: String::new(),
             ready: Duration::ZERO,
             wall: Duration::ZERO,

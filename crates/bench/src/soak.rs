@@ -5,9 +5,9 @@
 //! one JSON line each, then a final JSON line: memory must level off once the retention budget
 //! is full.
 
-use super::{scratch, BenchArgs};
-use crate::backend::MockChild;
-use anyhow::Context;
+use crate::error::{expect_some, BenchError, IoContext};
+use crate::mock_child::MockChild;
+use crate::{scratch, BenchArgs};
 use codex_pool_server::client::Client;
 use hyper::Method;
 use serde_json::json;
@@ -31,11 +31,17 @@ struct Counts {
     sse_failed: AtomicU64,
 }
 
-pub(super) async fn run(args: &BenchArgs, secs: u64, bin: &Path) -> anyhow::Result<()> {
+/// Runs the soak with `exe` (the `codex-pool` executable) and codex at `bin`; `progress` gets
+/// each memory sample; returns the final line.
+pub(crate) async fn run(
+    args: &BenchArgs,
+    secs: u64,
+    (exe, bin): (&Path, &Path),
+    progress: &mut (dyn FnMut(&serde_json::Value) + Send),
+) -> Result<serde_json::Value, BenchError> {
     raise_open_files();
-    let mock = MockChild::spawn(args.deltas, None).await?;
+    let mock = MockChild::spawn(exe, args.deltas, None).await?;
     let dir = scratch()?;
-    let exe = std::env::current_exe().context("locating the codex-pool executable")?;
     let mut serve = tokio::process::Command::new(exe)
         .args(["serve", "--listen", "127.0.0.1:0", "--model-base-url", &mock.base_url])
         .args(["--pool-size", &args.pool_size.to_string()])
@@ -47,15 +53,18 @@ pub(super) async fn run(args: &BenchArgs, secs: u64, bin: &Path) -> anyhow::Resu
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .context("starting codex-pool serve")?;
-    let mut lines = tokio::io::BufReader::new(serve.stdout.take().context("serve's stdout")?).lines();
-    let first = lines.next_line().await?.context("serve exited at start")?;
-    let addr = first.split_whitespace().find(|w| w.starts_with("http://")).context("serve printed no address")?;
-    let pid = serve.id().context("serve's pid")?;
+        .doing("starting codex-pool serve")?;
+    let mut lines = tokio::io::BufReader::new(expect_some(serve.stdout.take(), "serve has no stdout")?).lines();
+    let first = lines.next_line().await.doing("reading serve's output")?;
+    let first = expect_some(first, "serve exited at start")?;
+    let addr = expect_some(first.split_whitespace().find(|w| w.starts_with("http://")), "serve printed no address")?;
+    let pid = expect_some(serve.id(), "serve exited at start")?;
     let client = Client::new(addr, None);
     let ready_by = Instant::now() + Duration::from_secs(60);
     while client.get("/readyz").await.is_err() {
-        anyhow::ensure!(Instant::now() < ready_by, "serve did not get ready in 60 s");
+        if Instant::now() >= ready_by {
+            return Err(BenchError::Child("serve did not get ready in 60 s".to_owned()));
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let start_rss = rss(pid)?;
@@ -69,8 +78,8 @@ pub(super) async fn run(args: &BenchArgs, secs: u64, bin: &Path) -> anyhow::Resu
     for _ in 0..holders {
         let id = create(&client).await?;
         let mut stream = client.stream(&format!("/v1/conversations/{id}/turns"), long.clone()).await?;
-        let started = stream.next().await?.context("a long turn ended at once")?;
-        let turn = started.data["turn_id"].as_str().context("turn.started without turn_id")?.to_owned();
+        let started = expect_some(stream.next().await?, "a long turn ended at once")?;
+        let turn = expect_some(started.data["turn_id"].as_str(), "turn.started without turn_id")?.to_owned();
         held.push((id, turn, stream));
     }
     let mut tasks = tokio::task::JoinSet::new();
@@ -121,7 +130,7 @@ pub(super) async fn run(args: &BenchArgs, secs: u64, bin: &Path) -> anyhow::Resu
             "sse_open": counts.sse_open.load(Ordering::Relaxed),
             "big_turns": counts.big_turns.load(Ordering::Relaxed),
         });
-        println!("{sample}");
+        progress(&sample);
         samples.push((begun.elapsed().as_secs(), rss(pid)?, retained));
     }
 
@@ -136,8 +145,7 @@ pub(super) async fn run(args: &BenchArgs, secs: u64, bin: &Path) -> anyhow::Resu
     }
     let _ = tokio::time::timeout(Duration::from_secs(20), serve.wait()).await;
     mock.stop().await;
-    println!("{}", summary(args, secs, start_rss, &samples, &counts));
-    Ok(())
+    Ok(summary(args, secs, start_rss, &samples, &counts))
 }
 
 /// The final line: memory at start, once the budget was full, and at the end.
@@ -162,9 +170,9 @@ fn summary(args: &BenchArgs, secs: u64, start: u64, samples: &[(u64, u64, f64)],
     })
 }
 
-async fn create(client: &Client) -> anyhow::Result<String> {
+async fn create(client: &Client) -> Result<String, BenchError> {
     let created = client.post("/v1/conversations", json!({})).await?.json()?;
-    Ok(created["id"].as_str().context("no conversation id")?.to_owned())
+    Ok(expect_some(created["id"].as_str(), "no conversation id")?.to_owned())
 }
 
 async fn retained_bytes(client: &Client) -> Option<f64> {
@@ -178,13 +186,13 @@ fn mb(bytes: u64) -> u64 {
 }
 
 /// The resident memory of a process, in bytes (`VmRSS` of `/proc/PID/status`).
-fn rss(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading serve's /proc status")?;
+fn rss(pid: u32) -> Result<u64, BenchError> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).doing("reading serve's /proc status")?;
     let kb: u64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS in /proc status")?;
+        .ok_or_else(|| BenchError::Child("no VmRSS in serve's /proc status".to_owned()))?;
     Ok(kb * 1024)
 }
 

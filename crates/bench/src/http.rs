@@ -5,9 +5,10 @@
 //! the last with `previous_response_id`) or Chat Completions (each request resends the whole
 //! transcript, which the service matches to its conversation).
 
-use super::measure::{on_client_thread, CpuClock};
-use super::{bench_pool, drive, openai, scratch, BenchArgs, RunResult};
-use crate::backend::MockChild;
+use crate::error::BenchError;
+use crate::measure::{on_client_thread, CpuClock};
+use crate::mock_child::MockChild;
+use crate::{bench_pool, drive, openai, scratch, BenchArgs, RunResult};
 use codex_pool_process::ca::SystemRoots;
 use codex_pool_server::client::Client;
 use codex_pool_server::{Service, ServiceConfig};
@@ -33,11 +34,11 @@ pub async fn run(
     bin: &std::path::Path,
     mock: &MockChild,
     api: Api,
-) -> anyhow::Result<RunResult> {
+) -> Result<RunResult, BenchError> {
     let dir = scratch()?;
     let pool = bench_pool(args, (args.profile, &args.ca_bundle, system), bin, mock, dir.path())?;
     let mut config = ServiceConfig::default();
-    config.listen = "127.0.0.1:0".parse()?;
+    config.listen = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
     config.max_running_turns = args.convs.max(1);
     config.models = vec!["mock-model".to_owned()];
     let t0 = Instant::now();
@@ -107,9 +108,11 @@ pub async fn run(
 }
 
 /// Waits until the service `client` talks to answers `/readyz`, at most a minute after `t0`.
-pub(super) async fn wait_ready(client: &Client, t0: Instant, what: &str) -> anyhow::Result<()> {
+pub(crate) async fn wait_ready(client: &Client, t0: Instant, what: &str) -> Result<(), BenchError> {
     while client.get("/readyz").await.is_err() {
-        anyhow::ensure!(t0.elapsed() < Duration::from_secs(60), "{what} did not get ready");
+        if t0.elapsed() >= Duration::from_secs(60) {
+            return Err(BenchError::Child(format!("{what} did not get ready")));
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
@@ -117,7 +120,7 @@ pub(super) async fn wait_ready(client: &Client, t0: Instant, what: &str) -> anyh
 
 /// One turn through the service: (time to the first text delta, reply); an empty reply on
 /// failure.
-pub(super) async fn http_turn(client: &Client, id: &str, text: &str) -> (Option<Duration>, String) {
+pub(crate) async fn http_turn(client: &Client, id: &str, text: &str) -> (Option<Duration>, String) {
     let begun = Instant::now();
     let path = format!("/v1/conversations/{id}/turns");
     let mut events = match client.stream(&path, json!({"text": text})).await {

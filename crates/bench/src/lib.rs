@@ -7,32 +7,41 @@
 //! with a CA of its own, which every run's "system roots" (the system bundle) then include. With
 //! `--http`, `--responses` and `--chat`, through the service: its native API, OpenAI's Responses
 //! API and Chat Completions.
+//!
+//! The `codex-pool` command parses [`BenchArgs`] and calls [`run`] with its own executable,
+//! whose `mock-model` and `serve` subcommands the benchmark runs as children.
+
+#![deny(missing_docs)]
 
 mod balancer;
 mod direct;
+mod error;
 pub mod hops;
 mod http;
 mod measure;
+mod mock_child;
 mod nodes;
 mod openai;
 mod report;
 mod result;
 mod soak;
 
-use crate::backend::{codex_process_config, MockChild};
-use anyhow::Context;
+pub use error::BenchError;
+
 use clap::Args;
 use codex_pool::{ConversationId, Pool, PoolConfig, Profile, Strategy, TurnEvent, TurnOptions};
-use codex_pool_process::ca::{read_certs, CaSetup, ModelHosts};
+use codex_pool_process::ca::{CaSetup, ModelHosts};
 use codex_pool_process::{CaBundle, SystemRoots};
 use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_protocol::types::UserInput;
 use codex_pool_store::SqliteStore;
 use direct::DirectClient;
+use error::{read_pem, IoContext};
 use http::Api;
 use measure::{CpuClock, Sample};
+use mock_child::{codex_process_config, MockChild};
 use result::{absorb, Health, RunResult};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,82 +50,82 @@ use std::time::{Duration, Instant};
 pub struct BenchArgs {
     /// Concurrent conversations.
     #[arg(long, default_value_t = 12)]
-    convs: usize,
+    pub(crate) convs: usize,
     /// Turns per conversation.
     #[arg(long, default_value_t = 5)]
-    turns: usize,
+    pub(crate) turns: usize,
     /// codex processes.
     #[arg(long, default_value_t = 3)]
-    pool_size: usize,
+    pub(crate) pool_size: usize,
     /// Also run the same load through a minimal raw client (no pool) and report the ratios.
     #[arg(long)]
-    direct: bool,
+    pub(crate) direct: bool,
     /// Also run the same load through the service (`serve`'s HTTP + SSE API, with a client in
     /// this process) and report it beside the library.
     #[arg(long)]
-    http: bool,
+    pub(crate) http: bool,
     /// Also run the same load through the service's `/v1/responses` (streamed, each turn
     /// continuing the last with `previous_response_id`).
     #[arg(long)]
-    responses: bool,
+    pub(crate) responses: bool,
     /// Also run the same load through the service's `/v1/chat/completions` (streamed, each
     /// request resending the whole transcript).
     #[arg(long)]
-    chat: bool,
+    pub(crate) chat: bool,
     /// Also run the same load through N services (nodes) sharing the PostgreSQL store of --db,
     /// the processes split between them, and through one node on it with all of them; report
     /// both and their ratio, with the store's round trips per turn.
     #[arg(long, value_name = "N", requires = "db")]
-    nodes: Option<usize>,
+    pub(crate) nodes: Option<usize>,
     /// The PostgreSQL database of --nodes (`postgres://user@host/db`; it gets the bench's
     /// conversations).
     #[arg(long, value_name = "URL")]
-    db: Option<String>,
+    pub(crate) db: Option<String>,
     /// How --nodes' requests reach the nodes: `owner` (each conversation's to the node that
     /// owns it, N nodes against one), `balancer` (every request through HAProxy with
     /// deploy/haproxy.cfg, N nodes against one), or `other` (each to a node that does not own
     /// the conversation, so every turn is forwarded, against each to its owner, N nodes both).
     #[arg(long, value_name = "owner|balancer|other", default_value = "owner", requires = "nodes")]
-    via: balancer::Via,
+    pub(crate) via: balancer::Via,
     /// The HAProxy configuration of `--via balancer` (default: the example deployment's).
     #[arg(long, value_name = "PATH", default_value_os_t = balancer::default_config())]
-    haproxy_config: PathBuf,
+    pub(crate) haproxy_config: PathBuf,
     /// Repeat the load this many times; with --direct or --versus, the runs alternate (who goes
     /// first rotates too) and the figures pool all rounds of a mode.
     #[arg(long, default_value_t = 1)]
-    rounds: usize,
+    pub(crate) rounds: usize,
     /// Conversation profile: `chat` (lean, the default) or `default` (codex's own).
     #[arg(long, default_value = "chat")]
-    profile: Profile,
+    pub(crate) profile: Profile,
     /// Also run the same load through the pool with this profile (rounds alternate) and report
     /// the ratios of --profile to it.
     #[arg(long, value_name = "PROFILE")]
-    versus: Option<Profile>,
+    pub(crate) versus: Option<Profile>,
     /// Selection strategy of the pool.
     #[arg(long, default_value = "round_robin")]
-    strategy: Strategy,
+    pub(crate) strategy: Strategy,
     /// Text deltas per reply of the fake model.
     #[arg(long, default_value_t = 8)]
-    deltas: usize,
+    pub(crate) deltas: usize,
     /// The codex binary (default: CODEX_BIN, then the repository's pinned install, then PATH).
     #[arg(long, value_name = "PATH")]
-    codex_bin: Option<PathBuf>,
+    pub(crate) codex_bin: Option<PathBuf>,
     /// The root certificates codex trusts: `auto` (a one-certificate placeholder over plain
     /// http, just the fake model's CA with --tls), `system`, or the path of a PEM file.
     #[arg(long, value_name = "auto|system|PATH", default_value = "auto")]
-    ca_bundle: CaBundle,
+    pub(crate) ca_bundle: CaBundle,
     /// Also run the same load through the pool with these root certificates (rounds alternate)
     /// and report the ratios of --ca-bundle to it.
     #[arg(long, value_name = "auto|system|PATH")]
-    versus_ca_bundle: Option<CaBundle>,
+    pub(crate) versus_ca_bundle: Option<CaBundle>,
     /// Serve the fake model over HTTPS with a CA of its own; the system roots of every run are
     /// the system bundle plus that CA.
     #[arg(long)]
-    tls: bool,
+    pub(crate) tls: bool,
     /// How often the pool pings each codex process (default: the pool's); the line reports how
     /// long the slowest answer took, to size the hang detection.
     #[arg(long, value_name = "MS")]
-    health_interval_ms: Option<u64>,
+    pub(crate) health_interval_ms: Option<u64>,
     /// Time every hand-off of every turn (through the pool, the process actor and the store,
     /// and through the raw client) and report the median and 90th percentile of each.
     #[arg(long)]
@@ -124,33 +133,51 @@ pub struct BenchArgs {
     /// Soak instead: a real `serve` child held N seconds under --sse-clients readers and a
     /// stream of big turns, its memory printed every 5 s and in a final line.
     #[arg(long, value_name = "N")]
-    soak_secs: Option<u64>,
+    pub(crate) soak_secs: Option<u64>,
     /// Soak: SSE readers held open (re-attached to long-running turns).
     #[arg(long, default_value_t = 2000)]
-    sse_clients: usize,
+    pub(crate) sse_clients: usize,
     /// Soak: characters of each big turn's message.
     #[arg(long, default_value_t = 1_000_000)]
-    big_turn_bytes: usize,
+    pub(crate) big_turn_bytes: usize,
     /// Soak: serve's --keep-events-secs.
     #[arg(long, default_value_t = 60)]
-    keep_events_secs: u64,
+    pub(crate) keep_events_secs: u64,
     /// Soak: serve's --max-retained-event-bytes.
     #[arg(long, default_value_t = 256 << 20)]
-    max_retained_event_bytes: usize,
+    pub(crate) max_retained_event_bytes: usize,
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        args.convs > 0 && args.turns > 0 && args.pool_size > 0,
-        "--convs, --turns and --pool-size must be positive"
-    );
+/// What a benchmark prints last: one JSON line (the figures of every arm, or the soak's
+/// summary).
+#[derive(Debug, Clone)]
+pub struct Report(pub serde_json::Value);
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Runs the benchmark `args` asks for. `exe` is the `codex-pool` executable: the fake model
+/// and the soak's service run as its `mock-model` and `serve` children, so that their CPU is
+/// not counted as the bench's. `progress` gets the lines a soak prints while it runs (its
+/// memory every 5 s); the line returned is the last.
+pub async fn run(
+    args: &BenchArgs,
+    exe: &Path,
+    progress: &mut (dyn FnMut(&serde_json::Value) + Send),
+) -> Result<Report, BenchError> {
+    if !(args.convs > 0 && args.turns > 0 && args.pool_size > 0) {
+        return Err(BenchError::Flags("--convs, --turns and --pool-size must be positive".to_owned()));
+    }
     let bin = codex_pool_process::find_checked(args.codex_bin.as_deref())?;
     if let Some(secs) = args.soak_secs {
-        return soak::run(&args, secs, &bin).await;
+        return soak::run(args, secs, (exe, &bin), progress).await.map(Report);
     }
     let shared = scratch()?;
     let ca_out = args.tls.then(|| shared.path().join("mock-ca.pem"));
-    let mock = MockChild::spawn(args.deltas, ca_out.as_deref()).await?;
+    let mock = MockChild::spawn(exe, args.deltas, ca_out.as_deref()).await?;
     let system = match &ca_out {
         Some(ca) => SystemRoots::File(system_plus(ca, shared.path())?),
         None => SystemRoots::Inherited,
@@ -166,16 +193,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     if let Some(n) = args.nodes {
-        anyhow::ensure!(n >= 2, "--nodes {n}: compare at least 2 nodes with one");
-        anyhow::ensure!(
-            args.db.as_deref().is_some_and(codex_pool_store::is_postgres_url),
-            "--nodes needs --db postgres://... (the store the nodes share)"
-        );
-        anyhow::ensure!(
-            args.via != balancer::Via::Balancer || n <= 3,
-            "--via balancer: {} names at most 3 nodes",
-            args.haproxy_config.display()
-        );
+        if n < 2 {
+            return Err(BenchError::Flags(format!("--nodes {n}: compare at least 2 nodes with one")));
+        }
+        if !args.db.as_deref().is_some_and(codex_pool_store::is_postgres_url) {
+            return Err(BenchError::Flags("--nodes needs --db postgres://... (the store the nodes share)".to_owned()));
+        }
+        if args.via == balancer::Via::Balancer && n > 3 {
+            let config = args.haproxy_config.display();
+            return Err(BenchError::Flags(format!("--via balancer: {config} names at most 3 nodes")));
+        }
         match args.via {
             balancer::Via::Other => arms.push(Arm::Nodes(n, balancer::Via::Owner)),
             via => arms.push(Arm::Nodes(1, via)),
@@ -192,34 +219,32 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let i = (k + round) % arms.len();
             let result = match &arms[i] {
                 Arm::Pool(profile, ca) => {
-                    run_pool(&args, *profile, ca, &system, &bin, &mock).await.context("pool run")?
+                    run_pool(args, *profile, ca, &system, &bin, &mock).await.map_err(|e| e.in_arm("pool"))?
                 }
-                Arm::Direct => run_direct(&args, &system, &bin, &mock).await.context("direct run")?,
-                Arm::Http(api) => http::run(&args, &system, &bin, &mock, *api).await.context("service run")?,
+                Arm::Direct => run_direct(args, &system, &bin, &mock).await.map_err(|e| e.in_arm("direct"))?,
+                Arm::Http(api) => http::run(args, &system, &bin, &mock, *api).await.map_err(|e| e.in_arm("service"))?,
                 Arm::Nodes(n, via) => {
                     let db = args.db.as_deref().unwrap_or_default();
-                    nodes::run(&args, &system, &bin, &mock, (*n, db, *via)).await.context("nodes run")?
+                    nodes::run(args, &system, &bin, &mock, (*n, db, *via)).await.map_err(|e| e.in_arm("nodes"))?
                 }
             };
             absorb(&mut results[i], result);
         }
     }
     mock.stop().await;
-    let line = report::line(&args, &arms, results);
-    println!("{line}");
-    Ok(())
+    Ok(Report(report::line(args, &arms, results)))
 }
 
-fn scratch() -> anyhow::Result<tempfile::TempDir> {
-    Ok(tempfile::Builder::new().prefix("codex-pool-bench-").tempdir()?)
+fn scratch() -> Result<tempfile::TempDir, BenchError> {
+    tempfile::Builder::new().prefix("codex-pool-bench-").tempdir().doing("creating a scratch directory")
 }
 
 /// A file that stands for the system roots with --tls: the system bundle plus the fake
 /// model's CA.
-fn system_plus(mock_ca: &std::path::Path, dir: &std::path::Path) -> anyhow::Result<PathBuf> {
-    let ca = read_certs(mock_ca).context("reading the fake model's CA")?;
+fn system_plus(mock_ca: &Path, dir: &Path) -> Result<PathBuf, BenchError> {
+    let ca = read_pem(mock_ca)?;
     let path = dir.join("system-plus-mock-ca.pem");
-    SystemRoots::write_with(&ca, &path).context("writing the system roots plus the fake model's CA")?;
+    SystemRoots::write_with(&ca, &path).doing("writing the system roots plus the fake model's CA")?;
     Ok(path)
 }
 
@@ -243,7 +268,7 @@ fn bench_pool(
     bin: &std::path::Path,
     mock: &MockChild,
     dir: &std::path::Path,
-) -> anyhow::Result<Pool> {
+) -> Result<Pool, BenchError> {
     let config = pool_config(args, setup, bin, mock, dir);
     let store = Arc::new(SqliteStore::open(dir.join("threads.db"))?);
     Ok(Pool::new(config, store))
@@ -278,7 +303,7 @@ async fn run_pool(
     system: &SystemRoots,
     bin: &std::path::Path,
     mock: &MockChild,
-) -> anyhow::Result<RunResult> {
+) -> Result<RunResult, BenchError> {
     let dir = scratch()?;
     let pool = bench_pool(args, (profile, ca, system), bin, mock, dir.path())?;
     let t0 = Instant::now();
@@ -309,7 +334,7 @@ async fn run_direct(
     system: &SystemRoots,
     bin: &std::path::Path,
     mock: &MockChild,
-) -> anyhow::Result<RunResult> {
+) -> Result<RunResult, BenchError> {
     let dir = scratch()?;
     let mut process = codex_process_config(bin.to_path_buf(), dir.path(), &mock.base_url, "mock-model");
     // The roots the pool would give its processes, decided the same way.

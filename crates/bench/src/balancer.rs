@@ -4,6 +4,7 @@
 //! request sent to a node that does not own its conversation (every turn forwarded), beside
 //! each sent to its owner. The nodes' `/metrics` tell how many requests were forwarded.
 
+use crate::error::{BenchError, IoContext};
 use codex_pool_server::client::Client;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -59,15 +60,19 @@ pub struct Balancer {
 impl Balancer {
     /// Starts HAProxy with `config` in front of `nodes` (their `http://host:port` addresses, at
     /// most the three the configuration names) and waits until it answers `/readyz`.
-    pub async fn start(config: &Path, nodes: &[String]) -> anyhow::Result<Balancer> {
-        anyhow::ensure!(
-            (1..=3).contains(&nodes.len()),
-            "{} names 1 to 3 nodes (CODEX_POOL_NODE1..3); {} asked for",
-            config.display(),
-            nodes.len()
-        );
+    pub async fn start(config: &Path, nodes: &[String]) -> Result<Balancer, BenchError> {
+        if !(1..=3).contains(&nodes.len()) {
+            return Err(BenchError::Flags(format!(
+                "{} names 1 to 3 nodes (CODEX_POOL_NODE1..3); {} asked for",
+                config.display(),
+                nodes.len()
+            )));
+        }
         // A free port when asked; HAProxy binds it a moment later.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .doing("finding a free port for haproxy")?
+            .port();
         let bind = format!("127.0.0.1:{port}");
         let mut command = tokio::process::Command::new("haproxy");
         command
@@ -86,18 +91,20 @@ impl Balancer {
             command.env(format!("CODEX_POOL_NODE{}", k + 1), node.trim_start_matches("http://"));
         }
         let mut child = command.spawn().map_err(|e| {
-            anyhow::anyhow!(
+            BenchError::Child(format!(
                 "cannot run haproxy ({e}): install it with scripts/install-haproxy (apt-get install haproxy)"
-            )
+            ))
         })?;
         let base = format!("http://{bind}");
         let client = Client::new(&base, None);
         let t0 = Instant::now();
         while client.get("/readyz").await.is_err() {
-            if let Some(status) = child.try_wait()? {
-                anyhow::bail!("haproxy exited at start ({status}) with {}", config.display());
+            if let Some(status) = child.try_wait().doing("waiting for haproxy")? {
+                return Err(BenchError::Child(format!("haproxy exited at start ({status}) with {}", config.display())));
             }
-            anyhow::ensure!(t0.elapsed() < Duration::from_secs(30), "haproxy did not answer on {bind} in 30 s");
+            if t0.elapsed() >= Duration::from_secs(30) {
+                return Err(BenchError::Child(format!("haproxy did not answer on {bind} in 30 s")));
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(Balancer { child, base })
@@ -105,7 +112,7 @@ impl Balancer {
 
     /// CPU it used so far.
     pub fn cpu(&self) -> Duration {
-        self.child.id().map_or(Duration::ZERO, super::measure::proc_cpu)
+        self.child.id().map_or(Duration::ZERO, crate::measure::proc_cpu)
     }
 
     /// Stops it.

@@ -1,13 +1,13 @@
 //! The JSON line of a benchmark: the pool's figures, then each other arm's beside them.
 
-use super::balancer::Via;
-use super::http::Api;
-use super::result::{round, RunResult};
-use super::{hops, Arm, BenchArgs};
+use crate::balancer::Via;
+use crate::http::Api;
+use crate::result::{round, RunResult};
+use crate::{hops, Arm, BenchArgs};
 use serde_json::{json, Value};
 
 /// The line for `results`, one per arm in `arms` (rounds added up).
-pub(super) fn line(args: &BenchArgs, arms: &[Arm], mut results: Vec<Option<RunResult>>) -> Value {
+pub(crate) fn line(args: &BenchArgs, arms: &[Arm], mut results: Vec<Option<RunResult>>) -> Value {
     // The first arm is the pool's; the versus arm, when asked for, is the last (it may equal the
     // first, when --versus names the same profile).
     let versus = if args.versus.is_some() || args.versus_ca_bundle.is_some() { results.pop().flatten() } else { None };
