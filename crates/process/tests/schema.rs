@@ -316,7 +316,7 @@ fn what_we_send_fits_the_schema() {
         vec![UserInput::text("hi"), UserInput::Image { url: "u".into() }, UserInput::LocalImage { path: "/p".into() }],
     );
     turn.model = Some("m".into());
-    turn.effort = Some("low".into());
+    turn.effort = Some(ReasoningEffort::new("low").unwrap());
     turn.approval_policy = Some(ApprovalPolicy::Never);
     turn.output_schema = Some(json!({"type": "object"}));
     sends("TurnStartParams", &turn);
