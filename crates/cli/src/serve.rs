@@ -76,8 +76,8 @@ pub struct ServeArgs {
     pub allow_mcp: Vec<String>,
     /// The sandbox of coding-agent conversations: read-only (the default) or workspace-write
     /// (they may write in their empty working directory).
-    #[arg(long, value_name = "MODE", default_value = "read-only", value_parser = ["read-only", "workspace-write"])]
-    pub agent_sandbox: String,
+    #[arg(long, value_name = "MODE", default_value = "read-only", value_parser = agent_sandbox)]
+    pub agent_sandbox: SandboxMode,
     /// Let coding-agent commands reach the network (with --agent-sandbox workspace-write).
     #[arg(long)]
     pub agent_network: bool,
@@ -197,10 +197,7 @@ impl EdgeArgs {
 fn policy(args: &ServeArgs) -> anyhow::Result<AgentPolicy> {
     let mut policy = AgentPolicy::default();
     policy.allow_codex_profile = args.allow_profile.iter().any(|p| p == "codex");
-    policy.agent_sandbox = match args.agent_sandbox.as_str() {
-        "workspace-write" => SandboxMode::WorkspaceWrite,
-        _ => SandboxMode::ReadOnly,
-    };
+    policy.agent_sandbox = args.agent_sandbox;
     anyhow::ensure!(
         !args.agent_network || policy.agent_sandbox == SandboxMode::WorkspaceWrite,
         "--agent-network needs --agent-sandbox workspace-write (read-only commands get no network)"
@@ -211,6 +208,18 @@ fn policy(args: &ServeArgs) -> anyhow::Result<AgentPolicy> {
         policy.mcp_servers.insert(name, server);
     }
     Ok(policy)
+}
+
+/// `--agent-sandbox`: the sandboxes offered to coding-agent conversations (never
+/// danger-full-access).
+fn agent_sandbox(name: &str) -> Result<SandboxMode, String> {
+    match name {
+        "read-only" => Ok(SandboxMode::ReadOnly),
+        "workspace-write" => Ok(SandboxMode::WorkspaceWrite),
+        other => Err(format!(
+            "{other:?} is not a sandbox coding-agent conversations may get; use read-only or workspace-write"
+        )),
+    }
 }
 
 /// The data directory the service uses when none is given.
