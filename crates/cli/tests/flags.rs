@@ -27,3 +27,60 @@ fn the_agent_sandbox_is_one_of_those_offered() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("--agent-network needs --agent-sandbox workspace-write"), "{}", stderr(&out));
 }
+
+#[test]
+fn every_variable_is_listed_beside_its_flag() {
+    let help = String::from_utf8(codex_pool(&["serve", "--help"], &[]).stdout).unwrap();
+    for var in [
+        "CODEX_POOL_SIZE",
+        "CODEX_SELECTION_STRATEGY",
+        "CODEX_MODEL",
+        "CODEX_BIN",
+        "CODEX_POOL_DATA_DIR",
+        "DATABASE_URL",
+        "CODEX_POOL_TOKEN",
+        "CODEX_POOL_TOKEN_FILE",
+        "CODEX_POOL_LOG",
+        "CODEX_POOL_BACKTRACE",
+    ] {
+        assert!(help.contains(&format!("[env: {var}")), "{var} in {help}");
+    }
+    let help = String::from_utf8(codex_pool(&["doctor", "--help"], &[]).stdout).unwrap();
+    for var in ["CODEX_BIN", "CODEX_POOL_DATA_DIR", "DATABASE_URL"] {
+        assert!(help.contains(&format!("[env: {var}")), "{var} in {help}");
+    }
+}
+
+#[test]
+fn a_flag_wins_over_its_variable_an_empty_variable_is_unset_and_a_bad_one_is_named() {
+    // Each run stops at the first setting that does not hold, before anything starts.
+    let out = codex_pool(&["serve"], &[("CODEX_POOL_SIZE", "0")]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("1 to 64 (--pool-size or CODEX_POOL_SIZE)"), "{}", stderr(&out));
+    let out = codex_pool(&["serve"], &[("CODEX_SELECTION_STRATEGY", "random")]);
+    assert!(!out.status.success());
+    let text = stderr(&out);
+    assert!(text.contains("round_robin or least_busy") && text.contains("CODEX_SELECTION_STRATEGY"), "{text}");
+    let past_the_settings = "--agent-network needs --agent-sandbox workspace-write";
+    let flags_win = [("CODEX_POOL_SIZE", "0"), ("CODEX_SELECTION_STRATEGY", "random")];
+    let out = codex_pool(&["serve", "--pool-size", "2", "--strategy", "least_busy", "--agent-network"], &flags_win);
+    assert!(stderr(&out).contains(past_the_settings), "{}", stderr(&out));
+    let empty = [("CODEX_POOL_SIZE", ""), ("CODEX_SELECTION_STRATEGY", ""), ("CODEX_POOL_LOG", "")];
+    let out = codex_pool(&["serve", "--agent-network"], &empty);
+    assert!(stderr(&out).contains(past_the_settings), "{}", stderr(&out));
+}
+
+#[test]
+fn codex_bin_and_the_backtrace_come_from_their_variables() {
+    let missing = [("CODEX_BIN", "/nonexistent/codex"), ("RUST_BACKTRACE", "1")];
+    let out = codex_pool(&["chat"], &[missing[0], missing[1], ("CODEX_POOL_BACKTRACE", "1")]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(text.contains("/nonexistent/codex") && text.contains("backtrace:"), "{text}");
+    let out = codex_pool(&["chat"], &[missing[0], missing[1], ("CODEX_POOL_BACKTRACE", "0")]);
+    let text = stderr(&out);
+    assert!(text.contains("/nonexistent/codex") && !text.contains("backtrace"), "{text}");
+    // The flag wins over the variable.
+    let out = codex_pool(&["chat", "--codex-bin", "/elsewhere/codex"], &missing);
+    assert!(stderr(&out).contains("/elsewhere/codex"), "{}", stderr(&out));
+}
