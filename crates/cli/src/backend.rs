@@ -104,6 +104,7 @@ impl ModelArgs {
             None => self.model.clone(),
         };
         let mut config = ProcessConfig::new(bin, codex_home, work_dir);
+        config.codex_log = crate::vars::codex_log();
         match &provider {
             Some(p) => config = config.with_provider(p),
             None => config.require_login = true,
@@ -121,9 +122,11 @@ pub fn codex_process_config(bin: PathBuf, scratch: &std::path::Path, base_url: &
     let mut provider = ModelProvider::new("codex-pool", base_url);
     provider.request_max_retries = Some(0);
     provider.stream_max_retries = Some(0);
-    ProcessConfig::new(bin, scratch.join("codex-home"), scratch.join("empty"))
+    let mut config = ProcessConfig::new(bin, scratch.join("codex-home"), scratch.join("empty"))
         .with_provider(&provider)
-        .with_override("model", codex_pool_process::toml_string(model))
+        .with_override("model", codex_pool_process::toml_string(model));
+    config.codex_log = crate::vars::codex_log();
+    config
 }
 
 /// The fake model in a child process (`codex-pool mock-model`), so that its CPU time is not

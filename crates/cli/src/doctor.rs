@@ -103,6 +103,7 @@ async fn login(codex: Option<&PathBuf>, codex_home: Option<PathBuf>) -> Check {
     };
     let mut config = ProcessConfig::new(bin.clone(), home.clone(), scratch.path().join("empty"));
     config.require_login = true;
+    config.codex_log = crate::vars::codex_log();
     config.handshake_timeout = Duration::from_secs(20);
     match AppServer::spawn(config).await {
         Ok(server) => {

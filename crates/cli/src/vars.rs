@@ -17,8 +17,12 @@
 //! | `CODEX_POOL_LOG` | `--log` |
 //! | `CODEX_POOL_BACKTRACE` | `--verbose` |
 //!
-//! The defaults that follow the system's conventions are read here too: `CODEX_HOME` (codex's
-//! own home, with `--openai` and in `doctor`), `XDG_DATA_HOME` and `HOME`.
+//! Read here by hand, as no flag stands for them: `CODEX_POOL_CODEX_LOG` (codex's own log
+//! filter, [`codex_log`]), and the defaults that follow the system's conventions: `CODEX_HOME`
+//! (codex's own home, with `--openai` and in `doctor`), `XDG_DATA_HOME` and `HOME`. The
+//! libraries read only what describes the environment codex inherits (the root certificates'
+//! and proxies' variables) and `CODEX_POOL_ALLOW_ANY_CODEX_VERSION`, the pinned version's
+//! escape hatch, which every caller must honour the same way.
 
 use anyhow::Context;
 use clap::{Command, CommandFactory, FromArgMatches};
@@ -28,7 +32,8 @@ use std::path::PathBuf;
 
 /// The command line, with the variables behind its flags; an empty variable is taken as unset.
 pub fn parse<T: CommandFactory + FromArgMatches>() -> T {
-    let command = empty_is_unset(T::command(), &|name| std::env::var_os(name).is_some_and(|v| v.is_empty()));
+    let command = bench_codex_bin(T::command());
+    let command = empty_is_unset(command, &|name| std::env::var_os(name).is_some_and(|v| v.is_empty()));
     let matches = command.get_matches();
     T::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
@@ -45,6 +50,22 @@ fn empty_is_unset(mut command: Command, empty: &dyn Fn(&OsStr) -> bool) -> Comma
         command = command.mut_subcommand(name, |s| empty_is_unset(s, empty));
     }
     command
+}
+
+/// `bench --codex-bin` takes `CODEX_BIN` too, as the other commands' `--codex-bin` do. Given
+/// here rather than on the flag, which lives with the benchmark (being moved to a crate of its
+/// own); once it says `env = "CODEX_BIN"` itself this does nothing.
+fn bench_codex_bin(command: Command) -> Command {
+    let has_flag = |c: &Command| c.get_arguments().any(|a| a.get_id() == "codex_bin" && a.get_env().is_none());
+    if !command.find_subcommand("bench").is_some_and(has_flag) {
+        return command;
+    }
+    command.mut_subcommand("bench", |bench| bench.mut_arg("codex_bin", |a| a.env("CODEX_BIN")))
+}
+
+/// codex's own log filter (its `RUST_LOG`): `CODEX_POOL_CODEX_LOG`, else `warn`.
+pub fn codex_log() -> String {
+    std::env::var("CODEX_POOL_CODEX_LOG").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| "warn".to_owned())
 }
 
 /// `--pool-size` (`CODEX_POOL_SIZE`): a whole number from 1 to 64.

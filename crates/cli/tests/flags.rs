@@ -49,6 +49,8 @@ fn every_variable_is_listed_beside_its_flag() {
     for var in ["CODEX_BIN", "CODEX_POOL_DATA_DIR", "DATABASE_URL"] {
         assert!(help.contains(&format!("[env: {var}")), "{var} in {help}");
     }
+    let help = String::from_utf8(codex_pool(&["bench", "--help"], &[]).stdout).unwrap();
+    assert!(help.contains("[env: CODEX_BIN"), "{help}");
 }
 
 #[test]

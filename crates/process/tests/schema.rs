@@ -32,7 +32,7 @@ struct Schema {
 fn schema() -> &'static Schema {
     static SCHEMA: OnceLock<Schema> = OnceLock::new();
     SCHEMA.get_or_init(|| {
-        let bin = find_checked(None).expect("the pinned codex is installed");
+        let bin = find_checked(codex_pool_testkit::codex_bin().as_deref()).expect("the pinned codex is installed");
         let dir = tempfile::tempdir().unwrap();
         let status = std::process::Command::new(&bin)
             .args(["app-server", "generate-json-schema", "--experimental", "--out"])
