@@ -86,3 +86,31 @@ fn codex_bin_and_the_backtrace_come_from_their_variables() {
     let out = codex_pool(&["chat", "--codex-bin", "/elsewhere/codex"], &missing);
     assert!(stderr(&out).contains("/elsewhere/codex"), "{}", stderr(&out));
 }
+
+/// What `chat --mock-model` logs for one turn, with `vars` set.
+fn chat_logs(vars: &[(&str, &str)]) -> String {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_codex-pool"))
+        .args(["chat", "--mock-model"])
+        .env_remove("CODEX_POOL_CODEX_LOG")
+        .envs(vars.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hi\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    stderr(&out)
+}
+
+#[test]
+fn codex_logs_as_codex_pool_codex_log_says() {
+    // codex's stderr only, as the pool logs it.
+    let stderr_only = ("CODEX_POOL_LOG", "codex_pool::codex_stderr=debug");
+    let chatty = chat_logs(&[stderr_only, ("CODEX_POOL_CODEX_LOG", "info")]);
+    assert!(chatty.contains(" INFO"), "{chatty}");
+    let quiet = chat_logs(&[stderr_only]);
+    assert!(quiet.contains("codex_stderr") && !quiet.contains(" INFO"), "{quiet}");
+}
