@@ -2,7 +2,7 @@
 //!
 //! A variable that stands for a flag is that flag's clap `env` (so `--help` lists it beside the
 //! flag), and the flag wins over it: flag, then variable, then default. An empty variable counts
-//! as unset ([`parse`]). The libraries take values: the binary does not call
+//! as unset ([`parse`]), except the token's: an empty token is refused, never taken for none. The libraries take values: the binary does not call
 //! `PoolConfig::with_env`, whose three variables are the flags' here.
 //!
 //! | variable | flag |
@@ -30,10 +30,18 @@ use codex_pool::Strategy;
 use std::ffi::OsStr;
 use std::path::PathBuf;
 
-/// The command line, with the variables behind its flags; an empty variable is taken as unset.
+/// Variables whose empty value is a mistake to report (`serve` refuses an empty token) rather
+/// than a variable left unset.
+const EMPTY_IS_AN_ERROR: [&str; 2] = ["CODEX_POOL_TOKEN", "CODEX_POOL_TOKEN_FILE"];
+
+/// The command line, with the variables behind its flags; an empty variable is taken as unset
+/// (but for [`EMPTY_IS_AN_ERROR`]).
 pub fn parse<T: CommandFactory + FromArgMatches>() -> T {
     let command = bench_codex_bin(T::command());
-    let command = empty_is_unset(command, &|name| std::env::var_os(name).is_some_and(|v| v.is_empty()));
+    let unset = |name: &OsStr| {
+        !EMPTY_IS_AN_ERROR.iter().any(|strict| name == *strict) && std::env::var_os(name).is_some_and(|v| v.is_empty())
+    };
+    let command = empty_is_unset(command, &unset);
     let matches = command.get_matches();
     T::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }

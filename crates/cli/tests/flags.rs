@@ -6,8 +6,8 @@ use std::process::{Command, Output, Stdio};
 fn codex_pool(args: &[&str], vars: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_codex-pool"))
         .args(args)
-        .envs(vars.iter().copied())
         .env_remove("CODEX_POOL_TOKEN")
+        .envs(vars.iter().copied())
         .stdin(Stdio::null())
         .output()
         .unwrap()
@@ -70,6 +70,13 @@ fn a_flag_wins_over_its_variable_an_empty_variable_is_unset_and_a_bad_one_is_nam
     let empty = [("CODEX_POOL_SIZE", ""), ("CODEX_SELECTION_STRATEGY", ""), ("CODEX_POOL_LOG", "")];
     let out = codex_pool(&["serve", "--agent-network"], &empty);
     assert!(stderr(&out).contains(past_the_settings), "{}", stderr(&out));
+    // But an empty token is a mistake, never "no token" (beyond loopback, where serve refuses
+    // to run without one, so that this ends either way).
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    let out = codex_pool(&["serve", "--listen", "0.0.0.0:0", "--data-dir", dir], &[("CODEX_POOL_TOKEN", "")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("the token is empty"), "{}", stderr(&out));
 }
 
 #[test]
