@@ -19,11 +19,11 @@ pub struct ModelArgs {
     /// Run against OpenAI with the account codex is logged in with (`codex login`).
     #[arg(long)]
     openai: bool,
-    /// The model (default: CODEX_MODEL, else `mock-model` for the fake and custom servers, else codex's default).
+    /// The model (default: `mock-model` for the fake and custom servers, else codex's default).
     #[arg(long, env = "CODEX_MODEL")]
     model: Option<String>,
-    /// The codex binary (default: CODEX_BIN, then the repository's pinned install, then PATH).
-    #[arg(long, value_name = "PATH")]
+    /// The codex binary (default: the repository's pinned install, then PATH).
+    #[arg(long, value_name = "PATH", env = "CODEX_BIN")]
     codex_bin: Option<PathBuf>,
     /// How often codex retries a failed model request or a broken stream (codex's default: 4 and 5).
     #[arg(long, value_name = "N")]
@@ -72,7 +72,8 @@ impl ModelArgs {
         let work_dir = base.join("empty");
         let mut mock = None;
         let (provider, default_home) = if self.openai {
-            let home = default_codex_home().context("neither CODEX_HOME nor HOME is set; pass --codex-home")?;
+            let home =
+                crate::vars::default_codex_home().context("neither CODEX_HOME nor HOME is set; pass --codex-home")?;
             (None, home)
         } else {
             let base_url = match &self.model_base_url {
@@ -102,6 +103,7 @@ impl ModelArgs {
             None => self.model.clone(),
         };
         let mut config = ProcessConfig::new(bin, codex_home, work_dir);
+        config.codex_log = crate::vars::codex_log();
         match &provider {
             Some(p) => config = config.with_provider(p),
             None => config.require_login = true,
@@ -111,12 +113,4 @@ impl ModelArgs {
         }
         Ok(Backend { config, mock, describe, model, ca_bundle: self.ca_bundle.clone(), _scratch: scratch })
     }
-}
-
-/// codex's own home when it is not given: `CODEX_HOME`, else `~/.codex` (where `codex login`
-/// keeps the login).
-pub fn default_codex_home() -> Option<PathBuf> {
-    std::env::var_os("CODEX_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".codex")))
 }

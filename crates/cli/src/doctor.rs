@@ -1,6 +1,6 @@
 //! `codex-pool doctor`: checks what `serve` needs, one line each, and says what to fix.
 
-use crate::serve::default_data_dir;
+use crate::vars::{default_codex_home, default_data_dir};
 use clap::Args;
 use codex_pool_process::discovery::check_version;
 use codex_pool_process::{find_codex, AppServer, ProcessConfig, SpawnError};
@@ -12,8 +12,8 @@ use std::time::Duration;
 /// Options of `codex-pool doctor`.
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
-    /// The codex binary (default: CODEX_BIN, then the repository's pinned install, then PATH).
-    #[arg(long, value_name = "PATH")]
+    /// The codex binary (default: the repository's pinned install, then PATH).
+    #[arg(long, value_name = "PATH", env = "CODEX_BIN")]
     codex_bin: Option<PathBuf>,
     /// Check the login codex would use with `serve --openai`.
     #[arg(long)]
@@ -22,7 +22,7 @@ pub struct DoctorArgs {
     #[arg(long, value_name = "DIR")]
     codex_home: Option<PathBuf>,
     /// The data directory `serve` would use.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "CODEX_POOL_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// The store `serve` would use: a SQLite file (default: DATA_DIR/threads.db) or a
     /// PostgreSQL URL.
@@ -93,7 +93,7 @@ async fn login(codex: Option<&PathBuf>, codex_home: Option<PathBuf>) -> Check {
     let Some(bin) = codex else {
         return Check::Problem { what: "login not checked".to_owned(), fix: "install codex first".to_owned() };
     };
-    let home = codex_home.or_else(crate::backend::default_codex_home);
+    let home = codex_home.or_else(default_codex_home);
     let Some(home) = home else {
         return Check::Problem { what: "no CODEX_HOME".to_owned(), fix: "pass --codex-home".to_owned() };
     };
@@ -103,6 +103,7 @@ async fn login(codex: Option<&PathBuf>, codex_home: Option<PathBuf>) -> Check {
     };
     let mut config = ProcessConfig::new(bin.clone(), home.clone(), scratch.path().join("empty"));
     config.require_login = true;
+    config.codex_log = crate::vars::codex_log();
     config.handshake_timeout = Duration::from_secs(20);
     match AppServer::spawn(config).await {
         Ok(server) => {

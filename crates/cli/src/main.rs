@@ -5,17 +5,22 @@ mod chat;
 mod doctor;
 mod mock;
 mod serve;
+mod vars;
 
+use clap::builder::FalseyValueParser;
 use clap::{Parser, Subcommand};
 
 /// Run many Codex conversations at once on a pool of `codex app-server` processes.
 #[derive(Debug, Parser)]
 #[command(name = "codex-pool", version, about)]
 struct Cli {
-    /// On an error, also print where in codex-pool it happened (a backtrace); also
-    /// CODEX_POOL_BACKTRACE=1.
-    #[arg(short, long, global = true)]
+    /// On an error, also print where in codex-pool it happened (a backtrace).
+    #[arg(short, long, global = true, env = "CODEX_POOL_BACKTRACE", value_parser = FalseyValueParser::new())]
     verbose: bool,
+    /// Which logs go to stderr: a tracing filter such as `info` or `codex_pool=debug`
+    /// (default: warnings).
+    #[arg(long, global = true, value_name = "FILTER", env = "CODEX_POOL_LOG")]
+    log: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -35,9 +40,9 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    init_logs(matches!(&cli.command, Command::Bench(args) if args.trace_hops));
-    let backtrace = cli.verbose || std::env::var_os("CODEX_POOL_BACKTRACE").is_some_and(|v| v != "0");
+    let cli: Cli = vars::parse();
+    init_logs(cli.log.as_deref(), matches!(&cli.command, Command::Bench(args) if args.trace_hops));
+    let backtrace = cli.verbose;
     match run(cli.command) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
@@ -47,13 +52,13 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Logs go to stderr, filtered by `CODEX_POOL_LOG` (default: warnings); with `hops`, the hop
-/// events of every turn are recorded too (`bench --trace-hops`).
-fn init_logs(hops: bool) {
+/// Logs go to stderr, filtered by `--log` (default, or when it does not parse: warnings); with
+/// `hops`, the hop events of every turn are recorded too (`bench --trace-hops`).
+fn init_logs(filter: Option<&str>, hops: bool) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CODEX_POOL_LOG").unwrap_or_else(|_| "warn".into());
+    let filter = filter.and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok()).unwrap_or_else(|| "warn".into());
     let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter);
     let hops = hops.then(|| {
         let only_hops = |m: &tracing::Metadata<'_>| m.target() == codex_pool_process::hops::HOPS_TARGET;

@@ -21,12 +21,11 @@ pub struct ServeArgs {
     /// Where to listen. Anything but loopback needs a token.
     #[arg(long, default_value = "127.0.0.1:7878")]
     pub listen: SocketAddr,
-    /// codex processes (default: CODEX_POOL_SIZE, else 3).
-    #[arg(long, value_name = "N")]
+    /// codex processes, 1 to 64 (default: 3).
+    #[arg(long, value_name = "N", env = "CODEX_POOL_SIZE", value_parser = crate::vars::pool_size)]
     pub pool_size: Option<usize>,
-    /// How new conversations are placed: round_robin or least_busy (default:
-    /// CODEX_SELECTION_STRATEGY, else round_robin).
-    #[arg(long, value_name = "S")]
+    /// How new conversations are placed: round_robin or least_busy (default: round_robin).
+    #[arg(long, value_name = "S", env = "CODEX_SELECTION_STRATEGY", value_parser = crate::vars::strategy)]
     pub strategy: Option<Strategy>,
     /// The store of conversations: a SQLite file (default: DATA_DIR/threads.db), or a PostgreSQL
     /// URL (`postgres://user:password@host/db`) that several nodes share.
@@ -52,9 +51,9 @@ pub struct ServeArgs {
     /// A file holding the token (a trailing newline is dropped), so it is not on the command line.
     #[arg(long, value_name = "PATH", env = "CODEX_POOL_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
-    /// Where the service keeps its database and codex's folders (default: CODEX_POOL_DATA_DIR,
-    /// else $XDG_DATA_HOME/codex-pool, else ~/.local/share/codex-pool).
-    #[arg(long, value_name = "DIR")]
+    /// Where the service keeps its database and codex's folders (default:
+    /// $XDG_DATA_HOME/codex-pool, else ~/.local/share/codex-pool).
+    #[arg(long, value_name = "DIR", env = "CODEX_POOL_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Turns running at once; more are refused (429) until one ends. Never more than the pool
     /// runs: --pool-size times --max-turns-per-process.
@@ -76,8 +75,8 @@ pub struct ServeArgs {
     pub allow_mcp: Vec<String>,
     /// The sandbox of coding-agent conversations: read-only (the default) or workspace-write
     /// (they may write in their empty working directory).
-    #[arg(long, value_name = "MODE", default_value = "read-only", value_parser = ["read-only", "workspace-write"])]
-    pub agent_sandbox: String,
+    #[arg(long, value_name = "MODE", default_value = "read-only", value_parser = agent_sandbox)]
+    pub agent_sandbox: SandboxMode,
     /// Let coding-agent commands reach the network (with --agent-sandbox workspace-write).
     #[arg(long)]
     pub agent_network: bool,
@@ -197,10 +196,7 @@ impl EdgeArgs {
 fn policy(args: &ServeArgs) -> anyhow::Result<AgentPolicy> {
     let mut policy = AgentPolicy::default();
     policy.allow_codex_profile = args.allow_profile.iter().any(|p| p == "codex");
-    policy.agent_sandbox = match args.agent_sandbox.as_str() {
-        "workspace-write" => SandboxMode::WorkspaceWrite,
-        _ => SandboxMode::ReadOnly,
-    };
+    policy.agent_sandbox = args.agent_sandbox;
     anyhow::ensure!(
         !args.agent_network || policy.agent_sandbox == SandboxMode::WorkspaceWrite,
         "--agent-network needs --agent-sandbox workspace-write (read-only commands get no network)"
@@ -213,16 +209,16 @@ fn policy(args: &ServeArgs) -> anyhow::Result<AgentPolicy> {
     Ok(policy)
 }
 
-/// The data directory the service uses when none is given.
-pub fn default_data_dir() -> anyhow::Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("CODEX_POOL_DATA_DIR").filter(|d| !d.is_empty()) {
-        return Ok(PathBuf::from(dir));
+/// `--agent-sandbox`: the sandboxes offered to coding-agent conversations (never
+/// danger-full-access).
+fn agent_sandbox(name: &str) -> Result<SandboxMode, String> {
+    match name {
+        "read-only" => Ok(SandboxMode::ReadOnly),
+        "workspace-write" => Ok(SandboxMode::WorkspaceWrite),
+        other => Err(format!(
+            "{other:?} is not a sandbox coding-agent conversations may get; use read-only or workspace-write"
+        )),
     }
-    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
-        return Ok(PathBuf::from(dir).join("codex-pool"));
-    }
-    let home = std::env::var_os("HOME").context("HOME is not set; pass --data-dir")?;
-    Ok(PathBuf::from(home).join(".local/share/codex-pool"))
 }
 
 /// The token, from --token (or CODEX_POOL_TOKEN) or --token-file (or CODEX_POOL_TOKEN_FILE).
@@ -240,7 +236,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let token = token(&args)?;
     let data_dir = match &args.data_dir {
         Some(dir) => dir.clone(),
-        None => default_data_dir()?,
+        None => crate::vars::default_data_dir()?,
     };
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
@@ -249,9 +245,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let shared = is_postgres_url(&db);
     let store = open_store(&db).await.with_context(|| format!("opening the store {}", shown(&db)))?;
     let backend = args.model.backend(Some(&data_dir)).await?;
-    let mut config = PoolConfig::new(backend.config.clone()).with_env()?;
+    let mut config = PoolConfig::new(backend.config.clone());
+    config.default_model.clone_from(&backend.model);
     if let Some(size) = args.pool_size {
-        anyhow::ensure!((1..=64).contains(&size), "--pool-size {size} is out of range; use 1 to 64");
         config.size = size;
     }
     if let Some(strategy) = args.strategy {

@@ -190,6 +190,8 @@ impl PoolConfig {
 
     /// Applies `CODEX_POOL_SIZE`, `CODEX_SELECTION_STRATEGY` and `CODEX_MODEL` from the
     /// environment. Unset or empty variables keep the current values; bad ones are an error.
+    /// A convenience for programs that embed the pool: the `codex-pool` binary does not call it,
+    /// its flags read the same variables (`--pool-size`, `--strategy`, `--model`).
     pub fn with_env(self) -> Result<Self, ConfigError> {
         self.with_vars(|name| std::env::var(name).ok())
     }

@@ -9,7 +9,7 @@ use crate::routing::{Refused, ThreadState};
 use crate::turn::{Held, PoolTurn, Running};
 use codex_pool_process::hops::hop;
 use codex_pool_protocol::methods::ThreadSettings;
-use codex_pool_protocol::types::{ApprovalPolicy, UserInput};
+use codex_pool_protocol::types::{ApprovalPolicy, ReasoningEffort, UserInput};
 use codex_pool_protocol::CodexThreadId;
 use codex_pool_store::{ConversationId, ListCursor, StoredItem, ThreadRecord};
 use serde_json::{Map, Value};
@@ -21,7 +21,7 @@ pub struct TurnOptions {
     /// Model override.
     pub model: Option<String>,
     /// Reasoning effort override.
-    pub effort: Option<String>,
+    pub effort: Option<ReasoningEffort>,
     /// Approval policy override.
     pub approval_policy: Option<ApprovalPolicy>,
     /// JSON Schema for the final message.

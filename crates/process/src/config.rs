@@ -201,6 +201,9 @@ pub struct ProcessConfig {
     pub endpoint: Option<String>,
     /// A name for logs.
     pub label: String,
+    /// codex's own log filter, its `RUST_LOG` (default `warn`); codex logs to its stderr, whose
+    /// last lines a failed start reports.
+    pub codex_log: String,
 }
 
 impl std::fmt::Debug for ProcessConfig {
@@ -243,6 +246,7 @@ impl ProcessConfig {
             handler: Arc::new(DeclinePolicy),
             endpoint: None,
             label: "codex".to_owned(),
+            codex_log: "warn".to_owned(),
         }
     }
 
@@ -268,7 +272,7 @@ impl ProcessConfig {
             (None, None) => &mut cmd,
         };
         cmd.env("CODEX_HOME", &self.codex_home)
-            .env("RUST_LOG", std::env::var("CODEX_POOL_CODEX_LOG").unwrap_or_else(|_| "warn".to_owned()))
+            .env("RUST_LOG", &self.codex_log)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(&self.work_dir)
             .stdin(Stdio::piped())
@@ -336,6 +340,20 @@ mod tests {
             "{name=\"mock\", base_url=\"http://127.0.0.1:1/v1\", wire_api=\"responses\", request_max_retries=0}"
         );
         assert_eq!(toml_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\n\"");
+    }
+
+    #[test]
+    fn codex_logs_with_the_filter_it_is_given() {
+        let mut config = ProcessConfig::new("codex".into(), "/h".into(), "/w/empty".into());
+        let rust_log = |config: &ProcessConfig| {
+            let cmd = config.command();
+            let value =
+                cmd.as_std().get_envs().find(|(k, _)| *k == "RUST_LOG").and_then(|(_, v)| v.map(ToOwned::to_owned));
+            value
+        };
+        assert_eq!(rust_log(&config), Some("warn".into()));
+        config.codex_log = "codex_core=debug".to_owned();
+        assert_eq!(rust_log(&config), Some("codex_core=debug".into()));
     }
 
     #[test]

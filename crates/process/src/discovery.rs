@@ -1,5 +1,5 @@
-//! Finding the codex binary: `--codex-bin` / `CODEX_BIN`, then the repository's pinned npm install,
-//! then `PATH`. The npm launcher is a Node.js shim whose native child outlives it when killed, so a
+//! Finding the codex binary: the one the caller names (the command's `--codex-bin`, or its
+//! `CODEX_BIN`), then the repository's pinned npm install, then `PATH`. The npm launcher is a Node.js shim whose native child outlives it when killed, so a
 //! shim is always resolved to the native binary it would start.
 
 use crate::error::DiscoveryError;
@@ -75,11 +75,11 @@ fn check_executable(path: &Path) -> Result<(), DiscoveryError> {
     Ok(())
 }
 
-/// Finds the codex binary. `explicit` is `--codex-bin`; `CODEX_BIN` is read here.
+/// Finds the codex binary. `explicit` is the one the caller was given (`--codex-bin`, or its
+/// variable `CODEX_BIN`: the caller reads it, not this function).
 pub fn find_codex(explicit: Option<&Path>) -> Result<PathBuf, DiscoveryError> {
     let mut looked = Vec::new();
-    let from_env = std::env::var_os("CODEX_BIN").filter(|v| !v.is_empty()).map(PathBuf::from);
-    if let Some(path) = explicit.map(Path::to_path_buf).or(from_env) {
+    if let Some(path) = explicit.map(Path::to_path_buf) {
         if !path.exists() {
             return Err(DiscoveryError::NotFound {
                 looked: format!("{} (from --codex-bin/CODEX_BIN)", path.display()),
@@ -177,6 +177,16 @@ mod tests {
         let err = check_version(&file).unwrap_err();
         assert!(matches!(&err, DiscoveryError::WrongVersion { found, .. } if found == "0.1.0"), "{err}");
         assert!(err.to_string().contains("npm ci --prefix tools/codex"));
+    }
+
+    #[test]
+    fn the_binary_is_the_one_named_never_a_variable() {
+        // The command reads CODEX_BIN (its --codex-bin's variable) and names what it found; the
+        // library takes only what it is given. No other test here reads CODEX_BIN.
+        std::env::set_var("CODEX_BIN", "/nonexistent/from-the-environment/codex");
+        let found = find_codex(None);
+        std::env::remove_var("CODEX_BIN");
+        assert!(found.is_ok_and(|path| !path.starts_with("/nonexistent")));
     }
 
     #[test]

@@ -32,7 +32,7 @@ struct Schema {
 fn schema() -> &'static Schema {
     static SCHEMA: OnceLock<Schema> = OnceLock::new();
     SCHEMA.get_or_init(|| {
-        let bin = find_checked(None).expect("the pinned codex is installed");
+        let bin = find_checked(codex_pool_testkit::codex_bin().as_deref()).expect("the pinned codex is installed");
         let dir = tempfile::tempdir().unwrap();
         let status = std::process::Command::new(&bin)
             .args(["app-server", "generate-json-schema", "--experimental", "--out"])
@@ -316,7 +316,7 @@ fn what_we_send_fits_the_schema() {
         vec![UserInput::text("hi"), UserInput::Image { url: "u".into() }, UserInput::LocalImage { path: "/p".into() }],
     );
     turn.model = Some("m".into());
-    turn.effort = Some("low".into());
+    turn.effort = Some(ReasoningEffort::new("low").unwrap());
     turn.approval_policy = Some(ApprovalPolicy::Never);
     turn.output_schema = Some(json!({"type": "object"}));
     sends("TurnStartParams", &turn);

@@ -4,7 +4,7 @@
 pub use crate::stored::{
     ThreadDeleteResponse, ThreadListParams, ThreadListResponse, ThreadSetNameParams, ThreadSetNameResponse,
 };
-use crate::types::{ApprovalPolicy, CodexThreadId, SandboxMode, Thread, Turn, UserInput};
+use crate::types::{ApprovalPolicy, CodexThreadId, ReasoningEffort, SandboxMode, Thread, Turn, UserInput};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -337,7 +337,7 @@ pub struct TurnStartParams {
     pub model: Option<String>,
     /// Reasoning effort override (`low`, `medium`, `high`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub effort: Option<String>,
+    pub effort: Option<ReasoningEffort>,
     /// Approval policy override.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_policy: Option<ApprovalPolicy>,

@@ -157,6 +157,54 @@ pub enum SandboxMode {
     DangerFullAccess,
 }
 
+/// A reasoning effort as codex takes it (`turn/start`'s `effort`, the `model_reasoning_effort`
+/// setting). The pinned codex's schema makes it any non-empty value the model advertises
+/// (`model/list`'s `supportedReasoningEfforts`; its own catalogue has `low` to `xhigh`, `max` and
+/// `ultra`), so it is not a closed list here: a service chooses the ones it offers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ReasoningEffort(String);
+
+/// An empty reasoning effort, which codex refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a reasoning effort cannot be empty; use one the model advertises, such as low, medium or high")]
+pub struct EmptyReasoningEffort;
+
+impl ReasoningEffort {
+    /// The effort named `value`, if it is not empty.
+    pub fn new(value: impl Into<String>) -> Result<Self, EmptyReasoningEffort> {
+        let value = value.into();
+        if value.is_empty() {
+            return Err(EmptyReasoningEffort);
+        }
+        Ok(Self(value))
+    }
+
+    /// Its name, as codex takes it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ReasoningEffort {
+    type Error = EmptyReasoningEffort;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::new(value)
+    }
+}
+
+impl From<ReasoningEffort> for String {
+    fn from(effort: ReasoningEffort) -> String {
+        effort.0
+    }
+}
+
+impl fmt::Display for ReasoningEffort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// When codex asks the client before acting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -206,4 +254,17 @@ pub struct ThreadTokenUsage {
     /// The model's context window, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_context_window: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reasoning_effort_is_any_non_empty_name() {
+        let effort: ReasoningEffort = serde_json::from_str(r#""xhigh""#).unwrap();
+        assert_eq!((effort.as_str(), serde_json::to_string(&effort).unwrap()), ("xhigh", r#""xhigh""#.to_owned()));
+        assert!(serde_json::from_str::<ReasoningEffort>(r#""""#).is_err());
+        assert_eq!(ReasoningEffort::new(""), Err(EmptyReasoningEffort));
+    }
 }

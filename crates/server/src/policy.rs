@@ -8,12 +8,52 @@ use crate::error::ApiError;
 use axum::http::StatusCode;
 use codex_pool::Profile;
 use codex_pool_protocol::methods::ThreadSettings;
-use codex_pool_protocol::types::{ApprovalPolicy, SandboxMode};
+use codex_pool_protocol::types::{ApprovalPolicy, ReasoningEffort, SandboxMode};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
-/// Reasoning efforts a conversation may ask for.
-pub const REASONING_EFFORTS: &[&str] = &["minimal", "low", "medium", "high"];
+/// A reasoning effort a conversation may ask for: the service offers these, of the open list
+/// codex takes ([`ReasoningEffort`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effort {
+    /// `minimal`.
+    Minimal,
+    /// `low`.
+    Low,
+    /// `medium`.
+    Medium,
+    /// `high`.
+    High,
+}
+
+impl Effort {
+    /// Every effort offered, in order.
+    pub const ALL: [Effort; 4] = [Effort::Minimal, Effort::Low, Effort::Medium, Effort::High];
+
+    /// Its name, as clients and codex write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Effort::Minimal => "minimal",
+            Effort::Low => "low",
+            Effort::Medium => "medium",
+            Effort::High => "high",
+        }
+    }
+
+    /// The effort named `name`, or a 400 naming the ones offered.
+    pub fn parse(name: &str) -> Result<Effort, ApiError> {
+        Effort::ALL.into_iter().find(|e| e.as_str() == name).ok_or_else(|| {
+            let offered: Vec<&str> = Effort::ALL.iter().map(|e| e.as_str()).collect();
+            ApiError::invalid(format!("reasoning_effort {name:?} is not one of {}", offered.join(", ")))
+        })
+    }
+}
+
+impl From<Effort> for ReasoningEffort {
+    fn from(effort: Effort) -> ReasoningEffort {
+        ReasoningEffort::new(effort.as_str()).expect("an offered effort has a name")
+    }
+}
 
 /// An MCP server the operator named: the command codex starts for conversations that ask for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,13 +134,8 @@ impl AgentPolicy {
             Some(other) => return Err(ApiError::invalid(format!("unknown profile {other:?}; use chat or codex"))),
         };
         let mut config = serde_json::Map::new();
-        if let Some(effort) = asked.reasoning_effort {
-            if !REASONING_EFFORTS.contains(&effort.as_str()) {
-                return Err(ApiError::invalid(format!(
-                    "reasoning_effort {effort:?} is not one of {}",
-                    REASONING_EFFORTS.join(", ")
-                )));
-            }
+        if let Some(name) = asked.reasoning_effort {
+            let effort = ReasoningEffort::from(Effort::parse(&name)?);
             config.insert("model_reasoning_effort".to_owned(), json!(effort));
         }
         for name in asked.tools {
@@ -161,5 +196,19 @@ mod tests {
         assert_eq!(config["sandbox_workspace_write.network_access"], json!(false));
         assert!(McpServer::parse("no command").is_err());
         assert!(McpServer::parse("bad name=x").is_err());
+    }
+
+    #[test]
+    fn an_offered_effort_goes_to_codex_and_another_is_a_400_naming_the_offered_ones() {
+        let policy = AgentPolicy::default();
+        let low = Asked { reasoning_effort: Some("low".to_owned()), ..asked(None, &[]) };
+        let (settings, _) = policy.apply(low, ThreadSettings::default()).ok().unwrap();
+        assert_eq!(settings.config.unwrap()["model_reasoning_effort"], json!("low"));
+        for name in ["extreme", "", "LOW"] {
+            let odd = Asked { reasoning_effort: Some(name.to_owned()), ..asked(None, &[]) };
+            let err = policy.apply(odd, ThreadSettings::default()).err().unwrap();
+            assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+            assert!(err.message().contains("is not one of minimal, low, medium, high"), "{}", err.message());
+        }
     }
 }

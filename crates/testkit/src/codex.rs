@@ -62,13 +62,18 @@ impl Env {
 
     /// [`Env::config`] pointed at another Responses API address.
     pub fn config_for(&self, base_url: &str) -> ProcessConfig {
-        let bin = find_checked(None).expect("the pinned codex is installed (npm ci --prefix tools/codex)");
+        let bin =
+            find_checked(codex_bin().as_deref()).expect("the pinned codex is installed (npm ci --prefix tools/codex)");
         let mut provider = ModelProvider::new("mock", base_url);
         provider.request_max_retries = Some(0);
         provider.stream_max_retries = Some(0);
-        ProcessConfig::new(bin, self.dir.path().join("codex-home"), self.dir.path().join("empty"))
+        let mut config = ProcessConfig::new(bin, self.dir.path().join("codex-home"), self.dir.path().join("empty"))
             .with_provider(&provider)
-            .with_override("model", "\"mock-model\"")
+            .with_override("model", "\"mock-model\"");
+        if let Some(filter) = std::env::var("CODEX_POOL_CODEX_LOG").ok().filter(|v| !v.is_empty()) {
+            config.codex_log = filter;
+        }
+        config
     }
 
     /// One process with [`Env::config`].
@@ -85,6 +90,11 @@ impl Env {
             .filter(|b| last_user_text(b).is_some_and(|t| t.contains(needle)))
             .collect()
     }
+}
+
+/// The codex binary the tests were pointed at with `CODEX_BIN` (the pinned install otherwise).
+pub fn codex_bin() -> Option<PathBuf> {
+    std::env::var_os("CODEX_BIN").filter(|v| !v.is_empty()).map(PathBuf::from)
 }
 
 /// The last user message of a model request body.
