@@ -107,9 +107,12 @@ pub struct BenchArgs {
     /// Text deltas per reply of the fake model.
     #[arg(long, default_value_t = 8)]
     pub(crate) deltas: usize,
-    /// The codex binary (default: CODEX_BIN, then the repository's pinned install, then PATH).
-    #[arg(long, value_name = "PATH")]
+    /// The codex binary (default: the repository's pinned install, then PATH).
+    #[arg(long, value_name = "PATH", env = "CODEX_BIN")]
     pub(crate) codex_bin: Option<PathBuf>,
+    /// codex's own log filter (its `RUST_LOG`), as for `serve`.
+    #[arg(long, value_name = "FILTER", env = "CODEX_POOL_CODEX_LOG", default_value = "warn")]
+    pub(crate) codex_log: String,
     /// The root certificates codex trusts: `auto` (a one-certificate placeholder over plain
     /// http, just the fake model's CA with --tls), `system`, or the path of a PEM file.
     #[arg(long, value_name = "auto|system|PATH", default_value = "auto")]
@@ -282,7 +285,7 @@ fn pool_config(
     mock: &MockChild,
     dir: &std::path::Path,
 ) -> PoolConfig {
-    let process = codex_process_config(bin.to_path_buf(), dir, &mock.base_url, "mock-model");
+    let process = codex_process_config(bin.to_path_buf(), dir, &mock.base_url, "mock-model", &args.codex_log);
     let mut config = PoolConfig::new(process);
     config.ca_bundle = ca.clone();
     config.system_roots = system.clone();
@@ -336,7 +339,8 @@ async fn run_direct(
     mock: &MockChild,
 ) -> Result<RunResult, BenchError> {
     let dir = scratch()?;
-    let mut process = codex_process_config(bin.to_path_buf(), dir.path(), &mock.base_url, "mock-model");
+    let mut process =
+        codex_process_config(bin.to_path_buf(), dir.path(), &mock.base_url, "mock-model", &args.codex_log);
     // The roots the pool would give its processes, decided the same way.
     let t0 = Instant::now();
     let ca = CaSetup {

@@ -8,13 +8,21 @@ use std::sync::Arc;
 
 /// A process configuration pointed at a Responses-compatible server, with its folders under
 /// `scratch`: `codex-home/`, `empty/` (the working directory) and `home/`.
-pub fn codex_process_config(bin: PathBuf, scratch: &std::path::Path, base_url: &str, model: &str) -> ProcessConfig {
+pub fn codex_process_config(
+    bin: PathBuf,
+    scratch: &std::path::Path,
+    base_url: &str,
+    model: &str,
+    codex_log: &str,
+) -> ProcessConfig {
     let mut provider = ModelProvider::new("codex-pool", base_url);
     provider.request_max_retries = Some(0);
     provider.stream_max_retries = Some(0);
-    ProcessConfig::new(bin, scratch.join("codex-home"), scratch.join("empty"))
+    let mut config = ProcessConfig::new(bin, scratch.join("codex-home"), scratch.join("empty"))
         .with_provider(&provider)
-        .with_override("model", codex_pool_process::toml_string(model))
+        .with_override("model", codex_pool_process::toml_string(model));
+    config.codex_log = codex_log.to_owned();
+    config
 }
 
 /// The fake model in a child process (`codex-pool mock-model`), so that its CPU time is not

@@ -10,12 +10,13 @@
 //! | `CODEX_POOL_SIZE` | `serve --pool-size` |
 //! | `CODEX_SELECTION_STRATEGY` | `serve --strategy` |
 //! | `CODEX_MODEL` | `--model` (`serve`, `chat`) |
-//! | `CODEX_BIN` | `--codex-bin` (`serve`, `chat`, `doctor`) |
+//! | `CODEX_BIN` | `--codex-bin` (`serve`, `chat`, `doctor`, `bench`) |
 //! | `CODEX_POOL_DATA_DIR` | `--data-dir` (`serve`, `doctor`) |
 //! | `DATABASE_URL` | `--db` (`serve`, `doctor`) |
 //! | `CODEX_POOL_TOKEN`, `CODEX_POOL_TOKEN_FILE` | `serve --token`, `--token-file` |
 //! | `CODEX_POOL_LOG` | `--log` |
 //! | `CODEX_POOL_BACKTRACE` | `--verbose` |
+//! | `CODEX_POOL_CODEX_LOG` | `bench --codex-log` (codex's own log filter; read by hand for the other commands, [`codex_log`]) |
 //!
 //! Read here by hand, as no flag stands for them: `CODEX_POOL_CODEX_LOG` (codex's own log
 //! filter, [`codex_log`]), and the defaults that follow the system's conventions: `CODEX_HOME`
@@ -37,7 +38,7 @@ const EMPTY_IS_AN_ERROR: [&str; 2] = ["CODEX_POOL_TOKEN", "CODEX_POOL_TOKEN_FILE
 /// The command line, with the variables behind its flags; an empty variable is taken as unset
 /// (but for [`EMPTY_IS_AN_ERROR`]).
 pub fn parse<T: CommandFactory + FromArgMatches>() -> T {
-    let command = bench_codex_bin(T::command());
+    let command = T::command();
     let unset = |name: &OsStr| {
         !EMPTY_IS_AN_ERROR.iter().any(|strict| name == *strict) && std::env::var_os(name).is_some_and(|v| v.is_empty())
     };
@@ -58,17 +59,6 @@ fn empty_is_unset(mut command: Command, empty: &dyn Fn(&OsStr) -> bool) -> Comma
         command = command.mut_subcommand(name, |s| empty_is_unset(s, empty));
     }
     command
-}
-
-/// `bench --codex-bin` takes `CODEX_BIN` too, as the other commands' `--codex-bin` do. Given
-/// here rather than on the flag, which lives with the benchmark (being moved to a crate of its
-/// own); once it says `env = "CODEX_BIN"` itself this does nothing.
-fn bench_codex_bin(command: Command) -> Command {
-    let has_flag = |c: &Command| c.get_arguments().any(|a| a.get_id() == "codex_bin" && a.get_env().is_none());
-    if !command.find_subcommand("bench").is_some_and(has_flag) {
-        return command;
-    }
-    command.mut_subcommand("bench", |bench| bench.mut_arg("codex_bin", |a| a.env("CODEX_BIN")))
 }
 
 /// codex's own log filter (its `RUST_LOG`): `CODEX_POOL_CODEX_LOG`, else `warn`.
