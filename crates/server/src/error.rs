@@ -10,14 +10,14 @@ use utoipa::ToSchema;
 
 /// The body of every error answer.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
+pub(crate) struct ErrorBody {
     /// What went wrong.
-    pub error: ErrorDetail,
+    pub(crate) error: ErrorDetail,
 }
 
 /// What went wrong, for a program (`code`) and for a person (`message`).
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorDetail {
+pub(crate) struct ErrorDetail {
     /// A stable, machine-readable name: `invalid_request`, `unauthorized`, `forbidden`,
     /// `forbidden_origin` (403: a web page's origin not allowed), `not_found`, `request_timeout`
     /// (408: the body came too slowly), `conflict`, `payload_too_large`, `input_too_large`,
@@ -27,14 +27,14 @@ pub struct ErrorDetail {
     /// `owned_elsewhere` (503: another node serves the conversation and the request could not be
     /// forwarded to it), `owner_unreachable` (503 or 502: the node that serves it did not answer),
     /// `lease_lost`, `internal`.
-    pub code: &'static str,
+    pub(crate) code: &'static str,
     /// What happened, and how to fix it.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// An error answer.
 #[derive(Debug)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
@@ -49,71 +49,71 @@ pub struct ApiError {
 /// The node that serves a conversation, on an answer that says another node serves it: the
 /// service forwards the request there rather than answering it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OwnerAddress {
+pub(crate) struct OwnerAddress {
     /// The conversation.
-    pub conversation: String,
+    pub(crate) conversation: String,
     /// The node's id.
-    pub node: String,
+    pub(crate) node: String,
     /// Where it said it can be reached (`http://host:port`).
-    pub address: String,
+    pub(crate) address: String,
 }
 
 impl ApiError {
     /// An error with the given status, code and message.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self { status, code, message: message.into(), retry_after: None, owner: None, close: false }
     }
 
     /// The node that serves the conversation, to forward the request to.
-    pub fn owner(&self) -> Option<&OwnerAddress> {
+    pub(crate) fn owner(&self) -> Option<&OwnerAddress> {
         self.owner.as_deref()
     }
 
     /// 400: the request cannot be understood (malformed JSON, unknown fields, bad values).
-    pub fn invalid(message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
     }
 
     /// 404.
-    pub fn not_found(message: impl Into<String>) -> Self {
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
     /// Asks the client to retry after `seconds` (`Retry-After`).
-    pub fn retry_after(mut self, seconds: u64) -> Self {
+    pub(crate) fn retry_after(mut self, seconds: u64) -> Self {
         self.retry_after = Some(seconds);
         self
     }
 
     /// Closes the connection after the answer (`Connection: close`): the request's body was
     /// left unread.
-    pub fn closing(mut self) -> Self {
+    pub(crate) fn closing(mut self) -> Self {
         self.close = true;
         self
     }
 
     /// Whether the connection closes after the answer.
-    pub fn closes(&self) -> bool {
+    pub(crate) fn closes(&self) -> bool {
         self.close
     }
 
     /// The HTTP status.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         self.status
     }
 
     /// The machine-readable code.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         self.code
     }
 
     /// The message.
-    pub fn message(&self) -> &str {
+    pub(crate) fn message(&self) -> &str {
         &self.message
     }
 
     /// The `Retry-After` asked for, in seconds.
-    pub fn retry_after_secs(&self) -> Option<u64> {
+    pub(crate) fn retry_after_secs(&self) -> Option<u64> {
         self.retry_after
     }
 }
@@ -145,7 +145,7 @@ impl IntoResponse for ApiError {
 /// parameter with an invalid percent-encoding, answer `text/plain`) is answered again in the
 /// error shape of the route's API, with a message that says what to fix (axum's text is
 /// dropped: it may quote the request).
-pub async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+pub(crate) async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let path = request.uri().path().to_owned();
     let response = next.run(request).await;
     let status = response.status();

@@ -64,13 +64,13 @@ impl Default for AgentPolicy {
 }
 
 /// What a client asked for, from a request's typed fields.
-pub struct Asked {
+pub(crate) struct Asked {
     /// `chat` or `codex`.
-    pub profile: Option<String>,
+    pub(crate) profile: Option<String>,
     /// Reasoning effort.
-    pub reasoning_effort: Option<String>,
+    pub(crate) reasoning_effort: Option<String>,
     /// MCP servers, by the operator's names.
-    pub tools: Vec<String>,
+    pub(crate) tools: Vec<String>,
 }
 
 fn forbidden(message: String) -> ApiError {
@@ -80,7 +80,11 @@ fn forbidden(message: String) -> ApiError {
 impl AgentPolicy {
     /// The profile and settings of a new conversation, or why the operator does not allow it
     /// (403, naming the flag that would) or it makes no sense (400).
-    pub fn apply(&self, asked: Asked, mut settings: ThreadSettings) -> Result<(ThreadSettings, Profile), ApiError> {
+    pub(crate) fn apply(
+        &self,
+        asked: Asked,
+        mut settings: ThreadSettings,
+    ) -> Result<(ThreadSettings, Profile), ApiError> {
         let profile = match asked.profile.as_deref() {
             None | Some("chat") => Profile::Chat,
             Some("codex" | "default") if self.allow_codex_profile => Profile::Codex,

@@ -26,19 +26,19 @@ use utoipa::{IntoParams, ToSchema};
 /// A new turn: the user's message, as `text` or as `input` items (not both).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct StartTurn {
+pub(crate) struct StartTurn {
     /// The message, as plain text.
-    pub text: Option<String>,
+    pub(crate) text: Option<String>,
     /// The message, as items (text and images).
-    pub input: Option<Vec<InputItem>>,
+    pub(crate) input: Option<Vec<InputItem>>,
     /// Stream the events (SSE, the default), or answer one JSON object once the turn has ended.
-    pub stream: Option<bool>,
+    pub(crate) stream: Option<bool>,
 }
 
 /// One piece of a message.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum InputItem {
+pub(crate) enum InputItem {
     /// Text.
     Text {
         /// The text.
@@ -55,9 +55,9 @@ pub enum InputItem {
 /// Where to pick a turn's events up.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct EventsQuery {
+pub(crate) struct EventsQuery {
     /// The id of the last event already read (as `Last-Event-ID`; the header wins).
-    pub after: Option<u64>,
+    pub(crate) after: Option<u64>,
 }
 
 /// Starts a turn. Streams `text/event-stream` (events `turn.started`, `item.started`,
@@ -74,7 +74,7 @@ pub struct EventsQuery {
         (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
         (status = 409, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody),
         (status = 429, body = crate::error::ErrorBody)))]
-pub async fn start(
+pub(crate) async fn start(
     State(state): State<AppState>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<StartTurn>,
@@ -126,7 +126,7 @@ pub async fn start(
               (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
               (status = 410, description = "The turn's events are no longer kept (`events_expired`)",
                body = crate::error::ErrorBody)))]
-pub async fn events(
+pub(crate) async fn events(
     State(state): State<AppState>,
     Path((id, turn_id)): Path<(String, String)>,
     headers: HeaderMap,

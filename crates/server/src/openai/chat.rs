@@ -66,7 +66,10 @@ fn why(field: &str) -> &'static str {
          content_type = "application/json", body = Object),
         (status = 400, body = crate::openai::error::OpenAiErrorBody), (status = 429, body = crate::openai::error::OpenAiErrorBody),
         (status = 502, body = crate::openai::error::OpenAiErrorBody), (status = 503, body = crate::openai::error::OpenAiErrorBody)))]
-pub async fn create(State(state): State<AppState>, OpenAiBody(body): OpenAiBody) -> Result<Response, OpenAiError> {
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    OpenAiBody(body): OpenAiBody,
+) -> Result<Response, OpenAiError> {
     state.ready()?;
     let begun = Instant::now();
     let mut f = Fields::new(body, KNOWN, why)?;

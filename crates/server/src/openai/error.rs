@@ -11,29 +11,29 @@ use utoipa::ToSchema;
 
 /// The body of an error on OpenAI's routes.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct OpenAiErrorBody {
+pub(crate) struct OpenAiErrorBody {
     /// What went wrong.
-    pub error: OpenAiErrorDetail,
+    pub(crate) error: OpenAiErrorDetail,
 }
 
 /// What went wrong, as OpenAI words it.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct OpenAiErrorDetail {
+pub(crate) struct OpenAiErrorDetail {
     /// What happened, and how to fix it.
-    pub message: String,
+    pub(crate) message: String,
     /// `invalid_request_error`, `authentication_error`, `not_found_error`, `rate_limit_error`,
     /// `server_error`.
     #[serde(rename = "type")]
-    pub kind: &'static str,
+    pub(crate) kind: &'static str,
     /// The request field at fault, when one is.
-    pub param: Option<String>,
+    pub(crate) param: Option<String>,
     /// A machine-readable code (the native API's, or OpenAI's where it has one).
-    pub code: Option<String>,
+    pub(crate) code: Option<String>,
 }
 
 /// An error answer on OpenAI's routes.
 #[derive(Debug)]
-pub struct OpenAiError {
+pub(crate) struct OpenAiError {
     status: StatusCode,
     kind: &'static str,
     code: Option<String>,
@@ -49,14 +49,14 @@ pub struct OpenAiError {
 impl OpenAiError {
     /// The body OpenAI's clients read: `{"error": {"message", "type", "param", "code"}}` (also
     /// what a stream that fails midway sends as its last chunk).
-    pub fn into_body(self) -> OpenAiErrorBody {
+    pub(crate) fn into_body(self) -> OpenAiErrorBody {
         OpenAiErrorBody {
             error: OpenAiErrorDetail { message: self.message, kind: self.kind, param: self.param, code: self.code },
         }
     }
 
     /// An error with a status; its `type` follows from the status.
-    pub fn new(status: StatusCode, code: Option<&str>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: Option<&str>, message: impl Into<String>) -> Self {
         Self {
             status,
             kind: kind_of(status),
@@ -70,38 +70,27 @@ impl OpenAiError {
     }
 
     /// 400 naming the field at fault.
-    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, Some("invalid_request"), message).param(param)
     }
 
     /// 400 for a field the pool cannot honour.
-    pub fn unsupported(param: impl Into<String>, why: &str) -> Self {
+    pub(crate) fn unsupported(param: impl Into<String>, why: &str) -> Self {
         let param = param.into();
         let message = format!("`{param}` is not supported here: {why}");
         Self::new(StatusCode::BAD_REQUEST, Some("unsupported_parameter"), message).param(param)
     }
 
     /// 404 naming the field that pointed nowhere.
-    pub fn not_found(param: Option<&str>, message: impl Into<String>) -> Self {
+    pub(crate) fn not_found(param: Option<&str>, message: impl Into<String>) -> Self {
         let mut e = Self::new(StatusCode::NOT_FOUND, Some("not_found"), message);
         e.param = param.map(str::to_owned);
         e
     }
 
     /// Names the field at fault.
-    pub fn param(mut self, param: impl Into<String>) -> Self {
+    pub(crate) fn param(mut self, param: impl Into<String>) -> Self {
         self.param = Some(param.into());
-        self
-    }
-
-    /// The HTTP status.
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-
-    /// Asks the client to retry after `seconds` (`Retry-After`).
-    pub fn retry_after(mut self, seconds: u64) -> Self {
-        self.retry_after = Some(seconds);
         self
     }
 }
@@ -163,7 +152,7 @@ impl IntoResponse for OpenAiError {
 }
 
 /// A request body that must be a JSON object.
-pub struct OpenAiBody(pub Map<String, Value>);
+pub(crate) struct OpenAiBody(pub Map<String, Value>);
 
 impl<S: Send + Sync> FromRequest<S> for OpenAiBody {
     type Rejection = OpenAiError;
@@ -187,14 +176,14 @@ impl<S: Send + Sync> FromRequest<S> for OpenAiBody {
 }
 
 /// Reading the fields of a request body, each failure naming its field.
-pub struct Fields {
+pub(crate) struct Fields {
     map: Map<String, Value>,
 }
 
 impl Fields {
     /// The body; `known` lists the fields the route reads. Any other field that is not `null`
     /// is refused, naming it; `why` says why for the fields OpenAI has and the pool does not.
-    pub fn new(
+    pub(crate) fn new(
         mut map: Map<String, Value>,
         known: &[&str],
         why: impl Fn(&str) -> &'static str,
@@ -207,12 +196,12 @@ impl Fields {
     }
 
     /// Takes a field as it is.
-    pub fn take(&mut self, key: &str) -> Option<Value> {
+    pub(crate) fn take(&mut self, key: &str) -> Option<Value> {
         self.map.remove(key)
     }
 
     /// A string field.
-    pub fn string(&mut self, key: &str) -> Result<Option<String>, OpenAiError> {
+    pub(crate) fn string(&mut self, key: &str) -> Result<Option<String>, OpenAiError> {
         match self.map.remove(key) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
@@ -221,7 +210,7 @@ impl Fields {
     }
 
     /// A boolean field.
-    pub fn boolean(&mut self, key: &str) -> Result<Option<bool>, OpenAiError> {
+    pub(crate) fn boolean(&mut self, key: &str) -> Result<Option<bool>, OpenAiError> {
         match self.map.remove(key) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(b)),
@@ -230,7 +219,7 @@ impl Fields {
     }
 
     /// `metadata`: an object (its caps are checked by [`crate::AppState::check_settings`]).
-    pub fn metadata(&mut self, key: &str) -> Result<Option<Map<String, Value>>, OpenAiError> {
+    pub(crate) fn metadata(&mut self, key: &str) -> Result<Option<Map<String, Value>>, OpenAiError> {
         match self.map.remove(key) {
             None => Ok(None),
             Some(Value::Object(map)) => Ok(Some(map)),

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 /// One step of a reply.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Step {
+pub(crate) enum Step {
     /// The `n`th message (from 0) begins.
     Open(usize),
     /// More text of the `n`th message.
@@ -26,7 +26,7 @@ pub enum Step {
 
 /// How a turn ended.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Ending {
+pub(crate) enum Ending {
     /// codex finished it; `interrupted` when it was stopped.
     Completed {
         /// It was interrupted.
@@ -45,7 +45,7 @@ pub enum Ending {
 
 /// Follows a turn's events.
 #[derive(Debug, Default)]
-pub struct Reply {
+pub(crate) struct Reply {
     /// The codex item of the message being written, and its place in `messages`.
     open: Option<(String, usize)>,
     /// Messages so far (closed ones whole).
@@ -55,7 +55,7 @@ pub struct Reply {
 
 impl Reply {
     /// The steps an event makes.
-    pub fn step(&mut self, event: &ApiEvent) -> Vec<Step> {
+    pub(crate) fn step(&mut self, event: &ApiEvent) -> Vec<Step> {
         let mut steps = Vec::new();
         match &event.body {
             EventBody::TextDelta { item_id: item, delta } => {
@@ -101,22 +101,22 @@ impl Reply {
     }
 
     /// The messages so far.
-    pub fn messages(&self) -> &[String] {
+    pub(crate) fn messages(&self) -> &[String] {
         &self.messages
     }
 
     /// Every message's text, joined.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         self.messages.concat()
     }
 
     /// How the turn ended, once it has.
-    pub fn ending(&self) -> Option<&Ending> {
+    pub(crate) fn ending(&self) -> Option<&Ending> {
         self.ended.as_ref()
     }
 
     /// A whole turn's events, read.
-    pub fn of<E: std::borrow::Borrow<ApiEvent>>(events: &[E]) -> Self {
+    pub(crate) fn of<E: std::borrow::Borrow<ApiEvent>>(events: &[E]) -> Self {
         let mut reply = Reply::default();
         for e in events {
             reply.step(e.borrow());
@@ -126,7 +126,7 @@ impl Reply {
 }
 
 /// How a route writes a reply as server-sent events.
-pub trait Render: Send + 'static {
+pub(crate) trait Render: Send + 'static {
     /// What goes out before the turn's first event.
     fn start(&mut self) -> Vec<Event>;
     /// What a step of the reply makes (`reply` is the reply so far, this step included).
@@ -135,7 +135,7 @@ pub trait Render: Send + 'static {
 
 /// A turn's reply from its log, as events written by `render`; the stream ends with the turn.
 /// The turn runs on whether or not anyone reads it.
-pub fn sse<R: Render>(log: Arc<RunLog>, mut render: R) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+pub(crate) fn sse<R: Render>(log: Arc<RunLog>, mut render: R) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let ready: VecDeque<Event> = render.start().into();
     let state = (log, 0u64, ready, Reply::default(), render, false);
     let events = stream::unfold(state, |(log, mut after, mut ready, mut reply, mut render, mut done)| async move {
