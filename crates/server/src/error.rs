@@ -35,15 +35,56 @@ pub(crate) struct ErrorDetail {
 /// An error answer.
 #[derive(Debug)]
 pub(crate) struct ApiError {
-    status: StatusCode,
+    head: ErrorHead,
     code: &'static str,
     message: String,
-    retry_after: Option<u64>,
-    /// Boxed: errors travel in `Result`s, which stay small.
-    owner: Option<Box<OwnerAddress>>,
+}
+
+/// What an error answer carries besides its body, the same in both APIs' shapes: the status,
+/// `Retry-After`, the owner to forward to, `Connection: close`. [`ErrorHead::respond`] is the
+/// one place an error becomes a response.
+#[derive(Debug)]
+pub(crate) struct ErrorHead {
+    /// The HTTP status.
+    pub(crate) status: StatusCode,
+    /// Asks the client to retry after this many seconds (`Retry-After`).
+    pub(crate) retry_after: Option<u64>,
+    /// The node that serves the conversation: the service forwards the request there rather
+    /// than answering it. Boxed: errors travel in `Result`s, which stay small.
+    pub(crate) owner: Option<Box<OwnerAddress>>,
     /// The request's body was left unread: the connection closes after the answer
     /// (`Connection: close`), so the client does not send its next request on it.
-    close: bool,
+    pub(crate) close: bool,
+}
+
+impl ErrorHead {
+    /// A head with only a status.
+    pub(crate) fn new(status: StatusCode) -> Self {
+        Self { status, retry_after: None, owner: None, close: false }
+    }
+
+    /// The response: `body` as JSON under the head's status and headers, the owner as an
+    /// extension. Logged: a failure of the service or of codex at WARN, a refusal at DEBUG (an
+    /// answer that names the conversation's node is forwarded there, not answered).
+    pub(crate) fn respond(self, code: &str, message: &str, body: impl Serialize) -> Response {
+        let failed = matches!(self.status, StatusCode::INTERNAL_SERVER_ERROR | StatusCode::BAD_GATEWAY);
+        if failed && self.owner.is_none() {
+            tracing::warn!(status = %self.status, code, message, "request failed");
+        } else {
+            tracing::debug!(status = %self.status, code, message, "request refused");
+        }
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(owner) = self.owner {
+            response.extensions_mut().insert(*owner);
+        }
+        if self.close {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
 }
 
 /// The node that serves a conversation, on an answer that says another node serves it: the
@@ -61,12 +102,7 @@ pub(crate) struct OwnerAddress {
 impl ApiError {
     /// An error with the given status, code and message.
     pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), retry_after: None, owner: None, close: false }
-    }
-
-    /// The node that serves the conversation, to forward the request to.
-    pub(crate) fn owner(&self) -> Option<&OwnerAddress> {
-        self.owner.as_deref()
+        Self { head: ErrorHead::new(status), code, message: message.into() }
     }
 
     /// 400: the request cannot be understood (malformed JSON, unknown fields, bad values).
@@ -81,30 +117,21 @@ impl ApiError {
 
     /// Asks the client to retry after `seconds` (`Retry-After`).
     pub(crate) fn retry_after(mut self, seconds: u64) -> Self {
-        self.retry_after = Some(seconds);
+        self.head.retry_after = Some(seconds);
         self
     }
 
     /// Closes the connection after the answer (`Connection: close`): the request's body was
     /// left unread.
     pub(crate) fn closing(mut self) -> Self {
-        self.close = true;
+        self.head.close = true;
         self
     }
 
-    /// Whether the connection closes after the answer.
-    pub(crate) fn closes(&self) -> bool {
-        self.close
-    }
-
     /// The HTTP status.
+    #[cfg(test)]
     pub(crate) fn status(&self) -> StatusCode {
-        self.status
-    }
-
-    /// The machine-readable code.
-    pub(crate) fn code(&self) -> &'static str {
-        self.code
+        self.head.status
     }
 
     /// The message.
@@ -112,32 +139,16 @@ impl ApiError {
         &self.message
     }
 
-    /// The `Retry-After` asked for, in seconds.
-    pub(crate) fn retry_after_secs(&self) -> Option<u64> {
-        self.retry_after
+    /// Its parts: the head, the code, the message (for OpenAI's shape).
+    pub(crate) fn into_parts(self) -> (ErrorHead, &'static str, String) {
+        (self.head, self.code, self.message)
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        match self.status {
-            StatusCode::INTERNAL_SERVER_ERROR | StatusCode::BAD_GATEWAY => {
-                tracing::warn!(status = %self.status, code = self.code, message = %self.message, "request failed")
-            }
-            _ => tracing::debug!(status = %self.status, code = self.code, message = %self.message, "request refused"),
-        }
-        let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message } };
-        let mut response = (self.status, axum::Json(body)).into_response();
-        if let Some(seconds) = self.retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-        }
-        if let Some(owner) = self.owner {
-            response.extensions_mut().insert(*owner);
-        }
-        if self.close {
-            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        response
+        let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message.clone() } };
+        self.head.respond(self.code, &self.message, body)
     }
 }
 
@@ -167,7 +178,7 @@ pub(crate) async fn json_errors(request: axum::extract::Request, next: axum::mid
         _ => ("invalid_request", "the request was refused; see GET /openapi.json for what this route takes"),
     };
     let mut error = ApiError::new(status, code, message);
-    error.retry_after =
+    error.head.retry_after =
         response.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
     error.into_response_for(&path)
 }
@@ -217,7 +228,8 @@ impl From<StoreError> for ApiError {
                     format!("node {node} serves this conversation, and it just moved there; retry"),
                 )
                 .retry_after(1);
-                error.owner = Some(Box::new(OwnerAddress { conversation: thread_id, node: node.to_string(), address }));
+                error.head.owner =
+                    Some(Box::new(OwnerAddress { conversation: thread_id, node: node.to_string(), address }));
                 error
             }
             StoreError::OwnedElsewhere { address: None, .. } => {

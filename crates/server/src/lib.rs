@@ -49,6 +49,7 @@ mod openapi;
 mod origin;
 pub mod policy;
 mod runs;
+mod sse;
 mod state;
 
 /// The README's Rust examples, compiled with the tests so they stay true.

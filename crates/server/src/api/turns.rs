@@ -9,17 +9,16 @@ use crate::runs::{Expired, RunLog, RunRefused};
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use codex_pool::{ConversationId, TurnOptions};
 use codex_pool_protocol::types::UserInput;
-use futures_util::stream::{self, Stream};
+use futures_util::stream::Stream;
 use serde::Deserialize;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 use utoipa::{IntoParams, ToSchema};
 
@@ -202,14 +201,15 @@ pub(crate) fn options() -> TurnOptions {
 
 /// A turn's events from after `after`, as SSE, ending after the terminal one.
 fn sse(log: Arc<RunLog>, after: u64) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let events =
-        stream::unfold((log, after, VecDeque::<Arc<ApiEvent>>::new()), |(log, mut after, mut ready)| async move {
-            if ready.is_empty() {
-                ready.extend(log.next_after(after).await?);
-            }
-            let event = ready.pop_front()?;
-            after = event.id;
-            Some((Ok(event.to_sse()), (log, after, ready)))
-        });
-    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    crate::sse::from_log(log, after, AsTheyAre)
+}
+
+/// The native API's stream: each event as it is.
+struct AsTheyAre;
+
+impl crate::sse::Writer for AsTheyAre {
+    fn write(&mut self, event: &ApiEvent, out: &mut VecDeque<Event>) -> bool {
+        out.push_back(event.to_sse());
+        false
+    }
 }

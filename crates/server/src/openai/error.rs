@@ -1,9 +1,10 @@
 //! Errors as OpenAI's clients read them, `{"error": {"message", "type", "param", "code"}}`, and
 //! request bodies read into a JSON object whose every rejection takes that shape.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorHead};
+use crate::extract::{read_json, BodyError, BodyRejection};
 use axum::extract::{FromRequest, Request};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -34,16 +35,11 @@ pub(crate) struct OpenAiErrorDetail {
 /// An error answer on OpenAI's routes.
 #[derive(Debug)]
 pub(crate) struct OpenAiError {
-    status: StatusCode,
+    head: ErrorHead,
     kind: &'static str,
     code: Option<String>,
     param: Option<String>,
     message: String,
-    retry_after: Option<u64>,
-    /// Boxed: errors travel in `Result`s, which stay small.
-    owner: Option<Box<crate::error::OwnerAddress>>,
-    /// `Connection: close` on the answer (the body was left unread).
-    close: bool,
 }
 
 impl OpenAiError {
@@ -58,14 +54,11 @@ impl OpenAiError {
     /// An error with a status; its `type` follows from the status.
     pub(crate) fn new(status: StatusCode, code: Option<&str>, message: impl Into<String>) -> Self {
         Self {
-            status,
+            head: ErrorHead::new(status),
             kind: kind_of(status),
             code: code.map(str::to_owned),
             param: None,
             message: message.into(),
-            retry_after: None,
-            owner: None,
-            close: false,
         }
     }
 
@@ -108,11 +101,9 @@ fn kind_of(status: StatusCode) -> &'static str {
 
 impl From<ApiError> for OpenAiError {
     fn from(e: ApiError) -> Self {
-        let mut out = OpenAiError::new(e.status(), Some(e.code()), e.message().to_owned());
-        out.retry_after = e.retry_after_secs();
-        out.owner = e.owner().cloned().map(Box::new);
-        out.close = e.closes();
-        out
+        let (head, code, message) = e.into_parts();
+        let kind = kind_of(head.status);
+        OpenAiError { head, kind, code: Some(code.to_owned()), param: None, message }
     }
 }
 
@@ -129,49 +120,43 @@ impl From<codex_pool_store::StoreError> for OpenAiError {
 }
 
 impl IntoResponse for OpenAiError {
-    fn into_response(mut self) -> Response {
-        // An answer that names the conversation's node is forwarded there, not answered.
-        if self.status.is_server_error() && self.owner.is_none() {
-            tracing::warn!(status = %self.status, code = ?self.code, message = %self.message, "request failed");
-        } else {
-            tracing::debug!(status = %self.status, param = ?self.param, message = %self.message, "request refused");
-        }
-        let (status, retry_after, owner, close) = (self.status, self.retry_after, self.owner.take(), self.close);
-        let mut response = (status, axum::Json(self.into_body())).into_response();
-        if let Some(seconds) = retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-        }
-        if let Some(owner) = owner {
-            response.extensions_mut().insert(*owner);
-        }
-        if close {
-            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        response
+    fn into_response(self) -> Response {
+        let code = self.code.clone().unwrap_or_default();
+        let message = self.message.clone();
+        let body = OpenAiErrorBody {
+            error: OpenAiErrorDetail { message: self.message, kind: self.kind, param: self.param, code: self.code },
+        };
+        self.head.respond(&code, &message, body)
     }
 }
 
 /// A request body that must be a JSON object.
-pub(crate) struct OpenAiBody(pub Map<String, Value>);
+pub(crate) struct OpenAiBody(pub(crate) Map<String, Value>);
 
 impl<S: Send + Sync> FromRequest<S> for OpenAiBody {
     type Rejection = OpenAiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, OpenAiError> {
-        let bytes = crate::extract::read_body(req, state).await.map_err(|e| OpenAiError::from(e.api()))?;
-        match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Object(map)) => Ok(OpenAiBody(map)),
-            Ok(_) => Err(OpenAiError::new(
+        match read_json::<Value, OpenAiError, S>(req, state).await? {
+            Value::Object(map) => Ok(OpenAiBody(map)),
+            _ => Err(OpenAiError::new(
                 StatusCode::BAD_REQUEST,
                 Some("invalid_request"),
                 "the body must be a JSON object",
             )),
-            Err(e) => Err(OpenAiError::new(
-                StatusCode::BAD_REQUEST,
-                Some("invalid_json"),
-                format!("the body is not valid JSON: {e}"),
-            )),
         }
+    }
+}
+
+impl BodyRejection for OpenAiError {
+    const EMPTY_IS_OBJECT: bool = false;
+
+    fn unread(e: BodyError) -> Self {
+        e.api().into()
+    }
+
+    fn not_json(why: String) -> Self {
+        OpenAiError::new(StatusCode::BAD_REQUEST, Some("invalid_json"), format!("the body is not valid JSON: {why}"))
     }
 }
 

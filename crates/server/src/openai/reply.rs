@@ -4,12 +4,11 @@
 
 use crate::events::{ApiEvent, EventBody, FailureKind, Finished, Usage};
 use crate::runs::RunLog;
-use axum::response::sse::{Event, KeepAlive, Sse};
-use futures_util::stream::{self, Stream};
+use axum::response::sse::{Event, Sse};
+use futures_util::stream::Stream;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// One step of a reply.
 #[derive(Debug, Clone, PartialEq)]
@@ -135,31 +134,29 @@ pub(crate) trait Render: Send + 'static {
 
 /// A turn's reply from its log, as events written by `render`; the stream ends with the turn.
 /// The turn runs on whether or not anyone reads it.
-pub(crate) fn sse<R: Render>(log: Arc<RunLog>, mut render: R) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let ready: VecDeque<Event> = render.start().into();
-    let state = (log, 0u64, ready, Reply::default(), render, false);
-    let events = stream::unfold(state, |(log, mut after, mut ready, mut reply, mut render, mut done)| async move {
-        loop {
-            if let Some(event) = ready.pop_front() {
-                return Some((Ok(event), (log, after, ready, reply, render, done)));
-            }
-            if done {
-                return None;
-            }
-            let Some(events) = log.next_after(after).await else {
-                done = true;
-                continue;
-            };
-            for event in events {
-                after = event.id;
-                for step in reply.step(&event) {
-                    done |= matches!(step, Step::End(_));
-                    ready.extend(render.step(step, &reply));
-                }
-            }
+pub(crate) fn sse<R: Render>(log: Arc<RunLog>, render: R) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    crate::sse::from_log(log, 0, Replying { reply: Reply::default(), render })
+}
+
+/// A reply told step by step to a [`Render`].
+struct Replying<R> {
+    reply: Reply,
+    render: R,
+}
+
+impl<R: Render> crate::sse::Writer for Replying<R> {
+    fn start(&mut self) -> Vec<Event> {
+        self.render.start()
+    }
+
+    fn write(&mut self, event: &ApiEvent, out: &mut VecDeque<Event>) -> bool {
+        let mut done = false;
+        for step in self.reply.step(event) {
+            done |= matches!(step, Step::End(_));
+            out.extend(self.render.step(step, &self.reply));
         }
-    });
-    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        done
+    }
 }
 
 #[cfg(test)]
