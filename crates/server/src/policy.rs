@@ -85,18 +85,19 @@ impl AgentPolicy {
         asked: Asked,
         mut settings: ThreadSettings,
     ) -> Result<(ThreadSettings, Profile), ApiError> {
-        let profile = match asked.profile.as_deref() {
-            None | Some("chat") => Profile::Chat,
-            Some("codex" | "default") if self.allow_codex_profile => Profile::Codex,
-            Some("codex" | "default") => {
-                return Err(forbidden(
-                    "this service serves chat conversations only; the coding-agent profile needs the operator's \
-                     --allow-profile codex"
-                        .to_owned(),
-                ))
-            }
-            Some(other) => return Err(ApiError::invalid(format!("unknown profile {other:?}; use chat or codex"))),
+        // The pool's parser, the one every profile name goes through (its message names the
+        // profiles there are).
+        let profile = match asked.profile.as_deref().map(str::parse::<Profile>).transpose() {
+            Ok(profile) => profile.unwrap_or_default(),
+            Err(unknown) => return Err(ApiError::invalid(unknown.to_string())),
         };
+        if profile == Profile::Codex && !self.allow_codex_profile {
+            return Err(forbidden(
+                "this service serves chat conversations only; the coding-agent profile needs the operator's \
+                 --allow-profile codex"
+                    .to_owned(),
+            ));
+        }
         let mut config = serde_json::Map::new();
         if let Some(effort) = asked.reasoning_effort {
             if !REASONING_EFFORTS.contains(&effort.as_str()) {
