@@ -170,11 +170,11 @@ impl Fields {
     /// is refused, naming it; `why` says why for the fields OpenAI has and the pool does not.
     pub(crate) fn new(
         mut map: Map<String, Value>,
-        known: &[&str],
+        known: &[String],
         why: impl Fn(&str) -> &'static str,
     ) -> Result<Self, OpenAiError> {
         map.retain(|_, v| !v.is_null());
-        if let Some(key) = map.keys().find(|k| !known.contains(&k.as_str())) {
+        if let Some(key) = map.keys().find(|k| !known.contains(k)) {
             return Err(OpenAiError::unsupported(key.clone(), why(key)));
         }
         Ok(Self { map })

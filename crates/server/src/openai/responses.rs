@@ -23,8 +23,8 @@ use codex_pool_protocol::types::UserInput;
 use serde_json::{json, Map, Value};
 use std::time::Instant;
 
-/// The fields `POST /v1/responses` reads.
-const KNOWN: &[&str] = &["model", "input", "instructions", "previous_response_id", "store", "metadata", "stream"];
+/// The fields `POST /v1/responses` reads: those its request shape documents.
+static KNOWN: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(wire::fields_of::<wire::CreateResponse>);
 
 /// Why a field OpenAI has is refused here.
 fn why(field: &str) -> &'static str {
@@ -78,7 +78,7 @@ pub(crate) async fn create(
 ) -> Result<Response, OpenAiError> {
     state.ready()?;
     let begun = Instant::now();
-    let mut f = Fields::new(body, KNOWN, why)?;
+    let mut f = Fields::new(body, &KNOWN, why)?;
     let model = f.string("model")?;
     let input =
         f.take("input").ok_or_else(|| OpenAiError::invalid("input", "`input` is required: the user's message"))?;

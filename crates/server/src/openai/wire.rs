@@ -156,7 +156,7 @@ pub(crate) fn chat_chunk(
 }
 
 /// `POST /v1/responses`: what it takes. Any other field is refused (400, naming it).
-#[expect(dead_code, reason = "read by the OpenAPI document only: the handler reads the body field by field")]
+#[expect(dead_code, reason = "the handler reads the body field by field, with the names `fields_of` lists")]
 #[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct CreateResponse {
     /// A model the service serves (`GET /v1/models`; default: the first).
@@ -179,7 +179,7 @@ pub(crate) struct CreateResponse {
 }
 
 /// `POST /v1/chat/completions`: what it takes. Any other field is refused (400, naming it).
-#[expect(dead_code, reason = "read by the OpenAPI document only: the handler reads the body field by field")]
+#[expect(dead_code, reason = "the handler reads the body field by field, with the names `fields_of` lists")]
 #[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct CreateChatCompletion {
     /// A model the service serves (`GET /v1/models`).
@@ -198,4 +198,16 @@ pub(crate) struct CreateChatCompletion {
     /// Only `false`: stored chat completions are not offered (the transcript is kept as a
     /// conversation either way).
     pub(crate) store: Option<bool>,
+}
+
+/// The fields a request shape takes, as its OpenAPI schema names them: the one list a handler
+/// checks a body against (any other field is refused, naming it), so the document and the
+/// handler cannot disagree on what a route takes.
+pub(crate) fn fields_of<T: utoipa::PartialSchema>() -> Vec<String> {
+    match T::schema() {
+        utoipa::openapi::RefOr::T(utoipa::openapi::Schema::Object(object)) => {
+            object.properties.keys().cloned().collect()
+        }
+        _ => Vec::new(),
+    }
 }
