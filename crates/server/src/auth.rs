@@ -9,7 +9,7 @@ use axum::response::Response;
 use std::sync::Arc;
 
 /// Lets a request through when it carries the token (or none is set).
-pub async fn require_token(State(token): State<Arc<Option<String>>>, request: Request, next: Next) -> Response {
+pub(crate) async fn require_token(State(token): State<Arc<Option<String>>>, request: Request, next: Next) -> Response {
     let Some(token) = token.as_deref() else { return next.run(request).await };
     if request.uri().path() == "/healthz" {
         return next.run(request).await;

@@ -39,11 +39,11 @@ impl Default for SettingsCaps {
 
 /// A setting over its cap: the field, and the answer.
 #[derive(Debug)]
-pub struct OverCap {
+pub(crate) struct OverCap {
     /// The request field at fault.
-    pub field: String,
+    pub(crate) field: String,
     /// The answer (413 for text over its cap, 400 for metadata).
-    pub error: ApiError,
+    pub(crate) error: ApiError,
 }
 
 impl From<OverCap> for ApiError {
@@ -60,7 +60,7 @@ impl From<OverCap> for crate::openai::error::OpenAiError {
 
 impl SettingsCaps {
     /// Each text field given must fit `instructions_bytes`.
-    pub fn texts(&self, fields: &[(&str, Option<&str>)]) -> Result<(), OverCap> {
+    pub(crate) fn texts(&self, fields: &[(&str, Option<&str>)]) -> Result<(), OverCap> {
         for (field, text) in fields {
             let Some(text) = text else { continue };
             if text.len() > self.instructions_bytes {
@@ -77,7 +77,7 @@ impl SettingsCaps {
     }
 
     /// Metadata must fit its caps; `strings_only`: every value a string (OpenAI's rule).
-    pub fn metadata(&self, field: &str, map: &Map<String, Value>, strings_only: bool) -> Result<(), OverCap> {
+    pub(crate) fn metadata(&self, field: &str, map: &Map<String, Value>, strings_only: bool) -> Result<(), OverCap> {
         let value_chars = |v: &Value| match v {
             Value::String(s) => Some(s.chars().count()),
             _ if strings_only => None,

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 /// A limit of the HTTP edge, as `/metrics` labels it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum EdgeLimit {
+pub(crate) enum EdgeLimit {
     /// A connection over `max_connections` (and its reserve): closed at once, or answered 503.
     Connections,
     /// A request head not read within `header_timeout` (or a keep-alive connection idle that
@@ -30,7 +30,7 @@ pub enum EdgeLimit {
 
 impl EdgeLimit {
     /// The label value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             EdgeLimit::Connections => "connections",
             EdgeLimit::HeaderTimeout => "header_timeout",
@@ -45,7 +45,7 @@ impl EdgeLimit {
 
 /// The edge's counters; every method takes `&self`.
 #[derive(Debug, Default)]
-pub struct EdgeMetrics {
+pub(crate) struct EdgeMetrics {
     open: AtomicU64,
     accept_errors: AtomicU64,
     refused: Mutex<BTreeMap<EdgeLimit, u64>>,
@@ -53,7 +53,7 @@ pub struct EdgeMetrics {
 
 impl EdgeMetrics {
     /// A connection opened (`true`) or closed (`false`).
-    pub fn connection(&self, opened: bool) {
+    pub(crate) fn connection(&self, opened: bool) {
         if opened {
             self.open.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -62,22 +62,22 @@ impl EdgeMetrics {
     }
 
     /// Connections open now.
-    pub fn open_connections(&self) -> u64 {
+    pub(crate) fn open_connections(&self) -> u64 {
         self.open.load(Ordering::Relaxed)
     }
 
     /// `accept` failed (out of file descriptors, say).
-    pub fn accept_error(&self) {
+    pub(crate) fn accept_error(&self) {
         self.accept_errors.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A limit bit.
-    pub fn refused(&self, limit: EdgeLimit) {
+    pub(crate) fn refused(&self, limit: EdgeLimit) {
         *self.refused.lock().unwrap_or_else(|p| p.into_inner()).entry(limit).or_default() += 1;
     }
 
     /// The edge's lines of `/metrics`.
-    pub fn render(&self, out: &mut String) {
+    pub(crate) fn render(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "# HELP codex_pool_http_connections HTTP connections open now.\n# TYPE codex_pool_http_connections gauge\n\

@@ -10,14 +10,14 @@ use utoipa::ToSchema;
 
 /// The body of every error answer.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
+pub(crate) struct ErrorBody {
     /// What went wrong.
-    pub error: ErrorDetail,
+    pub(crate) error: ErrorDetail,
 }
 
 /// What went wrong, for a program (`code`) and for a person (`message`).
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorDetail {
+pub(crate) struct ErrorDetail {
     /// A stable, machine-readable name: `invalid_request`, `unauthorized`, `forbidden`,
     /// `forbidden_origin` (403: a web page's origin not allowed), `not_found`, `request_timeout`
     /// (408: the body came too slowly), `conflict`, `payload_too_large`, `input_too_large`,
@@ -27,106 +27,52 @@ pub struct ErrorDetail {
     /// `owned_elsewhere` (503: another node serves the conversation and the request could not be
     /// forwarded to it), `owner_unreachable` (503 or 502: the node that serves it did not answer),
     /// `lease_lost`, `internal`.
-    pub code: &'static str,
+    pub(crate) code: &'static str,
     /// What happened, and how to fix it.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// An error answer.
 #[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
+pub(crate) struct ApiError {
+    head: ErrorHead,
     code: &'static str,
     message: String,
-    retry_after: Option<u64>,
-    /// Boxed: errors travel in `Result`s, which stay small.
-    owner: Option<Box<OwnerAddress>>,
+}
+
+/// What an error answer carries besides its body, the same in both APIs' shapes: the status,
+/// `Retry-After`, the owner to forward to, `Connection: close`. [`ErrorHead::respond`] is the
+/// one place an error becomes a response.
+#[derive(Debug)]
+pub(crate) struct ErrorHead {
+    /// The HTTP status.
+    pub(crate) status: StatusCode,
+    /// Asks the client to retry after this many seconds (`Retry-After`).
+    pub(crate) retry_after: Option<u64>,
+    /// The node that serves the conversation: the service forwards the request there rather
+    /// than answering it. Boxed: errors travel in `Result`s, which stay small.
+    pub(crate) owner: Option<Box<OwnerAddress>>,
     /// The request's body was left unread: the connection closes after the answer
     /// (`Connection: close`), so the client does not send its next request on it.
-    close: bool,
+    pub(crate) close: bool,
 }
 
-/// The node that serves a conversation, on an answer that says another node serves it: the
-/// service forwards the request there rather than answering it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OwnerAddress {
-    /// The conversation.
-    pub conversation: String,
-    /// The node's id.
-    pub node: String,
-    /// Where it said it can be reached (`http://host:port`).
-    pub address: String,
-}
-
-impl ApiError {
-    /// An error with the given status, code and message.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), retry_after: None, owner: None, close: false }
+impl ErrorHead {
+    /// A head with only a status.
+    pub(crate) fn new(status: StatusCode) -> Self {
+        Self { status, retry_after: None, owner: None, close: false }
     }
 
-    /// The node that serves the conversation, to forward the request to.
-    pub fn owner(&self) -> Option<&OwnerAddress> {
-        self.owner.as_deref()
-    }
-
-    /// 400: the request cannot be understood (malformed JSON, unknown fields, bad values).
-    pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
-    }
-
-    /// 404.
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
-    }
-
-    /// Asks the client to retry after `seconds` (`Retry-After`).
-    pub fn retry_after(mut self, seconds: u64) -> Self {
-        self.retry_after = Some(seconds);
-        self
-    }
-
-    /// Closes the connection after the answer (`Connection: close`): the request's body was
-    /// left unread.
-    pub fn closing(mut self) -> Self {
-        self.close = true;
-        self
-    }
-
-    /// Whether the connection closes after the answer.
-    pub fn closes(&self) -> bool {
-        self.close
-    }
-
-    /// The HTTP status.
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-
-    /// The machine-readable code.
-    pub fn code(&self) -> &'static str {
-        self.code
-    }
-
-    /// The message.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-
-    /// The `Retry-After` asked for, in seconds.
-    pub fn retry_after_secs(&self) -> Option<u64> {
-        self.retry_after
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        match self.status {
-            StatusCode::INTERNAL_SERVER_ERROR | StatusCode::BAD_GATEWAY => {
-                tracing::warn!(status = %self.status, code = self.code, message = %self.message, "request failed")
-            }
-            _ => tracing::debug!(status = %self.status, code = self.code, message = %self.message, "request refused"),
+    /// The response: `body` as JSON under the head's status and headers, the owner as an
+    /// extension. Logged: a failure of the service or of codex at WARN, a refusal at DEBUG (an
+    /// answer that names the conversation's node is forwarded there, not answered).
+    pub(crate) fn respond(self, code: &str, message: &str, body: impl Serialize) -> Response {
+        let failed = matches!(self.status, StatusCode::INTERNAL_SERVER_ERROR | StatusCode::BAD_GATEWAY);
+        if failed && self.owner.is_none() {
+            tracing::warn!(status = %self.status, code, message, "request failed");
+        } else {
+            tracing::debug!(status = %self.status, code, message, "request refused");
         }
-        let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message } };
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
@@ -141,11 +87,76 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The node that serves a conversation, on an answer that says another node serves it: the
+/// service forwards the request there rather than answering it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OwnerAddress {
+    /// The conversation.
+    pub(crate) conversation: String,
+    /// The node's id.
+    pub(crate) node: String,
+    /// Where it said it can be reached (`http://host:port`).
+    pub(crate) address: String,
+}
+
+impl ApiError {
+    /// An error with the given status, code and message.
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { head: ErrorHead::new(status), code, message: message.into() }
+    }
+
+    /// 400: the request cannot be understood (malformed JSON, unknown fields, bad values).
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    /// 404.
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// Asks the client to retry after `seconds` (`Retry-After`).
+    pub(crate) fn retry_after(mut self, seconds: u64) -> Self {
+        self.head.retry_after = Some(seconds);
+        self
+    }
+
+    /// Closes the connection after the answer (`Connection: close`): the request's body was
+    /// left unread.
+    pub(crate) fn closing(mut self) -> Self {
+        self.head.close = true;
+        self
+    }
+
+    /// The HTTP status.
+    #[cfg(test)]
+    pub(crate) fn status(&self) -> StatusCode {
+        self.head.status
+    }
+
+    /// The message.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Its parts: the head, the code, the message (for OpenAI's shape).
+    pub(crate) fn into_parts(self) -> (ErrorHead, &'static str, String) {
+        (self.head, self.code, self.message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message.clone() } };
+        self.head.respond(self.code, &self.message, body)
+    }
+}
+
 /// Middleware: an error answer that is not JSON (axum's own rejections, such as a path
 /// parameter with an invalid percent-encoding, answer `text/plain`) is answered again in the
 /// error shape of the route's API, with a message that says what to fix (axum's text is
 /// dropped: it may quote the request).
-pub async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+pub(crate) async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let path = request.uri().path().to_owned();
     let response = next.run(request).await;
     let status = response.status();
@@ -167,7 +178,7 @@ pub async fn json_errors(request: axum::extract::Request, next: axum::middleware
         _ => ("invalid_request", "the request was refused; see GET /openapi.json for what this route takes"),
     };
     let mut error = ApiError::new(status, code, message);
-    error.retry_after =
+    error.head.retry_after =
         response.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
     error.into_response_for(&path)
 }
@@ -217,7 +228,8 @@ impl From<StoreError> for ApiError {
                     format!("node {node} serves this conversation, and it just moved there; retry"),
                 )
                 .retry_after(1);
-                error.owner = Some(Box::new(OwnerAddress { conversation: thread_id, node: node.to_string(), address }));
+                error.head.owner =
+                    Some(Box::new(OwnerAddress { conversation: thread_id, node: node.to_string(), address }));
                 error
             }
             StoreError::OwnedElsewhere { address: None, .. } => {

@@ -16,27 +16,27 @@ use codex_pool_protocol::types::{TokenUsageBreakdown, TurnStatus};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
-pub use wire::TurnResult;
+pub(crate) use wire::TurnResult;
 
 /// One event of a turn, as the service logs it: its place in the turn and what it says.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ApiEvent {
+pub(crate) struct ApiEvent {
     /// Its place in the turn, from 1: the SSE `id`.
-    pub id: u64,
+    pub(crate) id: u64,
     /// What it says.
-    pub body: EventBody,
+    pub(crate) body: EventBody,
 }
 
 impl ApiEvent {
     /// Whether it ends the turn.
-    pub fn is_terminal(&self) -> bool {
+    pub(crate) fn is_terminal(&self) -> bool {
         self.body.is_terminal()
     }
 }
 
 /// What an event says, one variant per event name on the wire.
 #[derive(Debug, Clone, PartialEq)]
-pub enum EventBody {
+pub(crate) enum EventBody {
     /// `turn.started`: codex took the turn up.
     TurnStarted {
         /// The conversation.
@@ -94,7 +94,7 @@ pub enum EventBody {
 
 impl EventBody {
     /// Its name: the SSE `event`, and `data.type`.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             EventBody::TurnStarted { .. } => "turn.started",
             EventBody::ItemStarted { .. } => "item.started",
@@ -107,14 +107,14 @@ impl EventBody {
     }
 
     /// Whether it ends the turn.
-    pub fn is_terminal(&self) -> bool {
+    pub(crate) fn is_terminal(&self) -> bool {
         matches!(self, EventBody::TurnCompleted { .. } | EventBody::TurnFailed { .. })
     }
 }
 
 /// How codex finished a turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Finished {
+pub(crate) enum Finished {
     /// To its end (`completed`).
     Completed,
     /// It was stopped (`interrupted`).
@@ -123,7 +123,7 @@ pub enum Finished {
 
 impl Finished {
     /// As it is written: `completed` or `interrupted`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Finished::Completed => "completed",
             Finished::Interrupted => "interrupted",
@@ -133,16 +133,16 @@ impl Finished {
 
 /// Why a turn failed, and what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Failure {
+pub(crate) struct Failure {
     /// Why.
-    pub kind: FailureKind,
+    pub(crate) kind: FailureKind,
     /// What happened, for people.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// Why a turn failed: written as a string (`model_error`, `process_exited`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FailureKind {
+pub(crate) enum FailureKind {
     /// codex failed the turn: the model answered with an error (`model_error`).
     ModelError,
     /// The pool ended it before codex finished it (named as the reason is: `process_exited`, ...).
@@ -155,7 +155,7 @@ pub enum FailureKind {
 
 impl FailureKind {
     /// As it is written (`model_error`, `process_exited`, `events_too_large`, ...).
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             FailureKind::ModelError => "model_error",
             FailureKind::Aborted(reason) => reason.as_str(),
@@ -179,17 +179,17 @@ impl Serialize for FailureKind {
 
 /// Token usage of a turn: every model call of it, added up.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema)]
-pub struct Usage {
+pub(crate) struct Usage {
     /// Input tokens.
-    pub input_tokens: i64,
+    pub(crate) input_tokens: i64,
     /// Of those, served from the model's cache.
-    pub cached_input_tokens: i64,
+    pub(crate) cached_input_tokens: i64,
     /// Output tokens.
-    pub output_tokens: i64,
+    pub(crate) output_tokens: i64,
     /// Of those, spent reasoning.
-    pub reasoning_output_tokens: i64,
+    pub(crate) reasoning_output_tokens: i64,
     /// All of them.
-    pub total_tokens: i64,
+    pub(crate) total_tokens: i64,
 }
 
 impl From<TokenUsageBreakdown> for Usage {
@@ -205,7 +205,7 @@ impl From<TokenUsageBreakdown> for Usage {
 }
 
 /// Turns the pool's events of one turn into the service's.
-pub struct Mapper {
+pub(crate) struct Mapper {
     conversation: ConversationId,
     turn_id: String,
     last_id: u64,
@@ -214,7 +214,7 @@ pub struct Mapper {
 
 impl Mapper {
     /// For the turn `turn_id` of `conversation`.
-    pub fn new(conversation: ConversationId, turn_id: String) -> Self {
+    pub(crate) fn new(conversation: ConversationId, turn_id: String) -> Self {
         Self { conversation, turn_id, last_id: 0, ended: false }
     }
 
@@ -225,14 +225,14 @@ impl Mapper {
     }
 
     /// Whether the terminal event went out.
-    pub fn ended(&self) -> bool {
+    pub(crate) fn ended(&self) -> bool {
         self.ended
     }
 
     /// The service's event for one of the pool's (none for what clients need not see: codex's
     /// retry announcements, token counts (the end carries the turn's), raw history items,
     /// passed-through notifications).
-    pub fn map(&mut self, event: TurnEvent) -> Option<ApiEvent> {
+    pub(crate) fn map(&mut self, event: TurnEvent) -> Option<ApiEvent> {
         let body = match event {
             TurnEvent::Started { .. } => {
                 EventBody::TurnStarted { conversation_id: self.conversation.clone(), turn_id: self.turn_id.clone() }
@@ -277,13 +277,13 @@ impl Mapper {
     }
 
     /// A terminal event for a turn the service cut (`kind` says why, `message` what to do).
-    pub fn abort(&mut self, kind: FailureKind, message: String) -> ApiEvent {
+    pub(crate) fn abort(&mut self, kind: FailureKind, message: String) -> ApiEvent {
         let body = self.failure(kind, message);
         self.event(body)
     }
 
     /// A terminal event for a turn whose stream ended without one (never expected).
-    pub fn lost(&mut self) -> ApiEvent {
+    pub(crate) fn lost(&mut self) -> ApiEvent {
         let body = self.failure(FailureKind::Internal, "the turn's events ended without an end".to_owned());
         self.event(body)
     }

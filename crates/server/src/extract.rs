@@ -62,22 +62,55 @@ pub(crate) async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result
 }
 
 /// A JSON body. An empty body reads as `{}` (every field optional).
-pub struct ApiJson<T>(pub T);
+pub(crate) struct ApiJson<T>(pub(crate) T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = read_body(req, state).await.map_err(BodyError::api)?;
-        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
-        serde_json::from_slice(text).map(ApiJson).map_err(|e| {
-            ApiError::invalid(format!("the request body is not valid for this endpoint: {}", shape_only(&e)))
-        })
+        read_json(req, state).await.map(ApiJson)
     }
 }
 
+/// How a route's API refuses a body it cannot take: the native shape ([`ApiError`]) or
+/// OpenAI's (`openai::error::OpenAiError`).
+pub(crate) trait BodyRejection: Sized {
+    /// Whether an empty body reads as `{}` (the native API: every field optional).
+    const EMPTY_IS_OBJECT: bool;
+    /// The body could not be read.
+    fn unread(e: BodyError) -> Self;
+    /// The body is not the JSON the route takes; `why` is serde's message without the values it
+    /// quotes.
+    fn not_json(why: String) -> Self;
+}
+
+impl BodyRejection for ApiError {
+    const EMPTY_IS_OBJECT: bool = true;
+
+    fn unread(e: BodyError) -> Self {
+        e.api()
+    }
+
+    fn not_json(why: String) -> Self {
+        ApiError::invalid(format!("the request body is not valid for this endpoint: {why}"))
+    }
+}
+
+/// Reads a JSON body as `T`, every refusal in the shape of the route's API (`R`): the one
+/// reading function of both APIs' body extractors.
+pub(crate) async fn read_json<T, R, S>(req: Request, state: &S) -> Result<T, R>
+where
+    T: DeserializeOwned,
+    R: BodyRejection,
+    S: Send + Sync,
+{
+    let bytes = read_body(req, state).await.map_err(R::unread)?;
+    let text: &[u8] = if R::EMPTY_IS_OBJECT && bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+    serde_json::from_slice(text).map_err(|e| R::not_json(shape_only(&e)))
+}
+
 /// A query string.
-pub struct ApiQuery<T>(pub T);
+pub(crate) struct ApiQuery<T>(pub(crate) T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
@@ -106,6 +139,45 @@ fn shape_only(e: &serde_json::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::ApiJson;
+    use crate::openai::error::OpenAiBody;
+    use axum::body::{to_bytes, Body};
+    use axum::extract::{FromRequest, Request};
+    use axum::response::IntoResponse;
+
+    /// What a body's refusal answers: status and body text.
+    async fn refusal<T: FromRequest<()>>(body: &'static str) -> (u16, String)
+    where
+        T::Rejection: IntoResponse,
+    {
+        let Err(e) = T::from_request(Request::new(Body::from(body)), &()).await else { panic!("{body:?} was taken") };
+        let response = e.into_response();
+        let status = response.status().as_u16();
+        (status, String::from_utf8(to_bytes(response.into_body(), 1 << 16).await.unwrap().to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn each_api_refuses_a_body_in_its_own_shape() {
+        let (status, native) = refusal::<ApiJson<Vec<u8>>>("[true]").await;
+        assert_eq!(status, 400);
+        assert_eq!(
+            native,
+            r#"{"error":{"code":"invalid_request","message":"the request body is not valid for this endpoint: invalid type: boolean, expected u8 at line 1 column 5"}}"#
+        );
+        // The native API reads an empty body as `{}`; OpenAI's refuses it as JSON.
+        assert!(refusal::<ApiJson<Vec<u8>>>(" ").await.1.contains("invalid type: map, expected a sequence"));
+        let (status, openai) = refusal::<OpenAiBody>("").await;
+        assert_eq!(status, 400);
+        assert_eq!(
+            openai,
+            r#"{"error":{"message":"the body is not valid JSON: EOF while parsing a value at line 1 column 0","type":"invalid_request_error","param":null,"code":"invalid_json"}}"#
+        );
+        assert_eq!(
+            refusal::<OpenAiBody>("[]").await.1,
+            r#"{"error":{"message":"the body must be a JSON object","type":"invalid_request_error","param":null,"code":"invalid_request"}}"#
+        );
+    }
+
     #[test]
     fn values_of_the_wrong_type_are_not_echoed() {
         let e = serde_json::from_str::<Vec<u8>>(r#""my secret prompt, expected nothing""#).unwrap_err();

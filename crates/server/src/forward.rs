@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The header a forwarded request carries: the id of the node that forwarded it.
-pub const FORWARDED_BY: &str = "x-codex-pool-forwarded-by";
+pub(crate) const FORWARDED_BY: &str = "x-codex-pool-forwarded-by";
 
 /// What forwards requests: a pooled HTTP client to the other nodes, and what it needs to know.
 pub(crate) struct Forwarder {

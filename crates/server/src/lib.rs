@@ -9,11 +9,11 @@
 //!   or answered whole; `GET .../turns/{turn_id}/events` picks a stream up after
 //!   `Last-Event-ID`; `POST .../interrupt` stops it.
 //! - Several nodes on one store: a request about a conversation another node serves is
-//!   forwarded to that node and its answer streamed back ([`forward`]), so any node answers any
+//!   forwarded to that node and its answer streamed back (`forward.rs`), so any node answers any
 //!   request; `GET /v1/nodes` lists them.
 //! - `GET /v1/pool`, `GET /healthz`, `GET /readyz`, `GET /openapi.json`, `GET /metrics`
 //!   (Prometheus text).
-//! - OpenAI's API ([`openai`]): `POST /v1/responses`, `GET /v1/responses/{id}`, `POST
+//! - OpenAI's API (`openai/`): `POST /v1/responses`, `GET /v1/responses/{id}`, `POST
 //!   /v1/chat/completions`, `GET /v1/models`.
 //!
 //! Errors are `{"error": {"code", "message"}}` (OpenAI's routes: OpenAI's shape). Safe by default: loopback unless told
@@ -31,33 +31,32 @@
 //! ```
 
 #![deny(missing_docs)]
+#![deny(unreachable_pub)]
 
-pub mod api;
+mod api;
 mod auth;
 pub mod caps;
 pub mod client;
-pub mod edge_metrics;
-pub mod error;
-pub mod events;
+mod edge_metrics;
+mod error;
+mod events;
 mod extract;
-pub mod forward;
+mod forward;
 mod listener;
-pub mod metrics;
-pub mod openai;
+mod metrics;
+mod openai;
 mod openapi;
 mod origin;
 pub mod policy;
-pub mod runs;
+mod runs;
+mod sse;
 mod state;
-
-pub use error::{ApiError, ErrorBody};
 
 /// The README's Rust examples, compiled with the tests so they stay true.
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;
-pub use events::{ApiEvent, TurnResult};
-pub use state::AppState;
+use state::AppState;
 
 use api::{conversations, system, turns};
 use axum::extract::DefaultBodyLimit;
@@ -127,7 +126,7 @@ pub struct ServiceConfig {
     /// `events_too_large`).
     pub max_turn_event_bytes: usize,
     /// How long a node has to accept the connection of a request forwarded to it (the node that
-    /// serves its conversation); past it, the node is taken as unreachable (see [`forward`]).
+    /// serves its conversation); past it, the node is taken as unreachable (see `forward.rs`).
     pub forward_connect_timeout: Duration,
 }
 
@@ -190,7 +189,7 @@ pub enum ServeError {
 }
 
 /// The routes, over the service's state.
-pub fn router(state: AppState, config: &ServiceConfig) -> Router {
+fn router(state: AppState, config: &ServiceConfig) -> Router {
     let token = Arc::new(config.token.clone());
     let metrics = state.metrics.clone();
     let forwarder = Arc::new(forward::Forwarder::new(

@@ -33,11 +33,11 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConnLimits {
     /// Connections served in full.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Connections beyond those, served `/healthz` only.
-    pub reserve: usize,
+    pub(crate) reserve: usize,
     /// The time a connection has to send a request head, from its opening or its last answer.
-    pub header_timeout: Duration,
+    pub(crate) header_timeout: Duration,
 }
 
 /// Serves `app` on `listener` until `stop` turns true, then stops accepting, asks every

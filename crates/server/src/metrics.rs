@@ -50,7 +50,7 @@ impl Histogram {
 
 /// Whether a chat request continued a conversation or started one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChatOutcome {
+pub(crate) enum ChatOutcome {
     /// Its earlier messages were a conversation's history: the new message ran as its next turn.
     Continued,
     /// A new conversation started, given the earlier messages as history.
@@ -59,7 +59,7 @@ pub enum ChatOutcome {
 
 /// The service's counters. Cheap to share (`Arc`); every method takes `&self`.
 #[derive(Debug, Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     turns_started: AtomicU64,
     /// Ended turns by how: (`completed`, status) or (`failed`, reason).
     turns_ended: Mutex<BTreeMap<(&'static str, String), u64>>,
@@ -70,7 +70,7 @@ pub struct Metrics {
     chat_continued: AtomicU64,
     chat_new: AtomicU64,
     /// The HTTP edge's counters (connections, limits that bit).
-    pub edge: Arc<crate::edge_metrics::EdgeMetrics>,
+    pub(crate) edge: Arc<crate::edge_metrics::EdgeMetrics>,
     /// Memory budgets and admission.
     budgets: Budgets,
     /// Requests forwarded to the node that serves their conversation.
@@ -91,18 +91,18 @@ struct Budgets {
 
 impl Metrics {
     /// A turn started.
-    pub fn turn_started(&self) {
+    pub(crate) fn turn_started(&self) {
         self.turns_started.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A turn's first text arrived `after` it was asked for.
-    pub fn first_token(&self, after: Duration) {
+    pub(crate) fn first_token(&self, after: Duration) {
         self.ttft_seconds.observe(after);
     }
 
     /// A turn ended after `took`: completed with a status (`completed`, `interrupted`), or
     /// failed for a reason (`model_error`, `process_exited`, ...).
-    pub fn turn_ended(&self, failed: bool, status_or_reason: &str, took: Duration) {
+    pub(crate) fn turn_ended(&self, failed: bool, status_or_reason: &str, took: Duration) {
         let outcome = if failed { "failed" } else { "completed" };
         let mut ended = self.turns_ended.lock().unwrap_or_else(|p| p.into_inner());
         *ended.entry((outcome, status_or_reason.to_owned())).or_default() += 1;
@@ -111,7 +111,7 @@ impl Metrics {
     }
 
     /// A chat request was matched (or not) to a conversation.
-    pub fn chat_request(&self, outcome: ChatOutcome) {
+    pub(crate) fn chat_request(&self, outcome: ChatOutcome) {
         match outcome {
             ChatOutcome::Continued => self.chat_continued.fetch_add(1, Ordering::Relaxed),
             ChatOutcome::New => self.chat_new.fetch_add(1, Ordering::Relaxed),
@@ -119,17 +119,17 @@ impl Metrics {
     }
 
     /// A request (or a running turn) was refused by `limit` (the setting's name).
-    pub fn limit_refused(&self, limit: &'static str) {
+    pub(crate) fn limit_refused(&self, limit: &'static str) {
         *self.budgets.refusals.lock().unwrap_or_else(|p| p.into_inner()).entry(limit).or_default() += 1;
     }
 
     /// The ended turns' event logs now hold `bytes`.
-    pub fn events_retained(&self, bytes: usize) {
+    pub(crate) fn events_retained(&self, bytes: usize) {
         self.budgets.retained_bytes.store(bytes as u64, Ordering::Relaxed);
     }
 
     /// `n` ended turns' logs were dropped early, because of `why` (`budget`, `too_large`).
-    pub fn events_evicted(&self, why: &'static str, n: u64) {
+    pub(crate) fn events_evicted(&self, why: &'static str, n: u64) {
         if n > 0 {
             *self.budgets.evicted.lock().unwrap_or_else(|p| p.into_inner()).entry(why).or_default() += n;
         }
@@ -167,7 +167,7 @@ impl Metrics {
     }
 
     /// Everything, as Prometheus text: the service's counters and the pool's snapshot.
-    pub fn render(&self, pool: &PoolStats, service_turns: usize) -> String {
+    pub(crate) fn render(&self, pool: &PoolStats, service_turns: usize) -> String {
         let mut out = String::with_capacity(4096);
         header(&mut out, "codex_pool_turns_started_total", "Turns started through the service.", "counter");
         let _ = writeln!(out, "codex_pool_turns_started_total {}", self.turns_started.load(Ordering::Relaxed));
@@ -292,7 +292,7 @@ impl Metrics {
 
 /// How a request about a conversation another node serves went, as `/metrics` labels it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ForwardOutcome {
+pub(crate) enum ForwardOutcome {
     /// Forwarded, and the owner answered (whatever its status).
     Ok,
     /// The owner could not be reached (connection refused or timed out, or it failed before
@@ -313,7 +313,7 @@ struct Forwards {
 
 impl Metrics {
     /// A request about a conversation another node serves went this way.
-    pub fn forwarded(&self, outcome: ForwardOutcome) {
+    pub(crate) fn forwarded(&self, outcome: ForwardOutcome) {
         let counter = match outcome {
             ForwardOutcome::Ok => &self.forwards.ok,
             ForwardOutcome::Unreachable => &self.forwards.unreachable,
@@ -362,7 +362,7 @@ fn escape(value: &str) -> String {
 
 /// Counts every answer by its route (the matched pattern, never the raw path: ids would make
 /// the label set grow without bound), method and status.
-pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+pub(crate) async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
     let method = request.method().as_str().to_owned();
     let response = next.run(request).await;
@@ -376,7 +376,7 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
 }
 
 /// The text of `GET /metrics`, with its content type.
-pub fn answer(text: String) -> Response {
+pub(crate) fn answer(text: String) -> Response {
     let mut response = text.into_response();
     response
         .headers_mut()

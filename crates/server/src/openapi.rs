@@ -34,6 +34,6 @@ impl Modify for BearerToken {
 }
 
 /// The document.
-pub fn document() -> utoipa::openapi::OpenApi {
+pub(crate) fn document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }

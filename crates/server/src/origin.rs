@@ -21,9 +21,9 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub(crate) struct BodyDeadline {
     /// The time the body has, from when its reading starts.
-    pub within: Duration,
+    pub(crate) within: Duration,
     /// Where a body that took longer is counted.
-    pub metrics: Arc<EdgeMetrics>,
+    pub(crate) metrics: Arc<EdgeMetrics>,
 }
 
 /// The hosts and origins the service answers to. Any IP literal and `localhost` are accepted

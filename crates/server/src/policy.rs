@@ -104,13 +104,13 @@ impl Default for AgentPolicy {
 }
 
 /// What a client asked for, from a request's typed fields.
-pub struct Asked {
+pub(crate) struct Asked {
     /// `chat` or `codex`.
-    pub profile: Option<String>,
+    pub(crate) profile: Option<String>,
     /// Reasoning effort.
-    pub reasoning_effort: Option<String>,
+    pub(crate) reasoning_effort: Option<String>,
     /// MCP servers, by the operator's names.
-    pub tools: Vec<String>,
+    pub(crate) tools: Vec<String>,
 }
 
 fn forbidden(message: String) -> ApiError {
@@ -120,19 +120,24 @@ fn forbidden(message: String) -> ApiError {
 impl AgentPolicy {
     /// The profile and settings of a new conversation, or why the operator does not allow it
     /// (403, naming the flag that would) or it makes no sense (400).
-    pub fn apply(&self, asked: Asked, mut settings: ThreadSettings) -> Result<(ThreadSettings, Profile), ApiError> {
-        let profile = match asked.profile.as_deref() {
-            None | Some("chat") => Profile::Chat,
-            Some("codex" | "default") if self.allow_codex_profile => Profile::Codex,
-            Some("codex" | "default") => {
-                return Err(forbidden(
-                    "this service serves chat conversations only; the coding-agent profile needs the operator's \
-                     --allow-profile codex"
-                        .to_owned(),
-                ))
-            }
-            Some(other) => return Err(ApiError::invalid(format!("unknown profile {other:?}; use chat or codex"))),
+    pub(crate) fn apply(
+        &self,
+        asked: Asked,
+        mut settings: ThreadSettings,
+    ) -> Result<(ThreadSettings, Profile), ApiError> {
+        // The pool's parser, the one every profile name goes through (its message names the
+        // profiles there are).
+        let profile = match asked.profile.as_deref().map(str::parse::<Profile>).transpose() {
+            Ok(profile) => profile.unwrap_or_default(),
+            Err(unknown) => return Err(ApiError::invalid(unknown.to_string())),
         };
+        if profile == Profile::Codex && !self.allow_codex_profile {
+            return Err(forbidden(
+                "this service serves chat conversations only; the coding-agent profile needs the operator's \
+                 --allow-profile codex"
+                    .to_owned(),
+            ));
+        }
         let mut config = serde_json::Map::new();
         if let Some(name) = asked.reasoning_effort {
             let effort = ReasoningEffort::from(Effort::parse(&name)?);

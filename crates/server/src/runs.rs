@@ -22,11 +22,11 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 /// One turn's events so far, and whether it has ended.
-pub struct RunLog {
+pub(crate) struct RunLog {
     /// The conversation.
-    pub conversation: ConversationId,
+    pub(crate) conversation: ConversationId,
     /// The codex turn id.
-    pub turn_id: String,
+    pub(crate) turn_id: String,
     /// Shared with the readers: each holds the events it has yet to send, not a copy of them.
     events: Mutex<Vec<Arc<ApiEvent>>>,
     /// The size of the events' JSON, added up as they arrive.
@@ -47,7 +47,7 @@ impl RunLog {
     }
 
     /// The size of its events' JSON so far.
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.bytes.load(Ordering::Relaxed)
     }
 
@@ -72,7 +72,7 @@ impl RunLog {
 
     /// Events after id `after` (ids run from 1), at most [`READ_BATCH`] of them, waiting until
     /// there are some; `None` once the turn has ended and every event was read.
-    pub async fn next_after(&self, after: u64) -> Option<Vec<Arc<ApiEvent>>> {
+    pub(crate) async fn next_after(&self, after: u64) -> Option<Vec<Arc<ApiEvent>>> {
         let mut progress = self.progress.subscribe();
         let after = after as usize;
         let state = progress.wait_for(|(len, done)| *len > after || *done).await.ok().map(|s| *s)?;
@@ -84,13 +84,13 @@ impl RunLog {
     }
 
     /// The events so far, and whether the turn has ended.
-    pub fn snapshot(&self) -> (Vec<Arc<ApiEvent>>, bool) {
+    pub(crate) fn snapshot(&self) -> (Vec<Arc<ApiEvent>>, bool) {
         let done = self.progress.borrow().1;
         (self.events.lock().unwrap_or_else(|p| p.into_inner()).clone(), done)
     }
 
     /// Every event, once the turn has ended.
-    pub async fn wait_all(&self) -> Vec<Arc<ApiEvent>> {
+    pub(crate) async fn wait_all(&self) -> Vec<Arc<ApiEvent>> {
         let mut progress = self.progress.subscribe();
         let _ = progress.wait_for(|(_, done)| *done).await;
         self.events.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -102,17 +102,17 @@ type Key = (ConversationId, String);
 /// What runs once a turn has ended, before anyone reads its end: it gets every event of the
 /// turn, the terminal one last, and answers what to wait for (a store write) before the end is
 /// logged.
-pub type OnEnd = Box<dyn FnOnce(&[Arc<ApiEvent>]) -> EndWork + Send>;
+pub(crate) type OnEnd = Box<dyn FnOnce(&[Arc<ApiEvent>]) -> EndWork + Send>;
 
 /// What an [`OnEnd`] does after it has read the events.
-pub type EndWork = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+pub(crate) type EndWork = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The most events a reader takes from a log at once: what it holds besides the log is bounded.
-pub const READ_BATCH: usize = 64;
+pub(crate) const READ_BATCH: usize = 64;
 
 /// Why a turn could not be run.
 #[derive(Debug)]
-pub enum RunRefused {
+pub(crate) enum RunRefused {
     /// As many turns run as the service allows.
     TooMany(usize),
 }
@@ -120,23 +120,23 @@ pub enum RunRefused {
 /// A turn's log that was kept and is no longer: its turn ended longer ago than the retention,
 /// or the budget of ended logs needed its room, or it was too large to keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Expired;
+pub(crate) struct Expired;
 
 /// How many turns run at once, and what of their events is kept.
 #[derive(Debug, Clone, Copy)]
-pub struct RunLimits {
+pub(crate) struct RunLimits {
     /// Turns running at once.
-    pub max_turns: usize,
+    pub(crate) max_turns: usize,
     /// How long an ended turn's events are kept.
-    pub retention: Duration,
+    pub(crate) retention: Duration,
     /// Bytes (of the events' JSON) of all ended turns' logs kept; the oldest go first.
-    pub retained_bytes: usize,
+    pub(crate) retained_bytes: usize,
     /// Bytes of one turn's events: a running turn that passes it is cut (`events_too_large`).
-    pub turn_bytes: usize,
+    pub(crate) turn_bytes: usize,
 }
 
 /// The turns the service runs, and their logs.
-pub struct Runs {
+pub(crate) struct Runs {
     logs: Mutex<Kept<Key, Arc<RunLog>>>,
     tasks: Mutex<JoinSet<()>>,
     /// Room for turns; each running turn holds one permit.
@@ -149,7 +149,7 @@ pub struct Runs {
 
 impl Runs {
     /// Turns and their logs within `limits`; turns counted in `metrics`.
-    pub fn new(limits: RunLimits, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub(crate) fn new(limits: RunLimits, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Self {
             logs: Mutex::new(Kept::new(limits.retained_bytes)),
             tasks: Mutex::new(JoinSet::new()),
@@ -161,19 +161,19 @@ impl Runs {
     }
 
     /// Room for one more turn, if there is.
-    pub fn reserve(&self) -> Result<OwnedSemaphorePermit, RunRefused> {
+    pub(crate) fn reserve(&self) -> Result<OwnedSemaphorePermit, RunRefused> {
         self.room.clone().try_acquire_owned().map_err(|_| RunRefused::TooMany(self.max_turns))
     }
 
     /// Runs a started turn to its end in a task of the service's; returns its log. `begun` is
     /// when the turn was asked for (its latency is counted from there).
-    pub fn run(self: &Arc<Self>, turn: PoolTurn, room: OwnedSemaphorePermit, begun: Instant) -> Arc<RunLog> {
+    pub(crate) fn run(self: &Arc<Self>, turn: PoolTurn, room: OwnedSemaphorePermit, begun: Instant) -> Arc<RunLog> {
         self.run_with(turn, room, begun, None)
     }
 
     /// [`Runs::run`], with `on_end` run once the turn has ended, before its end is logged: a
     /// client that reads the end and asks again at once finds what `on_end` did.
-    pub fn run_with(
+    pub(crate) fn run_with(
         self: &Arc<Self>,
         turn: PoolTurn,
         room: OwnedSemaphorePermit,
@@ -206,7 +206,7 @@ impl Runs {
 
     /// Runs `then` once the turn of `log` has ended, in a task of the service's (so a client
     /// that goes away does not cancel it).
-    pub fn after_end<F>(&self, log: Arc<RunLog>, then: F)
+    pub(crate) fn after_end<F>(&self, log: Arc<RunLog>, then: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
@@ -219,7 +219,7 @@ impl Runs {
 
     /// The log of a turn, while it is kept: `Ok(None)` for a turn it does not know, `Err` for
     /// one whose log it kept and no longer does.
-    pub fn log(&self, conversation: &ConversationId, turn_id: &str) -> Result<Option<Arc<RunLog>>, Expired> {
+    pub(crate) fn log(&self, conversation: &ConversationId, turn_id: &str) -> Result<Option<Arc<RunLog>>, Expired> {
         let logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
         logs.get(&(conversation.clone(), turn_id.to_owned())).map_err(|()| Expired)
     }
@@ -239,13 +239,13 @@ impl Runs {
     }
 
     /// Turns running now.
-    pub fn running(&self) -> usize {
+    pub(crate) fn running(&self) -> usize {
         self.max_turns - self.room.available_permits()
     }
 
     /// Waits (at most `limit`) for running turns to end, then stops keeping logs. The pool's
     /// shutdown ends every turn, so this is quick once it has begun.
-    pub async fn shutdown(&self, limit: Duration) {
+    pub(crate) async fn shutdown(&self, limit: Duration) {
         let _ = tokio::time::timeout(limit, self.room.acquire_many(self.max_turns as u32)).await;
         let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         tasks.abort_all();

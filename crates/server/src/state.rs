@@ -12,26 +12,26 @@ use std::sync::Arc;
 
 /// The service's state, cheap to clone.
 #[derive(Clone)]
-pub struct AppState {
+pub(crate) struct AppState {
     /// The pool (and, through it, the store).
-    pub pool: Pool,
+    pub(crate) pool: Pool,
     /// The turns the service runs.
-    pub runs: Arc<Runs>,
+    pub(crate) runs: Arc<Runs>,
     /// The models clients may ask for (the first is the default); empty: any, codex's default.
-    pub models: Arc<Vec<String>>,
+    pub(crate) models: Arc<Vec<String>>,
     /// What clients may make codex do.
-    pub policy: Arc<AgentPolicy>,
+    pub(crate) policy: Arc<AgentPolicy>,
     /// What the service counts (`GET /metrics`).
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     /// Caps on conversations' settings and list pages.
-    pub caps: Arc<SettingsCaps>,
+    pub(crate) caps: Arc<SettingsCaps>,
     /// Items one turn's input may have (`ServiceConfig::max_input_items`).
-    pub max_input_items: usize,
+    pub(crate) max_input_items: usize,
 }
 
 impl AppState {
     /// The model a request asked for, checked against the served list (`None`: the default).
-    pub fn model(&self, asked: Option<String>) -> Result<Option<String>, ApiError> {
+    pub(crate) fn model(&self, asked: Option<String>) -> Result<Option<String>, ApiError> {
         match asked {
             Some(model) if !self.models.is_empty() && !self.models.contains(&model) => Err(ApiError::invalid(format!(
                 "model {model:?} is not served here; use one of: {}",
@@ -43,7 +43,7 @@ impl AppState {
 
     /// Checks a new conversation's texts and metadata (`strings_only`: OpenAI's rule for
     /// metadata values) against the caps, counting a refusal in `/metrics`.
-    pub fn check_settings(
+    pub(crate) fn check_settings(
         &self,
         texts: &[(&str, Option<&str>)],
         metadata: Option<(&str, &serde_json::Map<String, serde_json::Value>)>,
@@ -60,7 +60,7 @@ impl AppState {
     }
 
     /// 503 unless the pool serves.
-    pub fn ready(&self) -> Result<(), ApiError> {
+    pub(crate) fn ready(&self) -> Result<(), ApiError> {
         if self.pool.is_ready() {
             Ok(())
         } else {

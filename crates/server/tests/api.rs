@@ -123,6 +123,24 @@ async fn every_status_the_api_answers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_name_is_read_as_the_pool_reads_it() {
+    // One parser for every profile name (the pool's): what the pool takes from its store and the
+    // bench's --profile, the API takes too, and an unknown name is told the names there are.
+    let env = Env::new().await;
+    let svc = Running::start(&env, 1, |_| {}).await;
+    let c = &svc.client;
+    let (status, body) = raw(c, Method::POST, "/v1/conversations", r#"{"profile": " Chat "}"#).await;
+    assert_eq!((status, body["profile"].as_str()), (StatusCode::CREATED, Some("chat")), "{body}");
+    // `default` is codex's own profile, in any case: refused by the operator's policy, not unknown.
+    let (status, body) = raw(c, Method::POST, "/v1/conversations", r#"{"profile": "DEFAULT"}"#).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("--allow-profile codex"), "{body}");
+    let (status, body) = raw(c, Method::POST, "/v1/conversations", r#"{"profile": "lean"}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["message"], r#"unknown profile "lean"; use chat or codex"#);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_guards_every_route_but_healthz_and_is_required_beyond_loopback() {
     let env = Env::new().await;
     let svc = Running::start(&env, 1, |c| c.token = Some("s3cret".into())).await;

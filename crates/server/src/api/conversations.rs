@@ -25,63 +25,63 @@ const ITEMS_READ_AT_ONCE: usize = 10;
 /// configuration is the operator's, never a client's (an unknown field is refused, naming it).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreateConversation {
+pub(crate) struct CreateConversation {
     /// Replaces the profile's base instructions (the system prompt).
-    pub instructions: Option<String>,
+    pub(crate) instructions: Option<String>,
     /// Developer instructions: a character to play, rules to follow.
-    pub developer_instructions: Option<String>,
+    pub(crate) developer_instructions: Option<String>,
     /// The model: one the service serves (`GET /v1/pool` lists none; the default is the first).
-    pub model: Option<String>,
+    pub(crate) model: Option<String>,
     /// How hard the model reasons: `minimal`, `low`, `medium` or `high`.
-    pub reasoning_effort: Option<String>,
+    pub(crate) reasoning_effort: Option<String>,
     /// `chat` (the default: lean, no tools) or `codex` (codex's own coding agent, if the
     /// operator allows it: 403 otherwise).
-    pub profile: Option<String>,
+    pub(crate) profile: Option<String>,
     /// MCP servers to give the conversation, by the names the operator gave them (403 for any
     /// other).
-    pub tools: Option<Vec<String>>,
+    pub(crate) tools: Option<Vec<String>>,
     /// Anything the caller wants kept with the conversation; the service never reads it.
     #[schema(value_type = Option<Object>)]
-    pub metadata: Option<Map<String, Value>>,
+    pub(crate) metadata: Option<Map<String, Value>>,
 }
 
 /// Where codex holds a conversation now.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Placement {
+pub(crate) struct Placement {
     /// The process slot.
-    pub slot: usize,
+    pub(crate) slot: usize,
     /// The codex thread.
-    pub codex_thread_id: String,
+    pub(crate) codex_thread_id: String,
 }
 
 /// A conversation.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Conversation {
+pub(crate) struct Conversation {
     /// Its id, the same for its whole life.
-    pub id: String,
+    pub(crate) id: String,
     /// Always `conversation`.
-    pub object: &'static str,
+    pub(crate) object: &'static str,
     /// When it was created (Unix seconds).
-    pub created_at: i64,
+    pub(crate) created_at: i64,
     /// When a turn last ended (Unix seconds).
-    pub updated_at: i64,
+    pub(crate) updated_at: i64,
     /// `chat` or `codex`.
-    pub profile: String,
+    pub(crate) profile: String,
     /// The model.
-    pub model: Option<String>,
+    pub(crate) model: Option<String>,
     /// Its base instructions.
-    pub instructions: Option<String>,
+    pub(crate) instructions: Option<String>,
     /// Its developer instructions.
-    pub developer_instructions: Option<String>,
+    pub(crate) developer_instructions: Option<String>,
     /// What its creator attached.
     #[schema(value_type = Object)]
-    pub metadata: Map<String, Value>,
+    pub(crate) metadata: Map<String, Value>,
     /// Turns it has had.
-    pub turns: u64,
+    pub(crate) turns: u64,
     /// `idle` or `running`.
-    pub state: &'static str,
+    pub(crate) state: &'static str,
     /// Where codex holds it now; `null` when no process does (its next turn rebuilds it).
-    pub loaded: Option<Placement>,
+    pub(crate) loaded: Option<Placement>,
 }
 
 impl From<ConversationInfo> for Conversation {
@@ -106,69 +106,69 @@ impl From<ConversationInfo> for Conversation {
 
 /// A page of conversations, newest first.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ConversationList {
+pub(crate) struct ConversationList {
     /// Always `list`.
-    pub object: &'static str,
+    pub(crate) object: &'static str,
     /// The conversations.
-    pub data: Vec<Conversation>,
+    pub(crate) data: Vec<Conversation>,
     /// Whether more follow.
-    pub has_more: bool,
+    pub(crate) has_more: bool,
     /// Pass as `after` for the next page.
-    pub next_after: Option<String>,
+    pub(crate) next_after: Option<String>,
 }
 
 /// Paging through conversations.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct ListQuery {
+pub(crate) struct ListQuery {
     /// At most this many (1 to 100, default 20).
-    pub limit: Option<usize>,
+    pub(crate) limit: Option<usize>,
     /// The `next_after` of the previous page.
-    pub after: Option<String>,
+    pub(crate) after: Option<String>,
 }
 
 /// One item of a conversation's history.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Item {
+pub(crate) struct Item {
     /// Its place in the history, from 1.
-    pub seq: u64,
+    pub(crate) seq: u64,
     /// The codex turn that recorded it.
-    pub turn_id: String,
+    pub(crate) turn_id: String,
     /// The item, as the Responses API shapes it.
     #[schema(value_type = Object)]
-    pub item: Value,
+    pub(crate) item: Value,
 }
 
 /// A page of a conversation's history, oldest first.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ItemList {
+pub(crate) struct ItemList {
     /// Always `list`.
-    pub object: &'static str,
+    pub(crate) object: &'static str,
     /// The items.
-    pub data: Vec<Item>,
+    pub(crate) data: Vec<Item>,
     /// Whether more follow.
-    pub has_more: bool,
+    pub(crate) has_more: bool,
     /// Pass as `after` for the next page.
-    pub next_after: Option<u64>,
+    pub(crate) next_after: Option<u64>,
 }
 
 /// Paging through a history.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct ItemsQuery {
+pub(crate) struct ItemsQuery {
     /// At most this many (1 to 100, default 100).
-    pub limit: Option<usize>,
+    pub(crate) limit: Option<usize>,
     /// The `seq` of the last item already read (default 0).
-    pub after: Option<u64>,
+    pub(crate) after: Option<u64>,
 }
 
 /// The outcome of an action on a conversation.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Done {
+pub(crate) struct Done {
     /// The conversation.
-    pub id: String,
+    pub(crate) id: String,
     /// What was done: `deleted`, `released` or `interrupted`.
-    pub done: &'static str,
+    pub(crate) done: &'static str,
 }
 
 fn page_size(limit: Option<usize>, default: usize) -> Result<usize, ApiError> {
@@ -182,7 +182,7 @@ fn page_size(limit: Option<usize>, default: usize) -> Result<usize, ApiError> {
 #[utoipa::path(post, path = "/v1/conversations", request_body = CreateConversation, tag = "conversations",
     responses((status = 201, body = Conversation), (status = 400, body = crate::error::ErrorBody),
               (status = 403, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
-pub async fn create(
+pub(crate) async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateConversation>,
 ) -> Result<(StatusCode, Json<Conversation>), ApiError> {
@@ -212,7 +212,7 @@ pub async fn create(
 /// Lists conversations, newest first.
 #[utoipa::path(get, path = "/v1/conversations", params(ListQuery), tag = "conversations",
     responses((status = 200, body = ConversationList), (status = 400, body = crate::error::ErrorBody)))]
-pub async fn list(
+pub(crate) async fn list(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<ConversationList>, ApiError> {
@@ -238,7 +238,10 @@ fn parse_cursor(text: &str) -> Result<ListCursor, ApiError> {
 #[utoipa::path(get, path = "/v1/conversations/{id}", tag = "conversations",
     params(("id" = String, Path, description = "The conversation")),
     responses((status = 200, body = Conversation), (status = 404, body = crate::error::ErrorBody)))]
-pub async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Conversation>, ApiError> {
+pub(crate) async fn get_one(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Conversation>, ApiError> {
     let id = ConversationId::from(id);
     let info = state.pool.conversation(&id).await?.ok_or_else(|| unknown(&id))?;
     Ok(Json(info.into()))
@@ -252,7 +255,7 @@ fn unknown(id: &ConversationId) -> ApiError {
 #[utoipa::path(get, path = "/v1/conversations/{id}/items", params(("id" = String, Path, description = "The conversation"), ItemsQuery),
     tag = "conversations",
     responses((status = 200, body = ItemList), (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
-pub async fn items(
+pub(crate) async fn items(
     State(state): State<AppState>,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<ItemsQuery>,
@@ -290,7 +293,7 @@ pub async fn items(
 #[utoipa::path(delete, path = "/v1/conversations/{id}", tag = "conversations",
     params(("id" = String, Path, description = "The conversation")),
     responses((status = 200, body = Done), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
-pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Done>, ApiError> {
+pub(crate) async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Done>, ApiError> {
     state.ready()?;
     let id = ConversationId::from(id);
     // Where it is served, so that node unloads it (forwarded there).
@@ -303,7 +306,7 @@ pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Re
 #[utoipa::path(post, path = "/v1/conversations/{id}/release", tag = "conversations",
     params(("id" = String, Path, description = "The conversation")),
     responses((status = 200, body = Done), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
-pub async fn release(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Done>, ApiError> {
+pub(crate) async fn release(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Done>, ApiError> {
     state.ready()?;
     let id = ConversationId::from(id);
     // Where it is loaded (forwarded there): this node has nothing of it to release.
@@ -320,7 +323,7 @@ pub async fn release(State(state): State<AppState>, Path(id): Path<String>) -> R
               (status = 503, description = "Not ready; or another node serves the conversation and the request, forwarded to it, could not be answered (`owned_elsewhere`, `owner_unreachable`; `Retry-After`)",
                body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
-pub async fn interrupt(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Done>, ApiError> {
+pub(crate) async fn interrupt(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Done>, ApiError> {
     state.ready()?;
     let id = ConversationId::from(id);
     state.pool.interrupt_turn(&id).await?;

@@ -1,5 +1,5 @@
 //! The service's endpoints, by what they are about.
 
-pub mod conversations;
-pub mod system;
-pub mod turns;
+pub(crate) mod conversations;
+pub(crate) mod system;
+pub(crate) mod turns;

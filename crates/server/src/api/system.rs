@@ -12,100 +12,100 @@ use utoipa::ToSchema;
 
 /// A status word.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Status {
+pub(crate) struct Status {
     /// `ok` or `ready`.
-    pub status: &'static str,
+    pub(crate) status: &'static str,
 }
 
 /// One codex process of the pool.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Process {
+pub(crate) struct Process {
     /// Its slot in the pool.
-    pub slot: usize,
+    pub(crate) slot: usize,
     /// Its OS process id, while it runs.
-    pub pid: Option<u32>,
+    pub(crate) pid: Option<u32>,
     /// `starting`, `ready`, `down` or `stopped`.
-    pub state: String,
+    pub(crate) state: String,
     /// Whether it answered its last health check.
-    pub healthy: bool,
+    pub(crate) healthy: bool,
     /// Conversations loaded on it.
-    pub loaded_threads: usize,
+    pub(crate) loaded_threads: usize,
     /// Turns running on it.
-    pub active_turns: usize,
+    pub(crate) active_turns: usize,
     /// How often it was replaced.
-    pub restarts: u64,
+    pub(crate) restarts: u64,
 }
 
 /// The pool.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct PoolStatus {
+pub(crate) struct PoolStatus {
     /// Its processes.
-    pub processes: Vec<Process>,
+    pub(crate) processes: Vec<Process>,
     /// How many processes it is configured for.
-    pub size: usize,
+    pub(crate) size: usize,
     /// How many serve now.
-    pub ready: usize,
+    pub(crate) ready: usize,
     /// How it places new conversations (`round_robin`, `least_busy`).
-    pub strategy: &'static str,
+    pub(crate) strategy: &'static str,
     /// Turns the service runs now.
-    pub running_turns: usize,
+    pub(crate) running_turns: usize,
     /// This node, when several share the store.
-    pub node: Option<NodeSelf>,
+    pub(crate) node: Option<NodeSelf>,
 }
 
 /// This node, as its `/v1/pool` shows it.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct NodeSelf {
+pub(crate) struct NodeSelf {
     /// Its id (`--node-id`).
-    pub id: String,
+    pub(crate) id: String,
     /// The address it announces (`--advertise`).
-    pub address: String,
+    pub(crate) address: String,
     /// Conversations it holds a lease on.
-    pub leases: usize,
+    pub(crate) leases: usize,
 }
 
 /// One node sharing the store.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Node {
+pub(crate) struct Node {
     /// Its id.
-    pub id: String,
+    pub(crate) id: String,
     /// Where it is reached.
-    pub address: String,
+    pub(crate) address: String,
     /// Its last heartbeat (ms since the epoch, the store's clock).
-    pub heartbeat_at_ms: i64,
+    pub(crate) heartbeat_at_ms: i64,
     /// How long ago that was, in ms: a node silent for more than a lease's time is gone, and
     /// its conversations go to the next node asked.
-    pub heartbeat_age_ms: u64,
+    pub(crate) heartbeat_age_ms: u64,
     /// Conversations it holds an unexpired lease on.
-    pub conversations: u64,
+    pub(crate) conversations: u64,
 }
 
 /// The nodes sharing the store.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Nodes {
+pub(crate) struct Nodes {
     /// This node's id (`null` when it is alone on its store).
-    pub this_node: Option<String>,
+    pub(crate) this_node: Option<String>,
     /// Every node that announced itself, by id.
-    pub nodes: Vec<Node>,
+    pub(crate) nodes: Vec<Node>,
 }
 
 /// Whether the service is alive (never needs the token).
 #[utoipa::path(get, path = "/healthz", tag = "service", responses((status = 200, body = Status)))]
-pub async fn healthz() -> Json<Status> {
+pub(crate) async fn healthz() -> Json<Status> {
     Json(Status { status: "ok" })
 }
 
 /// Whether the pool serves: 503 while it starts or when no process does.
 #[utoipa::path(get, path = "/readyz", tag = "service",
     responses((status = 200, body = Status), (status = 503, body = crate::error::ErrorBody)))]
-pub async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
+pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
     state.ready()?;
     Ok(Json(Status { status: "ready" }))
 }
 
 /// The pool's processes, their health and load.
 #[utoipa::path(get, path = "/v1/pool", tag = "service", responses((status = 200, body = PoolStatus)))]
-pub async fn pool(State(state): State<AppState>) -> Json<PoolStatus> {
+pub(crate) async fn pool(State(state): State<AppState>) -> Json<PoolStatus> {
     let stats = state.pool.stats();
     let processes = stats
         .slots
@@ -134,7 +134,7 @@ pub async fn pool(State(state): State<AppState>) -> Json<PoolStatus> {
 /// this node is alone on its store).
 #[utoipa::path(get, path = "/v1/nodes", tag = "service",
     responses((status = 200, body = Nodes), (status = 503, body = crate::error::ErrorBody)))]
-pub async fn nodes(State(state): State<AppState>) -> Result<Json<Nodes>, ApiError> {
+pub(crate) async fn nodes(State(state): State<AppState>) -> Result<Json<Nodes>, ApiError> {
     let nodes = state.pool.nodes().await?;
     Ok(Json(Nodes {
         this_node: state.pool.stats().node.map(|n| n.id),
@@ -153,24 +153,24 @@ pub async fn nodes(State(state): State<AppState>) -> Result<Json<Nodes>, ApiErro
 
 /// This API, as an OpenAPI 3 document.
 #[utoipa::path(get, path = "/openapi.json", tag = "service", responses((status = 200, description = "The OpenAPI document")))]
-pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(crate::openapi::document())
 }
 
 /// What the service and its pool did, in Prometheus' text format.
 #[utoipa::path(get, path = "/metrics", tag = "service",
     responses((status = 200, description = "Prometheus text (0.0.4)", content_type = "text/plain", body = String)))]
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     crate::metrics::answer(state.metrics.render(&state.pool.stats(), state.runs.running()))
 }
 
 /// Anything else: 404, in the route's error shape.
-pub async fn not_found(uri: Uri) -> Response {
+pub(crate) async fn not_found(uri: Uri) -> Response {
     ApiError::not_found("no such endpoint; see GET /openapi.json").into_response_for(uri.path())
 }
 
 /// A known path with another method: 405, in the route's error shape.
-pub async fn method_not_allowed(uri: Uri) -> Response {
+pub(crate) async fn method_not_allowed(uri: Uri) -> Response {
     let error = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",

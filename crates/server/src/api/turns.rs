@@ -9,36 +9,35 @@ use crate::runs::{Expired, RunLog, RunRefused};
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use codex_pool::{ConversationId, TurnOptions};
 use codex_pool_protocol::types::UserInput;
-use futures_util::stream::{self, Stream};
+use futures_util::stream::Stream;
 use serde::Deserialize;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 use utoipa::{IntoParams, ToSchema};
 
 /// A new turn: the user's message, as `text` or as `input` items (not both).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct StartTurn {
+pub(crate) struct StartTurn {
     /// The message, as plain text.
-    pub text: Option<String>,
+    pub(crate) text: Option<String>,
     /// The message, as items (text and images).
-    pub input: Option<Vec<InputItem>>,
+    pub(crate) input: Option<Vec<InputItem>>,
     /// Stream the events (SSE, the default), or answer one JSON object once the turn has ended.
-    pub stream: Option<bool>,
+    pub(crate) stream: Option<bool>,
 }
 
 /// One piece of a message.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum InputItem {
+pub(crate) enum InputItem {
     /// Text.
     Text {
         /// The text.
@@ -55,9 +54,9 @@ pub enum InputItem {
 /// Where to pick a turn's events up.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct EventsQuery {
+pub(crate) struct EventsQuery {
     /// The id of the last event already read (as `Last-Event-ID`; the header wins).
-    pub after: Option<u64>,
+    pub(crate) after: Option<u64>,
 }
 
 /// Starts a turn. Streams `text/event-stream` (events `turn.started`, `item.started`,
@@ -74,7 +73,7 @@ pub struct EventsQuery {
         (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
         (status = 409, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody),
         (status = 429, body = crate::error::ErrorBody)))]
-pub async fn start(
+pub(crate) async fn start(
     State(state): State<AppState>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<StartTurn>,
@@ -126,7 +125,7 @@ pub async fn start(
               (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
               (status = 410, description = "The turn's events are no longer kept (`events_expired`)",
                body = crate::error::ErrorBody)))]
-pub async fn events(
+pub(crate) async fn events(
     State(state): State<AppState>,
     Path((id, turn_id)): Path<(String, String)>,
     headers: HeaderMap,
@@ -202,14 +201,15 @@ pub(crate) fn options() -> TurnOptions {
 
 /// A turn's events from after `after`, as SSE, ending after the terminal one.
 fn sse(log: Arc<RunLog>, after: u64) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let events =
-        stream::unfold((log, after, VecDeque::<Arc<ApiEvent>>::new()), |(log, mut after, mut ready)| async move {
-            if ready.is_empty() {
-                ready.extend(log.next_after(after).await?);
-            }
-            let event = ready.pop_front()?;
-            after = event.id;
-            Some((Ok(event.to_sse()), (log, after, ready)))
-        });
-    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    crate::sse::from_log(log, after, AsTheyAre)
+}
+
+/// The native API's stream: each event as it is.
+struct AsTheyAre;
+
+impl crate::sse::Writer for AsTheyAre {
+    fn write(&mut self, event: &ApiEvent, out: &mut VecDeque<Event>) -> bool {
+        out.push_back(event.to_sse());
+        false
+    }
 }

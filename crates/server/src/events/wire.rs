@@ -13,14 +13,14 @@ use utoipa::ToSchema;
 
 impl ApiEvent {
     /// The event as sent: `id`, `event` (its name) and `data` (its JSON).
-    pub fn to_sse(&self) -> Event {
+    pub(crate) fn to_sse(&self) -> Event {
         let data = serde_json::to_string(&self.body).unwrap_or_default();
         Event::default().id(self.id.to_string()).event(self.body.name()).data(data)
     }
 
     /// The bytes it takes when sent (its JSON, and the SSE lines around it), counted without
     /// writing it anywhere.
-    pub fn wire_size(&self) -> usize {
+    pub(crate) fn wire_size(&self) -> usize {
         struct Count(usize);
         impl std::io::Write for Count {
             fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -111,31 +111,31 @@ impl Serialize for SortedUsage<'_> {
 
 /// What a whole turn came to, for a client that asked not to stream it.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct TurnResult {
+pub(crate) struct TurnResult {
     /// The conversation.
-    pub conversation_id: String,
+    pub(crate) conversation_id: String,
     /// The turn.
-    pub turn_id: String,
+    pub(crate) turn_id: String,
     /// `completed`, `interrupted` or `failed`.
-    pub status: String,
+    pub(crate) status: String,
     /// The reply: every text delta, joined.
-    pub text: String,
+    pub(crate) text: String,
     /// Every item the turn completed, as codex describes it.
     #[schema(value_type = Vec<Object>)]
-    pub items: Vec<Value>,
+    pub(crate) items: Vec<Value>,
     /// Tokens the turn used.
-    pub usage: Usage,
+    pub(crate) usage: Usage,
     /// For a failed turn: `kind` (`model_error`, `process_exited`, `timeout`, `model_unreachable`,
     /// `model_stalled`, `shutdown`, `consumer_lagged`, `store_failed`, `lease_lost`, `ca_bundle_replaced`,
     /// `events_too_large`) and `message`.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub error: Option<Failure>,
+    pub(crate) error: Option<Failure>,
 }
 
 impl TurnResult {
     /// From the events of an ended turn.
-    pub fn from_events<E: std::borrow::Borrow<ApiEvent>>(events: &[E]) -> Self {
+    pub(crate) fn from_events<E: std::borrow::Borrow<ApiEvent>>(events: &[E]) -> Self {
         let mut result = TurnResult {
             conversation_id: String::new(),
             turn_id: String::new(),

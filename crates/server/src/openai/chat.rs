@@ -28,8 +28,9 @@ use codex_pool_store::TranscriptKey;
 use serde_json::{json, Map, Value};
 use std::time::Instant;
 
-/// The fields `POST /v1/chat/completions` reads.
-const KNOWN: &[&str] = &["model", "messages", "stream", "stream_options", "n", "store"];
+/// The fields `POST /v1/chat/completions` reads: those its request shape documents.
+static KNOWN: std::sync::LazyLock<Vec<String>> =
+    std::sync::LazyLock::new(wire::fields_of::<wire::CreateChatCompletion>);
 
 /// Why a field OpenAI has is refused here.
 fn why(field: &str) -> &'static str {
@@ -66,10 +67,13 @@ fn why(field: &str) -> &'static str {
          content_type = "application/json", body = Object),
         (status = 400, body = crate::openai::error::OpenAiErrorBody), (status = 429, body = crate::openai::error::OpenAiErrorBody),
         (status = 502, body = crate::openai::error::OpenAiErrorBody), (status = 503, body = crate::openai::error::OpenAiErrorBody)))]
-pub async fn create(State(state): State<AppState>, OpenAiBody(body): OpenAiBody) -> Result<Response, OpenAiError> {
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    OpenAiBody(body): OpenAiBody,
+) -> Result<Response, OpenAiError> {
     state.ready()?;
     let begun = Instant::now();
-    let mut f = Fields::new(body, KNOWN, why)?;
+    let mut f = Fields::new(body, &KNOWN, why)?;
     let model = f.string("model")?.ok_or_else(|| OpenAiError::invalid("model", "`model` is required"))?;
     let messages = match f.take("messages") {
         Some(Value::Array(messages)) => messages,

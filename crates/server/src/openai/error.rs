@@ -1,9 +1,10 @@
 //! Errors as OpenAI's clients read them, `{"error": {"message", "type", "param", "code"}}`, and
 //! request bodies read into a JSON object whose every rejection takes that shape.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorHead};
+use crate::extract::{read_json, BodyError, BodyRejection};
 use axum::extract::{FromRequest, Request};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -11,97 +12,78 @@ use utoipa::ToSchema;
 
 /// The body of an error on OpenAI's routes.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct OpenAiErrorBody {
+pub(crate) struct OpenAiErrorBody {
     /// What went wrong.
-    pub error: OpenAiErrorDetail,
+    pub(crate) error: OpenAiErrorDetail,
 }
 
 /// What went wrong, as OpenAI words it.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct OpenAiErrorDetail {
+pub(crate) struct OpenAiErrorDetail {
     /// What happened, and how to fix it.
-    pub message: String,
+    pub(crate) message: String,
     /// `invalid_request_error`, `authentication_error`, `not_found_error`, `rate_limit_error`,
     /// `server_error`.
     #[serde(rename = "type")]
-    pub kind: &'static str,
+    pub(crate) kind: &'static str,
     /// The request field at fault, when one is.
-    pub param: Option<String>,
+    pub(crate) param: Option<String>,
     /// A machine-readable code (the native API's, or OpenAI's where it has one).
-    pub code: Option<String>,
+    pub(crate) code: Option<String>,
 }
 
 /// An error answer on OpenAI's routes.
 #[derive(Debug)]
-pub struct OpenAiError {
-    status: StatusCode,
+pub(crate) struct OpenAiError {
+    head: ErrorHead,
     kind: &'static str,
     code: Option<String>,
     param: Option<String>,
     message: String,
-    retry_after: Option<u64>,
-    /// Boxed: errors travel in `Result`s, which stay small.
-    owner: Option<Box<crate::error::OwnerAddress>>,
-    /// `Connection: close` on the answer (the body was left unread).
-    close: bool,
 }
 
 impl OpenAiError {
     /// The body OpenAI's clients read: `{"error": {"message", "type", "param", "code"}}` (also
     /// what a stream that fails midway sends as its last chunk).
-    pub fn into_body(self) -> OpenAiErrorBody {
+    pub(crate) fn into_body(self) -> OpenAiErrorBody {
         OpenAiErrorBody {
             error: OpenAiErrorDetail { message: self.message, kind: self.kind, param: self.param, code: self.code },
         }
     }
 
     /// An error with a status; its `type` follows from the status.
-    pub fn new(status: StatusCode, code: Option<&str>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: Option<&str>, message: impl Into<String>) -> Self {
         Self {
-            status,
+            head: ErrorHead::new(status),
             kind: kind_of(status),
             code: code.map(str::to_owned),
             param: None,
             message: message.into(),
-            retry_after: None,
-            owner: None,
-            close: false,
         }
     }
 
     /// 400 naming the field at fault.
-    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, Some("invalid_request"), message).param(param)
     }
 
     /// 400 for a field the pool cannot honour.
-    pub fn unsupported(param: impl Into<String>, why: &str) -> Self {
+    pub(crate) fn unsupported(param: impl Into<String>, why: &str) -> Self {
         let param = param.into();
         let message = format!("`{param}` is not supported here: {why}");
         Self::new(StatusCode::BAD_REQUEST, Some("unsupported_parameter"), message).param(param)
     }
 
     /// 404 naming the field that pointed nowhere.
-    pub fn not_found(param: Option<&str>, message: impl Into<String>) -> Self {
+    pub(crate) fn not_found(param: Option<&str>, message: impl Into<String>) -> Self {
         let mut e = Self::new(StatusCode::NOT_FOUND, Some("not_found"), message);
         e.param = param.map(str::to_owned);
         e
     }
 
     /// Names the field at fault.
-    pub fn param(mut self, param: impl Into<String>) -> Self {
+    pub(crate) fn param(mut self, param: impl Into<String>) -> Self {
         self.param = Some(param.into());
-        self
-    }
-
-    /// The HTTP status.
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-
-    /// Asks the client to retry after `seconds` (`Retry-After`).
-    pub fn retry_after(mut self, seconds: u64) -> Self {
-        self.retry_after = Some(seconds);
         self
     }
 }
@@ -119,11 +101,9 @@ fn kind_of(status: StatusCode) -> &'static str {
 
 impl From<ApiError> for OpenAiError {
     fn from(e: ApiError) -> Self {
-        let mut out = OpenAiError::new(e.status(), Some(e.code()), e.message().to_owned());
-        out.retry_after = e.retry_after_secs();
-        out.owner = e.owner().cloned().map(Box::new);
-        out.close = e.closes();
-        out
+        let (head, code, message) = e.into_parts();
+        let kind = kind_of(head.status);
+        OpenAiError { head, kind, code: Some(code.to_owned()), param: None, message }
     }
 }
 
@@ -140,79 +120,73 @@ impl From<codex_pool_store::StoreError> for OpenAiError {
 }
 
 impl IntoResponse for OpenAiError {
-    fn into_response(mut self) -> Response {
-        // An answer that names the conversation's node is forwarded there, not answered.
-        if self.status.is_server_error() && self.owner.is_none() {
-            tracing::warn!(status = %self.status, code = ?self.code, message = %self.message, "request failed");
-        } else {
-            tracing::debug!(status = %self.status, param = ?self.param, message = %self.message, "request refused");
-        }
-        let (status, retry_after, owner, close) = (self.status, self.retry_after, self.owner.take(), self.close);
-        let mut response = (status, axum::Json(self.into_body())).into_response();
-        if let Some(seconds) = retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-        }
-        if let Some(owner) = owner {
-            response.extensions_mut().insert(*owner);
-        }
-        if close {
-            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        response
+    fn into_response(self) -> Response {
+        let code = self.code.clone().unwrap_or_default();
+        let message = self.message.clone();
+        let body = OpenAiErrorBody {
+            error: OpenAiErrorDetail { message: self.message, kind: self.kind, param: self.param, code: self.code },
+        };
+        self.head.respond(&code, &message, body)
     }
 }
 
 /// A request body that must be a JSON object.
-pub struct OpenAiBody(pub Map<String, Value>);
+pub(crate) struct OpenAiBody(pub(crate) Map<String, Value>);
 
 impl<S: Send + Sync> FromRequest<S> for OpenAiBody {
     type Rejection = OpenAiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, OpenAiError> {
-        let bytes = crate::extract::read_body(req, state).await.map_err(|e| OpenAiError::from(e.api()))?;
-        match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Object(map)) => Ok(OpenAiBody(map)),
-            Ok(_) => Err(OpenAiError::new(
+        match read_json::<Value, OpenAiError, S>(req, state).await? {
+            Value::Object(map) => Ok(OpenAiBody(map)),
+            _ => Err(OpenAiError::new(
                 StatusCode::BAD_REQUEST,
                 Some("invalid_request"),
                 "the body must be a JSON object",
-            )),
-            Err(e) => Err(OpenAiError::new(
-                StatusCode::BAD_REQUEST,
-                Some("invalid_json"),
-                format!("the body is not valid JSON: {e}"),
             )),
         }
     }
 }
 
+impl BodyRejection for OpenAiError {
+    const EMPTY_IS_OBJECT: bool = false;
+
+    fn unread(e: BodyError) -> Self {
+        e.api().into()
+    }
+
+    fn not_json(why: String) -> Self {
+        OpenAiError::new(StatusCode::BAD_REQUEST, Some("invalid_json"), format!("the body is not valid JSON: {why}"))
+    }
+}
+
 /// Reading the fields of a request body, each failure naming its field.
-pub struct Fields {
+pub(crate) struct Fields {
     map: Map<String, Value>,
 }
 
 impl Fields {
     /// The body; `known` lists the fields the route reads. Any other field that is not `null`
     /// is refused, naming it; `why` says why for the fields OpenAI has and the pool does not.
-    pub fn new(
+    pub(crate) fn new(
         mut map: Map<String, Value>,
-        known: &[&str],
+        known: &[String],
         why: impl Fn(&str) -> &'static str,
     ) -> Result<Self, OpenAiError> {
         map.retain(|_, v| !v.is_null());
-        if let Some(key) = map.keys().find(|k| !known.contains(&k.as_str())) {
+        if let Some(key) = map.keys().find(|k| !known.contains(k)) {
             return Err(OpenAiError::unsupported(key.clone(), why(key)));
         }
         Ok(Self { map })
     }
 
     /// Takes a field as it is.
-    pub fn take(&mut self, key: &str) -> Option<Value> {
+    pub(crate) fn take(&mut self, key: &str) -> Option<Value> {
         self.map.remove(key)
     }
 
     /// A string field.
-    pub fn string(&mut self, key: &str) -> Result<Option<String>, OpenAiError> {
+    pub(crate) fn string(&mut self, key: &str) -> Result<Option<String>, OpenAiError> {
         match self.map.remove(key) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
@@ -221,7 +195,7 @@ impl Fields {
     }
 
     /// A boolean field.
-    pub fn boolean(&mut self, key: &str) -> Result<Option<bool>, OpenAiError> {
+    pub(crate) fn boolean(&mut self, key: &str) -> Result<Option<bool>, OpenAiError> {
         match self.map.remove(key) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(b)),
@@ -230,7 +204,7 @@ impl Fields {
     }
 
     /// `metadata`: an object (its caps are checked by [`crate::AppState::check_settings`]).
-    pub fn metadata(&mut self, key: &str) -> Result<Option<Map<String, Value>>, OpenAiError> {
+    pub(crate) fn metadata(&mut self, key: &str) -> Result<Option<Map<String, Value>>, OpenAiError> {
         match self.map.remove(key) {
             None => Ok(None),
             Some(Value::Object(map)) => Ok(Some(map)),

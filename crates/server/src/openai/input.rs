@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 /// Who said a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
+pub(crate) enum Role {
     /// The system prompt.
     System,
     /// Developer instructions.
@@ -30,7 +30,7 @@ impl Role {
     }
 
     /// Its name on the wire.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Role::System => "system",
             Role::Developer => "developer",
@@ -42,27 +42,27 @@ impl Role {
 
 /// What a request's messages come to.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Transcript {
+pub(crate) struct Transcript {
     /// The leading system messages, joined.
-    pub system: Option<String>,
+    pub(crate) system: Option<String>,
     /// The leading developer messages, joined.
-    pub developer: Option<String>,
+    pub(crate) developer: Option<String>,
     /// The user and assistant messages before the new one, in order.
-    pub history: Vec<(Role, String)>,
+    pub(crate) history: Vec<(Role, String)>,
     /// The user's new message: the last one.
-    pub last: String,
+    pub(crate) last: String,
 }
 
 impl Transcript {
     /// The earlier turns as Responses API items, the shapes codex records (what a new
     /// conversation is given as history).
-    pub fn history_items(&self) -> Vec<Value> {
+    pub(crate) fn history_items(&self) -> Vec<Value> {
         self.history.iter().map(|(role, text)| item(*role, text)).collect()
     }
 }
 
 /// A message as codex records it.
-pub fn item(role: Role, text: &str) -> Value {
+pub(crate) fn item(role: Role, text: &str) -> Value {
     let part = if role == Role::Assistant { "output_text" } else { "input_text" };
     json!({"type": "message", "role": role.name(), "content": [{"type": part, "text": text}]})
 }
@@ -70,7 +70,7 @@ pub fn item(role: Role, text: &str) -> Value {
 /// Reads a list of messages (`{role, content}`, content a string or text parts) at `param`
 /// (`messages`, `input`). System and developer messages must come first; the last message must
 /// be the user's.
-pub fn transcript(messages: &[Value], param: &str) -> Result<Transcript, OpenAiError> {
+pub(crate) fn transcript(messages: &[Value], param: &str) -> Result<Transcript, OpenAiError> {
     let mut t = Transcript::default();
     let mut said = Vec::new();
     for (i, message) in messages.iter().enumerate() {
@@ -122,7 +122,7 @@ pub fn transcript(messages: &[Value], param: &str) -> Result<Transcript, OpenAiE
 /// Refuses (400, `too_many_items`) a list of messages at `param` with more than `max` messages
 /// and content parts in all: each one becomes a JSON item that the service and codex hold
 /// several copies of, so their number is bounded apart from their size.
-pub fn check_items(messages: &[Value], param: &str, max: usize) -> Result<(), OpenAiError> {
+pub(crate) fn check_items(messages: &[Value], param: &str, max: usize) -> Result<(), OpenAiError> {
     let items = messages.len()
         + messages.iter().filter_map(|m| m.get("content").and_then(Value::as_array)).map(Vec::len).sum::<usize>();
     if items <= max {

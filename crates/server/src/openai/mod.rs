@@ -16,42 +16,42 @@
 //! own: a response is `resp_<conversation id>_<codex turn id>`, its message `msg_<turn
 //! id>_<n>`, a chat completion `chatcmpl-<conversation id>_<turn id>`.
 
-pub mod chat;
-pub mod error;
-pub mod input;
-pub mod models;
-pub mod reply;
-pub mod responses;
-pub mod transcripts;
-pub mod wire;
+pub(crate) mod chat;
+pub(crate) mod error;
+pub(crate) mod input;
+pub(crate) mod models;
+pub(crate) mod reply;
+pub(crate) mod responses;
+pub(crate) mod transcripts;
+pub(crate) mod wire;
 
 use codex_pool::ConversationId;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Whether a path is one of OpenAI's (its errors take OpenAI's shape).
-pub fn is_openai_path(path: &str) -> bool {
+pub(crate) fn is_openai_path(path: &str) -> bool {
     ["/v1/responses", "/v1/chat/", "/v1/models"].iter().any(|p| path.starts_with(p))
 }
 
 /// The id of the response that a turn of a conversation is.
-pub fn response_id(conversation: &ConversationId, turn_id: &str) -> String {
+pub(crate) fn response_id(conversation: &ConversationId, turn_id: &str) -> String {
     format!("resp_{conversation}_{turn_id}")
 }
 
 /// The conversation and codex turn a response id names (conversation ids are codex's, which
 /// hold no `_`).
-pub fn parse_response_id(id: &str) -> Option<(ConversationId, String)> {
+pub(crate) fn parse_response_id(id: &str) -> Option<(ConversationId, String)> {
     let (conversation, turn) = id.strip_prefix("resp_")?.split_once('_')?;
     (!conversation.is_empty() && !turn.is_empty()).then(|| (ConversationId::from(conversation), turn.to_owned()))
 }
 
 /// The id of the `n`th message (from 0) of a turn's output.
-pub fn message_id(turn_id: &str, n: usize) -> String {
+pub(crate) fn message_id(turn_id: &str, n: usize) -> String {
     format!("msg_{turn_id}_{n}")
 }
 
 /// Seconds since the Unix epoch.
-pub fn now_secs() -> i64 {
+pub(crate) fn now_secs() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 

@@ -22,7 +22,7 @@ fn model(id: &str) -> Value {
 
 /// Lists the models the service serves.
 #[utoipa::path(get, path = "/v1/models", tag = "openai", responses((status = 200, description = "The models", body = Object)))]
-pub async fn list(State(state): State<AppState>) -> Json<Value> {
+pub(crate) async fn list(State(state): State<AppState>) -> Json<Value> {
     let data: Vec<Value> = served(&state).iter().map(|m| model(m)).collect();
     Json(json!({"object": "list", "data": data}))
 }
@@ -31,7 +31,10 @@ pub async fn list(State(state): State<AppState>) -> Json<Value> {
 #[utoipa::path(get, path = "/v1/models/{id}", tag = "openai", params(("id" = String, Path, description = "The model")),
     responses((status = 200, description = "The model", body = Object),
               (status = 404, body = crate::openai::error::OpenAiErrorBody)))]
-pub async fn retrieve(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, OpenAiError> {
+pub(crate) async fn retrieve(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, OpenAiError> {
     if served(&state).contains(&id) {
         Ok(Json(model(&id)))
     } else {

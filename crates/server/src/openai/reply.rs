@@ -4,16 +4,15 @@
 
 use crate::events::{ApiEvent, EventBody, FailureKind, Finished, Usage};
 use crate::runs::RunLog;
-use axum::response::sse::{Event, KeepAlive, Sse};
-use futures_util::stream::{self, Stream};
+use axum::response::sse::{Event, Sse};
+use futures_util::stream::Stream;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// One step of a reply.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Step {
+pub(crate) enum Step {
     /// The `n`th message (from 0) begins.
     Open(usize),
     /// More text of the `n`th message.
@@ -26,7 +25,7 @@ pub enum Step {
 
 /// How a turn ended.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Ending {
+pub(crate) enum Ending {
     /// codex finished it; `interrupted` when it was stopped.
     Completed {
         /// It was interrupted.
@@ -45,7 +44,7 @@ pub enum Ending {
 
 /// Follows a turn's events.
 #[derive(Debug, Default)]
-pub struct Reply {
+pub(crate) struct Reply {
     /// The codex item of the message being written, and its place in `messages`.
     open: Option<(String, usize)>,
     /// Messages so far (closed ones whole).
@@ -55,7 +54,7 @@ pub struct Reply {
 
 impl Reply {
     /// The steps an event makes.
-    pub fn step(&mut self, event: &ApiEvent) -> Vec<Step> {
+    pub(crate) fn step(&mut self, event: &ApiEvent) -> Vec<Step> {
         let mut steps = Vec::new();
         match &event.body {
             EventBody::TextDelta { item_id: item, delta } => {
@@ -101,22 +100,22 @@ impl Reply {
     }
 
     /// The messages so far.
-    pub fn messages(&self) -> &[String] {
+    pub(crate) fn messages(&self) -> &[String] {
         &self.messages
     }
 
     /// Every message's text, joined.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         self.messages.concat()
     }
 
     /// How the turn ended, once it has.
-    pub fn ending(&self) -> Option<&Ending> {
+    pub(crate) fn ending(&self) -> Option<&Ending> {
         self.ended.as_ref()
     }
 
     /// A whole turn's events, read.
-    pub fn of<E: std::borrow::Borrow<ApiEvent>>(events: &[E]) -> Self {
+    pub(crate) fn of<E: std::borrow::Borrow<ApiEvent>>(events: &[E]) -> Self {
         let mut reply = Reply::default();
         for e in events {
             reply.step(e.borrow());
@@ -126,7 +125,7 @@ impl Reply {
 }
 
 /// How a route writes a reply as server-sent events.
-pub trait Render: Send + 'static {
+pub(crate) trait Render: Send + 'static {
     /// What goes out before the turn's first event.
     fn start(&mut self) -> Vec<Event>;
     /// What a step of the reply makes (`reply` is the reply so far, this step included).
@@ -135,31 +134,29 @@ pub trait Render: Send + 'static {
 
 /// A turn's reply from its log, as events written by `render`; the stream ends with the turn.
 /// The turn runs on whether or not anyone reads it.
-pub fn sse<R: Render>(log: Arc<RunLog>, mut render: R) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let ready: VecDeque<Event> = render.start().into();
-    let state = (log, 0u64, ready, Reply::default(), render, false);
-    let events = stream::unfold(state, |(log, mut after, mut ready, mut reply, mut render, mut done)| async move {
-        loop {
-            if let Some(event) = ready.pop_front() {
-                return Some((Ok(event), (log, after, ready, reply, render, done)));
-            }
-            if done {
-                return None;
-            }
-            let Some(events) = log.next_after(after).await else {
-                done = true;
-                continue;
-            };
-            for event in events {
-                after = event.id;
-                for step in reply.step(&event) {
-                    done |= matches!(step, Step::End(_));
-                    ready.extend(render.step(step, &reply));
-                }
-            }
+pub(crate) fn sse<R: Render>(log: Arc<RunLog>, render: R) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    crate::sse::from_log(log, 0, Replying { reply: Reply::default(), render })
+}
+
+/// A reply told step by step to a [`Render`].
+struct Replying<R> {
+    reply: Reply,
+    render: R,
+}
+
+impl<R: Render> crate::sse::Writer for Replying<R> {
+    fn start(&mut self) -> Vec<Event> {
+        self.render.start()
+    }
+
+    fn write(&mut self, event: &ApiEvent, out: &mut VecDeque<Event>) -> bool {
+        let mut done = false;
+        for step in self.reply.step(event) {
+            done |= matches!(step, Step::End(_));
+            out.extend(self.render.step(step, &self.reply));
         }
-    });
-    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        done
+    }
 }
 
 #[cfg(test)]

@@ -23,8 +23,8 @@ use codex_pool_protocol::types::UserInput;
 use serde_json::{json, Map, Value};
 use std::time::Instant;
 
-/// The fields `POST /v1/responses` reads.
-const KNOWN: &[&str] = &["model", "input", "instructions", "previous_response_id", "store", "metadata", "stream"];
+/// The fields `POST /v1/responses` reads: those its request shape documents.
+static KNOWN: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(wire::fields_of::<wire::CreateResponse>);
 
 /// Why a field OpenAI has is refused here.
 fn why(field: &str) -> &'static str {
@@ -72,10 +72,13 @@ struct Plan {
         (status = 503, description = "Not ready; or another node serves the conversation `previous_response_id` \
          continues, and the request, forwarded to it, could not be answered (`owned_elsewhere`, `owner_unreachable`; \
          `Retry-After`)", body = crate::openai::error::OpenAiErrorBody)))]
-pub async fn create(State(state): State<AppState>, OpenAiBody(body): OpenAiBody) -> Result<Response, OpenAiError> {
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    OpenAiBody(body): OpenAiBody,
+) -> Result<Response, OpenAiError> {
     state.ready()?;
     let begun = Instant::now();
-    let mut f = Fields::new(body, KNOWN, why)?;
+    let mut f = Fields::new(body, &KNOWN, why)?;
     let model = f.string("model")?;
     let input =
         f.take("input").ok_or_else(|| OpenAiError::invalid("input", "`input` is required: the user's message"))?;
@@ -261,7 +264,10 @@ async fn continuing(
     params(("id" = String, Path, description = "The response (`resp_...`)")),
     responses((status = 200, description = "The Response", body = Object),
               (status = 404, body = crate::openai::error::OpenAiErrorBody)))]
-pub async fn retrieve(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, OpenAiError> {
+pub(crate) async fn retrieve(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, OpenAiError> {
     let unknown = || OpenAiError::not_found(None, format!("no response {id:?} is kept here"));
     let (conversation, turn) = parse_response_id(&id).ok_or_else(unknown)?;
     let info = state.pool.conversation(&conversation).await?.ok_or_else(unknown)?;

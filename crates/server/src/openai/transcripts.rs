@@ -25,21 +25,21 @@ use codex_pool::{ConversationId, Pool, PoolError};
 use codex_pool_store::{TranscriptEntry, TranscriptHasher, TranscriptKey};
 
 /// The metadata that marks a conversation as one Chat Completions runs.
-pub const CREATED_BY: (&str, &str) = ("created_by", "chat.completions");
+pub(crate) const CREATED_BY: (&str, &str) = ("created_by", "chat.completions");
 
 /// What identifies a transcript besides its messages: its model and prompts.
 #[derive(Debug, Clone)]
-pub struct TranscriptHead<'a> {
+pub(crate) struct TranscriptHead<'a> {
     /// The model asked for.
-    pub model: &'a str,
+    pub(crate) model: &'a str,
     /// The system prompt.
-    pub system: Option<&'a str>,
+    pub(crate) system: Option<&'a str>,
     /// The developer prompt.
-    pub developer: Option<&'a str>,
+    pub(crate) developer: Option<&'a str>,
 }
 
 /// The key of a transcript: `head`, then `turns` in order, each text trimmed.
-pub fn key(head: &TranscriptHead<'_>, turns: &[(Role, String)]) -> TranscriptKey {
+pub(crate) fn key(head: &TranscriptHead<'_>, turns: &[(Role, String)]) -> TranscriptKey {
     let mut h = TranscriptHasher::new();
     h.text(head.model).optional(head.system.map(str::trim)).optional(head.developer.map(str::trim));
     h.number(turns.len() as u64);
@@ -56,14 +56,14 @@ pub fn key(head: &TranscriptHead<'_>, turns: &[(Role, String)]) -> TranscriptKey
 }
 
 /// Takes the conversation indexed under `key` out of the index, with its turns then.
-pub async fn take(pool: &Pool, key: &TranscriptKey) -> Result<Option<(ConversationId, u64)>, PoolError> {
+pub(crate) async fn take(pool: &Pool, key: &TranscriptKey) -> Result<Option<(ConversationId, u64)>, PoolError> {
     let entry = pool.store().take_transcript(key).await?;
     Ok(entry.map(|e| (e.conversation, e.turns)))
 }
 
 /// Indexes a conversation, which has had `turns` turns, under `key`. A store that fails is
 /// logged: the transcript's next request then starts a new conversation, given the transcript.
-pub async fn put(pool: &Pool, key: TranscriptKey, id: ConversationId, turns: u64) {
+pub(crate) async fn put(pool: &Pool, key: TranscriptKey, id: ConversationId, turns: u64) {
     let entry = TranscriptEntry { conversation: id, turns };
     if let Err(e) = pool.store().put_transcript(&key, &entry).await {
         tracing::warn!(conversation = %entry.conversation, error = %e,

@@ -11,27 +11,27 @@ use utoipa::ToSchema;
 
 /// What a Response object says besides its output: the same for every event of a stream.
 #[derive(Debug, Clone)]
-pub struct ResponseHead {
+pub(crate) struct ResponseHead {
     /// `resp_<conversation>_<turn>`.
-    pub id: String,
+    pub(crate) id: String,
     /// The codex turn (message ids derive from it).
-    pub turn_id: String,
+    pub(crate) turn_id: String,
     /// Unix seconds.
-    pub created_at: i64,
+    pub(crate) created_at: i64,
     /// The model.
-    pub model: String,
+    pub(crate) model: String,
     /// The instructions the client gave the conversation, if any.
-    pub instructions: Option<String>,
+    pub(crate) instructions: Option<String>,
     /// The conversation's metadata.
-    pub metadata: Map<String, Value>,
+    pub(crate) metadata: Map<String, Value>,
     /// The response it continues.
-    pub previous_response_id: Option<String>,
+    pub(crate) previous_response_id: Option<String>,
     /// Whether it is kept (`store`).
-    pub store: bool,
+    pub(crate) store: bool,
 }
 
 /// An output message, whole or being written.
-pub fn output_message(turn_id: &str, n: usize, text: Option<&str>) -> Value {
+pub(crate) fn output_message(turn_id: &str, n: usize, text: Option<&str>) -> Value {
     let (status, content) = match text {
         Some(text) => ("completed", json!([text_part(text)])),
         None => ("in_progress", json!([])),
@@ -40,12 +40,12 @@ pub fn output_message(turn_id: &str, n: usize, text: Option<&str>) -> Value {
 }
 
 /// An `output_text` part.
-pub fn text_part(text: &str) -> Value {
+pub(crate) fn text_part(text: &str) -> Value {
     json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []})
 }
 
 /// The Responses API's usage.
-pub fn response_usage(u: &Usage) -> Value {
+pub(crate) fn response_usage(u: &Usage) -> Value {
     json!({
         "input_tokens": u.input_tokens,
         "input_tokens_details": {"cached_tokens": u.cached_input_tokens, "cache_write_tokens": 0},
@@ -56,7 +56,7 @@ pub fn response_usage(u: &Usage) -> Value {
 }
 
 /// A Response object: `in_progress` until `ending`, with the messages so far.
-pub fn response(head: &ResponseHead, messages: &[String], ending: Option<&Ending>) -> Value {
+pub(crate) fn response(head: &ResponseHead, messages: &[String], ending: Option<&Ending>) -> Value {
     let output: Vec<Value> =
         messages.iter().enumerate().map(|(n, text)| output_message(&head.turn_id, n, Some(text))).collect();
     let (status, usage, error) = match ending {
@@ -90,7 +90,7 @@ pub fn response(head: &ResponseHead, messages: &[String], ending: Option<&Ending
 }
 
 /// The event type that ends a stream with `ending`.
-pub fn terminal_event(ending: &Ending) -> &'static str {
+pub(crate) fn terminal_event(ending: &Ending) -> &'static str {
     match ending {
         Ending::Completed { interrupted: false, .. } => "response.completed",
         Ending::Completed { interrupted: true, .. } => "response.incomplete",
@@ -99,7 +99,7 @@ pub fn terminal_event(ending: &Ending) -> &'static str {
 }
 
 /// Chat Completions' usage.
-pub fn chat_usage(u: &Usage) -> Value {
+pub(crate) fn chat_usage(u: &Usage) -> Value {
     json!({
         "prompt_tokens": u.input_tokens,
         "completion_tokens": u.output_tokens,
@@ -110,7 +110,7 @@ pub fn chat_usage(u: &Usage) -> Value {
 }
 
 /// A whole chat completion.
-pub fn chat_completion(id: &str, created: i64, model: &str, text: &str, usage: &Usage) -> Value {
+pub(crate) fn chat_completion(id: &str, created: i64, model: &str, text: &str, usage: &Usage) -> Value {
     json!({
         "id": id,
         "object": "chat.completion",
@@ -129,7 +129,7 @@ pub fn chat_completion(id: &str, created: i64, model: &str, text: &str, usage: &
 
 /// A chat completion chunk with one choice, `delta` and `finish_reason`; or, with `usage`, the
 /// last chunk that carries only it.
-pub fn chat_chunk(
+pub(crate) fn chat_chunk(
     id: &str,
     created: i64,
     model: &str,
@@ -156,44 +156,58 @@ pub fn chat_chunk(
 }
 
 /// `POST /v1/responses`: what it takes. Any other field is refused (400, naming it).
+#[expect(dead_code, reason = "the handler reads the body field by field, with the names `fields_of` lists")]
 #[derive(Debug, Deserialize, ToSchema)]
-pub struct CreateResponse {
+pub(crate) struct CreateResponse {
     /// A model the service serves (`GET /v1/models`; default: the first).
-    pub model: Option<String>,
+    pub(crate) model: Option<String>,
     /// The user's message: a string, or message items (`{role, content}`, text only; leading
     /// system/developer messages and earlier turns only when starting a conversation).
     #[schema(value_type = String)]
-    pub input: Value,
+    pub(crate) input: Value,
     /// The conversation's system prompt; fixed when it starts (later requests may repeat it).
-    pub instructions: Option<String>,
+    pub(crate) instructions: Option<String>,
     /// Continue the conversation of this response, on its codex thread.
-    pub previous_response_id: Option<String>,
+    pub(crate) previous_response_id: Option<String>,
     /// `false`: the conversation is deleted once the turn has ended (only when starting one).
-    pub store: Option<bool>,
+    pub(crate) store: Option<bool>,
     /// Up to 16 string pairs, kept with the conversation.
     #[schema(value_type = Option<Object>)]
-    pub metadata: Option<Map<String, Value>>,
+    pub(crate) metadata: Option<Map<String, Value>>,
     /// Stream the Responses events (SSE) instead of answering the Response once it has ended.
-    pub stream: Option<bool>,
+    pub(crate) stream: Option<bool>,
 }
 
 /// `POST /v1/chat/completions`: what it takes. Any other field is refused (400, naming it).
+#[expect(dead_code, reason = "the handler reads the body field by field, with the names `fields_of` lists")]
 #[derive(Debug, Deserialize, ToSchema)]
-pub struct CreateChatCompletion {
+pub(crate) struct CreateChatCompletion {
     /// A model the service serves (`GET /v1/models`).
-    pub model: String,
+    pub(crate) model: String,
     /// The whole transcript: leading system/developer messages, then user and assistant
     /// messages, ending with the user's new one (text only).
     #[schema(value_type = Vec<Object>)]
-    pub messages: Vec<Value>,
+    pub(crate) messages: Vec<Value>,
     /// Stream chunks (SSE, ending with `[DONE]`).
-    pub stream: Option<bool>,
+    pub(crate) stream: Option<bool>,
     /// `{"include_usage": bool}`: a last chunk with the usage.
     #[schema(value_type = Option<Object>)]
-    pub stream_options: Option<Value>,
+    pub(crate) stream_options: Option<Value>,
     /// Only 1.
-    pub n: Option<u32>,
+    pub(crate) n: Option<u32>,
     /// Only `false`: stored chat completions are not offered (the transcript is kept as a
     /// conversation either way).
-    pub store: Option<bool>,
+    pub(crate) store: Option<bool>,
+}
+
+/// The fields a request shape takes, as its OpenAPI schema names them: the one list a handler
+/// checks a body against (any other field is refused, naming it), so the document and the
+/// handler cannot disagree on what a route takes.
+pub(crate) fn fields_of<T: utoipa::PartialSchema>() -> Vec<String> {
+    match T::schema() {
+        utoipa::openapi::RefOr::T(utoipa::openapi::Schema::Object(object)) => {
+            object.properties.keys().cloned().collect()
+        }
+        _ => Vec::new(),
+    }
 }

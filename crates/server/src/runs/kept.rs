@@ -12,16 +12,16 @@ const REMEMBERED: usize = 4096;
 
 /// What was dropped when a log ended: how many logs, for which reason.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Evictions {
+pub(super) struct Evictions {
     /// Oldest logs dropped for room.
-    pub budget: u64,
+    pub(crate) budget: u64,
     /// The ended log itself, too large to keep.
-    pub too_large: u64,
+    pub(crate) too_large: u64,
 }
 
 /// The logs, by key; the ended ones in the order they ended, with their sizes.
 #[derive(Debug)]
-pub struct Kept<K, L> {
+pub(super) struct Kept<K, L> {
     logs: HashMap<K, L>,
     /// Ended logs: the order they ended in → (key, bytes).
     ended: BTreeMap<u64, (K, usize)>,
@@ -35,7 +35,7 @@ pub struct Kept<K, L> {
 
 impl<K: Clone + Eq + Hash + Ord, L: Clone> Kept<K, L> {
     /// Ended logs kept up to `budget` bytes in all.
-    pub fn new(budget: usize) -> Self {
+    pub(super) fn new(budget: usize) -> Self {
         Self {
             logs: HashMap::new(),
             ended: BTreeMap::new(),
@@ -48,13 +48,13 @@ impl<K: Clone + Eq + Hash + Ord, L: Clone> Kept<K, L> {
     }
 
     /// A running turn's log.
-    pub fn insert(&mut self, key: K, log: L) {
+    pub(super) fn insert(&mut self, key: K, log: L) {
         self.logs.insert(key, log);
     }
 
     /// The log of `key`: `Ok(Some)` while kept, `Ok(None)` if never known (or forgotten long
     /// ago), `Err(())` if it was kept and has expired.
-    pub fn get(&self, key: &K) -> Result<Option<L>, ()> {
+    pub(super) fn get(&self, key: &K) -> Result<Option<L>, ()> {
         match self.logs.get(key) {
             Some(log) => Ok(Some(log.clone())),
             None if self.expired.contains(key) => Err(()),
@@ -65,7 +65,7 @@ impl<K: Clone + Eq + Hash + Ord, L: Clone> Kept<K, L> {
     /// The log of `key` ended with `bytes` bytes (`None`: not to be kept): it is kept (its
     /// place in the end order is the answer) unless it is over the budget alone; the oldest
     /// ended logs go until the rest fit.
-    pub fn ended(&mut self, key: K, bytes: Option<usize>) -> (Option<u64>, Evictions) {
+    pub(super) fn ended(&mut self, key: K, bytes: Option<usize>) -> (Option<u64>, Evictions) {
         let mut evictions = Evictions::default();
         let Some(bytes) = bytes.filter(|b| *b <= self.budget) else {
             self.forget(&key);
@@ -86,7 +86,7 @@ impl<K: Clone + Eq + Hash + Ord, L: Clone> Kept<K, L> {
     }
 
     /// The ended log `seq` is past its retention: forgotten, if it is still kept.
-    pub fn expire(&mut self, seq: u64) {
+    pub(super) fn expire(&mut self, seq: u64) {
         if let Some((key, size)) = self.ended.remove(&seq) {
             self.bytes -= size;
             self.forget(&key);
@@ -94,13 +94,13 @@ impl<K: Clone + Eq + Hash + Ord, L: Clone> Kept<K, L> {
     }
 
     /// Bytes of the ended logs kept.
-    pub fn bytes(&self) -> usize {
+    pub(super) fn bytes(&self) -> usize {
         self.bytes
     }
 
     /// Logs kept (running and ended).
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.logs.len()
     }
 
