@@ -12,7 +12,7 @@
 //!   forwarded to that node and its answer streamed back ([`forward`]), so any node answers any
 //!   request; `GET /v1/nodes` lists them.
 //! - `GET /v1/pool`, `GET /healthz`, `GET /readyz`, `GET /openapi.json`, `GET /metrics`
-//!   (Prometheus text).
+//!   (OpenMetrics text, which Prometheus scrapes).
 //! - OpenAI's API ([`openai`]): `POST /v1/responses`, `GET /v1/responses/{id}`, `POST
 //!   /v1/chat/completions`, `GET /v1/models`.
 //!
@@ -47,6 +47,7 @@ pub mod openai;
 mod openapi;
 mod origin;
 pub mod policy;
+mod pool_metrics;
 pub mod runs;
 mod state;
 
