@@ -1,6 +1,6 @@
-"""Reads a codex-pool service's /metrics with Prometheus' own text parser (run by
-crates/cli/tests/openai.rs). Prints every sample as JSON: {"name{labels}": value}. Any line the
-parser cannot read, or a family without its HELP and TYPE, fails it.
+"""Reads a codex-pool service's /metrics with the official Python client's OpenMetrics parser (run
+by crates/cli/tests/openai.rs). Prints every sample as JSON: {"name{labels}": value}. Any line the
+parser cannot read, a family without its HELP and TYPE, or another content type fails it.
 
 Usage: metrics_check.py URL (e.g. http://127.0.0.1:7878/metrics)
 """
@@ -9,10 +9,10 @@ import json
 import sys
 import urllib.request
 
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 with urllib.request.urlopen(sys.argv[1]) as answer:
-    assert answer.headers["Content-Type"].startswith("text/plain; version=0.0.4"), answer.headers
+    assert answer.headers["Content-Type"] == "application/openmetrics-text; version=1.0.0; charset=utf-8", answer.headers
     text = answer.read().decode("utf-8")
 samples = {}
 for family in text_string_to_metric_families(text):

@@ -1,12 +1,12 @@
 //! What the HTTP edge counts for `/metrics`: open connections, and each limit of the edge when
 //! it bites (connections over the cap, heads or bodies too slow, refused hosts, origins, content
-//! types and settings). Kept apart from the service's other counters; `GET /metrics` renders
-//! it with the rest.
+//! types and settings). Kept apart from the service's other counters; they share its registry.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 /// A limit of the HTTP edge, as `/metrics` labels it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -43,61 +43,52 @@ impl EdgeLimit {
     }
 }
 
-/// The edge's counters; every method takes `&self`.
+/// The edge's counters; every method takes `&self`. Its metrics are handles on the service's
+/// registry ([`EdgeMetrics::register`]).
 #[derive(Debug, Default)]
 pub(crate) struct EdgeMetrics {
-    open: AtomicU64,
-    accept_errors: AtomicU64,
-    refused: Mutex<BTreeMap<EdgeLimit, u64>>,
+    open: Gauge,
+    accept_errors: Counter,
+    refused: Family<LimitLabel, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabel {
+    limit: &'static str,
 }
 
 impl EdgeMetrics {
     /// A connection opened (`true`) or closed (`false`).
     pub(crate) fn connection(&self, opened: bool) {
         if opened {
-            self.open.fetch_add(1, Ordering::Relaxed);
+            self.open.inc();
         } else {
-            self.open.fetch_sub(1, Ordering::Relaxed);
+            self.open.dec();
         }
-    }
-
-    /// Connections open now.
-    pub(crate) fn open_connections(&self) -> u64 {
-        self.open.load(Ordering::Relaxed)
     }
 
     /// `accept` failed (out of file descriptors, say).
     pub(crate) fn accept_error(&self) {
-        self.accept_errors.fetch_add(1, Ordering::Relaxed);
+        self.accept_errors.inc();
     }
 
     /// A limit bit.
     pub(crate) fn refused(&self, limit: EdgeLimit) {
-        *self.refused.lock().unwrap_or_else(|p| p.into_inner()).entry(limit).or_default() += 1;
+        self.refused.get_or_create(&LimitLabel { limit: limit.as_str() }).inc();
     }
 
-    /// The edge's lines of `/metrics`.
-    pub(crate) fn render(&self, out: &mut String) {
-        let _ = writeln!(
-            out,
-            "# HELP codex_pool_http_connections HTTP connections open now.\n# TYPE codex_pool_http_connections gauge\n\
-             codex_pool_http_connections {}",
-            self.open_connections()
+    /// Adds the edge's metrics to the service's registry (once, when it is built).
+    pub(crate) fn register(&self, registry: &mut Registry) {
+        registry.register("codex_pool_http_connections", "HTTP connections open now", self.open.clone());
+        registry.register(
+            "codex_pool_http_accept_errors",
+            "Connections the service failed to accept (e.g. out of file descriptors)",
+            self.accept_errors.clone(),
         );
-        let _ = writeln!(
-            out,
-            "# HELP codex_pool_http_accept_errors_total Connections the service failed to accept (e.g. out of file \
-             descriptors).\n# TYPE codex_pool_http_accept_errors_total counter\ncodex_pool_http_accept_errors_total {}",
-            self.accept_errors.load(Ordering::Relaxed)
+        registry.register(
+            "codex_pool_http_limit_refusals",
+            "Requests and connections the HTTP edge refused, by limit",
+            self.refused.clone(),
         );
-        let _ = writeln!(
-            out,
-            "# HELP codex_pool_http_limit_refusals_total Requests and connections the HTTP edge refused, by limit.\n\
-             # TYPE codex_pool_http_limit_refusals_total counter"
-        );
-        let refused = self.refused.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        for (limit, n) in refused {
-            let _ = writeln!(out, "codex_pool_http_limit_refusals_total{{limit=\"{}\"}} {n}", limit.as_str());
-        }
     }
 }

@@ -48,6 +48,7 @@ mod openai;
 mod openapi;
 mod origin;
 pub mod policy;
+mod pool_metrics;
 mod runs;
 mod sse;
 mod state;

@@ -41,7 +41,7 @@ impl Effort {
     }
 
     /// The effort named `name`, or a 400 naming the ones offered.
-    pub fn parse(name: &str) -> Result<Effort, ApiError> {
+    pub(crate) fn parse(name: &str) -> Result<Effort, ApiError> {
         Effort::ALL.into_iter().find(|e| e.as_str() == name).ok_or_else(|| {
             let offered: Vec<&str> = Effort::ALL.iter().map(|e| e.as_str()).collect();
             ApiError::invalid(format!("reasoning_effort {name:?} is not one of {}", offered.join(", ")))

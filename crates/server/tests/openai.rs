@@ -312,7 +312,7 @@ async fn models_and_metrics() {
     assert_eq!(status_of(c.get("/v1/models/other").await).0, StatusCode::NOT_FOUND);
 
     let before = c.get("/metrics").await.unwrap();
-    assert!(before.headers["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    assert_eq!(before.headers["content-type"], "application/openmetrics-text; version=1.0.0; charset=utf-8");
     let before = String::from_utf8(before.body.to_vec()).unwrap();
     let id = svc.conversation().await;
     let done = c.post(&format!("/v1/conversations/{id}/turns"), json!({"text": "count me", "stream": false})).await;

@@ -157,11 +157,11 @@ pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(crate::openapi::document())
 }
 
-/// What the service and its pool did, in Prometheus' text format.
+/// What the service and its pool did, in OpenMetrics text (Prometheus scrapes it).
 #[utoipa::path(get, path = "/metrics", tag = "service",
-    responses((status = 200, description = "Prometheus text (0.0.4)", content_type = "text/plain", body = String)))]
+    responses((status = 200, description = "OpenMetrics text (1.0.0)", content_type = "application/openmetrics-text", body = String)))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
-    crate::metrics::answer(state.metrics.render(&state.pool.stats(), state.runs.running()))
+    crate::metrics::answer(state.metrics.render(state.pool.stats(), state.runs.running()))
 }
 
 /// Anything else: 404, in the route's error shape.
