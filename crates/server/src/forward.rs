@@ -131,12 +131,24 @@ impl Forwarder {
         next: Next,
     ) -> Response {
         let path = parts.uri.path().to_owned();
-        let mut ran_here = false;
+        let (mut ran_here, mut sent_again) = (false, false);
         loop {
             let failure = match self.send(&owner, node, &parts, body.clone()).await {
                 Ok(response) => {
                     self.metrics.forwarded(ForwardOutcome::Ok);
                     return response;
+                }
+                // A kept-alive connection to a node that has just died can still be taken from
+                // the pool, and the request written into it breaks without an answer: sent once
+                // more, on a new connection, which a dead node refuses (then its lease is waited
+                // out below). A live owner that received the first copy and is still running it
+                // refuses the second as busy (409); only an answer lost after the owner had
+                // finished a turn would have it run twice, the case HAProxy's
+                // `retry-on empty-response` accepts too (deploy/haproxy.cfg).
+                Err(Failure::Broken(why)) if !sent_again => {
+                    sent_again = true;
+                    tracing::debug!(owner = %owner.node, error = %why, "a forwarded request broke; sending it again");
+                    continue;
                 }
                 Err(failure) => failure,
             };
