@@ -247,6 +247,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let backend = args.model.backend(Some(&data_dir)).await?;
     let mut config = PoolConfig::new(backend.config.clone());
     config.default_model.clone_from(&backend.model);
+    config.ca_bundle = backend.ca_bundle.clone();
     if let Some(size) = args.pool_size {
         config.size = size;
     }

@@ -121,3 +121,43 @@ fn codex_logs_as_codex_pool_codex_log_says() {
     let quiet = chat_logs(&[stderr_only]);
     assert!(quiet.contains("codex_stderr") && !quiet.contains(" INFO"), "{quiet}");
 }
+
+#[test]
+fn serve_gives_codex_the_root_certificates_it_is_told() {
+    // A bundle that does not exist is what the pool says it cannot read, naming it: the flag
+    // reaches the pool (it was once dropped on the way, and serve ran on `auto` whatever it was
+    // told). serve itself stays up, answering 503 until a process serves.
+    use std::io::BufRead;
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_codex-pool"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--ca-bundle", "/nonexistent/roots.pem", "--data-dir"])
+        .arg(data.path())
+        .env_remove("CODEX_POOL_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut seen = Vec::new();
+    let found = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("cannot read the CA bundle /nonexistent/roots.pem") => break true,
+            Ok(line) => seen.push(line),
+            Err(_) => break false,
+        }
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(found, "serve never tried the bundle it was given: {seen:#?}");
+}
