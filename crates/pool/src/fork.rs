@@ -4,6 +4,7 @@
 use crate::error::PoolError;
 use crate::pool::Pool;
 use crate::profile::Profile;
+use codex_pool_protocol::TurnId;
 use codex_pool_store::ConversationId;
 
 /// Where a conversation goes on from one of its turns ([`Pool::fork_at`]).
@@ -23,15 +24,15 @@ impl Pool {
     /// turn is its latest (its stored [`last_turn`](codex_pool_store::ThreadRecord::last_turn)
     /// says so without reading the history), else a new conversation given the history up to
     /// and with the turn's items. Fails with [`PoolError::UnknownThread`] for an unknown `id`.
-    pub async fn fork_at(&self, id: &ConversationId, turn_id: &str) -> Result<Fork, PoolError> {
+    pub async fn fork_at(&self, id: &ConversationId, turn_id: &TurnId) -> Result<Fork, PoolError> {
         let record = self.inner.store.load(id).await?.ok_or_else(|| PoolError::UnknownThread(id.clone()))?;
-        if record.last_turn.as_deref() == Some(turn_id) {
+        if record.last_turn.as_ref() == Some(turn_id) {
             return Ok(Fork::Latest);
         }
         // Records written before the last turn was kept, and a finished turn after the one
         // asked for that added nothing: the history says.
         let items = self.all_items(id).await?;
-        let Some(last_of_turn) = items.iter().rposition(|i| i.turn_id == turn_id) else {
+        let Some(last_of_turn) = items.iter().rposition(|i| &i.turn_id == turn_id) else {
             return Ok(Fork::NoSuchTurn);
         };
         if last_of_turn + 1 == items.len() {

@@ -4,6 +4,7 @@
 use codex_pool::{ConversationId, Fork, Pool, PoolConfig, PoolError, Profile, TurnOptions};
 use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_protocol::types::UserInput;
+use codex_pool_protocol::TurnId;
 use codex_pool_store::{MemoryStore, ThreadStore};
 use codex_pool_testkit::*;
 use serde_json::json;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Runs a turn to its end; answers its id and reply.
-async fn turn(pool: &Pool, id: &ConversationId, text: &str) -> (String, String) {
+async fn turn(pool: &Pool, id: &ConversationId, text: &str) -> (TurnId, String) {
     let turn = pool.start_turn(id, vec![UserInput::text(text)], TurnOptions::default()).await.unwrap();
     let turn_id = turn.turn_id().to_owned();
     let (reply, _) = tokio::time::timeout(Duration::from_secs(60), turn.collect_text()).await.expect("turn ends");
@@ -34,7 +35,7 @@ async fn a_conversation_goes_on_from_its_latest_turn_in_place_and_from_an_earlie
     let (second, _) = turn(&pool, &id, "two").await;
 
     assert_eq!(pool.fork_at(&id, &second).await.unwrap(), Fork::Latest);
-    assert_eq!(pool.fork_at(&id, "no-such-turn").await.unwrap(), Fork::NoSuchTurn);
+    assert_eq!(pool.fork_at(&id, &"no-such-turn".into()).await.unwrap(), Fork::NoSuchTurn);
     assert!(matches!(pool.fork_at(&"nobody".into(), &first).await, Err(PoolError::UnknownThread(_))));
 
     let Fork::New(fork) = pool.fork_at(&id, &first).await.unwrap() else { panic!("an earlier turn forks") };

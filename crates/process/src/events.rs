@@ -2,6 +2,7 @@
 //! tagged by `type`), so an SSE endpoint can forward it unchanged.
 
 use codex_pool_protocol::types::{ThreadTokenUsage, TokenUsageBreakdown, TurnError, TurnStatus};
+use codex_pool_protocol::TurnId;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -68,7 +69,7 @@ pub enum TurnEvent {
         /// process, the conversation id from a pool.
         thread_id: String,
         /// The turn.
-        turn_id: String,
+        turn_id: TurnId,
     },
     /// A piece of the assistant's reply.
     AgentMessageDelta {
@@ -140,7 +141,7 @@ pub enum TurnEvent {
     /// Terminal: codex finished the turn.
     Completed {
         /// The turn.
-        turn_id: String,
+        turn_id: TurnId,
         /// `completed`, `interrupted` or `failed`.
         status: TurnStatus,
         /// What went wrong, for a failed or interrupted turn.

@@ -3,7 +3,7 @@
 
 use crate::events::{AbortReason, TurnEvent};
 use codex_pool_protocol::types::{TokenUsageBreakdown, TurnError};
-use codex_pool_protocol::CodexThreadId;
+use codex_pool_protocol::{CodexThreadId, TurnId};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,7 +18,7 @@ use tokio::time::{Instant, Sleep};
 #[derive(Debug)]
 pub(crate) struct Abandoned {
     pub thread_id: CodexThreadId,
-    pub turn_id: String,
+    pub turn_id: TurnId,
     pub reason: AbortReason,
 }
 
@@ -35,7 +35,7 @@ pub(crate) struct Abandoned {
 /// Dropping the stream before its end interrupts the turn.
 pub struct TurnStream {
     thread_id: CodexThreadId,
-    turn_id: String,
+    turn_id: TurnId,
     rx: mpsc::UnboundedReceiver<TurnEvent>,
     backlog: Arc<AtomicUsize>,
     abandon: mpsc::UnboundedSender<Abandoned>,
@@ -129,7 +129,7 @@ impl TurnStream {
     ) -> Self {
         Self {
             thread_id,
-            turn_id: String::new(),
+            turn_id: TurnId::default(),
             rx,
             backlog,
             abandon,
@@ -144,7 +144,7 @@ impl TurnStream {
         }
     }
 
-    pub(crate) fn set_turn_id(&mut self, turn_id: String) {
+    pub(crate) fn set_turn_id(&mut self, turn_id: TurnId) {
         self.turn_id = turn_id;
     }
 
@@ -178,7 +178,7 @@ impl TurnStream {
     }
 
     /// The turn id codex assigned.
-    pub fn turn_id(&self) -> &str {
+    pub fn turn_id(&self) -> &TurnId {
         &self.turn_id
     }
 

@@ -22,4 +22,4 @@ pub mod types;
 pub use jsonrpc::{Incoming, RequestId, RpcError};
 pub use notifications::ServerNotification;
 pub use server_requests::ServerRequest;
-pub use types::CodexThreadId;
+pub use types::{CodexThreadId, TurnId};

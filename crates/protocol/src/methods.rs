@@ -4,7 +4,7 @@
 pub use crate::stored::{
     ThreadDeleteResponse, ThreadListParams, ThreadListResponse, ThreadSetNameParams, ThreadSetNameResponse,
 };
-use crate::types::{ApprovalPolicy, CodexThreadId, ReasoningEffort, SandboxMode, Thread, Turn, UserInput};
+use crate::types::{ApprovalPolicy, CodexThreadId, ReasoningEffort, SandboxMode, Thread, Turn, TurnId, UserInput};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -374,7 +374,7 @@ pub struct TurnSteerParams {
     /// The thread.
     pub thread_id: CodexThreadId,
     /// The turn that must still be running.
-    pub expected_turn_id: String,
+    pub expected_turn_id: TurnId,
     /// Input to add.
     pub input: Vec<UserInput>,
 }
@@ -384,7 +384,7 @@ pub struct TurnSteerParams {
 #[serde(rename_all = "camelCase")]
 pub struct TurnSteerResponse {
     /// The turn that took the input.
-    pub turn_id: String,
+    pub turn_id: TurnId,
 }
 
 /// Params of `turn/interrupt`.
@@ -394,7 +394,7 @@ pub struct TurnInterruptParams {
     /// The thread.
     pub thread_id: CodexThreadId,
     /// The running turn.
-    pub turn_id: String,
+    pub turn_id: TurnId,
 }
 
 /// A result with no members (`{}`).

@@ -1,7 +1,7 @@
 //! Notifications from the server. The ones codex-pool acts on are typed; every other method comes
 //! through as [`ServerNotification::Other`] with its raw params, so a new codex never breaks us.
 
-use crate::types::{CodexThreadId, Thread, ThreadTokenUsage, Turn, TurnError};
+use crate::types::{CodexThreadId, Thread, ThreadTokenUsage, Turn, TurnError, TurnId};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -24,7 +24,7 @@ pub struct ItemNotification {
     /// The thread.
     pub thread_id: CodexThreadId,
     /// The turn.
-    pub turn_id: String,
+    pub turn_id: TurnId,
     /// The item (user message, agent message, reasoning, command, ...), as raw JSON.
     pub item: Value,
 }
@@ -36,7 +36,7 @@ pub struct DeltaNotification {
     /// The thread.
     pub thread_id: CodexThreadId,
     /// The turn.
-    pub turn_id: String,
+    pub turn_id: TurnId,
     /// The item the text belongs to.
     pub item_id: String,
     /// The new text.
@@ -50,7 +50,7 @@ pub struct TokenUsageNotification {
     /// The thread.
     pub thread_id: CodexThreadId,
     /// The turn.
-    pub turn_id: String,
+    pub turn_id: TurnId,
     /// Usage so far.
     pub token_usage: ThreadTokenUsage,
 }
@@ -62,7 +62,7 @@ pub struct ErrorNotification {
     /// The thread.
     pub thread_id: CodexThreadId,
     /// The turn.
-    pub turn_id: String,
+    pub turn_id: TurnId,
     /// What went wrong.
     pub error: TurnError,
     /// Whether codex retries by itself.
@@ -77,7 +77,7 @@ pub struct RawResponseItemNotification {
     /// The thread.
     pub thread_id: CodexThreadId,
     /// The turn.
-    pub turn_id: String,
+    pub turn_id: TurnId,
     /// The Responses API item (user or assistant message, reasoning, tool call or output, ...).
     pub item: Value,
 }
@@ -192,14 +192,14 @@ impl ServerNotification {
     /// The turn this notification is about, when it names one.
     pub fn turn_id(&self) -> Option<&str> {
         match self {
-            Self::TurnStarted(n) | Self::TurnCompleted(n) => Some(&n.turn.id),
-            Self::ItemStarted(n) | Self::ItemCompleted(n) => Some(&n.turn_id),
+            Self::TurnStarted(n) | Self::TurnCompleted(n) => Some(n.turn.id.as_str()),
+            Self::ItemStarted(n) | Self::ItemCompleted(n) => Some(n.turn_id.as_str()),
             Self::AgentMessageDelta(n) | Self::ReasoningTextDelta(n) | Self::ReasoningSummaryTextDelta(n) => {
-                Some(&n.turn_id)
+                Some(n.turn_id.as_str())
             }
-            Self::TokenUsageUpdated(n) => Some(&n.turn_id),
-            Self::Error(n) => Some(&n.turn_id),
-            Self::RawResponseItemCompleted(n) => Some(&n.turn_id),
+            Self::TokenUsageUpdated(n) => Some(n.turn_id.as_str()),
+            Self::Error(n) => Some(n.turn_id.as_str()),
+            Self::RawResponseItemCompleted(n) => Some(n.turn_id.as_str()),
             Self::ThreadStarted(_) | Self::ThreadClosed(_) => None,
             Self::Other { params, .. } => params.get("turnId").and_then(Value::as_str),
         }

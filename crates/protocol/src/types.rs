@@ -53,6 +53,54 @@ impl std::borrow::Borrow<str> for CodexThreadId {
     }
 }
 
+/// The id codex gives a turn. It names the turn in `turn/start`'s answer and in every notification
+/// about that turn; on the wire it is the plain string codex wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TurnId(String);
+
+impl TurnId {
+    /// Wraps an id as codex wrote it.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TurnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<String> for TurnId {
+    fn from(id: String) -> Self {
+        Self(id)
+    }
+}
+
+impl From<&str> for TurnId {
+    fn from(id: &str) -> Self {
+        Self(id.to_owned())
+    }
+}
+
+impl From<&TurnId> for TurnId {
+    fn from(id: &TurnId) -> Self {
+        id.clone()
+    }
+}
+
+impl std::borrow::Borrow<str> for TurnId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 /// What a thread is, as the server reports it. Only the fields codex-pool reads are typed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -78,7 +126,7 @@ pub struct Thread {
 #[serde(rename_all = "camelCase")]
 pub struct Turn {
     /// The turn id.
-    pub id: String,
+    pub id: TurnId,
     /// Where the turn stands.
     pub status: TurnStatus,
     /// What went wrong, for failed or interrupted turns.

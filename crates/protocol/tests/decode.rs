@@ -143,7 +143,7 @@ proptest! {
         let params = json!({"threadId": thread, "turnId": turn, "itemId": item, "delta": delta, "extra": extra});
         match ServerNotification::decode(method::AGENT_MESSAGE_DELTA, Some(&raw(&params))) {
             ServerNotification::AgentMessageDelta(d) => {
-                prop_assert_eq!((d.thread_id.as_str(), d.turn_id, d.item_id, d.delta), (thread.as_str(), turn, item, delta));
+                prop_assert_eq!((d.thread_id.as_str(), d.turn_id.as_str(), d.item_id, d.delta), (thread.as_str(), turn.as_str(), item, delta));
             }
             other => prop_assert!(false, "{other:?}"),
         }

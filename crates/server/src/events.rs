@@ -13,6 +13,7 @@ mod wire;
 
 use codex_pool::{AbortReason, ConversationId, TurnEvent};
 use codex_pool_protocol::types::{TokenUsageBreakdown, TurnStatus};
+use codex_pool_protocol::TurnId;
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -42,7 +43,7 @@ pub(crate) enum EventBody {
         /// The conversation.
         conversation_id: ConversationId,
         /// The turn.
-        turn_id: String,
+        turn_id: TurnId,
     },
     /// `item.started`: an item began, as codex describes it.
     ItemStarted {
@@ -75,7 +76,7 @@ pub(crate) enum EventBody {
         /// The conversation.
         conversation_id: ConversationId,
         /// The turn.
-        turn_id: String,
+        turn_id: TurnId,
         /// How: `completed`, or `interrupted`.
         status: Finished,
         /// Tokens it used.
@@ -86,7 +87,7 @@ pub(crate) enum EventBody {
         /// The conversation.
         conversation_id: ConversationId,
         /// The turn.
-        turn_id: String,
+        turn_id: TurnId,
         /// Why.
         error: Failure,
     },
@@ -207,14 +208,14 @@ impl From<TokenUsageBreakdown> for Usage {
 /// Turns the pool's events of one turn into the service's.
 pub(crate) struct Mapper {
     conversation: ConversationId,
-    turn_id: String,
+    turn_id: TurnId,
     last_id: u64,
     ended: bool,
 }
 
 impl Mapper {
     /// For the turn `turn_id` of `conversation`.
-    pub(crate) fn new(conversation: ConversationId, turn_id: String) -> Self {
+    pub(crate) fn new(conversation: ConversationId, turn_id: TurnId) -> Self {
         Self { conversation, turn_id, last_id: 0, ended: false }
     }
 

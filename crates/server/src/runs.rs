@@ -13,6 +13,7 @@ mod kept;
 use crate::events::{ApiEvent, EventBody, FailureKind, Mapper};
 use crate::metrics::Metrics;
 use codex_pool::{ConversationId, PoolTurn};
+use codex_pool_protocol::TurnId;
 use kept::Kept;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,7 +27,7 @@ pub(crate) struct RunLog {
     /// The conversation.
     pub(crate) conversation: ConversationId,
     /// The codex turn id.
-    pub(crate) turn_id: String,
+    pub(crate) turn_id: TurnId,
     /// Shared with the readers: each holds the events it has yet to send, not a copy of them.
     events: Mutex<Vec<Arc<ApiEvent>>>,
     /// The size of the events' JSON, added up as they arrive.
@@ -36,7 +37,7 @@ pub(crate) struct RunLog {
 }
 
 impl RunLog {
-    fn new(conversation: ConversationId, turn_id: String) -> Self {
+    fn new(conversation: ConversationId, turn_id: TurnId) -> Self {
         Self {
             conversation,
             turn_id,
@@ -97,7 +98,7 @@ impl RunLog {
     }
 }
 
-type Key = (ConversationId, String);
+type Key = (ConversationId, TurnId);
 
 /// What runs once a turn has ended, before anyone reads its end: it gets every event of the
 /// turn, the terminal one last, and answers what to wait for (a store write) before the end is
@@ -180,7 +181,7 @@ impl Runs {
         begun: Instant,
         on_end: Option<OnEnd>,
     ) -> Arc<RunLog> {
-        let log = Arc::new(RunLog::new(turn.conversation_id().clone(), turn.turn_id().to_owned()));
+        let log = Arc::new(RunLog::new(turn.conversation_id().clone(), turn.turn_id().clone()));
         let key = (log.conversation.clone(), log.turn_id.clone());
         self.logs.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), log.clone());
         let (runs, driven) = (Arc::downgrade(self), log.clone());
@@ -219,9 +220,9 @@ impl Runs {
 
     /// The log of a turn, while it is kept: `Ok(None)` for a turn it does not know, `Err` for
     /// one whose log it kept and no longer does.
-    pub(crate) fn log(&self, conversation: &ConversationId, turn_id: &str) -> Result<Option<Arc<RunLog>>, Expired> {
+    pub(crate) fn log(&self, conversation: &ConversationId, turn_id: &TurnId) -> Result<Option<Arc<RunLog>>, Expired> {
         let logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
-        logs.get(&(conversation.clone(), turn_id.to_owned())).map_err(|()| Expired)
+        logs.get(&(conversation.clone(), turn_id.clone())).map_err(|()| Expired)
     }
 
     /// A turn's log of `bytes` ended: kept within the budget (the oldest ended logs make room),
@@ -269,7 +270,7 @@ async fn drive(
     max_bytes: usize,
     keep: impl FnMut(Option<usize>) -> Option<u64>,
 ) -> Option<u64> {
-    let mut mapper = Mapper::new(turn.conversation_id().clone(), turn.turn_id().to_owned());
+    let mut mapper = Mapper::new(turn.conversation_id().clone(), turn.turn_id().clone());
     let mut recorder =
         Recorder { log, metrics, begun, first_text: true, room: Some(room), on_end, keep, kept: None, cut: false };
     while let Some(event) = turn.next().await {

@@ -2,6 +2,7 @@
 //! metadata as JSON text, decoded and encoded here once for both.
 
 use crate::types::{ConversationId, StoreError, ThreadRecord};
+use codex_pool_protocol::TurnId;
 
 /// The columns a [`ThreadRecord`] is read from, in [`RawRecord`]'s order (both back-ends; a
 /// macro, so that `concat!` can build whole statements from it at compile time).
@@ -37,7 +38,7 @@ impl RawRecord {
             created_at_ms: self.created_at_ms,
             updated_at_ms: self.updated_at_ms,
             turns: self.turns.max(0) as u64,
-            last_turn: self.last_turn,
+            last_turn: self.last_turn.map(TurnId::from),
             id,
         })
     }

@@ -2,6 +2,7 @@
 
 use crate::NodeId;
 use codex_pool_protocol::methods::ThreadSettings;
+use codex_pool_protocol::TurnId;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fmt;
@@ -161,7 +162,7 @@ pub struct ThreadRecord {
     /// The last turn recorded that codex finished or that added to the history (`None` before
     /// any, and in records stored before codex-pool kept it): written with the turn, so a
     /// caller knows whether a turn is the conversation's latest without reading its history.
-    pub last_turn: Option<String>,
+    pub last_turn: Option<TurnId>,
 }
 
 impl ThreadRecord {
@@ -188,7 +189,7 @@ pub struct TurnRecord {
     /// The conversation.
     pub conversation: ConversationId,
     /// The codex turn id (kept with each item, for diagnostics).
-    pub turn_id: String,
+    pub turn_id: TurnId,
     /// The Responses API items codex recorded in the turn, in order.
     pub items: Vec<Value>,
     /// codex finished the turn (completed, interrupted or failed): it counts in `turns`.
@@ -207,7 +208,7 @@ impl TurnRecord {
     }
 
     /// A turn codex finished.
-    pub fn completed(conversation: impl Into<ConversationId>, turn_id: impl Into<String>, items: Vec<Value>) -> Self {
+    pub fn completed(conversation: impl Into<ConversationId>, turn_id: impl Into<TurnId>, items: Vec<Value>) -> Self {
         Self { conversation: conversation.into(), turn_id: turn_id.into(), items, completed: true, fence: None }
     }
 
@@ -223,7 +224,7 @@ pub struct StoredItem {
     /// Its position in the history, from 1, in the order codex recorded the items.
     pub seq: u64,
     /// The codex turn that recorded it.
-    pub turn_id: String,
+    pub turn_id: TurnId,
     /// The Responses API item.
     pub item: Value,
 }

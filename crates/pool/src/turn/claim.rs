@@ -7,6 +7,7 @@ use crate::ownership::TurnLease;
 use crate::routing::Routing;
 use crate::store_writer::{StoreWriter, WriteTicket};
 use codex_pool_protocol::types::UserInput;
+use codex_pool_protocol::TurnId;
 use codex_pool_store::{ConversationId, TurnRecord};
 use serde_json::Value;
 use std::sync::Arc;
@@ -115,12 +116,12 @@ impl Running {
     }
 
     /// codex finished the turn: its record is queued; the store's answer comes with the ticket.
-    pub(crate) fn record(self, turn_id: &str) -> (Held, WriteTicket) {
+    pub(crate) fn record(self, turn_id: &TurnId) -> (Held, WriteTicket) {
         let Self { held, writer, input, mut items, .. } = self;
         own_items(&mut items, &input);
         let record = TurnRecord {
             fence: held.lease.as_ref().map(TurnLease::fence),
-            ..TurnRecord::completed(held.claim.conversation.clone(), turn_id, items)
+            ..TurnRecord::completed(held.claim.conversation.clone(), turn_id.as_str(), items)
         };
         let ticket = writer.record(record);
         (held, ticket)

@@ -9,7 +9,7 @@ use crate::store_writer::WriteTicket;
 use crate::tls::TurnTls;
 use codex_pool_process::hops::hop;
 use codex_pool_process::{AbortReason, TurnEvent, TurnStream};
-use codex_pool_protocol::CodexThreadId;
+use codex_pool_protocol::{CodexThreadId, TurnId};
 use codex_pool_store::{ConversationId, StoreError};
 use serde_json::Value;
 use std::future::Future;
@@ -75,7 +75,7 @@ impl PoolTurn {
     }
 
     /// The turn id codex assigned.
-    pub fn turn_id(&self) -> &str {
+    pub fn turn_id(&self) -> &TurnId {
         self.stream.turn_id()
     }
 

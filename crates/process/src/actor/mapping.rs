@@ -3,7 +3,7 @@
 
 use crate::events::TurnEvent;
 use codex_pool_protocol::notifications::ServerNotification;
-use codex_pool_protocol::CodexThreadId;
+use codex_pool_protocol::{CodexThreadId, TurnId};
 use serde_json::Value;
 
 /// Where a notification goes.
@@ -14,11 +14,11 @@ pub(crate) enum Routed {
     /// A thread was unloaded; its running turn (if any) sees the notification.
     ThreadClosed { thread_id: CodexThreadId, event: TurnEvent },
     /// codex took up a turn: it is running, and takes interrupts.
-    TurnStarted { thread_id: CodexThreadId, turn_id: String },
+    TurnStarted { thread_id: CodexThreadId, turn_id: TurnId },
     /// codex finished a turn: `event` ends its stream.
-    TurnCompleted { thread_id: CodexThreadId, turn_id: String, event: TurnEvent },
+    TurnCompleted { thread_id: CodexThreadId, turn_id: TurnId, event: TurnEvent },
     /// An event of the thread's running turn (of turn `turn_id`, when the notification says).
-    Event { thread_id: CodexThreadId, turn_id: Option<String>, event: TurnEvent },
+    Event { thread_id: CodexThreadId, turn_id: Option<TurnId>, event: TurnEvent },
     /// About no thread: nothing to route.
     Unrouted,
 }
@@ -66,7 +66,7 @@ pub(crate) fn route(n: ServerNotification) -> Routed {
             let Some(thread_id) = params.get("threadId").and_then(Value::as_str).map(CodexThreadId::from) else {
                 return Routed::Unrouted;
             };
-            let turn_id = params.get("turnId").and_then(Value::as_str).map(str::to_owned);
+            let turn_id = params.get("turnId").and_then(Value::as_str).map(TurnId::from);
             (thread_id, turn_id, TurnEvent::Notification { method, params })
         }
     };
@@ -112,7 +112,7 @@ mod tests {
     fn unknown_notifications_pass_through_or_are_unrouted() {
         let routed = decode("plan/updated", r#"{"threadId":"t","turnId":"u","plan":[]}"#);
         assert!(
-            matches!(&routed, Routed::Event { event: TurnEvent::Notification { method, .. }, turn_id: Some(u), .. } if method == "plan/updated" && u == "u"),
+            matches!(&routed, Routed::Event { event: TurnEvent::Notification { method, .. }, turn_id: Some(u), .. } if method == "plan/updated" && u.as_str() == "u"),
             "{routed:?}"
         );
         assert_eq!(decode("account/updated", r#"{"x":1}"#), Routed::Unrouted);

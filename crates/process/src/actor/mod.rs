@@ -31,7 +31,7 @@ use codex_pool_protocol::jsonrpc::{encode_line, OutgoingRequest, OutgoingRespons
 use codex_pool_protocol::methods::{Request, TurnInterrupt, TurnInterruptParams, TurnStart, TurnStartParams};
 use codex_pool_protocol::notifications::ServerNotification;
 use codex_pool_protocol::server_requests::ServerRequest;
-use codex_pool_protocol::{CodexThreadId, Incoming, RequestId, RpcError};
+use codex_pool_protocol::{CodexThreadId, Incoming, RequestId, RpcError, TurnId};
 use mapping::Routed;
 use outbox::Outbox;
 use pending::{Pending, PendingRequests};
@@ -294,7 +294,7 @@ impl<W: AsyncWrite + Unpin> Actor<W> {
         }
     }
 
-    fn send_interrupt(&mut self, thread_id: CodexThreadId, turn_id: String, reply: Option<InterruptReply>) {
+    fn send_interrupt(&mut self, thread_id: CodexThreadId, turn_id: TurnId, reply: Option<InterruptReply>) {
         let params = serde_json::value::to_raw_value(&TurnInterruptParams { thread_id: thread_id.clone(), turn_id })
             .expect("interrupt params serialize");
         match self.send_request(TurnInterrupt::METHOD, &params) {
@@ -420,7 +420,7 @@ impl<W: AsyncWrite + Unpin> Actor<W> {
                 self.turns.complete(&thread_id, &turn_id, event, effects);
             }
             Routed::Event { thread_id, turn_id, event } => {
-                self.turns.emit(&thread_id, turn_id.as_deref(), event, effects)
+                self.turns.emit(&thread_id, turn_id.as_ref(), event, effects)
             }
             Routed::Unrouted => {}
         }
@@ -435,13 +435,13 @@ impl<W: AsyncWrite + Unpin> Actor<W> {
             tracing::warn!(process = %self.label, method = %request.method, error = %e, "could not answer a server request");
         }
         let Some(thread_id) = request.thread_id().map(CodexThreadId::from) else { return };
-        let turn_id = request.turn_id().map(str::to_owned);
+        let turn_id = request.turn_id().map(TurnId::from);
         let answer = match answer {
             Ok(result) => json!({ "result": result }),
             Err(error) => json!({ "error": error }),
         };
         let event = TurnEvent::ServerRequest { method: request.method, params: request.params, answer };
-        self.turns.emit(&thread_id, turn_id.as_deref(), event, &mut self.effects);
+        self.turns.emit(&thread_id, turn_id.as_ref(), event, &mut self.effects);
     }
 
     fn begin_shutdown(&mut self) {

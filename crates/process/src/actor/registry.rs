@@ -8,7 +8,7 @@ use crate::events::{AbortReason, TurnEvent};
 use crate::stats::SharedStats;
 use crate::turn::{Abandoned, TurnStream};
 use codex_pool_protocol::methods::TurnStartParams;
-use codex_pool_protocol::CodexThreadId;
+use codex_pool_protocol::{CodexThreadId, TurnId};
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -24,14 +24,14 @@ const INTERRUPT_RETRIES: u8 = 8;
 /// Something the registry needs written to codex.
 pub(crate) enum Effect {
     /// Send `turn/interrupt` for the turn; answer `reply` (if any) when codex does.
-    Interrupt { thread_id: CodexThreadId, turn_id: String, reply: Option<InterruptReply> },
+    Interrupt { thread_id: CodexThreadId, turn_id: TurnId, reply: Option<InterruptReply> },
     /// Send this `turn/start` now: it waited for the thread's abandoned turn to end.
     Start { params: TurnStartParams, reply: StartReply },
 }
 
 struct ActiveTurn {
     /// Known from the `turn/start` answer or a notification.
-    turn_id: Option<String>,
+    turn_id: Option<TurnId>,
     /// codex announced `turn/started`: it takes interrupts from now on.
     confirmed: bool,
     tx: mpsc::UnboundedSender<TurnEvent>,
@@ -71,12 +71,12 @@ impl ActiveTurn {
 /// Turn ids over for us, whose late events are dropped (bounded, oldest forgotten first).
 #[derive(Default)]
 struct Retired {
-    ids: HashSet<String>,
-    order: VecDeque<String>,
+    ids: HashSet<TurnId>,
+    order: VecDeque<TurnId>,
 }
 
 impl Retired {
-    fn insert(&mut self, turn_id: String) {
+    fn insert(&mut self, turn_id: TurnId) {
         if self.ids.len() == RETIRED_TURNS {
             if let Some(old) = self.order.pop_front() {
                 self.ids.remove(&old);
@@ -87,7 +87,7 @@ impl Retired {
         }
     }
 
-    fn contains(&self, turn_id: &str) -> bool {
+    fn contains(&self, turn_id: &TurnId) -> bool {
         self.ids.contains(turn_id)
     }
 }
@@ -185,14 +185,14 @@ impl TurnRegistry {
     pub(crate) fn learn_turn_id(
         &mut self,
         thread_id: &CodexThreadId,
-        turn_id: &str,
+        turn_id: &TurnId,
         confirmed: bool,
         effects: &mut Vec<Effect>,
     ) {
         let Some(turn) = self.turns.get_mut(thread_id) else { return };
         if turn.turn_id.is_none() {
-            turn.turn_id = Some(turn_id.to_owned());
-            let started = TurnEvent::Started { thread_id: thread_id.to_string(), turn_id: turn_id.to_owned() };
+            turn.turn_id = Some(turn_id.clone());
+            let started = TurnEvent::Started { thread_id: thread_id.to_string(), turn_id: turn_id.clone() };
             let early = std::mem::take(&mut turn.early);
             if turn.is_live() {
                 let (ok, backlog) = turn.deliver(std::iter::once(started).chain(early).collect::<Vec<_>>().into_iter());
@@ -221,13 +221,13 @@ impl TurnRegistry {
     pub(crate) fn emit(
         &mut self,
         thread_id: &CodexThreadId,
-        of: Option<&str>,
+        of: Option<&TurnId>,
         event: TurnEvent,
         effects: &mut Vec<Effect>,
     ) {
         let Some(turn) = self.turns.get_mut(thread_id) else { return };
         if let Some(of) = of {
-            if turn.turn_id.as_deref().is_some_and(|id| id != of) || self.retired.contains(of) {
+            if turn.turn_id.as_ref().is_some_and(|id| id != of) || self.retired.contains(of) {
                 tracing::debug!(%thread_id, "event of another turn dropped");
                 return;
             }
@@ -267,12 +267,12 @@ impl TurnRegistry {
     pub(crate) fn complete(
         &mut self,
         thread_id: &CodexThreadId,
-        turn_id: &str,
+        turn_id: &TurnId,
         event: TurnEvent,
         effects: &mut Vec<Effect>,
     ) {
         let Some(turn) = self.turns.get(thread_id) else { return };
-        if turn.turn_id.as_deref().is_some_and(|id| id != turn_id) || self.retired.contains(turn_id) {
+        if turn.turn_id.as_ref().is_some_and(|id| id != turn_id) || self.retired.contains(turn_id) {
             return;
         }
         self.stats.turns_completed.fetch_add(1, Ordering::Relaxed);
@@ -326,13 +326,13 @@ impl TurnRegistry {
     pub(crate) fn abandon(
         &mut self,
         thread_id: &CodexThreadId,
-        turn_id: Option<&str>,
+        turn_id: Option<&TurnId>,
         reason: AbortReason,
         message: Option<String>,
         effects: &mut Vec<Effect>,
     ) {
         let Some(turn) = self.turns.get_mut(thread_id) else { return };
-        if turn_id.is_some_and(|id| turn.turn_id.as_deref() != Some(id)) || !turn.is_live() {
+        if turn_id.is_some_and(|id| turn.turn_id.as_ref() != Some(id)) || !turn.is_live() {
             return;
         }
         if let Some(message) = message {
@@ -380,7 +380,7 @@ impl TurnRegistry {
     }
 
     /// The turns running now: thread, and turn id when known.
-    pub(crate) fn running(&self) -> Vec<(CodexThreadId, Option<String>)> {
+    pub(crate) fn running(&self) -> Vec<(CodexThreadId, Option<TurnId>)> {
         self.turns.iter().map(|(thread, t)| (thread.clone(), t.turn_id.clone())).collect()
     }
 

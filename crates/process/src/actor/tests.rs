@@ -224,7 +224,7 @@ async fn a_new_turn_waits_for_an_abandoned_one_until_codex_ends_it() {
     assert_eq!(params["input"][0]["text"], "next");
     rig.peer.turn_started(id, "u2").await;
     let mut stream = next.await.unwrap().unwrap();
-    assert!(matches!(stream.next().await, Some(TurnEvent::Started { turn_id, .. }) if turn_id == "u2"));
+    assert!(matches!(stream.next().await, Some(TurnEvent::Started { turn_id, .. }) if turn_id.as_str() == "u2"));
 }
 
 #[tokio::test(start_paused = true)]

@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use codex_pool::{ConversationId, ConversationInfo, ListCursor};
 use codex_pool_protocol::methods::ThreadSettings;
+use codex_pool_protocol::TurnId;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
@@ -133,7 +134,8 @@ pub(crate) struct Item {
     /// Its place in the history, from 1.
     pub(crate) seq: u64,
     /// The codex turn that recorded it.
-    pub(crate) turn_id: String,
+    #[schema(value_type = String)]
+    pub(crate) turn_id: TurnId,
     /// The item, as the Responses API shapes it.
     #[schema(value_type = Object)]
     pub(crate) item: Value,

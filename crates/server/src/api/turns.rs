@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use codex_pool::{ConversationId, TurnOptions};
 use codex_pool_protocol::types::UserInput;
+use codex_pool_protocol::TurnId;
 use futures_util::stream::Stream;
 use serde::Deserialize;
 use std::collections::VecDeque;
@@ -127,7 +128,7 @@ pub(crate) async fn start(
                body = crate::error::ErrorBody)))]
 pub(crate) async fn events(
     State(state): State<AppState>,
-    Path((id, turn_id)): Path<(String, String)>,
+    Path((id, turn_id)): Path<(String, TurnId)>,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> Result<Response, ApiError> {

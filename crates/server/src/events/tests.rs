@@ -13,7 +13,7 @@ fn wire(event: &ApiEvent) -> String {
 }
 
 fn mapper() -> Mapper {
-    Mapper::new(ConversationId::from("c1"), "u1".to_owned())
+    Mapper::new(ConversationId::from("c1"), "u1".into())
 }
 
 fn usage(input: i64, output: i64, calls: i64) -> TokenUsageBreakdown {

@@ -6,6 +6,7 @@
 
 use super::{ApiEvent, EventBody, Failure, Usage};
 use axum::response::sse::Event;
+use codex_pool_protocol::TurnId;
 use serde::ser::{SerializeStruct, Serializer};
 use serde::Serialize;
 use serde_json::Value;
@@ -115,7 +116,8 @@ pub(crate) struct TurnResult {
     /// The conversation.
     pub(crate) conversation_id: String,
     /// The turn.
-    pub(crate) turn_id: String,
+    #[schema(value_type = String)]
+    pub(crate) turn_id: TurnId,
     /// `completed`, `interrupted` or `failed`.
     pub(crate) status: String,
     /// The reply: every text delta, joined.
@@ -138,7 +140,7 @@ impl TurnResult {
     pub(crate) fn from_events<E: std::borrow::Borrow<ApiEvent>>(events: &[E]) -> Self {
         let mut result = TurnResult {
             conversation_id: String::new(),
-            turn_id: String::new(),
+            turn_id: TurnId::default(),
             status: "failed".to_owned(),
             text: String::new(),
             items: Vec::new(),

@@ -26,6 +26,7 @@ pub(crate) mod transcripts;
 pub(crate) mod wire;
 
 use codex_pool::ConversationId;
+use codex_pool_protocol::TurnId;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Whether a path is one of OpenAI's (its errors take OpenAI's shape).
@@ -34,19 +35,19 @@ pub(crate) fn is_openai_path(path: &str) -> bool {
 }
 
 /// The id of the response that a turn of a conversation is.
-pub(crate) fn response_id(conversation: &ConversationId, turn_id: &str) -> String {
+pub(crate) fn response_id(conversation: &ConversationId, turn_id: &TurnId) -> String {
     format!("resp_{conversation}_{turn_id}")
 }
 
 /// The conversation and codex turn a response id names (conversation ids are codex's, which
 /// hold no `_`).
-pub(crate) fn parse_response_id(id: &str) -> Option<(ConversationId, String)> {
+pub(crate) fn parse_response_id(id: &str) -> Option<(ConversationId, TurnId)> {
     let (conversation, turn) = id.strip_prefix("resp_")?.split_once('_')?;
-    (!conversation.is_empty() && !turn.is_empty()).then(|| (ConversationId::from(conversation), turn.to_owned()))
+    (!conversation.is_empty() && !turn.is_empty()).then(|| (ConversationId::from(conversation), TurnId::from(turn)))
 }
 
 /// The id of the `n`th message (from 0) of a turn's output.
-pub(crate) fn message_id(turn_id: &str, n: usize) -> String {
+pub(crate) fn message_id(turn_id: &TurnId, n: usize) -> String {
     format!("msg_{turn_id}_{n}")
 }
 
@@ -62,8 +63,8 @@ mod tests {
     #[test]
     fn response_ids_name_their_conversation_and_turn() {
         let conversation = ConversationId::from("019a-b-c");
-        let id = response_id(&conversation, "019d-e");
-        assert_eq!(parse_response_id(&id), Some((conversation, "019d-e".to_owned())));
+        let id = response_id(&conversation, &TurnId::from("019d-e"));
+        assert_eq!(parse_response_id(&id), Some((conversation, TurnId::from("019d-e"))));
         for bad in ["resp_", "resp_x", "resp__t", "msg_a_b", "resp_a_"] {
             assert_eq!(parse_response_id(bad), None, "{bad}");
         }

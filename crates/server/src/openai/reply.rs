@@ -163,6 +163,7 @@ impl<R: Render> crate::sse::Writer for Replying<R> {
 mod tests {
     use super::*;
     use codex_pool::ConversationId;
+    use codex_pool_protocol::TurnId;
     use serde_json::json;
 
     fn ev(body: EventBody) -> ApiEvent {
@@ -177,7 +178,7 @@ mod tests {
     fn messages_open_grow_and_close_then_the_turn_ends() {
         let mut r = Reply::default();
         let mut steps = Vec::new();
-        let (conversation_id, turn_id) = (ConversationId::from("c"), "u".to_owned());
+        let (conversation_id, turn_id) = (ConversationId::from("c"), TurnId::from("u"));
         let usage = Usage { input_tokens: 3, output_tokens: 2, total_tokens: 5, ..Usage::default() };
         for e in [
             ev(EventBody::TurnStarted { conversation_id: conversation_id.clone(), turn_id: turn_id.clone() }),

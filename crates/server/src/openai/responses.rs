@@ -20,6 +20,7 @@ use axum::Json;
 use codex_pool::{ConversationId, ConversationInfo, Fork, Profile, StoredItem, TurnOptions};
 use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_protocol::types::UserInput;
+use codex_pool_protocol::TurnId;
 use serde_json::{json, Map, Value};
 use std::time::Instant;
 
@@ -124,7 +125,7 @@ pub(crate) async fn create(
             return Err(e.into());
         }
     };
-    plan.head.turn_id = turn.turn_id().to_owned();
+    plan.head.turn_id = turn.turn_id().clone();
     plan.head.id = response_id(&plan.conversation, &plan.head.turn_id);
     let log = state.runs.run(turn, room, begun);
     if !store {
@@ -150,7 +151,7 @@ fn head(
 ) -> ResponseHead {
     ResponseHead {
         id: String::new(),
-        turn_id: String::new(),
+        turn_id: TurnId::default(),
         created_at: now_secs(),
         model: model.unwrap_or_else(|| "codex".to_owned()),
         instructions: instructions.filter(|i| !Profile::is_default_instructions(i)),
@@ -246,7 +247,7 @@ async fn continuing(
     );
     head.previous_response_id = Some(previous);
     // The conversation's latest turn, as its record says: no need to read its history.
-    if record.last_turn.as_deref() == Some(turn.as_str()) {
+    if record.last_turn.as_ref() == Some(&turn) {
         return Ok(Plan { conversation: id, created: false, options, head });
     }
     // An earlier response: a new conversation goes on from it, the original is left as it is.
@@ -297,11 +298,11 @@ pub(crate) async fn retrieve(
 }
 
 /// What the store says of a response: its conversation's settings, and the turn before it.
-fn stored_head(info: &ConversationInfo, id: &str, turn: &str, items: &[StoredItem]) -> ResponseHead {
+fn stored_head(info: &ConversationInfo, id: &str, turn: &TurnId, items: &[StoredItem]) -> ResponseHead {
     let record = &info.record;
-    let mut turns: Vec<&str> = Vec::new();
+    let mut turns: Vec<&TurnId> = Vec::new();
     for item in items {
-        if turns.last() != Some(&item.turn_id.as_str()) {
+        if turns.last() != Some(&&item.turn_id) {
             turns.push(&item.turn_id);
         }
     }
@@ -313,10 +314,10 @@ fn stored_head(info: &ConversationInfo, id: &str, turn: &str, items: &[StoredIte
     let mut head =
         head(record.settings.model.clone(), record.settings.base_instructions.clone(), record.metadata.clone(), true);
     head.id = id.to_owned();
-    head.turn_id = turn.to_owned();
+    head.turn_id = turn.clone();
     head.created_at = record.updated_at_ms / 1000;
     head.previous_response_id =
-        before.filter(|t| *t != codex_pool::INITIAL_HISTORY_TURN).map(|t| response_id(&conversation, t));
+        before.filter(|t| t.as_str() != codex_pool::INITIAL_HISTORY_TURN).map(|t| response_id(&conversation, t));
     head
 }
 

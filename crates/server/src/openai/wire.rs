@@ -5,6 +5,7 @@
 use crate::events::Usage;
 use crate::openai::message_id;
 use crate::openai::reply::Ending;
+use codex_pool_protocol::TurnId;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
@@ -15,7 +16,7 @@ pub(crate) struct ResponseHead {
     /// `resp_<conversation>_<turn>`.
     pub(crate) id: String,
     /// The codex turn (message ids derive from it).
-    pub(crate) turn_id: String,
+    pub(crate) turn_id: TurnId,
     /// Unix seconds.
     pub(crate) created_at: i64,
     /// The model.
@@ -31,7 +32,7 @@ pub(crate) struct ResponseHead {
 }
 
 /// An output message, whole or being written.
-pub(crate) fn output_message(turn_id: &str, n: usize, text: Option<&str>) -> Value {
+pub(crate) fn output_message(turn_id: &TurnId, n: usize, text: Option<&str>) -> Value {
     let (status, content) = match text {
         Some(text) => ("completed", json!([text_part(text)])),
         None => ("in_progress", json!([])),

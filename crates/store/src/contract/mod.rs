@@ -4,6 +4,7 @@ mod ownership;
 mod transcripts;
 
 use crate::*;
+use codex_pool_protocol::TurnId;
 use serde_json::json;
 
 /// The contract every store must keep.
@@ -17,7 +18,7 @@ pub(crate) async fn exercise(store: &dyn ThreadStore) {
     let a = store.load(&a_id).await.unwrap().unwrap();
     assert_eq!(a.settings, settings);
     assert!(a.ephemeral);
-    assert_eq!((a.turns, a.last_turn.as_deref()), (0, None));
+    assert_eq!((a.turns, a.last_turn.as_ref().map(TurnId::as_str)), (0, None));
 
     let item =
         |n: u32| json!({"type": "message", "role": "user", "content": [{"type": "input_text", "text": n.to_string()}]});
@@ -37,19 +38,19 @@ pub(crate) async fn exercise(store: &dyn ThreadStore) {
     assert_eq!(store.load(&gone).await.unwrap(), None);
     let a2 = store.load(&a_id).await.unwrap().unwrap();
     assert_eq!(a2.turns, 2, "the unfinished turn is not counted");
-    assert_eq!(a2.last_turn.as_deref(), Some("t3"), "the last turn, written with it");
-    assert_eq!(store.load(&b_id).await.unwrap().unwrap().last_turn.as_deref(), Some("t1"));
+    assert_eq!(a2.last_turn.as_ref().map(TurnId::as_str), Some("t3"), "the last turn, written with it");
+    assert_eq!(store.load(&b_id).await.unwrap().unwrap().last_turn.as_ref().map(TurnId::as_str), Some("t1"));
     // An unfinished turn that added items is the last; one that added nothing is not; a
     // finished turn is, even without items.
     store
         .record_turns(&[TurnRecord { completed: false, ..TurnRecord::completed("b", "t2", vec![item(11)]) }])
         .await
         .unwrap();
-    assert_eq!(store.load(&b_id).await.unwrap().unwrap().last_turn.as_deref(), Some("t2"));
+    assert_eq!(store.load(&b_id).await.unwrap().unwrap().last_turn.as_ref().map(TurnId::as_str), Some("t2"));
     store.record_turns(&[TurnRecord { completed: false, ..TurnRecord::completed("b", "t3", vec![]) }]).await.unwrap();
-    assert_eq!(store.load(&b_id).await.unwrap().unwrap().last_turn.as_deref(), Some("t2"));
+    assert_eq!(store.load(&b_id).await.unwrap().unwrap().last_turn.as_ref().map(TurnId::as_str), Some("t2"));
     store.record_turns(&[TurnRecord::completed("b", "t4", vec![])]).await.unwrap();
-    assert_eq!(store.load(&b_id).await.unwrap().unwrap().last_turn.as_deref(), Some("t4"));
+    assert_eq!(store.load(&b_id).await.unwrap().unwrap().last_turn.as_ref().map(TurnId::as_str), Some("t4"));
     assert!(a2.updated_at_ms >= a.updated_at_ms);
 
     // Saving new settings keeps the history and the creation time.

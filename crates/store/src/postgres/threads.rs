@@ -5,6 +5,7 @@ use super::db::Db;
 use crate::row::{encode_json, from_json, record_columns, to_json, RawRecord};
 use crate::{ConversationId, ListCursor, StoreError, StoredItem, ThreadRecord};
 use codex_pool_protocol::methods::ThreadSettings;
+use codex_pool_protocol::TurnId;
 use serde_json::Value;
 use tokio_postgres::Row;
 
@@ -76,7 +77,7 @@ pub(super) async fn save(db: &Db, record: ThreadRecord) -> Result<(), StoreError
             &record.created_at_ms,
             &record.updated_at_ms,
             &turns,
-            &record.last_turn,
+            &record.last_turn.as_ref().map(TurnId::as_str),
         ],
     )
     .await?;
@@ -161,7 +162,7 @@ pub(super) async fn items(
         .map(|row| {
             Ok(StoredItem {
                 seq: row.get::<_, i64>(0).max(0) as u64,
-                turn_id: row.get(1),
+                turn_id: TurnId::from(row.get::<_, String>(1)),
                 item: from_json(id, row.get(2))?,
             })
         })

@@ -88,13 +88,13 @@ impl<'a> Batch<'a> {
             }
             batch.completed[n] += i64::from(turn.completed);
             if turn.is_last_turn() {
-                batch.last_turns[n] = Some(&turn.turn_id);
+                batch.last_turns[n] = Some(turn.turn_id.as_str());
             }
             for item in &turn.items {
                 let text = to_json(&turn.conversation, item)?;
                 batch.item_threads.push(id);
                 batch.item_positions.push(batch.counts[n]);
-                batch.item_turns.push(&turn.turn_id);
+                batch.item_turns.push(turn.turn_id.as_str());
                 batch.item_texts.push(text);
                 batch.counts[n] += 1;
             }

@@ -13,6 +13,7 @@ use crate::{
     StoreFuture, StoredItem, ThreadRecord, ThreadStore, TranscriptEntry, TranscriptKey, TurnRecord,
 };
 use codex_pool_protocol::methods::ThreadSettings;
+use codex_pool_protocol::TurnId;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use schema::{migrate, Db, BACKEND};
 use serde_json::Value;
@@ -152,7 +153,7 @@ impl EncodedTurn {
     fn of(turn: &TurnRecord) -> Result<Self, StoreError> {
         Ok(Self {
             conversation: turn.conversation.clone(),
-            turn_id: turn.turn_id.clone(),
+            turn_id: turn.turn_id.as_str().to_owned(),
             fence: turn.fence,
             completed: turn.completed,
             last_turn: turn.is_last_turn(),
@@ -180,7 +181,7 @@ impl ThreadStore for SqliteStore {
                     record.created_at_ms,
                     record.updated_at_ms,
                     record.turns as i64,
-                    record.last_turn
+                    record.last_turn.as_ref().map(TurnId::as_str)
                 ],
             )
             .db()?;
@@ -336,7 +337,7 @@ impl ThreadStore for SqliteStore {
             rows.map(|row| {
                 let (seq, turn_id, text) = row.db()?;
                 let item = from_json(&id, &text)?;
-                Ok(StoredItem { seq: seq.max(0) as u64, turn_id, item })
+                Ok(StoredItem { seq: seq.max(0) as u64, turn_id: TurnId::from(turn_id), item })
             })
             .collect()
         })
