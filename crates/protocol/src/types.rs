@@ -11,47 +11,55 @@ use std::fmt;
 #[serde(transparent)]
 pub struct CodexThreadId(String);
 
-impl CodexThreadId {
-    /// Wraps an id as codex wrote it.
-    pub fn new(id: impl Into<String>) -> Self {
-        Self(id.into())
-    }
+/// The methods every id codex writes has: made from its text, read as text, shown as is,
+/// looked up in maps by `&str`.
+macro_rules! codex_id {
+    ($id:ident) => {
+        impl $id {
+            /// Wraps an id as codex wrote it.
+            pub fn new(id: impl Into<String>) -> Self {
+                Self(id.into())
+            }
 
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $id {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<String> for $id {
+            fn from(id: String) -> Self {
+                Self(id)
+            }
+        }
+
+        impl From<&str> for $id {
+            fn from(id: &str) -> Self {
+                Self(id.to_owned())
+            }
+        }
+
+        impl From<&$id> for $id {
+            fn from(id: &$id) -> Self {
+                id.clone()
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $id {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+    };
 }
 
-impl fmt::Display for CodexThreadId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<String> for CodexThreadId {
-    fn from(id: String) -> Self {
-        Self(id)
-    }
-}
-
-impl From<&str> for CodexThreadId {
-    fn from(id: &str) -> Self {
-        Self(id.to_owned())
-    }
-}
-
-impl From<&CodexThreadId> for CodexThreadId {
-    fn from(id: &CodexThreadId) -> Self {
-        id.clone()
-    }
-}
-
-impl std::borrow::Borrow<str> for CodexThreadId {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
+codex_id!(CodexThreadId);
 
 /// The id codex gives a turn. It names the turn in `turn/start`'s answer and in every notification
 /// about that turn; on the wire it is the plain string codex wrote.
@@ -59,47 +67,7 @@ impl std::borrow::Borrow<str> for CodexThreadId {
 #[serde(transparent)]
 pub struct TurnId(String);
 
-impl TurnId {
-    /// Wraps an id as codex wrote it.
-    pub fn new(id: impl Into<String>) -> Self {
-        Self(id.into())
-    }
-
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for TurnId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<String> for TurnId {
-    fn from(id: String) -> Self {
-        Self(id)
-    }
-}
-
-impl From<&str> for TurnId {
-    fn from(id: &str) -> Self {
-        Self(id.to_owned())
-    }
-}
-
-impl From<&TurnId> for TurnId {
-    fn from(id: &TurnId) -> Self {
-        id.clone()
-    }
-}
-
-impl std::borrow::Borrow<str> for TurnId {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
+codex_id!(TurnId);
 
 /// What a thread is, as the server reports it. Only the fields codex-pool reads are typed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
