@@ -114,8 +114,16 @@ pub enum TurnEvent {
         /// Whether codex retries.
         will_retry: bool,
     },
-    /// codex asked the client something (an approval, user input, a tool call) and the
-    /// process's policy answered it.
+    /// The model called a client tool (`item/tool/call`): codex waits for its output, which the
+    /// turn's owner gives with
+    /// [`AppServerHandle::answer_tool_call`](crate::AppServerHandle::answer_tool_call). The
+    /// turn goes on once it has it (or ends if it is interrupted meanwhile).
+    ToolCall {
+        /// The call, as codex asked it.
+        request: codex_pool_protocol::tools::DynamicToolCallParams,
+    },
+    /// codex asked the client something (an approval, user input, a tool call with no turn
+    /// reading its events) and the process's policy answered it.
     ServerRequest {
         /// The request method.
         method: String,
