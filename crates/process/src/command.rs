@@ -25,12 +25,7 @@ pub(crate) enum Command {
     /// Interrupt the running turn of a thread.
     Interrupt { thread_id: CodexThreadId, reply: InterruptReply },
     /// Answer codex's waiting `item/tool/call` with the client's output.
-    AnswerToolCall {
-        thread_id: CodexThreadId,
-        call_id: String,
-        answer: DynamicToolCallResponse,
-        reply: InterruptReply,
-    },
+    AnswerToolCall { thread_id: CodexThreadId, call_id: String, answer: DynamicToolCallResponse, reply: InterruptReply },
     /// Write a notification line.
     Notify { line: Vec<u8> },
     /// The handshake is done: start serving.

@@ -122,6 +122,14 @@ pub enum TurnEvent {
         /// The call, as codex asked it.
         request: codex_pool_protocol::tools::DynamicToolCallParams,
     },
+    /// The model called client tools and the turn waits for their outputs: every call the model
+    /// made in one response, once the pool has stored them (a pool's turn emits it, in place of
+    /// the process's [`TurnEvent::ToolCall`]s; a process's stream never does). The outputs go
+    /// to [`Pool::submit_tool_outputs`](../codex_pool/struct.Pool.html#method.submit_tool_outputs).
+    ToolCalls {
+        /// The calls, in the order the model made them.
+        calls: Vec<codex_pool_protocol::ToolCall>,
+    },
     /// codex asked the client something (an approval, user input, a tool call with no turn
     /// reading its events) and the process's policy answered it.
     ServerRequest {

@@ -198,7 +198,12 @@ impl AppServerHandle {
     ) -> Result<(), ProcessError> {
         let timeout = self.inner.request_timeout;
         let (reply, rx) = oneshot::channel();
-        self.send(Command::AnswerToolCall { thread_id: thread_id.clone(), call_id: call_id.to_owned(), answer, reply })?;
+        self.send(Command::AnswerToolCall {
+            thread_id: thread_id.clone(),
+            call_id: call_id.to_owned(),
+            answer,
+            reply,
+        })?;
         self.await_reply("item/tool/call", rx, Instant::now() + timeout, timeout).await?
     }
 

@@ -83,7 +83,8 @@ async fn an_interrupt_ends_a_turn_that_waits_on_a_tool_and_its_call_waits_no_mor
     codex.interrupt(&thread.id).await.unwrap();
     let (_, end, _) = finish(turn).await;
     assert!(matches!(end, TurnEvent::Completed { status: TurnStatus::Interrupted, .. }), "{end:?}");
-    let late = codex.answer_tool_call(&thread.id, &call.call_id, ToolOutput::text(&call.call_id, "x").to_response()).await;
+    let late =
+        codex.answer_tool_call(&thread.id, &call.call_id, ToolOutput::text(&call.call_id, "x").to_response()).await;
     assert!(matches!(late, Err(ProcessError::NoSuchToolCall { .. })), "{late:?}");
     server.shutdown(SHUTDOWN).await;
 }

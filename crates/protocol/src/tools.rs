@@ -75,12 +75,12 @@ pub struct DynamicToolCallResponse {
 /// A client tool call the model made, as codex recorded it (a `function_call` item).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ToolCall {
+    /// The arguments as the model wrote them: a JSON text.
+    pub arguments: String,
     /// The model's `call_id`: what the output names.
     pub call_id: String,
     /// The tool's name.
     pub name: String,
-    /// The arguments as the model wrote them: a JSON text.
-    pub arguments: String,
 }
 
 impl ToolCall {

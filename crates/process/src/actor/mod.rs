@@ -38,7 +38,6 @@ use mapping::Routed;
 use outbox::Outbox;
 use pending::{Pending, PendingRequests};
 use registry::{Effect, TurnRegistry};
-use tool_calls::WaitingCalls;
 use serde_json::value::RawValue;
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -47,6 +46,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+use tool_calls::WaitingCalls;
 
 /// The lifecycle of a process, published through a `watch` channel.
 #[derive(Debug, Clone, PartialEq, Eq)]

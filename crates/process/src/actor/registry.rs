@@ -382,9 +382,7 @@ impl TurnRegistry {
     /// Whether a turn of the thread runs with a consumer reading it, and (when `turn_id` is
     /// given and the turn's id known) is that turn.
     pub(crate) fn is_reading(&self, thread_id: &CodexThreadId, turn_id: &TurnId) -> bool {
-        self.turns
-            .get(thread_id)
-            .is_some_and(|t| t.is_live() && t.turn_id.as_ref().is_none_or(|id| id == turn_id))
+        self.turns.get(thread_id).is_some_and(|t| t.is_live() && t.turn_id.as_ref().is_none_or(|id| id == turn_id))
     }
 
     /// The turns running now: thread, and turn id when known.

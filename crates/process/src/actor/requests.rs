@@ -70,5 +70,4 @@ impl<W: AsyncWrite + Unpin> Actor<W> {
         let event = TurnEvent::ServerRequest { method: request.method, params: request.params, answer };
         self.turns.emit(&thread_id, turn_id.as_ref(), event, &mut self.effects);
     }
-
 }

@@ -287,7 +287,9 @@ impl Render for Chunks {
     fn step(&mut self, step: Step, _reply: &Reply) -> Vec<Event> {
         match step {
             Step::Delta(_, delta) => vec![self.chunk(json!({"content": delta}), None, None)],
-            Step::Open(_) | Step::Close(..) => Vec::new(),
+            // Unreachable until this route takes `tools` (a conversation without client tools
+            // makes no tool calls).
+            Step::Open(_) | Step::Close(..) | Step::ToolCalls(_) => Vec::new(),
             Step::End(Ending::Completed { usage, .. }) => {
                 let mut out = vec![self.chunk(json!({}), Some("stop"), None)];
                 if self.include_usage {

@@ -19,6 +19,8 @@ pub(crate) enum Step {
     Delta(usize, String),
     /// The `n`th message is whole; its text.
     Close(usize, String),
+    /// The model called the client's tools: the reply stops here until their outputs come.
+    ToolCalls(Vec<codex_pool_protocol::ToolCall>),
     /// The turn ended.
     End(Ending),
 }
@@ -82,6 +84,10 @@ impl Reply {
             }
             EventBody::TurnFailed { error, .. } => {
                 self.end(Ending::Failed { kind: error.kind, message: error.message.clone() }, &mut steps);
+            }
+            EventBody::ToolCalls { calls } => {
+                steps.extend(self.close());
+                steps.push(Step::ToolCalls(calls.clone()));
             }
             // Nothing OpenAI's shapes show.
             EventBody::TurnStarted { .. } | EventBody::ItemStarted { .. } | EventBody::ReasoningDelta { .. } => {}

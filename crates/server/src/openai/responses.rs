@@ -365,6 +365,9 @@ impl Render for Responses {
             base
         };
         match step {
+            // Unreachable until this route takes `tools` (a conversation without client tools
+            // makes no tool calls).
+            Step::ToolCalls(_) => Vec::new(),
             Step::Open(n) => vec![
                 self.event(
                     "response.output_item.added",
