@@ -28,7 +28,7 @@ use crate::events::{AbortReason, TurnEvent};
 use crate::lines::{Line, LineReader};
 use crate::policy::ServerRequestHandler;
 use crate::stats::SharedStats;
-use crate::turn::Abandoned;
+use crate::turn::{Abandoned, FromStream};
 use answers::Answers;
 use codex_pool_protocol::jsonrpc::{encode_line, OutgoingRequest};
 use codex_pool_protocol::methods::{Request, TurnInterrupt, TurnInterruptParams, TurnStart, TurnStartParams};
@@ -79,7 +79,7 @@ pub(crate) struct ActorSettings {
 /// The channels the actor listens on.
 pub(crate) struct Inputs<R> {
     pub commands: mpsc::Receiver<Command>,
-    pub abandoned: mpsc::UnboundedReceiver<Abandoned>,
+    pub abandoned: mpsc::UnboundedReceiver<FromStream>,
     /// Set once the OS process has been reaped; dropped unset if its waiter ended without
     /// knowing.
     pub reaped: watch::Receiver<Option<ExitReason>>,
@@ -108,7 +108,7 @@ impl<W: AsyncWrite + Unpin> Actor<W> {
         settings: ActorSettings,
         stdin: W,
         state: watch::Sender<ProcessState>,
-        abandon: mpsc::UnboundedSender<Abandoned>,
+        abandon: mpsc::UnboundedSender<FromStream>,
     ) -> Self {
         let turns = TurnRegistry::new(
             settings.stats.clone(),
@@ -144,9 +144,7 @@ impl<W: AsyncWrite + Unpin> Actor<W> {
         loop {
             tokio::select! {
                 Some(cmd) = commands.recv() => self.on_command(cmd),
-                Some(gone) = abandoned.recv() => {
-                    self.turns.abandon(&gone.thread_id, Some(&gone.turn_id), gone.reason, None, &mut self.effects);
-                }
+                Some(told) = abandoned.recv() => self.from_stream(told),
                 // Reading stdout here (not in a task of its own) saves a hand-off per message;
                 // `next_line` is cancel-safe.
                 line = stdout.next_line(), if !self.stdout_closed => self.on_line(line),
@@ -191,6 +189,19 @@ impl<W: AsyncWrite + Unpin> Actor<W> {
         }
         self.answers.abort_all();
         tracing::debug!(process = %self.label, "actor ended");
+    }
+
+    fn from_stream(&mut self, told: FromStream) {
+        match told {
+            FromStream::Abandoned(Abandoned { thread_id, turn_id, reason }) => {
+                self.turns.abandon(&thread_id, Some(&turn_id), reason, None, &mut self.effects);
+            }
+            FromStream::ToolOutput { thread_id, call_id, answer } => {
+                if let Err(e) = self.answer_tool_call(&thread_id, call_id, &answer) {
+                    tracing::debug!(process = %self.label, %thread_id, error = %e, "a tool output found no waiting call");
+                }
+            }
+        }
     }
 
     fn exit_reason(&self) -> ExitReason {

@@ -6,7 +6,7 @@ use crate::command::{InterruptReply, StartReply};
 use crate::error::ProcessError;
 use crate::events::{AbortReason, TurnEvent};
 use crate::stats::SharedStats;
-use crate::turn::{Abandoned, TurnStream};
+use crate::turn::{FromStream, TurnStream};
 use codex_pool_protocol::methods::TurnStartParams;
 use codex_pool_protocol::{CodexThreadId, TurnId};
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -100,7 +100,7 @@ pub(crate) struct TurnRegistry {
     deadlines: BTreeSet<(Instant, CodexThreadId)>,
     retired: Retired,
     stats: Arc<SharedStats>,
-    abandon: mpsc::UnboundedSender<Abandoned>,
+    abandon: mpsc::UnboundedSender<FromStream>,
     endpoint: Option<Arc<str>>,
     max_backlog: usize,
     grace: Duration,
@@ -109,7 +109,7 @@ pub(crate) struct TurnRegistry {
 impl TurnRegistry {
     pub(crate) fn new(
         stats: Arc<SharedStats>,
-        abandon: mpsc::UnboundedSender<Abandoned>,
+        abandon: mpsc::UnboundedSender<FromStream>,
         endpoint: Option<Arc<str>>,
         max_backlog: usize,
         grace: Duration,
