@@ -38,6 +38,14 @@ pub enum AbortReason {
     /// the turn, and nothing of it was kept. Send it again; the node that owns the conversation
     /// now serves it.
     LeaseLost,
+    /// The turn waited for the outputs of client tool calls longer than the pool's limit: it was
+    /// let go, its calls stay pending in the store (nothing false is written there), and their
+    /// outputs, whenever they come, continue the conversation.
+    ToolCallTimeout,
+    /// The conversation went on with another list of client tools while the turn waited on
+    /// calls: the turn was let go, and the outputs continue the conversation on a thread rebuilt
+    /// with the new list.
+    ToolsChanged,
 }
 
 impl AbortReason {
@@ -53,6 +61,8 @@ impl AbortReason {
             AbortReason::StoreFailed => "store_failed",
             AbortReason::CaBundleReplaced => "ca_bundle_replaced",
             AbortReason::LeaseLost => "lease_lost",
+            AbortReason::ToolCallTimeout => "tool_call_timeout",
+            AbortReason::ToolsChanged => "tools_changed",
         }
     }
 }

@@ -345,7 +345,8 @@ impl TurnStream {
             return;
         }
         let turn_id = self.turn_id.clone();
-        let _ = self.abandon.send(FromStream::Abandoned(Abandoned { thread_id: self.thread_id.clone(), turn_id, reason }));
+        let _ =
+            self.abandon.send(FromStream::Abandoned(Abandoned { thread_id: self.thread_id.clone(), turn_id, reason }));
     }
 }
 

@@ -144,7 +144,7 @@ impl<W: AsyncWrite + Unpin> Actor<W> {
         loop {
             tokio::select! {
                 Some(cmd) = commands.recv() => self.on_command(cmd),
-                Some(told) = abandoned.recv() => self.from_stream(told),
+                Some(told) = abandoned.recv() => self.told_by_stream(told),
                 // Reading stdout here (not in a task of its own) saves a hand-off per message;
                 // `next_line` is cancel-safe.
                 line = stdout.next_line(), if !self.stdout_closed => self.on_line(line),
@@ -191,7 +191,7 @@ impl<W: AsyncWrite + Unpin> Actor<W> {
         tracing::debug!(process = %self.label, "actor ended");
     }
 
-    fn from_stream(&mut self, told: FromStream) {
+    fn told_by_stream(&mut self, told: FromStream) {
         match told {
             FromStream::Abandoned(Abandoned { thread_id, turn_id, reason }) => {
                 self.turns.abandon(&thread_id, Some(&turn_id), reason, None, &mut self.effects);
