@@ -250,9 +250,10 @@ fn orphan(t: &mut Transcript, said: &[Entry], call_id: &str, at: impl FnOnce() -
     }
 }
 
-/// A Responses API `function_call` item.
+/// A Responses API `function_call` item (as fed back from an output, with its `id`, `status`
+/// and the official client's `parsed_arguments`, which change nothing).
 fn function_call(fields: &Map<String, Value>, at: &str) -> Result<ToolCall, OpenAiError> {
-    only(fields, &["type", "call_id", "name", "arguments", "id", "status"], at)?;
+    only(fields, &["type", "call_id", "name", "arguments", "id", "status", "parsed_arguments"], at)?;
     Ok(ToolCall {
         call_id: string(fields, "call_id", at)?,
         name: string(fields, "name", at)?,
