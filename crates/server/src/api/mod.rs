@@ -2,4 +2,5 @@
 
 pub(crate) mod conversations;
 pub(crate) mod system;
+pub(crate) mod tools;
 pub(crate) mod turns;
