@@ -46,7 +46,7 @@ pub(crate) struct CreateConversation {
     pub(crate) metadata: Option<Map<String, Value>>,
     /// Functions the client runs: the model may call them, and its turn then waits for their
     /// outputs (`tool.calls`, then `POST .../tool_outputs`).
-    pub(crate) functions: Option<Vec<crate::api::tools::Function>>,
+    pub(crate) functions: Option<Vec<crate::api::functions::Function>>,
 }
 
 /// Where codex holds a conversation now.
@@ -212,7 +212,7 @@ pub(crate) async fn create(
         base_instructions: body.instructions,
         developer_instructions: body.developer_instructions,
         model: state.model(body.model)?,
-        dynamic_tools: body.functions.map(crate::api::tools::specs).unwrap_or_default(),
+        dynamic_tools: body.functions.map(crate::api::functions::specs).unwrap_or_default(),
         ..ThreadSettings::default()
     };
     let asked =

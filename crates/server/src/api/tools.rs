@@ -2,6 +2,7 @@
 //! created or with a turn), and `POST /v1/conversations/{id}/tool_outputs`, which gives the
 //! outputs of the calls a turn stopped at (`tool.calls`) and streams what follows.
 
+use crate::api::functions::{specs, Function};
 use crate::error::ApiError;
 use crate::events::{EventBody, FailureKind, TurnResult};
 use crate::extract::ApiJson;
@@ -11,36 +12,11 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use codex_pool::{ConversationId, Submitted, ToolContent, ToolOutput, ToolSpec, TurnOptions};
+use codex_pool::{ConversationId, Submitted, ToolContent, ToolOutput, TurnOptions};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::sync::Arc;
 use utoipa::ToSchema;
-
-/// A function the client runs: the model may call it, and the turn then waits for its output.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Function {
-    /// Its name: 1 to 64 letters, digits, `_` or `-`, none of codex's own tools' names.
-    pub(crate) name: String,
-    /// What it does, for the model.
-    pub(crate) description: Option<String>,
-    /// The JSON Schema of its arguments (an object; the default takes none).
-    #[schema(value_type = Option<Object>)]
-    pub(crate) parameters: Option<Value>,
-}
-
-/// The service's functions as codex takes them.
-pub(crate) fn specs(functions: Vec<Function>) -> Vec<ToolSpec> {
-    functions
-        .into_iter()
-        .map(|f| ToolSpec {
-            name: f.name,
-            description: f.description.unwrap_or_default(),
-            input_schema: f.parameters.unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-        })
-        .collect()
-}
 
 /// The outputs of tool calls a turn waits on.
 #[derive(Debug, Deserialize, ToSchema)]

@@ -36,7 +36,7 @@ pub(crate) struct StartTurn {
     pub(crate) stream: Option<bool>,
     /// The conversation's functions from this turn on, if they change (its codex thread is then
     /// rebuilt with them).
-    pub(crate) functions: Option<Vec<crate::api::tools::Function>>,
+    pub(crate) functions: Option<Vec<crate::api::functions::Function>>,
 }
 
 /// One piece of a message.
@@ -111,7 +111,7 @@ pub(crate) async fn start(
     let id = ConversationId::from(id);
     let room = room_for(&state, &id).await?;
     let mut options = options();
-    options.tools = body.functions.map(crate::api::tools::specs);
+    options.tools = body.functions.map(crate::api::functions::specs);
     let turn = state.pool.start_turn(&id, input, options).await?;
     let log = state.runs.run(turn, room, begun);
     if body.stream.unwrap_or(true) {
