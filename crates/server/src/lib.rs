@@ -59,7 +59,7 @@ mod state;
 struct ReadmeDoctests;
 use state::AppState;
 
-use api::{conversations, system, turns};
+use api::{conversations, system, tools, turns};
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
@@ -217,6 +217,7 @@ fn router(state: AppState, config: &ServiceConfig) -> Router {
         .route("/v1/conversations/{id}/release", post(conversations::release))
         .route("/v1/conversations/{id}/interrupt", post(conversations::interrupt))
         .route("/v1/conversations/{id}/turns", post(turns::start))
+        .route("/v1/conversations/{id}/tool_outputs", post(tools::submit_outputs))
         .route("/v1/conversations/{id}/turns/{turn_id}/events", get(turns::events))
         .route("/v1/responses", post(responses::create))
         .route("/v1/responses/{id}", get(responses::retrieve))

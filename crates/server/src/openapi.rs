@@ -1,6 +1,6 @@
 //! The OpenAPI document of the service, generated from the handlers and types.
 
-use crate::api::{conversations, system, turns};
+use crate::api::{conversations, system, tools, turns};
 use crate::openai::{chat, models, responses};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
     paths(
         conversations::create, conversations::list, conversations::get_one, conversations::items,
         conversations::delete, conversations::release, conversations::interrupt,
-        turns::start, turns::events,
+        turns::start, turns::events, tools::submit_outputs,
         system::healthz, system::readyz, system::pool, system::nodes, system::openapi, system::metrics,
         responses::create, responses::retrieve, chat::create, models::list, models::retrieve,
     ),

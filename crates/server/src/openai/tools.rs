@@ -17,26 +17,6 @@ use codex_pool::TurnOptions;
 use codex_pool_protocol::{ToolContent, ToolSpec};
 use serde_json::{json, Map, Value};
 
-/// The most tools a request may declare (codex sends each to the model with every request).
-pub(crate) const MAX_TOOLS: usize = 128;
-
-/// Names codex gives its own tools: a client tool of that name would shadow one of codex's.
-const CODEX_TOOLS: &[&str] = &[
-    "shell",
-    "container.exec",
-    "local_shell",
-    "exec_command",
-    "write_stdin",
-    "unified_exec",
-    "apply_patch",
-    "update_plan",
-    "view_image",
-    "web_search",
-    "list_mcp_resources",
-    "list_mcp_resource_templates",
-    "read_mcp_resource",
-];
-
 /// Which shape a route's `tools` take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Shape {
@@ -58,12 +38,6 @@ pub(crate) fn read(
     let specs = match tools {
         None => Vec::new(),
         Some(Value::Array(list)) => {
-            if list.len() > MAX_TOOLS {
-                return Err(OpenAiError::invalid(
-                    "tools",
-                    format!("{} tools, over the limit of {MAX_TOOLS}: declare fewer", list.len()),
-                ));
-            }
             let mut specs: Vec<ToolSpec> = Vec::with_capacity(list.len());
             for (i, tool) in list.iter().enumerate() {
                 let spec = spec(tool, &format!("tools[{i}]"), shape)?;
@@ -142,7 +116,7 @@ fn spec(tool: &Value, at: &str, shape: Shape) -> Result<ToolSpec, OpenAiError> {
     if !name_ok {
         return Err(OpenAiError::invalid(format!("{at}.name"), "a tool's name is 1 to 64 letters, digits, `_` or `-`"));
     }
-    if CODEX_TOOLS.contains(&name) {
+    if codex_pool::CODEX_TOOL_NAMES.contains(&name) {
         return Err(OpenAiError::unsupported(format!("{at}.name"), "codex has a tool of this name; rename yours"));
     }
     let description = match function.get("description") {
