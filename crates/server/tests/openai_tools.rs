@@ -201,3 +201,74 @@ async fn a_chat_transcript_that_grows_by_tool_calls_and_results_is_one_conversat
     assert_eq!(seen(&bergen[0], &call_id), (1, 1), "the earlier call and result once each");
     svc.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_that_wait_refuse_a_new_message_and_a_changed_tool_list_rebuilds_the_thread() {
+    let env = Env::new().await;
+    let svc = service(&env).await;
+    let c = &svc.client;
+    let ask = json!({"model": "mock-model", "input": "weather? [mock:tool=get_weather {\"city\":\"Oslo\"}]",
+                     "tools": [weather()]});
+    let first = c.post("/v1/responses", ask).await.unwrap().json().unwrap();
+    let call_id = first["output"][0]["call_id"].as_str().unwrap().to_owned();
+    let first_id = first["id"].as_str().unwrap().to_owned();
+
+    // A message while the call waits: 409, naming it.
+    let message = json!({"model": "mock-model", "previous_response_id": first_id, "input": "never mind",
+                         "tools": [weather()]});
+    let refused = c.post("/v1/responses", message).await.unwrap_err();
+    let codex_pool_server::client::ClientError::Status { status, body } = refused else { panic!("{refused:?}") };
+    assert_eq!(status.as_u16(), 409, "{body}");
+    assert_eq!(body["error"]["code"], "tool_calls_pending", "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains(&call_id), "{body}");
+
+    // The output comes with one more tool: the thread is rebuilt with both, and goes on.
+    let time = json!({"type": "function", "name": "get_time", "parameters": {"type": "object"}});
+    let output = json!([{"type": "function_call_output", "call_id": call_id, "output": "sunny"}]);
+    let next = json!({"model": "mock-model", "previous_response_id": first_id, "input": output,
+                      "tools": [weather(), time]});
+    let second = c.post("/v1/responses", next).await.unwrap().json().unwrap();
+    assert_eq!(second["output"][0]["content"][0]["text"], "tool output: sunny", "{second}");
+    assert_eq!(second["tools"].as_array().map(Vec::len), Some(2), "{second}");
+    let after = request_after_output(&env, &call_id);
+    assert_eq!(seen(&after, &call_id), (1, 1));
+    let names: Vec<&str> = after["tools"].as_array().unwrap().iter().filter_map(|t| t["name"].as_str()).collect();
+    assert!(names.contains(&"get_time") && names.contains(&"get_weather"), "{names:?}");
+    assert_eq!(second["id"].as_str().unwrap().split('_').nth(1), first_id.split('_').nth(1), "one conversation");
+    svc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_go_inline_as_data_urls_in_messages_and_tool_outputs() {
+    let env = Env::new().await;
+    let svc = service(&env).await;
+    let c = &svc.client;
+    let png = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==";
+    let user = json!({"role": "user", "content": [
+        {"type": "text", "text": "look [mock:tool=get_weather {\"city\":\"Oslo\"}]"},
+        {"type": "image_url", "image_url": {"url": png}}]});
+    let ask = json!({"model": "mock-model", "messages": [user], "tools": [chat_tool(&weather())]});
+    let first = c.post("/v1/chat/completions", ask).await.unwrap().json().unwrap();
+    let message = first["choices"][0]["message"].clone();
+    let call_id = message["tool_calls"][0]["id"].as_str().unwrap().to_owned();
+    let sent = env.requests_with("look [mock:tool");
+    let image_parts = |body: &Value| {
+        let items = body["input"].as_array().cloned().unwrap_or_default();
+        let parts: Vec<Value> =
+            items.iter().flat_map(|i| i["content"].as_array().cloned().unwrap_or_default()).collect();
+        parts.iter().filter(|p| p["type"] == "input_image").count()
+    };
+    assert_eq!(image_parts(&sent[0]), 1, "the image reached the model");
+    let result = json!({"role": "tool", "tool_call_id": call_id, "content": [
+        {"type": "text", "text": "seen "}, {"type": "image_url", "image_url": {"url": png}}]});
+    let next = json!({"model": "mock-model", "messages": [user, message, result], "tools": [chat_tool(&weather())]});
+    let second = c.post("/v1/chat/completions", next).await.unwrap().json().unwrap();
+    assert_eq!(second["choices"][0]["message"]["content"], "tool output: seen [image]", "{second}");
+    // A remote URL is refused, naming where it is.
+    let remote = json!({"model": "mock-model", "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]});
+    let refused = c.post("/v1/chat/completions", remote).await.unwrap_err();
+    let codex_pool_server::client::ClientError::Status { status, body } = refused else { panic!("{refused:?}") };
+    assert_eq!((status.as_u16(), body["error"]["param"].as_str()), (400, Some("messages[0].content[0].image_url.url")));
+    svc.stop().await;
+}

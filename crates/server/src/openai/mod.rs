@@ -22,6 +22,7 @@ pub(crate) mod chat;
 pub(crate) mod error;
 pub(crate) mod input;
 pub(crate) mod models;
+pub(crate) mod readback;
 pub(crate) mod reply;
 pub(crate) mod responses;
 pub(crate) mod rounds;
