@@ -2,11 +2,16 @@
 //! without new integration:
 //!
 //! - `POST /v1/responses` ([`responses`]): the Responses API, stateful like the pool:
-//!   `previous_response_id` continues that conversation on its codex thread. `GET
-//!   /v1/responses/{id}` reads one back.
+//!   `previous_response_id` continues that conversation on its codex thread; a request without
+//!   it whose input extends a conversation's history continues it too, as stateless clients
+//!   need ([`rounds`], [`transcripts`]). `GET /v1/responses/{id}` ([`readback`]) reads one back.
 //! - `POST /v1/chat/completions` ([`chat`]): Chat Completions. A request whose earlier messages
 //!   are a conversation's history continues it ([`transcripts`]); any other starts one, given
 //!   the earlier messages as history.
+//!
+//! Both take function tools ([`tools`]): the model's calls stop the reply (a round of the turn,
+//! [`reply`]); the client runs them and sends their outputs, which the same turn takes (or, when
+//! it is gone, a turn that continues from the store), and the next round follows.
 //! - `GET /v1/models[/{id}]` ([`models`]): what the service serves.
 //!
 //! Errors on these routes take OpenAI's shape, `{"error": {"message", "type", "param",

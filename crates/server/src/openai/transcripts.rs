@@ -1,9 +1,12 @@
-//! Which chat transcript is which conversation. Chat Completions clients send the whole
-//! transcript every time; the pool keeps conversations. Each conversation that Chat Completions
-//! runs is indexed by the key of its transcript so far (model, system and developer prompts,
-//! then every user and assistant message, in order, each trimmed), updated after each turn. A
-//! request whose messages but the last have an indexed conversation's key continues it: the new
-//! message is its next turn, and the model is sent the history once, by codex.
+//! Which transcript is which conversation. Chat Completions clients, and stateless Responses
+//! clients (agent frameworks), send the whole transcript every time; the pool keeps
+//! conversations. Each conversation these routes run is indexed by the key of its transcript so
+//! far (model, system and developer prompts, then every user and assistant message, each
+//! trimmed, every tool call with its arguments as a JSON value, every tool output, in order),
+//! updated after each round (a turn's end, or the tool calls it stops at). A request whose
+//! entries but the new ones (the last user message, or the trailing tool outputs) have an
+//! indexed conversation's key continues it: the new message is its next turn, or the outputs go
+//! to the calls it waits on; the model is sent the history once, by codex.
 //!
 //! The index is in the store ([`ThreadStore::take_transcript`](codex_pool_store::ThreadStore::take_transcript)),
 //! so a transcript resent to any node of a store, or to a node restarted, finds its
@@ -11,10 +14,10 @@
 //! ([`TranscriptHasher`]): the same on every node, and a client cannot make one transcript
 //! pass for another.
 //!
-//! A conversation is taken out of the index while its turn runs, so two requests with the same
+//! A conversation is taken out of the index while its round runs, so two requests with the same
 //! transcript never share one (the second starts its own), and it is indexed again under its new
-//! transcript once the turn completes, or under its old one when the turn left nothing (aborted)
-//! or could not start. A request that goes back in a transcript (regenerate, edit) matches no
+//! transcript once the round stops, before the client reads the stop, or under its old one when
+//! the turn left nothing (aborted) or could not start. A request that goes back in a transcript (regenerate, edit) matches no
 //! conversation: a new one starts from its messages, and the old one stays as it was. Each entry
 //! also holds how many turns the conversation had then: one that had more since (a turn through
 //! the native API) is not continued, since the client's transcript lacks them. Entries go with
