@@ -135,11 +135,12 @@ async fn responses_refuse_what_they_cannot_honour_and_name_it() {
         (json!({"input": "x", "temperature": 0.2}), 400, "temperature"),
         (json!({"input": "x", "tools": [{"type": "web_search"}]}), 400, "tools[0].type"),
         (
-            json!({"input": "x", "tools": [{"type": "function", "name": "f"}], "tool_choice": "required"}),
+            json!({"input": "x", "tools": [{"type": "function", "name": "f"}], "tool_choice": {"type": "function", "name": "g"}}),
             400,
-            "tool_choice",
+            "tool_choice.name",
         ),
         (json!({"input": "x", "parallel_tool_calls": false}), 400, "parallel_tool_calls"),
+        (json!({"input": "x", "tool_choice": "required"}), 400, "tool_choice"),
         (json!({"input": "x", "include": ["reasoning.encrypted_content"]}), 400, "include[0]"),
         (json!({"input": "x", "bogus": 1}), 400, "bogus"),
         (json!({}), 400, "input"),
@@ -299,7 +300,7 @@ async fn a_growing_chat_transcript_is_one_conversation() {
         ),
         (
             json!({"model": "mock-model", "messages": [{"role": "user", "content": "x"}], "tool_choice": {"type": "function", "function": {"name": "f"}}}),
-            "tool_choice",
+            "tool_choice.function.name",
         ),
     ] {
         let (status, answer) = raw(c, Method::POST, "/v1/chat/completions", &body.to_string()).await;

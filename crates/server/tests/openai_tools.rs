@@ -272,3 +272,35 @@ async fn images_go_inline_as_data_urls_in_messages_and_tool_outputs() {
     assert_eq!((status.as_u16(), body["error"]["param"].as_str()), (400, Some("messages[0].content[0].image_url.url")));
     svc.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_required_or_named_tool_choice_is_kept_or_the_reply_fails() {
+    let env = Env::new().await;
+    let svc = service(&env).await;
+    let c = &svc.client;
+    let time = json!({"type": "function", "name": "get_time", "parameters": {"type": "object"}});
+    // `required`, and the model answers without a call: the response fails, saying so.
+    let ask = json!({"model": "mock-model", "input": "just talk", "tools": [weather()], "tool_choice": "required"});
+    let failed = c.post("/v1/responses", ask).await.unwrap().json().unwrap();
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert!(failed["error"]["message"].as_str().unwrap().contains("tool_choice"), "{failed}");
+    assert_eq!(failed["tool_choice"], "required");
+    // Named: only that tool is declared to the model, and the call it makes stops the reply.
+    let chat = json!({"model": "mock-model", "stream": true,
+        "messages": [{"role": "user", "content": "the time [mock:tool=get_time]"}],
+        "tools": [chat_tool(&weather()), chat_tool(&time)],
+        "tool_choice": {"type": "function", "function": {"name": "get_time"}}});
+    let chunks = all(c, "/v1/chat/completions", chat).await;
+    let finish: Vec<&str> = chunks.iter().filter_map(|e| e.data["choices"][0]["finish_reason"].as_str()).collect();
+    assert_eq!(finish, ["tool_calls"]);
+    let sent = env.requests_with("the time [mock:tool=get_time]");
+    let names: Vec<&str> = sent[0]["tools"].as_array().unwrap().iter().filter_map(|t| t["name"].as_str()).collect();
+    assert!(names.contains(&"get_time") && !names.contains(&"get_weather"), "{names:?}");
+    // Named, and the model answers without a call: the chat completion fails (502).
+    let chat = json!({"model": "mock-model", "messages": [{"role": "user", "content": "no call"}],
+        "tools": [chat_tool(&time)], "tool_choice": {"type": "function", "function": {"name": "get_time"}}});
+    let refused = c.post("/v1/chat/completions", chat).await.unwrap_err();
+    let codex_pool_server::client::ClientError::Status { status, body } = refused else { panic!("{refused:?}") };
+    assert_eq!((status.as_u16(), body["error"]["code"].as_str()), (502, Some("model_error")), "{body}");
+    svc.stop().await;
+}

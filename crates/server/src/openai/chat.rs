@@ -89,7 +89,9 @@ pub(crate) async fn create(
             "stored chat completions are not offered; the transcript is kept as a conversation (/v1/conversations)",
         ));
     }
-    let specs = tools::read(f.take("tools"), f.take("tool_choice"), f.take("parallel_tool_calls"), Shape::Chat)?;
+    let (specs, choice) =
+        tools::read(f.take("tools"), f.take("tool_choice"), f.take("parallel_tool_calls"), Shape::Chat)?;
+    let must_call = choice.must_call();
     check_items(&messages, "messages", state.max_input_items)
         .inspect_err(|_| state.metrics.limit_refused("max_input_items"))?;
     let said = transcript(&messages, "messages")?;
@@ -114,15 +116,15 @@ pub(crate) async fn create(
     let started = rounds::begin(&state, &head, &said, tools::turn_options(&specs), creation, begun).await?;
     state.metrics.chat_request(started.outcome);
     let completion_id = completion_id(&started.conversation, &started.log.turn_id, started.round());
-    let indexed = rounds::index_when_stopped(&state, &started, Some(head), said, true);
+    let indexed = rounds::index_when_stopped(&state, &started, Some(head), said, (true, must_call));
     let created = now_secs();
     if stream {
         let render = Chunks { id: completion_id, created, model, include_usage, calls: false };
-        return Ok(rounds::stream(started.log, started.after, render, indexed).into_response());
+        return Ok(rounds::stream(started.log, (started.after, must_call), render, indexed).into_response());
     }
     let reply = match indexed.await {
         Ok(reply) => reply,
-        Err(_) => reply::settle(&started.log, started.after).await,
+        Err(_) => reply::settle(&started.log, started.after, Reply::new(must_call)).await,
     };
     match reply.ending() {
         Some(Ending::Completed { usage, .. }) => {

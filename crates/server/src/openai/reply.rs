@@ -57,9 +57,17 @@ pub(crate) struct Reply {
     /// The calls the round stopped at.
     calls: Vec<ToolCall>,
     ended: Option<Ending>,
+    /// The round must stop at tool calls (`tool_choice`): one that ends without fails.
+    must_call: bool,
 }
 
 impl Reply {
+    /// A round's reply; `must_call`: the round must stop at tool calls (one that ends without
+    /// them ends `failed`, `model_error`).
+    pub(crate) fn new(must_call: bool) -> Self {
+        Self { must_call, ..Self::default() }
+    }
+
     /// The steps an event makes.
     pub(crate) fn step(&mut self, event: &ApiEvent) -> Vec<Step> {
         let mut steps = Vec::new();
@@ -85,7 +93,13 @@ impl Reply {
             }
             EventBody::TurnCompleted { status, usage, .. } => {
                 let interrupted = *status == Finished::Interrupted;
-                self.end(Ending::Completed { interrupted, usage: *usage }, &mut steps);
+                let ending = if self.must_call && !interrupted {
+                    let message = "the model answered without calling a tool, which `tool_choice` asked for";
+                    Ending::Failed { kind: FailureKind::ModelError, message: message.to_owned() }
+                } else {
+                    Ending::Completed { interrupted, usage: *usage }
+                };
+                self.end(ending, &mut steps);
             }
             EventBody::TurnFailed { error, .. } => {
                 self.end(Ending::Failed { kind: error.kind, message: error.message.clone() }, &mut steps);
@@ -171,8 +185,7 @@ pub(crate) fn round_after(log: &RunLog, after: u64) -> usize {
 
 /// The round that begins after event `after` of a log, once it has stopped (the log's end
 /// without a stop leaves it as it was).
-pub(crate) async fn settle(log: &RunLog, mut after: u64) -> Reply {
-    let mut reply = Reply::default();
+pub(crate) async fn settle(log: &RunLog, mut after: u64, mut reply: Reply) -> Reply {
     while let Some(events) = log.next_after(after).await {
         for event in events {
             after = event.id;
@@ -199,9 +212,10 @@ pub(crate) trait Render: Send + 'static {
 pub(crate) fn events<R: Render>(
     log: Arc<RunLog>,
     after: u64,
+    reply: Reply,
     render: R,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    crate::sse::events(log, after, Replying { reply: Reply::default(), render })
+    crate::sse::events(log, after, Replying { reply, render })
 }
 
 /// A reply told step by step to a [`Render`].

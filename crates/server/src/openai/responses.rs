@@ -1,4 +1,4 @@
-//! `POST /v1/responses`: OpenAI's Responses API on the pool (`GET /v1/responses/{id}` is [`readback`](crate::openai::readback)).
+//! `POST /v1/responses`: OpenAI's Responses API on the pool (`GET /v1/responses/{id}` is in `readback.rs`).
 //!
 //! A response is one round of a turn of a conversation: up to the model's calls of the client's
 //! tools, or to the turn's end. Without `previous_response_id`, a request whose input extends a
@@ -16,7 +16,7 @@ use crate::openai::error::{Fields, OpenAiBody, OpenAiError};
 use crate::openai::input::{check_items, transcript, New, Said, Transcript};
 use crate::openai::reply::{self, Render, Reply, Step};
 use crate::openai::rounds::{self, Started};
-use crate::openai::tools::{self, Shape};
+use crate::openai::tools::{self, Choice, Shape};
 use crate::openai::wire::{self, output_message, response, text_part, ResponseHead};
 use crate::openai::{now_secs, parse_response_id, response_id};
 use crate::state::AppState;
@@ -89,10 +89,9 @@ pub(crate) async fn create(
     let store = f.boolean("store")?.unwrap_or(true);
     let metadata = f.metadata("metadata")?;
     let stream = f.boolean("stream")?.unwrap_or(false);
-    let choice = f.take("tool_choice");
-    let tool_choice = if choice == Some(json!("none")) { "none" } else { "auto" };
-    let declared = f.take("tools");
-    let specs = tools::read(declared.clone(), choice, f.take("parallel_tool_calls"), Shape::Responses)?;
+    let (specs, tool_choice) =
+        tools::read(f.take("tools"), f.take("tool_choice"), f.take("parallel_tool_calls"), Shape::Responses)?;
+    let must_call = tool_choice.must_call();
     tools::include(f.take("include"))?;
     let said = match input {
         Value::String(text) => Transcript { new: New::Message(Said::text(text)), ..Transcript::default() },
@@ -113,11 +112,11 @@ pub(crate) async fn create(
         true,
     )?;
     let served = served_model(&state, model.clone())?;
-    let asked = Asked { model, served, instructions, metadata, store, tools: specs, tool_choice };
+    let asked = Asked { model, served, instructions, metadata, store, tools: specs, tool_choice, must_call };
     let (plan, indexed) = match previous {
         Some(previous) => {
             let plan = continuing(&state, previous, &said, asked, begun).await?;
-            let indexed = rounds::index_when_stopped(&state, &plan.started, None, said, false);
+            let indexed = rounds::index_when_stopped(&state, &plan.started, None, said, (false, must_call));
             (plan, indexed)
         }
         None => {
@@ -136,11 +135,11 @@ pub(crate) async fn create(
     }
     if stream {
         let render = Responses { head, seq: 0 };
-        return Ok(rounds::stream(started.log, started.after, render, indexed).into_response());
+        return Ok(rounds::stream(started.log, (started.after, must_call), render, indexed).into_response());
     }
     let reply = match indexed.await {
         Ok(reply) => reply,
-        Err(_) => reply::settle(&started.log, started.after).await,
+        Err(_) => reply::settle(&started.log, started.after, Reply::new(must_call)).await,
     };
     Ok(Json(response(&head, &reply)).into_response())
 }
@@ -155,7 +154,8 @@ struct Asked {
     metadata: Option<Map<String, Value>>,
     store: bool,
     tools: Vec<ToolSpec>,
-    tool_choice: &'static str,
+    tool_choice: Choice,
+    must_call: bool,
 }
 
 /// A Response's head before its turn is known.
@@ -170,7 +170,7 @@ pub(crate) fn head(
         turn_id: TurnId::default(),
         round: 0,
         tools: Vec::new(),
-        tool_choice: "auto",
+        tool_choice: json!("auto"),
         created_at: now_secs(),
         model: model.unwrap_or_else(|| "codex".to_owned()),
         instructions: instructions.filter(|i| !Profile::is_default_instructions(i)),
@@ -181,12 +181,12 @@ pub(crate) fn head(
 }
 
 /// Names the round the response is in its head.
-fn named(mut head: ResponseHead, started: &Started, tools: Vec<ToolSpec>, tool_choice: &'static str) -> ResponseHead {
+fn named(mut head: ResponseHead, started: &Started, tools: Vec<ToolSpec>, tool_choice: &Choice) -> ResponseHead {
     head.turn_id = started.log.turn_id.clone();
     head.round = started.round();
     head.id = response_id(&started.conversation, &head.turn_id, head.round);
     head.tools = tools;
-    head.tool_choice = tool_choice;
+    head.tool_choice = tool_choice.shown();
     head
 }
 
@@ -229,9 +229,9 @@ async fn starting(
         rounds::begin_new(state, &said, options, creation, begun).await?
     };
     let index = asked.store.then_some(transcript_head);
-    let indexed = rounds::index_when_stopped(state, &started, index, said, false);
+    let indexed = rounds::index_when_stopped(state, &started, index, said, (false, asked.must_call));
     let head = head(asked.served, base_instructions, metadata, asked.store);
-    let head = named(head, &started, asked.tools, asked.tool_choice);
+    let head = named(head, &started, asked.tools, &asked.tool_choice);
     Ok((Plan { started, head }, indexed))
 }
 
@@ -305,7 +305,7 @@ async fn continuing(
         }
     };
     let started = Started { conversation, created, log, after, outcome: ChatOutcome::Continued };
-    let head = named(head, &started, asked.tools, asked.tool_choice);
+    let head = named(head, &started, asked.tools, &asked.tool_choice);
     Ok(Plan { started, head })
 }
 

@@ -250,18 +250,19 @@ pub(crate) fn after_round(said: &Transcript, reply: &Reply, joined: bool) -> Opt
 /// Waits, in a task of the service's, for the round after `after` in `log` to stop, then indexes
 /// the conversation under its new transcript; answers the round's reply once indexed (a client
 /// that reads the stop and sends the next request at once finds the conversation).
-/// Without `index` (a conversation to forget), it only answers the reply.
+/// Without `index` (a conversation to forget), it only answers the reply. `must_call`: the
+/// round must stop at tool calls ([`Reply::new`]).
 pub(crate) fn index_when_stopped(
     state: &AppState,
     started: &Started,
     index: Option<Head>,
     said: Transcript,
-    joined: bool,
+    (joined, must_call): (bool, bool),
 ) -> oneshot::Receiver<Reply> {
     let (tx, rx) = oneshot::channel();
     let (pool, log, after, id) = (state.pool.clone(), started.log.clone(), started.after, started.conversation.clone());
     state.runs.task(async move {
-        let reply = reply::settle(&log, after).await;
+        let reply = reply::settle(&log, after, Reply::new(must_call)).await;
         let entries = index.and_then(|head| Some((after_round(&said, &reply, joined)?, head)));
         if let Some((entries, head)) = entries {
             match pool.conversation(&id).await {
@@ -280,12 +281,12 @@ pub(crate) fn index_when_stopped(
 /// `indexed` answers.
 pub(crate) fn stream<R: Render>(
     log: Arc<RunLog>,
-    after: u64,
+    (after, must_call): (u64, bool),
     render: R,
     indexed: oneshot::Receiver<Reply>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let held = Arc::new(Mutex::new(Vec::new()));
-    let events = reply::events(log, after, Holding { render, held: held.clone() });
+    let events = reply::events(log, after, Reply::new(must_call), Holding { render, held: held.clone() });
     let tail = stream::once(async move {
         let _ = indexed.await;
         let held = std::mem::take(&mut *held.lock().unwrap_or_else(|p| p.into_inner()));

@@ -7,10 +7,13 @@
 //! - `auto` (or none given): every tool is declared; the model calls any, several or none.
 //! - `none`: no tool is declared for the turn, so the model can call none (the conversation's
 //!   codex thread is rebuilt without them, and again with them on the next request that has them).
-//! - `required` and a named function: refused (400 naming `tool_choice`): codex cannot make the
-//!   model call a tool, and a choice the service could not keep would be silently ignored.
+//! - `required`: every tool is declared, and a round that ends without a call fails (the
+//!   Response `failed`, the chat completion 502 `model_error`): codex cannot make the model call
+//!   a tool, so the service checks that it did rather than ignore the choice.
+//! - a named function: only that tool is declared (so the model can call no other), and the
+//!   round must call it, as with `required`.
 //! - `parallel_tool_calls: true` (the model may call several at once) is what codex does;
-//!   `false` is refused for the same reason as `required`.
+//!   `false` is refused (400 naming it): codex cannot stop the model from calling several.
 
 use crate::openai::error::OpenAiError;
 use codex_pool::TurnOptions;
@@ -26,15 +29,46 @@ pub(crate) enum Shape {
     Chat,
 }
 
+/// What `tool_choice` asks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) enum Choice {
+    /// The model calls any tools, or none.
+    #[default]
+    Auto,
+    /// No tool is declared.
+    None,
+    /// The model must call a tool.
+    Required,
+    /// The model must call this tool (the only one declared).
+    Named(String),
+}
+
+impl Choice {
+    /// Whether the round must stop at tool calls.
+    pub(crate) fn must_call(&self) -> bool {
+        matches!(self, Choice::Required | Choice::Named(_))
+    }
+
+    /// As a Response shows it.
+    pub(crate) fn shown(&self) -> Value {
+        match self {
+            Choice::Auto => json!("auto"),
+            Choice::None => json!("none"),
+            Choice::Required => json!("required"),
+            Choice::Named(name) => json!({"type": "function", "name": name}),
+        }
+    }
+}
+
 /// Reads a request's `tools`, `tool_choice` and `parallel_tool_calls`: the tools the turn is
 /// declared with (an empty list when it has none, so that a conversation continued without
-/// tools loses them, as on OpenAI, where tools are per request).
+/// tools loses them, as on OpenAI, where tools are per request), and the choice.
 pub(crate) fn read(
     tools: Option<Value>,
     choice: Option<Value>,
     parallel: Option<Value>,
     shape: Shape,
-) -> Result<Vec<ToolSpec>, OpenAiError> {
+) -> Result<(Vec<ToolSpec>, Choice), OpenAiError> {
     let specs = match tools {
         None => Vec::new(),
         Some(Value::Array(list)) => {
@@ -60,17 +94,27 @@ pub(crate) fn read(
         }
         Some(_) => return Err(OpenAiError::invalid("parallel_tool_calls", "`parallel_tool_calls` is true or false")),
     }
+    let no_tools = || OpenAiError::invalid("tool_choice", "a tool must be called, but `tools` declares none");
     match choice {
-        None => Ok(specs),
-        Some(Value::String(c)) if c == "auto" => Ok(specs),
-        Some(Value::String(c)) if c == "none" => Ok(Vec::new()),
-        Some(Value::String(c)) if c == "required" => Err(OpenAiError::unsupported(
-            "tool_choice",
-            "codex cannot make the model call a tool; send `auto` (or `none`) and check the reply",
-        )),
+        None => Ok((specs, Choice::Auto)),
+        Some(Value::String(c)) if c == "auto" => Ok((specs, Choice::Auto)),
+        Some(Value::String(c)) if c == "none" => Ok((Vec::new(), Choice::None)),
+        Some(Value::String(c)) if c == "required" && specs.is_empty() => Err(no_tools()),
+        Some(Value::String(c)) if c == "required" => Ok((specs, Choice::Required)),
+        Some(Value::Object(choice)) if choice.get("type").and_then(Value::as_str) == Some("function") => {
+            let (name, at) = match shape {
+                Shape::Responses => (choice.get("name"), "tool_choice.name"),
+                Shape::Chat => (choice.get("function").and_then(|f| f.get("name")), "tool_choice.function.name"),
+            };
+            let name = name.and_then(Value::as_str).unwrap_or_default();
+            match specs.into_iter().find(|s| s.name == name) {
+                Some(spec) => Ok((vec![spec], Choice::Named(name.to_owned()))),
+                None => Err(OpenAiError::invalid(at, "`tool_choice` names a function that `tools` does not declare")),
+            }
+        }
         Some(Value::Object(_)) => Err(OpenAiError::unsupported(
-            "tool_choice",
-            "codex cannot make the model call a given tool; declare only that tool with `auto`, and check the reply",
+            "tool_choice.type",
+            "only function tools are offered: `tool_choice` is `auto`, `none`, `required` or a function",
         )),
         Some(_) => {
             Err(OpenAiError::invalid("tool_choice", "`tool_choice` is `auto`, `none`, `required` or a function"))
@@ -290,10 +334,14 @@ mod tests {
         let a = read(Some(responses), Some(json!("auto")), Some(json!(true)), Shape::Responses).unwrap();
         let b = read(Some(chat), None, None, Shape::Chat).unwrap();
         assert_eq!(a, b);
-        assert_eq!(a[0].input_schema["title"], "T");
-        assert!(read(Some(json!([{"type": "function", "name": "f"}])), Some(json!("none")), None, Shape::Responses)
-            .unwrap()
-            .is_empty());
+        assert_eq!(a.0[0].input_schema["title"], "T");
+        let two = json!([{"type": "function", "name": "f"}, {"type": "function", "name": "g"}]);
+        let none = read(Some(two.clone()), Some(json!("none")), None, Shape::Responses).unwrap();
+        assert_eq!(none, (Vec::new(), Choice::None));
+        let required = read(Some(two.clone()), Some(json!("required")), None, Shape::Responses).unwrap();
+        assert_eq!((required.0.len(), required.1.must_call()), (2, true));
+        let named = read(Some(two), Some(json!({"type": "function", "name": "g"})), None, Shape::Responses).unwrap();
+        assert_eq!((named.0.len(), named.0[0].name.as_str(), named.1), (1, "g", Choice::Named("g".into())));
     }
 
     #[test]
@@ -310,8 +358,9 @@ mod tests {
                 None,
                 "tools[1].name",
             ),
-            (f.clone(), Some(json!("required")), None, "tool_choice"),
-            (f.clone(), Some(json!({"type": "function", "name": "f"})), None, "tool_choice"),
+            (json!([]), Some(json!("required")), None, "tool_choice"),
+            (f.clone(), Some(json!({"type": "function", "name": "g"})), None, "tool_choice.name"),
+            (f.clone(), Some(json!({"type": "allowed_tools"})), None, "tool_choice.type"),
             (f.clone(), None, Some(json!(false)), "parallel_tool_calls"),
         ] {
             let e = format!("{:?}", read(Some(tools.clone()), choice, parallel, Shape::Responses).unwrap_err());

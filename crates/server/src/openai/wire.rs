@@ -21,8 +21,8 @@ pub(crate) struct ResponseHead {
     pub(crate) round: usize,
     /// The function tools the request declared.
     pub(crate) tools: Vec<ToolSpec>,
-    /// `auto` or `none`, as the request chose.
-    pub(crate) tool_choice: &'static str,
+    /// `tool_choice`, as the request chose.
+    pub(crate) tool_choice: Value,
     /// Unix seconds.
     pub(crate) created_at: i64,
     /// The model.
@@ -236,8 +236,9 @@ pub(crate) struct CreateResponse {
     /// may call; the client runs them. Per request: one without tools runs without.
     #[schema(value_type = Option<Vec<Object>>)]
     pub(crate) tools: Option<Vec<Value>>,
-    /// `auto` (the default) or `none` (no tool declared for this turn); `required` and a named
-    /// function are refused, since codex cannot force a call.
+    /// `auto` (the default), `none` (no tool declared for this turn), `required` (a reply that
+    /// calls none fails) or `{"type": "function", "name"}` (only that tool declared; a reply that
+    /// calls none fails).
     #[schema(value_type = Option<String>)]
     pub(crate) tool_choice: Option<Value>,
     /// Only `true` (the default): the model may call several tools at once.
@@ -263,7 +264,8 @@ pub(crate) struct CreateChatCompletion {
     /// strict?}}`) the model may call; the client runs them.
     #[schema(value_type = Option<Vec<Object>>)]
     pub(crate) tools: Option<Vec<Value>>,
-    /// `auto` (the default) or `none`; `required` and a named function are refused.
+    /// `auto` (the default), `none`, `required` or `{"type": "function", "function": {"name"}}`:
+    /// as on `/v1/responses` (a reply that calls no tool when one is required fails).
     #[schema(value_type = Option<String>)]
     pub(crate) tool_choice: Option<Value>,
     /// Only `true` (the default).
