@@ -96,6 +96,10 @@ async fn the_waiting_turn_takes_the_outputs_and_goes_on() {
     let mut turn = ask(&pool, &id, r#"two [mock:tool=weather {"city":"Oslo"}] [mock:tool=time {"city":"Oslo"}]"#).await;
     let calls = calls_of(&mut turn).await;
     assert_eq!(calls.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["weather", "time"]);
+    // In the chat profile the model is offered the client's tools and none of codex's own.
+    let first = env.requests_with("two [mock:tool=weather").remove(0);
+    let offered: Vec<_> = first["tools"].as_array().unwrap().iter().filter_map(|t| t["name"].as_str()).collect();
+    assert_eq!(offered, ["weather", "time"]);
     // Stored before the client heard of them, pending and since when.
     let record = store.load(&id).await.unwrap().unwrap();
     let pending: Vec<_> = record.pending_calls.iter().map(|p| p.call_id.clone()).collect();
