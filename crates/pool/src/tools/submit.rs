@@ -16,7 +16,9 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum Submitted {
     /// The turn that waited for them took them and goes on: its events continue on the stream
-    /// of whoever started it.
+    /// of whoever started it. Should that turn end aborted before anything comes of them (its
+    /// process died as they came), codex took none: give them again, and they continue the
+    /// conversation from the store (the service does so by itself).
     Running {
         /// That turn.
         turn_id: TurnId,
