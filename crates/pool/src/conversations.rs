@@ -6,7 +6,7 @@ use crate::ownership::TurnLease;
 use crate::pool::{Pool, PoolInner};
 use crate::profile::Profile;
 use crate::routing::{Refused, ThreadState};
-use crate::turn::{Held, PoolTurn, Running};
+use crate::turn::PoolTurn;
 use codex_pool_process::hops::hop;
 use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_protocol::types::{ApprovalPolicy, ReasoningEffort, UserInput};
@@ -144,13 +144,7 @@ impl Pool {
         let loaded = inner.trusted_thread(id, &mut claimed).await;
         let sent = inner.place_and_send(claim, &claimed, loaded, &input, &[], &options).await?;
         inner.remember_options(id, &options, fence);
-        let stream = sent
-            .stream
-            .with_silence_timeout(inner.config.turn_timeout)
-            .with_progress_timeout(inner.config.progress_timeout);
-        let held = Held::new(sent.claim, lease, sent.permit);
-        let running = Running::new(held, inner.writer.clone(), input, inner.client_tools(&claimed.settings));
-        Ok(PoolTurn::new(id.clone(), stream, running, inner.tls.for_turn(sent.ca_epoch)))
+        Ok(inner.pool_turn(id, sent, lease, &claimed.settings, input, Vec::new()))
     }
 
     /// Interrupts the running turn of a conversation. With several nodes, a turn running on

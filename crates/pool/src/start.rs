@@ -11,7 +11,7 @@ use crate::placement::Placement;
 use crate::pool::PoolInner;
 use crate::routing::{Claimed, Loaded, Refused};
 use crate::tools::ClientTools;
-use crate::turn::{Claim, Ending};
+use crate::turn::{Claim, Ending, Held, PoolTurn, Running};
 use codex_pool_process::hops::hop;
 use codex_pool_process::TurnStream;
 use codex_pool_protocol::methods::ThreadSettings;
@@ -205,6 +205,27 @@ impl PoolInner {
         }
         claimed.loaded = None;
         self.routing.forget_codex_thread(id);
+    }
+
+    /// The pool's turn of a `turn/start` codex took: its stream under the pool's watchdogs, what
+    /// it holds, and what its record is to hold (`input`, and `given`: the items the turn gave
+    /// codex before it ran).
+    pub(crate) fn pool_turn(
+        &self,
+        id: &ConversationId,
+        sent: Sent,
+        lease: Option<TurnLease>,
+        settings: &ThreadSettings,
+        input: Vec<UserInput>,
+        given: Vec<Value>,
+    ) -> PoolTurn {
+        let stream = sent
+            .stream
+            .with_silence_timeout(self.config.turn_timeout)
+            .with_progress_timeout(self.config.progress_timeout);
+        let held = Held::new(sent.claim, lease, sent.permit);
+        let running = Running::new(held, self.writer.clone(), input, given, self.client_tools(settings));
+        PoolTurn::new(id.clone(), stream, running, self.tls.for_turn(sent.ca_epoch))
     }
 
     /// What a turn of a conversation with `settings` knows of its client tools.

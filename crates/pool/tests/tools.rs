@@ -96,6 +96,10 @@ async fn the_waiting_turn_takes_the_outputs_and_goes_on() {
     let mut turn = ask(&pool, &id, r#"two [mock:tool=weather {"city":"Oslo"}] [mock:tool=time {"city":"Oslo"}]"#).await;
     let calls = calls_of(&mut turn).await;
     assert_eq!(calls.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["weather", "time"]);
+    // In the chat profile the model is offered the client's tools and none of codex's own.
+    let first = env.requests_with("two [mock:tool=weather").remove(0);
+    let offered: Vec<_> = first["tools"].as_array().unwrap().iter().filter_map(|t| t["name"].as_str()).collect();
+    assert_eq!(offered, ["weather", "time"]);
     // Stored before the client heard of them, pending and since when.
     let record = store.load(&id).await.unwrap().unwrap();
     let pending: Vec<_> = record.pending_calls.iter().map(|p| p.call_id.clone()).collect();
@@ -231,5 +235,31 @@ async fn client_tools_cannot_take_codex_s_names() {
     options.tools = Some(vec![tool("exec_command")]);
     let refused = pool.start_turn(&id, vec![UserInput::text("x")], options).await;
     assert!(matches!(&refused, Err(PoolError::InvalidRequest(m)) if m.contains("exec_command")), "{refused:?}");
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_wait_keeps_nothing_of_codex_s_cancellation_and_the_outputs_still_continue() {
+    let env = Env::new().await;
+    let store = Arc::new(SqliteStore::open(env.dir.path().join("db.sqlite")).unwrap());
+    let pool = Pool::new(config(&env), store.clone());
+    pool.ensure_started().await.unwrap();
+    let id = with_tools(&pool, vec![tool("weather")]).await;
+    let mut turn = ask(&pool, &id, r#"w [mock:tool=weather {"city":"Graz"}]"#).await;
+    let call = calls_of(&mut turn).await.remove(0);
+    pool.interrupt_turn(&id).await.unwrap();
+    let (_, end) = end_of(turn).await;
+    assert!(matches!(end, TurnEvent::Completed { status: TurnStatus::Interrupted, .. }), "{end:?}");
+    assert_eq!(store.load(&id).await.unwrap().unwrap().pending_calls.len(), 1);
+    assert!(stored(&*store, &id, "function_call_output").await.is_empty());
+
+    let output = vec![ToolOutput::text(&call.call_id, "rain")];
+    let Submitted::Continued(continued) = pool.submit_tool_outputs(&id, output, TurnOptions::default()).await.unwrap()
+    else {
+        panic!("the interrupted turn waits no more")
+    };
+    assert_eq!(end_of(*continued).await.0, "tool output: rain");
+    assert_clean(&*store, &id, &call, "rain").await;
+    assert_model_saw_once(&env, &call);
     pool.shutdown().await;
 }

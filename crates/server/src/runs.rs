@@ -394,6 +394,7 @@ fn observe(event: &ApiEvent, metrics: &Metrics, begun: Instant, first_text: &mut
         }
         EventBody::TurnCompleted { status, .. } => metrics.turn_ended(false, status.as_str(), begun.elapsed()),
         EventBody::TurnFailed { error, .. } => metrics.turn_ended(true, error.kind.as_str(), begun.elapsed()),
+        EventBody::ToolCalls { calls } => metrics.tool_calls(calls.len()),
         _ => {}
     }
 }

@@ -11,6 +11,10 @@ use hyper::StatusCode;
 use serde_json::{json, Value};
 use std::time::Duration;
 
+async fn metrics_of(c: &codex_pool_server::client::Client) -> String {
+    String::from_utf8(c.get("/metrics").await.unwrap().body.to_vec()).unwrap()
+}
+
 fn weather() -> Value {
     json!({"name": "weather", "description": "The weather in a city.",
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}})
@@ -79,6 +83,9 @@ async fn a_turn_stops_at_its_tool_calls_and_the_same_stream_goes_on_after_the_ou
     let items = c.get(&format!("/v1/conversations/{id}/items")).await.unwrap().json().unwrap();
     let kinds: Vec<_> = items["data"].as_array().unwrap().iter().filter_map(|i| i["item"]["type"].as_str()).collect();
     assert_eq!(kinds, ["message", "function_call", "function_call_output", "message"]);
+    let metrics = metrics_of(c).await;
+    assert!(metrics.contains("codex_pool_tool_calls_total 1\n"), "{metrics}");
+    assert!(metrics.contains("codex_pool_tool_outputs_total{path=\"waiting_turn\"} 1\n"), "{metrics}");
     svc.stop().await;
 }
 
@@ -122,5 +129,8 @@ async fn an_output_for_a_call_whose_process_was_killed_continues_from_the_store(
     assert_eq!((count("function_call"), count("function_call_output")), (1, 1), "{input:?}");
     let got = c.get(&format!("/v1/conversations/{id}")).await.unwrap().json().unwrap();
     assert_eq!(got["pending_tool_calls"], json!([]));
+    let metrics = metrics_of(c).await;
+    assert!(metrics.contains("codex_pool_tool_outputs_total{path=\"continued\"} 1\n"), "{metrics}");
+    assert!(metrics.contains("codex_pool_turns_failed_total{reason=\"process_exited\"} 1\n"), "{metrics}");
     svc.stop().await;
 }

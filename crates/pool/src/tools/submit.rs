@@ -6,7 +6,7 @@ use crate::conversations::TurnOptions;
 use crate::error::PoolError;
 use crate::ownership::TurnLease;
 use crate::pool::Pool;
-use crate::turn::{Held, PoolTurn, Running};
+use crate::turn::PoolTurn;
 use codex_pool_protocol::{ToolOutput, TurnId};
 use codex_pool_store::ConversationId;
 use std::time::Duration;
@@ -16,7 +16,9 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum Submitted {
     /// The turn that waited for them took them and goes on: its events continue on the stream
-    /// of whoever started it.
+    /// of whoever started it. Should that turn end aborted before anything comes of them (its
+    /// process died as they came), codex took none: give them again, and they continue the
+    /// conversation from the store (the service does so by itself).
     Running {
         /// That turn.
         turn_id: TurnId,
@@ -121,13 +123,6 @@ impl Pool {
         }
         let sent = inner.place_and_send(claim, &claimed, loaded, &[], &given, &options).await?;
         inner.remember_options(id, &options, fence);
-        let stream = sent
-            .stream
-            .with_silence_timeout(inner.config.turn_timeout)
-            .with_progress_timeout(inner.config.progress_timeout);
-        let held = Held::new(sent.claim, lease, sent.permit);
-        let tools = inner.client_tools(&claimed.settings);
-        let running = Running::continuing(held, inner.writer.clone(), Vec::new(), given, tools);
-        Ok(PoolTurn::new(id.clone(), stream, running, inner.tls.for_turn(sent.ca_epoch)))
+        Ok(inner.pool_turn(id, sent, lease, &claimed.settings, Vec::new(), given))
     }
 }

@@ -120,12 +120,8 @@ pub(crate) struct Running {
 }
 
 impl Running {
-    pub(crate) fn new(held: Held, writer: Arc<StoreWriter>, input: Vec<UserInput>, tools: ClientTools) -> Self {
-        Self::continuing(held, writer, input, Vec::new(), tools)
-    }
-
-    /// A turn that gave codex `given` (tool outputs) before it started.
-    pub(crate) fn continuing(
+    /// A turn of `input`, which gave codex `given` (tool outputs) before it started.
+    pub(crate) fn new(
         held: Held,
         writer: Arc<StoreWriter>,
         input: Vec<UserInput>,

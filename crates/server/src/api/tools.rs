@@ -6,6 +6,7 @@ use crate::api::functions::{specs, Function};
 use crate::error::ApiError;
 use crate::events::{EventBody, FailureKind, TurnResult};
 use crate::extract::ApiJson;
+use crate::metrics::OutputsPath;
 use crate::runs::RunLog;
 use crate::state::AppState;
 use axum::extract::{Path, State};
@@ -96,12 +97,14 @@ pub(crate) async fn submit(
                 })?;
                 let after = log.last_tool_calls();
                 if !died_at_once(&log, after).await {
+                    state.metrics.tool_outputs(OutputsPath::WaitingTurn, outputs.len());
                     return Ok(Resumed { log, after });
                 }
                 tracing::debug!(conversation = %id, %turn_id, "the waiting turn died as its outputs came; continuing from the store");
             }
             Submitted::Continued(turn) => {
                 let room = room.take().expect("one continuation")?;
+                state.metrics.tool_outputs(OutputsPath::Continued, outputs.len());
                 return Ok(Resumed { log: state.runs.run(*turn, room, begun), after: 0 });
             }
             _ => break,
