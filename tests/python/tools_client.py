@@ -115,6 +115,7 @@ seen["chat_two"] = [c["id"] for c in tool_calls]
 # The OpenAI Agents SDK: an Agent whose tool the SDK runs, on both of its OpenAI models.
 from agents import (  # noqa: E402
     Agent,
+    ModelSettings,
     OpenAIChatCompletionsModel,
     OpenAIResponsesModel,
     RunConfig,
@@ -150,9 +151,16 @@ async def agents():
                     for item in result.new_items if item.type == "tool_call_item"]
         assert len(call_ids) == 1, result.new_items
         out[name] = call_ids
+    # tool_choice "required" on the first request (the SDK resets it once the tool ran).
+    model = OpenAIResponsesModel(model="mock-model", openai_client=aclient)
+    settings = ModelSettings(tool_choice="required")
+    agent = Agent(name="Forced", tools=[get_weather], model=model, model_settings=settings)
+    result = await Runner.run(agent, 'agents_required [mock:tool=get_weather {"city":"Kyiv"}]')
+    assert result.final_output == "tool output: sunny in Kyiv", result.final_output
+    out["agents_required"] = [i.raw_item.call_id for i in result.new_items if i.type == "tool_call_item"]
     return out
 
 
 seen.update(asyncio.run(agents()))
-assert ran == ["Paris", "Lima"], ran
+assert ran == ["Paris", "Lima", "Kyiv"], ran
 print(json.dumps(seen))

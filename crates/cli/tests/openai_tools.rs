@@ -46,7 +46,15 @@ async fn openai_clients_and_the_agents_sdk_call_tools_and_the_model_sees_each_ca
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let cases: Value = serde_json::from_str(&stdout).unwrap();
-    let names = ["responses_one", "responses_two", "chat_one", "chat_two", "agents_responses", "agents_chat"];
+    let names = [
+        "responses_one",
+        "responses_two",
+        "chat_one",
+        "chat_two",
+        "agents_responses",
+        "agents_chat",
+        "agents_required",
+    ];
     for name in names {
         let calls = cases[name].as_array().unwrap_or_else(|| panic!("{name} missing: {cases}"));
         assert!(!calls.is_empty(), "{name}");
