@@ -8,7 +8,7 @@ mod common;
 
 use codex_pool_mock_model::{MockConfig, MockModel};
 use common::{python_script, serve, venv};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::process::Command;
 
 /// The model requests that answer `call_id`: those whose input ends with outputs, one of them
@@ -65,6 +65,39 @@ async fn openai_clients_and_the_agents_sdk_call_tools_and_the_model_sees_each_ca
             assert_eq!(seen(&requests[0], call), (1, 1), "{name}: {call} once, its output once");
         }
     }
+    let (status, _, _) = tokio::task::spawn_blocking(move || served.terminate()).await.unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_resent_by_a_stateless_client_after_a_restart_continue_the_conversation() {
+    let model = MockModel::start(MockConfig::default()).await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let served = serve(data.path(), &model.base_url());
+    served.ready().await;
+    let tools = json!([{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]);
+    let user = json!({"role": "user", "content": "before the restart [mock:tool=get_weather {\"city\":\"Oslo\"}]"});
+    let ask = json!({"model": "mock-model", "input": [user], "tools": tools, "instructions": "Use tools."});
+    let first = served.client.post("/v1/responses", ask).await.unwrap().json().unwrap();
+    let call = first["output"][0].clone();
+    let call_id = call["call_id"].as_str().unwrap().to_owned();
+    let (status, _, _) = tokio::task::spawn_blocking(move || served.terminate()).await.unwrap();
+    assert!(status.success());
+
+    let served = serve(data.path(), &model.base_url());
+    served.ready().await;
+    let output = json!({"type": "function_call_output", "call_id": call_id, "output": "sunny"});
+    let next =
+        json!({"model": "mock-model", "input": [user, call, output], "tools": tools, "instructions": "Use tools."});
+    let second = served.client.post("/v1/responses", next).await.unwrap().json().unwrap();
+    assert_eq!(second["output"][0]["content"][0]["text"], "tool output: sunny", "{second}");
+    let conversation = |r: &Value| r["id"].as_str().unwrap().split('_').nth(1).unwrap().to_owned();
+    assert_eq!(conversation(&second), conversation(&first), "the same conversation, continued from the store");
+    let requests = answering(&model, &call_id);
+    assert_eq!(requests.len(), 1);
+    assert_eq!(seen(&requests[0], &call_id), (1, 1), "the call and its output once each");
+    let again = served.client.get(&format!("/v1/responses/{}", second["id"].as_str().unwrap())).await;
+    assert_eq!(again.unwrap().json().unwrap()["output"][0]["content"][0]["text"], "tool output: sunny");
     let (status, _, _) = tokio::task::spawn_blocking(move || served.terminate()).await.unwrap();
     assert!(status.success());
 }
