@@ -65,7 +65,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use codex_pool::Pool;
 use metrics::Metrics;
-use openai::{chat, models, responses};
+use openai::{chat, models, readback, responses};
 use runs::Runs;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -220,7 +220,7 @@ fn router(state: AppState, config: &ServiceConfig) -> Router {
         .route("/v1/conversations/{id}/tool_outputs", post(tools::submit_outputs))
         .route("/v1/conversations/{id}/turns/{turn_id}/events", get(turns::events))
         .route("/v1/responses", post(responses::create))
-        .route("/v1/responses/{id}", get(responses::retrieve))
+        .route("/v1/responses/{id}", get(readback::retrieve))
         .route("/v1/chat/completions", post(chat::create))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::retrieve))

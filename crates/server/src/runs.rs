@@ -256,6 +256,17 @@ impl Runs {
         });
     }
 
+    /// Runs `work` in a task of the service's (a client that goes away does not cancel it; it
+    /// ends with the service's tasks).
+    pub(crate) fn task<F>(&self, work: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(work);
+    }
+
     /// The log of a turn, while it is kept: `Ok(None)` for a turn it does not know, `Err` for
     /// one whose log it kept and no longer does.
     pub(crate) fn log(&self, conversation: &ConversationId, turn_id: &TurnId) -> Result<Option<Arc<RunLog>>, Expired> {
