@@ -101,3 +101,57 @@ async fn outputs_resent_by_a_stateless_client_after_a_restart_continue_the_conve
     let (status, _, _) = tokio::task::spawn_blocking(move || served.terminate()).await.unwrap();
     assert!(status.success());
 }
+
+/// Runs one step of `tests/python/tools_recovery.py` (the official `openai` package) and reads
+/// what it prints.
+async fn recovery_step(venv: &std::path::Path, args: Vec<String>) -> Value {
+    let (python, script) = (venv.join("bin/python"), python_script("tools_recovery.py"));
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python).arg(script).args(args).current_dir(std::env::temp_dir()).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(&stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_client_s_output_after_a_kill_9_of_codex_and_after_a_restart_continues_the_turn() {
+    let Some(venv) = venv() else { return };
+    let model = MockModel::start(MockConfig::default()).await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let served = serve(data.path(), &model.base_url());
+    served.ready().await;
+    let base = format!("{}/v1", served.client.base());
+    let ask = |base: &str, city: &str| vec!["ask".to_owned(), base.to_owned(), city.to_owned()];
+    let answer = |base: &str, asked: &Value, output: &str| {
+        let field = |k: &str| asked[k].as_str().unwrap().to_owned();
+        vec!["answer".to_owned(), base.to_owned(), field("response_id"), field("call_id"), output.to_owned()]
+    };
+
+    // The codex process that waits on the call is killed: the output continues the turn from
+    // the store, on its replacement.
+    let asked = recovery_step(&venv, ask(&base, "Oslo")).await;
+    let pool = served.client.get("/v1/pool").await.unwrap().json().unwrap();
+    let codex = pool["processes"][0]["pid"].as_u64().unwrap() as u32;
+    codex_pool_testkit::kill(codex, libc::SIGKILL);
+    let done = recovery_step(&venv, answer(&base, &asked, "snow")).await;
+    assert_eq!(done["text"], "tool output: snow", "{done}");
+    let call = asked["call_id"].as_str().unwrap();
+    assert_eq!(seen(&model.requests().last().unwrap().body, call), (1, 1), "the call and its output once each");
+
+    // The service itself restarts while a call waits: the output, sent to the new one, goes on.
+    let asked = recovery_step(&venv, ask(&base, "Rome")).await;
+    let (status, _, _) = tokio::task::spawn_blocking(move || served.terminate()).await.unwrap();
+    assert!(status.success());
+    let served = serve(data.path(), &model.base_url());
+    served.ready().await;
+    let base = format!("{}/v1", served.client.base());
+    let done = recovery_step(&venv, answer(&base, &asked, "sun")).await;
+    assert_eq!(done["text"], "tool output: sun", "{done}");
+    let call = asked["call_id"].as_str().unwrap();
+    assert_eq!(seen(&model.requests().last().unwrap().body, call), (1, 1), "the call and its output once each");
+    let (status, _, _) = tokio::task::spawn_blocking(move || served.terminate()).await.unwrap();
+    assert!(status.success());
+}
