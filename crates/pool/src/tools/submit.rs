@@ -77,6 +77,12 @@ impl Pool {
         self.continue_with(id, outputs, options).await.map(|turn| Submitted::Continued(Box::new(turn)))
     }
 
+    /// Whether a turn of the conversation waits on this node for tool outputs (a hint: it may
+    /// end at any moment).
+    pub fn waits_for_tool_outputs(&self, id: &ConversationId) -> bool {
+        self.inner.tool_waits.calls(id).is_some()
+    }
+
     /// Waits (a bounded time) for the turn that ended on a tool list change to give the
     /// conversation back.
     async fn wait_until_idle(&self, id: &ConversationId) -> Result<(), PoolError> {

@@ -84,8 +84,11 @@ pub(crate) async fn submit(
     options: TurnOptions,
 ) -> Result<Resumed, ApiError> {
     let begun = std::time::Instant::now();
-    // Room is taken first: a continuation needs it, and a turn that waits holds its own.
-    let mut room = Some(crate::api::turns::room_for(state, id).await);
+    // A turn that waits here holds its own room; a continuation needs some, taken first.
+    let mut room = match state.pool.waits_for_tool_outputs(id) {
+        true => None,
+        false => Some(crate::api::turns::room_for(state, id).await?),
+    };
     // A waiting turn that dies as the outputs reach it (its process killed) keeps none of
     // them: they are given again, and continue the conversation from the store.
     for _ in 0..2 {
@@ -103,7 +106,12 @@ pub(crate) async fn submit(
                 tracing::debug!(conversation = %id, %turn_id, "the waiting turn died as its outputs came; continuing from the store");
             }
             Submitted::Continued(turn) => {
-                let room = room.take().expect("one continuation")?;
+                // (The waiting turn went away since it was looked for: room now, or 429 and the
+                // new turn dropped, which keeps nothing: the calls stay pending.)
+                let room = match room.take() {
+                    Some(room) => room,
+                    None => crate::api::turns::room_for(state, id).await?,
+                };
                 state.metrics.tool_outputs(OutputsPath::Continued, outputs.len());
                 return Ok(Resumed { log: state.runs.run(*turn, room, begun), after: 0 });
             }
