@@ -4,12 +4,13 @@
 //! the native API (a conversation, then its turns), OpenAI's Responses API (each turn continues
 //! the last with `previous_response_id`) or Chat Completions (each request resends the whole
 //! transcript, which the service matches to its conversation). With `--tools`, the native API
-//! again, each turn calling a client tool that the bench answers at once (`tools.rs`).
+//! again, each turn calling a client tool that the bench answers at once (`tool_turn.rs`).
 
 use crate::error::BenchError;
 use crate::measure::{on_client_thread, CpuClock};
 use crate::mock_child::MockChild;
-use crate::{bench_pool, drive, openai, scratch, tools, BenchArgs, RunResult};
+use crate::tool_turn::{lookup, tool_turn};
+use crate::{bench_pool, drive, openai, scratch, BenchArgs, RunResult};
 use codex_pool::Pool;
 use codex_pool_process::ca::SystemRoots;
 use codex_pool_server::client::Client;
@@ -103,7 +104,7 @@ pub async fn run(
     for _ in 0..args.convs {
         let state = match api {
             Api::Native | Api::Tools => {
-                let functions = if api == Api::Tools { vec![tools::lookup()] } else { Vec::new() };
+                let functions = if api == Api::Tools { vec![lookup()] } else { Vec::new() };
                 let created = client.post("/v1/conversations", json!({"functions": functions})).await?.json()?;
                 created["id"].as_str().unwrap_or_default().to_owned()
             }
@@ -124,7 +125,7 @@ pub async fn run(
                     Api::Native | Api::Tools => {
                         let id = state.lock().map(|s| s.id.clone()).unwrap_or_default();
                         match api {
-                            Api::Tools => tools::tool_turn(&client, &id, &text).await,
+                            Api::Tools => tool_turn(&client, &id, &text).await,
                             _ => http_turn(&client, &id, &text, None).await,
                         }
                     }

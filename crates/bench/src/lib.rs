@@ -26,6 +26,7 @@ mod openai;
 mod report;
 mod result;
 mod soak;
+mod tool_turn;
 mod tools;
 
 pub use error::BenchError;
