@@ -49,18 +49,20 @@ pub(crate) struct Served {
 }
 
 impl Served {
-    /// Starts a service as `args` asks, the fake model `mock` behind it.
+    /// Starts a service as `args` asks, the fake model `mock` behind it, running at most
+    /// `max_running_turns` turns.
     pub(crate) async fn start(
         args: &BenchArgs,
         system: &SystemRoots,
         bin: &std::path::Path,
         mock: &MockChild,
+        max_running_turns: usize,
     ) -> Result<Self, BenchError> {
         let dir = scratch()?;
         let pool = bench_pool(args, (args.profile, &args.ca_bundle, system), bin, mock, dir.path())?;
         let mut config = ServiceConfig::default();
         config.listen = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
-        config.max_running_turns = args.convs.max(1);
+        config.max_running_turns = max_running_turns.max(1);
         config.models = vec!["mock-model".to_owned()];
         let t0 = Instant::now();
         let service = Service::bind(pool.clone(), config).await?;
@@ -95,7 +97,10 @@ pub async fn run(
     mock: &MockChild,
     api: Api,
 ) -> Result<RunResult, BenchError> {
-    let served = Served::start(args, system, bin, mock).await?;
+    // A tool output takes room for a turn while the turn it answers holds its own (it would
+    // need it to continue from the store), so the tool load gets room for two turns each.
+    let room = if api == Api::Tools { 2 * args.convs } else { args.convs };
+    let served = Served::start(args, system, bin, mock, room).await?;
     let (client, base, ready) = (served.client.clone(), served.base.clone(), served.ready);
     let ca_bundle = served.pool.stats().ca.bundle;
     // Each conversation's state: the native conversation id, the last response id, or the

@@ -120,7 +120,7 @@ pub(crate) async fn change(
     mock: &MockChild,
 ) -> Result<Value, BenchError> {
     let points = history_points(&args.tools_change_history)?;
-    let served = Served::start(args, system, bin, mock).await?;
+    let served = Served::start(args, system, bin, mock, args.convs).await?;
     let lists = [json!([lookup()]), json!([lookup(), extra()])];
     let mut ids = Vec::new();
     for _ in 0..args.convs {
