@@ -80,8 +80,9 @@ pub struct BenchArgs {
     /// through the same API; report what a tool round trip adds.
     #[arg(long)]
     pub(crate) tools: bool,
-    /// Also measure, once, what a changed tool list costs: per conversation, after K turns, a
-    /// turn sending its list against one sending another list (which rebuilds its thread).
+    /// Also measure what a changed tool list costs: per conversation, after K turns, a turn
+    /// sending its list against one sending another list (which rebuilds its thread), --rounds
+    /// pairs each.
     #[arg(long)]
     pub(crate) tools_change: bool,
     /// The history lengths K of --tools-change.

@@ -7,8 +7,8 @@
 //! `--tools-change` measures what a changed tool list costs: the service rebuilds the
 //! conversation's codex thread from the store with the new list. Each conversation grows to K
 //! turns (each K of `--tools-change-history`), then makes one turn that sends its current list
-//! (normal) and one that sends a different list (rebuilt); the line gives both latencies and
-//! service CPU for each K.
+//! (normal) and one that sends a different list (rebuilt), `--rounds` times; the line gives both
+//! latencies and service CPU for each K (`history_turns`: the history before the first pair).
 
 use crate::error::BenchError;
 use crate::http::{http_turn, Served};
@@ -61,6 +61,7 @@ pub(crate) fn history_points(asked: &[usize]) -> Result<Vec<usize>, BenchError> 
 }
 
 /// What one set of turns (one per conversation, or more) cost.
+#[derive(Default)]
 struct Phase {
     samples: Vec<Sample>,
     errors: usize,
@@ -72,6 +73,16 @@ struct Phase {
 }
 
 impl Phase {
+    /// Adds another set of the same kind.
+    fn absorb(&mut self, other: Phase) {
+        self.samples.extend(other.samples);
+        self.errors += other.errors;
+        self.turns += other.turns;
+        self.service_cpu += other.service_cpu;
+        self.codex_cpu += other.codex_cpu;
+        self.rebuilds += other.rebuilds;
+    }
+
     fn json(&self) -> Value {
         let lat: Vec<f64> = self.samples.iter().map(|s| s.latency.as_secs_f64() * 1e3).collect();
         let per_turn = |d: Duration| round(d.as_secs_f64() * 1e3 / self.turns.max(1) as f64);
@@ -127,7 +138,7 @@ pub(crate) async fn change(
         let created = served.client.post("/v1/conversations", json!({"functions": lists[0]})).await?.json()?;
         ids.push(created["id"].as_str().unwrap_or_default().to_owned());
     }
-    let (pool, base) = (served.pool.clone(), served.base.clone());
+    let (pool, base, rounds) = (served.pool.clone(), served.base.clone(), args.rounds.max(1));
     let (points, _) = on_client_thread(move || async move {
         let client = Client::new(&base, None);
         let (mut done, mut current, mut out) = (0, 0, Vec::new());
@@ -137,9 +148,13 @@ pub(crate) async fn change(
                 phase(&client, &ids, k - done, None, &pool).await;
                 done = k;
             }
-            let normal = phase(&client, &ids, 1, Some(lists[current].clone()), &pool).await;
-            current = 1 - current;
-            let rebuilt = phase(&client, &ids, 1, Some(lists[current].clone()), &pool).await;
+            // --rounds pairs: a turn sending the list, then one sending the other list.
+            let (mut normal, mut rebuilt) = (Phase::default(), Phase::default());
+            for _ in 0..rounds {
+                normal.absorb(phase(&client, &ids, 1, Some(lists[current].clone()), &pool).await);
+                current = 1 - current;
+                rebuilt.absorb(phase(&client, &ids, 1, Some(lists[current].clone()), &pool).await);
+            }
             let (n, r) = (normal.json(), rebuilt.json());
             let get = |v: &Value, key: &str| v[key].as_f64().unwrap_or(0.0);
             out.push(json!({
@@ -150,7 +165,7 @@ pub(crate) async fn change(
                 "rebuild_service_cpu_added_ms": round(get(&r, "service_cpu_ms_per_turn") - get(&n, "service_cpu_ms_per_turn")),
                 "rebuild_codex_cpu_added_ms": round(get(&r, "codex_cpu_ms_per_turn") - get(&n, "codex_cpu_ms_per_turn")),
             }));
-            done += 2;
+            done += 2 * rounds;
         }
         out
     })
