@@ -190,6 +190,9 @@ pub async fn run(
     if !(args.convs > 0 && args.turns > 0 && args.pool_size > 0) {
         return Err(BenchError::Flags("--convs, --turns and --pool-size must be positive".to_owned()));
     }
+    if args.tools_change {
+        tools::history_points(&args.tools_change_history)?;
+    }
     let bin = codex_pool_process::find_checked(args.codex_bin.as_deref())?;
     if let Some(secs) = args.soak_secs {
         return soak::run(args, secs, (exe, &bin), progress).await.map(Report);
