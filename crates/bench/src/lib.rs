@@ -6,7 +6,8 @@
 //! conversation profile (or other root certificates). With `--tls` the fake model serves HTTPS
 //! with a CA of its own, which every run's "system roots" (the system bundle) then include. With
 //! `--http`, `--responses` and `--chat`, through the service: its native API, OpenAI's Responses
-//! API and Chat Completions.
+//! API and Chat Completions. With `--tools`, the native API again with every turn calling a
+//! client tool; with `--tools-change`, what a rebuild for a changed tool list costs.
 //!
 //! The `codex-pool` command parses [`BenchArgs`] and calls [`run`] with its own executable,
 //! whose `mock-model` and `serve` subcommands the benchmark runs as children.
@@ -25,6 +26,8 @@ mod openai;
 mod report;
 mod result;
 mod soak;
+mod tool_turn;
+mod tools;
 
 pub use error::BenchError;
 
@@ -72,6 +75,19 @@ pub struct BenchArgs {
     /// request resending the whole transcript).
     #[arg(long)]
     pub(crate) chat: bool,
+    /// Also run the load through the native API with every turn calling one client tool (the
+    /// bench answers it at once through `tool_outputs`), rounds alternating with the plain load
+    /// through the same API; report what a tool round trip adds.
+    #[arg(long)]
+    pub(crate) tools: bool,
+    /// Also measure what a changed tool list costs: per conversation, after K turns, a turn
+    /// sending its list against one sending another list (which rebuilds its thread), --rounds
+    /// pairs each.
+    #[arg(long)]
+    pub(crate) tools_change: bool,
+    /// The history lengths K of --tools-change.
+    #[arg(long, value_name = "K,...", value_delimiter = ',', default_value = "5,20,50")]
+    pub(crate) tools_change_history: Vec<usize>,
     /// Also run the same load through N services (nodes) sharing the PostgreSQL store of --db,
     /// the processes split between them, and through one node on it with all of them; report
     /// both and their ratio, with the store's round trips per turn.
@@ -174,6 +190,9 @@ pub async fn run(
     if !(args.convs > 0 && args.turns > 0 && args.pool_size > 0) {
         return Err(BenchError::Flags("--convs, --turns and --pool-size must be positive".to_owned()));
     }
+    if args.tools_change {
+        tools::history_points(&args.tools_change_history)?;
+    }
     let bin = codex_pool_process::find_checked(args.codex_bin.as_deref())?;
     if let Some(secs) = args.soak_secs {
         return soak::run(args, secs, (exe, &bin), progress).await.map(Report);
@@ -190,7 +209,13 @@ pub async fn run(
     if args.direct {
         arms.push(Arm::Direct);
     }
-    for (asked, api) in [(args.http, Api::Native), (args.responses, Api::Responses), (args.chat, Api::Chat)] {
+    let apis = [
+        (args.http || args.tools, Api::Native),
+        (args.tools, Api::Tools),
+        (args.responses, Api::Responses),
+        (args.chat, Api::Chat),
+    ];
+    for (asked, api) in apis {
         if asked {
             arms.push(Arm::Http(api));
         }
@@ -234,8 +259,16 @@ pub async fn run(
             absorb(&mut results[i], result);
         }
     }
+    let change = match args.tools_change {
+        true => Some(tools::change(args, &system, &bin, &mock).await.map_err(|e| e.in_arm("tools-change"))?),
+        false => None,
+    };
     mock.stop().await;
-    Ok(Report(report::line(args, &arms, results)))
+    let mut line = report::line(args, &arms, results);
+    if let Some(change) = change {
+        line["tools_change"] = change;
+    }
+    Ok(Report(line))
 }
 
 fn scratch() -> Result<tempfile::TempDir, BenchError> {

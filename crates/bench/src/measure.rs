@@ -25,7 +25,7 @@ pub fn percentile(values: &[f64], p: f64) -> f64 {
 }
 
 /// CPU time used by this process so far (user + system).
-fn self_cpu() -> Duration {
+pub(crate) fn self_cpu() -> Duration {
     // SAFETY: getrusage fills the struct we pass.
     let usage = unsafe {
         let mut usage = std::mem::zeroed::<libc::rusage>();
@@ -37,7 +37,7 @@ fn self_cpu() -> Duration {
 }
 
 /// CPU time used so far by the calling thread.
-fn thread_cpu() -> Duration {
+pub(crate) fn thread_cpu() -> Duration {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime fills the timespec we pass.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };

@@ -82,7 +82,7 @@ pub async fn run(
     let clock = CpuClock::start(&pids, mock).await;
     let begun = Instant::now();
     let (samples, errors) = drive(conversations, args.turns, |(client, id): (Client, String), text| async move {
-        http_turn(&client, &id, &text).await
+        http_turn(&client, &id, &text, None).await
     })
     .await;
     let wall = begun.elapsed();

@@ -15,6 +15,7 @@ pub(crate) fn line(args: &BenchArgs, arms: &[Arm], mut results: Vec<Option<RunRe
     let mut take = |arm: Arm| arms.iter().skip(1).position(|a| *a == arm).and_then(|i| results[i + 1].take());
     let direct = take(Arm::Direct);
     let service = take(Arm::Http(Api::Native));
+    let tools = take(Arm::Http(Api::Tools));
     let nodes = args.nodes.map(|n| {
         let base = match args.via {
             Via::Other => Arm::Nodes(n, Via::Owner),
@@ -47,7 +48,7 @@ pub(crate) fn line(args: &BenchArgs, arms: &[Arm], mut results: Vec<Option<RunRe
         });
         line["direct"] = d;
     }
-    if let Some(service) = service {
+    if let Some(service) = &service {
         let h = service.json(total);
         let get = |v: &Value, key: &str| v[key].as_f64().unwrap_or(0.0);
         line["http_vs_library"] = json!({
@@ -58,13 +59,19 @@ pub(crate) fn line(args: &BenchArgs, arms: &[Arm], mut results: Vec<Option<RunRe
         });
         line["http"] = h;
     }
+    // The tool load beside the plain one, both through the native API.
+    if let (Some(plain), Some(tools)) = (&service, &tools) {
+        line["tools_vs_http"] = crate::tools::versus_plain(plain, tools, total);
+        line["tools"] = tools.json(total);
+    }
     // OpenAI's APIs beside the native one (or, without --http, beside the library).
     let native = line.get("http").cloned().unwrap_or_else(|| pool.clone());
+    let native_name = if line.get("http").is_some() { "http" } else { "library" };
     for (name, result) in openai {
         let Some(result) = result else { continue };
         let o = result.json(total);
         let get = |v: &Value, key: &str| v[key].as_f64().unwrap_or(0.0);
-        line[format!("{name}_vs_{}", if args.http { "http" } else { "library" })] = json!({
+        line[format!("{name}_vs_{native_name}")] = json!({
             "throughput_ratio": round(get(&o, "turns_per_s") / get(&native, "turns_per_s").max(f64::MIN_POSITIVE)),
             "lat_p50_added_ms": round(get(&o, "lat_p50_ms") - get(&native, "lat_p50_ms")),
             "request_bytes_ratio": round(get(&o, "request_bytes_per_turn") / get(&native, "request_bytes_per_turn").max(1.0)),

@@ -29,3 +29,13 @@ async fn sizes_of_zero_are_refused_before_anything_starts() {
         assert!(lines.is_empty());
     }
 }
+
+#[tokio::test]
+async fn a_history_of_zero_turns_is_refused_before_anything_starts() {
+    let nowhere = Path::new("/nonexistent/codex-pool");
+    let flags = ["--tools-change", "--tools-change-history", "5,0"];
+    match run(&args(&flags), nowhere, &mut |_| {}).await {
+        Err(BenchError::Flags(message)) => assert!(message.contains("--tools-change-history"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+}

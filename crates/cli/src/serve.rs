@@ -65,6 +65,11 @@ pub struct ServeArgs {
     /// End a turn whose model cannot be reached for this many seconds.
     #[arg(long, default_value_t = 30)]
     pub progress_timeout_secs: u64,
+    /// How long a turn waits for the outputs of the client's tool calls before it lets the
+    /// conversation go (`tool_call_timeout`); the calls stay pending, and their outputs, sent
+    /// later, continue the conversation.
+    #[arg(long, default_value_t = 600)]
+    pub tool_call_timeout_secs: u64,
     /// Let clients create coding-agent conversations (`profile: codex`): codex's own agent, which
     /// runs commands in its sandbox. Only `codex` can be named. Chat only without it.
     #[arg(long, value_name = "PROFILE", value_parser = ["codex"])]
@@ -256,6 +261,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     config.turn_timeout = Duration::from_secs(args.turn_timeout_secs);
     config.progress_timeout = Duration::from_secs(args.progress_timeout_secs);
+    config.tool_call_timeout = Duration::from_secs(args.tool_call_timeout_secs);
     config.max_turns_per_process = args.budgets.max_turns_per_process.max(1);
     let mut service_config = ServiceConfig::default();
     service_config.listen = args.listen;

@@ -221,3 +221,39 @@ fn no_codex_outlives_a_killed_pool() {
     }
     drop(stdin);
 }
+
+#[test]
+fn bench_tools_reports_the_round_trip_and_the_rebuild_beside_the_plain_load() {
+    let out = codex_pool()
+        .args(["bench", "--convs", "2", "--turns", "2", "--pool-size", "1", "--rounds", "2", "--tools"])
+        .args(["--tools-change", "--tools-change-history", "3,1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Every tool turn called the function once and ended with the answer to the bench's output:
+    // two model requests where the plain load makes one.
+    for arm in ["http", "tools"] {
+        assert_eq!(line[arm]["errors"], 0, "{arm}: {line}");
+        assert!(line[arm]["service_cpu_ms_per_turn"].is_number(), "{arm}: {line}");
+    }
+    let versus = &line["tools_vs_http"];
+    assert_eq!(
+        (versus["model_requests_per_turn_plain"].as_f64(), versus["model_requests_per_turn_tools"].as_f64()),
+        (Some(1.0), Some(2.0)),
+        "{line}"
+    );
+    for key in ["lat_p50_added_ms", "lat_p95_added_ms", "service_cpu_added_ms_per_round_trip", "throughput_ratio"] {
+        assert!(versus[key].is_number(), "{key} in {line}");
+    }
+    // Each history length once, ascending; each rebuilt turn (2 conversations x 2 rounds) rebuilt
+    // its thread, and no normal turn did.
+    let points = line["tools_change"].as_array().expect("tools_change");
+    let history: Vec<_> = points.iter().map(|p| p["history_turns"].as_u64().unwrap()).collect();
+    assert_eq!(history, [1, 5], "{line}");
+    for p in points {
+        assert_eq!((p["normal"]["rebuilds"].as_u64(), p["rebuilt"]["rebuilds"].as_u64()), (Some(0), Some(4)), "{p}");
+        assert_eq!((&p["normal"]["errors"], &p["rebuilt"]["errors"]), (&serde_json::json!(0), &serde_json::json!(0)));
+        assert!(p["rebuild_lat_p50_added_ms"].is_number() && p["rebuild_service_cpu_added_ms"].is_number(), "{p}");
+    }
+}

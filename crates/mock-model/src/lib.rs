@@ -16,7 +16,7 @@
 //! | `[mock:cut]` | cut the stream in the middle (no `response.completed`) | |
 //! | `[mock:hang]` | send `response.created`, then nothing until the client goes away | |
 //! | `[mock:stall_after=N]` | send N deltas, then nothing until the client goes away | the reply's deltas |
-//! | `[mock:tool=NAME ARGS]` | call tool NAME with the JSON arguments ARGS instead of answering | the message |
+//! | `[mock:tool=NAME ARGS]` | call tool NAME with the JSON arguments ARGS (`{}` when left out) instead of answering; several call them all in one response (parallel calls) | the message |
 //!
 //! A bigger value is clamped to the bound (so is [`MockConfig::deltas`] and [`MockConfig::delay`]),
 //! a value that is not a number is ignored, and the reply is made one event at a time as it is
@@ -29,8 +29,25 @@
 //!
 //! `GET /stats` answers `{"requests": N, "body_bytes": N}`.
 //!
-//! After a tool call, the next request carries its `function_call_output`; the mock then answers
-//! `tool output: <output>`.
+//! Tool calls follow the request as a model would:
+//!
+//! | request | effect |
+//! |---|---|
+//! | `tool_choice: "auto"` or none | call what the directives say |
+//! | `tool_choice: "none"` | call nothing: answer the echo text |
+//! | `tool_choice: "required"` | the directives' calls; with none, the first function of `tools` with `{}` |
+//! | `tool_choice: {"type":"function","name":N}` | the directives' calls; with none, N with `{}` |
+//! | `parallel_tool_calls: false` | only the first directive's call |
+//!
+//! Each call is a `function_call` output item at its own `output_index`: `id` `fc_mock_{seq}` and
+//! `call_id` `call_mock_{seq}` when the response makes one call, `fc_mock_{seq}_{i}` and
+//! `call_mock_{seq}_{i}` (`i` its `output_index`) when it makes several, `seq` being the
+//! request's number: unique for the mock's life.
+//!
+//! After tool calls, the next request's input ends with their `function_call_output` items; the mock
+//! then answers `tool output: <o1>; <o2>`: the outputs of every `function_call_output` after the
+//! last message, in input order (one output: `tool output: <o>`), whatever `tool_choice` says. An
+//! output that is a list of content parts counts as its texts, and `[image]` for each image.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), codex_pool_mock_model::MockError> {
@@ -46,6 +63,7 @@
 mod reply;
 mod sse;
 mod tls;
+mod tools;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
@@ -65,6 +83,7 @@ use tokio::task::JoinHandle;
 
 pub use reply::{last_user_text, Directives, Failure, Pieces, Plan, MAX_DELAY, MAX_DELTAS};
 pub use rustls::pki_types::CertificateDer;
+pub use tools::ToolCall;
 
 /// How the fake model behaves by default (directives in a message override per request).
 #[derive(Debug, Clone)]

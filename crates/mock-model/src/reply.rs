@@ -1,5 +1,6 @@
 //! Deciding what to answer: the echo text, the directives, tool calls.
 
+use crate::tools::{self, ToolCall};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -33,8 +34,8 @@ pub struct Directives {
     pub delay_ms: Option<u64>,
     /// `fail=CODE` (400 to 599), `cut`, `hang`, `stall_after=N`
     pub failure: Option<Failure>,
-    /// `tool=NAME ARGS`
-    pub tool: Option<(String, String)>,
+    /// `tool=NAME ARGS`, each one in the order written (several make parallel calls)
+    pub tools: Vec<ToolCall>,
 }
 
 impl Directives {
@@ -62,7 +63,7 @@ impl Directives {
                 "hang" => d.failure = Some(Failure::Hang),
                 "tool" => {
                     let (name, args) = value.trim().split_once(' ').unwrap_or((value.trim(), "{}"));
-                    d.tool = Some((name.to_owned(), args.trim().to_owned()));
+                    d.tools.push(ToolCall::new(name, args.trim()));
                 }
                 _ => {}
             }
@@ -91,7 +92,7 @@ fn balanced(s: &str) -> Option<&str> {
 /// What one response will be.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
-    /// The text of the assistant message (empty for a tool call).
+    /// The text of the assistant message (not sent when the response calls tools).
     pub text: String,
     /// How many deltas carry it (1 to [`MAX_DELTAS`]).
     pub deltas: usize,
@@ -99,27 +100,22 @@ pub struct Plan {
     pub delay: Duration,
     /// Fail instead of answering.
     pub failure: Option<Failure>,
-    /// Call this tool (name, JSON arguments) instead of answering.
-    pub tool_call: Option<(String, String)>,
+    /// Call these tools, in one response, instead of answering (empty: answer).
+    pub tool_calls: Vec<ToolCall>,
 }
 
 impl Plan {
     /// Plans the answer to a Responses API request body, `deltas` and `delay` being the defaults
     /// that directives override; counts and delays are clamped to [`MAX_DELTAS`] and [`MAX_DELAY`].
+    /// An input that ends with tool outputs is answered with them; otherwise the directives'
+    /// tool calls are shaped by the request's `tool_choice` and `parallel_tool_calls`.
     pub fn for_request(body: &Value, deltas: usize, delay: Duration) -> Self {
         let deltas = deltas.clamp(1, MAX_DELTAS);
         let delay = delay.min(MAX_DELAY);
         let input = body.get("input").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
-        // After a tool call, codex sends its output as the last input item: answer with it.
-        if let Some(last) = input.last() {
-            if last.get("type").and_then(Value::as_str) == Some("function_call_output") {
-                let output = match last.get("output") {
-                    Some(Value::String(s)) => s.clone(),
-                    Some(other) => other.to_string(),
-                    None => String::new(),
-                };
-                return Plan { text: format!("tool output: {output}"), deltas, delay, failure: None, tool_call: None };
-            }
+        // After tool calls, codex sends their outputs as the last input items: answer with them.
+        if let Some(text) = tools::answer_to_outputs(input) {
+            return Plan { text, deltas, delay, failure: None, tool_calls: Vec::new() };
         }
         let user = last_user_text(input).unwrap_or_default();
         let d = Directives::parse(&user);
@@ -128,7 +124,7 @@ impl Plan {
             deltas: d.deltas.unwrap_or(deltas).clamp(1, MAX_DELTAS),
             delay: d.delay_ms.map(Duration::from_millis).unwrap_or(delay).min(MAX_DELAY),
             failure: d.failure,
-            tool_call: d.tool,
+            tool_calls: tools::calls_for(body, d.tools),
         }
     }
 
@@ -231,7 +227,13 @@ mod tests {
         assert_eq!(d.delay_ms, Some(20));
         assert_eq!(d.failure, Some(Failure::Status(429)));
         let d = Directives::parse(r#"run [mock:tool=shell {"command":["echo","[x]"]}] please"#);
-        assert_eq!(d.tool, Some(("shell".into(), r#"{"command":["echo","[x]"]}"#.into())));
+        assert_eq!(d.tools, [ToolCall::new("shell", r#"{"command":["echo","[x]"]}"#)]);
+        // Several tool directives: every one, in the order written; no arguments means {}.
+        let d = Directives::parse(r#"[mock:tool=a {"x":[1]}] and [mock:tool=b] [mock:tool=c {"y":[2]}]"#);
+        assert_eq!(
+            d.tools,
+            [ToolCall::new("a", r#"{"x":[1]}"#), ToolCall::new("b", "{}"), ToolCall::new("c", r#"{"y":[2]}"#)]
+        );
         assert_eq!(Directives::parse("plain"), Directives::default());
         assert_eq!(Directives::parse("[mock:stall_after=3]").failure, Some(Failure::StallAfter(3)));
         assert_eq!(Directives::parse("[mock:fail=200]").failure, None, "only error statuses");
@@ -254,7 +256,9 @@ mod tests {
         assert_eq!(Plan::for_request(&body, usize::MAX, Duration::MAX).deltas, MAX_DELTAS, "defaults too");
         // Pieces split on character boundaries, multi-byte ones included.
         let plan =
-            Plan { text: "aé€😀b".into(), deltas: 3, delay: Duration::ZERO, failure: None, tool_call: None };
+            Plan {
+                text: "aé€😀b".into(), deltas: 3, delay: Duration::ZERO, failure: None, tool_calls: Vec::new()
+            };
         assert_eq!(plan.pieces().collect::<Vec<_>>(), ["a", "é€", "😀b"]);
         let plan = Plan { text: "ab".into(), deltas: 4, ..plan };
         assert_eq!(plan.pieces().collect::<Vec<_>>(), ["", "a", "", "b"]);
@@ -277,5 +281,22 @@ mod tests {
     fn answers_tool_output() {
         let body = json!({"input": [{"type": "function_call_output", "call_id": "c", "output": "done"}]});
         assert_eq!(Plan::for_request(&body, 1, Duration::ZERO).text, "tool output: done");
+        // Tool outputs are answered whatever tool_choice says (a model forced to call again
+        // would never end the turn).
+        let body = json!({"tool_choice": "required", "tools": [{"type": "function", "name": "f"}],
+            "input": [{"type": "function_call_output", "call_id": "c", "output": "done"}]});
+        let plan = Plan::for_request(&body, 1, Duration::ZERO);
+        assert_eq!((plan.text.as_str(), plan.tool_calls.len()), ("tool output: done", 0));
+    }
+
+    #[test]
+    fn tool_directives_become_calls_as_tool_choice_allows() {
+        let ask = r#"both [mock:tool=a {"n":1}] [mock:tool=b {"n":2}]"#;
+        let body = json!({"input": [{"type": "message", "role": "user", "content": ask}]});
+        let plan = Plan::for_request(&body, 1, Duration::ZERO);
+        assert_eq!(plan.tool_calls, [ToolCall::new("a", r#"{"n":1}"#), ToolCall::new("b", r#"{"n":2}"#)]);
+        let body = json!({"tool_choice": "none", "input": [{"type": "message", "role": "user", "content": ask}]});
+        let plan = Plan::for_request(&body, 1, Duration::ZERO);
+        assert_eq!((plan.text, plan.tool_calls), (format!("echo: {ask}"), Vec::new()));
     }
 }

@@ -15,8 +15,8 @@ fn event(kind: &str, mut data: Value) -> Bytes {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Created,
-    /// A tool call instead of a message.
-    ToolCall,
+    /// The tool calls instead of a message: the next one's index.
+    ToolCall(usize),
     MessageAdded,
     /// The deltas; `slept` once the delay before the next one has passed.
     Deltas {
@@ -57,28 +57,43 @@ impl Response {
         format!("msg_mock_{}", self.seq)
     }
 
+    /// The item id and call id of call `index`: `fc_mock_{seq}` and `call_mock_{seq}` when the
+    /// response makes one call, `fc_mock_{seq}_{index}` and `call_mock_{seq}_{index}` when several
+    /// (unique for the mock's life, since `seq` is).
+    fn call_ids(&self, index: usize) -> (String, String) {
+        let seq = self.seq;
+        if self.plan.tool_calls.len() == 1 {
+            (format!("fc_mock_{seq}"), format!("call_mock_{seq}"))
+        } else {
+            (format!("fc_mock_{seq}_{index}"), format!("call_mock_{seq}_{index}"))
+        }
+    }
+
     /// The next step, advancing the phase.
     fn step(&mut self) -> Step {
         match self.phase {
             Phase::Created => {
-                self.phase = match (&self.plan.failure, &self.plan.tool_call) {
-                    (Some(Failure::Hang), _) => Phase::Hang,
-                    (_, Some(_)) => Phase::ToolCall,
+                self.phase = match self.plan.failure {
+                    Some(Failure::Hang) => Phase::Hang,
+                    _ if !self.plan.tool_calls.is_empty() => Phase::ToolCall(0),
                     _ => Phase::MessageAdded,
                 };
                 Step::Emit(vec![event("response.created", json!({"response": {"id": self.response_id()}}))])
             }
-            Phase::ToolCall => {
-                let (name, arguments) = self.plan.tool_call.clone().unwrap_or_default();
-                let seq = self.seq;
+            Phase::ToolCall(index) => {
+                let Some(call) = self.plan.tool_calls.get(index) else {
+                    self.phase = Phase::Completed;
+                    return self.step();
+                };
+                let (id, call_id) = self.call_ids(index);
                 let item = json!({
-                    "type": "function_call", "id": format!("fc_mock_{seq}"), "call_id": format!("call_mock_{seq}"),
-                    "name": name, "arguments": arguments, "status": "completed",
+                    "type": "function_call", "id": id, "call_id": call_id,
+                    "name": call.name, "arguments": call.arguments, "status": "completed",
                 });
-                self.phase = Phase::Completed;
+                self.phase = Phase::ToolCall(index + 1);
                 Step::Emit(vec![
-                    event("response.output_item.added", json!({"output_index": 0, "item": item})),
-                    event("response.output_item.done", json!({"output_index": 0, "item": item})),
+                    event("response.output_item.added", json!({"output_index": index, "item": item})),
+                    event("response.output_item.done", json!({"output_index": index, "item": item})),
                 ])
             }
             Phase::MessageAdded => {
@@ -165,4 +180,80 @@ pub(crate) fn stream(seq: u64, plan: Plan) -> impl Stream<Item = Result<Bytes, s
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ToolCall;
+    use futures_util::StreamExt;
+    use std::time::Duration;
+
+    /// The events of a whole response, as (type, data).
+    async fn events(seq: u64, plan: Plan) -> Vec<(String, Value)> {
+        let chunks: Vec<_> = stream(seq, plan).collect().await;
+        let body: String = chunks.into_iter().map(|c| String::from_utf8(c.unwrap().to_vec()).unwrap()).collect();
+        body.split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                let data = e.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+                let data: Value = serde_json::from_str(data).unwrap();
+                (data["type"].as_str().unwrap().to_owned(), data)
+            })
+            .collect()
+    }
+
+    fn plan(tool_calls: Vec<ToolCall>) -> Plan {
+        Plan { text: "echo: x".into(), deltas: 2, delay: Duration::ZERO, failure: None, tool_calls }
+    }
+
+    #[tokio::test]
+    async fn one_call_keeps_its_ids() {
+        let events = events(7, plan(vec![ToolCall::new("f", r#"{"a":1}"#)])).await;
+        let kinds: Vec<_> = events.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            kinds,
+            ["response.created", "response.output_item.added", "response.output_item.done", "response.completed"]
+        );
+        let item = &events[2].1["item"];
+        assert_eq!((item["id"].as_str(), item["call_id"].as_str()), (Some("fc_mock_7"), Some("call_mock_7")));
+        assert_eq!((item["name"].as_str(), item["arguments"].as_str()), (Some("f"), Some(r#"{"a":1}"#)));
+        assert_eq!(events[2].1["output_index"], 0);
+    }
+
+    #[tokio::test]
+    async fn several_calls_come_in_one_response_each_with_its_index_and_ids() {
+        let calls = vec![ToolCall::new("f", "{}"), ToolCall::new("g", r#"{"b":2}"#), ToolCall::new("f", "{}")];
+        let events = events(3, plan(calls.clone())).await;
+        assert_eq!(events.first().map(|(k, _)| k.as_str()), Some("response.created"));
+        assert_eq!(events.last().map(|(k, _)| k.as_str()), Some("response.completed"));
+        assert_eq!(events.iter().filter(|(k, _)| k == "response.completed").count(), 1);
+        assert!(!events.iter().any(|(k, _)| k.starts_with("response.output_text")), "no message");
+        let done: Vec<_> = events.iter().filter(|(k, _)| k == "response.output_item.done").map(|(_, d)| d).collect();
+        assert_eq!(done.len(), 3);
+        for (i, (data, call)) in done.iter().zip(&calls).enumerate() {
+            assert_eq!(data["output_index"], i);
+            assert_eq!(data["item"]["id"], format!("fc_mock_3_{i}"));
+            assert_eq!(data["item"]["call_id"], format!("call_mock_3_{i}"));
+            assert_eq!(
+                (data["item"]["name"].as_str(), data["item"]["arguments"].as_str()),
+                (Some(&*call.name), Some(&*call.arguments))
+            );
+        }
+        // Each item is announced before it is done, at the same index.
+        let added: Vec<_> =
+            events.iter().filter(|(k, _)| k == "response.output_item.added").map(|(_, d)| &d["output_index"]).collect();
+        assert_eq!(added, [0, 1, 2]);
+    }
+
+    #[tokio::test]
+    async fn no_call_streams_the_message() {
+        let events = events(1, plan(Vec::new())).await;
+        let text: String = events
+            .iter()
+            .filter(|(k, _)| k == "response.output_text.delta")
+            .map(|(_, d)| d["delta"].as_str().unwrap())
+            .collect();
+        assert_eq!(text, "echo: x");
+    }
 }

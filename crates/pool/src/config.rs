@@ -56,6 +56,10 @@ pub struct PoolConfig {
     /// A turn whose last progress (anything but codex announcing it will retry the model) is
     /// this old is interrupted and ends as `model_unreachable`, naming the model's address.
     pub progress_timeout: Duration,
+    /// How long a turn waits for the outputs of the client tool calls it made before it lets
+    /// the conversation go (ending as `tool_call_timeout`); the calls stay pending in the store,
+    /// and outputs given later continue the conversation.
+    pub tool_call_timeout: Duration,
     /// Turns running at once on one process; more wait up to `overload_wait`, then fail (or
     /// fail at once, with [`crate::TurnOptions::refuse_when_full`], as the service asks).
     pub max_turns_per_process: usize,
@@ -173,6 +177,7 @@ impl PoolConfig {
             default_profile: Profile::Chat,
             turn_timeout: Duration::from_secs(120),
             progress_timeout: Duration::from_secs(30),
+            tool_call_timeout: Duration::from_secs(600),
             max_turns_per_process: 48,
             overload_wait: Duration::from_secs(30),
             idle_unsubscribe_after: Duration::from_secs(600),

@@ -6,11 +6,11 @@ use crate::ownership::TurnLease;
 use crate::pool::{Pool, PoolInner};
 use crate::profile::Profile;
 use crate::routing::{Refused, ThreadState};
-use crate::turn::{Held, PoolTurn, Running};
+use crate::turn::PoolTurn;
 use codex_pool_process::hops::hop;
 use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_protocol::types::{ApprovalPolicy, ReasoningEffort, UserInput};
-use codex_pool_protocol::CodexThreadId;
+use codex_pool_protocol::{CodexThreadId, ToolSpec};
 use codex_pool_store::{ConversationId, ListCursor, StoredItem, ThreadRecord};
 use serde_json::{Map, Value};
 
@@ -26,6 +26,10 @@ pub struct TurnOptions {
     pub approval_policy: Option<ApprovalPolicy>,
     /// JSON Schema for the final message.
     pub output_schema: Option<Value>,
+    /// The conversation's client tools from this turn on (`None`: as they are). A list that
+    /// differs from the conversation's is kept with it, and its codex thread is rebuilt from the
+    /// store with the new list (codex takes tools when a thread starts only).
+    pub tools: Option<Vec<ToolSpec>>,
     /// Refuse the turn at once ([`PoolError::Overloaded`]) when its process runs
     /// `max_turns_per_process` turns, rather than wait up to `overload_wait` for room. Services
     /// set it, to tell their client to retry at once; the default (`false`) waits. Not kept for
@@ -96,6 +100,7 @@ impl Pool {
     ) -> Result<ConversationId, PoolError> {
         let inner = &self.inner;
         inner.check_open()?;
+        crate::tools::check_tools(&settings.dynamic_tools)?;
         let mut settings = profile.apply(settings);
         if settings.model.is_none() {
             settings.model = inner.config.default_model.clone();
@@ -122,18 +127,24 @@ impl Pool {
         inner.check_open()?;
         codex_pool_process::check_input(&input).map_err(|e| PoolError::from_process(id, e))?;
         // Several nodes: the lease first, so what is read next is what its last owner left.
+        if let Some(tools) = &options.tools {
+            crate::tools::check_tools(tools)?;
+        }
+        if let Some(calls) = inner.tool_waits.calls(id) {
+            return Err(PoolError::ToolCallsPending { thread_id: id.clone(), calls });
+        }
         let lease = inner.lease(id).await?;
         let (claim, mut claimed) = inner.claim_turn(id).await?;
+        if !claimed.pending.is_empty() {
+            let calls = claimed.pending.iter().map(|p| p.call_id.clone()).collect();
+            return Err(PoolError::ToolCallsPending { thread_id: id.clone(), calls });
+        }
+        let fence = lease.as_ref().map(TurnLease::fence);
+        inner.apply_tools(id, &mut claimed, &options, fence);
         let loaded = inner.trusted_thread(id, &mut claimed).await;
-        let sent = inner.place_and_send(claim, &claimed, loaded, &input, &options).await?;
-        inner.remember_options(id, &options, lease.as_ref().map(TurnLease::fence));
-        let stream = sent
-            .stream
-            .with_silence_timeout(inner.config.turn_timeout)
-            .with_progress_timeout(inner.config.progress_timeout);
-        let held = Held::new(sent.claim, lease, sent.permit);
-        let running = Running::new(held, inner.writer.clone(), input);
-        Ok(PoolTurn::new(id.clone(), stream, running, inner.tls.for_turn(sent.ca_epoch)))
+        let sent = inner.place_and_send(claim, &claimed, loaded, &input, &[], &options).await?;
+        inner.remember_options(id, &options, fence);
+        Ok(inner.pool_turn(id, sent, lease, &claimed.settings, input, Vec::new()))
     }
 
     /// Interrupts the running turn of a conversation. With several nodes, a turn running on

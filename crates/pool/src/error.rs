@@ -24,6 +24,39 @@ pub enum PoolError {
     /// A turn is already running on the conversation (or it is being released).
     #[error("conversation {0} already has a turn running; wait for it to end or interrupt it")]
     ThreadBusy(ConversationId),
+    /// The conversation waits for the outputs of client tool calls: a new message would leave
+    /// them unanswered.
+    #[error(
+        "conversation {thread_id} waits for the outputs of tool calls {}; send them (or declined outputs) before a new message",
+        calls.join(", ")
+    )]
+    ToolCallsPending {
+        /// The conversation.
+        thread_id: ConversationId,
+        /// The calls that wait.
+        calls: Vec<String>,
+    },
+    /// Outputs were given for calls the conversation does not wait on (answered already, or
+    /// never made).
+    #[error("conversation {thread_id} has no pending tool call {}; nothing was changed", calls.join(", "))]
+    UnknownToolCalls {
+        /// The conversation.
+        thread_id: ConversationId,
+        /// The calls not pending.
+        calls: Vec<String>,
+    },
+    /// The conversation continues from the store, which needs the output of every pending call
+    /// at once.
+    #[error(
+        "conversation {thread_id} also waits for the outputs of tool calls {}; send every pending call's output together",
+        calls.join(", ")
+    )]
+    MissingToolOutputs {
+        /// The conversation.
+        thread_id: ConversationId,
+        /// The calls without an output.
+        calls: Vec<String>,
+    },
     /// No turn is running on the conversation.
     #[error("conversation {0} has no turn running")]
     NoActiveTurn(ConversationId),

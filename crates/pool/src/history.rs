@@ -2,6 +2,7 @@
 //! codex writes by itself for every new thread, nor history it reports again after a rebuild.
 
 use codex_pool_protocol::types::UserInput;
+use codex_pool_protocol::ToolOutput;
 use serde_json::Value;
 
 /// Whether an item is context codex writes by itself for a thread (developer instructions,
@@ -48,6 +49,18 @@ pub(crate) fn own_items(items: &mut Vec<Value>, input: &[UserInput]) {
             items.retain(|item| !is_codex_context(item));
         }
     }
+}
+
+/// Keeps a continuation turn's own items: what codex recorded after the tool outputs the turn
+/// gave it (`given`, `function_call_output` items). A rebuilt thread may report its injected
+/// history (the outputs among it) again first; codex's own context is never the turn's.
+pub(crate) fn own_items_after(items: &mut Vec<Value>, given: &[Value]) {
+    let ids: Vec<&str> = given.iter().filter_map(ToolOutput::call_id_of).collect();
+    let is_given = |item: &Value| ToolOutput::call_id_of(item).is_some_and(|id| ids.contains(&id));
+    if let Some(last) = items.iter().rposition(is_given) {
+        items.drain(..=last);
+    }
+    items.retain(|item| !is_codex_context(item));
 }
 
 #[cfg(test)]
@@ -100,5 +113,24 @@ mod tests {
         let mut items = vec![msg("developer", "ctx"), msg("user", "<environment_context>x"), msg("assistant", "x")];
         own_items(&mut items, &[UserInput::text("not there")]);
         assert_eq!(items, vec![msg("assistant", "x")]);
+    }
+
+    #[test]
+    fn a_continuation_keeps_what_followed_the_outputs_it_gave() {
+        let call = json!({"type": "function_call", "name": "f", "arguments": "{}", "call_id": "c"});
+        let output = json!({"type": "function_call_output", "call_id": "c", "output": "x"});
+        let mut items = vec![
+            msg("developer", "You are Ada."),
+            msg("user", "hi"),
+            call.clone(),
+            output.clone(),
+            msg("assistant", "tool output: x"),
+        ];
+        own_items_after(&mut items, std::slice::from_ref(&output));
+        assert_eq!(items, vec![msg("assistant", "tool output: x")]);
+        // Nothing reported again: all but codex's context is the turn's.
+        let mut items = vec![msg("developer", "You are Ada."), msg("assistant", "tool output: x")];
+        own_items_after(&mut items, &[output]);
+        assert_eq!(items, vec![msg("assistant", "tool output: x")]);
     }
 }

@@ -46,6 +46,7 @@ mod store_writer;
 mod strategy;
 mod supervisor;
 mod tls;
+mod tools;
 mod turn;
 
 pub use config::{ConfigError, PoolConfig, Spawn, Spawner, ENV_MODEL, ENV_POOL_SIZE, ENV_STRATEGY};
@@ -61,8 +62,10 @@ pub use profile::{Profile, UnknownProfile, CHAT_BASE_INSTRUCTIONS, CHAT_CONFIG};
 pub use strategy::{Candidate, LeastBusy, RoundRobin, SelectionStrategy, Strategy, UnknownStrategy};
 pub use supervisor::{SlotStats, SlotStatus};
 pub use tls::CaStats;
+pub use tools::{Submitted, CODEX_TOOL_NAMES};
 pub use turn::PoolTurn;
 
 pub use codex_pool_process::{AbortReason, CaBundle, SystemRoots, TurnEvent};
 pub use codex_pool_protocol::CodexThreadId;
-pub use codex_pool_store::{ConversationId, ListCursor, NodeId, NodeStatus, StoredItem, ThreadRecord};
+pub use codex_pool_protocol::{ToolCall, ToolContent, ToolOutput, ToolSpec};
+pub use codex_pool_store::{ConversationId, ListCursor, NodeId, NodeStatus, PendingCall, StoredItem, ThreadRecord};

@@ -57,6 +57,8 @@ pub(crate) struct PoolInner {
     pub counters: Arc<Counters>,
     /// This node's leases (none when the pool is alone on its store).
     pub leases: Leases,
+    /// Turns waiting for client tool outputs, by conversation.
+    pub tool_waits: Arc<crate::tools::ToolWaits>,
     lifecycle: Mutex<Lifecycle>,
     shutdown: watch::Sender<bool>,
 }
@@ -144,6 +146,7 @@ impl Pool {
                 writer,
                 counters,
                 leases,
+                tool_waits: Arc::default(),
                 lifecycle: Mutex::new(Lifecycle::New(senders)),
                 shutdown: watch::channel(false).0,
             }),

@@ -10,12 +10,15 @@ use crate::ownership::TurnLease;
 use crate::placement::Placement;
 use crate::pool::PoolInner;
 use crate::routing::{Claimed, Loaded, Refused};
-use crate::turn::{Claim, Ending};
+use crate::tools::ClientTools;
+use crate::turn::{Claim, Ending, Held, PoolTurn, Running};
 use codex_pool_process::hops::hop;
 use codex_pool_process::TurnStream;
+use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_protocol::methods::TurnStartParams;
 use codex_pool_protocol::types::UserInput;
 use codex_pool_store::{ConversationId, Fence};
+use serde_json::Value;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
@@ -101,6 +104,7 @@ impl PoolInner {
         claimed: &Claimed,
         mut loaded: Option<Loaded>,
         input: &[UserInput],
+        given: &[Value],
         options: &TurnOptions,
     ) -> Result<Sent, PoolError> {
         let id = claim.conversation().clone();
@@ -114,7 +118,15 @@ impl PoolInner {
             let ca_epoch = placement.slot.ca_epoch.load(Ordering::Relaxed);
             // From here on the turn may reach codex.
             let sent = claim.ending(Ending::Rebuild);
-            match placement.handle.start_turn(turn_params(&placement, input, options)).await {
+            let started = match given {
+                [] => placement.handle.start_turn(turn_params(&placement, input, options)).await,
+                // What the turn gives codex before it runs (tool outputs), in codex's history.
+                given => match placement.handle.inject_items(&placement.codex_id, given.to_vec()).await {
+                    Ok(()) => placement.handle.start_turn(turn_params(&placement, input, options)).await,
+                    Err(e) => Err(e),
+                },
+            };
+            match started {
                 Ok(stream) => {
                     hop(id.as_str(), "pool.stream");
                     return Ok(Sent { claim: sent, stream, permit, ca_epoch });
@@ -174,6 +186,51 @@ impl PoolInner {
             Ok(Err(_)) => Err(NoRoom::ShutDown),
             Err(_) => Err(NoRoom::Full),
         }
+    }
+
+    /// A turn's tool list, when it differs from the conversation's, becomes the conversation's:
+    /// kept with its settings, and its codex thread (started with the old list) let go, so the
+    /// turn runs on one rebuilt from the store with the new list.
+    pub(crate) fn apply_tools(
+        &self,
+        id: &ConversationId,
+        claimed: &mut Claimed,
+        options: &TurnOptions,
+        fence: Option<Fence>,
+    ) {
+        let Some(tools) = options.tools.as_ref().filter(|t| **t != claimed.settings.dynamic_tools) else { return };
+        claimed.settings.dynamic_tools.clone_from(tools);
+        if let Some(settings) = self.routing.update_settings(id, |s| s.dynamic_tools.clone_from(tools)) {
+            self.writer.update_settings(id.clone(), settings, fence);
+        }
+        claimed.loaded = None;
+        self.routing.forget_codex_thread(id);
+    }
+
+    /// The pool's turn of a `turn/start` codex took: its stream under the pool's watchdogs, what
+    /// it holds, and what its record is to hold (`input`, and `given`: the items the turn gave
+    /// codex before it ran).
+    pub(crate) fn pool_turn(
+        &self,
+        id: &ConversationId,
+        sent: Sent,
+        lease: Option<TurnLease>,
+        settings: &ThreadSettings,
+        input: Vec<UserInput>,
+        given: Vec<Value>,
+    ) -> PoolTurn {
+        let stream = sent
+            .stream
+            .with_silence_timeout(self.config.turn_timeout)
+            .with_progress_timeout(self.config.progress_timeout);
+        let held = Held::new(sent.claim, lease, sent.permit);
+        let running = Running::new(held, self.writer.clone(), input, given, self.client_tools(settings));
+        PoolTurn::new(id.clone(), stream, running, self.tls.for_turn(sent.ca_epoch))
+    }
+
+    /// What a turn of a conversation with `settings` knows of its client tools.
+    pub(crate) fn client_tools(&self, settings: &ThreadSettings) -> ClientTools {
+        ClientTools::new(&settings.dynamic_tools, self.tool_waits.clone(), self.config.tool_call_timeout)
     }
 
     /// Per-turn model and approval overrides stick for later turns (as codex does), so they are

@@ -3,6 +3,7 @@
 use crate::error::ProcessError;
 use crate::turn::TurnStream;
 use codex_pool_protocol::methods::TurnStartParams;
+use codex_pool_protocol::tools::DynamicToolCallResponse;
 use codex_pool_protocol::CodexThreadId;
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
@@ -11,7 +12,8 @@ use tokio::sync::{mpsc, oneshot};
 pub(crate) type CallReply = oneshot::Sender<Result<Box<RawValue>, ProcessError>>;
 /// The answer to `turn/start`: the new turn's event stream.
 pub(crate) type StartReply = oneshot::Sender<Result<TurnStream, ProcessError>>;
-/// The answer to an interrupt: done (the turn was interrupted, or ended meanwhile), or why not.
+/// The answer to an interrupt (done: the turn was interrupted, or ended meanwhile) or to a tool
+/// call's output (written to codex), or why not.
 pub(crate) type InterruptReply = oneshot::Sender<Result<(), ProcessError>>;
 
 /// One thing asked of the actor.
@@ -22,6 +24,8 @@ pub(crate) enum Command {
     StartTurn { params: TurnStartParams, reply: StartReply },
     /// Interrupt the running turn of a thread.
     Interrupt { thread_id: CodexThreadId, reply: InterruptReply },
+    /// Answer codex's waiting `item/tool/call` with the client's output.
+    AnswerToolCall { thread_id: CodexThreadId, call_id: String, answer: DynamicToolCallResponse, reply: InterruptReply },
     /// Write a notification line.
     Notify { line: Vec<u8> },
     /// The handshake is done: start serving.
@@ -40,7 +44,7 @@ impl Command {
             Command::StartTurn { reply, .. } => {
                 let _ = reply.send(Err(err));
             }
-            Command::Interrupt { reply, .. } => {
+            Command::Interrupt { reply, .. } | Command::AnswerToolCall { reply, .. } => {
                 let _ = reply.send(Err(err));
             }
             Command::Notify { .. } | Command::MarkReady | Command::Shutdown => {}

@@ -192,6 +192,15 @@ pub enum ProcessError {
         /// The thread.
         thread_id: CodexThreadId,
     },
+    /// No call of that id waits for its output on the thread (it was answered, its turn ended,
+    /// or codex never made it).
+    #[error("no tool call {call_id} waits on thread {thread_id}; it was answered already or its turn ended")]
+    NoSuchToolCall {
+        /// The thread.
+        thread_id: CodexThreadId,
+        /// The call id.
+        call_id: String,
+    },
     /// No turn is running on the thread.
     #[error("thread {thread_id} has no turn running")]
     NoActiveTurn {

@@ -38,6 +38,14 @@ pub enum AbortReason {
     /// the turn, and nothing of it was kept. Send it again; the node that owns the conversation
     /// now serves it.
     LeaseLost,
+    /// The turn waited for the outputs of client tool calls longer than the pool's limit: it was
+    /// let go, its calls stay pending in the store (nothing false is written there), and their
+    /// outputs, whenever they come, continue the conversation.
+    ToolCallTimeout,
+    /// The conversation went on with another list of client tools while the turn waited on
+    /// calls: the turn was let go, and the outputs continue the conversation on a thread rebuilt
+    /// with the new list.
+    ToolsChanged,
 }
 
 impl AbortReason {
@@ -53,6 +61,8 @@ impl AbortReason {
             AbortReason::StoreFailed => "store_failed",
             AbortReason::CaBundleReplaced => "ca_bundle_replaced",
             AbortReason::LeaseLost => "lease_lost",
+            AbortReason::ToolCallTimeout => "tool_call_timeout",
+            AbortReason::ToolsChanged => "tools_changed",
         }
     }
 }
@@ -114,8 +124,24 @@ pub enum TurnEvent {
         /// Whether codex retries.
         will_retry: bool,
     },
-    /// codex asked the client something (an approval, user input, a tool call) and the
-    /// process's policy answered it.
+    /// The model called a client tool (`item/tool/call`): codex waits for its output, which the
+    /// turn's owner gives with
+    /// [`AppServerHandle::answer_tool_call`](crate::AppServerHandle::answer_tool_call). The
+    /// turn goes on once it has it (or ends if it is interrupted meanwhile).
+    ToolCall {
+        /// The call, as codex asked it.
+        request: codex_pool_protocol::tools::DynamicToolCallParams,
+    },
+    /// The model called client tools and the turn waits for their outputs: every call the model
+    /// made in one response, once the pool has stored them (a pool's turn emits it, in place of
+    /// the process's [`TurnEvent::ToolCall`]s; a process's stream never does). The outputs go
+    /// to [`Pool::submit_tool_outputs`](../codex_pool/struct.Pool.html#method.submit_tool_outputs).
+    ToolCalls {
+        /// The calls, in the order the model made them.
+        calls: Vec<codex_pool_protocol::ToolCall>,
+    },
+    /// codex asked the client something (an approval, user input, a tool call with no turn
+    /// reading its events) and the process's policy answered it.
     ServerRequest {
         /// The request method.
         method: String,

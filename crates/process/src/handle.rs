@@ -13,6 +13,7 @@ use codex_pool_protocol::methods::{
     ThreadResume, ThreadResumeParams, ThreadSetName, ThreadSetNameParams, ThreadStart, ThreadStartParams,
     ThreadStartResponse, ThreadUnsubscribe, ThreadUnsubscribeResponse, TurnStartParams,
 };
+use codex_pool_protocol::tools::DynamicToolCallResponse;
 use codex_pool_protocol::types::UserInput;
 use codex_pool_protocol::CodexThreadId;
 use serde_json::value::RawValue;
@@ -183,6 +184,27 @@ impl AppServerHandle {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Interrupt { thread_id: thread_id.clone(), reply })?;
         self.await_reply("turn/interrupt", rx, Instant::now() + timeout, timeout).await?
+    }
+
+    /// Gives codex the output of a client tool call its turn waits on (see
+    /// [`TurnEvent::ToolCall`](crate::TurnEvent::ToolCall)); answers once it is written. Fails
+    /// with [`ProcessError::NoSuchToolCall`] when no such call waits (answered already, or its
+    /// turn ended). Never queues behind other requests.
+    pub async fn answer_tool_call(
+        &self,
+        thread_id: &CodexThreadId,
+        call_id: &str,
+        answer: DynamicToolCallResponse,
+    ) -> Result<(), ProcessError> {
+        let timeout = self.inner.request_timeout;
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::AnswerToolCall {
+            thread_id: thread_id.clone(),
+            call_id: call_id.to_owned(),
+            answer,
+            reply,
+        })?;
+        self.await_reply("item/tool/call", rx, Instant::now() + timeout, timeout).await?
     }
 
     /// A cheap request that bypasses the cap on requests in flight: a health check.

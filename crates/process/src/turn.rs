@@ -2,6 +2,7 @@
 //! event, and the watchdog that ends a turn which has gone silent or stopped making progress.
 
 use crate::events::{AbortReason, TurnEvent};
+use codex_pool_protocol::tools::DynamicToolCallResponse;
 use codex_pool_protocol::types::{TokenUsageBreakdown, TurnError};
 use codex_pool_protocol::{CodexThreadId, TurnId};
 use std::future::Future;
@@ -15,6 +16,15 @@ use tokio::time::{Instant, Sleep};
 
 /// A turn's consumer stopped reading it: the actor interrupts the turn and drops its events.
 /// Each stream sends at most one, so the channel carrying them is bounded by the turns alive.
+/// What a turn's stream tells its process's actor.
+#[derive(Debug)]
+pub(crate) enum FromStream {
+    /// The consumer left (or the watchdog fired) before the turn ended.
+    Abandoned(Abandoned),
+    /// The consumer gives a client tool call its output.
+    ToolOutput { thread_id: CodexThreadId, call_id: String, answer: DynamicToolCallResponse },
+}
+
 #[derive(Debug)]
 pub(crate) struct Abandoned {
     pub thread_id: CodexThreadId,
@@ -38,7 +48,7 @@ pub struct TurnStream {
     turn_id: TurnId,
     rx: mpsc::UnboundedReceiver<TurnEvent>,
     backlog: Arc<AtomicUsize>,
-    abandon: mpsc::UnboundedSender<Abandoned>,
+    abandon: mpsc::UnboundedSender<FromStream>,
     watchdog: Watchdog,
     /// Where codex sends its model requests, named in the message of a turn that cannot reach it.
     endpoint: Option<Arc<str>>,
@@ -52,6 +62,9 @@ pub struct TurnStream {
     usage: TokenUsageBreakdown,
     finished: bool,
     abandoned: bool,
+    /// Client tool calls codex waits on (their outputs not given yet): the watchdog sleeps
+    /// while there are any, since codex is silent then by design.
+    waiting_calls: Vec<String>,
 }
 
 /// The two deadlines of a turn, checked with one timer that is re-armed (not re-created) when
@@ -124,7 +137,7 @@ impl TurnStream {
         thread_id: CodexThreadId,
         rx: mpsc::UnboundedReceiver<TurnEvent>,
         backlog: Arc<AtomicUsize>,
-        abandon: mpsc::UnboundedSender<Abandoned>,
+        abandon: mpsc::UnboundedSender<FromStream>,
         endpoint: Option<Arc<str>>,
     ) -> Self {
         Self {
@@ -141,6 +154,7 @@ impl TurnStream {
             usage: TokenUsageBreakdown::default(),
             finished: false,
             abandoned: false,
+            waiting_calls: Vec::new(),
         }
     }
 
@@ -217,6 +231,9 @@ impl TurnStream {
             _ => {}
         }
         self.watchdog.saw(&event);
+        if let TurnEvent::ToolCall { request } = &event {
+            self.waiting_calls.push(request.call_id.clone());
+        }
         match &event {
             TurnEvent::Error { error, will_retry: true } => {
                 self.last_retry = Some(error.clone());
@@ -252,6 +269,7 @@ impl TurnStream {
                     message: "the codex process went away before the turn ended".to_owned(),
                 }))
             }
+            Poll::Pending if !self.waiting_calls.is_empty() => Poll::Pending,
             Poll::Pending => {
                 let Poll::Ready(expired) = self.watchdog.poll_expired(cx) else { return Poll::Pending };
                 let (reason, message) = match expired {
@@ -268,6 +286,33 @@ impl TurnStream {
                 Poll::Ready(Some(TurnEvent::Aborted { reason, message }))
             }
         }
+    }
+
+    /// The client tool calls codex waits on (each came as a [`TurnEvent::ToolCall`]), in the
+    /// order codex asked them.
+    pub fn waiting_calls(&self) -> &[String] {
+        &self.waiting_calls
+    }
+
+    /// Gives a client tool call codex waits on (see [`TurnEvent::ToolCall`]) its output, without
+    /// waiting for it to be written: the turn's events say what codex made of it. Returns `false`
+    /// (and sends nothing) when no call of that id waits. The turn's watchdog sleeps while calls
+    /// wait, and starts counting again from the last output given.
+    pub fn answer_tool_call(&mut self, call_id: &str, answer: DynamicToolCallResponse) -> bool {
+        let Some(at) = self.waiting_calls.iter().position(|c| c == call_id) else { return false };
+        if self.finished {
+            return false;
+        }
+        self.waiting_calls.remove(at);
+        let told = FromStream::ToolOutput { thread_id: self.thread_id.clone(), call_id: call_id.to_owned(), answer };
+        if self.abandon.send(told).is_err() {
+            return false;
+        }
+        let now = Instant::now();
+        self.watchdog.last_event = now;
+        self.watchdog.last_progress = now;
+        self.watchdog.timer = None;
+        true
     }
 
     fn unreachable_message(&self, limit: Duration) -> String {
@@ -300,7 +345,8 @@ impl TurnStream {
             return;
         }
         let turn_id = self.turn_id.clone();
-        let _ = self.abandon.send(Abandoned { thread_id: self.thread_id.clone(), turn_id, reason });
+        let _ =
+            self.abandon.send(FromStream::Abandoned(Abandoned { thread_id: self.thread_id.clone(), turn_id, reason }));
     }
 }
 

@@ -264,3 +264,40 @@ async fn codex_refuses_remote_image_urls_so_they_are_refused_before_they_are_sen
     assert_eq!(finish(turn).await.0, "echo: after");
     server.shutdown(SHUTDOWN).await;
 }
+
+/// The fake model's parallel calls (several `[mock:tool=...]` in one message) through the real
+/// codex: one model response with two calls, both run, and the next request carries each call
+/// and each output once, which the model answers with both outputs in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tool_calls_in_one_response_both_run_and_the_model_sees_each_once() {
+    use codex_pool_protocol::methods::ThreadSettings;
+    use codex_pool_protocol::types::ApprovalPolicy;
+    let env = Env::new().await;
+    let server = env.spawn().await;
+    let codex = server.handle().clone();
+    let params = ThreadStartParams {
+        settings: ThreadSettings { approval_policy: Some(ApprovalPolicy::Never), ..Default::default() },
+        ..Default::default()
+    };
+    let thread = codex.start_thread(&params).await.unwrap().thread;
+    let ask = r#"both [mock:tool=exec_command {"cmd":"echo first-call"}] [mock:tool=exec_command {"cmd":"echo second-call"}]"#;
+    let (text, end, _) =
+        finish(codex.start_turn(TurnStartParams::new(&thread.id, vec![UserInput::text(ask)])).await.unwrap()).await;
+    assert!(matches!(end, TurnEvent::Completed { status: TurnStatus::Completed, .. }), "{end:?}");
+    let (first, second) = (text.find("first-call"), text.find("second-call"));
+    assert!(text.starts_with("tool output:") && text.contains("; "), "{text}");
+    assert!(first.is_some() && second.is_some() && first < second, "{text}");
+    // Two model requests: the calls, then the outputs.
+    let requests = env.requests_with("both [mock:tool");
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    let input = requests[1]["input"].as_array().unwrap();
+    let ids = |kind: &str| -> Vec<String> {
+        input.iter().filter(|i| i["type"] == kind).map(|i| i["call_id"].as_str().unwrap().to_owned()).collect()
+    };
+    let (calls, outputs) = (ids("function_call"), ids("function_call_output"));
+    assert_eq!(calls.len(), 2, "{input:?}");
+    assert_ne!(calls[0], calls[1], "each call has its own id");
+    assert!(calls.iter().all(|id| id.starts_with("call_mock_")), "{calls:?}");
+    assert_eq!(outputs, calls, "each call's output once, in the calls' order");
+    server.shutdown(SHUTDOWN).await;
+}

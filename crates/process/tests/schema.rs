@@ -16,6 +16,7 @@ use codex_pool_protocol::methods::*;
 use codex_pool_protocol::notifications::{method as nm, ServerNotification};
 use codex_pool_protocol::server_requests::{ServerRequest, ServerRequestKind};
 use codex_pool_protocol::types::*;
+use codex_pool_protocol::{ToolContent, ToolOutput, ToolSpec};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -262,7 +263,18 @@ fn full_settings() -> ThreadSettings {
         sandbox: Some(SandboxMode::ReadOnly),
         approval_policy: Some(ApprovalPolicy::Untrusted),
         config: Some(serde_json::from_value(json!({"mcp_servers": {}})).unwrap()),
+        dynamic_tools: vec![ToolSpec {
+            name: "f".into(),
+            description: "d".into(),
+            input_schema: json!({"type": "object", "properties": {}}),
+        }],
     }
+}
+
+/// Settings for `thread/resume` and `thread/fork`, which take no tool list (a thread keeps the
+/// one it was started with).
+fn resume_settings() -> ThreadSettings {
+    ThreadSettings { dynamic_tools: Vec::new(), ..full_settings() }
 }
 
 #[test]
@@ -291,11 +303,11 @@ fn what_we_send_fits_the_schema() {
     sends("ThreadStartParams", &ThreadStartParams::default());
     sends(
         "ThreadResumeParams",
-        &ThreadResumeParams { thread_id: "t".into(), settings: full_settings(), exclude_turns: true },
+        &ThreadResumeParams { thread_id: "t".into(), settings: resume_settings(), exclude_turns: true },
     );
     sends(
         "ThreadForkParams",
-        &ThreadForkParams { thread_id: "t".into(), settings: full_settings(), exclude_turns: true },
+        &ThreadForkParams { thread_id: "t".into(), settings: resume_settings(), exclude_turns: true },
     );
     sends("ThreadUnsubscribeParams", &ThreadIdParams { thread_id: "t".into() });
     sends("ThreadDeleteParams", &ThreadIdParams { thread_id: "t".into() });
@@ -347,6 +359,21 @@ fn the_default_policy_answers_fit_the_schema() {
         let answer = DeclinePolicy::answer(&request).unwrap_or_else(|e| panic!("{method}: {e}"));
         sends(definition, &answer);
     }
+    // A client's output for a call its turn waits on.
+    let output = ToolOutput {
+        call_id: "c".into(),
+        content: vec![
+            ToolContent::InputText { text: "t".into() },
+            ToolContent::InputImage { image_url: "data:image/png;base64,AA==".into() },
+        ],
+        success: true,
+    };
+    sends("DynamicToolCallResponse", &output.to_response());
+}
+
+#[test]
+fn tool_calls_codex_asks_are_read() {
+    reads::<codex_pool_protocol::tools::DynamicToolCallParams>("DynamicToolCallParams");
 }
 
 #[test]

@@ -17,9 +17,11 @@ pub mod methods;
 pub mod notifications;
 pub mod server_requests;
 mod stored;
+pub mod tools;
 pub mod types;
 
 pub use jsonrpc::{Incoming, RequestId, RpcError};
 pub use notifications::ServerNotification;
 pub use server_requests::ServerRequest;
+pub use tools::{ToolCall, ToolContent, ToolOutput, ToolSpec};
 pub use types::{CodexThreadId, TurnId};

@@ -175,6 +175,11 @@ pub struct ThreadSettings {
     /// Config overrides for this thread, as a TOML-shaped JSON object (e.g. `mcp_servers`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<Map<String, Value>>,
+    /// Functions the client runs (`dynamicTools`, experimental API). codex takes them at
+    /// `thread/start` only: a thread keeps the list it was started with, and `thread/resume` and
+    /// `thread/fork` params leave it empty (their schema has no such field).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dynamic_tools: Vec<crate::tools::ToolSpec>,
 }
 
 /// Params of `thread/start`.

@@ -191,6 +191,9 @@ impl From<PoolError> for ApiError {
             PoolError::ThreadBusy(_) | PoolError::NoActiveTurn(_) => {
                 Self::new(StatusCode::CONFLICT, "conflict", message)
             }
+            PoolError::ToolCallsPending { .. } => Self::new(StatusCode::CONFLICT, "tool_calls_pending", message),
+            PoolError::UnknownToolCalls { .. } => Self::new(StatusCode::BAD_REQUEST, "unknown_tool_call", message),
+            PoolError::MissingToolOutputs { .. } => Self::new(StatusCode::BAD_REQUEST, "missing_tool_outputs", message),
             PoolError::InputTooLarge { .. } => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "input_too_large", message),
             PoolError::InvalidRequest(_) => Self::invalid(message),
             // One admission limit: a turn whose process is full is told at once, as the

@@ -71,6 +71,11 @@ pub(crate) enum EventBody {
         /// Whether it is of the summary.
         summary: bool,
     },
+    /// `tool.calls`: the model called the client's tools; the turn waits for their outputs.
+    ToolCalls {
+        /// The calls, as the model made them.
+        calls: Vec<codex_pool_protocol::ToolCall>,
+    },
     /// `turn.completed`: codex finished the turn.
     TurnCompleted {
         /// The conversation.
@@ -102,6 +107,7 @@ impl EventBody {
             EventBody::ItemCompleted { .. } => "item.completed",
             EventBody::TextDelta { .. } => "text.delta",
             EventBody::ReasoningDelta { .. } => "reasoning.delta",
+            EventBody::ToolCalls { .. } => "tool.calls",
             EventBody::TurnCompleted { .. } => "turn.completed",
             EventBody::TurnFailed { .. } => "turn.failed",
         }
@@ -264,6 +270,7 @@ impl Mapper {
                 usage: usage.into(),
             },
             TurnEvent::Aborted { reason, message } => self.failure(FailureKind::Aborted(reason), message),
+            TurnEvent::ToolCalls { calls } => EventBody::ToolCalls { calls },
             _ => return None,
         };
         Some(self.event(body))

@@ -59,13 +59,13 @@ mod state;
 struct ReadmeDoctests;
 use state::AppState;
 
-use api::{conversations, system, turns};
+use api::{conversations, system, tools, turns};
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use codex_pool::Pool;
 use metrics::Metrics;
-use openai::{chat, models, responses};
+use openai::{chat, models, readback, responses};
 use runs::Runs;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -217,9 +217,10 @@ fn router(state: AppState, config: &ServiceConfig) -> Router {
         .route("/v1/conversations/{id}/release", post(conversations::release))
         .route("/v1/conversations/{id}/interrupt", post(conversations::interrupt))
         .route("/v1/conversations/{id}/turns", post(turns::start))
+        .route("/v1/conversations/{id}/tool_outputs", post(tools::submit_outputs))
         .route("/v1/conversations/{id}/turns/{turn_id}/events", get(turns::events))
         .route("/v1/responses", post(responses::create))
-        .route("/v1/responses/{id}", get(responses::retrieve))
+        .route("/v1/responses/{id}", get(readback::retrieve))
         .route("/v1/chat/completions", post(chat::create))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::retrieve))

@@ -62,6 +62,7 @@ labels!(ConversationLabel { conversation: &'static str });
 labels!(LimitLabel { limit: &'static str });
 labels!(EvictedLabel { reason: &'static str });
 labels!(OutcomeLabel { outcome: &'static str });
+labels!(PathLabel { path: &'static str });
 labels!(HttpLabels { route: String, method: String, status: u16 });
 
 /// The service's metrics, registered once in its [`Registry`]. Cheap to share (`Arc`); every
@@ -89,6 +90,19 @@ pub(crate) struct Metrics {
     evicted: Family<EvictedLabel, Counter>,
     /// Requests forwarded to the node that serves their conversation, by outcome.
     forwards: Family<OutcomeLabel, Counter>,
+    /// Client tool calls the model made.
+    tool_calls: Counter,
+    /// Tool outputs given, by where they went.
+    tool_outputs: Family<PathLabel, Counter>,
+}
+
+/// Where tool outputs went, as `/metrics` labels it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OutputsPath {
+    /// To the turn that waited for them.
+    WaitingTurn,
+    /// To a new turn that continued the conversation from the store.
+    Continued,
 }
 
 impl Default for Metrics {
@@ -109,7 +123,12 @@ impl Default for Metrics {
             retained_bytes: Gauge::default(),
             evicted: Family::default(),
             forwards: Family::default(),
+            tool_calls: Counter::default(),
+            tool_outputs: Family::default(),
         };
+        for path in ["waiting_turn", "continued"] {
+            let _ = m.tool_outputs.get_or_create(&PathLabel { path });
+        }
         // Families that show every label value from the start, at 0.
         for conversation in ["continued", "new"] {
             let _ = m.chat.get_or_create(&ConversationLabel { conversation });
@@ -180,7 +199,29 @@ impl Metrics {
              owner not reached (unreachable), a forwarded request this node does not serve either (loop)",
             self.forwards.clone(),
         );
+        r.register("codex_pool_tool_calls", "Client tool calls the model made", self.tool_calls.clone());
+        r.register(
+            "codex_pool_tool_outputs",
+            "Client tool outputs given, by where they went: the turn that waited for them (waiting_turn), or a \
+             turn that continued the conversation from the store (continued: its process died, the service \
+             restarted, the wait passed its limit, the tool list changed)",
+            self.tool_outputs.clone(),
+        );
         self
+    }
+
+    /// The model called `n` client tools.
+    pub(crate) fn tool_calls(&self, n: usize) {
+        self.tool_calls.inc_by(n as u64);
+    }
+
+    /// `n` tool outputs went `path`.
+    pub(crate) fn tool_outputs(&self, path: OutputsPath, n: usize) {
+        let path = match path {
+            OutputsPath::WaitingTurn => "waiting_turn",
+            OutputsPath::Continued => "continued",
+        };
+        self.tool_outputs.get_or_create(&PathLabel { path }).inc_by(n as u64);
     }
 
     /// A turn started.

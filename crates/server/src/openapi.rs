@@ -1,7 +1,7 @@
 //! The OpenAPI document of the service, generated from the handlers and types.
 
-use crate::api::{conversations, system, turns};
-use crate::openai::{chat, models, responses};
+use crate::api::{conversations, system, tools, turns};
+use crate::openai::{chat, models, readback, responses};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -11,9 +11,9 @@ use utoipa::{Modify, OpenApi};
     paths(
         conversations::create, conversations::list, conversations::get_one, conversations::items,
         conversations::delete, conversations::release, conversations::interrupt,
-        turns::start, turns::events,
+        turns::start, turns::events, tools::submit_outputs,
         system::healthz, system::readyz, system::pool, system::nodes, system::openapi, system::metrics,
-        responses::create, responses::retrieve, chat::create, models::list, models::retrieve,
+        responses::create, readback::retrieve, chat::create, models::list, models::retrieve,
     ),
     modifiers(&BearerToken),
     security(("token" = [])),

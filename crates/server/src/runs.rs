@@ -90,6 +90,44 @@ impl RunLog {
         (self.events.lock().unwrap_or_else(|p| p.into_inner()).clone(), done)
     }
 
+    /// The events after id `after` up to the turn's next pause: its end, or tool calls it waits
+    /// on (`tool.calls`), once that has come.
+    pub(crate) async fn wait_pause(&self, after: u64) -> Vec<Arc<ApiEvent>> {
+        let mut progress = self.progress.subscribe();
+        let after = after as usize;
+        let mut seen = after;
+        loop {
+            let done = progress.borrow_and_update().1;
+            if let Some(events) = self.pause_after(after, &mut seen, done) {
+                return events;
+            }
+            if progress.changed().await.is_err() {
+                return Vec::new();
+            }
+        }
+    }
+
+    /// The events after `after` up to a pause at or past `seen`, if one is in (or all of them
+    /// once the turn is `done`); `seen` moves past what was looked at.
+    fn pause_after(&self, after: usize, seen: &mut usize, done: bool) -> Option<Vec<Arc<ApiEvent>>> {
+        let events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        let from = (*seen).min(events.len());
+        let pause =
+            events[from..].iter().position(|e| e.is_terminal() || matches!(e.body, EventBody::ToolCalls { .. }));
+        *seen = events.len();
+        match pause {
+            Some(at) => Some(events[after.min(events.len())..=from + at].to_vec()),
+            None if done => Some(events[after.min(events.len())..].to_vec()),
+            None => None,
+        }
+    }
+
+    /// The id of the last `tool.calls` event so far (0 if none).
+    pub(crate) fn last_tool_calls(&self) -> u64 {
+        let events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        events.iter().rev().find(|e| matches!(e.body, EventBody::ToolCalls { .. })).map_or(0, |e| e.id)
+    }
+
     /// Every event, once the turn has ended.
     pub(crate) async fn wait_all(&self) -> Vec<Arc<ApiEvent>> {
         let mut progress = self.progress.subscribe();
@@ -216,6 +254,17 @@ impl Runs {
             log.wait_all().await;
             then.await;
         });
+    }
+
+    /// Runs `work` in a task of the service's (a client that goes away does not cancel it; it
+    /// ends with the service's tasks).
+    pub(crate) fn task<F>(&self, work: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(work);
     }
 
     /// The log of a turn, while it is kept: `Ok(None)` for a turn it does not know, `Err` for
@@ -345,6 +394,7 @@ fn observe(event: &ApiEvent, metrics: &Metrics, begun: Instant, first_text: &mut
         }
         EventBody::TurnCompleted { status, .. } => metrics.turn_ended(false, status.as_str(), begun.elapsed()),
         EventBody::TurnFailed { error, .. } => metrics.turn_ended(true, error.kind.as_str(), begun.elapsed()),
+        EventBody::ToolCalls { calls } => metrics.tool_calls(calls.len()),
         _ => {}
     }
 }

@@ -32,8 +32,25 @@ pub(crate) trait Writer: Send + 'static {
 pub(crate) fn from_log<W: Writer>(
     log: Arc<RunLog>,
     after: u64,
-    mut writer: W,
+    writer: W,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    respond(events(log, after, writer))
+}
+
+/// A stream of events as an SSE response, with the keep-alive.
+pub(crate) fn respond<S>(events: S) -> Sse<impl Stream<Item = Result<Event, Infallible>>>
+where
+    S: Stream<Item = Result<Event, Infallible>> + Send + 'static,
+{
+    Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+}
+
+/// [`from_log`]'s events, bare.
+pub(crate) fn events<W: Writer>(
+    log: Arc<RunLog>,
+    after: u64,
+    mut writer: W,
+) -> impl Stream<Item = Result<Event, Infallible>> {
     let ready: VecDeque<Event> = writer.start().into();
     let state = (log, after, ready, writer, false);
     let events = stream::unfold(state, |(log, mut after, mut ready, mut writer, mut done)| async move {
@@ -54,5 +71,5 @@ pub(crate) fn from_log<W: Writer>(
             }
         }
     });
-    Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+    events
 }

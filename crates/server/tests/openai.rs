@@ -133,7 +133,15 @@ async fn responses_refuse_what_they_cannot_honour_and_name_it() {
     let first = first["id"].as_str().unwrap().to_owned();
     for (body, status, param) in [
         (json!({"input": "x", "temperature": 0.2}), 400, "temperature"),
-        (json!({"input": "x", "tools": []}), 400, "tools"),
+        (json!({"input": "x", "tools": [{"type": "web_search"}]}), 400, "tools[0].type"),
+        (
+            json!({"input": "x", "tools": [{"type": "function", "name": "f"}], "tool_choice": {"type": "function", "name": "g"}}),
+            400,
+            "tool_choice.name",
+        ),
+        (json!({"input": "x", "parallel_tool_calls": false}), 400, "parallel_tool_calls"),
+        (json!({"input": "x", "tool_choice": "required"}), 400, "tool_choice"),
+        (json!({"input": "x", "include": ["reasoning.encrypted_content"]}), 400, "include[0]"),
         (json!({"input": "x", "bogus": 1}), 400, "bogus"),
         (json!({}), 400, "input"),
         (json!({"input": 5}), 400, "input"),
@@ -141,9 +149,9 @@ async fn responses_refuse_what_they_cannot_honour_and_name_it() {
         (json!({"input": "x", "metadata": {"k": 1}}), 400, "metadata"),
         (json!({"input": "x", "stream": "yes"}), 400, "stream"),
         (
-            json!({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}),
+            json!({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "https://x/y.png"}]}]}),
             400,
-            "input[0].content[0].type",
+            "input[0].content[0].image_url",
         ),
         (json!({"input": [{"role": "assistant", "content": "last"}]}), 400, "input[0].role"),
         (json!({"input": "x", "instructions": "a", "previous_response_id": first}), 400, "instructions"),
@@ -288,7 +296,11 @@ async fn a_growing_chat_transcript_is_one_conversation() {
         ),
         (
             json!({"model": "mock-model", "messages": [{"role": "tool", "content": "x", "tool_call_id": "c"}]}),
-            "messages[0].role",
+            "messages[0].tool_call_id",
+        ),
+        (
+            json!({"model": "mock-model", "messages": [{"role": "user", "content": "x"}], "tool_choice": {"type": "function", "function": {"name": "f"}}}),
+            "tool_choice.function.name",
         ),
     ] {
         let (status, answer) = raw(c, Method::POST, "/v1/chat/completions", &body.to_string()).await;

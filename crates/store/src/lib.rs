@@ -20,6 +20,15 @@
 //! computes alike ([`TranscriptHasher`]). A take removes the entry, so two requests with the
 //! same transcript never continue one conversation; entries go with their conversation.
 //!
+//! ## Pending tool calls
+//!
+//! When the model calls a client's tool, the turn waits for the client's output. The pool then
+//! writes what the turn recorded so far, ending with the `function_call` items, as a
+//! [`TurnRecord::partial`] that names the calls ([`PendingCall`]); they are the conversation's
+//! [`ThreadRecord::pending_calls`] until a later write replaces them (a completed turn clears
+//! them). They are written in the same transaction as the items and under the same fence, so
+//! any node, after any restart, reads them with the record, without reading the history.
+//!
 //! ## Several nodes on one store
 //!
 //! When several nodes (codex-pool processes) share a store, each conversation is served by one
@@ -72,7 +81,7 @@ pub use ownership::{Fence, Lease, LeaseHolder, NodeId, NodeInfo, NodeStatus, Ren
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use transcripts::{TranscriptEntry, TranscriptHasher, TranscriptKey};
-pub use types::{now_ms, ConversationId, ListCursor, StoreError, StoredItem, ThreadRecord, TurnRecord};
+pub use types::{now_ms, ConversationId, ListCursor, PendingCall, StoreError, StoredItem, ThreadRecord, TurnRecord};
 
 use codex_pool_protocol::methods::ThreadSettings;
 use serde_json::Value;
@@ -86,8 +95,8 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 /// Persistence of conversations. Implementations must be safe to share between tasks; the
 /// contract they keep is the test `contract::exercise` in this crate, run against each of them.
 pub trait ThreadStore: Send + Sync + 'static {
-    /// Inserts a record, or updates an existing one (all but `created_at_ms`); its history is
-    /// kept.
+    /// Inserts a record, or updates an existing one (all but `created_at_ms`, pending calls
+    /// included); its history is kept.
     fn save(&self, record: ThreadRecord) -> StoreFuture<'_, ()>;
     /// Replaces the settings of an existing conversation; does nothing for an unknown id (one
     /// released meanwhile is not brought back). With a `fence`, only while that is the
@@ -101,7 +110,8 @@ pub trait ThreadStore: Send + Sync + 'static {
     /// The record of a conversation.
     fn load<'a>(&'a self, id: &'a ConversationId) -> StoreFuture<'a, Option<ThreadRecord>>;
     /// Appends what turns added, in order, all or nothing: each turn's items go to the end of its
-    /// conversation's history, completed turns bump `turns` and `updated_at_ms`. Turns of
+    /// conversation's history, completed turns bump `turns` and `updated_at_ms`, and a turn with
+    /// [`TurnRecord::pending_calls`] replaces the conversation's pending calls. Turns of
     /// conversations that no longer exist (released meanwhile) are skipped. If a turn carries a
     /// fence that is not its conversation's any more, nothing is written and the call fails with
     /// [`StoreError::Fenced`] (naming one such turn). The turns are borrowed, so that a caller

@@ -113,6 +113,9 @@ impl ThreadStore for MemoryStore {
                 if turn.is_last_turn() {
                     stored.record.last_turn = Some(turn.turn_id.clone());
                 }
+                if let Some(pending) = &turn.pending_calls {
+                    stored.record.pending_calls.clone_from(pending);
+                }
             }
             Ok(())
         })

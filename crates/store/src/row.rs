@@ -1,14 +1,14 @@
-//! A conversation's row as both SQL back-ends hold it (SQLite and PostgreSQL): its settings and
-//! metadata as JSON text, decoded and encoded here once for both.
+//! A conversation's row as both SQL back-ends hold it (SQLite and PostgreSQL): its settings,
+//! metadata and pending calls as JSON text, decoded and encoded here once for both.
 
-use crate::types::{ConversationId, StoreError, ThreadRecord};
+use crate::types::{ConversationId, PendingCall, StoreError, ThreadRecord};
 use codex_pool_protocol::TurnId;
 
 /// The columns a [`ThreadRecord`] is read from, in [`RawRecord`]'s order (both back-ends; a
 /// macro, so that `concat!` can build whole statements from it at compile time).
 macro_rules! record_columns {
     () => {
-        "thread_id, settings, profile, ephemeral, metadata, created_at_ms, updated_at_ms, turns, last_turn"
+        "thread_id, settings, profile, ephemeral, metadata, created_at_ms, updated_at_ms, turns, last_turn, pending_calls"
     };
 }
 pub(crate) use record_columns;
@@ -24,6 +24,8 @@ pub(crate) struct RawRecord {
     pub(crate) updated_at_ms: i64,
     pub(crate) turns: i64,
     pub(crate) last_turn: Option<String>,
+    /// A JSON array of [`PendingCall`]s; NULL when none.
+    pub(crate) pending_calls: Option<String>,
 }
 
 impl RawRecord {
@@ -39,6 +41,10 @@ impl RawRecord {
             updated_at_ms: self.updated_at_ms,
             turns: self.turns.max(0) as u64,
             last_turn: self.last_turn.map(TurnId::from),
+            pending_calls: match self.pending_calls {
+                Some(text) => decode_pending(&id, &text)?,
+                None => Vec::new(),
+            },
             id,
         })
     }
@@ -47,6 +53,26 @@ impl RawRecord {
 /// A record's settings and metadata as the JSON text its row holds.
 pub(crate) fn encode_json(record: &ThreadRecord) -> Result<(String, String), StoreError> {
     Ok((to_json(&record.id, &record.settings)?, to_json(&record.id, &record.metadata)?))
+}
+
+/// A conversation's pending calls as the column holds them: NULL when there are none.
+pub(crate) fn encode_pending(id: &ConversationId, calls: &[PendingCall]) -> Result<Option<String>, StoreError> {
+    if calls.is_empty() {
+        return Ok(None);
+    }
+    to_json(id, &calls).map(Some)
+}
+
+/// The pending calls a column holds. The error says where the text is wrong, not what it says:
+/// serde's message may quote a value, and a call's arguments are the model's words.
+fn decode_pending(id: &ConversationId, text: &str) -> Result<Vec<PendingCall>, StoreError> {
+    serde_json::from_str(text).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Data => "is not a list of calls",
+            _ => "is not valid JSON",
+        };
+        corrupt(id, format!("its pending calls {what} (line {}, column {})", e.line(), e.column()))
+    })
 }
 
 /// A value of a conversation (settings, an item) as the JSON text a row holds.

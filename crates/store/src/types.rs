@@ -163,6 +163,10 @@ pub struct ThreadRecord {
     /// any, and in records stored before codex-pool kept it): written with the turn, so a
     /// caller knows whether a turn is the conversation's latest without reading its history.
     pub last_turn: Option<TurnId>,
+    /// The client tool calls the model made that have no output yet, oldest first (empty when
+    /// none, and in records stored before codex-pool kept them): written with the turn's items
+    /// ([`TurnRecord::pending_calls`]), so any node knows them without reading the history.
+    pub pending_calls: Vec<PendingCall>,
 }
 
 impl ThreadRecord {
@@ -179,8 +183,22 @@ impl ThreadRecord {
             updated_at_ms: now,
             turns: 0,
             last_turn: None,
+            pending_calls: Vec::new(),
         }
     }
+}
+
+/// A client tool call the model made that has no output yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingCall {
+    /// The model's `call_id`.
+    pub call_id: String,
+    /// The tool's name.
+    pub name: String,
+    /// The arguments, as the model wrote them (a JSON text).
+    pub arguments: String,
+    /// When the call was made (ms since the epoch).
+    pub since_ms: i64,
 }
 
 /// What one turn added to a conversation.
@@ -198,6 +216,10 @@ pub struct TurnRecord {
     /// the turn is written only while that is still the conversation's fence, else the whole
     /// batch fails with [`StoreError::Fenced`]. `None` (one node alone): no lease is checked.
     pub fence: Option<crate::Fence>,
+    /// The conversation's pending calls once this turn is written: `Some` replaces
+    /// [`ThreadRecord::pending_calls`] (in the same transaction as the items, under the same
+    /// fence), `None` leaves them as they are.
+    pub pending_calls: Option<Vec<PendingCall>>,
 }
 
 impl TurnRecord {
@@ -207,9 +229,28 @@ impl TurnRecord {
         self.completed || !self.items.is_empty()
     }
 
-    /// A turn codex finished.
+    /// A turn codex finished: nothing of the conversation is pending any more.
     pub fn completed(conversation: impl Into<ConversationId>, turn_id: impl Into<TurnId>, items: Vec<Value>) -> Self {
-        Self { conversation: conversation.into(), turn_id: turn_id.into(), items, completed: true, fence: None }
+        Self {
+            conversation: conversation.into(),
+            turn_id: turn_id.into(),
+            items,
+            completed: true,
+            fence: None,
+            pending_calls: Some(Vec::new()),
+        }
+    }
+
+    /// What a turn codex has not finished recorded so far (ending with the calls' `function_call`
+    /// items), written when the model calls client tools: the conversation's pending calls become
+    /// `pending`.
+    pub fn partial(
+        conversation: impl Into<ConversationId>,
+        turn_id: impl Into<TurnId>,
+        items: Vec<Value>,
+        pending: Vec<PendingCall>,
+    ) -> Self {
+        Self { completed: false, pending_calls: Some(pending), ..Self::completed(conversation, turn_id, items) }
     }
 
     /// The same turn, written only under the lease with this fence.

@@ -14,7 +14,7 @@
 use crate::store_writer::WriteTicket;
 use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_protocol::CodexThreadId;
-use codex_pool_store::{ConversationId, ThreadRecord};
+use codex_pool_store::{ConversationId, PendingCall, ThreadRecord};
 use idle::IdleIndex;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -62,6 +62,8 @@ pub(crate) struct Claimed {
     pub loaded: Option<Loaded>,
     /// The store's answer about the previous turn, if nobody waited for it.
     pub unconfirmed: Option<WriteTicket>,
+    /// Client tool calls with no output yet.
+    pub pending: Vec<PendingCall>,
 }
 
 /// Why a claim was refused.
@@ -141,7 +143,9 @@ impl Routing {
     pub(crate) fn insert_stored(&self, record: ThreadRecord) {
         let mut table = self.lock();
         if !table.threads.contains_key(&record.id) {
-            table.insert(record.id, Entry::new(record.settings, record.ephemeral));
+            let mut entry = Entry::new(record.settings, record.ephemeral);
+            entry.pending = record.pending_calls;
+            table.insert(record.id, entry);
         }
     }
 
@@ -172,6 +176,7 @@ impl Routing {
                             ephemeral: entry.ephemeral,
                             loaded: entry.loaded.clone(),
                             unconfirmed: entry.unconfirmed.take(),
+                            pending: entry.pending.clone(),
                         }))
                     }
                     ThreadState::TurnRunning { .. } | ThreadState::Deleting => Some(Err(Refused::Busy)),
@@ -392,6 +397,17 @@ impl Routing {
             update(&mut entry.settings);
             entry.settings.clone()
         })
+    }
+
+    /// The conversation's client tool calls with no output, as its store now holds them.
+    pub(crate) fn set_pending(&self, id: &ConversationId, pending: Vec<PendingCall>) {
+        self.lock().change(id, |entry| entry.pending = pending);
+    }
+
+    /// Whether `tools` differ from the client tools of the conversation as the pool knows it
+    /// (`false` for a conversation it does not know).
+    pub(crate) fn tools_differ(&self, id: &ConversationId, tools: &[codex_pool_protocol::ToolSpec]) -> bool {
+        self.lock().threads.get(id).is_some_and(|e| e.settings.dynamic_tools != tools)
     }
 
     /// Where the conversation is loaded and its state.

@@ -6,7 +6,7 @@ use super::idle::{IdleIndex, IdleKey};
 use super::{Loaded, SlotLoad, ThreadState};
 use crate::store_writer::WriteTicket;
 use codex_pool_protocol::methods::ThreadSettings;
-use codex_pool_store::ConversationId;
+use codex_pool_store::{ConversationId, PendingCall};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -21,6 +21,8 @@ pub(super) struct Entry {
     pub(super) last_used: Instant,
     /// The store's answer about the last turn, which its consumer did not wait for.
     pub(super) unconfirmed: Option<WriteTicket>,
+    /// Client tool calls with no output yet (as stored).
+    pub(super) pending: Vec<PendingCall>,
 }
 
 impl Entry {
@@ -33,6 +35,7 @@ impl Entry {
             state: ThreadState::Idle,
             last_used: Instant::now(),
             unconfirmed: None,
+            pending: Vec::new(),
         }
     }
 

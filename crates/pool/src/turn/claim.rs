@@ -2,13 +2,14 @@
 //! The claim is the one place a turn gives its conversation back: what that does depends on
 //! the state the turn ended in, which each state sets as it is entered ([`Ending`]).
 
-use crate::history::own_items;
+use crate::history::{own_items, own_items_after};
 use crate::ownership::TurnLease;
 use crate::routing::Routing;
 use crate::store_writer::{StoreWriter, WriteTicket};
+use crate::tools::ClientTools;
 use codex_pool_protocol::types::UserInput;
 use codex_pool_protocol::TurnId;
-use codex_pool_store::{ConversationId, TurnRecord};
+use codex_pool_store::{ConversationId, PendingCall, TurnRecord};
 use serde_json::Value;
 use std::sync::Arc;
 use tokio::sync::OwnedSemaphorePermit;
@@ -55,6 +56,11 @@ impl Claim {
         self
     }
 
+    /// The conversation's client tool calls with no output, as the store now holds them.
+    pub(crate) fn set_pending(&self, pending: Vec<PendingCall>) {
+        self.routing.set_pending(&self.conversation, pending);
+    }
+
     /// Gives the conversation back now, as `ending` says.
     pub(crate) fn end(self, ending: Ending) {
         drop(self.ending(ending));
@@ -92,33 +98,87 @@ impl Held {
 
 /// A turn codex runs: what it holds, and what the store is to keep of it so far. Its claim ends
 /// as [`Ending::Rebuild`]: a turn dropped here was not finished by codex, so nothing of it is
-/// kept, and codex's copy is not trusted.
+/// kept since its last checkpoint (the store has what it wrote at each tool call), and codex's
+/// copy is not trusted.
 pub(crate) struct Running {
     held: Held,
     writer: Arc<StoreWriter>,
     /// The turn's input: how its own user message is told from what codex records before it.
     input: Vec<UserInput>,
-    /// The turn's history items so far.
+    /// What the turn gave codex itself, first in its record: the tool outputs a continuation
+    /// injected before it ran.
+    given: Vec<Value>,
+    /// The turn's history items since its last write.
     items: Vec<Value>,
+    /// A checkpoint has been written: every item from now on is the turn's own.
+    trimmed: bool,
+    /// The conversation's client tools, and the calls of them the model made in the response
+    /// being read.
+    pub tools: ClientTools,
     /// The first text delta was seen (for the hop trace).
     pub first_delta: bool,
 }
 
 impl Running {
-    pub(crate) fn new(held: Held, writer: Arc<StoreWriter>, input: Vec<UserInput>) -> Self {
+    /// A turn of `input`, which gave codex `given` (tool outputs) before it started.
+    pub(crate) fn new(
+        held: Held,
+        writer: Arc<StoreWriter>,
+        input: Vec<UserInput>,
+        given: Vec<Value>,
+        tools: ClientTools,
+    ) -> Self {
         let held = Held { claim: held.claim.ending(Ending::Rebuild), ..held };
-        Self { held, writer, input, items: Vec::new(), first_delta: false }
+        Self { held, writer, input, given, items: Vec::new(), trimmed: false, tools, first_delta: false }
     }
 
     /// codex recorded `item` in the turn.
     pub(crate) fn push(&mut self, item: Value) {
+        self.tools.saw(&item);
         self.items.push(item);
     }
 
+    /// The conversation's pending tool calls are now `pending` in the store.
+    pub(crate) fn set_pending(&self, pending: Vec<PendingCall>) {
+        self.held.claim.set_pending(pending);
+    }
+
+    /// The lease whose fence the turn's writes carry (several nodes).
+    pub(crate) fn lease(&self) -> Option<&TurnLease> {
+        self.held.lease.as_ref()
+    }
+
+    /// The items to write next: the turn's own since the last write.
+    fn take_items(&mut self) -> Vec<Value> {
+        let mut items = std::mem::take(&mut self.items);
+        if !std::mem::replace(&mut self.trimmed, true) {
+            if self.given.is_empty() {
+                own_items(&mut items, &self.input);
+            } else {
+                own_items_after(&mut items, &self.given);
+            }
+            let mut given = std::mem::take(&mut self.given);
+            given.append(&mut items);
+            items = given;
+        }
+        items
+    }
+
+    /// The model called client tools and the turn waits on them: what the turn recorded so far,
+    /// the calls included, is written with the calls as the conversation's pending ones.
+    pub(crate) fn checkpoint(&mut self, turn_id: &TurnId, pending: Vec<PendingCall>) -> WriteTicket {
+        let items = self.take_items();
+        let record = TurnRecord {
+            fence: self.held.lease.as_ref().map(TurnLease::fence),
+            ..TurnRecord::partial(self.held.claim.conversation.clone(), turn_id.as_str(), items, pending)
+        };
+        self.writer.record(record)
+    }
+
     /// codex finished the turn: its record is queued; the store's answer comes with the ticket.
-    pub(crate) fn record(self, turn_id: &TurnId) -> (Held, WriteTicket) {
-        let Self { held, writer, input, mut items, .. } = self;
-        own_items(&mut items, &input);
+    pub(crate) fn record(mut self, turn_id: &TurnId) -> (Held, WriteTicket) {
+        let items = self.take_items();
+        let Self { held, writer, .. } = self;
         let record = TurnRecord {
             fence: held.lease.as_ref().map(TurnLease::fence),
             ..TurnRecord::completed(held.claim.conversation.clone(), turn_id.as_str(), items)

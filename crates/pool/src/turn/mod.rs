@@ -7,10 +7,12 @@ pub(crate) use claim::{Claim, Ending, Held, Running};
 
 use crate::store_writer::WriteTicket;
 use crate::tls::TurnTls;
+use crate::tools::{Wait, WaitEnd};
 use codex_pool_process::hops::hop;
 use codex_pool_process::{AbortReason, TurnEvent, TurnStream};
+use codex_pool_protocol::ToolCall;
 use codex_pool_protocol::{CodexThreadId, TurnId};
-use codex_pool_store::{ConversationId, StoreError};
+use codex_pool_store::{now_ms, ConversationId, PendingCall, StoreError};
 use serde_json::Value;
 use std::future::Future;
 use std::pin::Pin;
@@ -38,6 +40,8 @@ pub struct PoolTurn {
     /// Reports failed model connections and explains an end caused by new root certificates
     /// (only while the pool's bundle is reduced).
     tls: Option<TurnTls>,
+    /// The wait for the outputs of the client tool calls the turn made, while it has some.
+    wait: Option<Wait>,
 }
 
 /// Where the turn is, with what it holds there. Each poll takes the phase by value and puts
@@ -46,6 +50,9 @@ pub struct PoolTurn {
 enum Phase {
     /// codex runs the turn; events flow.
     Streaming(Running),
+    /// The model called client tools: what the turn recorded so far is being written, with the
+    /// calls as pending. The consumer hears of them once the store has them.
+    Checkpoint { running: Running, ticket: WriteTicket, calls: Vec<ToolCall> },
     /// codex finished the turn; its record is being written. `end` follows once it is.
     Recording { held: Held, ticket: WriteTicket, end: TurnEvent },
     /// The terminal event was yielded: the turn holds nothing (so a finished turn kept around
@@ -61,7 +68,7 @@ impl PoolTurn {
         tls: Option<TurnTls>,
     ) -> Self {
         let codex_thread = stream.thread_id().clone();
-        Self { conversation, codex_thread, stream, phase: Phase::Streaming(running), tls }
+        Self { conversation, codex_thread, stream, phase: Phase::Streaming(running), tls, wait: None }
     }
 
     /// The conversation the turn belongs to.
@@ -101,7 +108,24 @@ impl PoolTurn {
                     hop(self.conversation.as_str(), "turn.recorded");
                     return Poll::Ready(Some(self.recorded(held, outcome, end)));
                 }
+                Phase::Checkpoint { running, mut ticket, calls } => {
+                    let Poll::Ready(outcome) = Pin::new(&mut ticket).poll(cx) else {
+                        self.phase = Phase::Checkpoint { running, ticket, calls };
+                        return Poll::Pending;
+                    };
+                    return Poll::Ready(Some(self.checkpointed(running, outcome, calls)));
+                }
                 Phase::Streaming(running) => {
+                    if let Some(wait) = &mut self.wait {
+                        if let Poll::Ready(end) = wait.poll(cx, &mut self.stream) {
+                            self.wait = None;
+                            running.abandon();
+                            return Poll::Ready(Some(wait_ended(end)));
+                        }
+                        if wait.is_over() {
+                            self.wait = None;
+                        }
+                    }
                     let Poll::Ready(polled) = futures_core::Stream::poll_next(Pin::new(&mut self.stream), cx) else {
                         self.phase = Phase::Streaming(running);
                         return Poll::Pending;
@@ -135,8 +159,37 @@ impl PoolTurn {
                 hop(self.conversation.as_str(), "turn.first_delta");
             }
             TurnEvent::ResponseItem { item } => running.push(item.clone()),
-            TurnEvent::Notification { params, .. } | TurnEvent::ServerRequest { params, .. } => {
-                name_conversation(params, &self.conversation)
+            TurnEvent::ToolCall { request } => {
+                // codex asks for an output: the consumer heard of the call with the others of
+                // its response (`ToolCalls`); one given already goes to codex now.
+                if let Some(wait) = &mut self.wait {
+                    wait.asked(&request.call_id, &mut self.stream);
+                    if wait.is_over() {
+                        self.wait = None;
+                    }
+                }
+                self.phase = Phase::Streaming(running);
+                return None;
+            }
+            TurnEvent::Notification { method, params } => {
+                name_conversation(params, &self.conversation);
+                if method == RESPONSE_COMPLETED {
+                    let calls = running.tools.take_calls();
+                    if !calls.is_empty() {
+                        let ticket = running.checkpoint(self.stream.turn_id(), pending(&calls));
+                        self.phase = Phase::Checkpoint { running, ticket, calls };
+                        return Some(event);
+                    }
+                }
+            }
+            TurnEvent::ServerRequest { params, .. } => name_conversation(params, &self.conversation),
+            TurnEvent::Completed { .. } if self.wait.as_ref().is_some_and(|w| !w.is_over()) => {
+                // codex ended the turn (interrupted) while calls waited: it wrote a "cancelled"
+                // output of its own for each, which is not the client's. Nothing more is kept;
+                // the calls stay pending in the store, and the thread is rebuilt from it.
+                self.wait = None;
+                running.abandon();
+                return Some(event);
             }
             TurnEvent::Completed { turn_id, .. } => {
                 hop(self.conversation.as_str(), "turn.completed");
@@ -154,38 +207,107 @@ impl PoolTurn {
         Some(event)
     }
 
+    /// The store answered about a checkpoint: the consumer hears of the calls, and the turn
+    /// waits for their outputs; or, if the store did not keep it, the turn ends as
+    /// [`PoolTurn::recorded`] ends one.
+    fn checkpointed(&mut self, running: Running, outcome: Result<(), StoreError>, calls: Vec<ToolCall>) -> TurnEvent {
+        match outcome {
+            Ok(()) => {
+                running.set_pending(pending(&calls));
+                let ids = calls.iter().map(|c| c.call_id.clone()).collect();
+                let tools = &running.tools;
+                let wait =
+                    Wait::new(tools.waits.clone(), self.conversation.clone(), self.turn_id().clone(), ids, tools.limit);
+                // Outputs given before the wait began cannot be: the calls were not known.
+                self.wait = Some(wait);
+                self.phase = Phase::Streaming(running);
+                TurnEvent::ToolCalls { calls }
+            }
+            Err(e) => {
+                let lost = matches!(e, StoreError::Fenced { .. });
+                if let (true, Some(lease)) = (lost, running.lease()) {
+                    lease.lost(&self.conversation);
+                }
+                running.abandon();
+                store_refused(e)
+            }
+        }
+    }
+
     /// The store answered about the turn's record: the terminal event the consumer gets, and
     /// the conversation given back (without codex's copy when the turn was not kept).
     fn recorded(&self, held: Held, outcome: Result<(), StoreError>, end: TurnEvent) -> TurnEvent {
         match outcome {
             Ok(()) => {
+                held.claim.set_pending(Vec::new());
                 held.claim.end(Ending::Kept);
                 end
             }
-            Err(StoreError::Fenced { .. }) => {
-                if let Some(lease) = &held.lease {
+            Err(e) => {
+                if let (StoreError::Fenced { .. }, Some(lease)) = (&e, &held.lease) {
                     lease.lost(&self.conversation);
                 }
                 held.claim.end(Ending::Rebuild);
-                TurnEvent::Aborted {
-                    reason: AbortReason::LeaseLost,
-                    message: "another node took this conversation over while the turn ran (this node had not \
-                              renewed its lease in time); nothing of the turn was kept: send it again"
-                        .to_owned(),
-                }
-            }
-            Err(e) => {
-                held.claim.end(Ending::Rebuild);
-                TurnEvent::Aborted {
-                    reason: AbortReason::StoreFailed,
-                    message: format!(
-                        "codex finished the turn but the store could not keep it ({e}); the turn was dropped, \
-                         send it again once the store is back"
-                    ),
-                }
+                store_refused(e)
             }
         }
     }
+}
+
+/// The end of a turn whose record (or checkpoint) the store refused.
+fn store_refused(e: StoreError) -> TurnEvent {
+    match e {
+        StoreError::Fenced { .. } => TurnEvent::Aborted {
+            reason: AbortReason::LeaseLost,
+            message: "another node took this conversation over while the turn ran (this node had not \
+                      renewed its lease in time); nothing of the turn was kept: send it again"
+                .to_owned(),
+        },
+        e => TurnEvent::Aborted {
+            reason: AbortReason::StoreFailed,
+            message: format!(
+                "codex finished the turn but the store could not keep it ({e}); the turn was dropped, \
+                 send it again once the store is back"
+            ),
+        },
+    }
+}
+
+/// The notification that ends one model response: the client tool calls it made are all known.
+const RESPONSE_COMPLETED: &str = "rawResponse/completed";
+
+/// Calls as the store keeps them pending, made now.
+fn pending(calls: &[ToolCall]) -> Vec<PendingCall> {
+    let since_ms = now_ms();
+    calls
+        .iter()
+        .map(|c| PendingCall {
+            call_id: c.call_id.clone(),
+            name: c.name.clone(),
+            arguments: c.arguments.clone(),
+            since_ms,
+        })
+        .collect()
+}
+
+/// The end of a turn whose wait for tool outputs ended it.
+fn wait_ended(end: WaitEnd) -> TurnEvent {
+    let (reason, message) = match end {
+        WaitEnd::Expired(limit) => (
+            AbortReason::ToolCallTimeout,
+            format!(
+                "the turn waited {limit:?} for the outputs of its tool calls and was let go; the calls stay \
+                 pending: send their outputs to continue the conversation"
+            ),
+        ),
+        WaitEnd::ToolsChanged => (
+            AbortReason::ToolsChanged,
+            "the conversation went on with another tool list; its pending calls continue on a thread rebuilt \
+             with it"
+                .to_owned(),
+        ),
+    };
+    TurnEvent::Aborted { reason, message }
 }
 
 /// Names the conversation where codex's params name its thread.
@@ -209,6 +331,8 @@ impl Drop for PoolTurn {
                     // trusted. The stream abandons the turn if it still runs.
                     None => return running.abandon(),
                 },
+                // The calls may or may not be in the store: the conversation is rebuilt from it.
+                Phase::Checkpoint { running, .. } => return running.abandon(),
                 // The next turn of the conversation learns whether the store kept this one.
                 Phase::Recording { held, ticket, .. } => return held.claim.end(Ending::Unconfirmed(ticket)),
                 Phase::Done => return,

@@ -5,7 +5,8 @@
 //! - [`pending`]: requests in flight, by id;
 //! - [`registry`]: the running turn of each thread, and what happens when its consumer leaves;
 //! - [`mapping`]: where each notification goes;
-//! - [`answers`]: the answers to codex's own requests, decided in tasks of their own.
+//! - [`answers`]: the answers to codex's own requests, decided in tasks of their own;
+//! - [`tool_calls`]: codex's client tool calls, waiting for the output the turn's owner gives.
 //!
 //! - [`outbox`]: what it writes to codex's stdin, at once when the pipe has room.
 //!
@@ -16,8 +17,10 @@ mod mapping;
 mod outbox;
 mod pending;
 mod registry;
+mod requests;
 #[cfg(test)]
 mod tests;
+mod tool_calls;
 
 use crate::command::{Command, InterruptReply, StartReply};
 use crate::error::{ExitReason, ProcessError};
@@ -25,19 +28,17 @@ use crate::events::{AbortReason, TurnEvent};
 use crate::lines::{Line, LineReader};
 use crate::policy::ServerRequestHandler;
 use crate::stats::SharedStats;
-use crate::turn::Abandoned;
+use crate::turn::{Abandoned, FromStream};
 use answers::Answers;
-use codex_pool_protocol::jsonrpc::{encode_line, OutgoingRequest, OutgoingResponse};
+use codex_pool_protocol::jsonrpc::{encode_line, OutgoingRequest};
 use codex_pool_protocol::methods::{Request, TurnInterrupt, TurnInterruptParams, TurnStart, TurnStartParams};
 use codex_pool_protocol::notifications::ServerNotification;
-use codex_pool_protocol::server_requests::ServerRequest;
 use codex_pool_protocol::{CodexThreadId, Incoming, RequestId, RpcError, TurnId};
 use mapping::Routed;
 use outbox::Outbox;
 use pending::{Pending, PendingRequests};
 use registry::{Effect, TurnRegistry};
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -45,6 +46,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+use tool_calls::WaitingCalls;
 
 /// The lifecycle of a process, published through a `watch` channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +79,7 @@ pub(crate) struct ActorSettings {
 /// The channels the actor listens on.
 pub(crate) struct Inputs<R> {
     pub commands: mpsc::Receiver<Command>,
-    pub abandoned: mpsc::UnboundedReceiver<Abandoned>,
+    pub abandoned: mpsc::UnboundedReceiver<FromStream>,
     /// Set once the OS process has been reaped; dropped unset if its waiter ended without
     /// knowing.
     pub reaped: watch::Receiver<Option<ExitReason>>,
@@ -92,6 +94,7 @@ pub(crate) struct Actor<W> {
     pending: PendingRequests,
     turns: TurnRegistry,
     answers: Answers,
+    tool_calls: WaitingCalls,
     /// Threads codex announced as loaded and has not closed.
     loaded: HashSet<CodexThreadId>,
     /// What the registry asked to have written, carried out after each message.
@@ -105,7 +108,7 @@ impl<W: AsyncWrite + Unpin> Actor<W> {
         settings: ActorSettings,
         stdin: W,
         state: watch::Sender<ProcessState>,
-        abandon: mpsc::UnboundedSender<Abandoned>,
+        abandon: mpsc::UnboundedSender<FromStream>,
     ) -> Self {
         let turns = TurnRegistry::new(
             settings.stats.clone(),
@@ -122,6 +125,7 @@ impl<W: AsyncWrite + Unpin> Actor<W> {
             pending: PendingRequests::default(),
             turns,
             answers: Answers::new(settings.handler),
+            tool_calls: WaitingCalls::default(),
             loaded: HashSet::new(),
             effects: Vec::new(),
             stdout_closed: false,
@@ -140,9 +144,7 @@ impl<W: AsyncWrite + Unpin> Actor<W> {
         loop {
             tokio::select! {
                 Some(cmd) = commands.recv() => self.on_command(cmd),
-                Some(gone) = abandoned.recv() => {
-                    self.turns.abandon(&gone.thread_id, Some(&gone.turn_id), gone.reason, None, &mut self.effects);
-                }
+                Some(told) = abandoned.recv() => self.told_by_stream(told),
                 // Reading stdout here (not in a task of its own) saves a hand-off per message;
                 // `next_line` is cancel-safe.
                 line = stdout.next_line(), if !self.stdout_closed => self.on_line(line),
@@ -189,6 +191,19 @@ impl<W: AsyncWrite + Unpin> Actor<W> {
         tracing::debug!(process = %self.label, "actor ended");
     }
 
+    fn told_by_stream(&mut self, told: FromStream) {
+        match told {
+            FromStream::Abandoned(Abandoned { thread_id, turn_id, reason }) => {
+                self.turns.abandon(&thread_id, Some(&turn_id), reason, None, &mut self.effects);
+            }
+            FromStream::ToolOutput { thread_id, call_id, answer } => {
+                if let Err(e) = self.answer_tool_call(&thread_id, call_id, &answer) {
+                    tracing::debug!(process = %self.label, %thread_id, error = %e, "a tool output found no waiting call");
+                }
+            }
+        }
+    }
+
     fn exit_reason(&self) -> ExitReason {
         match &*self.state.borrow() {
             ProcessState::Exited(why) => why.clone(),
@@ -221,6 +236,9 @@ impl<W: AsyncWrite + Unpin> Actor<W> {
             },
             Command::StartTurn { params, reply } => self.start_turn(params, reply),
             Command::Interrupt { thread_id, reply } => self.turns.interrupt(thread_id, reply, &mut self.effects),
+            Command::AnswerToolCall { thread_id, call_id, answer, reply } => {
+                let _ = reply.send(self.answer_tool_call(&thread_id, call_id, &answer));
+            }
             Command::Notify { line } => {
                 if let Err(e) = self.write(line) {
                     tracing::debug!(process = %self.label, error = %e, "could not write a notification");
@@ -345,11 +363,7 @@ impl<W: AsyncWrite + Unpin> Actor<W> {
             Incoming::Notification { method, params } => {
                 self.on_notification(ServerNotification::decode(&method, params.as_deref()))
             }
-            Incoming::Request { id, method, params } => {
-                let request = ServerRequest::decode(&method, params.as_deref());
-                tracing::debug!(process = %self.label, method = %request.method, "server request");
-                self.answers.ask(id, request);
-            }
+            Incoming::Request { id, method, params } => self.on_server_request(id, &method, params.as_deref()),
         }
     }
 
@@ -409,6 +423,7 @@ impl<W: AsyncWrite + Unpin> Actor<W> {
             }
             Routed::ThreadClosed { thread_id, event } => {
                 self.loaded.remove(&thread_id);
+                self.tool_calls.forget(&thread_id);
                 self.stats.loaded_threads.store(self.loaded.len(), Ordering::Relaxed);
                 self.turns.emit(&thread_id, None, event, effects);
             }
@@ -417,6 +432,7 @@ impl<W: AsyncWrite + Unpin> Actor<W> {
                 crate::hops::hop(thread_id.as_str(), "actor.completed");
                 // Completed before `turn/start` was answered: `Started` still comes first.
                 self.turns.learn_turn_id(&thread_id, &turn_id, false, effects);
+                self.tool_calls.forget(&thread_id);
                 self.turns.complete(&thread_id, &turn_id, event, effects);
             }
             Routed::Event { thread_id, turn_id, event } => {
@@ -424,24 +440,6 @@ impl<W: AsyncWrite + Unpin> Actor<W> {
             }
             Routed::Unrouted => {}
         }
-    }
-
-    fn answer(&mut self, id: RequestId, request: ServerRequest, answer: Result<Value, RpcError>) {
-        let line = match &answer {
-            Ok(result) => encode_line(&OutgoingResponse { id: &id, result: Some(result), error: None }),
-            Err(error) => encode_line(&OutgoingResponse { id: &id, result: None, error: Some(error) }),
-        };
-        if let Err(e) = self.write(line) {
-            tracing::warn!(process = %self.label, method = %request.method, error = %e, "could not answer a server request");
-        }
-        let Some(thread_id) = request.thread_id().map(CodexThreadId::from) else { return };
-        let turn_id = request.turn_id().map(TurnId::from);
-        let answer = match answer {
-            Ok(result) => json!({ "result": result }),
-            Err(error) => json!({ "error": error }),
-        };
-        let event = TurnEvent::ServerRequest { method: request.method, params: request.params, answer };
-        self.turns.emit(&thread_id, turn_id.as_ref(), event, &mut self.effects);
     }
 
     fn begin_shutdown(&mut self) {
@@ -462,6 +460,7 @@ impl<W: AsyncWrite + Unpin> Actor<W> {
             || ProcessError::ShuttingDown,
         );
         self.pending.fail_all(&ProcessError::ShuttingDown);
+        self.tool_calls.clear();
         // Closing stdin asks codex to exit once it has written what it owes.
         self.out.close();
     }
@@ -490,6 +489,7 @@ impl<W: AsyncWrite + Unpin> Actor<W> {
             || ProcessError::Exited(why.clone()),
         );
         self.loaded.clear();
+        self.tool_calls.clear();
         self.stats.loaded_threads.store(0, Ordering::Relaxed);
     }
 }

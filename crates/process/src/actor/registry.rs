@@ -6,7 +6,7 @@ use crate::command::{InterruptReply, StartReply};
 use crate::error::ProcessError;
 use crate::events::{AbortReason, TurnEvent};
 use crate::stats::SharedStats;
-use crate::turn::{Abandoned, TurnStream};
+use crate::turn::{FromStream, TurnStream};
 use codex_pool_protocol::methods::TurnStartParams;
 use codex_pool_protocol::{CodexThreadId, TurnId};
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -100,7 +100,7 @@ pub(crate) struct TurnRegistry {
     deadlines: BTreeSet<(Instant, CodexThreadId)>,
     retired: Retired,
     stats: Arc<SharedStats>,
-    abandon: mpsc::UnboundedSender<Abandoned>,
+    abandon: mpsc::UnboundedSender<FromStream>,
     endpoint: Option<Arc<str>>,
     max_backlog: usize,
     grace: Duration,
@@ -109,7 +109,7 @@ pub(crate) struct TurnRegistry {
 impl TurnRegistry {
     pub(crate) fn new(
         stats: Arc<SharedStats>,
-        abandon: mpsc::UnboundedSender<Abandoned>,
+        abandon: mpsc::UnboundedSender<FromStream>,
         endpoint: Option<Arc<str>>,
         max_backlog: usize,
         grace: Duration,
@@ -377,6 +377,12 @@ impl TurnRegistry {
             }
         }
         self.count();
+    }
+
+    /// Whether a turn of the thread runs with a consumer reading it, and (when `turn_id` is
+    /// given and the turn's id known) is that turn.
+    pub(crate) fn is_reading(&self, thread_id: &CodexThreadId, turn_id: &TurnId) -> bool {
+        self.turns.get(thread_id).is_some_and(|t| t.is_live() && t.turn_id.as_ref().is_none_or(|id| id == turn_id))
     }
 
     /// The turns running now: thread, and turn id when known.

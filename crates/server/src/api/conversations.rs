@@ -44,6 +44,9 @@ pub(crate) struct CreateConversation {
     /// Anything the caller wants kept with the conversation; the service never reads it.
     #[schema(value_type = Option<Object>)]
     pub(crate) metadata: Option<Map<String, Value>>,
+    /// Functions the client runs: the model may call them, and its turn then waits for their
+    /// outputs (`tool.calls`, then `POST .../tool_outputs`).
+    pub(crate) functions: Option<Vec<crate::api::functions::Function>>,
 }
 
 /// Where codex holds a conversation now.
@@ -83,6 +86,12 @@ pub(crate) struct Conversation {
     pub(crate) state: &'static str,
     /// Where codex holds it now; `null` when no process does (its next turn rebuilds it).
     pub(crate) loaded: Option<Placement>,
+    /// The names of the functions the client runs for it.
+    pub(crate) functions: Vec<String>,
+    /// Calls of them the model made that have no output yet: `call_id`, `name`, `arguments`
+    /// and `since_ms` (when the call was made).
+    #[schema(value_type = Vec<Object>)]
+    pub(crate) pending_tool_calls: Vec<codex_pool::PendingCall>,
 }
 
 impl From<ConversationInfo> for Conversation {
@@ -101,6 +110,8 @@ impl From<ConversationInfo> for Conversation {
             turns: r.turns,
             state: if info.running { "running" } else { "idle" },
             loaded: info.loaded.map(|(slot, codex)| Placement { slot, codex_thread_id: codex.to_string() }),
+            functions: r.settings.dynamic_tools.into_iter().map(|t| t.name).collect(),
+            pending_tool_calls: r.pending_calls,
         }
     }
 }
@@ -201,6 +212,7 @@ pub(crate) async fn create(
         base_instructions: body.instructions,
         developer_instructions: body.developer_instructions,
         model: state.model(body.model)?,
+        dynamic_tools: body.functions.map(crate::api::functions::specs).unwrap_or_default(),
         ..ThreadSettings::default()
     };
     let asked =

@@ -31,8 +31,12 @@ pub(crate) struct StartTurn {
     pub(crate) text: Option<String>,
     /// The message, as items (text and images).
     pub(crate) input: Option<Vec<InputItem>>,
-    /// Stream the events (SSE, the default), or answer one JSON object once the turn has ended.
+    /// Stream the events (SSE, the default), or answer one JSON object at the turn's first
+    /// pause: its end, or the client tool calls it waits on (status `tool_calls`).
     pub(crate) stream: Option<bool>,
+    /// The conversation's functions from this turn on, if they change (its codex thread is then
+    /// rebuilt with them).
+    pub(crate) functions: Option<Vec<crate::api::functions::Function>>,
 }
 
 /// One piece of a message.
@@ -106,12 +110,14 @@ pub(crate) async fn start(
     };
     let id = ConversationId::from(id);
     let room = room_for(&state, &id).await?;
-    let turn = state.pool.start_turn(&id, input, options()).await?;
+    let mut options = options();
+    options.tools = body.functions.map(crate::api::functions::specs);
+    let turn = state.pool.start_turn(&id, input, options).await?;
     let log = state.runs.run(turn, room, begun);
     if body.stream.unwrap_or(true) {
         Ok(sse(log, 0).into_response())
     } else {
-        Ok(Json(TurnResult::from_events(&log.wait_all().await)).into_response())
+        Ok(Json(TurnResult::from_events(&log.wait_pause(0).await)).into_response())
     }
 }
 
@@ -201,7 +207,7 @@ pub(crate) fn options() -> TurnOptions {
 }
 
 /// A turn's events from after `after`, as SSE, ending after the terminal one.
-fn sse(log: Arc<RunLog>, after: u64) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+pub(crate) fn sse(log: Arc<RunLog>, after: u64) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     crate::sse::from_log(log, after, AsTheyAre)
 }
 

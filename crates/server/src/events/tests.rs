@@ -140,3 +140,19 @@ fn a_whole_turn_is_answered_as_it_always_was() {
         )
     );
 }
+
+#[test]
+fn tool_calls_are_written_with_the_model_s_own_arguments() {
+    let mut m = mapper();
+    let call = codex_pool_protocol::ToolCall {
+        call_id: "call_1".into(),
+        name: "weather".into(),
+        arguments: r#"{"city": "Paris"}"#.into(),
+    };
+    let event = m.map(TurnEvent::ToolCalls { calls: vec![call] }).unwrap();
+    assert_eq!(
+        wire(&event),
+        r#"1 tool.calls {"calls":[{"arguments":"{\"city\": \"Paris\"}","call_id":"call_1","name":"weather"}],"type":"tool.calls"}"#
+    );
+    assert!(!m.ended());
+}

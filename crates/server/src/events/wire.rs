@@ -73,6 +73,12 @@ impl Serialize for EventBody {
                 m.serialize_field("type", name)?;
                 m.end()
             }
+            EventBody::ToolCalls { calls } => {
+                let mut m = s.serialize_struct(name, 2)?;
+                m.serialize_field("calls", calls)?;
+                m.serialize_field("type", name)?;
+                m.end()
+            }
             EventBody::TurnCompleted { conversation_id, turn_id, status, usage } => {
                 let mut m = s.serialize_struct(name, 5)?;
                 m.serialize_field("conversation_id", conversation_id)?;
@@ -127,6 +133,11 @@ pub(crate) struct TurnResult {
     pub(crate) items: Vec<Value>,
     /// Tokens the turn used.
     pub(crate) usage: Usage,
+    /// The client tool calls the turn waits on (status `tool_calls`): answer them with
+    /// `POST /v1/conversations/{id}/tool_outputs`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    pub(crate) tool_calls: Vec<codex_pool_protocol::ToolCall>,
     /// For a failed turn: `kind` (`model_error`, `process_exited`, `timeout`, `model_unreachable`,
     /// `model_stalled`, `shutdown`, `consumer_lagged`, `store_failed`, `lease_lost`, `ca_bundle_replaced`,
     /// `events_too_large`) and `message`.
@@ -145,6 +156,7 @@ impl TurnResult {
             text: String::new(),
             items: Vec::new(),
             usage: Usage::default(),
+            tool_calls: Vec::new(),
             error: None,
         };
         for e in events {
@@ -158,6 +170,11 @@ impl TurnResult {
                     continue;
                 }
                 EventBody::ItemStarted { .. } | EventBody::ReasoningDelta { .. } => continue,
+                EventBody::ToolCalls { calls } => {
+                    result.status = "tool_calls".to_owned();
+                    result.tool_calls.clone_from(calls);
+                    continue;
+                }
                 EventBody::TurnStarted { conversation_id, turn_id } => (conversation_id, turn_id),
                 EventBody::TurnCompleted { conversation_id, turn_id, status, usage } => {
                     result.status = status.as_str().to_owned();

@@ -1,30 +1,30 @@
 //! `POST /v1/chat/completions`: Chat Completions on the pool. The request's messages but the
-//! last are matched against the transcripts of the conversations this route runs
-//! ([`transcripts`](crate::openai::transcripts), an index in the store): when they are one's, the last
-//! (user) message runs as its next turn, on its codex thread; otherwise a new conversation
-//! starts, its system and developer messages as its instructions and the earlier messages given
-//! to codex as history. Either way the model is sent each message once.
+//! last user message (or but the trailing `tool` messages) are matched against the transcripts
+//! of the conversations this route runs ([`transcripts`](crate::openai::transcripts), an index
+//! in the store; tool calls and results are part of a transcript): when they are one's, the
+//! last user message runs as its next turn, on its codex thread, or the tool results go to the
+//! calls it waits on and the model goes on; otherwise a new conversation starts, its system and
+//! developer messages as its instructions and the earlier messages given to codex as history.
+//! Either way the model is sent each message once. A reply that stops at tool calls ends with
+//! `finish_reason: "tool_calls"`.
 
-use crate::events::{ApiEvent, FailureKind};
-use crate::metrics::ChatOutcome;
+use crate::events::{FailureKind, Usage};
 use crate::openai::error::{Fields, OpenAiBody, OpenAiError};
-use crate::openai::input::{check_items, transcript, Role, Transcript};
-use crate::openai::now_secs;
+use crate::openai::input::{check_items, transcript};
 use crate::openai::reply::{self, Ending, Render, Reply, Step};
-use crate::openai::responses::{room, served_model};
-use crate::openai::transcripts::{self, TranscriptHead, CREATED_BY};
-use crate::openai::wire::{self, chat_chunk, chat_completion, chat_usage};
-use crate::runs::{EndWork, OnEnd};
+use crate::openai::responses::served_model;
+use crate::openai::rounds::{self, Creation, Head};
+use crate::openai::tools::{self, Shape};
+use crate::openai::transcripts::CREATED_BY;
+use crate::openai::wire::{self, chat_chunk, chat_completion, chat_tool_calls, chat_usage};
+use crate::openai::{completion_id, now_secs};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use codex_pool::{ConversationId, PoolError, PoolTurn, Profile};
 use codex_pool_protocol::methods::ThreadSettings;
-use codex_pool_protocol::types::UserInput;
-use codex_pool_store::TranscriptKey;
 use serde_json::{json, Map, Value};
 use std::time::Instant;
 
@@ -35,9 +35,7 @@ static KNOWN: std::sync::LazyLock<Vec<String>> =
 /// Why a field OpenAI has is refused here.
 fn why(field: &str) -> &'static str {
     match field {
-        "tools" | "tool_choice" | "functions" | "function_call" | "parallel_tool_calls" => {
-            "conversations here have no tools"
-        }
+        "functions" | "function_call" => "use `tools` and `tool_choice` (the older `functions` shape is not taken)",
         "temperature"
         | "top_p"
         | "max_tokens"
@@ -91,32 +89,49 @@ pub(crate) async fn create(
             "stored chat completions are not offered; the transcript is kept as a conversation (/v1/conversations)",
         ));
     }
+    let (specs, choice) =
+        tools::read(f.take("tools"), f.take("tool_choice"), f.take("parallel_tool_calls"), Shape::Chat)?;
+    let must_call = choice.must_call();
     check_items(&messages, "messages", state.max_input_items)
         .inspect_err(|_| state.metrics.limit_refused("max_input_items"))?;
     let said = transcript(&messages, "messages")?;
+    said.check_outputs_answer_calls()?;
     state.check_settings(
         &[("messages", said.system.as_deref()), ("messages", said.developer.as_deref())],
         None,
         false,
     )?;
     let served = served_model(&state, Some(model.clone()))?;
-    let room = room(&state)?;
-    let head = TranscriptHead { model: &model, system: said.system.as_deref(), developer: said.developer.as_deref() };
-    let key = transcripts::key(&head, &said.history);
-    let (id, turn, outcome, turns) = start(&state, key, &said, served).await?;
-    state.metrics.chat_request(outcome);
-    let completion_id = format!("chatcmpl-{id}_{}", turn.turn_id());
-    let on_end = reindex(&state, (key, turns), id, said, model.clone());
-    let log = state.runs.run_with(turn, room, begun, Some(on_end));
+    let head = Head { model: model.clone(), system: said.system.clone(), developer: said.developer.clone() };
+    let settings = ThreadSettings {
+        base_instructions: said.system.clone(),
+        developer_instructions: said.developer.clone(),
+        model: served,
+        dynamic_tools: specs.clone(),
+        ..ThreadSettings::default()
+    };
+    let mut metadata = Map::new();
+    metadata.insert(CREATED_BY.0.to_owned(), json!(CREATED_BY.1));
+    let creation = Creation { settings, metadata };
+    let started = rounds::begin(&state, &head, &said, tools::turn_options(&specs), creation, begun).await?;
+    state.metrics.chat_request(started.outcome);
+    let completion_id = completion_id(&started.conversation, &started.log.turn_id, started.round());
+    let indexed = rounds::index_when_stopped(&state, &started, Some(head), said, (true, must_call));
     let created = now_secs();
     if stream {
-        let render = Chunks { id: completion_id, created, model, include_usage };
-        return Ok(reply::sse(log, render).into_response());
+        let render = Chunks { id: completion_id, created, model, include_usage, calls: false };
+        return Ok(rounds::stream(started.log, (started.after, must_call), render, indexed).into_response());
     }
-    let reply = Reply::of(&log.wait_all().await);
+    let reply = match indexed.await {
+        Ok(reply) => reply,
+        Err(_) => reply::settle(&started.log, started.after, Reply::new(must_call)).await,
+    };
     match reply.ending() {
         Some(Ending::Completed { usage, .. }) => {
-            Ok(Json(chat_completion(&completion_id, created, &model, &reply.text(), usage)).into_response())
+            Ok(Json(chat_completion(&completion_id, created, &model, &reply, usage)).into_response())
+        }
+        None if !reply.calls().is_empty() => {
+            Ok(Json(chat_completion(&completion_id, created, &model, &reply, &Usage::default())).into_response())
         }
         Some(Ending::Failed { kind, message }) => Err(failed(*kind, message)),
         None => Err(failed(FailureKind::Internal, "the turn ended without an end")),
@@ -149,124 +164,14 @@ fn stream_options(options: Option<Value>, stream: bool) -> Result<bool, OpenAiEr
     Ok(include_usage)
 }
 
-/// Starts the turn: next in the conversation whose transcript the request extends, or first in
-/// a new conversation given the earlier messages.
-async fn start(
-    state: &AppState,
-    key: TranscriptKey,
-    said: &Transcript,
-    model: Option<String>,
-) -> Result<(ConversationId, PoolTurn, ChatOutcome, u64), OpenAiError> {
-    let input = vec![UserInput::text(said.last.clone())];
-    if let Some((id, turns)) = transcripts::take(&state.pool, &key).await? {
-        match continue_turn(state, &id, turns, input.clone()).await {
-            Ok(Some(turn)) => return Ok((id, turn, ChatOutcome::Continued, turns)),
-            // Gone, or gone on without the transcript: a new conversation takes over.
-            Ok(None) => {}
-            // A turn runs on it through the native API: a new conversation, this one kept.
-            Err(PoolError::ThreadBusy(_)) => transcripts::put(&state.pool, key, id, turns).await,
-            // Any other error (another node serves it, the store failed): the entry goes back,
-            // so the request tried again, here or on that node, finds it.
-            Err(e) => {
-                transcripts::put(&state.pool, key, id, turns).await;
-                return Err(e.into());
-            }
-        }
-    }
-    let settings = ThreadSettings {
-        base_instructions: said.system.clone(),
-        developer_instructions: said.developer.clone(),
-        model,
-        ..ThreadSettings::default()
-    };
-    let mut metadata = Map::new();
-    metadata.insert(CREATED_BY.0.to_owned(), json!(CREATED_BY.1));
-    let id = state.pool.create_thread_with_history(settings, Profile::Chat, metadata, said.history_items()).await?;
-    match state.pool.start_turn(&id, input, crate::api::turns::options()).await {
-        Ok(turn) => Ok((id, turn, ChatOutcome::New, 0)),
-        Err(e) => {
-            let _ = state.pool.delete_thread(&id).await;
-            Err(e.into())
-        }
-    }
-}
-
-/// The next turn of a conversation a transcript's entry named, if it is as the transcript left
-/// it (`turns` turns): a turn through the native API since would be news to the client. `None`
-/// when it is not, or was deleted.
-async fn continue_turn(
-    state: &AppState,
-    id: &ConversationId,
-    turns: u64,
-    input: Vec<UserInput>,
-) -> Result<Option<PoolTurn>, PoolError> {
-    match state.pool.conversation(id).await? {
-        Some(info) if info.record.turns == turns => {}
-        Some(_) => {
-            tracing::debug!(conversation = %id, "a chat conversation went on elsewhere; starting a new one");
-            return Ok(None);
-        }
-        None => return Ok(None),
-    }
-    match state.pool.start_turn(id, input, crate::api::turns::options()).await {
-        Ok(turn) => Ok(Some(turn)),
-        // Deleted meanwhile.
-        Err(PoolError::UnknownThread(_)) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// Once the turn has ended (before its end reaches the client), indexes the conversation under
-/// its transcript: with the new message and the reply when the turn completed; as it was when
-/// the turn left nothing (aborted); not at all when it holds a failed or interrupted turn that no
-/// client transcript will match. `before` is the transcript's key and the conversation's turns
-/// before this one.
-fn reindex(
-    state: &AppState,
-    before: (TranscriptKey, u64),
-    id: ConversationId,
-    said: Transcript,
-    model: String,
-) -> OnEnd {
-    let (key, turns_before) = before;
-    let pool = state.pool.clone();
-    Box::new(move |events: &[std::sync::Arc<ApiEvent>]| -> EndWork {
-        let reply = Reply::of(events);
-        let entry = match reply.ending() {
-            Some(Ending::Completed { interrupted: false, .. }) => {
-                let mut turns = said.history;
-                turns.push((Role::User, said.last));
-                turns.push((Role::Assistant, reply.text()));
-                let head = TranscriptHead {
-                    model: &model,
-                    system: said.system.as_deref(),
-                    developer: said.developer.as_deref(),
-                };
-                Some((transcripts::key(&head, &turns), turns_before + 1))
-            }
-            // Cut short: the conversation holds nothing of the turn.
-            Some(Ending::Failed { kind: FailureKind::Aborted(_) | FailureKind::EventsTooLarge, .. }) => {
-                Some((key, turns_before))
-            }
-            // It holds a turn no client's transcript will match.
-            Some(Ending::Failed { kind: FailureKind::ModelError | FailureKind::Internal, .. })
-            | Some(Ending::Completed { interrupted: true, .. })
-            | None => None,
-        };
-        Box::pin(async move {
-            if let Some((key, turns)) = entry {
-                transcripts::put(&pool, key, id, turns).await;
-            }
-        })
-    })
-}
-
 /// Chat Completions chunks.
 struct Chunks {
     id: String,
     created: i64,
     model: String,
     include_usage: bool,
+    /// The round stopped at tool calls.
+    calls: bool,
 }
 
 impl Chunks {
@@ -288,6 +193,16 @@ impl Render for Chunks {
         match step {
             Step::Delta(_, delta) => vec![self.chunk(json!({"content": delta}), None, None)],
             Step::Open(_) | Step::Close(..) => Vec::new(),
+            Step::ToolCalls(calls) => {
+                self.calls = true;
+                let mut out = vec![self.chunk(json!({"tool_calls": chat_tool_calls(&calls, true)}), None, None)];
+                out.push(self.chunk(json!({}), Some("tool_calls"), None));
+                if self.include_usage {
+                    out.push(self.chunk(json!({}), None, Some(chat_usage(&Usage::default()))));
+                }
+                out.push(Event::default().data("[DONE]"));
+                out
+            }
             Step::End(Ending::Completed { usage, .. }) => {
                 let mut out = vec![self.chunk(json!({}), Some("stop"), None)];
                 if self.include_usage {

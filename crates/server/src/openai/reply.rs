@@ -1,10 +1,13 @@
 //! What a turn's events (the service's, [`ApiEvent`]) come to in OpenAI's terms: assistant
-//! messages that open, grow and close, then one end. Both OpenAI routes, streamed or not, read
-//! turns through this.
+//! messages that open, grow and close, then one stop: the model's calls of the client's tools
+//! (the turn waits for their outputs) or the turn's end. A turn that calls tools is answered in
+//! rounds, one response each: round 0 up to the first calls, round `r` from the `r`th calls'
+//! outputs on. Both OpenAI routes, streamed or not, read turns through this.
 
 use crate::events::{ApiEvent, EventBody, FailureKind, Finished, Usage};
 use crate::runs::RunLog;
-use axum::response::sse::{Event, Sse};
+use axum::response::sse::Event;
+use codex_pool_protocol::ToolCall;
 use futures_util::stream::Stream;
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -19,6 +22,8 @@ pub(crate) enum Step {
     Delta(usize, String),
     /// The `n`th message is whole; its text.
     Close(usize, String),
+    /// The model called the client's tools: the reply stops here until their outputs come.
+    ToolCalls(Vec<ToolCall>),
     /// The turn ended.
     End(Ending),
 }
@@ -49,10 +54,20 @@ pub(crate) struct Reply {
     open: Option<(String, usize)>,
     /// Messages so far (closed ones whole).
     messages: Vec<String>,
+    /// The calls the round stopped at.
+    calls: Vec<ToolCall>,
     ended: Option<Ending>,
+    /// The round must stop at tool calls (`tool_choice`): one that ends without fails.
+    must_call: bool,
 }
 
 impl Reply {
+    /// A round's reply; `must_call`: the round must stop at tool calls (one that ends without
+    /// them ends `failed`, `model_error`).
+    pub(crate) fn new(must_call: bool) -> Self {
+        Self { must_call, ..Self::default() }
+    }
+
     /// The steps an event makes.
     pub(crate) fn step(&mut self, event: &ApiEvent) -> Vec<Step> {
         let mut steps = Vec::new();
@@ -78,10 +93,21 @@ impl Reply {
             }
             EventBody::TurnCompleted { status, usage, .. } => {
                 let interrupted = *status == Finished::Interrupted;
-                self.end(Ending::Completed { interrupted, usage: *usage }, &mut steps);
+                let ending = if self.must_call && !interrupted {
+                    let message = "the model answered without calling a tool, which `tool_choice` asked for";
+                    Ending::Failed { kind: FailureKind::ModelError, message: message.to_owned() }
+                } else {
+                    Ending::Completed { interrupted, usage: *usage }
+                };
+                self.end(ending, &mut steps);
             }
             EventBody::TurnFailed { error, .. } => {
                 self.end(Ending::Failed { kind: error.kind, message: error.message.clone() }, &mut steps);
+            }
+            EventBody::ToolCalls { calls } => {
+                steps.extend(self.close());
+                self.calls.clone_from(calls);
+                steps.push(Step::ToolCalls(calls.clone()));
             }
             // Nothing OpenAI's shapes show.
             EventBody::TurnStarted { .. } | EventBody::ItemStarted { .. } | EventBody::ReasoningDelta { .. } => {}
@@ -114,14 +140,62 @@ impl Reply {
         self.ended.as_ref()
     }
 
-    /// A whole turn's events, read.
-    pub(crate) fn of<E: std::borrow::Borrow<ApiEvent>>(events: &[E]) -> Self {
+    /// The tool calls the round stopped at (none when it did not).
+    pub(crate) fn calls(&self) -> &[ToolCall] {
+        &self.calls
+    }
+
+    /// Whether the round has stopped: at tool calls, or at the turn's end.
+    pub(crate) fn stopped(&self) -> bool {
+        self.ended.is_some() || !self.calls.is_empty()
+    }
+
+    /// Round `round` of a turn's events (from the start of the turn), read up to its stop.
+    pub(crate) fn of_round<E: std::borrow::Borrow<ApiEvent>>(events: &[E], round: usize) -> Self {
+        let start = match round {
+            0 => 0,
+            r => match calls_at(events).get(r - 1) {
+                Some(&at) => at + 1,
+                None => events.len(),
+            },
+        };
         let mut reply = Reply::default();
-        for e in events {
+        for e in &events[start..] {
             reply.step(e.borrow());
+            if reply.stopped() {
+                break;
+            }
         }
         reply
     }
+}
+
+/// Where in `events` each `tool.calls` event is.
+fn calls_at<E: std::borrow::Borrow<ApiEvent>>(events: &[E]) -> Vec<usize> {
+    let calls = |(i, e): (usize, &E)| matches!(e.borrow().body, EventBody::ToolCalls { .. }).then_some(i);
+    events.iter().enumerate().filter_map(calls).collect()
+}
+
+/// The round that begins after event `after` of a log (0 from the start; `r` after the `r`th
+/// `tool.calls` event).
+pub(crate) fn round_after(log: &RunLog, after: u64) -> usize {
+    let (events, _) = log.snapshot();
+    events.iter().filter(|e| e.id <= after && matches!(e.body, EventBody::ToolCalls { .. })).count()
+}
+
+/// The round that begins after event `after` of a log, once it has stopped (the log's end
+/// without a stop leaves it as it was).
+pub(crate) async fn settle(log: &RunLog, mut after: u64, mut reply: Reply) -> Reply {
+    while let Some(events) = log.next_after(after).await {
+        for event in events {
+            after = event.id;
+            reply.step(&event);
+            if reply.stopped() {
+                return reply;
+            }
+        }
+    }
+    reply
 }
 
 /// How a route writes a reply as server-sent events.
@@ -132,10 +206,16 @@ pub(crate) trait Render: Send + 'static {
     fn step(&mut self, step: Step, reply: &Reply) -> Vec<Event>;
 }
 
-/// A turn's reply from its log, as events written by `render`; the stream ends with the turn.
-/// The turn runs on whether or not anyone reads it.
-pub(crate) fn sse<R: Render>(log: Arc<RunLog>, render: R) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    crate::sse::from_log(log, 0, Replying { reply: Reply::default(), render })
+/// A round of a turn's reply from its log, after event `after`, as events written by `render`;
+/// the stream ends at the round's stop (tool calls, or the turn's end). The turn runs on
+/// whether or not anyone reads it.
+pub(crate) fn events<R: Render>(
+    log: Arc<RunLog>,
+    after: u64,
+    reply: Reply,
+    render: R,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    crate::sse::events(log, after, Replying { reply, render })
 }
 
 /// A reply told step by step to a [`Render`].
@@ -150,9 +230,13 @@ impl<R: Render> crate::sse::Writer for Replying<R> {
     }
 
     fn write(&mut self, event: &ApiEvent, out: &mut VecDeque<Event>) -> bool {
+        // The round stopped: what follows (the next round, once outputs came) is another's.
+        if self.reply.stopped() {
+            return true;
+        }
         let mut done = false;
         for step in self.reply.step(event) {
-            done |= matches!(step, Step::End(_));
+            done |= matches!(step, Step::End(_) | Step::ToolCalls(_));
             out.extend(self.render.step(step, &self.reply));
         }
         done

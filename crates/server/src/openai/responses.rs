@@ -1,26 +1,33 @@
-//! `POST /v1/responses` and `GET /v1/responses/{id}`: OpenAI's Responses API on the pool.
+//! `POST /v1/responses`: OpenAI's Responses API on the pool (`GET /v1/responses/{id}` is in `readback.rs`).
 //!
-//! A response is one turn of a conversation. Without `previous_response_id` it starts a
-//! conversation (its `instructions`, leading system/developer messages, earlier turns and
-//! `metadata` set it up); with one, the turn runs next in that response's conversation, on its
-//! codex thread, or, when that response is not the conversation's latest, in a new conversation
-//! forked from it (given the history up to it). Ids: `resp_<conversation>_<turn>`.
+//! A response is one round of a turn of a conversation: up to the model's calls of the client's
+//! tools, or to the turn's end. Without `previous_response_id`, a request whose input extends a
+//! conversation's history (messages, `function_call` and `function_call_output` items, as
+//! stateless clients resend them) continues it ([`rounds`]); any other starts a conversation
+//! (its `instructions`, leading system/developer messages, earlier items and `metadata` set it
+//! up). With one, the round runs next in that response's conversation, on its codex thread: the
+//! user's next message as a turn, or `function_call_output` items given to the calls that
+//! response stopped at (the same turn goes on); when that response is not the conversation's
+//! latest, in a new conversation forked from it (given the history up to it). Ids:
+//! `resp_<conversation>_<turn>[_r<round>]`.
 
+use crate::metrics::ChatOutcome;
 use crate::openai::error::{Fields, OpenAiBody, OpenAiError};
-use crate::openai::input::{check_items, transcript, Transcript};
+use crate::openai::input::{check_items, transcript, New, Said, Transcript};
 use crate::openai::reply::{self, Render, Reply, Step};
+use crate::openai::rounds::{self, Started};
+use crate::openai::tools::{self, Choice, Shape};
 use crate::openai::wire::{self, output_message, response, text_part, ResponseHead};
 use crate::openai::{now_secs, parse_response_id, response_id};
 use crate::state::AppState;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use codex_pool::{ConversationId, ConversationInfo, Fork, Profile, StoredItem, TurnOptions};
+use codex_pool::{Fork, Profile};
 use codex_pool_protocol::methods::ThreadSettings;
-use codex_pool_protocol::types::UserInput;
-use codex_pool_protocol::TurnId;
+use codex_pool_protocol::{ToolSpec, TurnId};
 use serde_json::{json, Map, Value};
 use std::time::Instant;
 
@@ -30,7 +37,7 @@ static KNOWN: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(wire::
 /// Why a field OpenAI has is refused here.
 fn why(field: &str) -> &'static str {
     match field {
-        "tools" | "tool_choice" | "parallel_tool_calls" | "max_tool_calls" => "conversations here have no tools",
+        "max_tool_calls" => "codex does not bound the calls of a turn",
         "temperature" | "top_p" | "max_output_tokens" | "top_logprobs" | "text" | "truncation" => {
             "codex chooses sampling, output limits and formats itself"
         }
@@ -48,22 +55,16 @@ pub(crate) fn served_model(state: &AppState, asked: Option<String>) -> Result<Op
         .map_err(|e| OpenAiError::new(StatusCode::NOT_FOUND, Some("model_not_found"), e.message()).param("model"))
 }
 
-/// Room for one more turn in the service (429 when it runs as many as it may).
-pub(crate) fn room(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, OpenAiError> {
-    Ok(crate::api::turns::room(state)?)
-}
-
-/// Where a response's turn runs.
+/// Where a response's round runs, and what the Response says.
 struct Plan {
-    conversation: ConversationId,
-    /// The conversation was made for this request (deleted again if the turn cannot start).
-    created: bool,
-    options: TurnOptions,
+    started: Started,
     head: ResponseHead,
 }
 
-/// Creates a response: runs the turn, and streams its events (`stream: true`) or answers the
-/// Response once it has ended. A client that goes away does not cut the turn.
+/// Creates a response: runs the round (a turn on the user's message, or the model going on
+/// over the outputs of the calls it waits on), and streams its events (`stream: true`) or
+/// answers the Response once it has stopped (at the model's next tool calls, or at the turn's
+/// end). A client that goes away does not cut the turn.
 #[utoipa::path(post, path = "/v1/responses", request_body = wire::CreateResponse, tag = "openai",
     responses(
         (status = 200, description = "The Response (JSON), or its events (`text/event-stream`) with `stream: true`",
@@ -88,8 +89,12 @@ pub(crate) async fn create(
     let store = f.boolean("store")?.unwrap_or(true);
     let metadata = f.metadata("metadata")?;
     let stream = f.boolean("stream")?.unwrap_or(false);
+    let (specs, tool_choice) =
+        tools::read(f.take("tools"), f.take("tool_choice"), f.take("parallel_tool_calls"), Shape::Responses)?;
+    let must_call = tool_choice.must_call();
+    tools::include(f.take("include"))?;
     let said = match input {
-        Value::String(text) => Transcript { last: text, ..Transcript::default() },
+        Value::String(text) => Transcript { new: New::Message(Said::text(text)), ..Transcript::default() },
         Value::Array(items) => {
             check_items(&items, "input", state.max_input_items)
                 .inspect_err(|_| state.metrics.limit_refused("max_input_items"))?;
@@ -106,44 +111,55 @@ pub(crate) async fn create(
         metadata.as_ref().map(|m| ("metadata", m)),
         true,
     )?;
-    let model = served_model(&state, model)?;
-    let room = match previous.as_deref().and_then(parse_response_id) {
-        Some((conversation, _)) => crate::api::turns::room_for(&state, &conversation).await?,
-        None => room(&state)?,
-    };
-    let mut plan = match previous {
-        Some(previous) => continuing(&state, previous, &said, instructions, metadata, store, model).await?,
-        None => starting(&state, &said, instructions, metadata, store, model).await?,
-    };
-    let input = vec![UserInput::text(said.last)];
-    let turn = match state.pool.start_turn(&plan.conversation, input, plan.options.clone()).await {
-        Ok(turn) => turn,
-        Err(e) => {
-            if plan.created {
-                let _ = state.pool.delete_thread(&plan.conversation).await;
-            }
-            return Err(e.into());
+    let served = served_model(&state, model.clone())?;
+    let asked = Asked { model, served, instructions, metadata, store, tools: specs, tool_choice, must_call };
+    let (plan, indexed) = match previous {
+        Some(previous) => {
+            let plan = continuing(&state, previous, &said, asked, begun).await?;
+            let indexed = rounds::index_when_stopped(&state, &plan.started, None, said, (false, must_call));
+            (plan, indexed)
+        }
+        None => {
+            said.check_outputs_answer_calls()?;
+            starting(&state, said, asked, begun).await?
         }
     };
-    plan.head.turn_id = turn.turn_id().clone();
-    plan.head.id = response_id(&plan.conversation, &plan.head.turn_id);
-    let log = state.runs.run(turn, room, begun);
-    if !store {
-        let (pool, id) = (state.pool.clone(), plan.conversation.clone());
-        state.runs.after_end(log.clone(), async move {
+    let Plan { started, head } = plan;
+    if !store && started.created {
+        let (pool, id) = (state.pool.clone(), started.conversation.clone());
+        state.runs.after_end(started.log.clone(), async move {
             if let Err(e) = pool.delete_thread(&id).await {
                 tracing::warn!(conversation = %id, error = %e, "could not delete a `store: false` conversation");
             }
         });
     }
     if stream {
-        return Ok(reply::sse(log, Responses { head: plan.head, seq: 0 }).into_response());
+        let render = Responses { head, seq: 0 };
+        return Ok(rounds::stream(started.log, (started.after, must_call), render, indexed).into_response());
     }
-    let reply = Reply::of(&log.wait_all().await);
-    Ok(Json(response(&plan.head, reply.messages(), reply.ending())).into_response())
+    let reply = match indexed.await {
+        Ok(reply) => reply,
+        Err(_) => reply::settle(&started.log, started.after, Reply::new(must_call)).await,
+    };
+    Ok(Json(response(&head, &reply)).into_response())
 }
 
-fn head(
+/// What a request asks besides its input.
+struct Asked {
+    /// The model as the client named it.
+    model: Option<String>,
+    /// The model the service serves for it.
+    served: Option<String>,
+    instructions: Option<String>,
+    metadata: Option<Map<String, Value>>,
+    store: bool,
+    tools: Vec<ToolSpec>,
+    tool_choice: Choice,
+    must_call: bool,
+}
+
+/// A Response's head before its turn is known.
+pub(crate) fn head(
     model: Option<String>,
     instructions: Option<String>,
     metadata: Map<String, Value>,
@@ -152,6 +168,9 @@ fn head(
     ResponseHead {
         id: String::new(),
         turn_id: TurnId::default(),
+        round: 0,
+        tools: Vec::new(),
+        tool_choice: json!("auto"),
         created_at: now_secs(),
         model: model.unwrap_or_else(|| "codex".to_owned()),
         instructions: instructions.filter(|i| !Profile::is_default_instructions(i)),
@@ -161,16 +180,25 @@ fn head(
     }
 }
 
-/// A new conversation for the response.
+/// Names the round the response is in its head.
+fn named(mut head: ResponseHead, started: &Started, tools: Vec<ToolSpec>, tool_choice: &Choice) -> ResponseHead {
+    head.turn_id = started.log.turn_id.clone();
+    head.round = started.round();
+    head.id = response_id(&started.conversation, &head.turn_id, head.round);
+    head.tools = tools;
+    head.tool_choice = tool_choice.shown();
+    head
+}
+
+/// A request without `previous_response_id`: it continues the conversation whose history its
+/// input extends (indexed as chat transcripts are), or starts one given that history.
 async fn starting(
     state: &AppState,
-    said: &Transcript,
-    instructions: Option<String>,
-    metadata: Option<Map<String, Value>>,
-    store: bool,
-    model: Option<String>,
-) -> Result<Plan, OpenAiError> {
-    let base_instructions = match (instructions, said.system.clone()) {
+    said: Transcript,
+    asked: Asked,
+    begun: Instant,
+) -> Result<(Plan, tokio::sync::oneshot::Receiver<Reply>), OpenAiError> {
+    let base_instructions = match (asked.instructions, said.system.clone()) {
         (Some(_), Some(_)) => {
             return Err(OpenAiError::unsupported(
                 "instructions",
@@ -182,33 +210,42 @@ async fn starting(
     let settings = ThreadSettings {
         base_instructions: base_instructions.clone(),
         developer_instructions: said.developer.clone(),
-        model: model.clone(),
+        model: asked.served.clone(),
+        dynamic_tools: asked.tools.clone(),
         ..ThreadSettings::default()
     };
-    let metadata = metadata.unwrap_or_default();
-    let id =
-        state.pool.create_thread_with_history(settings, Profile::Chat, metadata.clone(), said.history_items()).await?;
-    Ok(Plan {
-        conversation: id,
-        created: true,
-        options: crate::api::turns::options(),
-        head: head(model, base_instructions, metadata, store),
-    })
+    let metadata = asked.metadata.unwrap_or_default();
+    let transcript_head = rounds::Head {
+        model: asked.model.clone().unwrap_or_default(),
+        system: base_instructions.clone(),
+        developer: said.developer.clone(),
+    };
+    let creation = rounds::Creation { settings, metadata: metadata.clone() };
+    let options = tools::turn_options(&asked.tools);
+    let started = if asked.store {
+        rounds::begin(state, &transcript_head, &said, options, creation, begun).await?
+    } else {
+        // Not kept: deleted once its turn has ended, so never continued by its transcript.
+        rounds::begin_new(state, &said, options, creation, begun).await?
+    };
+    let index = asked.store.then_some(transcript_head);
+    let indexed = rounds::index_when_stopped(state, &started, index, said, (false, asked.must_call));
+    let head = head(asked.served, base_instructions, metadata, asked.store);
+    let head = named(head, &started, asked.tools, &asked.tool_choice);
+    Ok((Plan { started, head }, indexed))
 }
 
-/// The turn after `previous`: next in its conversation, or in a fork of it.
+/// The round after `previous`: next in its conversation, or in a fork of it.
 async fn continuing(
     state: &AppState,
     previous: String,
     said: &Transcript,
-    instructions: Option<String>,
-    metadata: Option<Map<String, Value>>,
-    store: bool,
-    model: Option<String>,
+    asked: Asked,
+    begun: Instant,
 ) -> Result<Plan, OpenAiError> {
     let message = format!("no response {previous:?} is kept here");
     let unknown = || OpenAiError::not_found(Some("previous_response_id"), message.clone());
-    if !store {
+    if !asked.store {
         return Err(OpenAiError::unsupported(
             "store",
             "a turn after a kept response is kept with its conversation; `store: false` only starts a conversation, \
@@ -218,116 +255,58 @@ async fn continuing(
     if said.system.is_some() || said.developer.is_some() || !said.history.is_empty() {
         return Err(OpenAiError::unsupported(
             "input",
-            "with `previous_response_id`, `input` is the user's next message only (user messages)",
+            "with `previous_response_id`, `input` is the user's next message, or the outputs of the calls that \
+             response stopped at",
         ));
     }
-    let (id, turn) = parse_response_id(&previous).ok_or_else(unknown)?;
+    let (id, turn, _round) = parse_response_id(&previous).ok_or_else(unknown)?;
     // Another node serves it: forwarded there before its history is read here for nothing.
     state.pool.check_served_here(&id).await?;
     let info = state.pool.conversation(&id).await?.ok_or_else(unknown)?;
     let record = &info.record;
-    if instructions.as_ref().is_some_and(|i| Some(i) != record.settings.base_instructions.as_ref()) {
+    if asked.instructions.as_ref().is_some_and(|i| Some(i) != record.settings.base_instructions.as_ref()) {
         return Err(OpenAiError::unsupported(
             "instructions",
             "a conversation's instructions are set when it starts; leave them out (or repeat them) to continue it",
         ));
     }
-    if metadata.as_ref().is_some_and(|m| *m != record.metadata) {
+    if asked.metadata.as_ref().is_some_and(|m| *m != record.metadata) {
         return Err(OpenAiError::unsupported("metadata", "metadata is the conversation's, set when it starts"));
     }
-    let mut options = crate::api::turns::options();
-    if model.is_some() && model != record.settings.model {
-        options.model.clone_from(&model);
+    let mut options = tools::turn_options(&asked.tools);
+    if asked.served.is_some() && asked.served != record.settings.model {
+        options.model.clone_from(&asked.served);
     }
     let mut head = head(
-        model.or(record.settings.model.clone()),
+        asked.served.or(record.settings.model.clone()),
         record.settings.base_instructions.clone(),
         record.metadata.clone(),
         true,
     );
     head.previous_response_id = Some(previous);
-    // The conversation's latest turn, as its record says: no need to read its history.
-    if record.last_turn.as_ref() == Some(&turn) {
-        return Ok(Plan { conversation: id, created: false, options, head });
-    }
-    // An earlier response: a new conversation goes on from it, the original is left as it is.
-    match state.pool.fork_at(&id, &turn).await? {
-        Fork::Latest => Ok(Plan { conversation: id, created: false, options, head }),
-        Fork::New(fork) => Ok(Plan { conversation: fork, created: true, options, head }),
-        Fork::NoSuchTurn => Err(unknown()),
-    }
-}
-
-/// Reads a response back: from the turn's events while the service keeps them (status and usage
-/// as they were), else rebuilt from the conversation's stored items of that turn (`completed`,
-/// no usage: the store keeps items only).
-#[utoipa::path(get, path = "/v1/responses/{id}", tag = "openai",
-    params(("id" = String, Path, description = "The response (`resp_...`)")),
-    responses((status = 200, description = "The Response", body = Object),
-              (status = 404, body = crate::openai::error::OpenAiErrorBody)))]
-pub(crate) async fn retrieve(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, OpenAiError> {
-    let unknown = || OpenAiError::not_found(None, format!("no response {id:?} is kept here"));
-    let (conversation, turn) = parse_response_id(&id).ok_or_else(unknown)?;
-    let info = state.pool.conversation(&conversation).await?.ok_or_else(unknown)?;
-    let kept = state.runs.log(&conversation, &turn);
-    if !matches!(kept, Ok(Some(_))) {
-        // The node that serves the conversation keeps its turns' events (a running turn's too):
-        // asked there (forwarded), as if asked of it.
-        state.pool.check_served_here(&conversation).await?;
-    }
-    let items = state.pool.all_items(&conversation).await?;
-    let head = stored_head(&info, &id, &turn, &items);
-    if let Ok(Some(log)) = kept {
-        let (events, _) = log.snapshot();
-        let reply = Reply::of(&events);
-        return Ok(Json(response(&head, reply.messages(), reply.ending())));
-    }
-    let texts: Vec<String> =
-        items.iter().filter(|i| i.turn_id == turn).filter_map(|i| assistant_text(&i.item)).collect();
-    if !items.iter().any(|i| i.turn_id == turn) {
-        return Err(unknown());
-    }
-    let output: Vec<Value> = texts.iter().enumerate().map(|(n, t)| output_message(&turn, n, Some(t))).collect();
-    let mut body = response(&head, &[], None);
-    body["status"] = json!("completed");
-    body["output"] = json!(output);
-    Ok(Json(body))
-}
-
-/// What the store says of a response: its conversation's settings, and the turn before it.
-fn stored_head(info: &ConversationInfo, id: &str, turn: &TurnId, items: &[StoredItem]) -> ResponseHead {
-    let record = &info.record;
-    let mut turns: Vec<&TurnId> = Vec::new();
-    for item in items {
-        if turns.last() != Some(&&item.turn_id) {
-            turns.push(&item.turn_id);
+    // The conversation's latest turn, as its record says: no need to read its history. Else an
+    // earlier response: a new conversation goes on from it, the original is left as it is.
+    let (conversation, created) = if record.last_turn.as_ref() == Some(&turn) {
+        (id, false)
+    } else {
+        match state.pool.fork_at(&id, &turn).await? {
+            Fork::Latest => (id, false),
+            Fork::New(fork) => (fork, true),
+            Fork::NoSuchTurn => return Err(unknown()),
         }
-    }
-    let before = match turns.iter().position(|t| *t == turn) {
-        Some(at) => at.checked_sub(1).map(|b| turns[b]),
-        None => turns.last().copied(),
     };
-    let conversation = record.id.clone();
-    let mut head =
-        head(record.settings.model.clone(), record.settings.base_instructions.clone(), record.metadata.clone(), true);
-    head.id = id.to_owned();
-    head.turn_id = turn.clone();
-    head.created_at = record.updated_at_ms / 1000;
-    head.previous_response_id =
-        before.filter(|t| t.as_str() != codex_pool::INITIAL_HISTORY_TURN).map(|t| response_id(&conversation, t));
-    head
-}
-
-/// The text of an assistant message item.
-fn assistant_text(item: &Value) -> Option<String> {
-    if item["type"] != "message" || item["role"] != "assistant" {
-        return None;
-    }
-    let parts = item["content"].as_array()?;
-    Some(parts.iter().filter(|p| p["type"] == "output_text").filter_map(|p| p["text"].as_str()).collect())
+    let (log, after) = match rounds::run_in(state, &conversation, said, options, begun).await {
+        Ok(run) => run,
+        Err(e) => {
+            if created {
+                let _ = state.pool.delete_thread(&conversation).await;
+            }
+            return Err(e);
+        }
+    };
+    let started = Started { conversation, created, log, after, outcome: ChatOutcome::Continued };
+    let head = named(head, &started, asked.tools, &asked.tool_choice);
+    Ok(Plan { started, head })
 }
 
 /// The Responses API's events, numbered.
@@ -347,7 +326,7 @@ impl Responses {
 
 impl Render for Responses {
     fn start(&mut self) -> Vec<Event> {
-        let now = response(&self.head, &[], None);
+        let now = response(&self.head, &Reply::default());
         vec![
             self.event("response.created", json!({"response": now})),
             self.event("response.in_progress", json!({"response": now})),
@@ -355,9 +334,8 @@ impl Render for Responses {
     }
 
     fn step(&mut self, step: Step, reply: &Reply) -> Vec<Event> {
-        let turn = self.head.turn_id.clone();
-        let at =
-            |n: usize| json!({"item_id": crate::openai::message_id(&turn, n), "output_index": n, "content_index": 0});
+        let (turn, round) = (self.head.turn_id.clone(), self.head.round);
+        let at = |n: usize| json!({"item_id": crate::openai::message_id(&turn, round, n), "output_index": n, "content_index": 0});
         let with = |mut base: Value, extra: Value| {
             if let (Some(b), Value::Object(e)) = (base.as_object_mut(), extra) {
                 b.extend(e);
@@ -365,10 +343,34 @@ impl Render for Responses {
             base
         };
         match step {
+            Step::ToolCalls(calls) => {
+                let mut out = Vec::new();
+                for (i, call) in calls.iter().enumerate() {
+                    let n = reply.messages().len() + i;
+                    let item = wire::function_call(call);
+                    let mut opened = item.clone();
+                    opened["arguments"] = json!("");
+                    opened["status"] = json!("in_progress");
+                    let at = json!({"item_id": item["id"], "output_index": n});
+                    out.push(self.event("response.output_item.added", json!({"output_index": n, "item": opened})));
+                    out.push(self.event(
+                        "response.function_call_arguments.delta",
+                        with(at.clone(), json!({"delta": call.arguments})),
+                    ));
+                    out.push(self.event(
+                        "response.function_call_arguments.done",
+                        with(at, json!({"arguments": call.arguments, "name": call.name})),
+                    ));
+                    out.push(self.event("response.output_item.done", json!({"output_index": n, "item": item})));
+                }
+                let body = response(&self.head, reply);
+                out.push(self.event("response.completed", json!({"response": body})));
+                out
+            }
             Step::Open(n) => vec![
                 self.event(
                     "response.output_item.added",
-                    json!({"output_index": n, "item": output_message(&turn, n, None)}),
+                    json!({"output_index": n, "item": output_message(&turn, round, n, None)}),
                 ),
                 self.event("response.content_part.added", with(at(n), json!({"part": text_part("")}))),
             ],
@@ -380,11 +382,11 @@ impl Render for Responses {
                 self.event("response.content_part.done", with(at(n), json!({"part": text_part(&text)}))),
                 self.event(
                     "response.output_item.done",
-                    json!({"output_index": n, "item": output_message(&turn, n, Some(&text))}),
+                    json!({"output_index": n, "item": output_message(&turn, round, n, Some(&text))}),
                 ),
             ],
             Step::End(ending) => {
-                let body = response(&self.head, reply.messages(), Some(&ending));
+                let body = response(&self.head, reply);
                 vec![self.event(wire::terminal_event(&ending), json!({"response": body}))]
             }
         }

@@ -4,8 +4,8 @@
 
 use crate::events::Usage;
 use crate::openai::message_id;
-use crate::openai::reply::Ending;
-use codex_pool_protocol::TurnId;
+use crate::openai::reply::{Ending, Reply};
+use codex_pool_protocol::{ToolCall, ToolSpec, TurnId};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
@@ -13,10 +13,16 @@ use utoipa::ToSchema;
 /// What a Response object says besides its output: the same for every event of a stream.
 #[derive(Debug, Clone)]
 pub(crate) struct ResponseHead {
-    /// `resp_<conversation>_<turn>`.
+    /// `resp_<conversation>_<turn>[_r<round>]`.
     pub(crate) id: String,
     /// The codex turn (message ids derive from it).
     pub(crate) turn_id: TurnId,
+    /// The round of the turn (0 up to its first tool calls).
+    pub(crate) round: usize,
+    /// The function tools the request declared.
+    pub(crate) tools: Vec<ToolSpec>,
+    /// `tool_choice`, as the request chose.
+    pub(crate) tool_choice: Value,
     /// Unix seconds.
     pub(crate) created_at: i64,
     /// The model.
@@ -32,12 +38,25 @@ pub(crate) struct ResponseHead {
 }
 
 /// An output message, whole or being written.
-pub(crate) fn output_message(turn_id: &TurnId, n: usize, text: Option<&str>) -> Value {
+pub(crate) fn output_message(turn_id: &TurnId, round: usize, n: usize, text: Option<&str>) -> Value {
     let (status, content) = match text {
         Some(text) => ("completed", json!([text_part(text)])),
         None => ("in_progress", json!([])),
     };
-    json!({"id": message_id(turn_id, n), "type": "message", "status": status, "role": "assistant", "content": content})
+    let id = message_id(turn_id, round, n);
+    json!({"id": id, "type": "message", "status": status, "role": "assistant", "content": content})
+}
+
+/// A `function_call` output item: the model called a client tool.
+pub(crate) fn function_call(call: &ToolCall) -> Value {
+    json!({
+        "type": "function_call",
+        "id": format!("fc_{}", call.call_id),
+        "call_id": call.call_id,
+        "name": call.name,
+        "arguments": call.arguments,
+        "status": "completed",
+    })
 }
 
 /// An `output_text` part.
@@ -56,11 +75,20 @@ pub(crate) fn response_usage(u: &Usage) -> Value {
     })
 }
 
-/// A Response object: `in_progress` until `ending`, with the messages so far.
-pub(crate) fn response(head: &ResponseHead, messages: &[String], ending: Option<&Ending>) -> Value {
-    let output: Vec<Value> =
-        messages.iter().enumerate().map(|(n, text)| output_message(&head.turn_id, n, Some(text))).collect();
+/// A Response object: `in_progress` until the round stops (at tool calls, or at the turn's
+/// end), then with its messages and calls.
+pub(crate) fn response(head: &ResponseHead, reply: &Reply) -> Value {
+    let mut output: Vec<Value> = reply
+        .messages()
+        .iter()
+        .enumerate()
+        .map(|(n, text)| output_message(&head.turn_id, head.round, n, Some(text)))
+        .collect();
+    output.extend(reply.calls().iter().map(function_call));
+    let ending = reply.ending();
     let (status, usage, error) = match ending {
+        // Usage is counted when the turn ends: a round that stops at tool calls has none yet.
+        None if !reply.calls().is_empty() => ("completed", response_usage(&Usage::default()), Value::Null),
         None => ("in_progress", Value::Null, Value::Null),
         Some(Ending::Completed { interrupted: false, usage }) => ("completed", response_usage(usage), Value::Null),
         Some(Ending::Completed { interrupted: true, usage }) => ("incomplete", response_usage(usage), Value::Null),
@@ -78,13 +106,13 @@ pub(crate) fn response(head: &ResponseHead, messages: &[String], ending: Option<
         "instructions": head.instructions,
         "metadata": head.metadata,
         "model": head.model,
-        "output": if ending.is_some() { json!(output) } else { json!([]) },
-        "parallel_tool_calls": false,
+        "output": if reply.stopped() { json!(output) } else { json!([]) },
+        "parallel_tool_calls": true,
         "previous_response_id": head.previous_response_id,
         "store": head.store,
         "text": {"format": {"type": "text"}},
-        "tool_choice": "none",
-        "tools": [],
+        "tool_choice": head.tool_choice,
+        "tools": crate::openai::tools::shown(&head.tools),
         "truncation": "disabled",
         "usage": usage,
     })
@@ -110,8 +138,32 @@ pub(crate) fn chat_usage(u: &Usage) -> Value {
     })
 }
 
-/// A whole chat completion.
-pub(crate) fn chat_completion(id: &str, created: i64, model: &str, text: &str, usage: &Usage) -> Value {
+/// Chat Completions' `tool_calls` of a message (streamed: with their `index`).
+pub(crate) fn chat_tool_calls(calls: &[ToolCall], indexed: bool) -> Value {
+    let call = |(index, call): (usize, &ToolCall)| {
+        let mut c = json!({"id": call.call_id, "type": "function",
+                           "function": {"name": call.name, "arguments": call.arguments}});
+        if indexed {
+            c["index"] = json!(index);
+        }
+        c
+    };
+    Value::Array(calls.iter().enumerate().map(call).collect())
+}
+
+/// A whole chat completion: the reply's text, and the tool calls it stopped at.
+pub(crate) fn chat_completion(id: &str, created: i64, model: &str, reply: &Reply, usage: &Usage) -> Value {
+    let text = reply.text();
+    let mut message = json!({"role": "assistant", "content": text, "refusal": Value::Null, "annotations": []});
+    let finish = if reply.calls().is_empty() {
+        "stop"
+    } else {
+        if text.is_empty() {
+            message["content"] = Value::Null;
+        }
+        message["tool_calls"] = chat_tool_calls(reply.calls(), false);
+        "tool_calls"
+    };
     json!({
         "id": id,
         "object": "chat.completion",
@@ -119,9 +171,9 @@ pub(crate) fn chat_completion(id: &str, created: i64, model: &str, text: &str, u
         "model": model,
         "choices": [{
             "index": 0,
-            "message": {"role": "assistant", "content": text, "refusal": Value::Null, "annotations": []},
+            "message": message,
             "logprobs": Value::Null,
-            "finish_reason": "stop",
+            "finish_reason": finish,
         }],
         "usage": chat_usage(usage),
         "system_fingerprint": Value::Null,
@@ -162,8 +214,11 @@ pub(crate) fn chat_chunk(
 pub(crate) struct CreateResponse {
     /// A model the service serves (`GET /v1/models`; default: the first).
     pub(crate) model: Option<String>,
-    /// The user's message: a string, or message items (`{role, content}`, text only; leading
-    /// system/developer messages and earlier turns only when starting a conversation).
+    /// The user's message: a string, or items: messages (`{role, content}`, text, and a user's
+    /// images as `data:` URLs), `function_call` and `function_call_output` items. Without
+    /// `previous_response_id`, a list that extends a conversation's history continues it (its
+    /// trailing `function_call_output` items answer the calls it waits on); any other starts one.
+    /// With it: the user's next message, or the outputs of the calls that response stopped at.
     #[schema(value_type = String)]
     pub(crate) input: Value,
     /// The conversation's system prompt; fixed when it starts (later requests may repeat it).
@@ -177,6 +232,20 @@ pub(crate) struct CreateResponse {
     pub(crate) metadata: Option<Map<String, Value>>,
     /// Stream the Responses events (SSE) instead of answering the Response once it has ended.
     pub(crate) stream: Option<bool>,
+    /// Function tools (`{type: "function", name, description?, parameters?, strict?}`) the model
+    /// may call; the client runs them. Per request: one without tools runs without.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub(crate) tools: Option<Vec<Value>>,
+    /// `auto` (the default), `none` (no tool declared for this turn), `required` (a reply that
+    /// calls none fails) or `{"type": "function", "name"}` (only that tool declared; a reply that
+    /// calls none fails).
+    #[schema(value_type = Option<String>)]
+    pub(crate) tool_choice: Option<Value>,
+    /// Only `true` (the default): the model may call several tools at once.
+    pub(crate) parallel_tool_calls: Option<bool>,
+    /// Only an empty list.
+    #[schema(value_type = Option<Vec<String>>)]
+    pub(crate) include: Option<Vec<Value>>,
 }
 
 /// `POST /v1/chat/completions`: what it takes. Any other field is refused (400, naming it).
@@ -186,9 +255,21 @@ pub(crate) struct CreateChatCompletion {
     /// A model the service serves (`GET /v1/models`).
     pub(crate) model: String,
     /// The whole transcript: leading system/developer messages, then user and assistant
-    /// messages, ending with the user's new one (text only).
+    /// messages (an assistant's with `tool_calls`, `content` null), `tool` messages
+    /// (`tool_call_id`), ending with the user's new message or with the tool results. Text,
+    /// and a user's images as `data:` URLs.
     #[schema(value_type = Vec<Object>)]
     pub(crate) messages: Vec<Value>,
+    /// Function tools (`{type: "function", function: {name, description?, parameters?,
+    /// strict?}}`) the model may call; the client runs them.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub(crate) tools: Option<Vec<Value>>,
+    /// `auto` (the default), `none`, `required` or `{"type": "function", "function": {"name"}}`:
+    /// as on `/v1/responses` (a reply that calls no tool when one is required fails).
+    #[schema(value_type = Option<String>)]
+    pub(crate) tool_choice: Option<Value>,
+    /// Only `true` (the default).
+    pub(crate) parallel_tool_calls: Option<bool>,
     /// Stream chunks (SSE, ending with `[DONE]`).
     pub(crate) stream: Option<bool>,
     /// `{"include_usage": bool}`: a last chunk with the usage.

@@ -1,6 +1,7 @@
 //! The contract every [`ThreadStore`] keeps, as one test run against each of them.
 
 mod ownership;
+pub(crate) mod pending;
 mod transcripts;
 
 use crate::*;
@@ -82,6 +83,7 @@ pub(crate) async fn exercise(store: &dyn ThreadStore) {
     paging_items(store).await;
     ownership::exercise(store).await;
     transcripts::exercise(store).await;
+    pending::exercise(store).await;
 }
 
 /// The list runs newest first, page by page, and carries profile and metadata.

@@ -6,7 +6,7 @@ use crate::StoreError;
 /// The schema, one step per version (`codex_pool_schema.version` says how many have run). Ids
 /// compare byte by byte (`COLLATE "C"`), as in SQLite and in memory, so every store lists
 /// conversations in the same order. Items, settings and metadata are JSON text, kept exactly as
-/// written (no `jsonb`: it would reorder keys and refuse `\u0000` in strings).
+/// written (no `jsonb`: it would reorder keys and refuse `\u0000` in strings); so are pending calls.
 pub(super) const MIGRATIONS: &[&str] = &[
     // 1: conversations and their histories; nodes; leases with their fences. `next_seq` is the
     // position the conversation's next item takes; fences come from a sequence, so none is
@@ -54,6 +54,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
        CREATE INDEX chat_transcripts_thread ON chat_transcripts (thread_id);"#,
     // 3: each conversation's last turn (ThreadRecord::last_turn), written with the turn.
     r#"ALTER TABLE threads ADD COLUMN last_turn text;"#,
+    // 4: each conversation's pending client tool calls (ThreadRecord::pending_calls), a JSON
+    // array written with the turn; NULL when none.
+    r#"ALTER TABLE threads ADD COLUMN pending_calls text;"#,
 ];
 
 /// The advisory lock that lets one process at a time migrate a database ("codexpoo").

@@ -3,7 +3,8 @@
 //! database of its own on the test process's server (see `codex_pool_testkit::postgres`).
 
 use super::*;
-use crate::contract::exercise;
+use crate::contract::{exercise, pending};
+use codex_pool_protocol::TurnId;
 use codex_pool_testkit::postgres::{TestDatabase, TestPostgres, URL_VAR};
 use serde_json::json;
 
@@ -26,18 +27,21 @@ async fn postgres_store_behaves() {
 async fn records_and_history_survive_reopening_and_migrations_run_once() {
     let Some(db) = database().await else { return };
     let item = json!({"type": "message", "role": "user", "content": [], "nul": "a\u{0}b", "big": u64::MAX});
+    let calls = vec![pending::call(1), pending::call(2)];
     {
         let store = open(&db).await;
         store.save(ThreadRecord::new("a", Default::default())).await.unwrap();
         store.record_turns(&[TurnRecord::completed("a", "t", vec![item.clone()])]).await.unwrap();
+        store.record_turns(&[TurnRecord::partial("a", "t2", vec![], calls.clone())]).await.unwrap();
     }
     // Opening again finds the schema up to date and changes nothing.
     let store = open(&db).await;
     let a = ConversationId::from("a");
     assert_eq!(store.load(&a).await.unwrap().unwrap().turns, 1);
     assert_eq!(store.history(&a).await.unwrap(), vec![item], "items come back exactly, NUL and u64 included");
+    assert_eq!(store.load(&a).await.unwrap().unwrap().pending_calls, calls, "pending calls too");
     let one_version = "DO $$ BEGIN
-        IF (SELECT array_agg(version) FROM codex_pool_schema) <> '{3}' THEN RAISE 'not one version row'; END IF;
+        IF (SELECT array_agg(version) FROM codex_pool_schema) <> '{4}' THEN RAISE 'not one version row'; END IF;
     END $$";
     db.execute(one_version).await.expect("one version row");
 }
@@ -76,7 +80,7 @@ async fn a_newer_schema_is_refused() {
     drop(open(&db).await);
     db.execute("UPDATE codex_pool_schema SET version = 99").await.unwrap();
     let err = PostgresStore::open(db.url()).await.err().expect("refused");
-    assert!(matches!(err, StoreError::NewerSchema { found: 99, known: 3 }), "{err}");
+    assert!(matches!(err, StoreError::NewerSchema { found: 99, known: 4 }), "{err}");
 }
 
 #[tokio::test]
@@ -88,6 +92,17 @@ async fn a_corrupt_row_is_a_clear_error() {
     assert!(matches!(store.load(&x).await, Err(StoreError::Corrupt { .. })));
     db.execute("INSERT INTO thread_items VALUES ('x', 1, 't', '{broken')").await.unwrap();
     assert!(matches!(store.history(&x).await, Err(StoreError::Corrupt { .. })));
+    // Pending calls that are not JSON, or not calls: an error of the record, not a panic.
+    for pending in ["'[{broken'", "'{\"call_id\": 1}'"] {
+        db.execute(&format!(
+            "DELETE FROM threads; INSERT INTO threads VALUES ('y', '{{}}', 'chat', false, '{{}}', 0, 0, 0, 1, NULL, {pending})"
+        ))
+        .await
+        .unwrap();
+        let err = store.load(&"y".into()).await.unwrap_err();
+        assert!(matches!(&err, StoreError::Corrupt { thread_id, .. } if thread_id == "y"), "{err}");
+        assert!(matches!(store.list(None, 10).await, Err(StoreError::Corrupt { .. })));
+    }
 }
 
 #[tokio::test]
@@ -331,4 +346,28 @@ async fn a_database_of_the_previous_schema_gains_the_transcript_index_and_keeps_
     store.put_transcript(&key, &crate::TranscriptEntry::new("a", 1)).await.unwrap();
     assert!(store.delete(&"a".into()).await.unwrap());
     assert_eq!(store.take_transcript(&key).await.unwrap(), None, "the foreign key took the entry with it");
+}
+
+/// A database of the schema before pending calls (version 3) opens with its conversations, none
+/// of them with pending calls, and its turns then set them.
+#[tokio::test]
+async fn a_database_of_the_previous_schema_gains_pending_calls_and_keeps_its_conversations() {
+    let Some(db) = database().await else { return };
+    for step in &super::schema::MIGRATIONS[..3] {
+        db.execute(step).await.unwrap();
+    }
+    db.execute("CREATE TABLE codex_pool_schema (version bigint NOT NULL); INSERT INTO codex_pool_schema VALUES (3)")
+        .await
+        .unwrap();
+    db.execute(
+        "INSERT INTO threads (thread_id, settings, profile, created_at_ms, updated_at_ms, turns, last_turn)
+         VALUES ('a', '{}', 'chat', 1, 1, 3, 't9')",
+    )
+    .await
+    .unwrap();
+    let store = open(&db).await;
+    let a = store.load(&"a".into()).await.unwrap().expect("the conversation stayed");
+    assert_eq!((a.turns, a.last_turn.as_ref().map(TurnId::as_str), a.pending_calls), (3, Some("t9"), vec![]));
+    store.record_turns(&[TurnRecord::partial("a", "t10", vec![], vec![pending::call(1)])]).await.unwrap();
+    assert_eq!(store.load(&"a".into()).await.unwrap().unwrap().pending_calls, [pending::call(1)]);
 }

@@ -2,7 +2,7 @@
 //! (but `delete`).
 
 use super::db::Db;
-use crate::row::{encode_json, from_json, record_columns, to_json, RawRecord};
+use crate::row::{encode_json, encode_pending, from_json, record_columns, to_json, RawRecord};
 use crate::{ConversationId, ListCursor, StoreError, StoredItem, ThreadRecord};
 use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_protocol::TurnId;
@@ -10,11 +10,12 @@ use serde_json::Value;
 use tokio_postgres::Row;
 
 const SAVE: &str =
-    "INSERT INTO threads (thread_id, settings, profile, ephemeral, metadata, created_at_ms, updated_at_ms, turns, last_turn)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+    "INSERT INTO threads (thread_id, settings, profile, ephemeral, metadata, created_at_ms, updated_at_ms, turns, last_turn,
+     pending_calls) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
      ON CONFLICT (thread_id) DO UPDATE SET settings = excluded.settings, profile = excluded.profile,
      ephemeral = excluded.ephemeral, metadata = excluded.metadata,
-     updated_at_ms = excluded.updated_at_ms, turns = excluded.turns, last_turn = excluded.last_turn";
+     updated_at_ms = excluded.updated_at_ms, turns = excluded.turns, last_turn = excluded.last_turn,
+     pending_calls = excluded.pending_calls";
 
 /// With a fence ($3), the update happens only while the conversation's lease has it; the
 /// lease row is locked (`FOR SHARE`) so a takeover waits for this statement, or this one sees
@@ -59,6 +60,7 @@ fn record(row: &Row) -> Result<ThreadRecord, StoreError> {
         updated_at_ms: row.get(6),
         turns: row.get(7),
         last_turn: row.get(8),
+        pending_calls: row.get(9),
     }
     .decode()
 }
@@ -66,6 +68,7 @@ fn record(row: &Row) -> Result<ThreadRecord, StoreError> {
 pub(super) async fn save(db: &Db, record: ThreadRecord) -> Result<(), StoreError> {
     let (settings, metadata) = encode_json(&record)?;
     let turns = record.turns as i64;
+    let pending = encode_pending(&record.id, &record.pending_calls)?;
     db.execute(
         SAVE,
         &[
@@ -78,6 +81,7 @@ pub(super) async fn save(db: &Db, record: ThreadRecord) -> Result<(), StoreError
             &record.updated_at_ms,
             &turns,
             &record.last_turn.as_ref().map(TurnId::as_str),
+            &pending,
         ],
     )
     .await?;

@@ -2,7 +2,7 @@
 //! implicit transaction, whatever the number of turns, items and conversations.
 
 use super::db::Db;
-use crate::row::to_json;
+use crate::row::{encode_pending, to_json};
 use crate::{StoreError, TurnRecord};
 use std::collections::{HashMap, HashSet};
 
@@ -16,7 +16,8 @@ use std::collections::{HashMap, HashSet};
 ///    writes, and it is returned;
 /// 4. `counted`: per conversation, `turns` and `updated_at_ms` (the database's clock) bumped and
 ///    `next_seq` moved past the new items, `last_turn` set to the batch's last turn of it that
-///    codex finished or that added items (if any); the row lock orders concurrent writers;
+///    codex finished or that added items (if any), `pending_calls` set to what the batch's last
+///    turn of it that sets them says (if any); the row lock orders concurrent writers;
 /// 5. `added`: the items, at `seq` = the conversation's first new position + their place
 ///    among its items in the batch.
 const RECORD_TURNS: &str = "WITH checks AS (
@@ -37,8 +38,10 @@ const RECORD_TURNS: &str = "WITH checks AS (
                  THEN greatest(t.updated_at_ms, (extract(epoch FROM now()) * 1000)::bigint)
                  ELSE t.updated_at_ms END,
              next_seq = t.next_seq + u.items,
-             last_turn = COALESCE(u.last_turn, t.last_turn)
-         FROM unnest($3::text[], $4::bigint[], $5::bigint[], $10::text[]) AS u(thread_id, completed, items, last_turn)
+             last_turn = COALESCE(u.last_turn, t.last_turn),
+             pending_calls = CASE WHEN u.set_pending THEN u.pending ELSE t.pending_calls END
+         FROM unnest($3::text[], $4::bigint[], $5::bigint[], $10::text[], $11::boolean[], $12::text[])
+             AS u(thread_id, completed, items, last_turn, set_pending, pending)
          WHERE t.thread_id = u.thread_id AND NOT EXISTS (SELECT 1 FROM refused)
          RETURNING t.thread_id, t.next_seq - u.items AS first_seq
      ),
@@ -59,6 +62,8 @@ struct Batch<'a> {
     completed: Vec<i64>,
     counts: Vec<i64>,
     last_turns: Vec<Option<&'a str>>,
+    set_pending: Vec<bool>,
+    pending: Vec<Option<String>>,
     item_threads: Vec<&'a str>,
     item_positions: Vec<i64>,
     item_turns: Vec<&'a str>,
@@ -78,6 +83,8 @@ impl<'a> Batch<'a> {
                 batch.completed.push(0);
                 batch.counts.push(0);
                 batch.last_turns.push(None);
+                batch.set_pending.push(false);
+                batch.pending.push(None);
                 batch.threads.len() - 1
             });
             if let Some(fence) = turn.fence.map(crate::Fence::to_db) {
@@ -89,6 +96,10 @@ impl<'a> Batch<'a> {
             batch.completed[n] += i64::from(turn.completed);
             if turn.is_last_turn() {
                 batch.last_turns[n] = Some(turn.turn_id.as_str());
+            }
+            if let Some(pending) = &turn.pending_calls {
+                batch.set_pending[n] = true;
+                batch.pending[n] = encode_pending(&turn.conversation, pending)?;
             }
             for item in &turn.items {
                 let text = to_json(&turn.conversation, item)?;
@@ -122,6 +133,8 @@ pub(super) async fn record_turns(db: &Db, turns: &[TurnRecord]) -> Result<(), St
                 &batch.item_turns,
                 &batch.item_texts,
                 &batch.last_turns,
+                &batch.set_pending,
+                &batch.pending,
             ],
         )
         .await?;

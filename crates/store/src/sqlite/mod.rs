@@ -7,7 +7,7 @@ mod tests;
 mod transcripts;
 
 use crate::ownership::ttl_ms;
-use crate::row::{encode_json, from_json, record_columns, to_json, RawRecord};
+use crate::row::{encode_json, encode_pending, from_json, record_columns, to_json, RawRecord};
 use crate::{
     now_ms, ConversationId, Fence, Lease, LeaseHolder, ListCursor, NodeId, NodeInfo, NodeStatus, Renewal, StoreError,
     StoreFuture, StoredItem, ThreadRecord, ThreadStore, TranscriptEntry, TranscriptKey, TurnRecord,
@@ -136,6 +136,7 @@ fn read_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRecord> {
         updated_at_ms: r.get(6)?,
         turns: r.get(7)?,
         last_turn: r.get(8)?,
+        pending_calls: r.get(9)?,
     })
 }
 
@@ -146,6 +147,9 @@ struct EncodedTurn {
     fence: Option<Fence>,
     completed: bool,
     last_turn: bool,
+    /// Whether the write sets the pending calls, and to what (NULL: none).
+    set_pending: bool,
+    pending: Option<String>,
     items: Vec<String>,
 }
 
@@ -157,6 +161,8 @@ impl EncodedTurn {
             fence: turn.fence,
             completed: turn.completed,
             last_turn: turn.is_last_turn(),
+            set_pending: turn.pending_calls.is_some(),
+            pending: encode_pending(&turn.conversation, turn.pending_calls.as_deref().unwrap_or_default())?,
             items: turn.items.iter().map(|item| to_json(&turn.conversation, item)).collect::<Result<_, _>>()?,
         })
     }
@@ -166,12 +172,14 @@ impl ThreadStore for SqliteStore {
     fn save(&self, record: ThreadRecord) -> StoreFuture<'_, ()> {
         self.run(move |conn| {
             let (settings, metadata) = encode_json(&record)?;
+            let pending = encode_pending(&record.id, &record.pending_calls)?;
             conn.execute(
                 "INSERT INTO threads (thread_id, settings, profile, ephemeral, metadata, created_at_ms, updated_at_ms, turns,
-                 last_turn) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 last_turn, pending_calls) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT(thread_id) DO UPDATE SET settings = excluded.settings, profile = excluded.profile,
                  ephemeral = excluded.ephemeral, metadata = excluded.metadata,
-                 updated_at_ms = excluded.updated_at_ms, turns = excluded.turns, last_turn = excluded.last_turn",
+                 updated_at_ms = excluded.updated_at_ms, turns = excluded.turns, last_turn = excluded.last_turn,
+                 pending_calls = excluded.pending_calls",
                 params![
                     record.id.as_str(),
                     settings,
@@ -181,7 +189,8 @@ impl ThreadStore for SqliteStore {
                     record.created_at_ms,
                     record.updated_at_ms,
                     record.turns as i64,
-                    record.last_turn.as_ref().map(TurnId::as_str)
+                    record.last_turn.as_ref().map(TurnId::as_str),
+                    pending
                 ],
             )
             .db()?;
@@ -234,7 +243,8 @@ impl ThreadStore for SqliteStore {
                 let exists = tx
                     .prepare_cached(
                         "UPDATE threads SET turns = turns + ?2, updated_at_ms = max(updated_at_ms, ?3),
-                         last_turn = CASE WHEN ?4 THEN ?5 ELSE last_turn END WHERE thread_id = ?1",
+                         last_turn = CASE WHEN ?4 THEN ?5 ELSE last_turn END,
+                         pending_calls = CASE WHEN ?6 THEN ?7 ELSE pending_calls END WHERE thread_id = ?1",
                     )
                     .db()?
                     .execute(params![
@@ -242,7 +252,9 @@ impl ThreadStore for SqliteStore {
                         turn.completed as i64,
                         if turn.completed { now } else { 0 },
                         turn.last_turn,
-                        turn.turn_id
+                        turn.turn_id,
+                        turn.set_pending,
+                        turn.pending
                     ])
                     .db()?
                     > 0;

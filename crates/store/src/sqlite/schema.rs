@@ -53,6 +53,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
      CREATE INDEX chat_transcripts_thread ON chat_transcripts (thread_id);",
     // 4: each conversation's last turn (ThreadRecord::last_turn), written with the turn.
     "ALTER TABLE threads ADD COLUMN last_turn TEXT;",
+    // 5: each conversation's pending client tool calls (ThreadRecord::pending_calls), a JSON
+    // array written with the turn; NULL when none.
+    "ALTER TABLE threads ADD COLUMN pending_calls TEXT;",
 ];
 
 pub(super) const BACKEND: &str = "sqlite";

@@ -2,7 +2,7 @@
 //! disk).
 
 use super::*;
-use crate::contract::exercise;
+use crate::contract::{exercise, pending};
 use rusqlite::Connection;
 
 #[tokio::test]
@@ -27,25 +27,51 @@ async fn records_and_history_survive_reopening_the_file() {
 }
 
 #[tokio::test]
+async fn pending_calls_survive_reopening_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("threads.db");
+    let calls = vec![pending::call(1), pending::call(2)];
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        store.save(ThreadRecord::new("a", Default::default())).await.unwrap();
+        store.record_turns(&[TurnRecord::partial("a", "t", vec![], calls.clone())]).await.unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.load(&"a".into()).await.unwrap().unwrap().pending_calls, calls);
+}
+
+#[tokio::test]
 async fn a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("threads.db");
     Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
     let err = SqliteStore::open(&path).err().expect("refused");
-    assert!(matches!(err, StoreError::NewerSchema { found: 99, known: 4 }), "{err}");
+    assert!(matches!(err, StoreError::NewerSchema { found: 99, known: 5 }), "{err}");
     assert!(err.to_string().contains("upgrade codex-pool"), "{err}");
 }
 
 #[tokio::test]
 async fn a_corrupt_row_is_a_clear_error() {
     let store = SqliteStore::open_in_memory().unwrap();
-    store.raw("INSERT INTO threads VALUES ('x', 'not json', 'chat', 0, '{}', 0, 0, 0, NULL)");
+    store.raw("INSERT INTO threads VALUES ('x', 'not json', 'chat', 0, '{}', 0, 0, 0, NULL, NULL)");
     let x = ConversationId::from("x");
     let err = store.load(&x).await.unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
     store.raw("INSERT INTO thread_items VALUES ('x', 1, 't', '{broken')");
     let err = store.history(&x).await.unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    // Pending calls that are not JSON, or not calls: an error of the record, not a panic.
+    for pending in [
+        "'[{broken'",
+        "'[{\"since_ms\": \"secret-words\", \"call_id\": \"c\", \"name\": \"t\", \"arguments\": \"{}\"}]'",
+    ] {
+        store.raw(&format!("DELETE FROM threads; INSERT INTO threads VALUES ('y', '{{}}', 'chat', 0, '{{}}', 0, 0, 0, NULL, {pending})"));
+        let err = store.load(&"y".into()).await.unwrap_err();
+        assert!(matches!(&err, StoreError::Corrupt { thread_id, .. } if thread_id == "y"), "{err}");
+        assert!(err.to_string().contains("pending calls") && !err.to_string().contains("secret-words"), "{err}");
+        let err = store.list(None, 10).await.unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    }
 }
 
 fn item(n: usize) -> Value {
@@ -179,4 +205,25 @@ async fn two_nodes_on_one_file_share_the_transcript_index() {
         let (x, y) = tokio::join!(a.take_transcript(&key_a), b.take_transcript(&key_b));
         assert_eq!([x.unwrap(), y.unwrap()].into_iter().flatten().count(), 1, "round {round}");
     }
+}
+
+/// A database of the schema before pending calls (version 4) opens with its conversations, none
+/// of them with pending calls, and its turns then set them.
+#[tokio::test]
+async fn a_database_of_the_previous_schema_gains_pending_calls_and_keeps_its_conversations() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("threads.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        for step in &schema::MIGRATIONS[..4] {
+            conn.execute_batch(step).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 4).unwrap();
+        conn.execute_batch("INSERT INTO threads VALUES ('a', '{}', 'chat', 0, '{}', 1, 1, 3, 't9')").unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let a = store.load(&"a".into()).await.unwrap().expect("the conversation stayed");
+    assert_eq!((a.turns, a.last_turn.as_ref().map(TurnId::as_str), a.pending_calls), (3, Some("t9"), vec![]));
+    store.record_turns(&[TurnRecord::partial("a", "t10", vec![], vec![pending::call(1)])]).await.unwrap();
+    assert_eq!(store.load(&"a".into()).await.unwrap().unwrap().pending_calls, [pending::call(1)]);
 }
