@@ -56,6 +56,11 @@ pub struct PoolConfig {
     /// A turn whose last progress (anything but codex announcing it will retry the model) is
     /// this old is interrupted and ends as `model_unreachable`, naming the model's address.
     pub progress_timeout: Duration,
+    /// The compaction threshold of new conversations, by profile: codex summarises a
+    /// conversation's history once it weighs this many tokens (`model_auto_compact_token_limit`,
+    /// kept with the conversation's settings, so every rebuild has it too). A profile not listed
+    /// keeps codex's own threshold for the model. Role-play wants long memory, a cheap chat short.
+    pub compact_token_limits: Vec<(Profile, u64)>,
     /// How long a turn waits for the outputs of the client tool calls it made before it lets
     /// the conversation go (ending as `tool_call_timeout`); the calls stay pending in the store,
     /// and outputs given later continue the conversation.
@@ -178,6 +183,7 @@ impl PoolConfig {
             turn_timeout: Duration::from_secs(120),
             progress_timeout: Duration::from_secs(30),
             tool_call_timeout: Duration::from_secs(600),
+            compact_token_limits: Vec::new(),
             max_turns_per_process: 48,
             overload_wait: Duration::from_secs(30),
             idle_unsubscribe_after: Duration::from_secs(600),

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 /// Whether an item is context codex writes by itself for a thread (developer instructions,
 /// permissions, environment, user instructions) rather than part of the conversation.
-fn is_codex_context(item: &Value) -> bool {
+pub(crate) fn is_codex_context(item: &Value) -> bool {
     if item["type"] != "message" {
         return false;
     }
@@ -42,7 +42,9 @@ pub(crate) fn own_items(items: &mut Vec<Value>, input: &[UserInput]) {
     };
     match items.iter().rposition(holds_input) {
         Some(start) => {
-            items.drain(..start);
+            // A compaction before the turn's message is the turn's (its marker stays in place).
+            let markers: Vec<Value> = items.drain(..start).filter(crate::compaction::is_marker).collect();
+            items.splice(0..0, markers);
         }
         None => {
             tracing::warn!("the turn's own message was not among its history items");
@@ -58,7 +60,8 @@ pub(crate) fn own_items_after(items: &mut Vec<Value>, given: &[Value]) {
     let ids: Vec<&str> = given.iter().filter_map(ToolOutput::call_id_of).collect();
     let is_given = |item: &Value| ToolOutput::call_id_of(item).is_some_and(|id| ids.contains(&id));
     if let Some(last) = items.iter().rposition(is_given) {
-        items.drain(..=last);
+        let markers: Vec<Value> = items.drain(..=last).filter(crate::compaction::is_marker).collect();
+        items.splice(0..0, markers);
     }
     items.retain(|item| !is_codex_context(item));
 }

@@ -28,6 +28,7 @@
 
 #![deny(missing_docs)]
 
+mod compaction;
 mod config;
 mod conversations;
 mod counters;

@@ -112,6 +112,8 @@ pub(crate) struct Running {
     items: Vec<Value>,
     /// A checkpoint has been written: every item from now on is the turn's own.
     trimmed: bool,
+    /// codex is compacting the history: what it records now is the summariser's answer.
+    compacting: bool,
     /// The conversation's client tools, and the calls of them the model made in the response
     /// being read.
     pub tools: ClientTools,
@@ -129,13 +131,35 @@ impl Running {
         tools: ClientTools,
     ) -> Self {
         let held = Held { claim: held.claim.ending(Ending::Rebuild), ..held };
-        Self { held, writer, input, given, items: Vec::new(), trimmed: false, tools, first_delta: false }
+        Self {
+            held,
+            writer,
+            input,
+            given,
+            items: Vec::new(),
+            trimmed: false,
+            compacting: false,
+            tools,
+            first_delta: false,
+        }
     }
 
-    /// codex recorded `item` in the turn.
+    /// codex recorded `item` in the turn. During a compaction, that is the summariser's answer,
+    /// kept as the compaction's marker (see [`crate::compaction`]).
     pub(crate) fn push(&mut self, item: Value) {
+        if self.compacting {
+            if item["type"] == "message" && item["role"] == "assistant" {
+                self.items.push(crate::compaction::marker(&item));
+            }
+            return;
+        }
         self.tools.saw(&item);
         self.items.push(item);
+    }
+
+    /// codex began (or ended) compacting the history.
+    pub(crate) fn compacting(&mut self, now: bool) {
+        self.compacting = now;
     }
 
     /// The conversation's pending tool calls are now `pending` in the store.

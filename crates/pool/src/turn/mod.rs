@@ -159,6 +159,8 @@ impl PoolTurn {
                 hop(self.conversation.as_str(), "turn.first_delta");
             }
             TurnEvent::ResponseItem { item } => running.push(item.clone()),
+            TurnEvent::ItemStarted { item } if item["type"] == "contextCompaction" => running.compacting(true),
+            TurnEvent::ItemCompleted { item } if item["type"] == "contextCompaction" => running.compacting(false),
             TurnEvent::ToolCall { request } => {
                 // codex asks for an output: the consumer heard of the call with the others of
                 // its response (`ToolCalls`); one given already goes to codex now.
