@@ -11,10 +11,8 @@
 //! newest user messages up to [`KEPT_USER_BYTES`], then the summary as a user message
 //! ([`SUMMARY_PREFIX`] and the summary), then what comes after.
 
+use crate::history::{is_codex_context, is_marker, MARKER_TYPE};
 use serde_json::{json, Value};
-
-/// The type of the marker item the store keeps where a compaction happened.
-pub const MARKER_TYPE: &str = "codex_pool.compaction";
 
 /// What codex puts before the summary in the user message that replaces the history.
 pub(crate) const SUMMARY_PREFIX: &str = "Another language model started to solve this problem and produced a summary \
@@ -32,11 +30,6 @@ pub(crate) fn marker(summary_item: &Value) -> Value {
     json!({"type": MARKER_TYPE, "summary": text_of(summary_item)})
 }
 
-/// Whether an item is a compaction marker.
-pub(crate) fn is_marker(item: &Value) -> bool {
-    item["type"] == MARKER_TYPE
-}
-
 fn text_of(item: &Value) -> String {
     item["content"].as_array().into_iter().flatten().filter_map(|p| p["text"].as_str()).collect()
 }
@@ -45,7 +38,7 @@ fn text_of(item: &Value) -> String {
 fn is_user_message(item: &Value) -> bool {
     item["type"] == "message"
         && item["role"] == "user"
-        && !crate::history::is_codex_context(item)
+        && !is_codex_context(item)
         && !text_of(item).starts_with(SUMMARY_PREFIX)
 }
 

@@ -7,6 +7,15 @@ use serde_json::Value;
 
 /// Whether an item is context codex writes by itself for a thread (developer instructions,
 /// permissions, environment, user instructions) rather than part of the conversation.
+/// The type of the item the store keeps where codex compacted the history (see
+/// `compaction.rs`): `{"type": "codex_pool.compaction", "summary"}`.
+pub(crate) const MARKER_TYPE: &str = "codex_pool.compaction";
+
+/// Whether an item is a compaction's marker.
+pub(crate) fn is_marker(item: &Value) -> bool {
+    item["type"] == MARKER_TYPE
+}
+
 pub(crate) fn is_codex_context(item: &Value) -> bool {
     if item["type"] != "message" {
         return false;
@@ -43,7 +52,7 @@ pub(crate) fn own_items(items: &mut Vec<Value>, input: &[UserInput]) {
     match items.iter().rposition(holds_input) {
         Some(start) => {
             // A compaction before the turn's message is the turn's (its marker stays in place).
-            let markers: Vec<Value> = items.drain(..start).filter(crate::compaction::is_marker).collect();
+            let markers: Vec<Value> = items.drain(..start).filter(is_marker).collect();
             items.splice(0..0, markers);
         }
         None => {
@@ -60,7 +69,7 @@ pub(crate) fn own_items_after(items: &mut Vec<Value>, given: &[Value]) {
     let ids: Vec<&str> = given.iter().filter_map(ToolOutput::call_id_of).collect();
     let is_given = |item: &Value| ToolOutput::call_id_of(item).is_some_and(|id| ids.contains(&id));
     if let Some(last) = items.iter().rposition(is_given) {
-        let markers: Vec<Value> = items.drain(..=last).filter(crate::compaction::is_marker).collect();
+        let markers: Vec<Value> = items.drain(..=last).filter(is_marker).collect();
         items.splice(0..0, markers);
     }
     items.retain(|item| !is_codex_context(item));
