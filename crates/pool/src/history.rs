@@ -5,8 +5,6 @@ use codex_pool_protocol::types::UserInput;
 use codex_pool_protocol::ToolOutput;
 use serde_json::Value;
 
-/// Whether an item is context codex writes by itself for a thread (developer instructions,
-/// permissions, environment, user instructions) rather than part of the conversation.
 /// The type of the item the store keeps where codex compacted the history (see
 /// `compaction.rs`): `{"type": "codex_pool.compaction", "summary"}`.
 pub(crate) const MARKER_TYPE: &str = "codex_pool.compaction";
@@ -16,6 +14,8 @@ pub(crate) fn is_marker(item: &Value) -> bool {
     item["type"] == MARKER_TYPE
 }
 
+/// Whether an item is context codex writes by itself for a thread (developer instructions,
+/// permissions, environment, user instructions) rather than part of the conversation.
 pub(crate) fn is_codex_context(item: &Value) -> bool {
     if item["type"] != "message" {
         return false;
