@@ -36,6 +36,11 @@ pub(crate) fn is_codex_context(item: &Value) -> bool {
 /// an input of images only, an image): a repeated message appears earlier only as history. If
 /// none is found, codex's own context is left out and the rest kept.
 pub(crate) fn own_items(items: &mut Vec<Value>, input: &[UserInput]) {
+    if input.is_empty() {
+        // A turn codex ran by itself (a compaction): all but its context is the turn's.
+        items.retain(|item| !is_codex_context(item));
+        return;
+    }
     let text = input.iter().find_map(|i| match i {
         UserInput::Text { text } => Some(text.as_str()),
         _ => None,

@@ -99,3 +99,41 @@ async fn a_rebuild_after_a_compaction_gives_codex_the_summary_and_never_compacts
     }
     pool.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compaction_the_client_asks_for_is_kept_and_later_rebuilds_start_from_it() {
+    let env = Env::with_mock(MockConfig { tokens_from_size: true, ..MockConfig::default() }).await;
+    let store = Arc::new(SqliteStore::open(env.dir.path().join("db.sqlite")).unwrap());
+    let mut c = config(&env);
+    c.compact_token_limits.clear();
+    let pool = Pool::new(c, store.clone());
+    pool.ensure_started().await.unwrap();
+    let id = pool.create_thread(ThreadSettings::default()).await.unwrap();
+    for n in 1..=3 {
+        turn(&pool, &id, &long(&format!("turn-{n}"))).await;
+    }
+    assert_eq!(compactions(&env), 0, "codex's own threshold is far");
+    let mut compaction = pool.compact(&id).await.unwrap();
+    let mut saw_item = false;
+    let end = loop {
+        let event = compaction.next().await.expect("the compaction ends");
+        if let codex_pool::TurnEvent::ItemCompleted { item } = &event {
+            saw_item |= item["type"] == "contextCompaction";
+        }
+        if event.is_terminal() {
+            break event;
+        }
+    };
+    assert!(matches!(end, codex_pool::TurnEvent::Completed { .. }), "{end:?}");
+    assert!(saw_item);
+    assert_eq!(compactions(&env), 1);
+    let history = store.history(&id).await.unwrap();
+    assert_eq!(history.iter().filter(|i| i["type"] == "codex_pool.compaction").count(), 1, "{history:?}");
+    pool.release_thread(&id).await.unwrap();
+    assert_eq!(turn(&pool, &id, "after").await, "echo: after");
+    assert_eq!(compactions(&env), 1);
+    let sent = env.mock.requests().last().unwrap().body.clone();
+    let summaries = sent["input"].as_array().unwrap().iter().filter(|i| text_of(i).contains("\nsummary of")).count();
+    assert_eq!(summaries, 1);
+    pool.shutdown().await;
+}

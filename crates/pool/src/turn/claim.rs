@@ -114,6 +114,9 @@ pub(crate) struct Running {
     trimmed: bool,
     /// codex is compacting the history: what it records now is the summariser's answer.
     compacting: bool,
+    /// A turn codex ran by itself (a compaction): its items go with this earlier turn, which
+    /// stays the conversation's latest, and it counts as no turn.
+    record_as: Option<TurnId>,
     /// The conversation's client tools, and the calls of them the model made in the response
     /// being read.
     pub tools: ClientTools,
@@ -139,6 +142,7 @@ impl Running {
             items: Vec::new(),
             trimmed: false,
             compacting: false,
+            record_as: None,
             tools,
             first_delta: false,
         }
@@ -155,6 +159,11 @@ impl Running {
         }
         self.tools.saw(&item);
         self.items.push(item);
+    }
+
+    /// Records the turn's items with `turn` (see the field `record_as`).
+    pub(crate) fn record_as(&mut self, turn: TurnId) {
+        self.record_as = Some(turn);
     }
 
     /// codex began (or ended) compacting the history.
@@ -202,11 +211,13 @@ impl Running {
     /// codex finished the turn: its record is queued; the store's answer comes with the ticket.
     pub(crate) fn record(mut self, turn_id: &TurnId) -> (Held, WriteTicket) {
         let items = self.take_items();
-        let Self { held, writer, .. } = self;
-        let record = TurnRecord {
-            fence: held.lease.as_ref().map(TurnLease::fence),
-            ..TurnRecord::completed(held.claim.conversation.clone(), turn_id.as_str(), items)
+        let Self { held, writer, record_as, .. } = self;
+        let conversation = held.claim.conversation.clone();
+        let record = match record_as {
+            Some(earlier) => TurnRecord::partial(conversation, earlier, items, Vec::new()),
+            None => TurnRecord::completed(conversation, turn_id.as_str(), items),
         };
+        let record = TurnRecord { fence: held.lease.as_ref().map(TurnLease::fence), ..record };
         let ticket = writer.record(record);
         (held, ticket)
     }
