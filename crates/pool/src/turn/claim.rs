@@ -151,10 +151,8 @@ impl Running {
     /// codex recorded `item` in the turn. During a compaction, that is the summariser's answer,
     /// kept as the compaction's marker (see [`crate::compaction`]).
     pub(crate) fn push(&mut self, item: Value) {
-        if self.compacting {
-            if item["type"] == "message" && item["role"] == "assistant" {
-                self.items.push(crate::compaction::marker(&item));
-            }
+        if self.compacting && item["type"] == "message" && item["role"] == "assistant" {
+            self.items.push(crate::compaction::marker(&item));
             return;
         }
         self.tools.saw(&item);
