@@ -102,15 +102,15 @@ impl Pool {
         inner.check_open()?;
         crate::tools::check_tools(&settings.dynamic_tools)?;
         let mut settings = profile.apply(settings);
-        if let Some((_, limit)) = inner.config.compact_token_limits.iter().find(|(p, _)| *p == profile) {
-            let config = settings.config.get_or_insert_with(Map::new);
-            config.entry("model_auto_compact_token_limit").or_insert_with(|| Value::from(*limit));
-        }
         if settings.model.is_none() {
             settings.model = inner.config.default_model.clone();
         }
         if settings.cwd.is_none() {
             settings.cwd = Some(inner.config.process.work_dir.display().to_string());
+        }
+        if let Some(limit) = inner.config.compact_token_limit(profile, settings.model.as_deref()) {
+            let config = settings.config.get_or_insert_with(Map::new);
+            config.entry("model_auto_compact_token_limit").or_insert_with(|| Value::from(limit));
         }
         inner.placer.create(settings, profile, metadata, history).await
     }

@@ -3,7 +3,7 @@
 //! gives the new thread the history the model saw last (the summary and what followed), not the
 //! whole transcript, so codex does not compact it again; the store still holds every turn.
 
-use codex_pool::{ConversationId, Pool, PoolConfig, Profile, TurnOptions};
+use codex_pool::{CompactScope, ConversationId, Pool, PoolConfig, Profile, TurnOptions};
 use codex_pool_mock_model::{MockConfig, COMPACT_PROMPT};
 use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_protocol::types::UserInput;
@@ -20,7 +20,7 @@ const LIMIT: u64 = 4000;
 fn config(env: &Env) -> PoolConfig {
     let mut c = PoolConfig::new(env.config());
     c.size = 2;
-    c.compact_token_limits = vec![(Profile::Chat, LIMIT)];
+    c.compact_token_limits = vec![(CompactScope::Profile(Profile::Chat), LIMIT)];
     c
 }
 
