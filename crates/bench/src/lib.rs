@@ -7,7 +7,8 @@
 //! with a CA of its own, which every run's "system roots" (the system bundle) then include. With
 //! `--http`, `--responses` and `--chat`, through the service: its native API, OpenAI's Responses
 //! API and Chat Completions. With `--tools`, the native API again with every turn calling a
-//! client tool; with `--tools-change`, what a rebuild for a changed tool list costs.
+//! client tool; with `--tools-change`, what a rebuild for a changed tool list costs. With
+//! `--long`, instead, what a rebuild costs against a conversation's length.
 //!
 //! The `codex-pool` command parses [`BenchArgs`] and calls [`run`] with its own executable,
 //! whose `mock-model` and `serve` subcommands the benchmark runs as children.
@@ -19,6 +20,7 @@ mod direct;
 mod error;
 pub mod hops;
 mod http;
+mod long;
 mod measure;
 mod mock_child;
 mod nodes;
@@ -163,6 +165,9 @@ pub struct BenchArgs {
     /// Soak: serve's --max-retained-event-bytes.
     #[arg(long, default_value_t = 256 << 20)]
     pub(crate) max_retained_event_bytes: usize,
+    /// `--long` and `--long-threshold`: what a rebuild costs against a conversation's length.
+    #[command(flatten)]
+    pub(crate) long: long::LongArgs,
 }
 
 /// What a benchmark prints last: one JSON line (the figures of every arm, or the soak's
@@ -192,6 +197,9 @@ pub async fn run(
         tools::history_points(&args.tools_change_history)?;
     }
     let bin = codex_pool_process::find_checked(args.codex_bin.as_deref())?;
+    if let Some(lengths) = &args.long.long {
+        return long::run(args, lengths, exe, &bin).await.map(Report);
+    }
     if let Some(secs) = args.soak_secs {
         return soak::run(args, secs, (exe, &bin), progress).await.map(Report);
     }
