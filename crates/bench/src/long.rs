@@ -180,7 +180,7 @@ pub(crate) async fn run(args: &BenchArgs, asked: &[usize], exe: &Path, bin: &Pat
     let mut config =
         pool_config(args, (args.profile, &args.ca_bundle, &SystemRoots::Inherited), bin, &mock, dir.path());
     if let Some(tokens) = args.long.long_threshold {
-        config.compact_token_limits = vec![(args.profile, tokens)];
+        config.compact_token_limits = vec![(codex_pool::CompactScope::Profile(args.profile), tokens)];
     }
     let pool = Pool::new(config, Arc::new(SqliteStore::open(dir.path().join("threads.db"))?));
     let result = async {
