@@ -4,12 +4,19 @@
 //! so the pool's overhead shows as a ratio against it.
 
 use crate::error::{expect_some, BenchError, IoContext};
+use crate::measure::CpuClock;
+use crate::mock_child::{codex_process_config, MockChild};
+use crate::result::RunResult;
+use crate::{drive, scratch, BenchArgs};
+use codex_pool_process::ca::{CaSetup, ModelHosts, SystemRoots};
 use codex_pool_process::hops::hop;
 use codex_pool_process::ProcessConfig;
+use codex_pool_protocol::methods::ThreadSettings;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin};
 use tokio::sync::{mpsc, oneshot};
@@ -155,4 +162,74 @@ async fn read_loop(stdout: tokio::process::ChildStdout, pending: Pending, subscr
             }
         }
     }
+}
+
+/// The `--direct` arm: the load through [`DirectClient`]s, one per process, with the threads
+/// and root certificates the pool would use.
+pub(crate) async fn run(
+    args: &BenchArgs,
+    system: &SystemRoots,
+    bin: &std::path::Path,
+    mock: &MockChild,
+) -> Result<RunResult, BenchError> {
+    let dir = scratch()?;
+    let mut process =
+        codex_process_config(bin.to_path_buf(), dir.path(), &mock.base_url, "mock-model", &args.codex_log);
+    // The roots the pool would give its processes, decided the same way.
+    let t0 = Instant::now();
+    let ca = CaSetup {
+        bundle: args.ca_bundle.clone(),
+        hosts: ModelHosts::of_provider(Some(&mock.base_url))?,
+        system: system.clone(),
+        dir: dir.path().join("tls"),
+        probe_timeout: Duration::from_secs(3),
+    }
+    .resolve()
+    .await?;
+    process.ca = ca.files.clone();
+    let mut spawning = Vec::new();
+    for _ in 0..args.pool_size {
+        let process = process.clone();
+        spawning.push(tokio::spawn(async move { DirectClient::spawn(&process).await }));
+    }
+    let mut clients = Vec::new();
+    for s in spawning {
+        clients.push(Arc::new(s.await??));
+    }
+    let ready = t0.elapsed();
+    let settings = args
+        .profile
+        .apply(ThreadSettings { cwd: Some(process.work_dir.display().to_string()), ..ThreadSettings::default() });
+    // The same threads the pool starts (a minimal client would not need the raw events, but the
+    // comparison is of the clients, not of what codex is asked to do).
+    let params = serde_json::to_value(codex_pool_protocol::methods::ThreadStartParams {
+        settings,
+        ephemeral: args.profile.ephemeral().then_some(true),
+        experimental_raw_events: true,
+    })?;
+    let mut threads = Vec::new();
+    for c in 0..args.convs {
+        let client = clients[c % clients.len()].clone();
+        let id = client.start_thread(params.clone()).await?;
+        threads.push((client, id));
+    }
+    let pids: Vec<u32> = clients.iter().filter_map(|c| c.pid()).collect();
+    let clock = CpuClock::start(&pids, mock).await;
+    let started = Instant::now();
+    let (samples, errors) =
+        drive(threads, args.turns, |(client, thread): (Arc<DirectClient>, String), text| async move {
+            client.turn(&thread, &text).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "direct turn failed");
+                (None, String::new())
+            })
+        })
+        .await;
+    let wall = started.elapsed();
+    let usage = clock.stop(&pids, mock).await;
+    for client in clients {
+        if let Ok(client) = Arc::try_unwrap(client) {
+            client.close().await;
+        }
+    }
+    Ok(RunResult { ca_bundle: ca.kind.to_string(), ready, wall, samples, errors, ..usage.into_result() })
 }

@@ -7,7 +7,8 @@
 //! with a CA of its own, which every run's "system roots" (the system bundle) then include. With
 //! `--http`, `--responses` and `--chat`, through the service: its native API, OpenAI's Responses
 //! API and Chat Completions. With `--tools`, the native API again with every turn calling a
-//! client tool; with `--tools-change`, what a rebuild for a changed tool list costs.
+//! client tool; with `--tools-change`, what a rebuild for a changed tool list costs. With
+//! `--long`, instead, what a rebuild costs against a conversation's length.
 //!
 //! The `codex-pool` command parses [`BenchArgs`] and calls [`run`] with its own executable,
 //! whose `mock-model` and `serve` subcommands the benchmark runs as children.
@@ -19,6 +20,7 @@ mod direct;
 mod error;
 pub mod hops;
 mod http;
+mod long;
 mod measure;
 mod mock_child;
 mod nodes;
@@ -33,12 +35,10 @@ pub use error::BenchError;
 
 use clap::Args;
 use codex_pool::{ConversationId, Pool, PoolConfig, Profile, Strategy, TurnEvent, TurnOptions};
-use codex_pool_process::ca::{CaSetup, ModelHosts};
 use codex_pool_process::{CaBundle, SystemRoots};
 use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_protocol::types::UserInput;
 use codex_pool_store::SqliteStore;
-use direct::DirectClient;
 use error::{read_pem, IoContext};
 use http::Api;
 use measure::{CpuClock, Sample};
@@ -165,6 +165,9 @@ pub struct BenchArgs {
     /// Soak: serve's --max-retained-event-bytes.
     #[arg(long, default_value_t = 256 << 20)]
     pub(crate) max_retained_event_bytes: usize,
+    /// `--long` and `--long-threshold`: what a rebuild costs against a conversation's length.
+    #[command(flatten)]
+    pub(crate) long: long::LongArgs,
 }
 
 /// What a benchmark prints last: one JSON line (the figures of every arm, or the soak's
@@ -194,6 +197,9 @@ pub async fn run(
         tools::history_points(&args.tools_change_history)?;
     }
     let bin = codex_pool_process::find_checked(args.codex_bin.as_deref())?;
+    if let Some(lengths) = &args.long.long {
+        return long::run(args, lengths, exe, &bin).await.map(Report);
+    }
     if let Some(secs) = args.soak_secs {
         return soak::run(args, secs, (exe, &bin), progress).await.map(Report);
     }
@@ -249,7 +255,7 @@ pub async fn run(
                 Arm::Pool(profile, ca) => {
                     run_pool(args, *profile, ca, &system, &bin, &mock).await.map_err(|e| e.in_arm("pool"))?
                 }
-                Arm::Direct => run_direct(args, &system, &bin, &mock).await.map_err(|e| e.in_arm("direct"))?,
+                Arm::Direct => direct::run(args, &system, &bin, &mock).await.map_err(|e| e.in_arm("direct"))?,
                 Arm::Http(api) => http::run(args, &system, &bin, &mock, *api).await.map_err(|e| e.in_arm("service"))?,
                 Arm::Nodes(n, via) => {
                     let db = args.db.as_deref().unwrap_or_default();
@@ -363,74 +369,6 @@ async fn run_pool(
     let health = Health::of(&pool);
     pool.shutdown().await;
     Ok(RunResult { ca_bundle, ready, wall, samples, errors, health: Some(health), ..usage.into_result() })
-}
-
-async fn run_direct(
-    args: &BenchArgs,
-    system: &SystemRoots,
-    bin: &std::path::Path,
-    mock: &MockChild,
-) -> Result<RunResult, BenchError> {
-    let dir = scratch()?;
-    let mut process =
-        codex_process_config(bin.to_path_buf(), dir.path(), &mock.base_url, "mock-model", &args.codex_log);
-    // The roots the pool would give its processes, decided the same way.
-    let t0 = Instant::now();
-    let ca = CaSetup {
-        bundle: args.ca_bundle.clone(),
-        hosts: ModelHosts::of_provider(Some(&mock.base_url))?,
-        system: system.clone(),
-        dir: dir.path().join("tls"),
-        probe_timeout: Duration::from_secs(3),
-    }
-    .resolve()
-    .await?;
-    process.ca = ca.files.clone();
-    let mut spawning = Vec::new();
-    for _ in 0..args.pool_size {
-        let process = process.clone();
-        spawning.push(tokio::spawn(async move { DirectClient::spawn(&process).await }));
-    }
-    let mut clients = Vec::new();
-    for s in spawning {
-        clients.push(Arc::new(s.await??));
-    }
-    let ready = t0.elapsed();
-    let settings = args
-        .profile
-        .apply(ThreadSettings { cwd: Some(process.work_dir.display().to_string()), ..ThreadSettings::default() });
-    // The same threads the pool starts (a minimal client would not need the raw events, but the
-    // comparison is of the clients, not of what codex is asked to do).
-    let params = serde_json::to_value(codex_pool_protocol::methods::ThreadStartParams {
-        settings,
-        ephemeral: args.profile.ephemeral().then_some(true),
-        experimental_raw_events: true,
-    })?;
-    let mut threads = Vec::new();
-    for c in 0..args.convs {
-        let client = clients[c % clients.len()].clone();
-        let id = client.start_thread(params.clone()).await?;
-        threads.push((client, id));
-    }
-    let pids: Vec<u32> = clients.iter().filter_map(|c| c.pid()).collect();
-    let clock = CpuClock::start(&pids, mock).await;
-    let started = Instant::now();
-    let (samples, errors) =
-        drive(threads, args.turns, |(client, thread): (Arc<DirectClient>, String), text| async move {
-            client.turn(&thread, &text).await.unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "direct turn failed");
-                (None, String::new())
-            })
-        })
-        .await;
-    let wall = started.elapsed();
-    let usage = clock.stop(&pids, mock).await;
-    for client in clients {
-        if let Ok(client) = Arc::try_unwrap(client) {
-            client.close().await;
-        }
-    }
-    Ok(RunResult { ca_bundle: ca.kind.to_string(), ready, wall, samples, errors, ..usage.into_result() })
 }
 
 /// Runs `turns` turns on each conversation, all conversations at once; `turn` returns the time

@@ -40,12 +40,26 @@ impl MockChild {
     /// Starts `EXE mock-model` (`exe`: the `codex-pool` executable) on a free loopback port; with
     /// `ca_out`, over HTTPS, its CA written there.
     pub async fn spawn(exe: &Path, deltas: usize, ca_out: Option<&Path>) -> Result<Self, BenchError> {
-        use tokio::io::AsyncBufReadExt;
         let mut command = tokio::process::Command::new(exe);
         command.args(["mock-model", "--listen", "127.0.0.1:0", "--deltas", &deltas.to_string()]);
         if let Some(ca) = ca_out {
             command.arg("--tls").arg("--ca-out").arg(ca);
         }
+        Self::start(command, ca_out).await
+    }
+
+    /// Starts `EXE mock-model` over plain HTTP reporting input tokens as a real model would
+    /// (`--tokens-from-size`, so codex's compaction threshold bites), every request body written
+    /// to `log_dir/NNNNNN.json`.
+    pub async fn spawn_logging(exe: &Path, deltas: usize, log_dir: &Path) -> Result<Self, BenchError> {
+        let mut command = tokio::process::Command::new(exe);
+        command.args(["mock-model", "--listen", "127.0.0.1:0", "--deltas", &deltas.to_string()]);
+        command.arg("--tokens-from-size").arg("--log-dir").arg(log_dir);
+        Self::start(command, None).await
+    }
+
+    async fn start(mut command: tokio::process::Command, ca_out: Option<&Path>) -> Result<Self, BenchError> {
+        use tokio::io::AsyncBufReadExt;
         let mut child = command
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)

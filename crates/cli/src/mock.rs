@@ -27,6 +27,10 @@ pub struct MockArgs {
     /// Where to write the CA certificate (PEM) with --tls (default: a file in the temp folder).
     #[arg(long, value_name = "FILE", requires = "tls")]
     ca_out: Option<PathBuf>,
+    /// Report input tokens as a real model would (a quarter of the request's bytes), so codex's
+    /// compaction threshold bites as it would; 10 a request otherwise.
+    #[arg(long)]
+    tokens_from_size: bool,
 }
 
 pub async fn run(args: MockArgs) -> anyhow::Result<()> {
@@ -43,6 +47,7 @@ pub async fn run(args: MockArgs) -> anyhow::Result<()> {
         log_dir: args.log_dir,
         keep_requests: false,
         tls,
+        tokens_from_size: args.tokens_from_size,
     })
     .await?;
     // The address comes last: whoever starts it may stop reading there.

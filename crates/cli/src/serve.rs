@@ -70,6 +70,11 @@ pub struct ServeArgs {
     /// later, continue the conversation.
     #[arg(long, default_value_t = 600)]
     pub tool_call_timeout_secs: u64,
+    /// The compaction threshold of new conversations of a profile or a model, in tokens of
+    /// history (`chat=200000`, `model:gpt-5=400000`; repeatable, a model's wins): codex
+    /// summarises a conversation's history once it passes it. Otherwise codex's own for the model.
+    #[arg(long, value_name = "PROFILE=TOKENS|model:NAME=TOKENS", value_parser = compact_token_limit)]
+    pub compact_token_limit: Vec<(codex_pool::CompactScope, u64)>,
     /// Let clients create coding-agent conversations (`profile: codex`): codex's own agent, which
     /// runs commands in its sandbox. Only `codex` can be named. Chat only without it.
     #[arg(long, value_name = "PROFILE", value_parser = ["codex"])]
@@ -216,6 +221,19 @@ fn policy(args: &ServeArgs) -> anyhow::Result<AgentPolicy> {
 
 /// `--agent-sandbox`: the sandboxes offered to coding-agent conversations (never
 /// danger-full-access).
+fn compact_token_limit(text: &str) -> Result<(codex_pool::CompactScope, u64), String> {
+    let (scope, tokens) = text.rsplit_once('=').ok_or("give PROFILE=TOKENS or model:NAME=TOKENS, e.g. chat=200000")?;
+    let scope = match scope.strip_prefix("model:") {
+        Some(model) if !model.is_empty() => codex_pool::CompactScope::Model(model.to_owned()),
+        Some(_) => return Err("name the model: model:NAME=TOKENS".to_owned()),
+        None => {
+            codex_pool::CompactScope::Profile(scope.parse().map_err(|e: codex_pool::UnknownProfile| e.to_string())?)
+        }
+    };
+    let tokens = tokens.trim().parse().ok().filter(|t| *t > 0).ok_or("TOKENS is a whole number above 0")?;
+    Ok((scope, tokens))
+}
+
 fn agent_sandbox(name: &str) -> Result<SandboxMode, String> {
     match name {
         "read-only" => Ok(SandboxMode::ReadOnly),
@@ -262,6 +280,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.turn_timeout = Duration::from_secs(args.turn_timeout_secs);
     config.progress_timeout = Duration::from_secs(args.progress_timeout_secs);
     config.tool_call_timeout = Duration::from_secs(args.tool_call_timeout_secs);
+    config.compact_token_limits.clone_from(&args.compact_token_limit);
     config.max_turns_per_process = args.budgets.max_turns_per_process.max(1);
     let mut service_config = ServiceConfig::default();
     service_config.listen = args.listen;

@@ -257,3 +257,37 @@ fn bench_tools_reports_the_round_trip_and_the_rebuild_beside_the_plain_load() {
         assert!(p["rebuild_lat_p50_added_ms"].is_number() && p["rebuild_service_cpu_added_ms"].is_number(), "{p}");
     }
 }
+
+#[test]
+fn bench_long_shows_no_compaction_when_a_compacted_conversation_is_rebuilt() {
+    // 6,500 tokens (the fake model counts a quarter of a request's bytes): a 12-turn history is
+    // over it, so its first turn compacts; a 1-turn history never gets there in three rounds.
+    let out = codex_pool()
+        .args(["bench", "--long", "12,1", "--long-threshold", "6500", "--pool-size", "2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((&line["mode"], &line["threshold_tokens"]), (&serde_json::json!("long"), &serde_json::json!(6500)));
+    let points = line["long"].as_array().expect("long");
+    let lengths: Vec<_> = points.iter().map(|p| p["history_turns"].as_u64().unwrap()).collect();
+    assert_eq!(lengths, [1, 12], "{line}");
+    for p in points {
+        let rounds = p["rounds"].as_array().unwrap();
+        assert_eq!(rounds.len(), 3, "{p}");
+        for (i, r) in rounds.iter().enumerate() {
+            assert_eq!((&r["ok"], &r["model_requests"]), (&serde_json::json!(true), &serde_json::json!(1)), "{r}");
+            // The first turn runs on the thread made at creation; each after a release rebuilds.
+            assert_eq!(r["rebuilt"], i > 0, "{r}");
+        }
+        let compactions: Vec<_> = rounds.iter().map(|r| r["compactions"].as_u64().unwrap()).collect();
+        let expected: &[u64] = if p["history_turns"] == 1 { &[0, 0, 0] } else { &[1, 0, 0] };
+        assert_eq!(compactions, expected, "{p}");
+        assert_eq!(p["compactions_kept"], expected[0], "{p}");
+    }
+    // After the compaction, a rebuilt thread sends the summary and what followed, not the whole
+    // transcript.
+    for r in &points[1]["rounds"].as_array().unwrap()[1..] {
+        assert!(r["request_bytes"].as_u64() < r["transcript_bytes"].as_u64(), "{r}");
+    }
+}

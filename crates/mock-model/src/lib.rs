@@ -81,7 +81,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use reply::{last_user_text, Directives, Failure, Pieces, Plan, MAX_DELAY, MAX_DELTAS};
+pub use reply::{last_user_text, Directives, Failure, Pieces, Plan, COMPACT_PROMPT, MAX_DELAY, MAX_DELTAS};
 pub use rustls::pki_types::CertificateDer;
 pub use tools::ToolCall;
 
@@ -100,6 +100,9 @@ pub struct MockConfig {
     pub keep_requests: bool,
     /// Serve HTTPS with a CA of its own instead of plain HTTP.
     pub tls: Option<TlsOptions>,
+    /// Report input tokens as a real model would, about a quarter of the request's bytes (so
+    /// codex's compaction threshold bites as it would), rather than 10.
+    pub tokens_from_size: bool,
 }
 
 /// How the fake model serves HTTPS.
@@ -118,6 +121,7 @@ impl Default for MockConfig {
             log_dir: None,
             keep_requests: true,
             tls: None,
+            tokens_from_size: false,
         }
     }
 }
@@ -327,7 +331,10 @@ async fn responses(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
             tracing::warn!(path = %path.display(), error = %e, "cannot write request log");
         }
     }
-    let plan = Plan::for_request(&parsed, shared.config.deltas, shared.config.delay);
+    let mut plan = Plan::for_request(&parsed, shared.config.deltas, shared.config.delay);
+    if shared.config.tokens_from_size {
+        plan.input_tokens = body.len() as u64 / 4;
+    }
     if shared.config.keep_requests {
         shared.requests.lock().expect("request log poisoned").push(RecordedRequest {
             seq,

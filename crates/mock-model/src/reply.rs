@@ -98,6 +98,9 @@ pub struct Plan {
     pub deltas: usize,
     /// Delay before each delta (at most [`MAX_DELAY`]).
     pub delay: Duration,
+    /// The input tokens the response reports using (10, or the request's size over four with
+    /// [`MockConfig::tokens_from_size`](crate::MockConfig::tokens_from_size)).
+    pub input_tokens: u64,
     /// Fail instead of answering.
     pub failure: Option<Failure>,
     /// Call these tools, in one response, instead of answering (empty: answer).
@@ -115,9 +118,14 @@ impl Plan {
         let input = body.get("input").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
         // After tool calls, codex sends their outputs as the last input items: answer with them.
         if let Some(text) = tools::answer_to_outputs(input) {
-            return Plan { text, deltas, delay, failure: None, tool_calls: Vec::new() };
+            return Plan { text, deltas, delay, failure: None, tool_calls: Vec::new(), input_tokens: 10 };
         }
         let user = last_user_text(input).unwrap_or_default();
+        // codex asks for a summary of the history (a compaction): one the tests can recognise.
+        if user.starts_with(COMPACT_PROMPT) {
+            let text = format!("summary of {} user messages", user_messages(input) - 1);
+            return Plan { text, deltas, delay, failure: None, tool_calls: Vec::new(), input_tokens: 10 };
+        }
         let d = Directives::parse(&user);
         Plan {
             text: format!("echo: {user}"),
@@ -125,6 +133,7 @@ impl Plan {
             delay: d.delay_ms.map(Duration::from_millis).unwrap_or(delay).min(MAX_DELAY),
             failure: d.failure,
             tool_calls: tools::calls_for(body, d.tools),
+            input_tokens: 10,
         }
     }
 
@@ -197,22 +206,37 @@ impl<'a> Iterator for Pieces<'a> {
 
 impl ExactSizeIterator for Pieces<'_> {}
 
-/// The text of the last `user` message in a Responses API `input` array.
+/// How codex's request for a summary of the history (a compaction) begins.
+pub const COMPACT_PROMPT: &str = "You are performing a CONTEXT CHECKPOINT COMPACTION.";
+
+/// How the user message that carries a compaction's summary begins.
+const SUMMARY_PREFIX: &str = "Another language model started to solve this problem";
+
+/// The text of a `user` message of a Responses API `input` array.
+fn user_text(item: &Value) -> Option<String> {
+    let is_user_message = item.get("role").and_then(Value::as_str) == Some("user")
+        && item.get("type").and_then(Value::as_str).is_none_or(|t| t == "message");
+    if !is_user_message {
+        return None;
+    }
+    match item.get("content")? {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(parts) => {
+            Some(parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join(""))
+        }
+        _ => None,
+    }
+}
+
+/// The text of the last `user` message in a Responses API `input` array (a compaction's summary
+/// is not one: after a compaction within a turn, the message before it is).
 pub fn last_user_text(input: &[Value]) -> Option<String> {
-    input.iter().rev().find_map(|item| {
-        let is_user_message = item.get("role").and_then(Value::as_str) == Some("user")
-            && item.get("type").and_then(Value::as_str).is_none_or(|t| t == "message");
-        if !is_user_message {
-            return None;
-        }
-        match item.get("content")? {
-            Value::String(s) => Some(s.clone()),
-            Value::Array(parts) => {
-                Some(parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join(""))
-            }
-            _ => None,
-        }
-    })
+    input.iter().rev().filter_map(user_text).find(|text| !text.starts_with(SUMMARY_PREFIX))
+}
+
+/// How many user messages an input holds (codex's context among them).
+fn user_messages(input: &[Value]) -> usize {
+    input.iter().filter_map(user_text).count()
 }
 
 #[cfg(test)]
@@ -255,10 +279,14 @@ mod tests {
         assert_eq!(Plan::for_request(&body, 4, Duration::ZERO).deltas, 4);
         assert_eq!(Plan::for_request(&body, usize::MAX, Duration::MAX).deltas, MAX_DELTAS, "defaults too");
         // Pieces split on character boundaries, multi-byte ones included.
-        let plan =
-            Plan {
-                text: "aé€😀b".into(), deltas: 3, delay: Duration::ZERO, failure: None, tool_calls: Vec::new()
-            };
+        let plan = Plan {
+            text: "aé€😀b".into(),
+            deltas: 3,
+            delay: Duration::ZERO,
+            failure: None,
+            tool_calls: Vec::new(),
+            input_tokens: 10,
+        };
         assert_eq!(plan.pieces().collect::<Vec<_>>(), ["a", "é€", "😀b"]);
         let plan = Plan { text: "ab".into(), deltas: 4, ..plan };
         assert_eq!(plan.pieces().collect::<Vec<_>>(), ["", "a", "", "b"]);

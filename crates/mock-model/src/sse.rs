@@ -146,9 +146,9 @@ impl Response {
                 Step::Emit(vec![event(
                     "response.completed",
                     json!({"response": {"id": self.response_id(), "usage": {
-                        "input_tokens": 10, "input_tokens_details": {"cached_tokens": 0},
+                        "input_tokens": self.plan.input_tokens, "input_tokens_details": {"cached_tokens": 0},
                         "output_tokens": output_tokens, "output_tokens_details": {"reasoning_tokens": 0},
-                        "total_tokens": 10 + output_tokens,
+                        "total_tokens": self.plan.input_tokens + output_tokens,
                     }}}),
                 )])
             }
@@ -204,7 +204,7 @@ mod tests {
     }
 
     fn plan(tool_calls: Vec<ToolCall>) -> Plan {
-        Plan { text: "echo: x".into(), deltas: 2, delay: Duration::ZERO, failure: None, tool_calls }
+        Plan { text: "echo: x".into(), deltas: 2, delay: Duration::ZERO, failure: None, tool_calls, input_tokens: 10 }
     }
 
     #[tokio::test]

@@ -37,6 +37,31 @@ pub enum ConfigError {
     },
 }
 
+/// What a compaction threshold applies to ([`PoolConfig::compact_token_limits`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CompactScope {
+    /// Conversations of a profile.
+    Profile(Profile),
+    /// Conversations of a model.
+    Model(String),
+}
+
+impl PoolConfig {
+    /// The compaction threshold of a new conversation of `profile` on `model`, if one is set.
+    pub fn compact_token_limit(&self, profile: Profile, model: Option<&str>) -> Option<u64> {
+        let of_model = self.compact_token_limits.iter().find_map(|(scope, limit)| match scope {
+            CompactScope::Model(m) => (Some(m.as_str()) == model).then_some(*limit),
+            CompactScope::Profile(_) => None,
+        });
+        of_model.or_else(|| {
+            self.compact_token_limits.iter().find_map(|(scope, limit)| match scope {
+                CompactScope::Profile(p) => (*p == profile).then_some(*limit),
+                CompactScope::Model(_) => None,
+            })
+        })
+    }
+}
+
 /// Everything the pool needs.
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
@@ -56,6 +81,12 @@ pub struct PoolConfig {
     /// A turn whose last progress (anything but codex announcing it will retry the model) is
     /// this old is interrupted and ends as `model_unreachable`, naming the model's address.
     pub progress_timeout: Duration,
+    /// The compaction threshold of new conversations, by profile or by model (a model's wins):
+    /// codex summarises a conversation's history once it weighs this many tokens
+    /// (`model_auto_compact_token_limit`, kept with the conversation's settings, so every rebuild
+    /// has it too). A conversation matched by none keeps codex's own threshold for its model.
+    /// Role-play wants long memory, a cheap chat short.
+    pub compact_token_limits: Vec<(CompactScope, u64)>,
     /// How long a turn waits for the outputs of the client tool calls it made before it lets
     /// the conversation go (ending as `tool_call_timeout`); the calls stay pending in the store,
     /// and outputs given later continue the conversation.
@@ -178,6 +209,7 @@ impl PoolConfig {
             turn_timeout: Duration::from_secs(120),
             progress_timeout: Duration::from_secs(30),
             tool_call_timeout: Duration::from_secs(600),
+            compact_token_limits: Vec::new(),
             max_turns_per_process: 48,
             overload_wait: Duration::from_secs(30),
             idle_unsubscribe_after: Duration::from_secs(600),
@@ -245,5 +277,16 @@ mod tests {
         }
         let err = with(&[(ENV_STRATEGY, "random")]).unwrap_err();
         assert!(err.to_string().contains("round_robin or least_busy"), "{err}");
+    }
+
+    #[test]
+    fn a_model_s_compaction_threshold_wins_over_its_profile_s() {
+        let mut c = base();
+        assert_eq!(c.compact_token_limit(Profile::Chat, Some("m")), None);
+        c.compact_token_limits =
+            vec![(CompactScope::Profile(Profile::Chat), 100), (CompactScope::Model("m".into()), 7)];
+        assert_eq!(c.compact_token_limit(Profile::Chat, Some("m")), Some(7));
+        assert_eq!(c.compact_token_limit(Profile::Chat, Some("n")), Some(100));
+        assert_eq!(c.compact_token_limit(Profile::Codex, None), None);
     }
 }

@@ -6,7 +6,7 @@ use crate::ownership::TurnLease;
 use crate::pool::{Pool, PoolInner};
 use crate::profile::Profile;
 use crate::routing::{Refused, ThreadState};
-use crate::turn::PoolTurn;
+use crate::turn::{Ask, PoolTurn};
 use codex_pool_process::hops::hop;
 use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_protocol::types::{ApprovalPolicy, ReasoningEffort, UserInput};
@@ -108,6 +108,10 @@ impl Pool {
         if settings.cwd.is_none() {
             settings.cwd = Some(inner.config.process.work_dir.display().to_string());
         }
+        if let Some(limit) = inner.config.compact_token_limit(profile, settings.model.as_deref()) {
+            let config = settings.config.get_or_insert_with(Map::new);
+            config.entry("model_auto_compact_token_limit").or_insert_with(|| Value::from(limit));
+        }
         inner.placer.create(settings, profile, metadata, history).await
     }
 
@@ -142,9 +146,39 @@ impl Pool {
         let fence = lease.as_ref().map(TurnLease::fence);
         inner.apply_tools(id, &mut claimed, &options, fence);
         let loaded = inner.trusted_thread(id, &mut claimed).await;
-        let sent = inner.place_and_send(claim, &claimed, loaded, &input, &[], &options).await?;
+        let sent =
+            inner.place_and_send(claim, &claimed, loaded, Ask::Turn { input: &input, given: &[] }, &options).await?;
         inner.remember_options(id, &options, fence);
         Ok(inner.pool_turn(id, sent, lease, &claimed.settings, input, Vec::new()))
+    }
+
+    /// Has codex compact a conversation's history now (`thread/compact/start`), whatever its
+    /// threshold: a turn codex runs itself, whose events this returns (a `contextCompaction`
+    /// item, then the end). Its summary is kept like an automatic compaction's, and later
+    /// rebuilds start from it. Fails like [`Pool::start_turn`] (busy, pending tool calls, ...).
+    pub async fn compact(&self, id: &ConversationId) -> Result<PoolTurn, PoolError> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        if let Some(calls) = inner.tool_waits.calls(id) {
+            return Err(PoolError::ToolCallsPending { thread_id: id.clone(), calls });
+        }
+        let lease = inner.lease(id).await?;
+        let (claim, mut claimed) = inner.claim_turn(id).await?;
+        if !claimed.pending.is_empty() {
+            let calls = claimed.pending.iter().map(|p| p.call_id.clone()).collect();
+            return Err(PoolError::ToolCallsPending { thread_id: id.clone(), calls });
+        }
+        let loaded = inner.trusted_thread(id, &mut claimed).await;
+        // The compaction adds to the history but is no turn: its items go with the latest turn.
+        inner.writer.flush().await;
+        let latest = inner.store.load(id).await?.and_then(|r| r.last_turn);
+        let options = TurnOptions::default();
+        let sent = inner.place_and_send(claim, &claimed, loaded, Ask::Compact, &options).await?;
+        let turn = inner.pool_turn(id, sent, lease, &claimed.settings, Vec::new(), Vec::new());
+        Ok(match latest {
+            Some(latest) => turn.record_as(latest),
+            None => turn,
+        })
     }
 
     /// Interrupts the running turn of a conversation. With several nodes, a turn running on

@@ -5,9 +5,18 @@ use codex_pool_protocol::types::UserInput;
 use codex_pool_protocol::ToolOutput;
 use serde_json::Value;
 
+/// The type of the item the store keeps where codex compacted the history (see
+/// `compaction.rs`): `{"type": "codex_pool.compaction", "summary"}`.
+pub(crate) const MARKER_TYPE: &str = "codex_pool.compaction";
+
+/// Whether an item is a compaction's marker.
+pub(crate) fn is_marker(item: &Value) -> bool {
+    item["type"] == MARKER_TYPE
+}
+
 /// Whether an item is context codex writes by itself for a thread (developer instructions,
 /// permissions, environment, user instructions) rather than part of the conversation.
-fn is_codex_context(item: &Value) -> bool {
+pub(crate) fn is_codex_context(item: &Value) -> bool {
     if item["type"] != "message" {
         return false;
     }
@@ -27,6 +36,11 @@ fn is_codex_context(item: &Value) -> bool {
 /// an input of images only, an image): a repeated message appears earlier only as history. If
 /// none is found, codex's own context is left out and the rest kept.
 pub(crate) fn own_items(items: &mut Vec<Value>, input: &[UserInput]) {
+    if input.is_empty() {
+        // A turn codex ran by itself (a compaction): all but its context is the turn's.
+        items.retain(|item| !is_codex_context(item));
+        return;
+    }
     let text = input.iter().find_map(|i| match i {
         UserInput::Text { text } => Some(text.as_str()),
         _ => None,
@@ -42,7 +56,9 @@ pub(crate) fn own_items(items: &mut Vec<Value>, input: &[UserInput]) {
     };
     match items.iter().rposition(holds_input) {
         Some(start) => {
-            items.drain(..start);
+            // A compaction before the turn's message is the turn's (its marker stays in place).
+            let markers: Vec<Value> = items.drain(..start).filter(is_marker).collect();
+            items.splice(0..0, markers);
         }
         None => {
             tracing::warn!("the turn's own message was not among its history items");
@@ -58,7 +74,8 @@ pub(crate) fn own_items_after(items: &mut Vec<Value>, given: &[Value]) {
     let ids: Vec<&str> = given.iter().filter_map(ToolOutput::call_id_of).collect();
     let is_given = |item: &Value| ToolOutput::call_id_of(item).is_some_and(|id| ids.contains(&id));
     if let Some(last) = items.iter().rposition(is_given) {
-        items.drain(..=last);
+        let markers: Vec<Value> = items.drain(..=last).filter(is_marker).collect();
+        items.splice(0..0, markers);
     }
     items.retain(|item| !is_codex_context(item));
 }

@@ -28,6 +28,7 @@
 
 #![deny(missing_docs)]
 
+mod compaction;
 mod config;
 mod conversations;
 mod counters;
@@ -49,7 +50,7 @@ mod tls;
 mod tools;
 mod turn;
 
-pub use config::{ConfigError, PoolConfig, Spawn, Spawner, ENV_MODEL, ENV_POOL_SIZE, ENV_STRATEGY};
+pub use config::{CompactScope, ConfigError, PoolConfig, Spawn, Spawner, ENV_MODEL, ENV_POOL_SIZE, ENV_STRATEGY};
 pub use conversations::{ConversationInfo, TurnOptions};
 pub use counters::PoolCounters;
 pub use down::{DownReason, Hang};

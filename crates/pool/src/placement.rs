@@ -275,8 +275,10 @@ async fn rebuild_on(
     history: &[Value],
 ) -> Result<CodexThreadId, ProcessError> {
     let codex_id = handle.start_thread(&start_params(settings, ephemeral)).await?.thread.id;
+    // What the model saw last: after a compaction, its summary and what followed.
+    let history = crate::compaction::model_history(history);
     if !history.is_empty() {
-        if let Err(e) = handle.inject_items(&codex_id, history.to_vec()).await {
+        if let Err(e) = handle.inject_items(&codex_id, history).await {
             // Half a conversation is no conversation: do not leave it loaded.
             let _ = handle.unsubscribe(&codex_id).await;
             return Err(e);

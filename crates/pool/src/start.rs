@@ -11,7 +11,7 @@ use crate::placement::Placement;
 use crate::pool::PoolInner;
 use crate::routing::{Claimed, Loaded, Refused};
 use crate::tools::ClientTools;
-use crate::turn::{Claim, Ending, Held, PoolTurn, Running};
+use crate::turn::{Ask, Claim, Ending, Held, PoolTurn, Running};
 use codex_pool_process::hops::hop;
 use codex_pool_process::TurnStream;
 use codex_pool_protocol::methods::ThreadSettings;
@@ -103,8 +103,7 @@ impl PoolInner {
         mut claim: Claim,
         claimed: &Claimed,
         mut loaded: Option<Loaded>,
-        input: &[UserInput],
-        given: &[Value],
+        ask: Ask<'_>,
         options: &TurnOptions,
     ) -> Result<Sent, PoolError> {
         let id = claim.conversation().clone();
@@ -118,13 +117,18 @@ impl PoolInner {
             let ca_epoch = placement.slot.ca_epoch.load(Ordering::Relaxed);
             // From here on the turn may reach codex.
             let sent = claim.ending(Ending::Rebuild);
-            let started = match given {
-                [] => placement.handle.start_turn(turn_params(&placement, input, options)).await,
+            let started = match ask {
+                Ask::Turn { input, given: [] } => {
+                    placement.handle.start_turn(turn_params(&placement, input, options)).await
+                }
                 // What the turn gives codex before it runs (tool outputs), in codex's history.
-                given => match placement.handle.inject_items(&placement.codex_id, given.to_vec()).await {
-                    Ok(()) => placement.handle.start_turn(turn_params(&placement, input, options)).await,
-                    Err(e) => Err(e),
-                },
+                Ask::Turn { input, given } => {
+                    match placement.handle.inject_items(&placement.codex_id, given.to_vec()).await {
+                        Ok(()) => placement.handle.start_turn(turn_params(&placement, input, options)).await,
+                        Err(e) => Err(e),
+                    }
+                }
+                Ask::Compact => placement.handle.compact_thread(&placement.codex_id).await,
             };
             match started {
                 Ok(stream) => {

@@ -24,6 +24,8 @@ pub(crate) enum Command {
     StartTurn { params: TurnStartParams, reply: StartReply },
     /// Interrupt the running turn of a thread.
     Interrupt { thread_id: CodexThreadId, reply: InterruptReply },
+    /// `thread/compact/start`, with its turn registered before the request goes out.
+    Compact { thread_id: CodexThreadId, reply: StartReply },
     /// Answer codex's waiting `item/tool/call` with the client's output.
     AnswerToolCall { thread_id: CodexThreadId, call_id: String, answer: DynamicToolCallResponse, reply: InterruptReply },
     /// Write a notification line.
@@ -41,7 +43,7 @@ impl Command {
             Command::Call { reply, .. } => {
                 let _ = reply.send(Err(err));
             }
-            Command::StartTurn { reply, .. } => {
+            Command::StartTurn { reply, .. } | Command::Compact { reply, .. } => {
                 let _ = reply.send(Err(err));
             }
             Command::Interrupt { reply, .. } | Command::AnswerToolCall { reply, .. } => {

@@ -186,6 +186,18 @@ impl AppServerHandle {
         self.await_reply("turn/interrupt", rx, Instant::now() + timeout, timeout).await?
     }
 
+    /// Asks codex to compact a thread's history now (`thread/compact/start`): a turn codex runs
+    /// itself, whose stream this returns (its id comes with `Started`). Fails with
+    /// [`ProcessError::ThreadBusy`] while a turn runs on the thread.
+    pub async fn compact_thread(&self, thread_id: &CodexThreadId) -> Result<TurnStream, ProcessError> {
+        let timeout = self.inner.request_timeout;
+        let deadline = Instant::now() + timeout;
+        let _permit = self.acquire(deadline).await?;
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Compact { thread_id: thread_id.clone(), reply })?;
+        self.await_reply("thread/compact/start", rx, deadline, timeout).await?
+    }
+
     /// Gives codex the output of a client tool call its turn waits on (see
     /// [`TurnEvent::ToolCall`](crate::TurnEvent::ToolCall)); answers once it is written. Fails
     /// with [`ProcessError::NoSuchToolCall`] when no such call waits (answered already, or its

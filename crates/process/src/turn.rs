@@ -231,8 +231,11 @@ impl TurnStream {
             _ => {}
         }
         self.watchdog.saw(&event);
-        if let TurnEvent::ToolCall { request } = &event {
-            self.waiting_calls.push(request.call_id.clone());
+        match &event {
+            TurnEvent::ToolCall { request } => self.waiting_calls.push(request.call_id.clone()),
+            // A turn codex started itself (a compaction) is named here.
+            TurnEvent::Started { turn_id, .. } if self.turn_id.as_str().is_empty() => self.turn_id = turn_id.clone(),
+            _ => {}
         }
         match &event {
             TurnEvent::Error { error, will_retry: true } => {

@@ -54,6 +54,11 @@ request!(
     ThreadInjectItems, "thread/inject_items", ThreadInjectItemsParams, EmptyResponse
 );
 request!(
+    /// `thread/compact/start`: codex summarises the thread's history now, in a turn of its own
+    /// (announced by `turn/started`; the answer names no turn).
+    ThreadCompactStart, "thread/compact/start", ThreadIdParams, EmptyResponse
+);
+request!(
     /// `thread/unsubscribe`: stops this connection's interest in a thread.
     ThreadUnsubscribe, "thread/unsubscribe", ThreadIdParams, ThreadUnsubscribeResponse
 );

@@ -218,6 +218,7 @@ fn router(state: AppState, config: &ServiceConfig) -> Router {
         .route("/v1/conversations/{id}/interrupt", post(conversations::interrupt))
         .route("/v1/conversations/{id}/turns", post(turns::start))
         .route("/v1/conversations/{id}/tool_outputs", post(tools::submit_outputs))
+        .route("/v1/conversations/{id}/compact", post(turns::compact))
         .route("/v1/conversations/{id}/turns/{turn_id}/events", get(turns::events))
         .route("/v1/responses", post(responses::create))
         .route("/v1/responses/{id}", get(readback::retrieve))

@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
     paths(
         conversations::create, conversations::list, conversations::get_one, conversations::items,
         conversations::delete, conversations::release, conversations::interrupt,
-        turns::start, turns::events, tools::submit_outputs,
+        turns::start, turns::events, turns::compact, tools::submit_outputs,
         system::healthz, system::readyz, system::pool, system::nodes, system::openapi, system::metrics,
         responses::create, readback::retrieve, chat::create, models::list, models::retrieve,
     ),

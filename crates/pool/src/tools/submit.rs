@@ -6,7 +6,7 @@ use crate::conversations::TurnOptions;
 use crate::error::PoolError;
 use crate::ownership::TurnLease;
 use crate::pool::Pool;
-use crate::turn::PoolTurn;
+use crate::turn::{Ask, PoolTurn};
 use codex_pool_protocol::{ToolOutput, TurnId};
 use codex_pool_store::ConversationId;
 use std::time::Duration;
@@ -127,7 +127,8 @@ impl Pool {
                 given.push(output.to_item());
             }
         }
-        let sent = inner.place_and_send(claim, &claimed, loaded, &[], &given, &options).await?;
+        let sent =
+            inner.place_and_send(claim, &claimed, loaded, Ask::Turn { input: &[], given: &given }, &options).await?;
         inner.remember_options(id, &options, fence);
         Ok(inner.pool_turn(id, sent, lease, &claimed.settings, Vec::new(), given))
     }

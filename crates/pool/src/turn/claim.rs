@@ -112,6 +112,11 @@ pub(crate) struct Running {
     items: Vec<Value>,
     /// A checkpoint has been written: every item from now on is the turn's own.
     trimmed: bool,
+    /// codex is compacting the history: what it records now is the summariser's answer.
+    compacting: bool,
+    /// A turn codex ran by itself (a compaction): its items go with this earlier turn, which
+    /// stays the conversation's latest, and it counts as no turn.
+    record_as: Option<TurnId>,
     /// The conversation's client tools, and the calls of them the model made in the response
     /// being read.
     pub tools: ClientTools,
@@ -129,13 +134,39 @@ impl Running {
         tools: ClientTools,
     ) -> Self {
         let held = Held { claim: held.claim.ending(Ending::Rebuild), ..held };
-        Self { held, writer, input, given, items: Vec::new(), trimmed: false, tools, first_delta: false }
+        Self {
+            held,
+            writer,
+            input,
+            given,
+            items: Vec::new(),
+            trimmed: false,
+            compacting: false,
+            record_as: None,
+            tools,
+            first_delta: false,
+        }
     }
 
-    /// codex recorded `item` in the turn.
+    /// codex recorded `item` in the turn. During a compaction, that is the summariser's answer,
+    /// kept as the compaction's marker (see [`crate::compaction`]).
     pub(crate) fn push(&mut self, item: Value) {
+        if self.compacting && item["type"] == "message" && item["role"] == "assistant" {
+            self.items.push(crate::compaction::marker(&item));
+            return;
+        }
         self.tools.saw(&item);
         self.items.push(item);
+    }
+
+    /// Records the turn's items with `turn` (see the field `record_as`).
+    pub(crate) fn record_as(&mut self, turn: TurnId) {
+        self.record_as = Some(turn);
+    }
+
+    /// codex began (or ended) compacting the history.
+    pub(crate) fn compacting(&mut self, now: bool) {
+        self.compacting = now;
     }
 
     /// The conversation's pending tool calls are now `pending` in the store.
@@ -178,11 +209,13 @@ impl Running {
     /// codex finished the turn: its record is queued; the store's answer comes with the ticket.
     pub(crate) fn record(mut self, turn_id: &TurnId) -> (Held, WriteTicket) {
         let items = self.take_items();
-        let Self { held, writer, .. } = self;
-        let record = TurnRecord {
-            fence: held.lease.as_ref().map(TurnLease::fence),
-            ..TurnRecord::completed(held.claim.conversation.clone(), turn_id.as_str(), items)
+        let Self { held, writer, record_as, .. } = self;
+        let conversation = held.claim.conversation.clone();
+        let record = match record_as {
+            Some(earlier) => TurnRecord::partial(conversation, earlier, items, Vec::new()),
+            None => TurnRecord::completed(conversation, turn_id.as_str(), items),
         };
+        let record = TurnRecord { fence: held.lease.as_ref().map(TurnLease::fence), ..record };
         let ticket = writer.record(record);
         (held, ticket)
     }

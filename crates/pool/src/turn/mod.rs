@@ -10,6 +10,7 @@ use crate::tls::TurnTls;
 use crate::tools::{Wait, WaitEnd};
 use codex_pool_process::hops::hop;
 use codex_pool_process::{AbortReason, TurnEvent, TurnStream};
+use codex_pool_protocol::types::UserInput;
 use codex_pool_protocol::ToolCall;
 use codex_pool_protocol::{CodexThreadId, TurnId};
 use codex_pool_store::{now_ms, ConversationId, PendingCall, StoreError};
@@ -17,6 +18,15 @@ use serde_json::Value;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+
+/// What a turn asks of codex once placed.
+#[derive(Clone, Copy)]
+pub(crate) enum Ask<'a> {
+    /// A turn of `input`, after `given` (tool outputs) is added to codex's history.
+    Turn { input: &'a [UserInput], given: &'a [Value] },
+    /// A compaction of the history (`thread/compact/start`).
+    Compact,
+}
 
 /// The events of one turn started through the pool. Same contract as [`TurnStream`]: events,
 /// then exactly one terminal event, then `None`. Events name the conversation, never the codex
@@ -69,6 +79,15 @@ impl PoolTurn {
     ) -> Self {
         let codex_thread = stream.thread_id().clone();
         Self { conversation, codex_thread, stream, phase: Phase::Streaming(running), tls, wait: None }
+    }
+
+    /// Records the turn's items with `turn`, an earlier turn that stays the conversation's
+    /// latest (a compaction's: it adds to the history but is no turn of the conversation's).
+    pub(crate) fn record_as(mut self, turn: TurnId) -> Self {
+        if let Phase::Streaming(running) = &mut self.phase {
+            running.record_as(turn);
+        }
+        self
     }
 
     /// The conversation the turn belongs to.
@@ -159,6 +178,8 @@ impl PoolTurn {
                 hop(self.conversation.as_str(), "turn.first_delta");
             }
             TurnEvent::ResponseItem { item } => running.push(item.clone()),
+            TurnEvent::ItemStarted { item } if item["type"] == "contextCompaction" => running.compacting(true),
+            TurnEvent::ItemCompleted { item } if item["type"] == "contextCompaction" => running.compacting(false),
             TurnEvent::ToolCall { request } => {
                 // codex asks for an output: the consumer heard of the call with the others of
                 // its response (`ToolCalls`); one given already goes to codex now.

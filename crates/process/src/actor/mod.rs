@@ -13,6 +13,7 @@
 //! It is generic over its reader and writer, so its unit tests drive it over in-memory pipes.
 
 mod answers;
+mod compact;
 mod mapping;
 mod outbox;
 mod pending;
@@ -235,6 +236,7 @@ impl<W: AsyncWrite + Unpin> Actor<W> {
                 }
             },
             Command::StartTurn { params, reply } => self.start_turn(params, reply),
+            Command::Compact { thread_id, reply } => self.compact(thread_id, reply),
             Command::Interrupt { thread_id, reply } => self.turns.interrupt(thread_id, reply, &mut self.effects),
             Command::AnswerToolCall { thread_id, call_id, answer, reply } => {
                 let _ = reply.send(self.answer_tool_call(&thread_id, call_id, &answer));
@@ -390,6 +392,7 @@ impl<W: AsyncWrite + Unpin> Actor<W> {
                     }
                 }
             },
+            Pending::Compact { thread_id, reply, stream } => self.compact_answered(thread_id, reply, *stream, result),
             Pending::TurnStart { thread_id, reply, mut stream } => {
                 let answer =
                     result.map_err(|error| ProcessError::Rpc { method: TurnStart::METHOD, error }).and_then(|raw| {

@@ -12,6 +12,9 @@ pub(crate) enum Pending {
     Call { method: &'static str, reply: CallReply },
     /// `turn/start`: the stream goes to the caller once codex names the turn.
     TurnStart { thread_id: CodexThreadId, reply: StartReply, stream: Box<TurnStream> },
+    /// `thread/compact/start`: the stream goes to the caller once codex takes it (its turn is
+    /// named by `turn/started`).
+    Compact { thread_id: CodexThreadId, reply: StartReply, stream: Box<TurnStream> },
     /// `turn/interrupt`, for a caller (`reply`) or on a consumer's behalf (`None`).
     Interrupt { thread_id: CodexThreadId, reply: Option<InterruptReply> },
 }
@@ -23,7 +26,7 @@ impl Pending {
             Pending::Call { reply, .. } => {
                 let _ = reply.send(Err(err));
             }
-            Pending::TurnStart { reply, mut stream, .. } => {
+            Pending::TurnStart { reply, mut stream, .. } | Pending::Compact { reply, mut stream, .. } => {
                 stream.mark_finished();
                 let _ = reply.send(Err(err));
             }
@@ -39,7 +42,7 @@ impl Pending {
     fn is_orphaned(&self) -> bool {
         match self {
             Pending::Call { reply, .. } => reply.is_closed(),
-            Pending::TurnStart { .. } => false,
+            Pending::TurnStart { .. } | Pending::Compact { .. } => false,
             Pending::Interrupt { reply, .. } => reply.as_ref().is_some_and(|r| r.is_closed()),
         }
     }
@@ -85,7 +88,9 @@ impl PendingRequests {
     /// Forgets requests whose callers went away. A `turn/start` is kept even then: its answer
     /// names the turn, which is interrupted when the stream finds nobody to take it.
     fn sweep_orphaned(&mut self) {
-        self.waiting.retain(|_, pending| matches!(pending, Pending::TurnStart { .. }) || !pending.is_orphaned());
+        self.waiting.retain(|_, pending| {
+            matches!(pending, Pending::TurnStart { .. } | Pending::Compact { .. }) || !pending.is_orphaned()
+        });
     }
 
     /// Answers every request with `err`.

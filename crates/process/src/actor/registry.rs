@@ -151,6 +151,21 @@ impl TurnRegistry {
         Some((params, reply, stream))
     }
 
+    /// Takes a compaction of a thread (a turn codex starts itself): its stream, or `None` when a
+    /// turn runs or waits on the thread (answered here).
+    pub(crate) fn admit_compaction(
+        &mut self,
+        thread_id: CodexThreadId,
+        reply: StartReply,
+    ) -> Option<(StartReply, TurnStream)> {
+        if self.turns.contains_key(&thread_id) {
+            let _ = reply.send(Err(ProcessError::ThreadBusy { thread_id }));
+            return None;
+        }
+        let stream = self.register(thread_id);
+        Some((reply, stream))
+    }
+
     fn register(&mut self, thread_id: CodexThreadId) -> TurnStream {
         let (tx, rx) = mpsc::unbounded_channel();
         let backlog = Arc::new(AtomicUsize::new(0));

@@ -121,6 +121,43 @@ pub(crate) async fn start(
     }
 }
 
+/// How to answer a compaction.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Compact {
+    /// Stream its events (SSE, the default), or answer its result once it has ended.
+    pub(crate) stream: Option<bool>,
+}
+
+/// Has codex compact the conversation's history now, whatever its threshold: a turn codex runs
+/// by itself (events `turn.started`, a `contextCompaction` item, then the end). Its summary is
+/// kept with the conversation, and later rebuilds start from it rather than from the whole
+/// transcript.
+#[utoipa::path(post, path = "/v1/conversations/{id}/compact", request_body = Compact, tag = "turns",
+    params(("id" = String, Path, description = "The conversation")),
+    responses(
+        (status = 200, description = "Its events (SSE), or its result with `stream: false`", body = TurnResult,
+         content_type = "application/json"),
+        (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody),
+        (status = 429, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
+pub(crate) async fn compact(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Compact>,
+) -> Result<Response, ApiError> {
+    state.ready()?;
+    let begun = std::time::Instant::now();
+    let id = ConversationId::from(id);
+    let room = room_for(&state, &id).await?;
+    let turn = state.pool.compact(&id).await?;
+    let log = state.runs.run(turn, room, begun);
+    if body.stream.unwrap_or(true) {
+        Ok(sse(log, 0).into_response())
+    } else {
+        Ok(Json(TurnResult::from_events(&log.wait_all().await)).into_response())
+    }
+}
+
 /// Re-attaches to a turn's events: those after `Last-Event-ID` (or `after`), then the rest as
 /// they come, while the turn runs and for a while after it ended.
 #[utoipa::path(get, path = "/v1/conversations/{id}/turns/{turn_id}/events", tag = "turns",
