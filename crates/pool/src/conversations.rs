@@ -175,10 +175,11 @@ impl Pool {
         let options = TurnOptions::default();
         let sent = inner.place_and_send(claim, &claimed, loaded, Ask::Compact, &options).await?;
         let turn = inner.pool_turn(id, sent, lease, &claimed.settings, Vec::new(), Vec::new());
-        Ok(match latest {
+        let turn = match latest {
             Some(latest) => turn.record_as(latest),
             None => turn,
-        })
+        };
+        Ok(turn.named().await)
     }
 
     /// Interrupts the running turn of a conversation. With several nodes, a turn running on

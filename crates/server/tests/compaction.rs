@@ -25,6 +25,11 @@ async fn a_compaction_asked_for_is_kept_and_a_response_continues_from_its_summar
     let done =
         c.post(&format!("/v1/conversations/{id}/compact"), json!({"stream": false})).await.unwrap().json().unwrap();
     assert_eq!(done["status"], "completed", "{done}");
+    // A turn codex started itself has its own id, like any turn.
+    let turn_id = done["turn_id"].as_str().unwrap();
+    assert!(!turn_id.is_empty(), "{done}");
+    let events = c.get(&format!("/v1/conversations/{id}/turns/{turn_id}/events")).await.unwrap();
+    assert!(String::from_utf8_lossy(&events.body).contains("turn.completed"));
     assert!(done["items"].as_array().unwrap().iter().any(|i| i["type"] == "contextCompaction"), "{done}");
     let items = c.get(&format!("/v1/conversations/{id}/items")).await.unwrap().json().unwrap();
     let kinds: Vec<_> =

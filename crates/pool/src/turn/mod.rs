@@ -52,6 +52,8 @@ pub struct PoolTurn {
     tls: Option<TurnTls>,
     /// The wait for the outputs of the client tool calls the turn made, while it has some.
     wait: Option<Wait>,
+    /// An event read ahead (see [`PoolTurn::named`]), yielded first.
+    ahead: Option<TurnEvent>,
 }
 
 /// Where the turn is, with what it holds there. Each poll takes the phase by value and puts
@@ -78,7 +80,7 @@ impl PoolTurn {
         tls: Option<TurnTls>,
     ) -> Self {
         let codex_thread = stream.thread_id().clone();
-        Self { conversation, codex_thread, stream, phase: Phase::Streaming(running), tls, wait: None }
+        Self { conversation, codex_thread, stream, phase: Phase::Streaming(running), tls, wait: None, ahead: None }
     }
 
     /// Records the turn's items with `turn`, an earlier turn that stays the conversation's
@@ -86,6 +88,15 @@ impl PoolTurn {
     pub(crate) fn record_as(mut self, turn: TurnId) -> Self {
         if let Phase::Streaming(running) = &mut self.phase {
             running.record_as(turn);
+        }
+        self
+    }
+
+    /// The turn once it has its id: a turn codex starts itself (a compaction) is named by its
+    /// first event, which is read here and yielded first.
+    pub(crate) async fn named(mut self) -> Self {
+        if self.turn_id().as_str().is_empty() {
+            self.ahead = self.next().await;
         }
         self
     }
@@ -116,6 +127,9 @@ impl PoolTurn {
     }
 
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<TurnEvent>> {
+        if let Some(event) = self.ahead.take() {
+            return Poll::Ready(Some(event));
+        }
         loop {
             match std::mem::replace(&mut self.phase, Phase::Done) {
                 Phase::Done => return Poll::Ready(None),
