@@ -134,15 +134,7 @@ impl Pool {
         if let Some(tools) = &options.tools {
             crate::tools::check_tools(tools)?;
         }
-        if let Some(calls) = inner.tool_waits.calls(id) {
-            return Err(PoolError::ToolCallsPending { thread_id: id.clone(), calls });
-        }
-        let lease = inner.lease(id).await?;
-        let (claim, mut claimed) = inner.claim_turn(id).await?;
-        if !claimed.pending.is_empty() {
-            let calls = claimed.pending.iter().map(|p| p.call_id.clone()).collect();
-            return Err(PoolError::ToolCallsPending { thread_id: id.clone(), calls });
-        }
+        let (lease, claim, mut claimed) = inner.claim_for_new_input(id).await?;
         let fence = lease.as_ref().map(TurnLease::fence);
         inner.apply_tools(id, &mut claimed, &options, fence);
         let loaded = inner.trusted_thread(id, &mut claimed).await;
@@ -159,15 +151,7 @@ impl Pool {
     pub async fn compact(&self, id: &ConversationId) -> Result<PoolTurn, PoolError> {
         let inner = &self.inner;
         inner.check_open()?;
-        if let Some(calls) = inner.tool_waits.calls(id) {
-            return Err(PoolError::ToolCallsPending { thread_id: id.clone(), calls });
-        }
-        let lease = inner.lease(id).await?;
-        let (claim, mut claimed) = inner.claim_turn(id).await?;
-        if !claimed.pending.is_empty() {
-            let calls = claimed.pending.iter().map(|p| p.call_id.clone()).collect();
-            return Err(PoolError::ToolCallsPending { thread_id: id.clone(), calls });
-        }
+        let (lease, claim, mut claimed) = inner.claim_for_new_input(id).await?;
         let loaded = inner.trusted_thread(id, &mut claimed).await;
         // The compaction adds to the history but is no turn: its items go with the latest turn.
         inner.writer.flush().await;

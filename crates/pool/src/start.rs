@@ -77,6 +77,25 @@ impl PoolInner {
         Err(PoolError::UnknownThread(id.clone()))
     }
 
+    /// The conversation's lease and claim for a turn that brings new input (a message, a
+    /// compaction): refused with [`PoolError::ToolCallsPending`] while tool calls wait for
+    /// their outputs, here or in the store.
+    pub(crate) async fn claim_for_new_input(
+        &self,
+        id: &ConversationId,
+    ) -> Result<(Option<TurnLease>, Claim, Claimed), PoolError> {
+        if let Some(calls) = self.tool_waits.calls(id) {
+            return Err(PoolError::ToolCallsPending { thread_id: id.clone(), calls });
+        }
+        let lease = self.lease(id).await?;
+        let (claim, claimed) = self.claim_turn(id).await?;
+        if !claimed.pending.is_empty() {
+            let calls = claimed.pending.iter().map(|p| p.call_id.clone()).collect();
+            return Err(PoolError::ToolCallsPending { thread_id: id.clone(), calls });
+        }
+        Ok((lease, claim, claimed))
+    }
+
     /// The codex thread that holds the claimed conversation, if its copy can be trusted. When
     /// the previous turn's consumer left before the store answered, that answer comes first:
     /// a turn the store did not keep is in codex's copy only, so the copy is dropped and the
