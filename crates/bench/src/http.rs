@@ -186,24 +186,5 @@ pub(crate) async fn http_turn(
     if let Some(functions) = functions {
         body["functions"] = functions.clone();
     }
-    let mut events = match client.stream(&path, body).await {
-        Ok(events) => events,
-        Err(e) => {
-            tracing::warn!(error = %e, "turn failed to start");
-            return (None, String::new());
-        }
-    };
-    let (mut ttft, mut reply) = (None, String::new());
-    while let Ok(Some(event)) = events.next().await {
-        match event.event.as_str() {
-            "text.delta" => {
-                ttft.get_or_insert_with(|| begun.elapsed());
-                reply.push_str(event.data["delta"].as_str().unwrap_or_default());
-            }
-            "turn.completed" => return (ttft, reply),
-            "turn.failed" => break,
-            _ => {}
-        }
-    }
-    (None, String::new())
+    crate::reply::streamed_reply(client, &path, body, begun).await
 }

@@ -25,6 +25,7 @@ mod measure;
 mod mock_child;
 mod nodes;
 mod openai;
+mod reply;
 mod report;
 mod result;
 mod soak;

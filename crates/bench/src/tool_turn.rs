@@ -34,26 +34,9 @@ pub(crate) async fn tool_turn(client: &Client, id: &str, text: &str) -> (Option<
     let begun = Instant::now();
     let Some(call_id) = tool_calls(client, id, text).await else { return (None, String::new()) };
     let body = json!({"outputs": [{"call_id": call_id, "output": text}]});
-    let mut events = match client.stream(&format!("/v1/conversations/{id}/tool_outputs"), body).await {
-        Ok(events) => events,
-        Err(e) => {
-            tracing::warn!(error = %e, "tool output refused");
-            return (None, String::new());
-        }
-    };
-    let (mut ttft, mut reply) = (None, String::new());
-    while let Ok(Some(event)) = events.next().await {
-        match event.event.as_str() {
-            "text.delta" => {
-                ttft.get_or_insert_with(|| begun.elapsed());
-                reply.push_str(event.data["delta"].as_str().unwrap_or_default());
-            }
-            "turn.completed" => return (ttft, as_echo(text, &reply)),
-            "turn.failed" | "tool.calls" => break,
-            _ => {}
-        }
-    }
-    (None, String::new())
+    let path = format!("/v1/conversations/{id}/tool_outputs");
+    let (ttft, reply) = crate::reply::streamed_reply(client, &path, body, begun).await;
+    (ttft, as_echo(text, &reply))
 }
 
 /// Starts a tool turn and reads its stream to the `tool.calls` event: the call id of its one
