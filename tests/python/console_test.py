@@ -10,12 +10,14 @@ flow (a password field, the token in sessionStorage only: not in localStorage, a
 URL); every pid of /v1/pool shown; a codex process killed with SIGKILL and its replacement's pid
 shown without a reload; a playground message streamed back in several pieces; a hostile message
 shown as text; the security headers; the playground's conversation listed with the others, and
-a turn another client runs on it streamed into the page and stopped with its Interrupt button.
+a turn another client runs on it streamed into the page and stopped with its Interrupt button; a
+tool call a turn waits on shown with its age.
 Screenshots of the pool view and the playground go to SCREENSHOT_DIR.
 """
 
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -167,6 +169,32 @@ def listed(page, conversation, report):
     report["listed"] = True
 
 
+def pending_call_shown(page, base, token, report):
+    """A turn waiting on a client tool: its call shown on its conversation, with its age."""
+
+    def post(path, body):
+        request = urllib.request.Request(
+            base + path,
+            data=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return json.load(answer)
+
+    functions = [{"name": "lookup", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}]
+    conversation = post("/v1/conversations", {"functions": functions})["id"]
+    paused = post(f"/v1/conversations/{conversation}/turns", {"text": 'find [mock:tool=lookup {"q":"<b>x</b>"}]', "stream": False})
+    assert paused["status"] == "tool_calls", paused
+    page.locator("#conv-first").click()
+    page.locator(f'#conv-table tr[data-id="{conversation}"]').click()
+    calls = page.locator("#conv-pending-table tbody tr")
+    expect(calls).to_have_count(1)
+    expect(calls.locator("td").nth(1)).to_have_text("lookup")
+    expect(calls.locator("td").nth(2)).to_have_text('{"q":"<b>x</b>"}')
+    expect(calls.locator("td").nth(3)).to_have_text(re.compile(r"^\d+ s$"))
+    report["pending_call"] = calls.locator("td").nth(3).text_content()
+
+
 def running_turn_streamed_and_interrupted(page, base, token, conversation, report):
     """A turn another client runs streams into the opened conversation; Interrupt stops it."""
     answer = {}
@@ -223,6 +251,7 @@ def main():
         page.screenshot(path=os.path.join(shots, "playground.png"))
         listed(page, conversation, report)
         running_turn_streamed_and_interrupted(page, base, token, conversation, report)
+        pending_call_shown(page, base, token, report)
         page.locator("#forget").click()
         expect(page.locator("#token")).to_be_visible()
         assert page.evaluate("sessionStorage.getItem('codex-pool-token')") is None

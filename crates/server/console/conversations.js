@@ -49,7 +49,6 @@ async function loadPage() {
   $("conv-table").tBodies[0].replaceChildren(...page.data.map(row));
   nextAfter = page.next_after;
   $("conv-next").disabled = !page.has_more;
-  $("conv-first").disabled = cursors.length === 1;
 }
 
 async function loadItems(id) {
