@@ -11,7 +11,7 @@ URL); every pid of /v1/pool shown; a codex process killed with SIGKILL and its r
 shown without a reload; a playground message streamed back in several pieces; a hostile message
 shown as text; the security headers; the playground's conversation listed with the others, and
 a turn another client runs on it streamed into the page and stopped with its Interrupt button; a
-tool call a turn waits on shown with its age.
+tool call a turn waits on shown with its age; the metrics' counts and charts.
 Screenshots of the pool view and the playground go to SCREENSHOT_DIR.
 """
 
@@ -195,6 +195,24 @@ def pending_call_shown(page, base, token, report):
     report["pending_call"] = calls.locator("td").nth(3).text_content()
 
 
+def metrics_drawn(page, shots, report):
+    """The metrics view: the counts so far, the charts; the quantiles read from buckets."""
+    page.locator('nav a[data-view="metrics"]').click()
+    expect(page.locator("#metrics-table")).to_contain_text("Turns started")
+    started = page.locator("#metrics-table tr", has_text="Turns started").locator("td").nth(1)
+    # Read every 5 s: at least the playground's turns, made seconds ago.
+    expect(started).to_have_text(re.compile(r"^[1-9]\d*$"))
+    expect(page.locator("#view-metrics canvas")).to_have_count(4)
+    # The p50 of 10 observations between 0.1 s and 0.5 s, read linearly within the bucket: 0.3 s.
+    p50 = page.evaluate(
+        """async () => (await import("/console/metrics.js")).quantile(0.5,
+             [[0.1, 2], [0.5, 12], [1, 12], [Infinity, 12]], [[0.1, 2], [0.5, 2], [1, 2], [Infinity, 2]])"""
+    )
+    assert abs(p50 - 0.3) < 1e-9, p50
+    page.screenshot(path=os.path.join(shots, "metrics.png"))
+    report["metrics"] = int(started.text_content())
+
+
 def running_turn_streamed_and_interrupted(page, base, token, conversation, report):
     """A turn another client runs streams into the opened conversation; Interrupt stops it."""
     answer = {}
@@ -252,6 +270,7 @@ def main():
         listed(page, conversation, report)
         running_turn_streamed_and_interrupted(page, base, token, conversation, report)
         pending_call_shown(page, base, token, report)
+        metrics_drawn(page, shots, report)
         page.locator("#forget").click()
         expect(page.locator("#token")).to_be_visible()
         assert page.evaluate("sessionStorage.getItem('codex-pool-token')") is None

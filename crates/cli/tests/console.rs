@@ -5,7 +5,7 @@
 //! pid shown, a codex process killed with SIGKILL replaced on the page without a reload, a
 //! playground message streamed back, a hostile message shown as text, the security headers, and a
 //! turn another client runs streamed into the opened conversation and stopped with Interrupt, a
-//! tool call a turn waits on shown with its age; and it leaves screenshots of the pool view and the playground in `target/screenshots/`.
+//! tool call a turn waits on shown with its age, the metrics' counts and charts; and it leaves screenshots of the pool view and the playground in `target/screenshots/`.
 
 mod common;
 
@@ -77,6 +77,7 @@ async fn the_console_in_chromium_shows_the_pool_live_and_streams_the_playground(
     assert_ne!(report["replaced"]["killed"], report["replaced"]["replacement"], "{report}");
     assert!(report["playground"]["pieces_seen"].as_u64().unwrap() >= 2, "{report}");
     assert!(report["pending_call"].as_str().is_some_and(|age| age.ends_with(" s")), "{report}");
+    assert!(report["metrics"].as_u64().is_some_and(|turns| turns > 0), "{report}");
     // The killed process was replaced in the service too: the slot counts the restart.
     let pool = served.client.get("/v1/pool").await.unwrap().json().unwrap();
     assert_eq!(pool["processes"][0]["pid"], report["replaced"]["replacement"], "{pool}");
