@@ -11,6 +11,7 @@
 //! - Several nodes on one store: a request about a conversation another node serves is
 //!   forwarded to that node and its answer streamed back (`forward.rs`), so any node answers any
 //!   request; `GET /v1/nodes` lists them.
+//! - `GET /` (and `/console`): the operator's console, a page of the service's own (`console.rs`).
 //! - `GET /v1/pool`, `GET /healthz`, `GET /readyz`, `GET /openapi.json`, `GET /metrics`
 //!   (Prometheus text).
 //! - OpenAI's API (`openai/`): `POST /v1/responses`, `GET /v1/responses/{id}`, `POST
@@ -37,6 +38,7 @@ mod api;
 mod auth;
 pub mod caps;
 pub mod client;
+mod console;
 mod edge_metrics;
 mod error;
 mod events;
@@ -233,6 +235,8 @@ fn router(state: AppState, config: &ServiceConfig) -> Router {
         // Outside the forward, which reads bodies within it too.
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(token, auth::require_token))
+        // The operator's console: its page and assets hold no data, so they need no token.
+        .merge(console::routes())
         .layer(axum::middleware::from_fn_with_state(guard, origin::guard))
         .layer(axum::middleware::from_fn_with_state(metrics, metrics::track))
         .with_state(state)

@@ -15,6 +15,7 @@ use crate::metrics::Metrics;
 use codex_pool::{ConversationId, PoolTurn};
 use codex_pool_protocol::TurnId;
 use kept::Kept;
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -177,6 +178,8 @@ pub(crate) struct RunLimits {
 /// The turns the service runs, and their logs.
 pub(crate) struct Runs {
     logs: Mutex<Kept<Key, Arc<RunLog>>>,
+    /// The turn each conversation runs now, while its task drives it.
+    running_turns: Mutex<HashMap<ConversationId, TurnId>>,
     tasks: Mutex<JoinSet<()>>,
     /// Room for turns; each running turn holds one permit.
     room: Arc<Semaphore>,
@@ -191,6 +194,7 @@ impl Runs {
     pub(crate) fn new(limits: RunLimits, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Self {
             logs: Mutex::new(Kept::new(limits.retained_bytes)),
+            running_turns: Mutex::default(),
             tasks: Mutex::new(JoinSet::new()),
             room: Arc::new(Semaphore::new(limits.max_turns)),
             max_turns: limits.max_turns,
@@ -222,6 +226,7 @@ impl Runs {
         let log = Arc::new(RunLog::new(turn.conversation_id().clone(), turn.turn_id().clone()));
         let key = (log.conversation.clone(), log.turn_id.clone());
         self.logs.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), log.clone());
+        self.running_turns.lock().unwrap_or_else(|p| p.into_inner()).insert(key.0.clone(), key.1.clone());
         let (runs, driven) = (Arc::downgrade(self), log.clone());
         let (limits, metrics) = (self.limits, self.metrics.clone());
         metrics.turn_started();
@@ -232,6 +237,9 @@ impl Runs {
             let keep = |bytes| runs.upgrade().and_then(|runs| runs.ended(key.clone(), bytes));
             let kept = drive(turn, &driven, &metrics, begun, room, on_end, limits.turn_bytes, keep).await;
             drop(driven);
+            if let Some(runs) = runs.upgrade() {
+                runs.turn_over(&key);
+            }
             let Some(seq) = kept else { return };
             tokio::time::sleep(limits.retention).await;
             if let Some(runs) = runs.upgrade() {
@@ -286,6 +294,20 @@ impl Runs {
         self.metrics.events_evicted("budget", evicted.budget);
         self.metrics.events_evicted("too_large", evicted.too_large);
         seq
+    }
+
+    /// The id of the turn the conversation runs now through this service, if one does.
+    pub(crate) fn running_turn(&self, conversation: &ConversationId) -> Option<TurnId> {
+        self.running_turns.lock().unwrap_or_else(|p| p.into_inner()).get(conversation).cloned()
+    }
+
+    /// The turn of `key` is over: no longer the conversation's running turn (unless a newer
+    /// one already is).
+    fn turn_over(&self, (conversation, turn_id): &Key) {
+        let mut running = self.running_turns.lock().unwrap_or_else(|p| p.into_inner());
+        if running.get(conversation) == Some(turn_id) {
+            running.remove(conversation);
+        }
     }
 
     /// Turns running now.

@@ -96,7 +96,7 @@ pub fn venv() -> Option<std::path::PathBuf> {
     assert!(
         venv.join("bin/python").is_file(),
         "no Python virtual environment at {}: create it with scripts/python-venv (it installs the pinned \
-         openai, openai-agents, prometheus_client and schemathesis from tests/python/requirements.txt), point CODEX_POOL_VENV \
+         openai, openai-agents, prometheus_client, schemathesis and playwright from tests/python/requirements.txt), point CODEX_POOL_VENV \
          at one, or set CODEX_POOL_SKIP_PYTHON=1 to skip these tests",
         venv.display()
     );

@@ -84,6 +84,10 @@ pub(crate) struct Conversation {
     pub(crate) turns: u64,
     /// `idle` or `running`.
     pub(crate) state: &'static str,
+    /// The running turn's id, while one runs on this node (`GET .../turns/{turn_id}/events`
+    /// re-attaches to its events); `null` when none runs, or while it is being started.
+    #[schema(value_type = Option<String>)]
+    pub(crate) running_turn_id: Option<String>,
     /// Where codex holds it now; `null` when no process does (its next turn rebuilds it).
     pub(crate) loaded: Option<Placement>,
     /// The names of the functions the client runs for it.
@@ -109,6 +113,7 @@ impl From<ConversationInfo> for Conversation {
             metadata: r.metadata,
             turns: r.turns,
             state: if info.running { "running" } else { "idle" },
+            running_turn_id: None,
             loaded: info.loaded.map(|(slot, codex)| Placement { slot, codex_thread_id: codex.to_string() }),
             functions: r.settings.dynamic_tools.into_iter().map(|t| t.name).collect(),
             pending_tool_calls: r.pending_calls,
@@ -236,7 +241,8 @@ pub(crate) async fn list(
     let more_stored = page.len() > limit;
     page.truncate(limit);
     let cursors: Vec<String> = page.iter().map(|c| format!("{}.{}", c.record.created_at_ms, c.record.id)).collect();
-    let (data, cut) = within_budget(page.into_iter().map(Conversation::from).collect(), state.caps.page_bytes);
+    let (data, cut) =
+        within_budget(page.into_iter().map(|c| with_running_turn(c.into(), &state)).collect(), state.caps.page_bytes);
     let has_more = more_stored || cut;
     let next_after = if has_more { cursors.get(data.len().wrapping_sub(1)).cloned() } else { None };
     Ok(Json(ConversationList { object: "list", data, has_more, next_after }))
@@ -258,7 +264,16 @@ pub(crate) async fn get_one(
 ) -> Result<Json<Conversation>, ApiError> {
     let id = ConversationId::from(id);
     let info = state.pool.conversation(&id).await?.ok_or_else(|| unknown(&id))?;
-    Ok(Json(info.into()))
+    Ok(Json(with_running_turn(info.into(), &state)))
+}
+
+/// The conversation with its running turn's id, while it runs.
+fn with_running_turn(mut conversation: Conversation, state: &AppState) -> Conversation {
+    if conversation.state == "running" {
+        let id = ConversationId::from(conversation.id.as_str());
+        conversation.running_turn_id = state.runs.running_turn(&id).map(|t| t.to_string());
+    }
+    conversation
 }
 
 fn unknown(id: &ConversationId) -> ApiError {

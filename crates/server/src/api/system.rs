@@ -34,6 +34,10 @@ pub(crate) struct Process {
     pub(crate) active_turns: usize,
     /// How often it was replaced.
     pub(crate) restarts: u64,
+    /// Its resident memory in bytes (`/proc/<pid>/statm`); absent where the system does not
+    /// show it (no `/proc`, or the process just gone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) rss_bytes: Option<u64>,
 }
 
 /// The pool.
@@ -118,6 +122,7 @@ pub(crate) async fn pool(State(state): State<AppState>) -> Json<PoolStatus> {
             loaded_threads: s.loaded_threads,
             active_turns: s.active_turns,
             restarts: s.restarts,
+            rss_bytes: s.pid.and_then(rss_bytes),
         })
         .collect();
     Json(PoolStatus {
@@ -177,4 +182,14 @@ pub(crate) async fn method_not_allowed(uri: Uri) -> Response {
         "this endpoint does not take that method; see GET /openapi.json",
     );
     error.into_response_for(uri.path())
+}
+
+/// The resident memory of a process: the second field of `/proc/<pid>/statm` (pages) times the
+/// page size; `None` where it cannot be read.
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf reads a constant of the system; no memory is shared.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(page).ok().filter(|p| *p > 0).map(|p| pages * p)
 }
