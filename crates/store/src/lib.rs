@@ -66,7 +66,9 @@
 
 #[cfg(test)]
 mod contract;
+mod keys;
 mod memory;
+mod memory_keys;
 mod open;
 mod ownership;
 mod postgres;
@@ -75,6 +77,7 @@ mod sqlite;
 mod transcripts;
 mod types;
 
+pub use keys::{hash_secret, looks_like_key, usage, ApiKey, KeyLimits, KeyStore, KEY_PREFIX, PREFIX_CHARS};
 pub use memory::MemoryStore;
 pub use open::{is_postgres_url, open_store};
 pub use ownership::{Fence, Lease, LeaseHolder, NodeId, NodeInfo, NodeStatus, Renewal};
@@ -171,6 +174,8 @@ pub trait ThreadStore: Send + Sync + 'static {
     /// any other entry of the conversation (a conversation has one transcript). Does nothing
     /// for an unknown conversation (deleted meanwhile): no entry outlives its conversation.
     fn put_transcript<'a>(&'a self, key: &'a TranscriptKey, entry: &'a TranscriptEntry) -> StoreFuture<'a, ()>;
+    /// Its API keys, their usage, and conversations by owner (the same store).
+    fn keys(&self) -> &dyn KeyStore;
     /// Writes out what the backend still buffers and shrinks its files (called at shutdown);
     /// the store stays usable.
     fn close(&self) -> StoreFuture<'_, ()> {
