@@ -267,6 +267,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         args.db.clone().filter(|d| !d.is_empty()).unwrap_or_else(|| data_dir.join("threads.db").display().to_string());
     let shared = is_postgres_url(&db);
     let store = open_store(&db).await.with_context(|| format!("opening the store {}", shown(&db)))?;
+    crate::keys::check_token_for_keys(store.as_ref(), token.is_some()).await?;
     let backend = args.model.backend(Some(&data_dir)).await?;
     let mut config = PoolConfig::new(backend.config.clone());
     config.default_model.clone_from(&backend.model);

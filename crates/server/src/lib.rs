@@ -42,6 +42,7 @@ mod error;
 mod events;
 mod extract;
 mod forward;
+mod keys;
 mod listener;
 mod metrics;
 mod openai;
@@ -191,7 +192,7 @@ pub enum ServeError {
 
 /// The routes, over the service's state.
 fn router(state: AppState, config: &ServiceConfig) -> Router {
-    let token = Arc::new(config.token.clone());
+    let auth = Arc::new(keys::Auth::new(config.token.clone(), state.pool.store().clone()));
     let metrics = state.metrics.clone();
     let forwarder = Arc::new(forward::Forwarder::new(
         state.pool.clone(),
@@ -226,13 +227,14 @@ fn router(state: AppState, config: &ServiceConfig) -> Router {
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::retrieve))
         .route("/metrics", get(system::metrics))
+        .merge(keys::admin::routes())
         .fallback(system::not_found)
         .method_not_allowed_fallback(system::method_not_allowed)
         .layer(axum::middleware::from_fn(error::json_errors))
         .layer(axum::middleware::from_fn_with_state(forwarder, forward::forward_to_owner))
         // Outside the forward, which reads bodies within it too.
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(token, auth::require_token))
+        .layer(axum::middleware::from_fn_with_state(auth, auth::require_token))
         .layer(axum::middleware::from_fn_with_state(guard, origin::guard))
         .layer(axum::middleware::from_fn_with_state(metrics, metrics::track))
         .with_state(state)

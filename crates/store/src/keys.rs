@@ -83,6 +83,18 @@ impl ApiKey {
     }
 }
 
+/// The longest name a key may have.
+const MAX_NAME: usize = 64;
+
+/// Whether a key's name is one metrics labels and command lines can carry (else why not).
+pub fn check_key_name(name: &str) -> Result<(), String> {
+    let fine = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if name.is_empty() || name.len() > MAX_NAME || !name.chars().all(fine) {
+        return Err(format!("a key's name is 1 to {MAX_NAME} letters, digits, `-`, `_` or `.`; pick another"));
+    }
+    Ok(())
+}
+
 /// The SHA-256 of a secret, as stored.
 pub fn hash_secret(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
