@@ -4,7 +4,7 @@
 //! conversations ([`crate::keys::guard`]).
 
 use crate::error::ApiError;
-use crate::keys::{guard, Auth, Caller};
+use crate::keys::{guard, limits, Auth, Caller};
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
@@ -33,13 +33,30 @@ pub(crate) async fn require_token(State(auth): State<Arc<Auth>>, mut request: Re
         response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
         return response;
     };
+    let mut slot = None;
     if let Caller::Key(key) = &caller {
         if let Err(refused) = guard::check(&auth, key, request.uri().path()).await {
             return refused.into_response_for(request.uri().path());
         }
+        if limits::starts_turn(request.method(), request.uri().path()) {
+            match limits::admit_turn(auth.store().as_ref(), &auth.running, &auth.metrics, key).await {
+                Ok(admitted) => slot = admitted,
+                Err(refused) => return refused.into_response_for(request.uri().path()),
+            }
+        }
     }
     request.extensions_mut().insert(caller.clone());
-    crate::keys::as_caller(caller, next.run(request)).await
+    let response = crate::keys::as_caller(caller, next.run(request)).await;
+    match slot {
+        // The turn counts as long as its answer is being sent (a stream: to its end).
+        Some(slot) => response.map(|body| {
+            axum::body::Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
+                let _held = &slot;
+                frame
+            }))
+        }),
+        None => response,
+    }
 }
 
 /// The credentials of a `Bearer` authorization; the scheme's name is case-insensitive (RFC

@@ -192,7 +192,7 @@ pub enum ServeError {
 
 /// The routes, over the service's state.
 fn router(state: AppState, config: &ServiceConfig) -> Router {
-    let auth = Arc::new(keys::Auth::new(config.token.clone(), state.pool.store().clone()));
+    let auth = Arc::new(keys::Auth::new(config.token.clone(), state.pool.store().clone(), state.metrics.clone()));
     let metrics = state.metrics.clone();
     let forwarder = Arc::new(forward::Forwarder::new(
         state.pool.clone(),
@@ -285,7 +285,7 @@ impl Service {
             retained_bytes: config.max_retained_event_bytes,
             turn_bytes: config.max_turn_event_bytes,
         };
-        let runs = Runs::new(limits, metrics.clone());
+        let runs = Runs::new(limits, metrics.clone(), pool.store().clone());
         Self { pool, runs, metrics, listener, config }
     }
 

@@ -184,11 +184,17 @@ pub(crate) struct Runs {
     limits: RunLimits,
     /// Where turns are counted.
     metrics: Arc<Metrics>,
+    /// Where API keys' usage is written.
+    store: Arc<dyn codex_pool_store::ThreadStore>,
 }
 
 impl Runs {
     /// Turns and their logs within `limits`; turns counted in `metrics`.
-    pub(crate) fn new(limits: RunLimits, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub(crate) fn new(
+        limits: RunLimits,
+        metrics: Arc<Metrics>,
+        store: Arc<dyn codex_pool_store::ThreadStore>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             logs: Mutex::new(Kept::new(limits.retained_bytes)),
             tasks: Mutex::new(JoinSet::new()),
@@ -196,6 +202,7 @@ impl Runs {
             max_turns: limits.max_turns,
             limits,
             metrics,
+            store,
         })
     }
 
@@ -224,6 +231,8 @@ impl Runs {
         self.logs.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), log.clone());
         let (runs, driven) = (Arc::downgrade(self), log.clone());
         let (limits, metrics) = (self.limits, self.metrics.clone());
+        // The key whose request started the turn: its usage is counted at the turn's end.
+        let owner = crate::keys::caller().key().cloned().map(|key| (key, self.store.clone()));
         metrics.turn_started();
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         // Ended tasks are reaped here, so the set holds only live ones.
@@ -231,6 +240,11 @@ impl Runs {
         tasks.spawn(async move {
             let keep = |bytes| runs.upgrade().and_then(|runs| runs.ended(key.clone(), bytes));
             let kept = drive(turn, &driven, &metrics, begun, room, on_end, limits.turn_bytes, keep).await;
+            if let Some((key, store)) = owner {
+                if let Some(end) = driven.snapshot().0.last().filter(|e| e.is_terminal()) {
+                    crate::keys::usage::record(store.as_ref(), &metrics.keys, &key, end).await;
+                }
+            }
             drop(driven);
             let Some(seq) = kept else { return };
             tokio::time::sleep(limits.retention).await;

@@ -135,3 +135,104 @@ async fn each_key_sees_only_its_own_conversations_on_every_route() {
     }
     svc.stop().await;
 }
+
+/// Polls `path` until `done` holds of its answer (at most 10 s).
+async fn poll(client: &Client, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let got = client.get(path).await.unwrap().json().unwrap();
+        if done(&got) {
+            return got;
+        }
+        assert!(std::time::Instant::now() < deadline, "{path}: {got}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keys_limits_give_429_and_its_usage_counts_its_turns() {
+    let env = Env::new().await;
+    let svc = Running::start(&env, 1, |c| c.token = Some(OPERATOR.to_owned())).await;
+    let op = &svc.client;
+
+    // max_conversations: the second is refused, in each API's shape.
+    let (one, _) = key(op, "one-conversation", json!({"max_conversations": 1})).await;
+    assert_eq!(one.post("/v1/conversations", json!({})).await.unwrap().status, StatusCode::CREATED);
+    let (status, body) = status_of(one.post("/v1/conversations", json!({})).await);
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("key_max_conversations")));
+    let answer = one.send(Method::POST, "/v1/responses", Some(json!({"input": "x"}).to_string().into())).await.unwrap();
+    assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(answer.headers.contains_key("retry-after"));
+    assert_eq!(answer.json().unwrap()["error"]["code"], "key_max_conversations", "OpenAI's shape names it");
+
+    // turns_per_minute: the second turn of a minute is refused, with Retry-After (if the minute
+    // turned between the two, once more).
+    let (paced, _) = key(op, "one-per-minute", json!({"turns_per_minute": 1})).await;
+    let conv = paced.post("/v1/conversations", json!({})).await.unwrap().json().unwrap()["id"].as_str().unwrap().to_owned();
+    let turn = |text: &'static str| {
+        let (c, path) = (&paced, format!("/v1/conversations/{conv}/turns"));
+        async move { c.send(Method::POST, &path, Some(json!({"text": text, "stream": false}).to_string().into())).await.unwrap() }
+    };
+    let mut refused = None;
+    for _ in 0..3 {
+        assert_eq!(turn("first").await.status, StatusCode::OK);
+        let second = turn("second").await;
+        if second.status == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some(second);
+            break;
+        }
+    }
+    let refused = refused.expect("the second turn of a minute is refused");
+    let retry: u64 = refused.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(refused.json().unwrap()["error"]["code"], "key_turns_per_minute");
+
+    // max_running_turns: a second turn while one streams is refused.
+    let (single, single_id) = key(op, "one-at-a-time", json!({"max_running_turns": 1})).await;
+    let mut convs = Vec::new();
+    for _ in 0..2 {
+        convs.push(single.post("/v1/conversations", json!({})).await.unwrap().json().unwrap()["id"].as_str().unwrap().to_owned());
+    }
+    let slow = json!({"text": "slow [mock:deltas=10] [mock:delay_ms=200]"});
+    let mut stream = single.stream(&format!("/v1/conversations/{}/turns", convs[0]), slow).await.unwrap();
+    assert_eq!(stream.next().await.unwrap().unwrap().event, "turn.started");
+    let second = single
+        .send(Method::POST, &format!("/v1/conversations/{}/turns", convs[1]), Some(json!({"text": "b"}).to_string().into()))
+        .await
+        .unwrap();
+    assert_eq!(second.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(second.headers.contains_key("retry-after"));
+    assert_eq!(second.json().unwrap()["error"]["code"], "key_max_running_turns");
+    let first = all(stream).await;
+    let mut used = vec![first.last().unwrap().data["usage"].clone()];
+    // Once it ended, the next runs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let result = loop {
+        let path = format!("/v1/conversations/{}/turns", convs[1]);
+        let answer = single.send(Method::POST, &path, Some(json!({"text": "b", "stream": false}).to_string().into())).await.unwrap();
+        if answer.status == StatusCode::OK {
+            break answer.json().unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", answer.status);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    used.push(result["usage"].clone());
+
+    // Usage: the turns run and the tokens the fake model reported, in the store and /metrics.
+    let sum = |field: &str| used.iter().map(|u| u[field].as_u64().unwrap()).sum::<u64>();
+    let usage = poll(op, &format!("/v1/keys/{single_id}/usage"), |u| u["turns"] == 2).await;
+    assert_eq!(
+        (usage["input_tokens"].as_u64(), usage["cached_input_tokens"].as_u64(), usage["output_tokens"].as_u64()),
+        (Some(sum("input_tokens")), Some(sum("cached_input_tokens")), Some(sum("output_tokens"))),
+        "{usage} {used:?}"
+    );
+    assert!(sum("input_tokens") > 0);
+    assert_eq!(usage["conversations"], 2);
+    let metrics = String::from_utf8(op.get("/metrics").await.unwrap().body.to_vec()).unwrap();
+    assert!(metrics.contains("codex_pool_key_turns_total{key=\"one-at-a-time\"} 2"), "{metrics}");
+    for limit in ["key_max_conversations", "key_turns_per_minute", "key_max_running_turns"] {
+        assert!(metrics.contains(&format!("codex_pool_limit_refusals_total{{limit=\"{limit}\"}}")), "{limit}");
+    }
+    assert!(!metrics.contains("cpk_") && !metrics.contains(&single_id), "names only, never secrets or ids");
+    svc.stop().await;
+}

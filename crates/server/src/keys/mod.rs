@@ -111,12 +111,20 @@ pub(crate) struct Auth {
     cache: Mutex<HashMap<[u8; 32], (Instant, Option<Arc<ApiKey>>)>>,
     /// When this node last wrote each key's `last_used_at_ms`.
     touched: Mutex<HashMap<String, Instant>>,
+    /// Where limits that bite are counted.
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// The turns each key runs on this node.
+    pub(crate) running: Arc<limits::Running>,
 }
 
 impl Auth {
     /// The token and the store holding the keys.
-    pub(crate) fn new(token: Option<String>, store: Arc<dyn ThreadStore>) -> Self {
-        Self { token, store, cache: Mutex::default(), touched: Mutex::default() }
+    pub(crate) fn new(
+        token: Option<String>,
+        store: Arc<dyn ThreadStore>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Self {
+        Self { token, store, cache: Mutex::default(), touched: Mutex::default(), metrics, running: Arc::default() }
     }
 
     /// The store.
