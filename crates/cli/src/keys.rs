@@ -113,18 +113,3 @@ pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
     store.close().await?;
     Ok(())
 }
-
-/// Keys work only with an operator token: refuses to serve a store that has live keys without one.
-pub async fn check_token_for_keys(store: &dyn ThreadStore, has_token: bool) -> anyhow::Result<()> {
-    if has_token {
-        return Ok(());
-    }
-    let live = store.keys().list_keys().await?.iter().filter(|k| !k.is_revoked()).count();
-    if live > 0 {
-        anyhow::bail!(
-            "the store holds {live} API key(s), which work only with an operator token: pass --token (or \
-             --token-file, or set CODEX_POOL_TOKEN), or revoke the keys (codex-pool keys revoke NAME)"
-        );
-    }
-    Ok(())
-}

@@ -46,7 +46,8 @@ async fn each_key_sees_only_its_own_conversations_on_every_route() {
 
     // A's conversation, with a turn; a response; a chat transcript.
     let conv = a.post("/v1/conversations", json!({})).await.unwrap().json().unwrap()["id"].as_str().unwrap().to_owned();
-    let turn = a.post(&format!("/v1/conversations/{conv}/turns"), json!({"text": "hi", "stream": false})).await.unwrap();
+    let turn =
+        a.post(&format!("/v1/conversations/{conv}/turns"), json!({"text": "hi", "stream": false})).await.unwrap();
     let turn_id = turn.json().unwrap()["turn_id"].as_str().unwrap().to_owned();
     let response = a.post("/v1/responses", json!({"input": "first"})).await.unwrap().json().unwrap();
     let response_id = response["id"].as_str().unwrap().to_owned();
@@ -65,7 +66,11 @@ async fn each_key_sees_only_its_own_conversations_on_every_route() {
         (Method::GET, "/v1/conversations/{id}/items".into(), json!(null)),
         (Method::GET, format!("/v1/conversations/{{id}}/turns/{turn_id}/events"), json!(null)),
         (Method::POST, "/v1/conversations/{id}/turns".into(), json!({"text": "intruder", "stream": false})),
-        (Method::POST, "/v1/conversations/{id}/tool_outputs".into(), json!({"outputs": [{"call_id": "c", "output": "x"}]})),
+        (
+            Method::POST,
+            "/v1/conversations/{id}/tool_outputs".into(),
+            json!({"outputs": [{"call_id": "c", "output": "x"}]}),
+        ),
         (Method::POST, "/v1/conversations/{id}/compact".into(), json!({"stream": false})),
         (Method::POST, "/v1/conversations/{id}/interrupt".into(), json!({})),
         (Method::POST, "/v1/conversations/{id}/release".into(), json!({})),
@@ -123,7 +128,10 @@ async fn each_key_sees_only_its_own_conversations_on_every_route() {
     assert!(listed["data"].as_array().unwrap().iter().all(|k| k.get("secret").is_none()), "{listed}");
 
     // A's conversation is A's to delete; B's delete changed nothing.
-    assert_eq!(a.send(Method::DELETE, &format!("/v1/conversations/{conv}"), None).await.unwrap().status, StatusCode::OK);
+    assert_eq!(
+        a.send(Method::DELETE, &format!("/v1/conversations/{conv}"), None).await.unwrap().status,
+        StatusCode::OK
+    );
 
     // A revoked key is refused.
     let revoked = op.send(Method::DELETE, &format!("/v1/keys/{a_id}"), None).await.unwrap();
@@ -159,7 +167,10 @@ async fn a_keys_limits_give_429_and_its_usage_counts_its_turns() {
     let (one, _) = key(op, "one-conversation", json!({"max_conversations": 1})).await;
     assert_eq!(one.post("/v1/conversations", json!({})).await.unwrap().status, StatusCode::CREATED);
     let (status, body) = status_of(one.post("/v1/conversations", json!({})).await);
-    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("key_max_conversations")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("key_max_conversations"))
+    );
     let answer = one.send(Method::POST, "/v1/responses", Some(json!({"input": "x"}).to_string().into())).await.unwrap();
     assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS);
     assert!(answer.headers.contains_key("retry-after"));
@@ -168,10 +179,13 @@ async fn a_keys_limits_give_429_and_its_usage_counts_its_turns() {
     // turns_per_minute: the second turn of a minute is refused, with Retry-After (if the minute
     // turned between the two, once more).
     let (paced, _) = key(op, "one-per-minute", json!({"turns_per_minute": 1})).await;
-    let conv = paced.post("/v1/conversations", json!({})).await.unwrap().json().unwrap()["id"].as_str().unwrap().to_owned();
+    let conv =
+        paced.post("/v1/conversations", json!({})).await.unwrap().json().unwrap()["id"].as_str().unwrap().to_owned();
     let turn = |text: &'static str| {
         let (c, path) = (&paced, format!("/v1/conversations/{conv}/turns"));
-        async move { c.send(Method::POST, &path, Some(json!({"text": text, "stream": false}).to_string().into())).await.unwrap() }
+        async move {
+            c.send(Method::POST, &path, Some(json!({"text": text, "stream": false}).to_string().into())).await.unwrap()
+        }
     };
     let mut refused = None;
     for _ in 0..3 {
@@ -191,13 +205,22 @@ async fn a_keys_limits_give_429_and_its_usage_counts_its_turns() {
     let (single, single_id) = key(op, "one-at-a-time", json!({"max_running_turns": 1})).await;
     let mut convs = Vec::new();
     for _ in 0..2 {
-        convs.push(single.post("/v1/conversations", json!({})).await.unwrap().json().unwrap()["id"].as_str().unwrap().to_owned());
+        convs.push(
+            single.post("/v1/conversations", json!({})).await.unwrap().json().unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     let slow = json!({"text": "slow [mock:deltas=10] [mock:delay_ms=200]"});
     let mut stream = single.stream(&format!("/v1/conversations/{}/turns", convs[0]), slow).await.unwrap();
     assert_eq!(stream.next().await.unwrap().unwrap().event, "turn.started");
     let second = single
-        .send(Method::POST, &format!("/v1/conversations/{}/turns", convs[1]), Some(json!({"text": "b"}).to_string().into()))
+        .send(
+            Method::POST,
+            &format!("/v1/conversations/{}/turns", convs[1]),
+            Some(json!({"text": "b"}).to_string().into()),
+        )
         .await
         .unwrap();
     assert_eq!(second.status, StatusCode::TOO_MANY_REQUESTS);
@@ -209,7 +232,10 @@ async fn a_keys_limits_give_429_and_its_usage_counts_its_turns() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     let result = loop {
         let path = format!("/v1/conversations/{}/turns", convs[1]);
-        let answer = single.send(Method::POST, &path, Some(json!({"text": "b", "stream": false}).to_string().into())).await.unwrap();
+        let answer = single
+            .send(Method::POST, &path, Some(json!({"text": "b", "stream": false}).to_string().into()))
+            .await
+            .unwrap();
         if answer.status == StatusCode::OK {
             break answer.json().unwrap();
         }

@@ -112,7 +112,8 @@ async fn run(operator: &Client, case: usize, ops: Vec<Op>) {
             Op::Turn(k, i) => {
                 let Some((id, owner)) = pick(i) else { continue };
                 let path = format!("/v1/conversations/{id}/turns");
-                let (status, body) = send(&keys[k], Method::POST, &path, Some(json!({"text": "hi", "stream": false}))).await;
+                let (status, body) =
+                    send(&keys[k], Method::POST, &path, Some(json!({"text": "hi", "stream": false}))).await;
                 if owner == k && live.contains_key(&id) {
                     assert_eq!(status, StatusCode::OK, "{body}");
                     *live.get_mut(&id).unwrap() += 1;

@@ -77,7 +77,9 @@ mod sqlite;
 mod transcripts;
 mod types;
 
-pub use keys::{check_key_name, hash_secret, looks_like_key, usage, ApiKey, KeyLimits, KeyStore, KEY_PREFIX, PREFIX_CHARS};
+pub use keys::{
+    check_key_name, hash_secret, looks_like_key, usage, ApiKey, KeyLimits, KeyStore, KEY_PREFIX, PREFIX_CHARS,
+};
 pub use memory::MemoryStore;
 pub use open::{is_postgres_url, open_store};
 pub use ownership::{Fence, Lease, LeaseHolder, NodeId, NodeInfo, NodeStatus, Renewal};

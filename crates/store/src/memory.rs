@@ -56,7 +56,10 @@ impl MemoryStore {
         Self::default()
     }
 
-    pub(crate) fn with<T: Send + 'static>(&self, f: impl FnOnce(&mut State) -> Result<T, StoreError>) -> StoreFuture<'_, T> {
+    pub(crate) fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut State) -> Result<T, StoreError>,
+    ) -> StoreFuture<'_, T> {
         let out = f(&mut self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
         Box::pin(async move { out })
     }

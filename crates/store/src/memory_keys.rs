@@ -113,6 +113,8 @@ impl KeyStore for MemoryStore {
     }
 
     fn count_owned<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, u64> {
-        self.with(|state| Ok(state.threads.values().filter(|s| s.record.owner.as_deref() == Some(owner)).count() as u64))
+        self.with(
+            |state| Ok(state.threads.values().filter(|s| s.record.owner.as_deref() == Some(owner)).count() as u64),
+        )
     }
 }

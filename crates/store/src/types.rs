@@ -130,7 +130,9 @@ pub enum StoreError {
         fence: crate::Fence,
     },
     /// Another API key has that name.
-    #[error("an API key named {name:?} exists already; pick another name, or revoke that key and use its name no more")]
+    #[error(
+        "an API key named {name:?} exists already; pick another name, or revoke that key and use its name no more"
+    )]
     KeyNameTaken {
         /// The name.
         name: String,

@@ -38,7 +38,7 @@ pub(crate) async fn check(auth: &Auth, key: &ApiKey, path: &str) -> Result<(), A
     }
     if let Some(id) = conversation_of(path) {
         let record = auth.store().load(&id).await?;
-        if !record.is_some_and(|r| r.owner.as_deref() == Some(key.id.as_str())) {
+        if record.is_none_or(|r| r.owner.as_deref() != Some(key.id.as_str())) {
             return Err(unknown(&id));
         }
     }

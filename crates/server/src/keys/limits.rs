@@ -3,8 +3,8 @@
 
 use crate::error::ApiError;
 use crate::keys::Caller;
-use crate::state::AppState;
 use crate::metrics::Metrics;
+use crate::state::AppState;
 use axum::http::StatusCode;
 use codex_pool_store::{ApiKey, ThreadStore};
 use std::collections::HashMap;
@@ -103,7 +103,9 @@ pub(crate) async fn admit_turn(
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "key_turns_per_minute",
-                format!("this API key started {max} turns this minute, its limit (turns_per_minute); retry in {retry} s"),
+                format!(
+                    "this API key started {max} turns this minute, its limit (turns_per_minute); retry in {retry} s"
+                ),
             )
             .retry_after(retry));
         }

@@ -59,6 +59,9 @@ pub(crate) async fn own(
     Ok(())
 }
 
+/// A key as read from the store, and when (`None`: no key has that hash).
+type Cached = (Instant, Option<Arc<ApiKey>>);
+
 /// Who sent a request (a request extension the guard sets; the operator when there is none).
 #[derive(Debug, Clone)]
 pub(crate) enum Caller {
@@ -108,7 +111,7 @@ pub(crate) struct Auth {
     pub(crate) token: Option<String>,
     store: Arc<dyn ThreadStore>,
     /// Keys by the hash of their secret, with when they were read (`None`: no such key).
-    cache: Mutex<HashMap<[u8; 32], (Instant, Option<Arc<ApiKey>>)>>,
+    cache: Mutex<HashMap<[u8; 32], Cached>>,
     /// When this node last wrote each key's `last_used_at_ms`.
     touched: Mutex<HashMap<String, Instant>>,
     /// Where limits that bite are counted.

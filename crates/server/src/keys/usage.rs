@@ -37,7 +37,11 @@ pub(crate) struct KeyMetrics {
 impl KeyMetrics {
     /// Names them in the registry.
     pub(crate) fn register(&self, r: &mut Registry) {
-        r.register("codex_pool_key_turns", "Turns of an API key's conversations that ended, by key name", self.turns.clone());
+        r.register(
+            "codex_pool_key_turns",
+            "Turns of an API key's conversations that ended, by key name",
+            self.turns.clone(),
+        );
         r.register(
             "codex_pool_key_turn_failures",
             "Turns of an API key's conversations that failed, by key name and reason",

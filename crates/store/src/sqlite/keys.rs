@@ -63,8 +63,7 @@ impl KeyStore for SqliteStore {
 
     fn list_keys(&self) -> StoreFuture<'_, Vec<ApiKey>> {
         self.run(|conn| {
-            let mut query =
-                conn.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY name")).db()?;
+            let mut query = conn.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY name")).db()?;
             let rows = query.query_map([], read_key).db()?;
             rows.map(|r| r.db()).collect()
         })
@@ -89,9 +88,13 @@ impl KeyStore for SqliteStore {
                 params![which, crate::now_ms()],
             )
             .db()?;
-            conn.query_row(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_id = ?1 OR name = ?1"), [&which], read_key)
-                .optional()
-                .db()
+            conn.query_row(
+                &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_id = ?1 OR name = ?1"),
+                [&which],
+                read_key,
+            )
+            .optional()
+            .db()
         })
     }
 
@@ -128,7 +131,8 @@ impl KeyStore for SqliteStore {
         let id = id.to_owned();
         self.run(move |conn| {
             let mut query = conn.prepare_cached("SELECT what, n FROM api_key_usage WHERE key_id = ?1").db()?;
-            let rows = query.query_map([&id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))).db()?;
+            let rows =
+                query.query_map([&id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))).db()?;
             rows.map(|r| r.db()).collect()
         })
     }
@@ -195,7 +199,8 @@ impl KeyStore for SqliteStore {
     fn count_owned<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, u64> {
         let owner = owner.to_owned();
         self.run(move |conn| {
-            let n: i64 = conn.query_row("SELECT COUNT(*) FROM threads WHERE owner = ?1", [&owner], |r| r.get(0)).db()?;
+            let n: i64 =
+                conn.query_row("SELECT COUNT(*) FROM threads WHERE owner = ?1", [&owner], |r| r.get(0)).db()?;
             Ok(n.max(0) as u64)
         })
     }
