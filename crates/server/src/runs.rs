@@ -231,8 +231,12 @@ impl Runs {
         self.logs.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), log.clone());
         let (runs, driven) = (Arc::downgrade(self), log.clone());
         let (limits, metrics) = (self.limits, self.metrics.clone());
-        // The key whose request started the turn: its usage is counted at the turn's end.
-        let owner = crate::keys::caller().key().cloned().map(|key| (key, self.store.clone()));
+        // The key whose request started the turn: its usage is written at the turn's end, before
+        // the end is logged (a client that reads the end finds it counted).
+        let on_end = match crate::keys::caller().key().cloned() {
+            Some(key) => Some(crate::keys::usage::counting(key, self.store.clone(), metrics.clone(), on_end)),
+            None => on_end,
+        };
         metrics.turn_started();
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         // Ended tasks are reaped here, so the set holds only live ones.
@@ -240,11 +244,6 @@ impl Runs {
         tasks.spawn(async move {
             let keep = |bytes| runs.upgrade().and_then(|runs| runs.ended(key.clone(), bytes));
             let kept = drive(turn, &driven, &metrics, begun, room, on_end, limits.turn_bytes, keep).await;
-            if let Some((key, store)) = owner {
-                if let Some(end) = driven.snapshot().0.last().filter(|e| e.is_terminal()) {
-                    crate::keys::usage::record(store.as_ref(), &metrics.keys, &key, end).await;
-                }
-            }
             drop(driven);
             let Some(seq) = kept else { return };
             tokio::time::sleep(limits.retention).await;

@@ -144,17 +144,9 @@ async fn each_key_sees_only_its_own_conversations_on_every_route() {
     svc.stop().await;
 }
 
-/// Polls `path` until `done` holds of its answer (at most 10 s).
-async fn poll(client: &Client, path: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let got = client.get(path).await.unwrap().json().unwrap();
-        if done(&got) {
-            return got;
-        }
-        assert!(std::time::Instant::now() < deadline, "{path}: {got}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+/// A key's usage, as the operator reads it.
+async fn single_usage(operator: &Client, id: &str) -> Value {
+    operator.get(&format!("/v1/keys/{id}/usage")).await.unwrap().json().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,10 +235,19 @@ async fn a_keys_limits_give_429_and_its_usage_counts_its_turns() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
     used.push(result["usage"].clone());
+    // A turn the model fails.
+    let path = format!("/v1/conversations/{}/turns", convs[1]);
+    let failed = single.post(&path, json!({"text": "[mock:fail=500]", "stream": false})).await;
+    let failed = failed.map(|a| a.json().unwrap()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(failed["status"], "failed", "{failed}");
 
-    // Usage: the turns run and the tokens the fake model reported, in the store and /metrics.
+    // Usage: the turns run and the tokens the fake model reported, in the store (written before
+    // the turn's end is answered) and /metrics.
     let sum = |field: &str| used.iter().map(|u| u[field].as_u64().unwrap()).sum::<u64>();
-    let usage = poll(op, &format!("/v1/keys/{single_id}/usage"), |u| u["turns"] == 2).await;
+    let usage = single_usage(op, &single_id).await;
+    assert_eq!(usage["turns"], 3, "{usage}");
+    let failures: u64 = usage["failures"].as_object().unwrap().values().map(|n| n.as_u64().unwrap()).sum();
+    assert_eq!(failures, 1, "{usage}");
     assert_eq!(
         (usage["input_tokens"].as_u64(), usage["cached_input_tokens"].as_u64(), usage["output_tokens"].as_u64()),
         (Some(sum("input_tokens")), Some(sum("cached_input_tokens")), Some(sum("output_tokens"))),
@@ -255,7 +256,8 @@ async fn a_keys_limits_give_429_and_its_usage_counts_its_turns() {
     assert!(sum("input_tokens") > 0);
     assert_eq!(usage["conversations"], 2);
     let metrics = String::from_utf8(op.get("/metrics").await.unwrap().body.to_vec()).unwrap();
-    assert!(metrics.contains("codex_pool_key_turns_total{key=\"one-at-a-time\"} 2"), "{metrics}");
+    assert!(metrics.contains("codex_pool_key_turns_total{key=\"one-at-a-time\"} 3"), "{metrics}");
+    assert!(metrics.contains("codex_pool_key_turn_failures_total{key=\"one-at-a-time\",reason="), "{metrics}");
     for limit in ["key_max_conversations", "key_turns_per_minute", "key_max_running_turns"] {
         assert!(metrics.contains(&format!("codex_pool_limit_refusals_total{{limit=\"{limit}\"}}")), "{limit}");
     }

@@ -3,11 +3,14 @@
 //! by the key's name (never its secret or hash).
 
 use crate::events::{ApiEvent, EventBody};
+use crate::metrics::Metrics;
+use crate::runs::{EndWork, OnEnd};
 use codex_pool_store::{usage, ApiKey, ThreadStore};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KeyLabel {
@@ -53,6 +56,27 @@ impl KeyMetrics {
             self.tokens.clone(),
         );
     }
+}
+
+/// `then` (if any), after the key's usage of the turn is written: an [`OnEnd`] of the turn.
+pub(crate) fn counting(
+    key: Arc<ApiKey>,
+    store: Arc<dyn ThreadStore>,
+    metrics: Arc<Metrics>,
+    then: Option<OnEnd>,
+) -> OnEnd {
+    Box::new(move |events: &[Arc<ApiEvent>]| -> EndWork {
+        let end = events.last().filter(|e| e.is_terminal()).cloned();
+        let then = then.map(|then| then(events));
+        Box::pin(async move {
+            if let Some(end) = end {
+                record(store.as_ref(), &metrics.keys, &key, &end).await;
+            }
+            if let Some(then) = then {
+                then.await;
+            }
+        })
+    })
 }
 
 /// Counts a key's turn that ended with `end` (its terminal event): in `/metrics`, and in the
