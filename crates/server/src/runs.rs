@@ -234,7 +234,7 @@ impl Runs {
         // The key whose request started the turn: its usage is written at the turn's end, before
         // the end is logged (a client that reads the end finds it counted).
         let on_end = match crate::keys::caller().key().cloned() {
-            Some(key) => Some(crate::keys::usage::counting(key, self.store.clone(), metrics.clone(), on_end)),
+            Some(key) => Some(crate::keys::usage::counting(key, self.store.clone(), metrics.keys.clone(), on_end)),
             None => on_end,
         };
         metrics.turn_started();

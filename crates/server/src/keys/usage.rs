@@ -3,14 +3,21 @@
 //! by the key's name (never its secret or hash).
 
 use crate::events::{ApiEvent, EventBody};
-use crate::metrics::Metrics;
-use crate::runs::{EndWork, OnEnd};
 use codex_pool_store::{usage, ApiKey, ThreadStore};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+
+/// What runs once a turn has ended (the shape of `runs::OnEnd`, spelled out so this module
+/// needs nothing of `runs`).
+pub(crate) type OnEnd = Box<dyn FnOnce(&[Arc<ApiEvent>]) -> EndWork + Send>;
+
+/// What an [`OnEnd`] does after it has read the events.
+pub(crate) type EndWork = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KeyLabel {
@@ -62,7 +69,7 @@ impl KeyMetrics {
 pub(crate) fn counting(
     key: Arc<ApiKey>,
     store: Arc<dyn ThreadStore>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<KeyMetrics>,
     then: Option<OnEnd>,
 ) -> OnEnd {
     Box::new(move |events: &[Arc<ApiEvent>]| -> EndWork {
@@ -70,7 +77,7 @@ pub(crate) fn counting(
         let then = then.map(|then| then(events));
         Box::pin(async move {
             if let Some(end) = end {
-                record(store.as_ref(), &metrics.keys, &key, &end).await;
+                record(store.as_ref(), &metrics, &key, &end).await;
             }
             if let Some(then) = then {
                 then.await;
