@@ -11,6 +11,9 @@
 //! - Several nodes on one store: a request about a conversation another node serves is
 //!   forwarded to that node and its answer streamed back (`forward.rs`), so any node answers any
 //!   request; `GET /v1/nodes` lists them.
+//! - API keys (`keys/`): `POST /v1/keys`, `GET /v1/keys`, `DELETE /v1/keys/{id}`, `GET
+//!   /v1/keys/{id}/usage`, the operator's; a request with an application's key sees only that
+//!   key's conversations, within its limits.
 //! - `GET /v1/pool`, `GET /healthz`, `GET /readyz`, `GET /openapi.json`, `GET /metrics`
 //!   (Prometheus text).
 //! - OpenAI's API (`openai/`): `POST /v1/responses`, `GET /v1/responses/{id}`, `POST
@@ -82,7 +85,8 @@ pub struct ServiceConfig {
     /// Where to listen (default `127.0.0.1:7878`).
     pub listen: SocketAddr,
     /// The token every request but `GET /healthz` must carry (`Authorization: Bearer`); required
-    /// to listen anywhere but loopback.
+    /// to listen anywhere but loopback. It is the operator's: with it set, the API keys in the
+    /// store are taken too, each seeing only its own conversations.
     pub token: Option<String>,
     /// The largest request body taken (default 4 MiB: codex's 1 MiB of text, with room for JSON).
     pub max_body_bytes: usize,

@@ -29,6 +29,15 @@
 //! them). They are written in the same transaction as the items and under the same fence, so
 //! any node, after any restart, reads them with the record, without reading the history.
 //!
+//! ## API keys
+//!
+//! The keys an operator issues to applications live in the store too ([`ThreadStore::keys`],
+//! a [`KeyStore`]), so every node sees a new or revoked key at once: hashed ([`ApiKey`]), with
+//! optional limits, usage counters written at each turn's end, and a per-minute turn counter
+//! every node shares. A conversation records the key that created it
+//! ([`ThreadRecord::owner`]; `None`: the operator's), and is listed by it
+//! ([`KeyStore::list_owned`]).
+//!
 //! ## Several nodes on one store
 //!
 //! When several nodes (codex-pool processes) share a store, each conversation is served by one
