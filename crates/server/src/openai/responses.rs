@@ -294,6 +294,8 @@ async fn continuing(
     let (conversation, created) = if record.last_turn.as_ref() == Some(&turn) {
         (id, false)
     } else {
+        // An earlier response may make a new conversation: the key's conversation limit holds.
+        crate::keys::limits::new_conversation(state, &caller).await?;
         match state.pool.fork_at(&id, &turn).await? {
             Fork::Latest => (id, false),
             Fork::New(fork) => {
