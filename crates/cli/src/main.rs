@@ -3,6 +3,7 @@
 mod backend;
 mod chat;
 mod doctor;
+mod keys;
 mod mock;
 mod serve;
 mod vars;
@@ -33,6 +34,8 @@ enum Command {
     Doctor(doctor::DoctorArgs),
     /// One conversation on stdin/stdout: each line is a turn, the reply streams back.
     Chat(chat::ChatArgs),
+    /// Create, list and revoke the API keys applications use (in the store `serve` uses).
+    Keys(keys::KeysArgs),
     /// Serve the fake OpenAI Responses API model that tests and demos use.
     MockModel(mock::MockArgs),
     /// Measure the pool on the real codex and the fake model; prints one JSON line.
@@ -74,6 +77,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             Command::Serve(args) => serve::run(*args).await,
             Command::Doctor(args) => doctor::run(args).await,
             Command::Chat(args) => chat::run(args).await,
+            Command::Keys(args) => keys::run(args).await,
             Command::MockModel(args) => mock::run(args).await,
             Command::Bench(args) => bench(&args).await,
         }

@@ -267,6 +267,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         args.db.clone().filter(|d| !d.is_empty()).unwrap_or_else(|| data_dir.join("threads.db").display().to_string());
     let shared = is_postgres_url(&db);
     let store = open_store(&db).await.with_context(|| format!("opening the store {}", shown(&db)))?;
+    check_token_for_keys(store.as_ref(), token.is_some()).await?;
     let backend = args.model.backend(Some(&data_dir)).await?;
     let mut config = PoolConfig::new(backend.config.clone());
     config.default_model.clone_from(&backend.model);
@@ -412,4 +413,19 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+/// Keys work only with an operator token: refuses to serve a store that has live keys without one.
+async fn check_token_for_keys(store: &dyn codex_pool_store::ThreadStore, has_token: bool) -> anyhow::Result<()> {
+    if has_token {
+        return Ok(());
+    }
+    let live = store.keys().list_keys().await?.iter().filter(|k| !k.is_revoked()).count();
+    if live > 0 {
+        anyhow::bail!(
+            "the store holds {live} API key(s), which work only with an operator token: pass --token (or \
+             --token-file, or set CODEX_POOL_TOKEN), or revoke the keys (codex-pool keys revoke NAME)"
+        );
+    }
+    Ok(())
 }

@@ -196,6 +196,19 @@ async fn secrets_and_prompts_stay_out_of_logs_and_error_bodies() {
     let over = json!({"text": format!("{PROMPT} {}", "x".repeat(1 << 20))});
     let answer = c.send(hyper::Method::POST, &path, Some(bytes::Bytes::from(over.to_string()))).await.unwrap();
     bodies.push(String::from_utf8_lossy(&answer.body).to_string());
+    // An application's key: its secret is never logged either, used or revoked.
+    let key = c.post("/v1/keys", json!({"name": "app"})).await.unwrap().json().unwrap();
+    let key_secret = key["secret"].as_str().unwrap().to_owned();
+    let app = Client::new(c.base(), Some(key_secret.clone()));
+    let app_conversation = app.post("/v1/conversations", json!({})).await.unwrap().json().unwrap();
+    let app_id = app_conversation["id"].as_str().unwrap().to_owned();
+    assert_eq!(turn(&app, &app_id, "from the app").await.last().unwrap().event, "turn.completed");
+    let forged = Client::new(c.base(), Some(format!("{key_secret}x")));
+    let answer = forged.send(hyper::Method::GET, "/v1/conversations", None).await.unwrap();
+    assert_eq!(answer.status, 401);
+    bodies.push(String::from_utf8_lossy(&answer.body).to_string());
+    let id_of_key = key["id"].as_str().unwrap();
+    assert_eq!(c.send(hyper::Method::DELETE, &format!("/v1/keys/{id_of_key}"), None).await.unwrap().status, 200);
     let intruder = Client::new(c.base(), Some("WRONG-TOKEN-000".into()));
     let answer = intruder.send(hyper::Method::GET, "/v1/conversations", None).await.unwrap();
     assert_eq!(answer.status, 401);
@@ -204,7 +217,7 @@ async fn secrets_and_prompts_stay_out_of_logs_and_error_bodies() {
     assert!(status.success());
     let logs = std::fs::read_to_string(&log).unwrap() + &stdout;
     assert!(logs.contains("INFO") || logs.contains("codex-pool"), "the run logged nothing: {logs}");
-    for secret in [TOKEN, PROMPT, AUTH, "WRONG-TOKEN-000"] {
+    for secret in [TOKEN, PROMPT, AUTH, "WRONG-TOKEN-000", key_secret.as_str(), &key_secret[12..]] {
         assert!(!logs.contains(secret), "{secret} in the logs:\n{logs}");
         for body in &bodies {
             assert!(!body.contains(secret), "{secret} in an error body: {body}");

@@ -265,6 +265,18 @@ impl Pool {
         Ok(records.into_iter().map(|r| self.info(r)).collect())
     }
 
+    /// The conversations API key `owner` owns, newest first, as [`Pool::conversations`] lists
+    /// them all.
+    pub async fn conversations_owned(
+        &self,
+        owner: &str,
+        after: Option<ListCursor>,
+        limit: usize,
+    ) -> Result<Vec<ConversationInfo>, PoolError> {
+        let records = self.inner.store.keys().list_owned(owner, after, limit).await?;
+        Ok(records.into_iter().map(|r| self.info(r)).collect())
+    }
+
     /// A page of a conversation's stored history: at most `limit` items after position
     /// `after_seq`, oldest first. Fails for an unknown id.
     pub async fn items(&self, id: &ConversationId, after_seq: u64, limit: usize) -> Result<Vec<StoredItem>, PoolError> {

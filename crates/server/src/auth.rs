@@ -1,32 +1,62 @@
-//! The service's token: with one set, every request but `GET /healthz` must carry
-//! `Authorization: Bearer <token>`, compared in constant time.
+//! The service's token and API keys: with a token set, every request but `GET /healthz` must
+//! carry `Authorization: Bearer <token>` (the operator) or an API key (an application, see
+//! [`crate::keys`]), compared in constant time. An application's key is kept to its own
+//! conversations ([`crate::keys::guard`]).
 
 use crate::error::ApiError;
+use crate::keys::{guard, limits, Auth, Caller};
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use std::sync::Arc;
 
-/// Lets a request through when it carries the token (or none is set).
-pub(crate) async fn require_token(State(token): State<Arc<Option<String>>>, request: Request, next: Next) -> Response {
-    let Some(token) = token.as_deref() else { return next.run(request).await };
-    if request.uri().path() == "/healthz" {
+/// Lets a request through when it carries the token or a live API key (or no token is set),
+/// with its [`Caller`] as an extension; an API key only to what it may see.
+pub(crate) async fn require_token(State(auth): State<Arc<Auth>>, mut request: Request, next: Next) -> Response {
+    if auth.token.is_none() || request.uri().path() == "/healthz" {
         return next.run(request).await;
     }
     let given =
         request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer).unwrap_or_default();
-    if same(given.as_bytes(), token.as_bytes()) {
-        return next.run(request).await;
+    let caller = match auth.identify(given).await {
+        Ok(caller) => caller,
+        Err(e) => return ApiError::from(e).into_response_for(request.uri().path()),
+    };
+    let Some(caller) = caller else {
+        let error = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing, wrong or revoked token; send the service's token or an API key as `Authorization: Bearer <token>`",
+        );
+        let mut response = error.into_response_for(request.uri().path());
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        return response;
+    };
+    let mut slot = None;
+    if let Caller::Key(key) = &caller {
+        if let Err(refused) = guard::check(&auth, key, request.uri().path()).await {
+            return refused.into_response_for(request.uri().path());
+        }
+        if limits::starts_turn(request.method(), request.uri().path()) {
+            match limits::admit_turn(auth.store().as_ref(), &auth.running, &auth.metrics, key).await {
+                Ok(admitted) => slot = admitted,
+                Err(refused) => return refused.into_response_for(request.uri().path()),
+            }
+        }
     }
-    let error = ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        "missing or wrong token; send the service's token as `Authorization: Bearer <token>`",
-    );
-    let mut response = error.into_response_for(request.uri().path());
-    response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
-    response
+    request.extensions_mut().insert(caller.clone());
+    let response = crate::keys::as_caller(caller, next.run(request)).await;
+    match slot {
+        // The turn counts as long as its answer is being sent (a stream: to its end).
+        Some(slot) => response.map(|body| {
+            axum::body::Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
+                let _held = &slot;
+                frame
+            }))
+        }),
+        None => response,
+    }
 }
 
 /// The credentials of a `Bearer` authorization; the scheme's name is case-insensitive (RFC
@@ -36,23 +66,15 @@ fn bearer(value: &str) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim_start_matches(' '))
 }
 
-/// Whether two byte strings are equal, in a time that depends on their lengths only.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let differences = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(differences) == 0
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
     fn compares_whole_strings() {
-        assert!(super::same(b"secret", b"secret"));
-        assert!(!super::same(b"secret", b"secreT"));
-        assert!(!super::same(b"secret", b"secret!"));
-        assert!(!super::same(b"", b"x"));
+        use crate::keys::same;
+        assert!(same(b"secret", b"secret"));
+        assert!(!same(b"secret", b"secreT"));
+        assert!(!same(b"secret", b"secret!"));
+        assert!(!same(b"", b"x"));
     }
 
     #[test]

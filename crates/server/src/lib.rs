@@ -12,6 +12,9 @@
 //!   forwarded to that node and its answer streamed back (`forward.rs`), so any node answers any
 //!   request; `GET /v1/nodes` lists them.
 //! - `GET /` (and `/console`): the operator's console, a page of the service's own (`console.rs`).
+//! - API keys (`keys/`): `POST /v1/keys`, `GET /v1/keys`, `DELETE /v1/keys/{id}`, `GET
+//!   /v1/keys/{id}/usage`, the operator's; a request with an application's key sees only that
+//!   key's conversations, within its limits.
 //! - `GET /v1/pool`, `GET /healthz`, `GET /readyz`, `GET /openapi.json`, `GET /metrics`
 //!   (Prometheus text).
 //! - OpenAI's API (`openai/`): `POST /v1/responses`, `GET /v1/responses/{id}`, `POST
@@ -44,6 +47,7 @@ mod error;
 mod events;
 mod extract;
 mod forward;
+mod keys;
 mod listener;
 mod metrics;
 mod openai;
@@ -83,7 +87,8 @@ pub struct ServiceConfig {
     /// Where to listen (default `127.0.0.1:7878`).
     pub listen: SocketAddr,
     /// The token every request but `GET /healthz` must carry (`Authorization: Bearer`); required
-    /// to listen anywhere but loopback.
+    /// to listen anywhere but loopback. It is the operator's: with it set, the API keys in the
+    /// store are taken too, each seeing only its own conversations.
     pub token: Option<String>,
     /// The largest request body taken (default 4 MiB: codex's 1 MiB of text, with room for JSON).
     pub max_body_bytes: usize,
@@ -193,7 +198,7 @@ pub enum ServeError {
 
 /// The routes, over the service's state.
 fn router(state: AppState, config: &ServiceConfig) -> Router {
-    let token = Arc::new(config.token.clone());
+    let auth = Arc::new(keys::Auth::new(config.token.clone(), state.pool.store().clone(), state.metrics.clone()));
     let metrics = state.metrics.clone();
     let forwarder = Arc::new(forward::Forwarder::new(
         state.pool.clone(),
@@ -228,13 +233,14 @@ fn router(state: AppState, config: &ServiceConfig) -> Router {
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::retrieve))
         .route("/metrics", get(system::metrics))
+        .merge(keys::admin::routes())
         .fallback(system::not_found)
         .method_not_allowed_fallback(system::method_not_allowed)
         .layer(axum::middleware::from_fn(error::json_errors))
         .layer(axum::middleware::from_fn_with_state(forwarder, forward::forward_to_owner))
         // Outside the forward, which reads bodies within it too.
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(token, auth::require_token))
+        .layer(axum::middleware::from_fn_with_state(auth, auth::require_token))
         // The operator's console: its page and assets hold no data, so they need no token.
         .merge(console::routes())
         .layer(axum::middleware::from_fn_with_state(guard, origin::guard))
@@ -287,7 +293,7 @@ impl Service {
             retained_bytes: config.max_retained_event_bytes,
             turn_bytes: config.max_turn_event_bytes,
         };
-        let runs = Runs::new(limits, metrics.clone());
+        let runs = Runs::new(limits, metrics.clone(), pool.store().clone());
         Self { pool, runs, metrics, listener, config }
     }
 

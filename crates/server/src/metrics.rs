@@ -94,6 +94,8 @@ pub(crate) struct Metrics {
     tool_calls: Counter,
     /// Tool outputs given, by where they went.
     tool_outputs: Family<PathLabel, Counter>,
+    /// What API keys' turns used, by key name (`crate::keys::usage`).
+    pub(crate) keys: Arc<crate::keys::usage::KeyMetrics>,
 }
 
 /// Where tool outputs went, as `/metrics` labels it.
@@ -125,6 +127,7 @@ impl Default for Metrics {
             forwards: Family::default(),
             tool_calls: Counter::default(),
             tool_outputs: Family::default(),
+            keys: Arc::default(),
         };
         for path in ["waiting_turn", "continued"] {
             let _ = m.tool_outputs.get_or_create(&PathLabel { path });
@@ -178,6 +181,7 @@ impl Metrics {
             self.http.clone(),
         );
         self.edge.register(r);
+        self.keys.register(r);
         r.register(
             "codex_pool_limit_refusals",
             "Requests or turns refused by a limit, by limit",

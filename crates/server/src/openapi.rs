@@ -35,5 +35,7 @@ impl Modify for BearerToken {
 
 /// The document.
 pub(crate) fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    let mut doc = ApiDoc::openapi();
+    doc.merge(crate::keys::admin::KeysDoc::openapi());
+    doc
 }

@@ -187,11 +187,17 @@ pub(crate) struct Runs {
     limits: RunLimits,
     /// Where turns are counted.
     metrics: Arc<Metrics>,
+    /// Where API keys' usage is written.
+    store: Arc<dyn codex_pool_store::ThreadStore>,
 }
 
 impl Runs {
     /// Turns and their logs within `limits`; turns counted in `metrics`.
-    pub(crate) fn new(limits: RunLimits, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub(crate) fn new(
+        limits: RunLimits,
+        metrics: Arc<Metrics>,
+        store: Arc<dyn codex_pool_store::ThreadStore>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             logs: Mutex::new(Kept::new(limits.retained_bytes)),
             running_turns: Mutex::default(),
@@ -200,6 +206,7 @@ impl Runs {
             max_turns: limits.max_turns,
             limits,
             metrics,
+            store,
         })
     }
 
@@ -229,6 +236,12 @@ impl Runs {
         self.running_turns.lock().unwrap_or_else(|p| p.into_inner()).insert(key.0.clone(), key.1.clone());
         let (runs, driven) = (Arc::downgrade(self), log.clone());
         let (limits, metrics) = (self.limits, self.metrics.clone());
+        // The key whose request started the turn: its usage is written at the turn's end, before
+        // the end is logged (a client that reads the end finds it counted).
+        let on_end = match crate::keys::caller().key().cloned() {
+            Some(key) => Some(crate::keys::usage::counting(key, self.store.clone(), metrics.keys.clone(), on_end)),
+            None => on_end,
+        };
         metrics.turn_started();
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         // Ended tasks are reaped here, so the set holds only live ones.

@@ -342,6 +342,9 @@ async fn the_openapi_document_lists_every_route() {
         "/v1/chat/completions",
         "/v1/models",
         "/v1/models/{id}",
+        "/v1/keys",
+        "/v1/keys/{id}",
+        "/v1/keys/{id}/usage",
     ] {
         assert!(paths.iter().any(|p| *p == path), "{path} missing from {paths:?}");
     }

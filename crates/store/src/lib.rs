@@ -29,6 +29,15 @@
 //! them). They are written in the same transaction as the items and under the same fence, so
 //! any node, after any restart, reads them with the record, without reading the history.
 //!
+//! ## API keys
+//!
+//! The keys an operator issues to applications live in the store too ([`ThreadStore::keys`],
+//! a [`KeyStore`]), so every node sees a new or revoked key at once: hashed ([`ApiKey`]), with
+//! optional limits, usage counters written at each turn's end, and a per-minute turn counter
+//! every node shares. A conversation records the key that created it
+//! ([`ThreadRecord::owner`]; `None`: the operator's), and is listed by it
+//! ([`KeyStore::list_owned`]).
+//!
 //! ## Several nodes on one store
 //!
 //! When several nodes (codex-pool processes) share a store, each conversation is served by one
@@ -66,7 +75,9 @@
 
 #[cfg(test)]
 mod contract;
+mod keys;
 mod memory;
+mod memory_keys;
 mod open;
 mod ownership;
 mod postgres;
@@ -75,6 +86,9 @@ mod sqlite;
 mod transcripts;
 mod types;
 
+pub use keys::{
+    check_key_name, hash_secret, looks_like_key, usage, ApiKey, KeyLimits, KeyStore, KEY_PREFIX, PREFIX_CHARS,
+};
 pub use memory::MemoryStore;
 pub use open::{is_postgres_url, open_store};
 pub use ownership::{Fence, Lease, LeaseHolder, NodeId, NodeInfo, NodeStatus, Renewal};
@@ -171,6 +185,8 @@ pub trait ThreadStore: Send + Sync + 'static {
     /// any other entry of the conversation (a conversation has one transcript). Does nothing
     /// for an unknown conversation (deleted meanwhile): no entry outlives its conversation.
     fn put_transcript<'a>(&'a self, key: &'a TranscriptKey, entry: &'a TranscriptEntry) -> StoreFuture<'a, ()>;
+    /// Its API keys, their usage, and conversations by owner (the same store).
+    fn keys(&self) -> &dyn KeyStore;
     /// Writes out what the backend still buffers and shrinks its files (called at shutdown);
     /// the store stays usable.
     fn close(&self) -> StoreFuture<'_, ()> {

@@ -19,8 +19,10 @@ pub struct MemoryStore {
 }
 
 #[derive(Default)]
-struct State {
-    threads: HashMap<ConversationId, Stored>,
+pub(crate) struct State {
+    pub(crate) threads: HashMap<ConversationId, Stored>,
+    /// API keys, oldest first, their usage counters and per-minute turn counts.
+    pub(crate) keys: crate::memory_keys::Keys,
     leases: HashMap<ConversationId, Lease>,
     nodes: HashMap<NodeId, (String, i64)>,
     transcripts: HashMap<TranscriptKey, TranscriptEntry>,
@@ -28,8 +30,8 @@ struct State {
     last_fence: u64,
 }
 
-struct Stored {
-    record: ThreadRecord,
+pub(crate) struct Stored {
+    pub(crate) record: ThreadRecord,
     history: Vec<StoredItem>,
 }
 
@@ -54,7 +56,10 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn with<T: Send + 'static>(&self, f: impl FnOnce(&mut State) -> Result<T, StoreError>) -> StoreFuture<'_, T> {
+    pub(crate) fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut State) -> Result<T, StoreError>,
+    ) -> StoreFuture<'_, T> {
         let out = f(&mut self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
         Box::pin(async move { out })
     }
@@ -65,7 +70,11 @@ impl ThreadStore for MemoryStore {
         self.with(|state| {
             match state.threads.get_mut(&record.id) {
                 Some(stored) => {
-                    stored.record = ThreadRecord { created_at_ms: stored.record.created_at_ms, ..record };
+                    stored.record = ThreadRecord {
+                        created_at_ms: stored.record.created_at_ms,
+                        owner: stored.record.owner.take(),
+                        ..record
+                    };
                 }
                 None => {
                     state.threads.insert(record.id.clone(), Stored { record, history: Vec::new() });
@@ -273,6 +282,10 @@ impl ThreadStore for MemoryStore {
 
     fn take_transcript<'a>(&'a self, key: &'a TranscriptKey) -> StoreFuture<'a, Option<TranscriptEntry>> {
         self.with(|state| Ok(state.transcripts.remove(key)))
+    }
+
+    fn keys(&self) -> &dyn crate::KeyStore {
+        self
     }
 
     fn put_transcript<'a>(&'a self, key: &'a TranscriptKey, entry: &'a TranscriptEntry) -> StoreFuture<'a, ()> {

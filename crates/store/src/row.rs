@@ -8,7 +8,7 @@ use codex_pool_protocol::TurnId;
 /// macro, so that `concat!` can build whole statements from it at compile time).
 macro_rules! record_columns {
     () => {
-        "thread_id, settings, profile, ephemeral, metadata, created_at_ms, updated_at_ms, turns, last_turn, pending_calls"
+        "thread_id, settings, profile, ephemeral, metadata, created_at_ms, updated_at_ms, turns, last_turn, pending_calls, owner"
     };
 }
 pub(crate) use record_columns;
@@ -26,6 +26,8 @@ pub(crate) struct RawRecord {
     pub(crate) last_turn: Option<String>,
     /// A JSON array of [`PendingCall`]s; NULL when none.
     pub(crate) pending_calls: Option<String>,
+    /// The owning key's id; NULL: the operator's.
+    pub(crate) owner: Option<String>,
 }
 
 impl RawRecord {
@@ -45,6 +47,7 @@ impl RawRecord {
                 Some(text) => decode_pending(&id, &text)?,
                 None => Vec::new(),
             },
+            owner: self.owner,
             id,
         })
     }

@@ -129,6 +129,14 @@ pub enum StoreError {
         /// The fence the refused write carried.
         fence: crate::Fence,
     },
+    /// Another API key has that name.
+    #[error(
+        "an API key named {name:?} exists already; pick another name, or revoke that key and use its name no more"
+    )]
+    KeyNameTaken {
+        /// The name.
+        name: String,
+    },
     /// Any other failure of the backend.
     #[error("the thread store failed ({backend}: {message})")]
     Backend {
@@ -167,6 +175,10 @@ pub struct ThreadRecord {
     /// none, and in records stored before codex-pool kept them): written with the turn's items
     /// ([`TurnRecord::pending_calls`]), so any node knows them without reading the history.
     pub pending_calls: Vec<PendingCall>,
+    /// The id of the API key that owns it (`None`: the operator's, as every conversation stored
+    /// before keys). Set once, by [`KeyStore::set_owner`](crate::KeyStore::set_owner);
+    /// [`ThreadStore::save`](crate::ThreadStore::save) keeps what is stored.
+    pub owner: Option<String>,
 }
 
 impl ThreadRecord {
@@ -184,6 +196,7 @@ impl ThreadRecord {
             turns: 0,
             last_turn: None,
             pending_calls: Vec::new(),
+            owner: None,
         }
     }
 }

@@ -138,4 +138,7 @@ impl ThreadStore for HookedStore {
     fn put_transcript<'a>(&'a self, key: &'a TranscriptKey, entry: &'a TranscriptEntry) -> StoreFuture<'a, ()> {
         self.inner.put_transcript(key, entry)
     }
+    fn keys(&self) -> &dyn codex_pool_store::KeyStore {
+        self.inner.keys()
+    }
 }

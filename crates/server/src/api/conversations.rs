@@ -223,7 +223,13 @@ pub(crate) async fn create(
     let asked =
         Asked { profile: body.profile, reasoning_effort: body.reasoning_effort, tools: body.tools.unwrap_or_default() };
     let (settings, profile) = state.policy.apply(asked, settings)?;
+    let caller = crate::keys::caller();
+    crate::keys::limits::new_conversation(&state, &caller).await?;
     let id = state.pool.create_thread_with_metadata(settings, profile, body.metadata.unwrap_or_default()).await?;
+    if let Err(e) = crate::keys::own(&state.pool, &caller, &id).await {
+        let _ = state.pool.delete_thread(&id).await;
+        return Err(e.into());
+    }
     let info = state.pool.conversation(&id).await?.ok_or_else(|| ApiError::not_found("created, then gone"))?;
     Ok((StatusCode::CREATED, Json(info.into())))
 }
@@ -237,7 +243,10 @@ pub(crate) async fn list(
 ) -> Result<Json<ConversationList>, ApiError> {
     let limit = page_size(query.limit, 20)?;
     let after = query.after.as_deref().map(parse_cursor).transpose()?;
-    let mut page = state.pool.conversations(after, limit + 1).await?;
+    let mut page = match crate::keys::caller().key_id() {
+        Some(key) => state.pool.conversations_owned(key, after, limit + 1).await?,
+        None => state.pool.conversations(after, limit + 1).await?,
+    };
     let more_stored = page.len() > limit;
     page.truncate(limit);
     let cursors: Vec<String> = page.iter().map(|c| format!("{}.{}", c.record.created_at_ms, c.record.id)).collect();

@@ -102,7 +102,12 @@ pub(crate) async fn create(
         false,
     )?;
     let served = served_model(&state, Some(model.clone()))?;
-    let head = Head { model: model.clone(), system: said.system.clone(), developer: said.developer.clone() };
+    let head = Head {
+        model: model.clone(),
+        system: said.system.clone(),
+        developer: said.developer.clone(),
+        owner: crate::keys::caller().key_id().map(str::to_owned),
+    };
     let settings = ThreadSettings {
         base_instructions: said.system.clone(),
         developer_instructions: said.developer.clone(),

@@ -27,6 +27,9 @@ pub(crate) async fn retrieve(
     let unknown = || OpenAiError::not_found(None, format!("no response {id:?} is kept here"));
     let (conversation, turn, round) = parse_response_id(&id).ok_or_else(unknown)?;
     let info = state.pool.conversation(&conversation).await?.ok_or_else(unknown)?;
+    if !crate::keys::caller().owns(info.record.owner.as_deref()) {
+        return Err(unknown());
+    }
     let kept = state.runs.log(&conversation, &turn);
     if !matches!(kept, Ok(Some(_))) {
         // The node that serves the conversation keeps its turns' events (a running turn's too):

@@ -219,6 +219,7 @@ async fn starting(
         model: asked.model.clone().unwrap_or_default(),
         system: base_instructions.clone(),
         developer: said.developer.clone(),
+        owner: crate::keys::caller().key_id().map(str::to_owned),
     };
     let creation = rounds::Creation { settings, metadata: metadata.clone() };
     let options = tools::turn_options(&asked.tools);
@@ -263,6 +264,10 @@ async fn continuing(
     // Another node serves it: forwarded there before its history is read here for nothing.
     state.pool.check_served_here(&id).await?;
     let info = state.pool.conversation(&id).await?.ok_or_else(unknown)?;
+    let caller = crate::keys::caller();
+    if !caller.owns(info.record.owner.as_deref()) {
+        return Err(unknown());
+    }
     let record = &info.record;
     if asked.instructions.as_ref().is_some_and(|i| Some(i) != record.settings.base_instructions.as_ref()) {
         return Err(OpenAiError::unsupported(
@@ -289,9 +294,17 @@ async fn continuing(
     let (conversation, created) = if record.last_turn.as_ref() == Some(&turn) {
         (id, false)
     } else {
+        // An earlier response may make a new conversation: the key's conversation limit holds.
+        crate::keys::limits::new_conversation(state, &caller).await?;
         match state.pool.fork_at(&id, &turn).await? {
             Fork::Latest => (id, false),
-            Fork::New(fork) => (fork, true),
+            Fork::New(fork) => {
+                if let Err(e) = crate::keys::own(&state.pool, &caller, &fork).await {
+                    let _ = state.pool.delete_thread(&fork).await;
+                    return Err(crate::error::ApiError::from(e).into());
+                }
+                (fork, true)
+            }
             Fork::NoSuchTurn => return Err(unknown()),
         }
     };

@@ -37,11 +37,19 @@ pub(crate) struct Head {
     pub(crate) system: Option<String>,
     /// The developer prompt.
     pub(crate) developer: Option<String>,
+    /// The API key whose transcripts these are (`None`: the operator's): two keys sending the
+    /// same transcript never share a conversation.
+    pub(crate) owner: Option<String>,
 }
 
 impl Head {
     fn borrowed(&self) -> TranscriptHead<'_> {
-        TranscriptHead { model: &self.model, system: self.system.as_deref(), developer: self.developer.as_deref() }
+        TranscriptHead {
+            model: &self.model,
+            system: self.system.as_deref(),
+            developer: self.developer.as_deref(),
+            owner: self.owner.as_deref(),
+        }
     }
 
     /// The key of a transcript of `entries` under this head.
@@ -150,8 +158,14 @@ pub(crate) async fn begin_new(
             Vec::new()
         }
     };
+    let caller = crate::keys::caller();
+    crate::keys::limits::new_conversation(state, &caller).await?;
     let room = crate::api::turns::room(state)?;
     let id = state.pool.create_thread_with_history(create.settings, Profile::Chat, create.metadata, history).await?;
+    if let Err(e) = crate::keys::own(&state.pool, &caller, &id).await {
+        let _ = state.pool.delete_thread(&id).await;
+        return Err(crate::error::ApiError::from(e).into());
+    }
     match state.pool.start_turn(&id, input, options).await {
         Ok(turn) => {
             let log = state.runs.run(turn, room, begun);

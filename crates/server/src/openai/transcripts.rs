@@ -41,6 +41,8 @@ pub(crate) struct TranscriptHead<'a> {
     pub(crate) system: Option<&'a str>,
     /// The developer prompt.
     pub(crate) developer: Option<&'a str>,
+    /// The API key it belongs to (`None`: the operator's, whose keys are as before keys).
+    pub(crate) owner: Option<&'a str>,
 }
 
 /// The key of a transcript: `head`, then `turns` in order: each message's role and text
@@ -49,6 +51,9 @@ pub(crate) struct TranscriptHead<'a> {
 pub(crate) fn key(head: &TranscriptHead<'_>, turns: &[Entry]) -> TranscriptKey {
     let mut h = TranscriptHasher::new();
     h.text(head.model).optional(head.system.map(str::trim)).optional(head.developer.map(str::trim));
+    if let Some(owner) = head.owner {
+        h.text("owner").text(owner);
+    }
     h.number(turns.len() as u64);
     for entry in turns {
         match entry {
@@ -104,7 +109,7 @@ mod tests {
 
     #[test]
     fn a_transcript_is_known_by_all_it_says_and_only_that() {
-        let head = TranscriptHead { model: "m", system: Some("sys"), developer: None };
+        let head = TranscriptHead { model: "m", system: Some("sys"), developer: None, owner: None };
         let turns = vec![m(Role::User, "hi"), m(Role::Assistant, "echo: hi")];
         let k = key(&head, &turns);
         let trimmed = vec![m(Role::User, " hi\n"), m(Role::Assistant, "echo: hi ")];
@@ -126,7 +131,7 @@ mod tests {
 
     #[test]
     fn tool_calls_count_by_their_arguments_value() {
-        let head = TranscriptHead { model: "m", system: None, developer: None };
+        let head = TranscriptHead { model: "m", system: None, developer: None, owner: None };
         let call = |args: &str| Entry::Call(ToolCall { call_id: "c".into(), name: "f".into(), arguments: args.into() });
         let turns = |args: &str| vec![m(Role::User, "hi"), call(args), Entry::Output(ToolOutput::text("c", "out"))];
         let k = key(&head, &turns("{\"a\":1,\"b\":[2]}"));
@@ -142,7 +147,7 @@ mod tests {
     fn every_node_computes_the_same_key() {
         // A fixed value (Python's hashlib.sha256 of the encoding): no key drawn per process, so a transcript
         // sent to any node of a store has the same key there (and the same as before tool calls were keyed).
-        let head = TranscriptHead { model: "mock-model", system: Some("You are Bob."), developer: None };
+        let head = TranscriptHead { model: "mock-model", system: Some("You are Bob."), developer: None, owner: None };
         let hex: String = key(&head, &[m(Role::User, "one")]).as_bytes().iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(hex, "88188e2d9ab44e846fd08f849785dbdc00a4ce93c0259aa7c5ce0f931369850e");
     }

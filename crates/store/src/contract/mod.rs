@@ -1,5 +1,6 @@
 //! The contract every [`ThreadStore`] keeps, as one test run against each of them.
 
+mod keys;
 mod ownership;
 pub(crate) mod pending;
 mod transcripts;
@@ -84,6 +85,7 @@ pub(crate) async fn exercise(store: &dyn ThreadStore) {
     ownership::exercise(store).await;
     transcripts::exercise(store).await;
     pending::exercise(store).await;
+    keys::exercise(store).await;
 }
 
 /// The list runs newest first, page by page, and carries profile and metadata.

@@ -3,6 +3,7 @@
 mod config;
 mod db;
 mod errors;
+mod keys;
 mod leases;
 mod schema;
 #[cfg(test)]
@@ -157,5 +158,9 @@ impl ThreadStore for PostgresStore {
 
     fn put_transcript<'a>(&'a self, key: &'a TranscriptKey, entry: &'a TranscriptEntry) -> StoreFuture<'a, ()> {
         Box::pin(transcripts::put(&self.db, key, entry))
+    }
+
+    fn keys(&self) -> &dyn crate::KeyStore {
+        self
     }
 }

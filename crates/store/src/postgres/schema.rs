@@ -57,6 +57,34 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 4: each conversation's pending client tool calls (ThreadRecord::pending_calls), a JSON
     // array written with the turn; NULL when none.
     r#"ALTER TABLE threads ADD COLUMN pending_calls text;"#,
+    // 5: API keys (hashed), their usage counters and per-minute turn counts, and the key that
+    // owns each conversation (NULL: the operator's).
+    r#"CREATE TABLE api_keys (
+           key_id            text COLLATE "C" PRIMARY KEY,
+           name              text COLLATE "C" NOT NULL UNIQUE,
+           prefix            text NOT NULL,
+           sha256            bytea NOT NULL UNIQUE,
+           created_at_ms     bigint NOT NULL,
+           last_used_at_ms   bigint,
+           revoked_at_ms     bigint,
+           max_running_turns bigint,
+           max_conversations bigint,
+           turns_per_minute  bigint
+       );
+       CREATE TABLE api_key_usage (
+           key_id text COLLATE "C" NOT NULL,
+           what   text COLLATE "C" NOT NULL,
+           n      bigint NOT NULL,
+           PRIMARY KEY (key_id, what)
+       );
+       CREATE TABLE api_key_minutes (
+           key_id text COLLATE "C" NOT NULL,
+           minute bigint NOT NULL,
+           n      bigint NOT NULL,
+           PRIMARY KEY (key_id, minute)
+       );
+       ALTER TABLE threads ADD COLUMN owner text COLLATE "C";
+       CREATE INDEX threads_owner ON threads (owner, created_at_ms, thread_id);"#,
 ];
 
 /// The advisory lock that lets one process at a time migrate a database ("codexpoo").

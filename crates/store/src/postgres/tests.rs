@@ -41,7 +41,7 @@ async fn records_and_history_survive_reopening_and_migrations_run_once() {
     assert_eq!(store.history(&a).await.unwrap(), vec![item], "items come back exactly, NUL and u64 included");
     assert_eq!(store.load(&a).await.unwrap().unwrap().pending_calls, calls, "pending calls too");
     let one_version = "DO $$ BEGIN
-        IF (SELECT array_agg(version) FROM codex_pool_schema) <> '{4}' THEN RAISE 'not one version row'; END IF;
+        IF (SELECT array_agg(version) FROM codex_pool_schema) <> '{5}' THEN RAISE 'not one version row'; END IF;
     END $$";
     db.execute(one_version).await.expect("one version row");
 }
@@ -80,7 +80,7 @@ async fn a_newer_schema_is_refused() {
     drop(open(&db).await);
     db.execute("UPDATE codex_pool_schema SET version = 99").await.unwrap();
     let err = PostgresStore::open(db.url()).await.err().expect("refused");
-    assert!(matches!(err, StoreError::NewerSchema { found: 99, known: 4 }), "{err}");
+    assert!(matches!(err, StoreError::NewerSchema { found: 99, known: 5 }), "{err}");
 }
 
 #[tokio::test]

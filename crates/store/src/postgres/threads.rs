@@ -11,7 +11,7 @@ use tokio_postgres::Row;
 
 const SAVE: &str =
     "INSERT INTO threads (thread_id, settings, profile, ephemeral, metadata, created_at_ms, updated_at_ms, turns, last_turn,
-     pending_calls) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+     pending_calls, owner) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
      ON CONFLICT (thread_id) DO UPDATE SET settings = excluded.settings, profile = excluded.profile,
      ephemeral = excluded.ephemeral, metadata = excluded.metadata,
      updated_at_ms = excluded.updated_at_ms, turns = excluded.turns, last_turn = excluded.last_turn,
@@ -49,7 +49,7 @@ const ITEMS: &str =
     "SELECT seq, turn_id, item FROM thread_items WHERE thread_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
 
 /// A row of [`record_columns!`] as a record.
-fn record(row: &Row) -> Result<ThreadRecord, StoreError> {
+pub(super) fn record(row: &Row) -> Result<ThreadRecord, StoreError> {
     RawRecord {
         id: row.get(0),
         settings: row.get(1),
@@ -61,6 +61,7 @@ fn record(row: &Row) -> Result<ThreadRecord, StoreError> {
         turns: row.get(7),
         last_turn: row.get(8),
         pending_calls: row.get(9),
+        owner: row.get(10),
     }
     .decode()
 }
@@ -82,6 +83,7 @@ pub(super) async fn save(db: &Db, record: ThreadRecord) -> Result<(), StoreError
             &turns,
             &record.last_turn.as_ref().map(TurnId::as_str),
             &pending,
+            &record.owner,
         ],
     )
     .await?;

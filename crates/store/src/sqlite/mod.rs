@@ -1,5 +1,6 @@
 //! The embedded SQLite store.
 
+mod keys;
 mod leases;
 mod schema;
 #[cfg(test)]
@@ -137,6 +138,7 @@ fn read_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRecord> {
         turns: r.get(7)?,
         last_turn: r.get(8)?,
         pending_calls: r.get(9)?,
+        owner: r.get(10)?,
     })
 }
 
@@ -175,7 +177,7 @@ impl ThreadStore for SqliteStore {
             let pending = encode_pending(&record.id, &record.pending_calls)?;
             conn.execute(
                 "INSERT INTO threads (thread_id, settings, profile, ephemeral, metadata, created_at_ms, updated_at_ms, turns,
-                 last_turn, pending_calls) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 last_turn, pending_calls, owner) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
                  ON CONFLICT(thread_id) DO UPDATE SET settings = excluded.settings, profile = excluded.profile,
                  ephemeral = excluded.ephemeral, metadata = excluded.metadata,
                  updated_at_ms = excluded.updated_at_ms, turns = excluded.turns, last_turn = excluded.last_turn,
@@ -190,7 +192,8 @@ impl ThreadStore for SqliteStore {
                     record.updated_at_ms,
                     record.turns as i64,
                     record.last_turn.as_ref().map(TurnId::as_str),
-                    pending
+                    pending,
+                    record.owner
                 ],
             )
             .db()?;
@@ -407,6 +410,10 @@ impl ThreadStore for SqliteStore {
     fn put_transcript<'a>(&'a self, key: &'a TranscriptKey, entry: &'a TranscriptEntry) -> StoreFuture<'a, ()> {
         let (key, entry) = (*key, entry.clone());
         self.run_now(move |conn| transcripts::put(conn, &key, &entry))
+    }
+
+    fn keys(&self) -> &dyn crate::KeyStore {
+        self
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {

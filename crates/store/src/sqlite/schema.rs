@@ -56,6 +56,34 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 5: each conversation's pending client tool calls (ThreadRecord::pending_calls), a JSON
     // array written with the turn; NULL when none.
     "ALTER TABLE threads ADD COLUMN pending_calls TEXT;",
+    // 6: API keys (hashed), their usage counters and per-minute turn counts, and the key that
+    // owns each conversation (NULL: the operator's).
+    "CREATE TABLE api_keys (
+         key_id            TEXT PRIMARY KEY,
+         name              TEXT NOT NULL UNIQUE,
+         prefix            TEXT NOT NULL,
+         sha256            BLOB NOT NULL UNIQUE,
+         created_at_ms     INTEGER NOT NULL,
+         last_used_at_ms   INTEGER,
+         revoked_at_ms     INTEGER,
+         max_running_turns INTEGER,
+         max_conversations INTEGER,
+         turns_per_minute  INTEGER
+     );
+     CREATE TABLE api_key_usage (
+         key_id TEXT NOT NULL,
+         what   TEXT NOT NULL,
+         n      INTEGER NOT NULL,
+         PRIMARY KEY (key_id, what)
+     ) WITHOUT ROWID;
+     CREATE TABLE api_key_minutes (
+         key_id TEXT NOT NULL,
+         minute INTEGER NOT NULL,
+         n      INTEGER NOT NULL,
+         PRIMARY KEY (key_id, minute)
+     ) WITHOUT ROWID;
+     ALTER TABLE threads ADD COLUMN owner TEXT;
+     CREATE INDEX threads_owner ON threads (owner, created_at_ms DESC, thread_id DESC);",
 ];
 
 pub(super) const BACKEND: &str = "sqlite";

@@ -46,14 +46,14 @@ async fn a_newer_schema_is_refused() {
     let path = dir.path().join("threads.db");
     Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
     let err = SqliteStore::open(&path).err().expect("refused");
-    assert!(matches!(err, StoreError::NewerSchema { found: 99, known: 5 }), "{err}");
+    assert!(matches!(err, StoreError::NewerSchema { found: 99, known: 6 }), "{err}");
     assert!(err.to_string().contains("upgrade codex-pool"), "{err}");
 }
 
 #[tokio::test]
 async fn a_corrupt_row_is_a_clear_error() {
     let store = SqliteStore::open_in_memory().unwrap();
-    store.raw("INSERT INTO threads VALUES ('x', 'not json', 'chat', 0, '{}', 0, 0, 0, NULL, NULL)");
+    store.raw("INSERT INTO threads VALUES ('x', 'not json', 'chat', 0, '{}', 0, 0, 0, NULL, NULL, NULL)");
     let x = ConversationId::from("x");
     let err = store.load(&x).await.unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
@@ -65,7 +65,7 @@ async fn a_corrupt_row_is_a_clear_error() {
         "'[{broken'",
         "'[{\"since_ms\": \"secret-words\", \"call_id\": \"c\", \"name\": \"t\", \"arguments\": \"{}\"}]'",
     ] {
-        store.raw(&format!("DELETE FROM threads; INSERT INTO threads VALUES ('y', '{{}}', 'chat', 0, '{{}}', 0, 0, 0, NULL, {pending})"));
+        store.raw(&format!("DELETE FROM threads; INSERT INTO threads VALUES ('y', '{{}}', 'chat', 0, '{{}}', 0, 0, 0, NULL, {pending}, NULL)"));
         let err = store.load(&"y".into()).await.unwrap_err();
         assert!(matches!(&err, StoreError::Corrupt { thread_id, .. } if thread_id == "y"), "{err}");
         assert!(err.to_string().contains("pending calls") && !err.to_string().contains("secret-words"), "{err}");
