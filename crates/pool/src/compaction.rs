@@ -5,7 +5,7 @@
 //! it, what the model sees ([`model_history`]), which a rebuilt thread is given so it starts
 //! where the compacted thread was, with no compaction of its own.
 //!
-//! What codex reports of a compaction (0.169.0, measured in `crates/process/tests/compaction.rs`):
+//! What codex reports of a compaction (0.169.0 and 0.171.0, measured in `crates/process/tests/compaction.rs`):
 //! a `contextCompaction` item starts, the summariser's answer comes as a raw assistant message,
 //! the item completes. The history codex goes on from is never reported; it is, in order: the
 //! newest user messages up to [`KEPT_USER_BYTES`], then the summary as a user message
