@@ -1,0 +1,165 @@
+//! An answer codex marks `hide` or `block` (0.171.0: `agentMessage.moderation.display.mode`)
+//! reaches no client as ordinary text, on any route: the native events say `item.moderated`
+//! (with `retracted` when its deltas went out first), a native turn's result leaves its text
+//! out, the Responses API answers a `refusal` part, Chat Completions `finish_reason:
+//! "content_filter"`.
+//!
+//! codex is the scripted app-server here, not the real binary: codex 0.171.0 sets an answer's
+//! moderation from its ChatGPT backend's moderation metadata, and the fake model's Responses
+//! stream cannot make it do so (tried with `openai_chatgpt_moderation_metadata` on
+//! `response.completed` and on the output item, in the shapes of the schema: codex reports
+//! `moderation: null` and no `turn/moderationMetadata`).
+
+mod common;
+
+use codex_pool::Spawner;
+use codex_pool_process::BoxFuture;
+use codex_pool_testkit::scripted::{message, ScriptedCodex, ScriptedTurn};
+use codex_pool_testkit::Env;
+use common::*;
+use serde_json::{json, Value};
+
+const SECRET: &str = "words the moderation withholds";
+
+async fn service(env: &Env, codex: &ScriptedCodex) -> Running {
+    let codex = codex.clone();
+    Running::start_with(
+        env,
+        move |pool| {
+            pool.size = 1;
+            pool.spawner = Spawner::custom(move |process| -> BoxFuture<_> {
+                let codex = codex.clone();
+                Box::pin(async move { codex.spawn(process).await })
+            });
+        },
+        |_| {},
+    )
+    .await
+}
+
+/// codex's side of a turn whose answer it marks `mode`; `streamed`: its text went out in deltas
+/// first (as codex does: the mark comes with the completed item).
+fn answer_marked(turn: &ScriptedTurn, mode: &str, streamed: bool) {
+    if streamed {
+        turn.delta(SECRET);
+    }
+    let display = match mode {
+        "hide" => json!({"mode": "hide", "version": 1, "replacement": {"kind": "wellbeingPromptHelpline"}}),
+        "block" => json!({"mode": "block", "version": 1, "reason": {"kind": "cyber"}}),
+        _ => json!({"mode": "show", "version": 1, "trustedContacts": "skip"}),
+    };
+    turn.complete_item(json!({
+        "type": "agentMessage", "id": "msg", "text": SECRET,
+        "moderation": {"moderated": true, "display": display},
+    }));
+    turn.record(message("user", turn.text()));
+    turn.record(message("assistant", SECRET));
+    turn.complete("completed");
+}
+
+/// The body of every event but the `text.delta`s, as one string.
+fn shown(events: &[codex_pool_server::client::SseEvent]) -> String {
+    events.iter().filter(|e| e.event != "text.delta").map(|e| e.data.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hidden_or_blocked_answer_reaches_no_client_as_text() {
+    let env = Env::new().await;
+    let codex = ScriptedCodex::new();
+    let svc = service(&env, &codex).await;
+    let c = svc.client.clone();
+
+    // Native, streamed: the deltas went out, then the mark retracts them.
+    let id = svc.conversation().await;
+    let stream = tokio::spawn({
+        let c = c.clone();
+        async move { all(c.stream(&format!("/v1/conversations/{id}/turns"), json!({"text": "one"})).await.unwrap()).await }
+    });
+    answer_marked(&codex.next_turn().await, "hide", true);
+    let events = stream.await.unwrap();
+    let moderated: Vec<&Value> = events.iter().filter(|e| e.event == "item.moderated").map(|e| &e.data).collect();
+    assert_eq!(moderated.len(), 1, "{events:?}");
+    assert_eq!((moderated[0]["mode"].as_str(), moderated[0]["retracted"].as_bool()), (Some("hide"), Some(true)));
+    assert_eq!(moderated[0]["item"]["text"], "");
+    assert!(!events.iter().any(|e| e.event == "item.completed" && e.data["item"]["type"] == "agentMessage"));
+    assert!(!shown(&events).contains(SECRET), "{events:?}");
+
+    // Native, not streamed: the result leaves the text out.
+    let id = svc.conversation().await;
+    let result = tokio::spawn({
+        let c = c.clone();
+        async move {
+            c.post(&format!("/v1/conversations/{id}/turns"), json!({"text": "two", "stream": false}))
+                .await
+                .unwrap()
+                .json()
+                .unwrap()
+        }
+    });
+    answer_marked(&codex.next_turn().await, "block", true);
+    let result = result.await.unwrap();
+    assert_eq!(result["text"], "", "{result}");
+    assert!(!result.to_string().contains(SECRET), "{result}");
+
+    // Responses, whole: a refusal part, no output_text.
+    let answer = tokio::spawn({
+        let c = c.clone();
+        async move { c.post("/v1/responses", json!({"input": "three"})).await.unwrap().json().unwrap() }
+    });
+    answer_marked(&codex.next_turn().await, "block", false);
+    let answer: Value = answer.await.unwrap();
+    let content = &answer["output"][0]["content"];
+    assert_eq!(content[0]["type"], "refusal", "{answer}");
+    assert!(!answer.to_string().contains(SECRET), "{answer}");
+    let id = answer["id"].as_str().unwrap().to_owned();
+    let read = c.get(&format!("/v1/responses/{id}")).await.unwrap().json().unwrap();
+    assert_eq!(read["output"][0]["content"][0]["type"], "refusal", "{read}");
+
+    // Responses, streamed: the message ends as a refusal.
+    let events = tokio::spawn({
+        let c = c.clone();
+        async move { all(c.stream("/v1/responses", json!({"input": "four", "stream": true})).await.unwrap()).await }
+    });
+    answer_marked(&codex.next_turn().await, "hide", true);
+    let events = events.await.unwrap();
+    let done: Vec<&Value> = events.iter().filter(|e| e.event == "response.output_item.done").map(|e| &e.data).collect();
+    assert_eq!(done.len(), 1, "{events:?}");
+    assert_eq!(done[0]["item"]["content"][0]["type"], "refusal");
+    assert!(events.iter().any(|e| e.event == "response.refusal.done"));
+    let end = events.iter().find(|e| e.event == "response.completed").expect("completed");
+    assert_eq!(end.data["response"]["output"][0]["content"][0]["type"], "refusal");
+    let not_deltas: String =
+        events.iter().filter(|e| e.event != "response.output_text.delta").map(|e| e.data.to_string()).collect();
+    assert!(!not_deltas.contains(SECRET), "{events:?}");
+
+    // Chat Completions, whole and streamed: content_filter.
+    let chat = |stream: bool| json!({"model": "mock-model", "messages": [{"role": "user", "content": "five"}], "stream": stream});
+    let answer = tokio::spawn({
+        let (c, body) = (c.clone(), chat(false));
+        async move { c.post("/v1/chat/completions", body).await.unwrap().json().unwrap() }
+    });
+    answer_marked(&codex.next_turn().await, "hide", false);
+    let answer: Value = answer.await.unwrap();
+    assert_eq!(answer["choices"][0]["finish_reason"], "content_filter", "{answer}");
+    assert_eq!(answer["choices"][0]["message"]["content"], Value::Null, "{answer}");
+    let chunks = tokio::spawn({
+        let (c, body) = (c.clone(), chat(true));
+        async move { all(c.stream("/v1/chat/completions", body).await.unwrap()).await }
+    });
+    answer_marked(&codex.next_turn().await, "block", true);
+    let chunks = chunks.await.unwrap();
+    let finish: Vec<&str> = chunks.iter().filter_map(|e| e.data["choices"][0]["finish_reason"].as_str()).collect();
+    assert_eq!(finish, ["content_filter"], "{chunks:?}");
+
+    // An answer codex says to show is text as ever.
+    let id = svc.conversation().await;
+    let stream = tokio::spawn({
+        let c = c.clone();
+        async move { all(c.stream(&format!("/v1/conversations/{id}/turns"), json!({"text": "six"})).await.unwrap()).await }
+    });
+    answer_marked(&codex.next_turn().await, "show", true);
+    let events = stream.await.unwrap();
+    assert!(events.iter().any(|e| e.event == "item.completed" && e.data["item"]["text"] == SECRET), "{events:?}");
+    assert!(!events.iter().any(|e| e.event == "item.moderated"));
+    svc.stop().await;
+}
