@@ -478,7 +478,8 @@ fn what_moved_in_0_171_0() {
     for branch in display["oneOf"].as_array().expect("AgentMessageDisplay is a union") {
         let mode = branch["properties"]["mode"]["enum"][0].as_str().unwrap().to_owned();
         let mut instance = s.example(branch, true, 0);
-        let item = json!({"type": "agentMessage", "id": "i", "text": "t", "moderation": {"moderated": true, "display": instance.take()}});
+        let moderation = json!({"moderated": true, "display": instance.take()});
+        let item = json!({"type": "agentMessage", "id": "i", "text": "t", "moderation": moderation});
         let withheld = codex_pool_protocol::AgentMessageModeration::withheld_in(&item).map(|w| w.as_str());
         assert_eq!(withheld, (mode != "show").then_some(mode.as_str()), "{item}");
         modes.push(mode);

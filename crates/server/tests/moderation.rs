@@ -73,7 +73,8 @@ async fn a_hidden_or_blocked_answer_reaches_no_client_as_text() {
     let id = svc.conversation().await;
     let stream = tokio::spawn({
         let c = c.clone();
-        async move { all(c.stream(&format!("/v1/conversations/{id}/turns"), json!({"text": "one"})).await.unwrap()).await }
+        let path = format!("/v1/conversations/{id}/turns");
+        async move { all(c.stream(&path, json!({"text": "one"})).await.unwrap()).await }
     });
     answer_marked(&codex.next_turn().await, "hide", true);
     let events = stream.await.unwrap();
@@ -133,7 +134,8 @@ async fn a_hidden_or_blocked_answer_reaches_no_client_as_text() {
     assert!(!not_deltas.contains(SECRET), "{events:?}");
 
     // Chat Completions, whole and streamed: content_filter.
-    let chat = |stream: bool| json!({"model": "mock-model", "messages": [{"role": "user", "content": "five"}], "stream": stream});
+    let messages = json!([{"role": "user", "content": "five"}]);
+    let chat = |stream: bool| json!({"model": "mock-model", "messages": messages, "stream": stream});
     let answer = tokio::spawn({
         let (c, body) = (c.clone(), chat(false));
         async move { c.post("/v1/chat/completions", body).await.unwrap().json().unwrap() }
@@ -155,7 +157,8 @@ async fn a_hidden_or_blocked_answer_reaches_no_client_as_text() {
     let id = svc.conversation().await;
     let stream = tokio::spawn({
         let c = c.clone();
-        async move { all(c.stream(&format!("/v1/conversations/{id}/turns"), json!({"text": "six"})).await.unwrap()).await }
+        let path = format!("/v1/conversations/{id}/turns");
+        async move { all(c.stream(&path, json!({"text": "six"})).await.unwrap()).await }
     });
     answer_marked(&codex.next_turn().await, "show", true);
     let events = stream.await.unwrap();
