@@ -17,6 +17,7 @@ use codex_pool_process::BoxFuture;
 use codex_pool_testkit::scripted::{message, ScriptedCodex, ScriptedTurn};
 use codex_pool_testkit::Env;
 use common::*;
+use hyper::Method;
 use serde_json::{json, Value};
 
 const SECRET: &str = "words the moderation withholds";
@@ -84,6 +85,14 @@ async fn a_hidden_or_blocked_answer_reaches_no_client_as_text() {
     assert_eq!(moderated[0]["item"]["text"], "");
     assert!(!events.iter().any(|e| e.event == "item.completed" && e.data["item"]["type"] == "agentMessage"));
     assert!(!shown(&events).contains(SECRET), "{events:?}");
+    // Read again from its log: the retracted deltas are empty.
+    let turn = events[0].data["turn_id"].as_str().unwrap();
+    let conversation = events[0].data["conversation_id"].as_str().unwrap();
+    let path = format!("/v1/conversations/{conversation}/turns/{turn}/events");
+    let request = c.builder(Method::GET, &path).body(Default::default()).unwrap();
+    let again = all(c.open(request).await.unwrap()).await;
+    assert_eq!(again.len(), events.len(), "{again:?}");
+    assert!(!again.iter().any(|e| e.data.to_string().contains(SECRET)), "{again:?}");
 
     // Native, not streamed: the result leaves the text out.
     let id = svc.conversation().await;
