@@ -52,6 +52,15 @@ pub enum Withheld {
 }
 
 impl Withheld {
+    /// The mode of a name on the wire (`hide`, `block`).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "hide" => Some(Self::Hide),
+            "block" => Some(Self::Block),
+            _ => None,
+        }
+    }
+
     /// The mode's name on the wire (`hide`, `block`).
     pub fn as_str(self) -> &'static str {
         match self {

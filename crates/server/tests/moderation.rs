@@ -54,7 +54,9 @@ fn answer_marked(turn: &ScriptedTurn, mode: &str, streamed: bool) {
         "moderation": {"moderated": true, "display": display},
     }));
     turn.record(message("user", turn.text()));
-    turn.record(message("assistant", SECRET));
+    let mut recorded = message("assistant", SECRET);
+    recorded["id"] = json!("msg");
+    turn.record(recorded);
     turn.complete("completed");
 }
 
@@ -93,6 +95,24 @@ async fn a_hidden_or_blocked_answer_reaches_no_client_as_text() {
     let again = all(c.open(request).await.unwrap()).await;
     assert_eq!(again.len(), events.len(), "{again:?}");
     assert!(!again.iter().any(|e| e.data.to_string().contains(SECRET)), "{again:?}");
+    // The stored history keeps codex's text, marked; a client reading it gets a refusal.
+    let items = c.get(&format!("/v1/conversations/{conversation}/items")).await.unwrap().json().unwrap();
+    let answer = items["data"].as_array().unwrap().iter().find(|i| i["item"]["role"] == "assistant").unwrap();
+    assert_eq!(answer["item"]["content"][0]["type"], "refusal", "{items}");
+    assert_eq!(answer["item"][codex_pool::MODERATION_FIELD], "hide", "{items}");
+    assert!(!items.to_string().contains(SECRET), "{items}");
+    // A thread rebuilt from the store is given the history as codex kept it, without the mark.
+    let path = format!("/v1/conversations/{conversation}/release");
+    c.post(&path, json!({})).await.unwrap();
+    let next = tokio::spawn({
+        let (c, path) = (c.clone(), format!("/v1/conversations/{conversation}/turns"));
+        async move { c.post(&path, json!({"text": "after", "stream": false})).await.unwrap().json().unwrap() }
+    });
+    codex.next_turn().await.reply("fine");
+    let _: Value = next.await.unwrap();
+    let injected = codex.received_of("thread/inject_items");
+    let given = injected.last().expect("a rebuild").params["items"].to_string();
+    assert!(given.contains(SECRET) && !given.contains(codex_pool::MODERATION_FIELD), "{given}");
 
     // Native, not streamed: the result leaves the text out.
     let id = svc.conversation().await;
