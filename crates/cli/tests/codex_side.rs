@@ -159,7 +159,7 @@ fn files_holding(dir: &std::path::Path, marker: &str) -> Vec<String> {
     found
 }
 
-/// What codex 0.169.0 keeps of a deleted thread that no client can remove: it deletes the
+/// What codex (0.169.0, 0.171.0) keeps of a deleted thread that no client can remove: it deletes the
 /// thread's rows from its databases, but the bytes stay in their write-ahead logs until codex
 /// checkpoints them, and then in the databases' free space (codex does not use `secure_delete`);
 /// writing to codex's databases behind its back is not ours to do.

@@ -120,7 +120,7 @@ fn doctor_says_what_is_fine_and_what_to_fix() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.lines().all(|l| l.starts_with("ok ")), "{stdout}");
-    assert!(stdout.contains("codex 0.169.0"), "{stdout}");
+    assert!(stdout.contains("codex 0.171.0"), "{stdout}");
     // A port in use is a problem with a fix.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let out = run(&taken.local_addr().unwrap().to_string());

@@ -5,13 +5,13 @@
 //! it, what the model sees ([`model_history`]), which a rebuilt thread is given so it starts
 //! where the compacted thread was, with no compaction of its own.
 //!
-//! What codex reports of a compaction (0.169.0, measured in `crates/process/tests/compaction.rs`):
+//! What codex reports of a compaction (0.169.0 and 0.171.0, measured in `crates/process/tests/compaction.rs`):
 //! a `contextCompaction` item starts, the summariser's answer comes as a raw assistant message,
 //! the item completes. The history codex goes on from is never reported; it is, in order: the
 //! newest user messages up to [`KEPT_USER_BYTES`], then the summary as a user message
 //! ([`SUMMARY_PREFIX`] and the summary), then what comes after.
 
-use crate::history::{is_codex_context, is_marker, MARKER_TYPE};
+use crate::history::{for_codex, is_codex_context, is_marker, MARKER_TYPE};
 use serde_json::{json, Value};
 
 /// What codex puts before the summary in the user message that replaces the history.
@@ -43,10 +43,11 @@ fn is_user_message(item: &Value) -> bool {
 }
 
 /// What the model sees of a stored history: after its last compaction, the user messages codex
-/// kept, the summary and what followed; with none, the history itself. Markers are never sent.
+/// kept, the summary and what followed; with none, the history itself. Markers are never sent,
+/// nor the store's moderation marks (codex keeps a moderated answer's text as it is).
 pub(crate) fn model_history(history: &[Value]) -> Vec<Value> {
     let Some(last) = history.iter().rposition(is_marker) else {
-        return history.iter().filter(|i| !is_marker(i)).cloned().collect();
+        return history.iter().filter(|i| !is_marker(i)).map(for_codex).collect();
     };
     let mut kept = Vec::new();
     let mut bytes = 0;
@@ -62,7 +63,7 @@ pub(crate) fn model_history(history: &[Value]) -> Vec<Value> {
     let summary = json!({"type": "message", "role": "user",
         "content": [{"type": "input_text", "text": format!("{SUMMARY_PREFIX}\n{summary}")}]});
     kept.push(summary);
-    kept.extend(history[last + 1..].iter().filter(|i| !is_marker(i)).cloned());
+    kept.extend(history[last + 1..].iter().filter(|i| !is_marker(i)).map(for_codex));
     kept
 }
 

@@ -9,6 +9,28 @@ use serde_json::Value;
 /// `compaction.rs`): `{"type": "codex_pool.compaction", "summary"}`.
 pub(crate) const MARKER_TYPE: &str = "codex_pool.compaction";
 
+/// The field the store adds to an assistant message codex marked `hide` or `block` (its
+/// `agentMessage.moderation`, which codex's recorded item does not carry): `"hide"` or
+/// `"block"`. The text stays, as codex keeps it; readers of the history withhold it, and the
+/// field is taken off what a rebuilt thread is given.
+pub const MODERATION_FIELD: &str = "codex_pool_moderation";
+
+/// Marks a recorded assistant message as one codex said to hide or block.
+pub(crate) fn mark_moderated(item: &mut Value, mode: codex_pool_protocol::Withheld) {
+    if let Some(fields) = item.as_object_mut() {
+        fields.insert(MODERATION_FIELD.to_owned(), Value::String(mode.as_str().to_owned()));
+    }
+}
+
+/// An item as codex is given it: without the store's moderation mark.
+pub(crate) fn for_codex(item: &Value) -> Value {
+    let mut item = item.clone();
+    if let Some(fields) = item.as_object_mut() {
+        fields.remove(MODERATION_FIELD);
+    }
+    item
+}
+
 /// Whether an item is a compaction's marker.
 pub(crate) fn is_marker(item: &Value) -> bool {
     item["type"] == MARKER_TYPE

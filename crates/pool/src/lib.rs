@@ -56,6 +56,7 @@ pub use counters::PoolCounters;
 pub use down::{DownReason, Hang};
 pub use error::PoolError;
 pub use fork::Fork;
+pub use history::MODERATION_FIELD;
 pub use ownership::NodeConfig;
 pub use placement::INITIAL_HISTORY_TURN;
 pub use pool::{NodeStats, Pool, PoolStats};

@@ -230,7 +230,7 @@ impl TurnTls {
     }
 }
 
-/// Whether codex says it could not reach the model, or the turn gave up on it. codex 0.169
+/// Whether codex says it could not reach the model, or the turn gave up on it. codex (0.169, 0.171)
 /// reports a certificate it cannot verify as an `error` whose `codexErrorInfo` is a connection
 /// kind with no HTTP status (`{"responseStreamDisconnected": {"httpStatusCode": null}}`: no
 /// response came); a status means the server answered, so TLS worked.
@@ -300,7 +300,7 @@ mod tests {
         let no_info = TurnError { message: "Reconnecting...".into(), codex_error_info: None, additional_details: None };
         tls.observe(&mut TurnEvent::Error { error: no_info, will_retry: true });
         assert!(alarms.try_recv().is_err(), "not a failed connection");
-        // What codex 0.169 sends when it cannot verify the model's certificate.
+        // What codex (0.169, 0.171) sends when it cannot verify the model's certificate.
         let no_response = serde_json::json!({"responseStreamDisconnected": {"httpStatusCode": null}});
         tls.observe(&mut error("Reconnecting... waiting for network", no_response.clone()));
         tls.observe(&mut error("Reconnecting... 1/2", serde_json::json!({"httpConnectionFailed": {}})));

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// The Codex CLI version codex-pool is built and tested against.
-pub const PINNED_CODEX_VERSION: &str = "0.169.0";
+pub const PINNED_CODEX_VERSION: &str = "0.171.0";
 
 /// Set to `1` to accept a codex of another version than [`PINNED_CODEX_VERSION`].
 pub const ALLOW_ANY_VERSION_ENV: &str = "CODEX_POOL_ALLOW_ANY_CODEX_VERSION";
@@ -28,7 +28,7 @@ fn native_package() -> Option<(&'static str, &'static str)> {
 fn native_in_node_modules(node_modules: &Path) -> Option<PathBuf> {
     let (package, triple) = native_package()?;
     let path = node_modules.join("@openai").join(package).join("vendor").join(triple).join("codex").join("codex");
-    // Older packages put it at vendor/<triple>/bin/codex; 0.169.0 does.
+    // Older packages put it at vendor/<triple>/bin/codex; 0.169.0 and 0.171.0 do.
     let bin = node_modules.join("@openai").join(package).join("vendor").join(triple).join("bin").join("codex");
     [bin, path].into_iter().find(|p| p.is_file())
 }
@@ -124,7 +124,7 @@ pub fn check_version(path: &Path) -> Result<String, DiscoveryError> {
             reason: format!("exit {}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
         });
     }
-    // "codex-cli 0.169.0"
+    // "codex-cli 0.171.0"
     let text = String::from_utf8_lossy(&out.stdout);
     let found = text.split_whitespace().last().unwrap_or("").to_owned();
     let allow_any = std::env::var(ALLOW_ANY_VERSION_ENV).is_ok_and(|v| v == "1");

@@ -334,8 +334,8 @@ impl std::fmt::Debug for AppServerHandle {
 }
 
 /// Refuses input codex would refuse or drop, before it is sent: more text than codex takes
-/// ([`MAX_INPUT_CHARS`]), and an image by URL that is not a `data:` URL (codex 0.169.0 refuses
-/// `http:` and `https:` ones, "remote image URLs are not supported", and silently drops others).
+/// ([`MAX_INPUT_CHARS`]), and an image by URL that is not a `data:` URL (codex 0.169.0 and 0.171.0 refuse
+/// `http:` and `https:` ones, "remote image URLs are not supported", and silently drop others).
 pub fn check_input(input: &[UserInput]) -> Result<(), ProcessError> {
     let images = input.iter().filter_map(|i| match i {
         UserInput::Image { url } => Some(url),

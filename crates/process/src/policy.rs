@@ -42,6 +42,7 @@ impl DeclinePolicy {
                     "contentItems": [{"type": "inputText", "text": format!("tool `{tool}` is not available to this conversation")}],
                 }))
             }
+            // codex 0.171.0 no longer sends it; an older codex (0.169.0) may.
             ServerRequestKind::CurrentTimeRead => {
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
                 Ok(json!({"currentTimeAt": now.as_secs()}))

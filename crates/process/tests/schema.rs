@@ -352,7 +352,6 @@ fn the_default_policy_answers_fit_the_schema() {
         ("mcpServer/elicitation/request", "McpServerElicitationRequestResponse"),
         ("execCommandApproval", "ExecCommandApprovalResponse"),
         ("applyPatchApproval", "ApplyPatchApprovalResponse"),
-        ("currentTime/read", "CurrentTimeReadResponse"),
     ];
     for (method, definition) in responses {
         let request = ServerRequest::decode(method, None);
@@ -460,6 +459,39 @@ fn every_method_we_use_exists_and_every_server_request_is_known() {
     for method in &s.server_request_methods {
         assert_ne!(ServerRequestKind::of(method), ServerRequestKind::Unknown, "new server request {method}");
     }
+}
+
+/// What moved from 0.169.0 to 0.171.0 that the pool reads or answers (`scripts/codex-schema-diff`
+/// lists all of it).
+#[test]
+fn what_moved_in_0_171_0() {
+    let s = schema();
+    // codex no longer asks the client's clock. The policy still answers `currentTime/read`: an
+    // older codex (accepted with CODEX_POOL_ALLOW_ANY_CODEX_VERSION=1, as `bench` does for
+    // 0.169.0) may send it, and answering a request nobody sends costs nothing.
+    assert!(!s.server_request_methods.contains("currentTime/read"));
+    assert!(s.root["definitions"]["v2"].get("CurrentTimeReadResponse").is_none());
+    // An answer's moderation: `display` is a union tagged by `mode` (was `{action, blockType}`).
+    reads::<codex_pool_protocol::AgentMessageModeration>("AgentMessageModeration");
+    let display = s.def("AgentMessageDisplay");
+    let mut modes = Vec::new();
+    for branch in display["oneOf"].as_array().expect("AgentMessageDisplay is a union") {
+        let mode = branch["properties"]["mode"]["enum"][0].as_str().unwrap().to_owned();
+        let mut instance = s.example(branch, true, 0);
+        let moderation = json!({"moderated": true, "display": instance.take()});
+        let item = json!({"type": "agentMessage", "id": "i", "text": "t", "moderation": moderation});
+        let withheld = codex_pool_protocol::AgentMessageModeration::withheld_in(&item).map(|w| w.as_str());
+        assert_eq!(withheld, (mode != "show").then_some(mode.as_str()), "{item}");
+        modes.push(mode);
+    }
+    assert_eq!(modes, ["show", "hide", "block"]);
+    let message = s.def("ThreadItem")["oneOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["properties"]["type"]["enum"][0] == "agentMessage")
+        .unwrap();
+    assert!(message["properties"].get("moderation").is_some(), "agentMessage lost its moderation");
 }
 
 #[test]

@@ -14,6 +14,7 @@
 
 pub mod jsonrpc;
 pub mod methods;
+pub mod moderation;
 pub mod notifications;
 pub mod server_requests;
 mod stored;
@@ -21,6 +22,7 @@ pub mod tools;
 pub mod types;
 
 pub use jsonrpc::{Incoming, RequestId, RpcError};
+pub use moderation::{AgentMessageModeration, Withheld};
 pub use notifications::ServerNotification;
 pub use server_requests::ServerRequest;
 pub use tools::{ToolCall, ToolContent, ToolOutput, ToolSpec};

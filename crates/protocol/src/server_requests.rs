@@ -21,7 +21,8 @@ pub mod method {
     pub const CHATGPT_AUTH_TOKENS_REFRESH: &str = "account/chatgptAuthTokens/refresh";
     /// Produce an attestation token.
     pub const ATTESTATION_GENERATE: &str = "attestation/generate";
-    /// `currentTime/read` (experimental API): the client's clock.
+    /// `currentTime/read` (experimental API): the client's clock. Sent by 0.169.0, no longer by
+    /// 0.171.0 (kept so an older codex is still answered).
     pub const CURRENT_TIME_READ: &str = "currentTime/read";
     /// Legacy (v1) patch approval.
     pub const APPLY_PATCH_APPROVAL: &str = "applyPatchApproval";

@@ -1,7 +1,8 @@
 //! What clients see of a turn: its events named as the Codex SDK names them (`turn.started`,
 //! `item.started`, `item.completed`, `text.delta`, `reasoning.delta`, then exactly one of
 //! `turn.completed` and `turn.failed`), each with an id (its place in the turn, from 1) for
-//! `Last-Event-ID`.
+//! `Last-Event-ID`; and `item.moderated` in place of `item.completed` for an answer codex says
+//! to hide or block (see [`EventBody::ItemModerated`]).
 //!
 //! The events keep their types until they are written ([`wire`]): the run log, the metrics and
 //! the OpenAI routes match on [`EventBody`]. A new event is a new variant of it: its name in
@@ -13,9 +14,10 @@ mod wire;
 
 use codex_pool::{AbortReason, ConversationId, TurnEvent};
 use codex_pool_protocol::types::{TokenUsageBreakdown, TurnStatus};
-use codex_pool_protocol::TurnId;
+use codex_pool_protocol::{AgentMessageModeration, TurnId, Withheld};
 use serde::Serialize;
 use serde_json::Value;
+use std::collections::HashSet;
 use utoipa::ToSchema;
 pub(crate) use wire::TurnResult;
 
@@ -54,6 +56,19 @@ pub(crate) enum EventBody {
     ItemCompleted {
         /// The item.
         item: Value,
+    },
+    /// `item.moderated`: an answer codex marks `hide` or `block` (its `moderation.display.mode`),
+    /// in place of its `item.completed`. The item comes without its text (`text` is empty; its
+    /// `moderation` says what codex decided). codex marks an answer when it is whole, so its
+    /// `text.delta`s may have gone out already: `retracted` says so, and a client removes what it
+    /// showed of the item.
+    ItemModerated {
+        /// The item, its text withheld.
+        item: Value,
+        /// What codex said to do.
+        mode: Withheld,
+        /// Text of the item went out in `text.delta`s before the mark came.
+        retracted: bool,
     },
     /// `text.delta`: more of the reply.
     TextDelta {
@@ -105,6 +120,7 @@ impl EventBody {
             EventBody::TurnStarted { .. } => "turn.started",
             EventBody::ItemStarted { .. } => "item.started",
             EventBody::ItemCompleted { .. } => "item.completed",
+            EventBody::ItemModerated { .. } => "item.moderated",
             EventBody::TextDelta { .. } => "text.delta",
             EventBody::ReasoningDelta { .. } => "reasoning.delta",
             EventBody::ToolCalls { .. } => "tool.calls",
@@ -217,12 +233,14 @@ pub(crate) struct Mapper {
     turn_id: TurnId,
     last_id: u64,
     ended: bool,
+    /// The message items whose text went out in `text.delta`s.
+    streamed: HashSet<String>,
 }
 
 impl Mapper {
     /// For the turn `turn_id` of `conversation`.
     pub(crate) fn new(conversation: ConversationId, turn_id: TurnId) -> Self {
-        Self { conversation, turn_id, last_id: 0, ended: false }
+        Self { conversation, turn_id, last_id: 0, ended: false, streamed: HashSet::new() }
     }
 
     fn event(&mut self, body: EventBody) -> ApiEvent {
@@ -245,8 +263,13 @@ impl Mapper {
                 EventBody::TurnStarted { conversation_id: self.conversation.clone(), turn_id: self.turn_id.clone() }
             }
             TurnEvent::ItemStarted { item } => EventBody::ItemStarted { item },
-            TurnEvent::ItemCompleted { item } => EventBody::ItemCompleted { item },
-            TurnEvent::AgentMessageDelta { item_id, delta } => EventBody::TextDelta { item_id, delta },
+            TurnEvent::ItemCompleted { item } => self.completed(item),
+            TurnEvent::AgentMessageDelta { item_id, delta } => {
+                if !self.streamed.contains(&item_id) {
+                    self.streamed.insert(item_id.clone());
+                }
+                EventBody::TextDelta { item_id, delta }
+            }
             TurnEvent::ReasoningDelta { item_id, delta } => {
                 EventBody::ReasoningDelta { item_id, delta, summary: false }
             }
@@ -274,6 +297,18 @@ impl Mapper {
             _ => return None,
         };
         Some(self.event(body))
+    }
+
+    /// An item's completion: `item.moderated`, its text withheld, for an answer codex marks
+    /// `hide` or `block`; `item.completed` otherwise.
+    fn completed(&mut self, mut item: Value) -> EventBody {
+        let withheld = (item["type"] == "agentMessage").then(|| AgentMessageModeration::withheld_in(&item)).flatten();
+        let Some(mode) = withheld else {
+            return EventBody::ItemCompleted { item };
+        };
+        let retracted = item["id"].as_str().is_some_and(|id| self.streamed.contains(id));
+        item["text"] = Value::String(String::new());
+        EventBody::ItemModerated { item, mode, retracted }
     }
 
     fn failure(&self, kind: FailureKind, message: String) -> EventBody {

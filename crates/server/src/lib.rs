@@ -5,9 +5,10 @@
 //!   /v1/conversations/{id}`, `POST /v1/conversations/{id}/release`: conversations, kept in the
 //!   store (a restart loses none).
 //! - `POST /v1/conversations/{id}/turns`: a turn, streamed (`turn.started`, `item.started`,
-//!   `item.completed`, `text.delta`, `reasoning.delta`, then `turn.completed` or `turn.failed`)
-//!   or answered whole; `GET .../turns/{turn_id}/events` picks a stream up after
-//!   `Last-Event-ID`; `POST .../interrupt` stops it.
+//!   `item.completed`, `text.delta`, `reasoning.delta`, `item.moderated` for an answer codex
+//!   marks `hide` or `block`, then `turn.completed` or `turn.failed`) or answered whole;
+//!   `GET .../turns/{turn_id}/events` picks a stream up after `Last-Event-ID`;
+//!   `POST .../interrupt` stops it.
 //! - Several nodes on one store: a request about a conversation another node serves is
 //!   forwarded to that node and its answer streamed back (`forward.rs`), so any node answers any
 //!   request; `GET /v1/nodes` lists them.

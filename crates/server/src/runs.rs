@@ -58,10 +58,25 @@ impl RunLog {
         self.push_sized(Arc::new(event), size);
     }
 
-    /// Logs an event whose wire size is `size`.
+    /// Logs an event whose wire size is `size`. An answer codex marked `hide` or `block` after
+    /// its text went out (`item.moderated`, `retracted`) takes that text out of the log: its
+    /// `text.delta`s stay, empty, so ids keep their places and a reader that picks the turn up
+    /// later (or reads it whole) gets none of it.
     fn push_sized(&self, event: Arc<ApiEvent>, size: usize) {
         self.bytes.fetch_add(size, Ordering::Relaxed);
         let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        if let EventBody::ItemModerated { item, retracted: true, .. } = &event.body {
+            let moderated = item["id"].as_str().unwrap_or_default();
+            for logged in events.iter_mut() {
+                if let EventBody::TextDelta { item_id, delta } = &logged.body {
+                    if item_id == moderated && !delta.is_empty() {
+                        self.bytes.fetch_sub(delta.len(), Ordering::Relaxed);
+                        let body = EventBody::TextDelta { item_id: item_id.clone(), delta: String::new() };
+                        *logged = Arc::new(ApiEvent { id: logged.id, body });
+                    }
+                }
+            }
+        }
         events.push(event);
         let n = events.len();
         drop(events);

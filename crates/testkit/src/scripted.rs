@@ -81,6 +81,12 @@ impl ScriptedTurn {
         self.send("item/agentMessage/delta", params);
     }
 
+    /// Completes an item of the turn (`item/completed`), as codex describes it (e.g. an
+    /// `agentMessage` with its `moderation`).
+    pub fn complete_item(&self, item: Value) {
+        self.send("item/completed", json!({"threadId": self.thread_id, "turnId": self.turn_id, "item": item}));
+    }
+
     /// Records an item in the thread's history (`rawResponseItem/completed`).
     pub fn record(&self, item: Value) {
         self.send(

@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Names of codex's own tools (in either profile, 0.169.0): a client tool may not take one, so
-/// what the model calls by such a name is always codex's.
+/// Names of codex's own tools (in either profile; 0.169.0 and 0.171.0 offer the same): a client
+/// tool may not take one, so what the model calls by such a name is always codex's.
 pub const CODEX_TOOL_NAMES: &[&str] = &[
     "shell",
     "exec_command",

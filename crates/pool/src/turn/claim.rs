@@ -122,6 +122,9 @@ pub(crate) struct Running {
     pub tools: ClientTools,
     /// The first text delta was seen (for the hop trace).
     pub first_delta: bool,
+    /// The answers codex marked `hide` or `block`, by item id (its recorded message may come
+    /// after the mark).
+    moderated: Vec<(String, codex_pool_protocol::Withheld)>,
 }
 
 impl Running {
@@ -145,6 +148,7 @@ impl Running {
             record_as: None,
             tools,
             first_delta: false,
+            moderated: Vec::new(),
         }
     }
 
@@ -156,7 +160,19 @@ impl Running {
             return;
         }
         self.tools.saw(&item);
+        let mut item = item;
+        if let Some((_, mode)) = self.moderated.iter().find(|(id, _)| item["id"].as_str() == Some(id)) {
+            crate::history::mark_moderated(&mut item, *mode);
+        }
         self.items.push(item);
+    }
+
+    /// codex marked its answer `id` `mode`: the recorded message of that id is kept marked.
+    pub(crate) fn moderated(&mut self, id: &str, mode: codex_pool_protocol::Withheld) {
+        for item in self.items.iter_mut().filter(|item| item["id"].as_str() == Some(id)) {
+            crate::history::mark_moderated(item, mode);
+        }
+        self.moderated.push((id.to_owned(), mode));
     }
 
     /// Records the turn's items with `turn` (see the field `record_as`).

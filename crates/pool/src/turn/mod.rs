@@ -12,7 +12,7 @@ use codex_pool_process::hops::hop;
 use codex_pool_process::{AbortReason, TurnEvent, TurnStream};
 use codex_pool_protocol::types::UserInput;
 use codex_pool_protocol::ToolCall;
-use codex_pool_protocol::{CodexThreadId, TurnId};
+use codex_pool_protocol::{AgentMessageModeration, CodexThreadId, TurnId};
 use codex_pool_store::{now_ms, ConversationId, PendingCall, StoreError};
 use serde_json::Value;
 use std::future::Future;
@@ -194,6 +194,11 @@ impl PoolTurn {
             TurnEvent::ResponseItem { item } => running.push(item.clone()),
             TurnEvent::ItemStarted { item } if item["type"] == "contextCompaction" => running.compacting(true),
             TurnEvent::ItemCompleted { item } if item["type"] == "contextCompaction" => running.compacting(false),
+            TurnEvent::ItemCompleted { item } if item["type"] == "agentMessage" => {
+                if let (Some(id), Some(mode)) = (item["id"].as_str(), AgentMessageModeration::withheld_in(item)) {
+                    running.moderated(id, mode);
+                }
+            }
             TurnEvent::ToolCall { request } => {
                 // codex asks for an output: the consumer heard of the call with the others of
                 // its response (`ToolCalls`); one given already goes to codex now.

@@ -1,6 +1,6 @@
 //! The root certificates codex trusts.
 //!
-//! codex 0.169 builds a new HTTP client for every model request, and with it a root store: with
+//! codex (0.169, 0.171) builds a new HTTP client for every model request, and with it a root store: with
 //! nothing set it parses the whole system store through OpenSSL (about half of its CPU per turn
 //! on a fast model); with `SSL_CERT_FILE` naming a PEM file of at least one certificate it takes
 //! a rustls client that trusts exactly that file (plus `SSL_CERT_DIR`, so that points at an empty

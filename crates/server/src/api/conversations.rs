@@ -289,6 +289,19 @@ fn unknown(id: &ConversationId) -> ApiError {
     ApiError::not_found(format!("no conversation {id}"))
 }
 
+/// An item as clients read it: an answer codex marked `hide` or `block` (the store's
+/// [`codex_pool::MODERATION_FIELD`]) has its content replaced by one `refusal` part; the store
+/// keeps the text, as codex does.
+fn withheld(mut item: Value) -> Value {
+    let mark = item.get(codex_pool::MODERATION_FIELD).and_then(Value::as_str);
+    if let Some(mode) =
+        mark.map(|m| codex_pool_protocol::Withheld::parse(m).unwrap_or(codex_pool_protocol::Withheld::Hide))
+    {
+        item["content"] = Value::Array(vec![crate::openai::wire::refusal_part(mode)]);
+    }
+    item
+}
+
 /// Reads a page of a conversation's stored history.
 #[utoipa::path(get, path = "/v1/conversations/{id}/items", params(("id" = String, Path, description = "The conversation"), ItemsQuery),
     tag = "conversations",
@@ -308,7 +321,7 @@ pub(crate) async fn items(
         let batch = state.pool.items(&id, after, want + 1).await?;
         let more_stored = batch.len() > want;
         for stored in batch.into_iter().take(want) {
-            let item = Item { seq: stored.seq, turn_id: stored.turn_id, item: stored.item };
+            let item = Item { seq: stored.seq, turn_id: stored.turn_id, item: withheld(stored.item) };
             let size = serde_json::to_vec(&item).map_or(0, |v| v.len() + 1);
             if !data.is_empty() && used + size > state.caps.page_bytes {
                 break 'page true;

@@ -65,8 +65,9 @@ pub(crate) struct EventsQuery {
 }
 
 /// Starts a turn. Streams `text/event-stream` (events `turn.started`, `item.started`,
-/// `item.completed`, `text.delta`, `reasoning.delta`, then exactly one of `turn.completed` and
-/// `turn.failed`, each with an `id`), or, with `"stream": false`, answers the turn's result. A
+/// `item.completed`, `text.delta`, `reasoning.delta`, `item.moderated` (an answer codex marks
+/// `hide` or `block`, in place of its `item.completed`, its text withheld), then exactly one of
+/// `turn.completed` and `turn.failed`, each with an `id`), or, with `"stream": false`, answers the turn's result. A
 /// client that goes away does not cut the turn: it runs to its end and is recorded.
 #[utoipa::path(post, path = "/v1/conversations/{id}/turns", request_body = StartTurn, tag = "turns",
     params(("id" = String, Path, description = "The conversation")),

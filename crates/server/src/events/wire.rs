@@ -58,6 +58,14 @@ impl Serialize for EventBody {
                 m.serialize_field("type", name)?;
                 m.end()
             }
+            EventBody::ItemModerated { item, mode, retracted } => {
+                let mut m = s.serialize_struct(name, 4)?;
+                m.serialize_field("item", item)?;
+                m.serialize_field("mode", mode.as_str())?;
+                m.serialize_field("retracted", retracted)?;
+                m.serialize_field("type", name)?;
+                m.end()
+            }
             EventBody::TextDelta { item_id, delta } => {
                 let mut m = s.serialize_struct(name, 3)?;
                 m.serialize_field("delta", delta)?;
@@ -126,9 +134,10 @@ pub(crate) struct TurnResult {
     pub(crate) turn_id: TurnId,
     /// `completed`, `interrupted` or `failed`.
     pub(crate) status: String,
-    /// The reply: every text delta, joined.
+    /// The reply: every text delta, joined, but those of answers codex marked `hide` or `block`.
     pub(crate) text: String,
-    /// Every item the turn completed, as codex describes it.
+    /// Every item the turn completed, as codex describes it (a moderated answer without its
+    /// text, its `moderation` saying why).
     #[schema(value_type = Vec<Object>)]
     pub(crate) items: Vec<Value>,
     /// Tokens the turn used.
@@ -159,13 +168,23 @@ impl TurnResult {
             tool_calls: Vec::new(),
             error: None,
         };
+        // The text by message item, in order, so a moderated one can be taken out.
+        let mut texts: Vec<(&str, String)> = Vec::new();
         for e in events {
             let (conversation, turn) = match &e.borrow().body {
-                EventBody::TextDelta { delta, .. } => {
-                    result.text.push_str(delta);
+                EventBody::TextDelta { item_id, delta } => {
+                    match texts.last_mut() {
+                        Some((id, text)) if *id == item_id.as_str() => text.push_str(delta),
+                        _ => texts.push((item_id, delta.clone())),
+                    }
                     continue;
                 }
                 EventBody::ItemCompleted { item } => {
+                    result.items.push(item.clone());
+                    continue;
+                }
+                EventBody::ItemModerated { item, .. } => {
+                    texts.retain(|(id, _)| Some(*id) != item["id"].as_str());
                     result.items.push(item.clone());
                     continue;
                 }
@@ -189,6 +208,7 @@ impl TurnResult {
             result.conversation_id = conversation.to_string();
             result.turn_id.clone_from(turn);
         }
+        result.text = texts.into_iter().map(|(_, text)| text).collect();
         result
     }
 }

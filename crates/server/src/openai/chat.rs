@@ -124,7 +124,7 @@ pub(crate) async fn create(
     let indexed = rounds::index_when_stopped(&state, &started, Some(head), said, (true, must_call));
     let created = now_secs();
     if stream {
-        let render = Chunks { id: completion_id, created, model, include_usage, calls: false };
+        let render = Chunks { id: completion_id, created, model, include_usage, calls: false, filtered: false };
         return Ok(rounds::stream(started.log, (started.after, must_call), render, indexed).into_response());
     }
     let reply = match indexed.await {
@@ -177,6 +177,8 @@ struct Chunks {
     include_usage: bool,
     /// The round stopped at tool calls.
     calls: bool,
+    /// codex said to hide or block an answer of the round: it ends with `content_filter`.
+    filtered: bool,
 }
 
 impl Chunks {
@@ -198,6 +200,10 @@ impl Render for Chunks {
         match step {
             Step::Delta(_, delta) => vec![self.chunk(json!({"content": delta}), None, None)],
             Step::Open(_) | Step::Close(..) => Vec::new(),
+            Step::Withheld(..) => {
+                self.filtered = true;
+                Vec::new()
+            }
             Step::ToolCalls(calls) => {
                 self.calls = true;
                 let mut out = vec![self.chunk(json!({"tool_calls": chat_tool_calls(&calls, true)}), None, None)];
@@ -209,7 +215,8 @@ impl Render for Chunks {
                 out
             }
             Step::End(Ending::Completed { usage, .. }) => {
-                let mut out = vec![self.chunk(json!({}), Some("stop"), None)];
+                let finish = if self.filtered { "content_filter" } else { "stop" };
+                let mut out = vec![self.chunk(json!({}), Some(finish), None)];
                 if self.include_usage {
                     out.push(self.chunk(json!({}), None, Some(chat_usage(&usage))));
                 }

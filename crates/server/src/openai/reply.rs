@@ -7,8 +7,9 @@
 use crate::events::{ApiEvent, EventBody, FailureKind, Finished, Usage};
 use crate::runs::RunLog;
 use axum::response::sse::Event;
-use codex_pool_protocol::ToolCall;
+use codex_pool_protocol::{ToolCall, Withheld};
 use futures_util::stream::Stream;
+use std::collections::BTreeMap;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -22,6 +23,9 @@ pub(crate) enum Step {
     Delta(usize, String),
     /// The `n`th message is whole; its text.
     Close(usize, String),
+    /// The `n`th message is whole, and codex said to hide or block it: its text is withheld
+    /// (what was streamed of it stays streamed; it ends as a refusal).
+    Withheld(usize, Withheld),
     /// The model called the client's tools: the reply stops here until their outputs come.
     ToolCalls(Vec<ToolCall>),
     /// The turn ended.
@@ -56,6 +60,8 @@ pub(crate) struct Reply {
     messages: Vec<String>,
     /// The calls the round stopped at.
     calls: Vec<ToolCall>,
+    /// The messages codex said to hide or block, by place.
+    withheld: BTreeMap<usize, Withheld>,
     ended: Option<Ending>,
     /// The round must stop at tool calls (`tool_choice`): one that ends without fails.
     must_call: bool,
@@ -90,6 +96,23 @@ impl Reply {
                 if self.open.as_ref().is_some_and(|(open, _)| Some(open.as_str()) == id) {
                     steps.extend(self.close());
                 }
+            }
+            EventBody::ItemModerated { item, mode, .. } => {
+                let id = item["id"].as_str().unwrap_or_default();
+                let n = match self.open.take() {
+                    Some((open, n)) if open == id => n,
+                    other => {
+                        // Not streamed (or another message was open): it begins and ends here.
+                        self.open = other;
+                        steps.extend(self.close());
+                        self.messages.push(String::new());
+                        steps.push(Step::Open(self.messages.len() - 1));
+                        self.messages.len() - 1
+                    }
+                };
+                self.messages[n].clear();
+                self.withheld.insert(n, *mode);
+                steps.push(Step::Withheld(n, *mode));
             }
             EventBody::TurnCompleted { status, usage, .. } => {
                 let interrupted = *status == Finished::Interrupted;
@@ -128,6 +151,16 @@ impl Reply {
     /// The messages so far.
     pub(crate) fn messages(&self) -> &[String] {
         &self.messages
+    }
+
+    /// Whether codex said to hide or block the `n`th message (its text is then empty).
+    pub(crate) fn withheld(&self, n: usize) -> Option<Withheld> {
+        self.withheld.get(&n).copied()
+    }
+
+    /// Whether codex said to hide or block any message.
+    pub(crate) fn any_withheld(&self) -> bool {
+        !self.withheld.is_empty()
     }
 
     /// Every message's text, joined.

@@ -398,6 +398,14 @@ impl Render for Responses {
                     json!({"output_index": n, "item": output_message(&turn, round, n, Some(&text))}),
                 ),
             ],
+            Step::Withheld(n, mode) => vec![
+                self.event("response.refusal.done", with(at(n), json!({"refusal": wire::refusal_text(mode)}))),
+                self.event("response.content_part.done", with(at(n), json!({"part": wire::refusal_part(mode)}))),
+                self.event(
+                    "response.output_item.done",
+                    json!({"output_index": n, "item": wire::refused_message(&turn, round, n, mode)}),
+                ),
+            ],
             Step::End(ending) => {
                 let body = response(&self.head, reply);
                 vec![self.event(wire::terminal_event(&ending), json!({"response": body}))]

@@ -5,7 +5,7 @@
 use crate::events::Usage;
 use crate::openai::message_id;
 use crate::openai::reply::{Ending, Reply};
-use codex_pool_protocol::{ToolCall, ToolSpec, TurnId};
+use codex_pool_protocol::{ToolCall, ToolSpec, TurnId, Withheld};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
@@ -47,6 +47,22 @@ pub(crate) fn output_message(turn_id: &TurnId, round: usize, n: usize, text: Opt
     json!({"id": id, "type": "message", "status": status, "role": "assistant", "content": content})
 }
 
+/// What a refusal part says of an answer codex marked `hide` or `block` (never its text).
+pub(crate) fn refusal_text(mode: Withheld) -> String {
+    format!("The answer was withheld: the model's moderation marked it `{}`.", mode.as_str())
+}
+
+/// A `refusal` part, for an answer codex marked `hide` or `block`.
+pub(crate) fn refusal_part(mode: Withheld) -> Value {
+    json!({"type": "refusal", "refusal": refusal_text(mode)})
+}
+
+/// An output message whose answer codex marked `hide` or `block`: one `refusal` part.
+pub(crate) fn refused_message(turn_id: &TurnId, round: usize, n: usize, mode: Withheld) -> Value {
+    let id = message_id(turn_id, round, n);
+    json!({"id": id, "type": "message", "status": "completed", "role": "assistant", "content": [refusal_part(mode)]})
+}
+
 /// A `function_call` output item: the model called a client tool.
 pub(crate) fn function_call(call: &ToolCall) -> Value {
     json!({
@@ -82,7 +98,10 @@ pub(crate) fn response(head: &ResponseHead, reply: &Reply) -> Value {
         .messages()
         .iter()
         .enumerate()
-        .map(|(n, text)| output_message(&head.turn_id, head.round, n, Some(text)))
+        .map(|(n, text)| match reply.withheld(n) {
+            Some(mode) => refused_message(&head.turn_id, head.round, n, mode),
+            None => output_message(&head.turn_id, head.round, n, Some(text)),
+        })
         .collect();
     output.extend(reply.calls().iter().map(function_call));
     let ending = reply.ending();
@@ -156,7 +175,14 @@ pub(crate) fn chat_completion(id: &str, created: i64, model: &str, reply: &Reply
     let text = reply.text();
     let mut message = json!({"role": "assistant", "content": text, "refusal": Value::Null, "annotations": []});
     let finish = if reply.calls().is_empty() {
-        "stop"
+        if reply.any_withheld() {
+            if text.is_empty() {
+                message["content"] = Value::Null;
+            }
+            "content_filter"
+        } else {
+            "stop"
+        }
     } else {
         if text.is_empty() {
             message["content"] = Value::Null;
