@@ -264,3 +264,38 @@ async fn a_keys_limits_give_429_and_its_usage_counts_its_turns() {
     assert!(!metrics.contains("cpk_") && !metrics.contains(&single_id), "names only, never secrets or ids");
     svc.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keys_last_use_is_written_by_the_service_and_shutdown_writes_what_is_queued() {
+    let env = Env::new().await;
+    let store: std::sync::Arc<dyn codex_pool_store::ThreadStore> =
+        std::sync::Arc::new(codex_pool_store::MemoryStore::new());
+    let svc = Running::start_on(&env, store.clone(), |p| p.size = 1, |c| c.token = Some(OPERATOR.to_owned())).await;
+    let (a, a_id) = key(&svc.client, "app-a", json!({})).await;
+    let last_used = |store: std::sync::Arc<dyn codex_pool_store::ThreadStore>| {
+        let a_id = a_id.clone();
+        async move {
+            let keys = store.keys().list_keys().await.unwrap();
+            keys.into_iter().find(|k| k.id == a_id).unwrap().last_used_at_ms
+        }
+    };
+    assert_eq!(last_used(store.clone()).await, None, "not used yet");
+
+    // A request with the key: its last use is written, off the request's path.
+    let before = codex_pool_store::now_ms();
+    assert_eq!(answer(&a, Method::GET, "/v1/conversations", &json!(null)).await.0, StatusCode::OK);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while last_used(store.clone()).await.is_none() {
+        assert!(std::time::Instant::now() < deadline, "the key's last use was never written");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(last_used(store.clone()).await.unwrap() >= before);
+
+    // A second key used just before shutdown: the service's writer writes it before it ends.
+    let (b, b_id) = key(&svc.client, "app-b", json!({})).await;
+    assert_eq!(answer(&b, Method::GET, "/v1/conversations", &json!(null)).await.0, StatusCode::OK);
+    svc.stop().await;
+    let keys = store.keys().list_keys().await.unwrap();
+    let b_used = keys.iter().find(|k| k.id == b_id).unwrap().last_used_at_ms;
+    assert!(b_used.is_some_and(|at| at >= before), "written before the service ended: {b_used:?}");
+}
