@@ -299,3 +299,51 @@ async fn a_keys_last_use_is_written_by_the_service_and_shutdown_writes_what_is_q
     let b_used = keys.iter().find(|k| k.id == b_id).unwrap().last_used_at_ms;
     assert!(b_used.is_some_and(|at| at >= before), "written before the service ended: {b_used:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_sees_who_owns_each_conversation_and_a_key_sees_no_other_key() {
+    let env = Env::new().await;
+    let svc = Running::start(&env, 1, |c| c.token = Some(OPERATOR.to_owned())).await;
+    let op = &svc.client;
+    let (a, a_id) = key(op, "app-a", json!({})).await;
+    let (b, b_id) = key(op, "app-b", json!({})).await;
+    let create = |c: &Client| {
+        let c = c.clone();
+        async move { c.post("/v1/conversations", json!({})).await.unwrap().json().unwrap() }
+    };
+    let (mine, a_created, b_created) = (create(op).await, create(&a).await, create(&b).await);
+    let id = |v: &Value| v["id"].as_str().unwrap().to_owned();
+    let (mine, a_conv, b_conv) = (id(&mine), id(&a_created), id(&b_created));
+    assert_eq!(a_created["owner"], json!({"key_id": a_id, "key_name": "app-a"}), "the creating key sees itself");
+
+    // The operator: every owner, by id and name, in the list and in each conversation.
+    let expected = [
+        (&mine, Value::Null),
+        (&a_conv, json!({"key_id": a_id, "key_name": "app-a"})),
+        (&b_conv, json!({"key_id": b_id, "key_name": "app-b"})),
+    ];
+    let list = op.get("/v1/conversations").await.unwrap().json().unwrap();
+    for (conv, owner) in &expected {
+        let listed = list["data"].as_array().unwrap().iter().find(|c| &c["id"] == *conv).unwrap();
+        assert_eq!(&listed["owner"], owner, "listed: {listed}");
+        let one = op.get(&format!("/v1/conversations/{conv}")).await.unwrap().json().unwrap();
+        assert_eq!(&one["owner"], owner, "read: {one}");
+    }
+
+    // A key: its own conversation with its own id; never the other key's id or name.
+    let list = a.get("/v1/conversations").await.unwrap().json().unwrap();
+    assert_eq!(ids(&list), vec![a_conv.clone()]);
+    assert_eq!(list["data"][0]["owner"], json!({"key_id": a_id, "key_name": "app-a"}));
+    let one = a.get(&format!("/v1/conversations/{a_conv}")).await.unwrap().json().unwrap();
+    assert_eq!(one["owner"]["key_id"], json!(a_id));
+    for seen in [list.to_string(), one.to_string()] {
+        assert!(!seen.contains(&b_id) && !seen.contains("app-b"), "{seen}");
+    }
+
+    // The OpenAPI document names the field.
+    let doc = op.get("/openapi.json").await.unwrap().json().unwrap();
+    let schemas = &doc["components"]["schemas"];
+    assert!(schemas["Conversation"]["properties"]["owner"].is_object(), "{}", schemas["Conversation"]);
+    assert!(schemas["Owner"]["properties"]["key_name"].is_object(), "{}", schemas["Owner"]);
+    svc.stop().await;
+}
