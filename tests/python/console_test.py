@@ -2,7 +2,7 @@
 that executable; Playwright downloads no browser), against a `codex-pool serve` with a token and
 two codex processes on the fake model.
 
-Usage: console_test.py BASE_URL TOKEN SCREENSHOT_DIR. Prints a JSON report on success; any
+Usage: console_test.py BASE_URL TOKEN SCREENSHOT_DIR API_KEY. Prints a JSON report on success; any
 failed check raises (a non-zero exit, with the reason).
 
 Checks: the page loads with no console error and no request off the service's origin; the token
@@ -11,7 +11,9 @@ URL); every pid of /v1/pool shown; a codex process killed with SIGKILL and its r
 shown without a reload; a playground message streamed back in several pieces; a hostile message
 shown as text; the security headers; the playground's conversation listed with the others, and
 a turn another client runs on it streamed into the page and stopped with its Interrupt button; a
-tool call a turn waits on shown with its age; the metrics' counts and charts.
+tool call a turn waits on shown with its age; the metrics' counts and charts. Then, logged in with
+an application's API key: the pool view says the key cannot see the pool, the conversations list
+holds that key's conversations only, and the playground works with it.
 Screenshots of the pool view and the playground go to SCREENSHOT_DIR.
 """
 
@@ -35,11 +37,38 @@ HOSTILE = "<img src=x onerror=window.__pwned=1>"
 # The browser logs the answer to the page's first call, made before it has the token: the 401
 # that makes it ask for the token. Any other console error fails the test.
 EXPECTED_401 = "Failed to load resource: the server responded with a status of 401"
+# With an application's key, the operator's routes answer 403, and the browser logs each answer;
+# those, and only for those routes, are expected.
+EXPECTED_403 = "Failed to load resource: the server responded with a status of 403"
+OPERATOR_ROUTES = ("/v1/pool", "/v1/nodes", "/metrics")
+
+
+def console_errors(page, errors, base, with_key):
+    def logged(m):
+        if m.type != "error":
+            return
+        url = (m.location or {}).get("url", "")
+        if with_key and m.text.startswith(EXPECTED_403) and url in [base + r for r in OPERATOR_ROUTES]:
+            return
+        errors.append(m.text)
+
+    page.on("console", logged)
+    page.on("pageerror", lambda e: errors.append(f"uncaught: {e}"))
 
 
 def api(base, token, path):
     request = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.load(answer)
+
+
+def post(base, token, path, body):
+    request = urllib.request.Request(
+        base + path,
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as answer:
         return json.load(answer)
 
 
@@ -166,24 +195,15 @@ def listed(page, conversation, report):
     expect(row).to_be_visible()
     row.click()
     expect(page.locator("#conv-items")).to_contain_text(f"echo: {HOSTILE}")
+    expect(row.locator("td.owner")).to_have_text("operator")
     report["listed"] = True
 
 
 def pending_call_shown(page, base, token, report):
     """A turn waiting on a client tool: its call shown on its conversation, with its age."""
-
-    def post(path, body):
-        request = urllib.request.Request(
-            base + path,
-            data=json.dumps(body).encode(),
-            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=60) as answer:
-            return json.load(answer)
-
     functions = [{"name": "lookup", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}]
-    conversation = post("/v1/conversations", {"functions": functions})["id"]
-    paused = post(f"/v1/conversations/{conversation}/turns", {"text": 'find [mock:tool=lookup {"q":"<b>x</b>"}]', "stream": False})
+    conversation = post(base, token, "/v1/conversations", {"functions": functions})["id"]
+    paused = post(base, token, f"/v1/conversations/{conversation}/turns", {"text": 'find [mock:tool=lookup {"q":"<b>x</b>"}]', "stream": False})
     assert paused["status"] == "tool_calls", paused
     page.locator("#conv-first").click()
     page.locator(f'#conv-table tr[data-id="{conversation}"]').click()
@@ -239,8 +259,39 @@ def running_turn_streamed_and_interrupted(page, base, token, conversation, repor
     report["interrupted"] = True
 
 
+def with_a_key(browser, base, key, operators, errors, seen, report):
+    """Logged in with an application's key: no pool, its own conversations only, a playground."""
+    context = browser.new_context(viewport={"width": 1180, "height": 640})
+    page = context.new_page()
+    console_errors(page, errors, base, with_key=True)
+    page.on("request", seen)
+    page.goto(base + "/")
+    page.locator("#token").fill(key)
+    page.locator("#token").press("Enter")
+    expect(page.locator("#app")).to_be_visible()
+    expect(page.locator("#pool-note")).to_contain_text("This key cannot see the pool")
+    expect(page.locator("#pool-table")).to_be_hidden()
+    own = post(base, key, "/v1/conversations", {})["id"]
+    name = api(base, key, f"/v1/conversations/{own}")["owner"]["key_name"]
+    page.locator('nav a[data-view="playground"]').click()
+    page.locator("#pg-input").fill("from the key")
+    page.locator("#pg-input").press("Enter")
+    expect(last_reply(page)).to_have_class("msg assistant done", timeout=30000)
+    assert last_reply(page).text_content().endswith("echo: from the key"), last_reply(page).text_content()
+    played = page.locator("#pg-conversation").text_content().split()[1]
+    page.locator('nav a[data-view="conversations"]').click()
+    rows = page.locator("#conv-table tbody tr")
+    expect(rows).to_have_count(2)
+    shown = sorted(rows.nth(i).get_attribute("data-id") for i in range(2))
+    assert shown == sorted([own, played]), (shown, own, played)
+    expect(page.locator(f'#conv-table tr[data-id="{played}"] td.owner')).to_have_text(name)
+    assert page.locator(f'#conv-table tr[data-id="{operators}"]').count() == 0
+    context.close()
+    report["key"] = {"pool": "not shown", "conversations": len(shown), "playground": played}
+
+
 def main():
-    base, token, shots = sys.argv[1].rstrip("/"), sys.argv[2], sys.argv[3]
+    base, token, shots, key = sys.argv[1].rstrip("/"), sys.argv[2], sys.argv[3], sys.argv[4]
     os.makedirs(shots, exist_ok=True)
     report = {}
     check_headers(base, report)
@@ -249,8 +300,7 @@ def main():
         browser = p.chromium.launch(executable_path=CHROMIUM)
         context = browser.new_context(viewport={"width": 1180, "height": 640})
         page = context.new_page()
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(f"uncaught: {e}"))
+        console_errors(page, errors, base, with_key=False)
 
         def seen(request):
             requests.append(request.url)
@@ -274,11 +324,12 @@ def main():
         page.locator("#forget").click()
         expect(page.locator("#token")).to_be_visible()
         assert page.evaluate("sessionStorage.getItem('codex-pool-token')") is None
+        with_a_key(browser, base, key, conversation, errors, seen, report)
         browser.close()
     unexpected = [e for e in errors if not e.startswith(EXPECTED_401)]
     assert not unexpected, f"console errors: {unexpected}"
     assert not off_origin, f"requests off the service's origin: {off_origin}"
-    assert all(token not in url for url in requests), "the token in a URL"
+    assert all(token not in url and key not in url for url in requests), "the token or the key in a URL"
     report["requests"] = len(requests)
     print(json.dumps(report))
 

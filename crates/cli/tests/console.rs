@@ -5,7 +5,10 @@
 //! pid shown, a codex process killed with SIGKILL replaced on the page without a reload, a
 //! playground message streamed back, a hostile message shown as text, the security headers, and a
 //! turn another client runs streamed into the opened conversation and stopped with Interrupt, a
-//! tool call a turn waits on shown with its age, the metrics' counts and charts; and it leaves screenshots of the pool view and the playground in `target/screenshots/`.
+//! tool call a turn waits on shown with its age, the metrics' counts and charts; then, logged in
+//! with an application's key (made here with the operator's token), the pool refused on the page,
+//! that key's conversations only, and its playground. It leaves screenshots of the pool view and
+//! the playground in `target/screenshots/`.
 
 mod common;
 
@@ -51,6 +54,11 @@ async fn the_console_in_chromium_shows_the_pool_live_and_streams_the_playground(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // An application's key, for the page logged in with it.
+    let key = served.client.post("/v1/keys", serde_json::json!({"name": "console-app"})).await.unwrap();
+    assert_eq!(key.status, hyper::StatusCode::CREATED);
+    let key = key.json().unwrap()["secret"].as_str().unwrap().to_owned();
+
     let took = Instant::now();
     let base = served.client.base().to_owned();
     let (script, out_dir) = (python_script("console_test.py"), shots.clone());
@@ -59,6 +67,7 @@ async fn the_console_in_chromium_shows_the_pool_live_and_streams_the_playground(
             .arg(script)
             .args([&base, TOKEN])
             .arg(&out_dir)
+            .arg(&key)
             .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
             .env("CODEX_POOL_CHROMIUM", chromium)
             .output()
@@ -78,6 +87,8 @@ async fn the_console_in_chromium_shows_the_pool_live_and_streams_the_playground(
     assert!(report["playground"]["pieces_seen"].as_u64().unwrap() >= 2, "{report}");
     assert!(report["pending_call"].as_str().is_some_and(|age| age.ends_with(" s")), "{report}");
     assert!(report["metrics"].as_u64().is_some_and(|turns| turns > 0), "{report}");
+    // With the key: no pool, its two conversations (one made by its playground) only.
+    assert_eq!((&report["key"]["pool"], &report["key"]["conversations"]), (&"not shown".into(), &2.into()), "{report}");
     // The killed process was replaced in the service too: the slot counts the restart.
     let pool = served.client.get("/v1/pool").await.unwrap().json().unwrap();
     assert_eq!(pool["processes"][0]["pid"], report["replaced"]["replacement"], "{pool}");

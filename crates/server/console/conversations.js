@@ -9,6 +9,9 @@ let cursors = [null]; // the `after` of each page shown so far
 let nextAfter = null;
 let open = null; // { id, attached: turn id streaming, abort }
 
+/** Who owns a conversation, as text: its key's name (or id), or the operator. */
+const ownerText = (c) => (c.owner ? c.owner.key_name ?? c.owner.key_id : "operator");
+
 const when = (seconds) =>
   new Date(seconds * 1000).toLocaleString([], { hour12: false, month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit" });
 
@@ -34,6 +37,7 @@ function row(c) {
   const tr = el("tr", { class: `clickable${open?.id === c.id ? " selected" : ""}`, "data-id": c.id },
     el("td", { class: "id" }, c.id),
     el("td", {}, when(c.created_at)),
+    el("td", { class: "owner" }, ownerText(c)),
     el("td", { class: `state state-${c.state}` }, c.state),
     el("td", {}, c.loaded ? `slot ${c.loaded.slot}` : "–"),
     el("td", { class: "num" }, c.turns),
@@ -66,7 +70,8 @@ async function loadItems(id) {
 
 function settings(c) {
   const pairs = [
-    ["State", c.state], ["Profile", c.profile], ["Model", c.model ?? "default"],
+    ["State", c.state], ["Owner", c.owner ? `key ${ownerText(c)} (${c.owner.key_id})` : "operator"],
+    ["Profile", c.profile], ["Model", c.model ?? "default"],
     ["Turns", c.turns], ["Loaded", c.loaded ? `slot ${c.loaded.slot}, codex thread ${c.loaded.codex_thread_id}` : "no"],
     ["Instructions", c.instructions ?? "the profile's"], ["Developer instructions", c.developer_instructions ?? "none"],
     ["Functions", c.functions.join(", ") || "none"], ["Running turn", c.running_turn_id ?? "none"],

@@ -198,8 +198,9 @@ pub enum ServeError {
 }
 
 /// The routes, over the service's state.
-fn router(state: AppState, config: &ServiceConfig) -> Router {
-    let auth = Arc::new(keys::Auth::new(config.token.clone(), state.pool.store().clone(), state.metrics.clone()));
+fn router(state: AppState, config: &ServiceConfig, touches: keys::touch::Touches) -> Router {
+    let store = state.pool.store().clone();
+    let auth = Arc::new(keys::Auth::new(config.token.clone(), store, touches, state.metrics.clone()));
     let metrics = state.metrics.clone();
     let forwarder = Arc::new(forward::Forwarder::new(
         state.pool.clone(),
@@ -330,7 +331,9 @@ impl Service {
             max_input_items: config.max_input_items,
         };
         let edge = metrics.edge.clone();
-        let app = router(state, &config);
+        // Keys' last use is written by a task of the service's, stopped last.
+        let (touches, toucher) = keys::touch::start(pool.store().clone());
+        let app = router(state, &config, touches);
         let starting = {
             let pool = pool.clone();
             tokio::spawn(async move {
@@ -356,7 +359,7 @@ impl Service {
         starting.abort();
         pool.shutdown().await;
         runs.shutdown(config.shutdown_grace).await;
-        match tokio::time::timeout(config.shutdown_grace, &mut serving).await {
+        let served = match tokio::time::timeout(config.shutdown_grace, &mut serving).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(ServeError::Serve(std::io::Error::other(e))),
             Err(_) => {
@@ -364,7 +367,9 @@ impl Service {
                 serving.abort();
                 Ok(())
             }
-        }
+        };
+        toucher.stop(config.shutdown_grace).await;
+        served
     }
 }
 

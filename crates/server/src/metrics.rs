@@ -10,6 +10,7 @@ use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use codex_pool::PoolStats;
+use codex_pool_protocol::Withheld;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -63,6 +64,7 @@ labels!(LimitLabel { limit: &'static str });
 labels!(EvictedLabel { reason: &'static str });
 labels!(OutcomeLabel { outcome: &'static str });
 labels!(PathLabel { path: &'static str });
+labels!(ModeLabel { mode: &'static str });
 labels!(HttpLabels { route: String, method: String, status: u16 });
 
 /// The service's metrics, registered once in its [`Registry`]. Cheap to share (`Arc`); every
@@ -96,6 +98,8 @@ pub(crate) struct Metrics {
     tool_outputs: Family<PathLabel, Counter>,
     /// What API keys' turns used, by key name (`crate::keys::usage`).
     pub(crate) keys: Arc<crate::keys::usage::KeyMetrics>,
+    /// Answers codex marked `hide` or `block`, by mode.
+    moderated: Family<ModeLabel, Counter>,
 }
 
 /// Where tool outputs went, as `/metrics` labels it.
@@ -128,6 +132,7 @@ impl Default for Metrics {
             tool_calls: Counter::default(),
             tool_outputs: Family::default(),
             keys: Arc::default(),
+            moderated: Family::default(),
         };
         for path in ["waiting_turn", "continued"] {
             let _ = m.tool_outputs.get_or_create(&PathLabel { path });
@@ -211,7 +216,25 @@ impl Metrics {
              restarted, the wait passed its limit, the tool list changed)",
             self.tool_outputs.clone(),
         );
+        self.register_moderation()
+    }
+
+    /// Moderation's lines: answers withheld by mode, every mode shown from the start at 0.
+    fn register_moderation(mut self) -> Self {
+        for mode in [Withheld::Hide, Withheld::Block] {
+            let _ = self.moderated.get_or_create(&ModeLabel { mode: mode.as_str() });
+        }
+        self.registry.register(
+            "codex_pool_moderated_answers",
+            "Answers codex marked hide or block, withheld from clients (item.moderated), by mode",
+            self.moderated.clone(),
+        );
         self
+    }
+
+    /// An answer codex marked `mode` was withheld.
+    pub(crate) fn answer_moderated(&self, mode: Withheld) {
+        self.moderated.get_or_create(&ModeLabel { mode: mode.as_str() }).inc();
     }
 
     /// The model called `n` client tools.

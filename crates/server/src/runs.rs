@@ -435,7 +435,7 @@ impl<K: FnMut(Option<usize>) -> Option<u64>> Recorder<'_, K> {
     }
 }
 
-/// Counts what an event says: the first text, the end.
+/// Counts what an event says: the first text, the end, tool calls, an answer withheld.
 fn observe(event: &ApiEvent, metrics: &Metrics, begun: Instant, first_text: &mut bool) {
     match &event.body {
         EventBody::TextDelta { .. } if *first_text => {
@@ -445,6 +445,7 @@ fn observe(event: &ApiEvent, metrics: &Metrics, begun: Instant, first_text: &mut
         EventBody::TurnCompleted { status, .. } => metrics.turn_ended(false, status.as_str(), begun.elapsed()),
         EventBody::TurnFailed { error, .. } => metrics.turn_ended(true, error.kind.as_str(), begun.elapsed()),
         EventBody::ToolCalls { calls } => metrics.tool_calls(calls.len()),
+        EventBody::ItemModerated { mode, .. } => metrics.answer_moderated(*mode),
         _ => {}
     }
 }

@@ -264,3 +264,86 @@ async fn a_keys_limits_give_429_and_its_usage_counts_its_turns() {
     assert!(!metrics.contains("cpk_") && !metrics.contains(&single_id), "names only, never secrets or ids");
     svc.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keys_last_use_is_written_by_the_service_and_shutdown_writes_what_is_queued() {
+    let env = Env::new().await;
+    let store: std::sync::Arc<dyn codex_pool_store::ThreadStore> =
+        std::sync::Arc::new(codex_pool_store::MemoryStore::new());
+    let svc = Running::start_on(&env, store.clone(), |p| p.size = 1, |c| c.token = Some(OPERATOR.to_owned())).await;
+    let (a, a_id) = key(&svc.client, "app-a", json!({})).await;
+    let last_used = |store: std::sync::Arc<dyn codex_pool_store::ThreadStore>| {
+        let a_id = a_id.clone();
+        async move {
+            let keys = store.keys().list_keys().await.unwrap();
+            keys.into_iter().find(|k| k.id == a_id).unwrap().last_used_at_ms
+        }
+    };
+    assert_eq!(last_used(store.clone()).await, None, "not used yet");
+
+    // A request with the key: its last use is written, off the request's path.
+    let before = codex_pool_store::now_ms();
+    assert_eq!(answer(&a, Method::GET, "/v1/conversations", &json!(null)).await.0, StatusCode::OK);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while last_used(store.clone()).await.is_none() {
+        assert!(std::time::Instant::now() < deadline, "the key's last use was never written");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(last_used(store.clone()).await.unwrap() >= before);
+
+    // A second key used just before shutdown: the service's writer writes it before it ends.
+    let (b, b_id) = key(&svc.client, "app-b", json!({})).await;
+    assert_eq!(answer(&b, Method::GET, "/v1/conversations", &json!(null)).await.0, StatusCode::OK);
+    svc.stop().await;
+    let keys = store.keys().list_keys().await.unwrap();
+    let b_used = keys.iter().find(|k| k.id == b_id).unwrap().last_used_at_ms;
+    assert!(b_used.is_some_and(|at| at >= before), "written before the service ended: {b_used:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_sees_who_owns_each_conversation_and_a_key_sees_no_other_key() {
+    let env = Env::new().await;
+    let svc = Running::start(&env, 1, |c| c.token = Some(OPERATOR.to_owned())).await;
+    let op = &svc.client;
+    let (a, a_id) = key(op, "app-a", json!({})).await;
+    let (b, b_id) = key(op, "app-b", json!({})).await;
+    let create = |c: &Client| {
+        let c = c.clone();
+        async move { c.post("/v1/conversations", json!({})).await.unwrap().json().unwrap() }
+    };
+    let (mine, a_created, b_created) = (create(op).await, create(&a).await, create(&b).await);
+    let id = |v: &Value| v["id"].as_str().unwrap().to_owned();
+    let (mine, a_conv, b_conv) = (id(&mine), id(&a_created), id(&b_created));
+    assert_eq!(a_created["owner"], json!({"key_id": a_id, "key_name": "app-a"}), "the creating key sees itself");
+
+    // The operator: every owner, by id and name, in the list and in each conversation.
+    let expected = [
+        (&mine, Value::Null),
+        (&a_conv, json!({"key_id": a_id, "key_name": "app-a"})),
+        (&b_conv, json!({"key_id": b_id, "key_name": "app-b"})),
+    ];
+    let list = op.get("/v1/conversations").await.unwrap().json().unwrap();
+    for (conv, owner) in &expected {
+        let listed = list["data"].as_array().unwrap().iter().find(|c| &c["id"] == *conv).unwrap();
+        assert_eq!(&listed["owner"], owner, "listed: {listed}");
+        let one = op.get(&format!("/v1/conversations/{conv}")).await.unwrap().json().unwrap();
+        assert_eq!(&one["owner"], owner, "read: {one}");
+    }
+
+    // A key: its own conversation with its own id; never the other key's id or name.
+    let list = a.get("/v1/conversations").await.unwrap().json().unwrap();
+    assert_eq!(ids(&list), vec![a_conv.clone()]);
+    assert_eq!(list["data"][0]["owner"], json!({"key_id": a_id, "key_name": "app-a"}));
+    let one = a.get(&format!("/v1/conversations/{a_conv}")).await.unwrap().json().unwrap();
+    assert_eq!(one["owner"]["key_id"], json!(a_id));
+    for seen in [list.to_string(), one.to_string()] {
+        assert!(!seen.contains(&b_id) && !seen.contains("app-b"), "{seen}");
+    }
+
+    // The OpenAPI document names the field.
+    let doc = op.get("/openapi.json").await.unwrap().json().unwrap();
+    let schemas = &doc["components"]["schemas"];
+    assert!(schemas["Conversation"]["properties"]["owner"].is_object(), "{}", schemas["Conversation"]);
+    assert!(schemas["Owner"]["properties"]["key_name"].is_object(), "{}", schemas["Owner"]);
+    svc.stop().await;
+}

@@ -2,7 +2,7 @@
 //! reaches no client as ordinary text, on any route: the native events say `item.moderated`
 //! (with `retracted` when its deltas went out first), a native turn's result leaves its text
 //! out, the Responses API answers a `refusal` part, Chat Completions `finish_reason:
-//! "content_filter"`.
+//! "content_filter"`; `/metrics` counts them by mode.
 //!
 //! codex is the scripted app-server here, not the real binary: codex 0.171.0 sets an answer's
 //! moderation from its ChatGPT backend's moderation metadata, and the fake model's Responses
@@ -193,5 +193,12 @@ async fn a_hidden_or_blocked_answer_reaches_no_client_as_text() {
     let events = stream.await.unwrap();
     assert!(events.iter().any(|e| e.event == "item.completed" && e.data["item"]["text"] == SECRET), "{events:?}");
     assert!(!events.iter().any(|e| e.event == "item.moderated"));
+
+    // Counted by mode, on every route: three of each above; the answer shown is not.
+    let metrics = String::from_utf8(c.get("/metrics").await.unwrap().body.to_vec()).unwrap();
+    for mode in ["hide", "block"] {
+        let line = format!("codex_pool_moderated_answers_total{{mode=\"{mode}\"}} 3");
+        assert!(metrics.lines().any(|l| l == line), "no {line:?} in\n{metrics}");
+    }
     svc.stop().await;
 }

@@ -14,6 +14,7 @@ use codex_pool_protocol::methods::ThreadSettings;
 use codex_pool_protocol::TurnId;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 use utoipa::{IntoParams, ToSchema};
 
 /// The most a page holds.
@@ -58,6 +59,15 @@ pub(crate) struct Placement {
     pub(crate) codex_thread_id: String,
 }
 
+/// Who owns a conversation: the API key that created it.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Owner {
+    /// The key's id.
+    pub(crate) key_id: String,
+    /// The key's name; `null` if the store no longer has the key.
+    pub(crate) key_name: Option<String>,
+}
+
 /// A conversation.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Conversation {
@@ -96,6 +106,9 @@ pub(crate) struct Conversation {
     /// and `since_ms` (when the call was made).
     #[schema(value_type = Vec<Object>)]
     pub(crate) pending_tool_calls: Vec<codex_pool::PendingCall>,
+    /// The API key that created it; `null`: the operator's. An application's key sees its own
+    /// conversations only, so only its own id here.
+    pub(crate) owner: Option<Owner>,
 }
 
 impl From<ConversationInfo> for Conversation {
@@ -117,6 +130,7 @@ impl From<ConversationInfo> for Conversation {
             loaded: info.loaded.map(|(slot, codex)| Placement { slot, codex_thread_id: codex.to_string() }),
             functions: r.settings.dynamic_tools.into_iter().map(|t| t.name).collect(),
             pending_tool_calls: r.pending_calls,
+            owner: r.owner.map(|key_id| Owner { key_id, key_name: None }),
         }
     }
 }
@@ -231,7 +245,8 @@ pub(crate) async fn create(
         return Err(e.into());
     }
     let info = state.pool.conversation(&id).await?.ok_or_else(|| ApiError::not_found("created, then gone"))?;
-    Ok((StatusCode::CREATED, Json(info.into())))
+    let created = with_owners(vec![info.into()], &state).await?.remove(0);
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
 /// Lists conversations, newest first.
@@ -250,8 +265,8 @@ pub(crate) async fn list(
     let more_stored = page.len() > limit;
     page.truncate(limit);
     let cursors: Vec<String> = page.iter().map(|c| format!("{}.{}", c.record.created_at_ms, c.record.id)).collect();
-    let (data, cut) =
-        within_budget(page.into_iter().map(|c| with_running_turn(c.into(), &state)).collect(), state.caps.page_bytes);
+    let page = with_owners(page.into_iter().map(|c| with_running_turn(c.into(), &state)).collect(), &state).await?;
+    let (data, cut) = within_budget(page, state.caps.page_bytes);
     let has_more = more_stored || cut;
     let next_after = if has_more { cursors.get(data.len().wrapping_sub(1)).cloned() } else { None };
     Ok(Json(ConversationList { object: "list", data, has_more, next_after }))
@@ -273,7 +288,31 @@ pub(crate) async fn get_one(
 ) -> Result<Json<Conversation>, ApiError> {
     let id = ConversationId::from(id);
     let info = state.pool.conversation(&id).await?.ok_or_else(|| unknown(&id))?;
-    Ok(Json(with_running_turn(info.into(), &state)))
+    let conversation = with_owners(vec![with_running_turn(info.into(), &state)], &state).await?.remove(0);
+    Ok(Json(conversation))
+}
+
+/// The conversations with their owners named, as the caller may see them: the operator every
+/// key's id and name; a key its own only (never another key's id, should one be there).
+async fn with_owners(mut list: Vec<Conversation>, state: &AppState) -> Result<Vec<Conversation>, ApiError> {
+    let names: HashMap<String, String> = match crate::keys::caller().key() {
+        Some(key) => {
+            for conversation in &mut list {
+                if conversation.owner.as_ref().is_some_and(|o| o.key_id != key.id) {
+                    conversation.owner = None;
+                }
+            }
+            HashMap::from([(key.id.clone(), key.name.clone())])
+        }
+        None if list.iter().any(|c| c.owner.is_some()) => {
+            state.pool.store().keys().list_keys().await?.into_iter().map(|k| (k.id, k.name)).collect()
+        }
+        None => HashMap::new(),
+    };
+    for owner in list.iter_mut().filter_map(|c| c.owner.as_mut()) {
+        owner.key_name = names.get(&owner.key_id).cloned();
+    }
+    Ok(list)
 }
 
 /// The conversation with its running turn's id, while it runs.

@@ -10,6 +10,7 @@
 pub(crate) mod admin;
 pub(crate) mod guard;
 pub(crate) mod limits;
+pub(crate) mod touch;
 pub(crate) mod usage;
 
 use axum::extract::FromRequestParts;
@@ -114,6 +115,8 @@ pub(crate) struct Auth {
     cache: Mutex<HashMap<[u8; 32], Cached>>,
     /// When this node last wrote each key's `last_used_at_ms`.
     touched: Mutex<HashMap<String, Instant>>,
+    /// Where a key's last use is queued for writing.
+    touches: touch::Touches,
     /// Where limits that bite are counted.
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// The turns each key runs on this node.
@@ -121,13 +124,15 @@ pub(crate) struct Auth {
 }
 
 impl Auth {
-    /// The token and the store holding the keys.
+    /// The token and the store holding the keys; a key's last use is queued on `touches`.
     pub(crate) fn new(
         token: Option<String>,
         store: Arc<dyn ThreadStore>,
+        touches: touch::Touches,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
-        Self { token, store, cache: Mutex::default(), touched: Mutex::default(), metrics, running: Arc::default() }
+        let (cache, touched) = (Mutex::default(), Mutex::default());
+        Self { token, store, cache, touched, touches, metrics, running: Arc::default() }
     }
 
     /// The store.
@@ -167,22 +172,17 @@ impl Auth {
         cache.get(hash).filter(|(at, _)| at.elapsed() < CACHE_FOR).map(|(_, key)| key.clone())
     }
 
-    /// Writes the key's last use, at most once a minute per node, off the request's path (a
-    /// task that ends with its one write).
+    /// Queues the key's last use for writing, at most once a minute per node, off the
+    /// request's path (the service's [`touch::Toucher`] writes it).
     fn touch(&self, key: &ApiKey) {
-        {
-            let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
-            if touched.get(&key.id).is_some_and(|at| at.elapsed() < TOUCH_EVERY) {
-                return;
-            }
+        let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
+        if touched.get(&key.id).is_some_and(|at| at.elapsed() < TOUCH_EVERY) {
+            return;
+        }
+        // A touch dropped (queue full) is tried again on the key's next request.
+        if self.touches.send(&key.id, codex_pool_store::now_ms()) {
             touched.insert(key.id.clone(), Instant::now());
         }
-        let (store, id) = (self.store.clone(), key.id.clone());
-        tokio::spawn(async move {
-            if let Err(e) = store.keys().touch_key(&id, codex_pool_store::now_ms()).await {
-                tracing::debug!(key = %id, error = %e, "a key's last use could not be written");
-            }
-        });
     }
 }
 

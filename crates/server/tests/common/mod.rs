@@ -7,7 +7,7 @@ use bytes::Bytes;
 use codex_pool::{Pool, PoolConfig};
 use codex_pool_server::client::{Client, ClientError, EventStream, SseEvent};
 use codex_pool_server::{Service, ServiceConfig};
-use codex_pool_store::MemoryStore;
+use codex_pool_store::{MemoryStore, ThreadStore};
 use codex_pool_testkit::*;
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -34,9 +34,19 @@ impl Running {
         tune_pool: impl FnOnce(&mut PoolConfig),
         tune: impl FnOnce(&mut ServiceConfig),
     ) -> Self {
+        Self::start_on(env, Arc::new(MemoryStore::new()), tune_pool, tune).await
+    }
+
+    /// [`Running::start_with`], on a store the test reads too.
+    pub async fn start_on(
+        env: &Env,
+        store: Arc<dyn ThreadStore>,
+        tune_pool: impl FnOnce(&mut PoolConfig),
+        tune: impl FnOnce(&mut ServiceConfig),
+    ) -> Self {
         let mut config = PoolConfig::new(env.config());
         tune_pool(&mut config);
-        let pool = Pool::new(config, Arc::new(MemoryStore::new()));
+        let pool = Pool::new(config, store);
         let mut service = ServiceConfig::default();
         service.listen = "127.0.0.1:0".parse().unwrap();
         tune(&mut service);
