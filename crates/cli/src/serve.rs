@@ -314,6 +314,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
          curl -sN{auth} -H 'Content-Type: application/json' http://{addr}/v1/conversations/$id/turns -d \
          '{{\"text\":\"hello\"}}'"
     );
+    println!("console: http://{addr}/ (open it in a browser)");
     use std::io::Write;
     std::io::stdout().flush()?;
     let result = service.run(shutdown_signal()).await;

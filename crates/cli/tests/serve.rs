@@ -61,6 +61,7 @@ async fn sigterm_ends_running_turns_and_a_restart_carries_every_conversation_on(
     assert!(status.success(), "{status}");
     assert!(took < Duration::from_secs(10), "stopping took {took:?}");
     assert!(stdout.contains("codex-pool stopped"), "{stdout}");
+    assert!(stdout.contains("console: http://127.0.0.1:"), "it says where its console is: {stdout}");
     let last = reader.await.unwrap().expect("the stream got an end");
     assert_eq!(
         (last.event.as_str(), last.data["error"]["kind"].as_str()),

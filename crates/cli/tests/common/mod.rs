@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 pub struct Served {
     pub child: Child,
     pub client: Client,
+    /// The child's stdout after its first line, read through the buffer that read that line (a
+    /// new reader would lose what this one already holds).
+    stdout: BufReader<std::process::ChildStdout>,
 }
 
 pub fn serve(data_dir: &std::path::Path, model_url: &str) -> Served {
@@ -52,10 +55,11 @@ pub fn serve_on(
         .stderr(stderr)
         .spawn()
         .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut first = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut first).unwrap();
+    stdout.read_line(&mut first).unwrap();
     let addr = first.split_whitespace().find(|w| w.starts_with("http://")).expect(&first).to_owned();
-    Served { child, client: Client::new(&addr, token.map(str::to_owned)) }
+    Served { child, client: Client::new(&addr, token.map(str::to_owned)), stdout }
 }
 
 impl Served {
@@ -77,7 +81,7 @@ impl Served {
         let status = self.child.wait().unwrap();
         let mut rest = String::new();
         use std::io::Read;
-        self.child.stdout.take().unwrap().read_to_string(&mut rest).unwrap();
+        self.stdout.read_to_string(&mut rest).unwrap();
         (status, asked.elapsed(), rest)
     }
 }
