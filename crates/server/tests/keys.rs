@@ -347,3 +347,42 @@ async fn the_operator_sees_who_owns_each_conversation_and_a_key_sees_no_other_ke
     assert!(schemas["Owner"]["properties"]["key_name"].is_object(), "{}", schemas["Owner"]);
     svc.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_at_the_same_moment_never_take_a_key_past_its_conversations() {
+    let env = Env::new().await;
+    let svc = Running::start(&env, 1, |c| c.token = Some(OPERATOR.to_owned())).await;
+    let op = &svc.client;
+    let (two, _) = key(op, "two-conversations", json!({"max_conversations": 2})).await;
+
+    // Twelve creates at once, on each API that makes a conversation: each passes the check made
+    // before it creates, as none has been created yet; at most two may stay.
+    let creates = (0..12).map(|i| {
+        let two = two.clone();
+        async move {
+            let (path, body) = if i % 2 == 0 {
+                ("/v1/conversations", json!({}))
+            } else {
+                ("/v1/responses", json!({"input": format!("race {i}"), "stream": false}))
+            };
+            two.send(Method::POST, path, Some(body.to_string().into())).await.unwrap()
+        }
+    });
+    let answers = futures_util::future::join_all(creates).await;
+    let mut made = 0;
+    for a in &answers {
+        match a.status {
+            StatusCode::CREATED | StatusCode::OK => made += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert_eq!(a.json().unwrap()["error"]["code"], "key_max_conversations");
+                assert!(a.headers.contains_key("retry-after"));
+            }
+            other => panic!("{other}: {:?}", a.json()),
+        }
+    }
+    let held = ids(&two.get("/v1/conversations?limit=100").await.unwrap().json().unwrap());
+    assert!(held.len() <= 2, "the key holds {} conversations, over its 2", held.len());
+    assert!(made <= 2, "{made} creates answered as made, over the key's 2");
+    let all = ids(&op.get("/v1/conversations?limit=100").await.unwrap().json().unwrap());
+    assert_eq!(all.len(), held.len(), "a refused create left nothing behind: {all:?}");
+}

@@ -240,9 +240,9 @@ pub(crate) async fn create(
     let caller = crate::keys::caller();
     crate::keys::limits::new_conversation(&state, &caller).await?;
     let id = state.pool.create_thread_with_metadata(settings, profile, body.metadata.unwrap_or_default()).await?;
-    if let Err(e) = crate::keys::own(&state.pool, &caller, &id).await {
+    if let Err(e) = crate::keys::own(&state.pool, &state.metrics, &caller, &id).await {
         let _ = state.pool.delete_thread(&id).await;
-        return Err(e.into());
+        return Err(e);
     }
     let info = state.pool.conversation(&id).await?.ok_or_else(|| ApiError::not_found("created, then gone"))?;
     let created = with_owners(vec![info.into()], &state).await?.remove(0);

@@ -10,13 +10,39 @@ use codex_pool_store::{ApiKey, ThreadStore};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// Refuses a new conversation when the key holds its `max_conversations` already.
+/// Refuses a new conversation when the key holds its `max_conversations` already (before it is
+/// made: the common case costs nothing).
 pub(crate) async fn new_conversation(state: &AppState, caller: &Caller) -> Result<(), ApiError> {
     let Some(key) = caller.key() else { return Ok(()) };
+    conversations_within(state.pool.store().as_ref(), &state.metrics, key, 0).await
+}
+
+/// Refuses a conversation just made and owned by `key` when the key now holds more than its
+/// `max_conversations` (its creator deletes it). Creates at the same moment all pass
+/// [`new_conversation`]; each counts again once its own is owned, so whichever counts last sees
+/// the others: the key never stays over its limit (creates racing at the limit may all be
+/// refused, never all kept).
+pub(crate) async fn conversation_made(
+    store: &dyn ThreadStore,
+    metrics: &Metrics,
+    key: &ApiKey,
+) -> Result<(), ApiError> {
+    conversations_within(store, metrics, key, 1).await
+}
+
+/// Refuses when the key holds more than `max_conversations - 1 + new` conversations (`new`: 1
+/// when one it holds is the one being made).
+async fn conversations_within(
+    store: &dyn ThreadStore,
+    metrics: &Metrics,
+    key: &ApiKey,
+    new: u64,
+) -> Result<(), ApiError> {
     let Some(max) = key.limits.max_conversations else { return Ok(()) };
-    let held = state.pool.store().keys().count_owned(&key.id).await?;
-    if held >= max {
-        state.metrics.limit_refused("key_max_conversations");
+    let held = store.keys().count_owned(&key.id).await?;
+    if held + 1 > max + new {
+        metrics.limit_refused("key_max_conversations");
+        let held = held.saturating_sub(new);
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "key_max_conversations",

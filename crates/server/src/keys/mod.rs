@@ -46,18 +46,20 @@ pub(crate) async fn as_caller<F: std::future::Future>(caller: Caller, f: F) -> F
     CALLER.scope(caller, f).await
 }
 
-/// Makes the caller, if a key, the owner of a conversation it just created.
+/// Makes the caller, if a key, the owner of a conversation it just created, within the key's
+/// `max_conversations` (checked again now that the new one counts: see
+/// [`limits::conversation_made`]). On an error the caller deletes the conversation.
 pub(crate) async fn own(
     pool: &codex_pool::Pool,
+    metrics: &crate::metrics::Metrics,
     caller: &Caller,
     id: &codex_pool::ConversationId,
-) -> Result<(), codex_pool_store::StoreError> {
-    if let Some(key) = caller.key_id() {
-        if !pool.store().keys().set_owner(id, key).await? {
-            tracing::warn!(conversation = %id, "a new conversation already had another owner");
-        }
+) -> Result<(), crate::error::ApiError> {
+    let Some(key) = caller.key() else { return Ok(()) };
+    if !pool.store().keys().set_owner(id, &key.id).await? {
+        tracing::warn!(conversation = %id, "a new conversation already had another owner");
     }
-    Ok(())
+    limits::conversation_made(pool.store().as_ref(), metrics, key).await
 }
 
 /// A key as read from the store, and when (`None`: no key has that hash).

@@ -299,9 +299,9 @@ async fn continuing(
         match state.pool.fork_at(&id, &turn).await? {
             Fork::Latest => (id, false),
             Fork::New(fork) => {
-                if let Err(e) = crate::keys::own(&state.pool, &caller, &fork).await {
+                if let Err(e) = crate::keys::own(&state.pool, &state.metrics, &caller, &fork).await {
                     let _ = state.pool.delete_thread(&fork).await;
-                    return Err(crate::error::ApiError::from(e).into());
+                    return Err(e.into());
                 }
                 (fork, true)
             }

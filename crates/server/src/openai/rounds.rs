@@ -162,9 +162,9 @@ pub(crate) async fn begin_new(
     crate::keys::limits::new_conversation(state, &caller).await?;
     let room = crate::api::turns::room(state)?;
     let id = state.pool.create_thread_with_history(create.settings, Profile::Chat, create.metadata, history).await?;
-    if let Err(e) = crate::keys::own(&state.pool, &caller, &id).await {
+    if let Err(e) = crate::keys::own(&state.pool, &state.metrics, &caller, &id).await {
         let _ = state.pool.delete_thread(&id).await;
-        return Err(crate::error::ApiError::from(e).into());
+        return Err(e.into());
     }
     match state.pool.start_turn(&id, input, options).await {
         Ok(turn) => {
