@@ -36,8 +36,9 @@ struct ActiveTurn {
     confirmed: bool,
     tx: mpsc::UnboundedSender<TurnEvent>,
     backlog: Arc<AtomicUsize>,
-    /// Events that came before the turn id was known; delivered right after `Started`.
-    early: Vec<TurnEvent>,
+    /// Events that came before the turn id was known, with the turn they named (if any);
+    /// delivered right after `Started`, but for those that named another turn.
+    early: Vec<(Option<TurnId>, TurnEvent)>,
     /// Nobody reads the events any more; codex has until then to end the turn.
     abandoned_until: Option<Instant>,
     /// An interrupt is wanted; sent once codex confirms the turn. Callers wait for its answer.
@@ -208,7 +209,12 @@ impl TurnRegistry {
         if turn.turn_id.is_none() {
             turn.turn_id = Some(turn_id.clone());
             let started = TurnEvent::Started { thread_id: thread_id.to_string(), turn_id: turn_id.clone() };
-            let early = std::mem::take(&mut turn.early);
+            // What another turn's id named is not this turn's (codex names the items of
+            // `thread/inject_items` after that request, and they may come while `turn/start` waits).
+            let early = std::mem::take(&mut turn.early)
+                .into_iter()
+                .filter(|(of, _)| of.as_ref().is_none_or(|of| of == turn_id))
+                .map(|(_, event)| event);
             if turn.is_live() {
                 let (ok, backlog) = turn.deliver(std::iter::once(started).chain(early).collect::<Vec<_>>().into_iter());
                 self.after_delivery(thread_id, ok, backlog, effects);
@@ -259,7 +265,7 @@ impl TurnRegistry {
         }
         if turn.turn_id.is_none() {
             // `Started` must come first; hold what codex sent before the turn id was known.
-            turn.early.push(event);
+            turn.early.push((of.cloned(), event));
             return;
         }
         let (ok, backlog) = turn.deliver(std::iter::once(event));

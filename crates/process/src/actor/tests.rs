@@ -271,12 +271,14 @@ async fn a_consumer_that_lags_gets_its_turn_interrupted() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn events_before_the_turn_start_answer_come_after_started_in_order() {
+async fn events_before_the_turn_start_answer_come_after_started_in_order_and_others_are_dropped() {
     let mut rig = rig();
     let handle = rig.handle.clone();
     let starting = tokio::spawn(async move { handle.start_turn(turn_params("hi")).await });
     let (id, _) = rig.peer.expect("turn/start").await;
     rig.peer.delta("u1", "a").await;
+    // Another turn's event (codex names `thread/inject_items`' items after that request).
+    rig.peer.delta("inject-1", "not this turn's").await;
     rig.peer.delta("u1", "b").await;
     rig.peer.turn_started(id, "u1").await;
     rig.peer.completed("u1", "completed").await;
