@@ -1,8 +1,7 @@
 //! API keys in SQLite.
 
 use super::schema::Db;
-use super::{read_record, SqliteStore};
-use crate::row::{record_columns, RawRecord};
+use super::{list_page, SqliteStore};
 use crate::{ApiKey, ConversationId, KeyLimits, KeyStore, ListCursor, StoreError, StoreFuture, ThreadRecord};
 use rusqlite::{params, OptionalExtension};
 use std::collections::BTreeMap;
@@ -178,22 +177,7 @@ impl KeyStore for SqliteStore {
         limit: usize,
     ) -> StoreFuture<'a, Vec<ThreadRecord>> {
         let owner = owner.to_owned();
-        self.run(move |conn| {
-            let (at, id) = match &after {
-                Some(c) => (c.created_at_ms, c.id.as_str().to_owned()),
-                None => (i64::MAX, String::new()),
-            };
-            let sql = concat!(
-                "SELECT ",
-                record_columns!(),
-                " FROM threads WHERE owner = ?4 AND
-                 (created_at_ms < ?1 OR (created_at_ms = ?1 AND (?2 = '' OR thread_id < ?2)))
-                 ORDER BY created_at_ms DESC, thread_id DESC LIMIT ?3"
-            );
-            let mut query = conn.prepare_cached(sql).db()?;
-            let rows = query.query_map(params![at, id, limit as i64, owner], read_record).db()?;
-            rows.map(|row| row.db().and_then(RawRecord::decode)).collect()
-        })
+        self.run(move |conn| list_page(conn, Some(&owner), after.as_ref(), limit))
     }
 
     fn count_owned<'a>(&'a self, owner: &'a str) -> StoreFuture<'a, u64> {

@@ -126,6 +126,31 @@ impl SqliteStore {
 }
 
 /// A row of [`record_columns!`] as SQLite holds it.
+/// A page of conversations, newest first, after `after`: every one, or `owner`'s only (an API
+/// key's).
+fn list_page(
+    conn: &rusqlite::Connection,
+    owner: Option<&str>,
+    after: Option<&ListCursor>,
+    limit: usize,
+) -> Result<Vec<ThreadRecord>, StoreError> {
+    let (at, id) = match after {
+        Some(c) => (c.created_at_ms, c.id.as_str().to_owned()),
+        None => (i64::MAX, String::new()),
+    };
+    let sql = concat!(
+        "SELECT ",
+        record_columns!(),
+        " FROM threads
+         WHERE (?4 IS NULL OR owner = ?4)
+           AND (created_at_ms < ?1 OR (created_at_ms = ?1 AND (?2 = '' OR thread_id < ?2)))
+         ORDER BY created_at_ms DESC, thread_id DESC LIMIT ?3"
+    );
+    let mut query = conn.prepare_cached(sql).db()?;
+    let rows = query.query_map(params![at, id, limit as i64, owner], read_record).db()?;
+    rows.map(|row| row.db().and_then(RawRecord::decode)).collect()
+}
+
 fn read_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRecord> {
     Ok(RawRecord {
         id: r.get(0)?,
@@ -314,22 +339,7 @@ impl ThreadStore for SqliteStore {
     }
 
     fn list(&self, after: Option<ListCursor>, limit: usize) -> StoreFuture<'_, Vec<ThreadRecord>> {
-        self.run(move |conn| {
-            let (at, id) = match &after {
-                Some(c) => (c.created_at_ms, c.id.as_str().to_owned()),
-                None => (i64::MAX, String::new()),
-            };
-            let sql = concat!(
-                "SELECT ",
-                record_columns!(),
-                " FROM threads
-                 WHERE created_at_ms < ?1 OR (created_at_ms = ?1 AND (?2 = '' OR thread_id < ?2))
-                 ORDER BY created_at_ms DESC, thread_id DESC LIMIT ?3"
-            );
-            let mut query = conn.prepare_cached(sql).db()?;
-            let rows = query.query_map(params![at, id, limit as i64], read_record).db()?;
-            rows.map(|row| row.db().and_then(RawRecord::decode)).collect()
-        })
+        self.run(move |conn| list_page(conn, None, after.as_ref(), limit))
     }
 
     fn items<'a>(&'a self, id: &'a ConversationId, after_seq: u64, limit: usize) -> StoreFuture<'a, Vec<StoredItem>> {
