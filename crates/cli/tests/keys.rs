@@ -1,7 +1,8 @@
 //! `codex-pool keys` and API keys across nodes: the real binary; keys created, listed and
 //! revoked in a SQLite file (the secret printed once, only its prefix after); `serve` refuses
 //! live keys without a token; two nodes on one PostgreSQL: a key's conversation is its own on
-//! both, and a key revoked on one node is refused by the other within a second.
+//! both, and a key revoked on one node is refused by the other within a second; the official
+//! `openai` package with two keys.
 
 mod common;
 
@@ -127,4 +128,36 @@ async fn a_key_revoked_on_one_node_is_refused_by_the_other_within_a_second() {
         let (status, _, _) = tokio::task::spawn_blocking(move || served.terminate()).await.unwrap();
         assert!(status.success());
     }
+}
+
+/// The official `openai` package carrying applications' keys, as their users call it: the other
+/// key's response is NotFoundError on read and on `previous_response_id`, a key over its
+/// conversations is RateLimitError (`tests/python/keys_client.py`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_openai_client_with_two_keys_sees_only_its_own_and_meets_its_limit() {
+    let Some(venv) = common::venv() else { return };
+    let model = MockModel::start(MockConfig::default()).await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let served = serve_with(data.path(), &model.base_url(), Some(TOKEN), Stdio::inherit(), &[], &[]);
+    served.ready().await;
+    let mut secrets = Vec::new();
+    for (name, limits) in [("openai-a", json!({"max_conversations": 1})), ("openai-b", json!({}))] {
+        let mut body = json!({"name": name});
+        body.as_object_mut().unwrap().extend(limits.as_object().unwrap().clone());
+        let created = served.client.post("/v1/keys", body).await.unwrap().json().unwrap();
+        secrets.push(created["secret"].as_str().unwrap().to_owned());
+    }
+    let script = common::python_script("keys_client.py").display().to_string();
+    let args = [script, format!("{}/v1", served.client.base()), secrets[0].clone(), secrets[1].clone()];
+    let python = venv.join("bin/python");
+    let out = tokio::task::spawn_blocking(move || Command::new(python).args(args).output().unwrap()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let seen: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(seen["limited"], "key_max_conversations", "{seen}");
+    // The operator sees both keys' conversations: A's one, B's one.
+    let all = served.client.get("/v1/conversations").await.unwrap().json().unwrap();
+    assert_eq!(all["data"].as_array().unwrap().len(), 2, "{all}");
+    let (status, _, _) = tokio::task::spawn_blocking(move || served.terminate()).await.unwrap();
+    assert!(status.success());
 }
